@@ -1,0 +1,237 @@
+//! Server configuration: the [`Config`] struct with nats-server's defaults, the nats-server
+//! config-file syntax (`conf`), and the command-line flags (`cli`) that fill it.
+//!
+//! Precedence follows nats-server: defaults, then the config file, then command-line flags.
+
+pub mod cli;
+pub mod conf;
+mod load;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{from_conf_text, from_file};
+
+/// Default client port.
+pub const DEFAULT_PORT: u16 = 4222;
+/// Default HTTP monitoring port when `-m` is given without a value in the config.
+pub const DEFAULT_HTTP_PORT: u16 = 8222;
+/// Default maximum payload: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// Default maximum control line: 4 KiB.
+pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
+/// Default per-connection outbound pending limit: 64 MiB.
+pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
+/// Default maximum concurrent client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64 * 1024;
+
+/// Errors raised while reading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("error opening config file {path}: {source}")]
+    Io {
+        /// The path that failed.
+        path: String,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not valid nats-server config syntax.
+    #[error("Parse error on line {line}: {msg}")]
+    Parse {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A key holds a value of the wrong kind or out of range.
+    #[error("invalid value for '{key}': {msg}")]
+    Invalid {
+        /// The offending key (dotted path for nested blocks).
+        key: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// A publish or subscribe permission: subjects allowed and denied (wildcards permitted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubjectPermission {
+    /// If non-empty, only subjects matching one of these are permitted.
+    pub allow: Vec<String>,
+    /// Subjects matching any of these are refused, even if allowed.
+    pub deny: Vec<String>,
+}
+
+/// Per-user permissions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    /// Who may publish where.
+    pub publish: Option<SubjectPermission>,
+    /// Who may subscribe where.
+    pub subscribe: Option<SubjectPermission>,
+}
+
+/// One entry of `authorization { users: [...] }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    /// User name.
+    pub user: String,
+    /// Password, plain text or a bcrypt hash (`$2a$...`, `$2b$...`).
+    pub password: String,
+    /// Optional permissions; `None` means everything is permitted.
+    pub permissions: Option<Permissions>,
+}
+
+/// Client authentication settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Single user name (`--user` / `authorization { user }`).
+    pub user: Option<String>,
+    /// Single user password, plain or bcrypt.
+    pub password: Option<String>,
+    /// Token (`--auth` / `authorization { token }`), plain or bcrypt.
+    pub token: Option<String>,
+    /// Multiple users with permissions.
+    pub users: Vec<User>,
+    /// How long a client has to send CONNECT when auth is required.
+    pub timeout: Option<Duration>,
+}
+
+impl AuthConfig {
+    /// True when any form of authentication is configured.
+    pub fn required(&self) -> bool {
+        self.user.is_some() || self.token.is_some() || !self.users.is_empty()
+    }
+}
+
+/// How stored data is synced to disk before a publish is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// fdatasync before every acknowledgement (group commit shares one sync).
+    #[default]
+    Always,
+    /// Sync in the background at this interval; acks may precede the sync.
+    Interval(Duration),
+    /// Never sync explicitly; leave it to the OS.
+    Never,
+}
+
+/// JetStream settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// Whether JetStream is enabled.
+    pub enabled: bool,
+    /// Where streams are stored.
+    pub store_dir: PathBuf,
+    /// Durability policy for file streams.
+    pub sync: SyncPolicy,
+    /// Memory storage limit in bytes (-1 = unlimited).
+    pub max_memory: i64,
+    /// File storage limit in bytes (-1 = unlimited).
+    pub max_file: i64,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            store_dir: PathBuf::from("./data"),
+            sync: SyncPolicy::Always,
+            max_memory: -1,
+            max_file: -1,
+        }
+    }
+}
+
+/// Everything the server needs to start. Defaults match nats-server's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Interface to bind the client listener to.
+    pub host: String,
+    /// Client port; 0 picks an ephemeral port.
+    pub port: u16,
+    /// Server name reported in INFO (defaults to the server id).
+    pub server_name: Option<String>,
+    /// HTTP monitoring port; `None` disables monitoring, `Some(0)` picks an ephemeral port.
+    pub http_port: Option<u16>,
+    /// Interface for the monitoring listener.
+    pub http_host: String,
+    /// Maximum message payload in bytes.
+    pub max_payload: usize,
+    /// Maximum protocol control line in bytes.
+    pub max_control_line: usize,
+    /// Maximum outbound bytes buffered for one client before it is cut off as a slow consumer.
+    pub max_pending: usize,
+    /// Maximum time one flush to a client may take before it is cut off as a slow consumer.
+    pub write_deadline: Duration,
+    /// Maximum concurrent client connections.
+    pub max_connections: usize,
+    /// Maximum subscriptions per connection (0 = unlimited).
+    pub max_subs: usize,
+    /// Interval between server PINGs to each client.
+    pub ping_interval: Duration,
+    /// Outstanding PINGs allowed before the client is declared stale.
+    pub ping_max: u32,
+    /// Time a client has to authenticate when auth is required.
+    pub auth_timeout: Duration,
+    /// How long lame-duck mode spreads client closes over.
+    pub lame_duck_duration: Duration,
+    /// Grace period before lame-duck mode starts closing clients.
+    pub lame_duck_grace_period: Duration,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// JetStream.
+    pub jetstream: JetStreamConfig,
+    /// Log file (`-l`); `None` logs to stderr.
+    pub log_file: Option<PathBuf>,
+    /// Debug logging (`-D`).
+    pub debug: bool,
+    /// Trace logging (`-V`).
+    pub trace: bool,
+    /// PID file (`-P`).
+    pub pid_file: Option<PathBuf>,
+    /// Directory where a `<name>_<pid>.ports` file is written.
+    pub ports_file_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_string(),
+            port: DEFAULT_PORT,
+            server_name: None,
+            http_port: None,
+            http_host: "127.0.0.1".to_string(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_control_line: DEFAULT_MAX_CONTROL_LINE,
+            max_pending: DEFAULT_MAX_PENDING,
+            write_deadline: Duration::from_secs(10),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subs: 0,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            auth_timeout: Duration::from_secs(2),
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
+            auth: AuthConfig::default(),
+            jetstream: JetStreamConfig::default(),
+            log_file: None,
+            debug: false,
+            trace: false,
+            pid_file: None,
+            ports_file_dir: None,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: loopback, ephemeral port, no monitoring.
+    pub fn loopback() -> Self {
+        Self {
+            host: "127.0.0.1".to_string(),
+            port: 0,
+            ..Self::default()
+        }
+    }
+}

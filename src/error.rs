@@ -1,0 +1,20 @@
+//! The library's top-level error type.
+
+/// Errors starting or running a server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not bind its address.
+    #[error("can't listen on {addr}: {source} (is the port already in use?)")]
+    Bind {
+        /// The address that failed.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,33 @@
+//! # causeway
+//!
+//! A NATS-compatible message broker that runs as the `causeway` binary or embedded in another
+//! Rust program on its tokio runtime.
+//!
+//! ## Layout
+//! - [`protocol`]: the client wire protocol — zero-copy parser, frame encoders, subject syntax,
+//!   INFO/CONNECT JSON.
+//! - [`server`]: listeners, connections, subject routing, delivery, auth, the in-process client
+//!   and the embeddable [`Server`] / [`ServerHandle`].
+//! - [`config`]: [`Config`] with nats-server's defaults, its config-file syntax and CLI flags.
+//! - [`monitor`]: the HTTP monitoring endpoints.
+//!
+//! ## Embedding
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = causeway::Server::start(causeway::Config::loopback()).await?;
+//! let client = server.client();
+//! let reply = client.request("svc.echo", "ping".into()).await;
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+mod error;
+pub mod logging;
+pub mod monitor;
+pub mod protocol;
+pub mod server;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{Client, ClientError, Message, Server, ServerHandle, Subscriber};

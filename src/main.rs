@@ -1,0 +1,161 @@
+//! The `causeway` binary: parses nats-server-compatible flags and config, sets up logging, runs
+//! the server until SIGINT/SIGTERM (graceful shutdown) or SIGUSR2 (lame duck).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use causeway::config::cli::Args;
+use causeway::config::Config;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = match Args::parse_from_env() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("causeway: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(1);
+        }
+    };
+    if args.version {
+        println!(
+            "causeway: v{} (nats-server protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            causeway::protocol::info::PROTOCOL_VERSION
+        );
+        return ExitCode::SUCCESS;
+    }
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("causeway: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("causeway: {e:#}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("causeway: can't start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("causeway: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let level = if config.trace {
+        "trace"
+    } else if config.debug {
+        "debug"
+    } else {
+        "info"
+    };
+    let filter = EnvFilter::try_from_env("CAUSEWAY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("causeway={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .event_format(causeway::logging::NatsFormat::default())
+        .with_env_filter(filter);
+    match &config.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("can't open log file {}", path.display()))?;
+            builder.with_writer(std::sync::Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    tracing::info!(
+        "Starting causeway v{} (nats protocol {})",
+        env!("CARGO_PKG_VERSION"),
+        causeway::protocol::info::PROTOCOL_VERSION
+    );
+    if config.jetstream.enabled {
+        tracing::warn!("JetStream is not implemented yet in this build; serving core NATS only");
+    }
+    let pid_file = config.pid_file.clone();
+    let ports_dir = config.ports_file_dir.clone();
+    let server = causeway::Server::start(config).await?;
+    if let Some(path) = &pid_file {
+        std::fs::write(path, std::process::id().to_string())
+            .with_context(|| format!("can't write pid file {}", path.display()))?;
+    }
+    let ports_file = match &ports_dir {
+        Some(dir) => Some(write_ports_file(dir, &server)?),
+        None => None,
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    tokio::select! {
+        _ = term.recv() => {
+            tracing::info!("Trapped \"terminated\" signal");
+            server.shutdown().await;
+        }
+        _ = int.recv() => {
+            tracing::info!("Trapped \"interrupt\" signal");
+            server.shutdown().await;
+        }
+        _ = usr2.recv() => {
+            tracing::info!("Trapped \"user defined signal 2\" signal");
+            server.lame_duck().await;
+        }
+    }
+    if let Some(path) = ports_file {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Some(path) = pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn write_ports_file(
+    dir: &std::path::Path,
+    server: &causeway::ServerHandle,
+) -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "causeway".into());
+    let path = dir.join(format!("{exe}_{}.ports", std::process::id()));
+    let mut ports = serde_json::json!({ "nats": [server.client_url()] });
+    if let Some(m) = server.monitor_addr() {
+        ports["monitoring"] = serde_json::json!([format!("http://{m}")]);
+    }
+    let mut f = std::fs::File::create(&path)
+        .with_context(|| format!("can't write ports file {}", path.display()))?;
+    writeln!(f, "{ports}")?;
+    Ok(path)
+}

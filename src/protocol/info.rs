@@ -1,0 +1,113 @@
+//! JSON bodies of `INFO` (server to client) and `CONNECT` (client to server).
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol feature level causeway implements, reported as `version` so that clients and
+/// harnesses enable the features they may use.
+pub const PROTOCOL_VERSION: &str = "2.11.0";
+
+/// The `INFO` message. Field names are nats-server's.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ServerInfo {
+    /// Unique id of this server instance.
+    pub server_id: String,
+    /// Human-readable name.
+    pub server_name: String,
+    /// NATS feature level (see [`PROTOCOL_VERSION`]).
+    pub version: String,
+    /// Implementation language/runtime, as nats-server's `go` field.
+    pub go: String,
+    /// Listener host.
+    pub host: String,
+    /// Listener port.
+    pub port: u16,
+    /// Headers supported.
+    pub headers: bool,
+    /// Maximum payload.
+    pub max_payload: usize,
+    /// Protocol version (1).
+    pub proto: u8,
+    /// Id of this client connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<u64>,
+    /// Address of the client as seen by the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// Authentication required.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
+    /// JetStream enabled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub jetstream: bool,
+    /// Other URLs clients may connect to (cluster members).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
+    /// Lame-duck mode: the server is going away, reconnect elsewhere.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The `CONNECT` options a client sends. Omitted `verbose`, `pedantic` and `echo` default to
+/// true, as in nats-server.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectOptions {
+    /// Reply `+OK` to every accepted operation.
+    #[serde(default = "yes")]
+    pub verbose: bool,
+    /// Strict subject checking on publish.
+    #[serde(default = "yes")]
+    pub pedantic: bool,
+    /// Deliver the client's own publications to its own subscriptions.
+    #[serde(default = "yes")]
+    pub echo: bool,
+    /// Client understands HMSG.
+    #[serde(default)]
+    pub headers: bool,
+    /// Client wants 503 status messages when a request reaches nobody.
+    #[serde(default)]
+    pub no_responders: bool,
+    /// Client name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Client language.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Client version.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Protocol level.
+    #[serde(default)]
+    pub protocol: Option<i64>,
+    /// User name.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password.
+    #[serde(default)]
+    pub pass: Option<String>,
+    /// Token.
+    #[serde(default)]
+    pub auth_token: Option<String>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            verbose: true,
+            pedantic: true,
+            echo: true,
+            headers: false,
+            no_responders: false,
+            name: None,
+            lang: None,
+            version: None,
+            protocol: None,
+            user: None,
+            pass: None,
+            auth_token: None,
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! One client connection: the reader task that parses what the client sends and acts on it
+//! (CONNECT, PUB/HPUB, SUB, UNSUB, PING/PONG), plus keep-alive and the auth deadline.
+//!
+//! The reader routes every publish itself, appending frames straight into subscribers' outbound
+//! buffers; the matching writer task ([`super::outbound::writer`]) owns the socket's write half.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use rustc_hash::FxHashMap;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::auth::{Authenticated, Perms};
+use super::deliver::{deliver, Dirty, Origin, Publish};
+use super::outbound::{writer, CloseReason, Outbound};
+use super::sublist::{MatchCache, Sink, Subscription};
+use super::Shared;
+use crate::protocol::encode;
+use crate::protocol::info::ConnectOptions;
+use crate::protocol::parser::{self, ClientOp, Limits, ParseError, Parsed};
+use crate::protocol::subject;
+
+const READ_BUF: usize = 64 * 1024;
+
+/// Serves one accepted TCP connection until it closes.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, cid: u64) {
+    let span = tracing::debug_span!("conn", cid, %peer);
+    async move {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let out = Outbound::new(cid, shared.config.max_pending);
+        shared.register(&out);
+        shared
+            .tasks
+            .spawn(writer(out.clone(), wr, shared.config.write_deadline));
+        out.send(|b| encode::write_info(b, &shared.info_for(cid, &peer)));
+        tracing::debug!("Client connection created");
+        let mut conn = Conn::new(shared.clone(), out.clone());
+        let reason = conn.run(rd).await;
+        conn.cleanup();
+        out.close(reason);
+        shared.unregister(cid);
+        tracing::debug!(?reason, "Client connection closed");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Per-connection state owned by the reader task.
+struct Conn {
+    shared: Arc<Shared>,
+    out: Arc<Outbound>,
+    opts: ConnectOptions,
+    connected: bool,
+    perms: Option<Arc<Perms>>,
+    pub_perm_cache: FxHashMap<Box<[u8]>, bool>,
+    subs: FxHashMap<Box<[u8]>, Arc<Subscription>>,
+    cache: MatchCache,
+    dirty: Dirty,
+    pings_out: u32,
+    last_read: Instant,
+    in_msgs: u64,
+    in_bytes: u64,
+}
+
+/// What processing one operation asks of the connection.
+enum Next {
+    Continue,
+    Close(CloseReason),
+    /// CONNECT needs a slow (bcrypt) credential check, done off the async workers.
+    Authenticate(Box<ConnectOptions>),
+}
+
+impl Conn {
+    fn new(shared: Arc<Shared>, out: Arc<Outbound>) -> Self {
+        Self {
+            shared,
+            out,
+            opts: ConnectOptions::default(),
+            connected: false,
+            perms: None,
+            pub_perm_cache: FxHashMap::default(),
+            subs: FxHashMap::default(),
+            cache: MatchCache::default(),
+            dirty: Dirty::default(),
+            pings_out: 0,
+            last_read: Instant::now(),
+            in_msgs: 0,
+            in_bytes: 0,
+        }
+    }
+
+    async fn run(&mut self, mut rd: tokio::net::tcp::OwnedReadHalf) -> CloseReason {
+        let cfg = &self.shared.config;
+        let limits = Limits {
+            max_control_line: cfg.max_control_line,
+            max_payload: cfg.max_payload,
+        };
+        let auth_deadline = tokio::time::sleep(self.shared.auth_timeout());
+        tokio::pin!(auth_deadline);
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + cfg.ping_interval,
+            cfg.ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let cancel = self.out.cancel.clone();
+        let mut buf = BytesMut::with_capacity(READ_BUF);
+        loop {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_BUF);
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    return self.out.closed().unwrap_or(CloseReason::ServerShutdown);
+                }
+                r = rd.read_buf(&mut buf) => {
+                    match r {
+                        Ok(0) | Err(_) => return CloseReason::ClientClosed,
+                        Ok(_) => {}
+                    }
+                    self.last_read = Instant::now();
+                    let mut pos = 0;
+                    let closed = loop {
+                        let (consumed, next) = self.process(&buf[pos..], &limits);
+                        pos += consumed;
+                        match next {
+                            Next::Continue => break None,
+                            Next::Close(reason) => break Some(reason),
+                            Next::Authenticate(opts) => {
+                                let shared = self.shared.clone();
+                                let checked = opts.clone();
+                                let who = tokio::task::spawn_blocking(move || shared.auth.check(&checked))
+                                    .await
+                                    .ok()
+                                    .flatten();
+                                if let Next::Close(reason) = self.finish_connect(*opts, who) {
+                                    break Some(reason);
+                                }
+                            }
+                        }
+                    };
+                    buf.advance(pos);
+                    self.dirty.flush();
+                    self.flush_stats();
+                    if let Some(reason) = closed {
+                        return reason;
+                    }
+                    if let Some(need) = next_need(&buf, &limits) {
+                        if need > buf.capacity() {
+                            buf.reserve(need - buf.len());
+                        }
+                    }
+                }
+                _ = &mut auth_deadline, if !self.connected && self.shared.auth.required() => {
+                    self.err("Authentication Timeout");
+                    return CloseReason::AuthFailure;
+                }
+                _ = ping.tick() => {
+                    if self.last_read.elapsed() < self.shared.config.ping_interval && self.connected {
+                        continue;
+                    }
+                    if self.pings_out + 1 > self.shared.config.ping_max {
+                        self.err("Stale Connection");
+                        return CloseReason::StaleConnection;
+                    }
+                    self.pings_out += 1;
+                    self.out.send(|b| b.extend_from_slice(encode::PING));
+                }
+            }
+        }
+    }
+
+    /// Processes every complete operation in `buf`; returns bytes consumed.
+    fn process(&mut self, buf: &[u8], limits: &Limits) -> (usize, Next) {
+        let mut pos = 0;
+        while pos < buf.len() {
+            match parser::parse(&buf[pos..], limits) {
+                Ok(Parsed::Op(op, n)) => {
+                    pos += n;
+                    match self.handle(op) {
+                        Next::Continue => {}
+                        next => return (pos, next),
+                    }
+                }
+                Ok(Parsed::Incomplete(_)) => break,
+                Err(e) => {
+                    tracing::debug!("protocol error: {e:?}");
+                    self.err(&e.to_string());
+                    return (pos, Next::Close(CloseReason::ProtocolViolation));
+                }
+            }
+        }
+        (pos, Next::Continue)
+    }
+
+    fn handle(&mut self, op: ClientOp<'_>) -> Next {
+        if !self.connected && self.shared.auth.required() && !matches!(op, ClientOp::Connect(_)) {
+            self.err("Authorization Violation");
+            return Next::Close(CloseReason::AuthFailure);
+        }
+        match op {
+            ClientOp::Pub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => self.on_pub(subject, reply, headers, payload),
+            ClientOp::Sub {
+                subject,
+                queue,
+                sid,
+            } => self.on_sub(subject, queue, sid),
+            ClientOp::Unsub { sid, max } => self.on_unsub(sid, max),
+            ClientOp::Ping => {
+                self.out.send(|b| b.extend_from_slice(encode::PONG));
+                Next::Continue
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                Next::Continue
+            }
+            ClientOp::Connect(json) => self.on_connect(json),
+            ClientOp::Ignored => Next::Continue,
+        }
+    }
+
+    fn on_connect(&mut self, json: &[u8]) -> Next {
+        let opts: ConnectOptions = match serde_json::from_slice(json) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::debug!("malformed CONNECT: {e}");
+                return Next::Close(CloseReason::ProtocolViolation);
+            }
+        };
+        if opts.no_responders && !opts.headers {
+            self.err("no responders requires headers support");
+            return Next::Close(CloseReason::ProtocolViolation);
+        }
+        if self.shared.auth.is_slow() {
+            return Next::Authenticate(Box::new(opts));
+        }
+        let who = self.shared.auth.check(&opts);
+        self.finish_connect(opts, who)
+    }
+
+    fn finish_connect(&mut self, opts: ConnectOptions, who: Option<Authenticated>) -> Next {
+        let Some(who) = who else {
+            tracing::warn!(user = ?opts.user, "Authorization Violation");
+            self.err("Authorization Violation");
+            return Next::Close(CloseReason::AuthFailure);
+        };
+        self.perms = who.perms;
+        self.pub_perm_cache.clear();
+        tracing::debug!(name = ?opts.name, lang = ?opts.lang, version = ?opts.version, user = ?who.user, "CONNECT");
+        self.opts = opts;
+        self.connected = true;
+        self.ok();
+        Next::Continue
+    }
+
+    fn on_pub(
+        &mut self,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Next {
+        self.in_msgs += 1;
+        self.in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
+        if self.opts.pedantic && !subject::is_valid_literal_subject(subj) {
+            self.err("Invalid Publish Subject");
+            return Next::Continue;
+        }
+        if !self.may_publish(subj) {
+            let text = format!(
+                "Permissions Violation for Publish to \"{}\"",
+                String::from_utf8_lossy(subj)
+            );
+            tracing::warn!("{text}");
+            self.err(&text);
+            return Next::Continue;
+        }
+        let matches = self.cache.get(&self.shared.router, subj);
+        let msg = Publish {
+            subject: subj,
+            reply,
+            headers,
+            payload,
+        };
+        let origin = Origin {
+            cid: self.out.cid,
+            echo: self.opts.echo,
+        };
+        let n = deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty);
+        if n == 0 && self.opts.no_responders && self.opts.headers {
+            if let Some(reply) = reply {
+                self.no_responders(reply);
+            }
+        }
+        self.ok();
+        Next::Continue
+    }
+
+    /// Sends the 503 status to this client's own subscription that matches the reply subject.
+    fn no_responders(&mut self, reply: &[u8]) {
+        let matches = self.cache.get(&self.shared.router, reply);
+        let mine = matches
+            .psubs
+            .iter()
+            .chain(matches.qsubs.iter().flatten())
+            .find(|s| s.client_id == self.out.cid);
+        if let Some(sub) = mine {
+            self.out.send(|b| {
+                encode::write_msg(
+                    b,
+                    reply,
+                    &sub.sid,
+                    None,
+                    Some(encode::NO_RESPONDERS_HDR),
+                    &[],
+                )
+            });
+        }
+    }
+
+    fn may_publish(&mut self, subj: &[u8]) -> bool {
+        let Some(perms) = &self.perms else {
+            return true;
+        };
+        if let Some(&ok) = self.pub_perm_cache.get(subj) {
+            return ok;
+        }
+        let ok = perms.can_publish(&String::from_utf8_lossy(subj));
+        if self.pub_perm_cache.len() > 4096 {
+            self.pub_perm_cache.clear();
+        }
+        self.pub_perm_cache.insert(subj.into(), ok);
+        ok
+    }
+
+    fn on_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Next {
+        if !subject::is_valid_subject(subj) || !queue.is_none_or(subject::is_valid_queue) {
+            self.err("Invalid Subject");
+            return Next::Continue;
+        }
+        if let Some(perms) = &self.perms {
+            if !perms.can_subscribe(&String::from_utf8_lossy(subj)) {
+                let text = format!(
+                    "Permissions Violation for Subscription to \"{}\"",
+                    String::from_utf8_lossy(subj)
+                );
+                tracing::warn!("{text}");
+                self.err(&text);
+                return Next::Continue;
+            }
+        }
+        if self.subs.contains_key(sid) {
+            // nats-server ignores a duplicate sid.
+            self.ok();
+            return Next::Continue;
+        }
+        let max_subs = self.shared.config.max_subs;
+        if max_subs > 0 && self.subs.len() >= max_subs {
+            self.err("maximum subscriptions exceeded");
+            return Next::Continue;
+        }
+        let sub = Arc::new(Subscription {
+            subject: subj.into(),
+            queue: queue.map(Into::into),
+            sid: sid.into(),
+            client_id: self.out.cid,
+            sink: Sink::Conn(self.out.clone()),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            removed: Default::default(),
+            deny: self.perms.as_ref().and_then(|p| p.sub_deny.clone()),
+        });
+        self.subs.insert(sid.into(), sub.clone());
+        self.shared.router.insert(sub);
+        self.ok();
+        Next::Continue
+    }
+
+    fn on_unsub(&mut self, sid: &[u8], max: Option<u64>) -> Next {
+        if let Some(sub) = self.subs.get(sid) {
+            match max {
+                Some(max) if max > 0 && sub.delivered.load(Ordering::Relaxed) < max => {
+                    sub.max.store(max, Ordering::Relaxed);
+                }
+                _ => {
+                    if let Some(sub) = self.subs.remove(sid) {
+                        self.shared.router.remove(&sub);
+                    }
+                }
+            }
+        }
+        self.ok();
+        Next::Continue
+    }
+
+    fn ok(&self) {
+        if self.opts.verbose {
+            self.out.send(|b| b.extend_from_slice(encode::OK));
+        }
+    }
+
+    fn err(&self, text: &str) {
+        self.out.send(|b| encode::write_err(b, text));
+    }
+
+    fn flush_stats(&mut self) {
+        if self.in_msgs > 0 {
+            self.shared
+                .stats
+                .in_msgs
+                .fetch_add(self.in_msgs, Ordering::Relaxed);
+            self.shared
+                .stats
+                .in_bytes
+                .fetch_add(self.in_bytes, Ordering::Relaxed);
+            self.in_msgs = 0;
+            self.in_bytes = 0;
+        }
+    }
+
+    fn cleanup(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            self.shared.router.remove(&sub);
+        }
+        self.flush_stats();
+    }
+}
+
+/// How many bytes the frame at the front of `buf` needs in total, if it is incomplete.
+fn next_need(buf: &[u8], limits: &Limits) -> Option<usize> {
+    match parser::parse(buf, limits) {
+        Ok(Parsed::Incomplete(n)) => Some(n),
+        Ok(Parsed::Op(..))
+        | Err(
+            ParseError::MaxControlLine
+            | ParseError::MaxPayload
+            | ParseError::UnknownOp
+            | ParseError::BadArgs(_),
+        ) => None,
+    }
+}

@@ -1,0 +1,149 @@
+//! Delivery of one published message to the subscriptions that match it: every plain
+//! subscriber gets a copy, each queue group gets exactly one, spread by a random starting member.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rand::Rng;
+
+use super::inproc::Message;
+use super::outbound::{Outbound, Push};
+use super::sublist::{MatchResult, Router, Sink, Subscription, Take};
+use crate::protocol::subject;
+
+/// A message as published, borrowing from the publisher's buffer.
+pub(crate) struct Publish<'a> {
+    /// Destination subject.
+    pub subject: &'a [u8],
+    /// Reply subject.
+    pub reply: Option<&'a [u8]>,
+    /// Raw header block.
+    pub headers: Option<&'a [u8]>,
+    /// Body.
+    pub payload: &'a [u8],
+}
+
+/// Connections whose writers must be woken once the current batch of publishes is routed.
+#[derive(Default)]
+pub(crate) struct Dirty {
+    list: Vec<Arc<Outbound>>,
+}
+
+impl Dirty {
+    #[inline]
+    fn add(&mut self, out: &Arc<Outbound>) {
+        if self.list.len() < 64 && self.list.iter().any(|o| Arc::ptr_eq(o, out)) {
+            return;
+        }
+        self.list.push(out.clone());
+    }
+
+    /// Wakes every dirty writer.
+    pub fn flush(&mut self) {
+        for out in self.list.drain(..) {
+            out.flush();
+        }
+    }
+}
+
+/// Who published: used for `echo: false`.
+#[derive(Clone, Copy)]
+pub(crate) struct Origin {
+    /// Publishing connection id.
+    pub cid: u64,
+    /// Whether that connection wants its own messages.
+    pub echo: bool,
+}
+
+/// Delivers `msg` to the matches; returns how many subscriptions received it.
+pub(crate) fn deliver(
+    router: &Router,
+    matches: &MatchResult,
+    msg: &Publish<'_>,
+    origin: Origin,
+    dirty: &mut Dirty,
+) -> usize {
+    let mut delivered = 0;
+    for sub in &matches.psubs {
+        if !origin.echo && sub.client_id == origin.cid {
+            continue;
+        }
+        if send(router, sub, msg, dirty) {
+            delivered += 1;
+        }
+    }
+    for group in &matches.qsubs {
+        let n = group.len();
+        let start = if n > 1 {
+            rand::rng().random_range(0..n)
+        } else {
+            0
+        };
+        for i in 0..n {
+            let sub = &group[(start + i) % n];
+            if !origin.echo && sub.client_id == origin.cid {
+                continue;
+            }
+            if send(router, sub, msg, dirty) {
+                delivered += 1;
+                break;
+            }
+        }
+    }
+    delivered
+}
+
+/// Sends to one subscription; false if it could not take the message.
+#[inline]
+fn send(router: &Router, sub: &Arc<Subscription>, msg: &Publish<'_>, dirty: &mut Dirty) -> bool {
+    if let Some(deny) = &sub.deny {
+        let subj = String::from_utf8_lossy(msg.subject);
+        if deny.iter().any(|d| subject::matches(d, &subj)) {
+            return false;
+        }
+    }
+    let last = match sub.take() {
+        Take::Yes => false,
+        Take::Last => true,
+        Take::No => return false,
+    };
+    let ok = match &sub.sink {
+        Sink::Conn(out) => {
+            match out.push_msg(msg.subject, &sub.sid, msg.reply, msg.headers, msg.payload) {
+                Push::Queued(was_empty) => {
+                    if was_empty {
+                        dirty.add(out);
+                    }
+                    true
+                }
+                Push::Closed => false,
+            }
+        }
+        Sink::Local(tx) => {
+            let m = Message {
+                subject: String::from_utf8_lossy(msg.subject).into_owned(),
+                reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+                headers: msg.headers.map(Bytes::copy_from_slice),
+                payload: Bytes::copy_from_slice(msg.payload),
+            };
+            match tx.try_send(m) {
+                Ok(()) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(
+                        "Slow Consumer Detected: in-process subscriber on {:?} is full",
+                        String::from_utf8_lossy(&sub.subject)
+                    );
+                    false
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    router.remove(sub);
+                    false
+                }
+            }
+        }
+    };
+    if last {
+        router.remove(sub);
+    }
+    ok
+}

@@ -1,0 +1,253 @@
+//! The in-process client: publish, subscribe and request against an embedded server without a
+//! socket. Messages go through the same routing and delivery as TCP clients, so in-process and
+//! network clients see each other.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::deliver::{deliver, Dirty, Origin, Publish};
+use super::sublist::{MatchCache, Sink, Subscription};
+use super::Shared;
+use crate::protocol::subject;
+
+/// Capacity of an in-process subscriber's queue; beyond it messages are dropped (slow consumer).
+const SUBSCRIBER_CAPACITY: usize = 64 * 1024;
+/// How long [`Client::request`] waits for a reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A message received by an in-process subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Subject it was published to.
+    pub subject: String,
+    /// Reply subject, if any.
+    pub reply: Option<String>,
+    /// Raw `NATS/1.0` header block, if the message had headers.
+    pub headers: Option<Bytes>,
+    /// Body.
+    pub payload: Bytes,
+}
+
+/// Errors of the in-process client.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClientError {
+    /// The subject is not valid for this operation.
+    #[error("invalid subject")]
+    InvalidSubject,
+    /// The payload exceeds max_payload.
+    #[error("maximum payload exceeded")]
+    MaxPayload,
+    /// A request reached no subscriber.
+    #[error("no responders")]
+    NoResponders,
+    /// A request got no reply in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The server has shut down.
+    #[error("server is shut down")]
+    ServerClosed,
+}
+
+/// An in-process client of an embedded server. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    cid: u64,
+    cache: Arc<Mutex<MatchCache>>,
+}
+
+static NEXT_INBOX: AtomicU64 = AtomicU64::new(1);
+
+impl Client {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let cid = shared.next_cid();
+        Self {
+            shared,
+            cid,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Publishes a message.
+    pub async fn publish(
+        &self,
+        subject: impl Into<String>,
+        payload: Bytes,
+    ) -> Result<(), ClientError> {
+        self.publish_inner(&subject.into(), None, None, &payload)
+            .map(|_| ())
+    }
+
+    /// Publishes a message with a reply subject.
+    pub async fn publish_with_reply(
+        &self,
+        subject: impl Into<String>,
+        reply: impl Into<String>,
+        payload: Bytes,
+    ) -> Result<(), ClientError> {
+        let reply = reply.into();
+        self.publish_inner(&subject.into(), Some(&reply), None, &payload)
+            .map(|_| ())
+    }
+
+    /// Publishes a message with a raw `NATS/1.0` header block.
+    pub async fn publish_with_headers(
+        &self,
+        subject: impl Into<String>,
+        headers: Bytes,
+        payload: Bytes,
+    ) -> Result<(), ClientError> {
+        self.publish_inner(&subject.into(), None, Some(&headers), &payload)
+            .map(|_| ())
+    }
+
+    fn publish_inner(
+        &self,
+        subj: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<usize, ClientError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(ClientError::ServerClosed);
+        }
+        if !subject::is_valid_literal_subject(subj.as_bytes()) {
+            return Err(ClientError::InvalidSubject);
+        }
+        if payload.len() + headers.map_or(0, <[u8]>::len) > self.shared.config.max_payload {
+            return Err(ClientError::MaxPayload);
+        }
+        let matches = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.shared.router, subj.as_bytes());
+        let msg = Publish {
+            subject: subj.as_bytes(),
+            reply: reply.map(str::as_bytes),
+            headers,
+            payload,
+        };
+        let mut dirty = Dirty::default();
+        let origin = Origin {
+            cid: self.cid,
+            echo: true,
+        };
+        let n = deliver(&self.shared.router, &matches, &msg, origin, &mut dirty);
+        dirty.flush();
+        self.shared.stats.in_msgs.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .in_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Subscribes to a subject (wildcards allowed).
+    pub async fn subscribe(&self, subject: impl Into<String>) -> Result<Subscriber, ClientError> {
+        self.subscribe_inner(subject.into(), None, 0)
+    }
+
+    /// Subscribes as a member of a queue group.
+    pub async fn queue_subscribe(
+        &self,
+        subject: impl Into<String>,
+        queue: impl Into<String>,
+    ) -> Result<Subscriber, ClientError> {
+        self.subscribe_inner(subject.into(), Some(queue.into()), 0)
+    }
+
+    fn subscribe_inner(
+        &self,
+        subj: String,
+        queue: Option<String>,
+        max: u64,
+    ) -> Result<Subscriber, ClientError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(ClientError::ServerClosed);
+        }
+        if !subject::is_valid_subject(subj.as_bytes())
+            || !queue
+                .as_deref()
+                .is_none_or(|q| subject::is_valid_queue(q.as_bytes()))
+        {
+            return Err(ClientError::InvalidSubject);
+        }
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_CAPACITY);
+        let sub = Arc::new(Subscription {
+            subject: subj.into_bytes().into(),
+            queue: queue.map(|q| q.into_bytes().into()),
+            sid: Box::default(),
+            client_id: self.cid,
+            sink: Sink::Local(tx),
+            max: AtomicU64::new(max),
+            delivered: AtomicU64::new(0),
+            removed: Default::default(),
+            deny: None,
+        });
+        self.shared.router.insert(sub.clone());
+        Ok(Subscriber {
+            rx,
+            sub,
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Sends a request and waits up to [`REQUEST_TIMEOUT`] for the first reply.
+    pub async fn request(
+        &self,
+        subject: impl Into<String>,
+        payload: Bytes,
+    ) -> Result<Message, ClientError> {
+        let inbox = format!(
+            "_INBOX.{}.{}",
+            self.shared.server_id,
+            NEXT_INBOX.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut sub = self.subscribe_inner(inbox.clone(), None, 1)?;
+        let delivered = self.publish_inner(&subject.into(), Some(&inbox), None, &payload)?;
+        if delivered == 0 {
+            return Err(ClientError::NoResponders);
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, sub.next()).await {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) => Err(ClientError::ServerClosed),
+            Err(_) => Err(ClientError::Timeout),
+        }
+    }
+}
+
+/// Messages for one in-process subscription. Dropping it unsubscribes.
+pub struct Subscriber {
+    rx: mpsc::Receiver<Message>,
+    sub: Arc<Subscription>,
+    shared: Arc<Shared>,
+}
+
+impl Subscriber {
+    /// Waits for the next message; `None` once unsubscribed or the server shut down.
+    pub async fn next(&mut self) -> Option<Message> {
+        if self.sub.removed.load(Ordering::Relaxed) {
+            return self.rx.try_recv().ok();
+        }
+        tokio::select! {
+            m = self.rx.recv() => m,
+            _ = self.shared.shutdown.cancelled() => self.rx.try_recv().ok(),
+        }
+    }
+
+    /// Stops receiving messages.
+    pub fn unsubscribe(&mut self) {
+        self.shared.router.remove(&self.sub);
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.shared.router.remove(&self.sub);
+    }
+}

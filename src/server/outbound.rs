@@ -1,0 +1,236 @@
+//! A connection's outbound side: the pending-bytes buffer that publishers append frames to, and
+//! the writer task that drains it to the socket in large coalesced writes.
+//!
+//! Publishers never touch the socket. They append to [`Outbound`] under a short lock and remember
+//! the connection as "dirty"; once per read batch they wake each dirty writer, so a burst of
+//! messages leaves in one `write` call. A buffer above `max_pending`, or a write that takes longer
+//! than `write_deadline`, marks the client a slow consumer and closes it: the server's memory
+//! stays bounded and one stuck reader never stalls anyone else.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::encode;
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the socket.
+    ClientClosed,
+    /// A protocol violation.
+    ProtocolViolation,
+    /// Authentication failed or timed out.
+    AuthFailure,
+    /// Outbound pending bytes exceeded max_pending.
+    SlowConsumerPendingBytes,
+    /// A write exceeded write_deadline.
+    SlowConsumerWriteDeadline,
+    /// Too many outstanding pings.
+    StaleConnection,
+    /// Server shutdown or lame duck.
+    ServerShutdown,
+    /// Too many connections.
+    MaxConnections,
+    /// A socket error.
+    WriteError,
+}
+
+/// Result of appending to an outbound buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// Appended; `true` if the buffer was empty before, i.e. the writer needs a wake-up.
+    Queued(bool),
+    /// Dropped: the client is (now) closed.
+    Closed,
+}
+
+struct State {
+    buf: BytesMut,
+    closed: Option<CloseReason>,
+    flush_on_close: bool,
+}
+
+/// The outbound half of one client connection.
+pub(crate) struct Outbound {
+    /// Connection id.
+    pub cid: u64,
+    state: Mutex<State>,
+    wake: Notify,
+    /// Cancelled when the connection closes; the reader task watches it.
+    pub cancel: CancellationToken,
+    max_pending: usize,
+    /// Messages delivered to this client.
+    pub out_msgs: AtomicU64,
+    /// Bytes delivered to this client.
+    pub out_bytes: AtomicU64,
+}
+
+impl Outbound {
+    pub fn new(cid: u64, max_pending: usize) -> Arc<Self> {
+        Arc::new(Self {
+            cid,
+            state: Mutex::new(State {
+                buf: BytesMut::with_capacity(4096),
+                closed: None,
+                flush_on_close: true,
+            }),
+            wake: Notify::new(),
+            cancel: CancellationToken::new(),
+            max_pending,
+            out_msgs: AtomicU64::new(0),
+            out_bytes: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one MSG/HMSG frame. Cuts the client off if its pending bytes would exceed
+    /// max_pending.
+    #[inline]
+    pub fn push_msg(
+        &self,
+        subject: &[u8],
+        sid: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Push {
+        let len = encode::msg_len(subject, sid, reply, headers, payload);
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return Push::Closed;
+        }
+        if st.buf.len() + len > self.max_pending {
+            drop(st);
+            tracing::warn!(
+                cid = self.cid,
+                "Slow Consumer Detected: MaxPending of {} Exceeded",
+                self.max_pending
+            );
+            self.close_now(CloseReason::SlowConsumerPendingBytes);
+            return Push::Closed;
+        }
+        let was_empty = st.buf.is_empty();
+        let before = st.buf.len();
+        encode::write_msg(&mut st.buf, subject, sid, reply, headers, payload);
+        let written = st.buf.len() - before;
+        drop(st);
+        self.out_msgs.fetch_add(1, Ordering::Relaxed);
+        self.out_bytes.fetch_add(written as u64, Ordering::Relaxed);
+        Push::Queued(was_empty)
+    }
+
+    /// Appends protocol bytes (INFO, PONG, +OK, -ERR) and wakes the writer.
+    pub fn send(&self, f: impl FnOnce(&mut BytesMut)) {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return;
+        }
+        f(&mut st.buf);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Wakes the writer so it drains the buffer.
+    #[inline]
+    pub fn flush(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Closes after writing what is already queued (used after -ERR, on shutdown).
+    pub fn close(&self, reason: CloseReason) {
+        self.close_inner(reason, true);
+    }
+
+    /// Closes at once, discarding what is queued (slow consumers, dead sockets).
+    pub fn close_now(&self, reason: CloseReason) {
+        self.close_inner(reason, false);
+    }
+
+    fn close_inner(&self, reason: CloseReason, flush: bool) {
+        let mut st = self.lock();
+        if st.closed.is_none() {
+            st.closed = Some(reason);
+            st.flush_on_close = flush;
+            if !flush {
+                st.buf = BytesMut::new();
+            }
+        }
+        drop(st);
+        self.cancel.cancel();
+        self.wake.notify_one();
+    }
+
+    /// The reason the connection closed, if it did.
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.lock().closed
+    }
+}
+
+/// Drains `out` to the socket until the connection closes.
+pub(crate) async fn writer(out: Arc<Outbound>, mut sock: OwnedWriteHalf, write_deadline: Duration) {
+    let mut spare = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let closing = {
+            let mut st = out.lock();
+            std::mem::swap(&mut st.buf, &mut spare);
+            st.closed.map(|_| st.flush_on_close)
+        };
+        if closing == Some(false) {
+            break;
+        }
+        if !spare.is_empty() {
+            let write = tokio::time::timeout(write_deadline, sock.write_all(&spare));
+            tokio::pin!(write);
+            let mut cancel_seen = false;
+            let result = loop {
+                tokio::select! {
+                    r = &mut write => break Some(r),
+                    _ = out.cancel.cancelled(), if !cancel_seen => {
+                        // A close that discards pending data must not wait for a stuck socket.
+                        if !out.lock().flush_on_close {
+                            break None;
+                        }
+                        cancel_seen = true;
+                    }
+                }
+            };
+            let Some(result) = result else { break };
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(cid = out.cid, "write error: {e}");
+                    out.close_now(CloseReason::WriteError);
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        cid = out.cid,
+                        "Slow Consumer Detected: WriteDeadline of {write_deadline:?} exceeded"
+                    );
+                    out.close_now(CloseReason::SlowConsumerWriteDeadline);
+                    break;
+                }
+            }
+            spare.clear();
+            if spare.capacity() > 4 * 1024 * 1024 {
+                spare = BytesMut::with_capacity(64 * 1024);
+            }
+            continue;
+        }
+        if closing.is_some() {
+            break;
+        }
+        out.wake.notified().await;
+    }
+    let _ = sock.shutdown().await;
+}
