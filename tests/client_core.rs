@@ -11,7 +11,9 @@ use std::time::Duration;
 use async_nats::{ConnectOptions, HeaderMap, PublishErrorKind, RequestErrorKind};
 use bytes::Bytes;
 use causeway::Config;
-use common::{assert_no_msg, nats_client, next_msg, pattern, start, start_default, within, TIMEOUT};
+use common::{
+    assert_no_msg, nats_client, next_msg, pattern, start, start_default, sync, within, TIMEOUT,
+};
 use futures::StreamExt;
 
 #[tokio::test]
@@ -20,7 +22,7 @@ async fn publish_reaches_subscriber_on_another_connection() {
     let sub_client = nats_client(&server).await;
     let pub_client = nats_client(&server).await;
     let mut sub = sub_client.subscribe("greet").await.unwrap();
-    sub_client.flush().await.unwrap();
+    sync(&sub_client).await;
     pub_client
         .publish("greet", Bytes::from_static(b"hello"))
         .await
@@ -38,7 +40,14 @@ async fn every_wildcard_form_matches_exactly_the_right_subjects() {
     let server = start_default().await;
     let client = nats_client(&server).await;
     let subjects = [
-        "foo", "bar", "foo.bar", "foo.baz", "a.bar", "foo.bar.baz", "foo.x.baz", "x.y.z",
+        "foo",
+        "bar",
+        "foo.bar",
+        "foo.baz",
+        "a.bar",
+        "foo.bar.baz",
+        "foo.x.baz",
+        "x.y.z",
     ];
     let table: &[(&str, &[&str])] = &[
         ("foo.*", &["foo.bar", "foo.baz"]),
@@ -51,7 +60,17 @@ async fn every_wildcard_form_matches_exactly_the_right_subjects() {
         ("foo.bar", &["foo.bar"]),
         ("foo.bar.*", &["foo.bar.baz"]),
         ("*.*.*", &["foo.bar.baz", "foo.x.baz", "x.y.z"]),
-        ("*.>", &["foo.bar", "foo.baz", "a.bar", "foo.bar.baz", "foo.x.baz", "x.y.z"]),
+        (
+            "*.>",
+            &[
+                "foo.bar",
+                "foo.baz",
+                "a.bar",
+                "foo.bar.baz",
+                "foo.x.baz",
+                "x.y.z",
+            ],
+        ),
         ("foo.bar.baz.>", &[]),
     ];
     let mut subs = Vec::new();
@@ -109,10 +128,13 @@ async fn queue_group_delivers_each_message_once_across_members() {
     for c in [&c1, &c1, &c2, &c2] {
         subs.push(c.queue_subscribe("work", "workers".into()).await.unwrap());
     }
-    c1.flush().await.unwrap();
-    c2.flush().await.unwrap();
+    sync(&c1).await;
+    sync(&c2).await;
     for i in 0..400 {
-        publisher.publish("work", Bytes::from(i.to_string())).await.unwrap();
+        publisher
+            .publish("work", Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     publisher.flush().await.unwrap();
     let got = collect_tagged(subs, 400).await;
@@ -140,16 +162,22 @@ async fn each_queue_group_and_plain_subscriber_gets_one_copy() {
         c.queue_subscribe("jobs.*", "g2".into()).await.unwrap(),
         c.subscribe("jobs.*").await.unwrap(),
     ];
-    c.flush().await.unwrap();
+    sync(&c).await;
     for i in 0..100 {
-        publisher.publish(format!("jobs.{i}"), Bytes::from(i.to_string())).await.unwrap();
+        publisher
+            .publish(format!("jobs.{i}"), Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     publisher.flush().await.unwrap();
     let got = collect_tagged(subs, 300).await;
     let mut per_target: HashMap<&str, HashSet<&String>> = HashMap::new();
     for (i, p) in &got {
         let target = ["g1", "g1", "g2", "g2", "plain"][*i];
-        assert!(per_target.entry(target).or_default().insert(p), "{target} got {p} twice");
+        assert!(
+            per_target.entry(target).or_default().insert(p),
+            "{target} got {p} twice"
+        );
     }
     for target in ["g1", "g2", "plain"] {
         assert_eq!(per_target[target].len(), 100, "{target}");
@@ -162,7 +190,7 @@ async fn request_reply_round_trip() {
     let responder = nats_client(&server).await;
     let requester = nats_client(&server).await;
     let mut svc = responder.subscribe("svc.upper").await.unwrap();
-    responder.flush().await.unwrap();
+    sync(&responder).await;
     let task = tokio::spawn(async move {
         while let Some(m) = svc.next().await {
             let reply = m.reply.expect("request without reply subject");
@@ -170,13 +198,22 @@ async fn request_reply_round_trip() {
             responder.publish(reply, Bytes::from(up)).await.unwrap();
         }
     });
-    let resp = within(TIMEOUT, "request", requester.request("svc.upper", "abc".into()))
-        .await
-        .unwrap();
+    let resp = within(
+        TIMEOUT,
+        "request",
+        requester.request("svc.upper", "abc".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.payload.as_ref(), b"ABC");
     // Concurrent requests each get their own answer.
     let futs = (0..20).map(|i| requester.request("svc.upper", Bytes::from(format!("r{i}"))));
-    let answers = within(TIMEOUT, "concurrent requests", futures::future::join_all(futs)).await;
+    let answers = within(
+        TIMEOUT,
+        "concurrent requests",
+        futures::future::join_all(futs),
+    )
+    .await;
     for (i, a) in answers.into_iter().enumerate() {
         assert_eq!(a.unwrap().payload, Bytes::from(format!("R{i}")));
     }
@@ -188,11 +225,18 @@ async fn request_without_responders_fails_fast() {
     let server = start_default().await;
     let client = nats_client(&server).await;
     let started = std::time::Instant::now();
-    let err = within(TIMEOUT, "request", client.request("nobody.home", "x".into()))
-        .await
-        .expect_err("request to nobody succeeded");
+    let err = within(
+        TIMEOUT,
+        "request",
+        client.request("nobody.home", "x".into()),
+    )
+    .await
+    .expect_err("request to nobody succeeded");
     assert_eq!(err.kind(), RequestErrorKind::NoResponders, "{err}");
-    assert!(started.elapsed() < Duration::from_secs(3), "no-responders was not immediate");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no-responders was not immediate"
+    );
 }
 
 #[tokio::test]
@@ -225,10 +269,16 @@ async fn headers_round_trip_with_multiple_values() {
     // Headers with an empty payload.
     let mut headers = HeaderMap::new();
     headers.insert("Only", "headers");
-    client.publish_with_headers("h", headers, Bytes::new()).await.unwrap();
+    client
+        .publish_with_headers("h", headers, Bytes::new())
+        .await
+        .unwrap();
     let m = next_msg(&mut sub).await;
     assert!(m.payload.is_empty());
-    assert_eq!(m.headers.unwrap().get("Only").map(|v| v.as_str()), Some("headers"));
+    assert_eq!(
+        m.headers.unwrap().get("Only").map(|v| v.as_str()),
+        Some("headers")
+    );
 }
 
 #[tokio::test]
@@ -264,7 +314,10 @@ async fn publishing_over_max_payload_is_rejected() {
     // Exactly the limit is fine and the connection is still usable.
     let mut sub = client.subscribe("big").await.unwrap();
     client.flush().await.unwrap();
-    client.publish("big", Bytes::from(vec![7u8; 4096])).await.unwrap();
+    client
+        .publish("big", Bytes::from(vec![7u8; 4096]))
+        .await
+        .unwrap();
     assert_eq!(next_msg(&mut sub).await.payload.len(), 4096);
 }
 
@@ -297,7 +350,8 @@ async fn subscription_survives_server_restart_on_same_port() {
         loop {
             other.publish("persist", "again".into()).await.unwrap();
             other.flush().await.unwrap();
-            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await
+            {
                 return m;
             }
         }
@@ -314,7 +368,10 @@ async fn unsubscribe_after_delivers_exactly_n() {
     sub.unsubscribe_after(3).await.unwrap();
     client.flush().await.unwrap();
     for i in 0..6 {
-        client.publish("limited", Bytes::from(i.to_string())).await.unwrap();
+        client
+            .publish("limited", Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     client.flush().await.unwrap();
     for i in 0..3 {
@@ -337,8 +394,8 @@ async fn no_echo_hides_own_messages() {
     let other = nats_client(&server).await;
     let mut own = quiet.subscribe("echo").await.unwrap();
     let mut theirs = other.subscribe("echo").await.unwrap();
-    quiet.flush().await.unwrap();
-    other.flush().await.unwrap();
+    // quiet's subscription is in place once `theirs` sees quiet's later publish.
+    sync(&other).await;
     quiet.publish("echo", "from-quiet".into()).await.unwrap();
     quiet.flush().await.unwrap();
     assert_eq!(next_msg(&mut theirs).await.payload.as_ref(), b"from-quiet");
@@ -356,10 +413,14 @@ async fn many_subscribers_each_receive_a_copy() {
     let mut subs = Vec::new();
     for i in 0..200 {
         let c = &clients[i % 2];
-        subs.push(c.subscribe(if i % 4 == 0 { "fan.>" } else { "fan.out" }).await.unwrap());
+        subs.push(
+            c.subscribe(if i % 4 == 0 { "fan.>" } else { "fan.out" })
+                .await
+                .unwrap(),
+        );
     }
     for c in &clients {
-        c.flush().await.unwrap();
+        sync(c).await;
     }
     let publisher = nats_client(&server).await;
     publisher.publish("fan.out", "x".into()).await.unwrap();
@@ -384,7 +445,7 @@ async fn order_from_one_publisher_is_preserved() {
     .unwrap();
     let publisher = nats_client(&server).await;
     let mut sub = sub_client.subscribe("ordered").await.unwrap();
-    sub_client.flush().await.unwrap();
+    sync(&sub_client).await;
     const N: u32 = 10_000;
     let reader = tokio::spawn(async move {
         for i in 0..N {
@@ -393,7 +454,10 @@ async fn order_from_one_publisher_is_preserved() {
         }
     });
     for i in 0..N {
-        publisher.publish("ordered", Bytes::from(i.to_string())).await.unwrap();
+        publisher
+            .publish("ordered", Bytes::from(i.to_string()))
+            .await
+            .unwrap();
     }
     publisher.flush().await.unwrap();
     within(Duration::from_secs(30), "ordered reader", reader)

@@ -258,6 +258,7 @@ impl Conn {
         self.perms = who.perms;
         self.pub_perm_cache.clear();
         tracing::debug!(name = ?opts.name, lang = ?opts.lang, version = ?opts.version, user = ?who.user, "CONNECT");
+        self.out.headers.store(opts.headers, Ordering::Relaxed);
         self.opts = opts;
         self.connected = true;
         self.ok();

@@ -7,7 +7,7 @@
 //! than `write_deadline`, marks the client a slow consumer and closes it: the server's memory
 //! stays bounded and one stuck reader never stalls anyone else.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub(crate) struct Outbound {
     /// Cancelled when the connection closes; the reader task watches it.
     pub cancel: CancellationToken,
     max_pending: usize,
+    /// The client said `headers: true` in CONNECT; otherwise headers are stripped.
+    pub headers: AtomicBool,
     /// Messages delivered to this client.
     pub out_msgs: AtomicU64,
     /// Bytes delivered to this client.
@@ -84,6 +86,7 @@ impl Outbound {
             wake: Notify::new(),
             cancel: CancellationToken::new(),
             max_pending,
+            headers: AtomicBool::new(false),
             out_msgs: AtomicU64::new(0),
             out_bytes: AtomicU64::new(0),
         })
@@ -104,6 +107,7 @@ impl Outbound {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> Push {
+        let headers = headers.filter(|_| self.headers.load(Ordering::Relaxed));
         let len = encode::msg_len(subject, sid, reply, headers, payload);
         let mut st = self.lock();
         if st.closed.is_some() {

@@ -48,6 +48,22 @@ pub async fn nats_client(server: &ServerHandle) -> async_nats::Client {
     .expect("async-nats failed to connect")
 }
 
+/// Waits until the server has processed everything `client` sent so far (subscriptions
+/// included). async-nats's `flush` only writes out the client's buffer and does not wait for
+/// the server, but a connection's operations are handled in order: once a message the client
+/// publishes to a fresh subject it subscribed to comes back, everything before it is in place.
+/// Needs echo (the default).
+pub async fn sync(client: &async_nats::Client) {
+    let subject = client.new_inbox();
+    let mut probe = client.subscribe(subject.clone()).await.expect("subscribe");
+    client
+        .publish(subject, bytes::Bytes::from_static(b"sync"))
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+    next_msg(&mut probe).await;
+}
+
 /// Receives the next message of an async-nats subscriber, bounded by [`TIMEOUT`].
 pub async fn next_msg(sub: &mut async_nats::Subscriber) -> async_nats::Message {
     use futures::StreamExt;
