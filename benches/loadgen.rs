@@ -1,1 +1,479 @@
-fn main() {}
+//! Load generator comparing causeway with the reference `nats-server`.
+//!
+//! Run with `cargo bench --bench loadgen` (see `benches/README.md` for the
+//! environment variables). Both servers are started as child processes on
+//! free ports of 127.0.0.1 and driven by hand-written clients speaking the
+//! core NATS text protocol over plain TCP (no client library), so both see
+//! exactly the same traffic. Scenarios, each at 16 B and 128 B payloads:
+//!
+//! * `pubsub`: 1 publisher → 1 subscriber, delivered msgs/s;
+//! * `fanout`: 1 publisher → 4 subscribers of the same subject, delivered
+//!   msgs/s summed over the subscribers;
+//! * `queue`: 1 publisher → 4 members of one queue group, delivered msgs/s;
+//! * `reqreply`: one requester and one responder, one request in flight at
+//!   a time; p50 / p99 latency in µs and requests/s.
+//!
+//! Throughput is messages received divided by the time from the first
+//! publish to the last delivery. The publisher writes ~64 KiB batches of
+//! `PUB`s but stays at most a window of messages ahead of its subscribers
+//! (the same for both servers), so no server has to buffer unbounded data
+//! and neither cuts the subscriber off as a slow consumer. Every scenario
+//! runs several rounds, alternating which server goes first, and the report
+//! gives the median of each figure plus the ratio causeway / nats-server.
+//! The markdown table goes to stdout and to `target/bench-results.md`.
+
+#[path = "loadgen/proto.rs"]
+mod proto;
+#[path = "loadgen/scenarios.rs"]
+mod scenarios;
+#[path = "loadgen/server.rs"]
+mod server;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use scenarios::PubSubSpec;
+use server::Target;
+
+/// Benchmark settings, read from `LOADGEN_*` environment variables.
+struct Config {
+    rounds: usize,
+    msgs: u64,
+    reqs: u64,
+    warmup: u64,
+    timeout: Duration,
+    window_bytes: u64,
+    threads: usize,
+    sizes: Vec<usize>,
+    scenarios: Vec<Scenario>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scenario {
+    PubSub,
+    FanOut,
+    Queue,
+    ReqReply,
+}
+
+const ALL_SCENARIOS: [Scenario; 4] = [
+    Scenario::PubSub,
+    Scenario::FanOut,
+    Scenario::Queue,
+    Scenario::ReqReply,
+];
+
+/// Subscriber count of the fan-out and queue-group scenarios.
+const GROUP: usize = 4;
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::PubSub => "pubsub",
+            Scenario::FanOut => "fanout",
+            Scenario::Queue => "queue",
+            Scenario::ReqReply => "reqreply",
+        }
+    }
+
+    /// Report rows: (label, lower is better).
+    fn metrics(self) -> &'static [(&'static str, bool)] {
+        match self {
+            Scenario::PubSub => &[("pub → 1 sub, msgs/s", false)],
+            Scenario::FanOut => &[("pub → 4 subs fan-out, msgs/s", false)],
+            Scenario::Queue => &[("pub → 4 queue members, msgs/s", false)],
+            Scenario::ReqReply => &[
+                ("request/reply p50, µs", true),
+                ("request/reply p99, µs", true),
+                ("request/reply, req/s", false),
+            ],
+        }
+    }
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .ok()
+            .with_context(|| format!("{name}={v:?} is not a valid number")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Config {
+    fn from_env() -> Result<Config> {
+        let sizes = match std::env::var("LOADGEN_SIZES") {
+            Ok(v) => v
+                .split(',')
+                .map(|s| s.trim().parse().ok())
+                .collect::<Option<Vec<usize>>>()
+                .with_context(|| format!("LOADGEN_SIZES={v:?}: expected e.g. 16,128"))?,
+            Err(_) => vec![16, 128],
+        };
+        let scenarios = match std::env::var("LOADGEN_SCENARIOS") {
+            Ok(v) => v
+                .split(',')
+                .map(|s| ALL_SCENARIOS.into_iter().find(|sc| sc.name() == s.trim()))
+                .collect::<Option<Vec<_>>>()
+                .with_context(|| {
+                    format!(
+                        "LOADGEN_SCENARIOS={v:?}: expected a list of pubsub,fanout,queue,reqreply"
+                    )
+                })?,
+            Err(_) => ALL_SCENARIOS.to_vec(),
+        };
+        let config = Config {
+            rounds: env_num("LOADGEN_ROUNDS", 5)?,
+            msgs: env_num("LOADGEN_MSGS", 2_000_000)?,
+            reqs: env_num("LOADGEN_REQS", 20_000)?,
+            warmup: env_num("LOADGEN_WARMUP", 1_000)?,
+            timeout: Duration::from_secs(env_num("LOADGEN_TIMEOUT_SECS", 30)?),
+            window_bytes: env_num("LOADGEN_WINDOW_BYTES", 16 << 20)?,
+            threads: env_num("LOADGEN_THREADS", 2)?,
+            sizes,
+            scenarios,
+        };
+        if config.rounds == 0 || config.msgs < 8 || config.reqs == 0 || config.threads == 0 {
+            bail!(
+                "LOADGEN_ROUNDS, LOADGEN_REQS and LOADGEN_THREADS must be positive, \
+                 LOADGEN_MSGS at least 8"
+            );
+        }
+        Ok(config)
+    }
+
+    /// Flow-control window in messages for a payload size (0 = unlimited).
+    fn window(&self, payload: usize) -> u64 {
+        // Roughly the size of one delivered `MSG` frame.
+        self.window_bytes / (payload as u64 + 40)
+    }
+}
+
+/// Collected samples of one report row.
+struct Row {
+    label: &'static str,
+    lower_is_better: bool,
+    payload: usize,
+    /// Samples per target, in `targets` order.
+    samples: Vec<Vec<f64>>,
+    failures: Vec<usize>,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Returns whether every run succeeded.
+fn run() -> Result<bool> {
+    let config = Config::from_env()?;
+    let out_dir = target_dir();
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let targets = start_targets(&out_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(measure(&config, &targets));
+    let report = render(&config, &targets, &rows);
+    print!("{report}");
+    let path = out_dir.join("bench-results.md");
+    std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("loadgen: report written to {}", path.display());
+    Ok(rows.iter().all(|r| r.failures.iter().all(|f| *f == 0)))
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+    }
+}
+
+/// Starts (or, with `LOADGEN_NATS_URL`, locates) the servers to compare.
+fn start_targets(out_dir: &Path) -> Result<Vec<Target>> {
+    if let Ok(url) = std::env::var("LOADGEN_NATS_URL") {
+        return Ok(vec![server::external(&url)?]);
+    }
+    let only = std::env::var("LOADGEN_ONLY").ok();
+    if let Some(only) = only.as_deref() {
+        if only != "causeway" && only != "nats-server" {
+            bail!("LOADGEN_ONLY={only:?}: expected causeway or nats-server");
+        }
+    }
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut targets = Vec::new();
+    if wanted("causeway") {
+        let bin = causeway_bin();
+        if !bin.is_file() {
+            bail!(
+                "causeway binary not found at {} — run `cargo build --release` first \
+                 (or set CAUSEWAY_BIN, or LOADGEN_ONLY=nats-server)",
+                bin.display()
+            );
+        }
+        targets.push(server::launch(
+            "causeway",
+            &bin,
+            &out_dir.join("loadgen-causeway.log"),
+        )?);
+    }
+    if wanted("nats-server") {
+        let bin = nats_server_bin();
+        let log = out_dir.join("loadgen-nats-server.log");
+        let target = server::launch("nats-server", &bin, &log)
+            .context("is nats-server installed? (set NATS_SERVER_BIN to its path)")?;
+        targets.push(target);
+    }
+    Ok(targets)
+}
+
+fn causeway_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CAUSEWAY_BIN") {
+        return PathBuf::from(bin);
+    }
+    // Cargo builds the package's binaries for benchmarks and says where.
+    match option_env!("CARGO_BIN_EXE_causeway") {
+        Some(bin) => PathBuf::from(bin),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/causeway"),
+    }
+}
+
+fn nats_server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let debian = Path::new("/usr/sbin/nats-server");
+    if debian.is_file() {
+        debian.to_path_buf()
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+/// Runs every scenario for every payload size, `rounds` times per target,
+/// alternating which target goes first.
+async fn measure(config: &Config, targets: &[Target]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut run_id = 0u64;
+    for &scenario in &config.scenarios {
+        for &payload in &config.sizes {
+            let first = rows.len();
+            for &(label, lower_is_better) in scenario.metrics() {
+                rows.push(Row {
+                    label,
+                    lower_is_better,
+                    payload,
+                    samples: vec![Vec::new(); targets.len()],
+                    failures: vec![0; targets.len()],
+                });
+            }
+            for round in 0..config.rounds {
+                let mut order: Vec<usize> = (0..targets.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for t in order {
+                    run_id += 1;
+                    let id = format!("{}_{run_id}", std::process::id());
+                    let result = run_once(config, scenario, payload, &targets[t], &id).await;
+                    let name = &targets[t].name;
+                    let what = format!(
+                        "[{}/{}] {} {payload} B on {name}",
+                        round + 1,
+                        config.rounds,
+                        scenario.name()
+                    );
+                    match result {
+                        Ok(values) => {
+                            let shown: Vec<String> = values.iter().map(|v| fmt_num(*v)).collect();
+                            eprintln!("{what}: {}", shown.join(" / "));
+                            for (row, v) in rows[first..].iter_mut().zip(values) {
+                                row.samples[t].push(v);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("{what}: FAILED: {e:#}");
+                            for row in &mut rows[first..] {
+                                row.failures[t] += 1;
+                            }
+                        }
+                    }
+                    // Let the server settle (close connections, free buffers).
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// One run of one scenario against one target; returns one value per
+/// metric of the scenario.
+async fn run_once(
+    config: &Config,
+    scenario: Scenario,
+    payload: usize,
+    target: &Target,
+    id: &str,
+) -> Result<Vec<f64>> {
+    let spec = |subs, queue, msgs| PubSubSpec {
+        subject: format!("bench.{id}"),
+        subs,
+        queue,
+        msgs,
+        payload,
+        window: config.window(payload),
+        timeout: config.timeout,
+    };
+    let addr = target.addr;
+    match scenario {
+        Scenario::PubSub => Ok(vec![
+            scenarios::pubsub(addr, &spec(1, false, config.msgs)).await?,
+        ]),
+        // Each published message is delivered four times: publish fewer.
+        Scenario::FanOut => Ok(vec![
+            scenarios::pubsub(addr, &spec(GROUP, false, config.msgs / 2)).await?,
+        ]),
+        Scenario::Queue => Ok(vec![
+            scenarios::pubsub(addr, &spec(GROUP, true, config.msgs)).await?,
+        ]),
+        Scenario::ReqReply => {
+            let l = scenarios::reqreply(
+                addr,
+                id,
+                payload,
+                config.warmup,
+                config.reqs,
+                config.timeout,
+            )
+            .await?;
+            Ok(vec![l.p50_us, l.p99_us, l.per_sec])
+        }
+    }
+}
+
+fn median(samples: &[f64]) -> Option<f64> {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// Formats with thousands separators above 1000, two decimals below.
+fn fmt_num(v: f64) -> String {
+    if v.abs() < 1000.0 {
+        return format!("{v:.2}");
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+fn render(config: &Config, targets: &[Target], rows: &[Row]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## causeway load generator\n");
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let _ = writeln!(
+        s,
+        "Medians of {} rounds; {} msgs per pub/sub run ({} published for fan-out), \
+         {} sequential requests per request/reply run; publisher flow-control window {}; \
+         {cores} CPU cores shared by server and load generator.\n",
+        config.rounds,
+        fmt_num(config.msgs as f64),
+        fmt_num((config.msgs / 2) as f64),
+        fmt_num(config.reqs as f64),
+        match config.window_bytes {
+            0 => "off".to_string(),
+            b => format!("{} KiB", b / 1024),
+        },
+    );
+    let compare = targets.len() == 2;
+    let mut header = String::from("| Scenario | Payload |");
+    let mut rule = String::from("|---|---:|");
+    for t in targets {
+        let _ = write!(header, " {} |", t.name);
+        rule.push_str("---:|");
+    }
+    if compare {
+        let _ = write!(header, " {} / {} |", targets[0].name, targets[1].name);
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(s, "{header}\n{rule}");
+    for row in rows {
+        let _ = write!(s, "| {} | {} B |", row.label, row.payload);
+        let medians: Vec<Option<f64>> = row.samples.iter().map(|v| median(v)).collect();
+        for (t, m) in medians.iter().enumerate() {
+            let ok = row.samples[t].len();
+            let cell = match m {
+                None => "failed".to_string(),
+                Some(m) if row.failures[t] > 0 => {
+                    format!("{} ({ok}/{} ok)", fmt_num(*m), ok + row.failures[t])
+                }
+                Some(m) => fmt_num(*m),
+            };
+            let _ = write!(s, " {cell} |");
+        }
+        if compare {
+            let cell = match (medians[0], medians[1]) {
+                (Some(a), Some(b)) if b > 0.0 => {
+                    let note = if row.lower_is_better {
+                        " (lower is better)"
+                    } else {
+                        ""
+                    };
+                    format!("{:.2}×{note}", a / b)
+                }
+                _ => "–".to_string(),
+            };
+            let _ = write!(s, " {cell} |");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "\n<details><summary>All runs</summary>\n");
+    for row in rows {
+        for (t, target) in targets.iter().enumerate() {
+            let runs: Vec<String> = row.samples[t].iter().map(|v| fmt_num(*v)).collect();
+            let _ = writeln!(
+                s,
+                "- {}, {} B, {}: {}{}",
+                row.label,
+                row.payload,
+                target.name,
+                runs.join(", "),
+                match row.failures[t] {
+                    0 => String::new(),
+                    n => format!(" ({n} failed)"),
+                }
+            );
+        }
+    }
+    let _ = writeln!(s, "\n</details>");
+    s
+}

@@ -9,6 +9,10 @@
 //! - [`server`]: listeners, connections, subject routing, delivery, auth, the in-process client
 //!   and the embeddable [`Server`] / [`ServerHandle`].
 //! - [`config`]: [`Config`] with nats-server's defaults, its config-file syntax and CLI flags.
+//! - [`jetstream`]: the `$JS.API` surface, streams and consumers (state machines driven
+//!   through one `apply(op)` path per stream).
+//! - [`store`]: message storage — the append-only, CRC-checked segment log with sled indexes,
+//!   and the in-memory store.
 //! - [`monitor`]: the HTTP monitoring endpoints.
 //!
 //! ## Embedding
@@ -23,10 +27,14 @@
 
 pub mod config;
 mod error;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod logging;
 pub mod monitor;
 pub mod protocol;
 pub mod server;
+#[cfg(feature = "jetstream")]
+pub mod store;
 
 pub use config::Config;
 pub use error::Error;

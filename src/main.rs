@@ -97,9 +97,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         causeway::protocol::info::PROTOCOL_VERSION
     );
-    if config.jetstream.enabled {
-        tracing::warn!("JetStream is not implemented yet in this build; serving core NATS only");
-    }
     let pid_file = config.pid_file.clone();
     let ports_dir = config.ports_file_dir.clone();
     let server = causeway::Server::start(config).await?;

@@ -10,7 +10,7 @@ mod load;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{from_conf_text, from_file};
+pub use load::{from_conf_text, from_file, parse_duration};
 
 /// Default client port.
 pub const DEFAULT_PORT: u16 = 4222;

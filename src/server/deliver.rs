@@ -23,6 +23,18 @@ pub(crate) struct Publish<'a> {
     pub payload: &'a [u8],
 }
 
+impl Publish<'_> {
+    /// An owned copy, for in-process and internal subscribers.
+    pub fn to_message(&self) -> Message {
+        Message {
+            subject: String::from_utf8_lossy(self.subject).into_owned(),
+            reply: self.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
+            headers: self.headers.map(Bytes::copy_from_slice),
+            payload: Bytes::copy_from_slice(self.payload),
+        }
+    }
+}
+
 /// Connections whose writers must be woken once the current batch of publishes is routed.
 #[derive(Default)]
 pub(crate) struct Dirty {
@@ -119,28 +131,21 @@ fn send(router: &Router, sub: &Arc<Subscription>, msg: &Publish<'_>, dirty: &mut
                 Push::Closed => false,
             }
         }
-        Sink::Local(tx) => {
-            let m = Message {
-                subject: String::from_utf8_lossy(msg.subject).into_owned(),
-                reply: msg.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
-                headers: msg.headers.map(Bytes::copy_from_slice),
-                payload: Bytes::copy_from_slice(msg.payload),
-            };
-            match tx.try_send(m) {
-                Ok(()) => true,
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(
-                        "Slow Consumer Detected: in-process subscriber on {:?} is full",
-                        String::from_utf8_lossy(&sub.subject)
-                    );
-                    false
-                }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-                    router.remove(sub);
-                    false
-                }
+        Sink::Internal(handler) => handler(msg.to_message()),
+        Sink::Local(tx) => match tx.try_send(msg.to_message()) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    "Slow Consumer Detected: in-process subscriber on {:?} is full",
+                    String::from_utf8_lossy(&sub.subject)
+                );
+                false
             }
-        }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                router.remove(sub);
+                false
+            }
+        },
     };
     if last {
         router.remove(sub);

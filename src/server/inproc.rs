@@ -105,6 +105,86 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Publishes from any thread without awaiting; returns how many subscriptions got it.
+    pub(crate) fn publish_sync(
+        &self,
+        subj: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> usize {
+        self.publish_inner(subj, reply, headers, payload)
+            .unwrap_or(0)
+    }
+
+    /// Publishes a message routed by `to` but shown to receivers as `subject` (consumer
+    /// deliveries: routed to the deliver subject, carrying the stored message's subject).
+    pub(crate) fn publish_routed(
+        &self,
+        to: &str,
+        subj: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> usize {
+        let matches = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.shared.router, to.as_bytes());
+        let msg = Publish {
+            subject: subj.as_bytes(),
+            reply: reply.map(str::as_bytes),
+            headers,
+            payload,
+        };
+        let mut dirty = Dirty::default();
+        let origin = Origin {
+            cid: self.cid,
+            echo: true,
+        };
+        let n = deliver(&self.shared.router, &matches, &msg, origin, &mut dirty);
+        dirty.flush();
+        n
+    }
+
+    /// True if some subscription matches `subj`.
+    pub(crate) fn has_interest(&self, subj: &str) -> bool {
+        let m = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.shared.router, subj.as_bytes());
+        !m.psubs.is_empty() || !m.qsubs.is_empty()
+    }
+
+    /// Registers a server-internal handler for `subject` (wildcards allowed).
+    pub(crate) fn subscribe_internal(
+        &self,
+        subj: &str,
+        queue: Option<&str>,
+        handler: super::sublist::InternalHandler,
+    ) -> Arc<Subscription> {
+        let sub = Arc::new(Subscription {
+            subject: subj.as_bytes().into(),
+            queue: queue.map(|q| q.as_bytes().into()),
+            sid: Box::default(),
+            client_id: self.cid,
+            sink: Sink::Internal(handler),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            removed: Default::default(),
+            deny: None,
+        });
+        self.shared.router.insert(sub.clone());
+        sub
+    }
+
+    /// Removes a subscription made with [`Client::subscribe_internal`].
+    pub(crate) fn unsubscribe_internal(&self, sub: &Arc<Subscription>) {
+        self.shared.router.remove(sub);
+    }
+
     fn publish_inner(
         &self,
         subj: &str,

@@ -31,6 +31,7 @@ pub use inproc::{Client, ClientError, Message, Subscriber};
 pub use outbound::CloseReason;
 use outbound::Outbound;
 use sublist::Router;
+pub(crate) use sublist::{InternalHandler, Subscription};
 
 /// Server-wide counters, read by monitoring.
 #[derive(Default)]
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     next_cid: AtomicU64,
     lame_duck: AtomicBool,
     addr: SocketAddr,
+    #[cfg(feature = "jetstream")]
+    jetstream: Mutex<Option<Arc<crate::jetstream::JetStream>>>,
 }
 
 impl Shared {
@@ -101,8 +104,7 @@ impl Shared {
             max_payload: self.config.max_payload,
             proto: 1,
             auth_required: self.auth.required(),
-            // JetStream is not implemented yet: never advertise it.
-            jetstream: false,
+            jetstream: cfg!(feature = "jetstream") && self.config.jetstream.enabled,
             ldm: self.lame_duck.load(Ordering::Relaxed),
             ..ServerInfo::default()
         }
@@ -163,7 +165,18 @@ impl Server {
             lame_duck: AtomicBool::new(false),
             addr,
             config,
+            #[cfg(feature = "jetstream")]
+            jetstream: Mutex::new(None),
         });
+        #[cfg(feature = "jetstream")]
+        if shared.config.jetstream.enabled {
+            let js = crate::jetstream::JetStream::start(
+                shared.config.jetstream.clone(),
+                Client::new(shared.clone()),
+                shared.server_name.clone(),
+            )?;
+            *shared.jetstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(js);
+        }
         tracing::info!("Listening for client connections on {addr}");
         let monitor_addr = match shared.config.http_port {
             Some(port) => Some(crate::monitor::start(shared.clone(), port).await?),
@@ -260,6 +273,15 @@ impl ServerHandle {
             if !pause.is_zero() {
                 tokio::time::sleep(pause.min(Duration::from_secs(1))).await;
             }
+        }
+        #[cfg(feature = "jetstream")]
+        if let Some(js) = shared
+            .jetstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = tokio::task::spawn_blocking(move || js.shutdown()).await;
         }
         shared.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), shared.tasks.wait())

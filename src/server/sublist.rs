@@ -20,7 +20,13 @@ pub(crate) enum Sink {
     Conn(Arc<Outbound>),
     /// An in-process subscriber: messages are sent on a bounded channel.
     Local(tokio::sync::mpsc::Sender<Message>),
+    /// A server-internal handler (JetStream API, streams, acks), called on the publisher's task;
+    /// it must only enqueue. Returns false if it could not take the message.
+    Internal(InternalHandler),
 }
+
+/// A server-internal message handler.
+pub(crate) type InternalHandler = Arc<dyn Fn(Message) -> bool + Send + Sync>;
 
 /// One subscription, shared by the trie, the owning connection and match results.
 pub(crate) struct Subscription {
@@ -61,11 +67,13 @@ impl Subscription {
         if self.removed.load(Ordering::Relaxed) {
             return Take::No;
         }
+        // Every delivery counts, so a later `UNSUB <sid> <max>` limits the total, as in
+        // nats-server.
+        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
         let max = self.max.load(Ordering::Relaxed);
         if max == 0 {
             return Take::Yes;
         }
-        let n = self.delivered.fetch_add(1, Ordering::Relaxed) + 1;
         match n.cmp(&max) {
             std::cmp::Ordering::Less => Take::Yes,
             std::cmp::Ordering::Equal => Take::Last,

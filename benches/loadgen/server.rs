@@ -1,0 +1,133 @@
+//! Launching the servers under test as child processes, and finding them.
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// How long a freshly started server gets to accept connections.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A server under test: a name for the report and a loopback address.
+pub struct Target {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Kills the child process (if we started one) when dropped.
+    _guard: Option<ChildGuard>,
+}
+
+/// Kills and reaps a child process on drop, so servers never outlive the
+/// benchmark, whether it ends normally, with an error or by panicking.
+struct ChildGuard {
+    child: Child,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Uses a server somebody else started. Only loopback addresses on
+/// 127.0.0.1 are accepted, e.g. `127.0.0.1:4222` or `nats://127.0.0.1:4222`.
+pub fn external(url: &str) -> Result<Target> {
+    let hostport = url.trim().trim_start_matches("nats://");
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .with_context(|| format!("expected 127.0.0.1:<port>, got {url:?}"))?;
+    if host != "127.0.0.1" && host != "localhost" {
+        bail!("refusing to connect to {host:?}: only 127.0.0.1 is allowed");
+    }
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("bad port in {url:?}"))?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_ready(addr, None).with_context(|| format!("server at {addr}"))?;
+    Ok(Target {
+        name: format!("external {addr}"),
+        addr,
+        _guard: None,
+    })
+}
+
+/// Starts `program -a 127.0.0.1 -p <free port>`, logging to `log`, and
+/// waits until it accepts connections and greets with `INFO`.
+pub fn launch(name: &str, program: &Path, log: &Path) -> Result<Target> {
+    let port = free_port()?;
+    let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    kill_with_parent(&mut cmd);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let mut guard = ChildGuard { child };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_ready(addr, Some(&mut guard.child))
+        .with_context(|| format!("{name} did not come up (log: {})", log.display()))?;
+    Ok(Target {
+        name: name.to_string(),
+        addr,
+        _guard: Some(guard),
+    })
+}
+
+/// Asks the kernel to SIGKILL the child if the benchmark dies without
+/// running destructors (e.g. killed by a signal).
+#[cfg(target_os = "linux")]
+fn kill_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_with_parent(_cmd: &mut Command) {}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn wait_ready(addr: SocketAddr, mut child: Option<&mut Child>) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        if let Some(child) = child.as_deref_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!("process exited early with {status}");
+            }
+        }
+        if greets(addr) {
+            return Ok(());
+        }
+        if started.elapsed() > STARTUP_TIMEOUT {
+            bail!("no INFO from {addr} within {STARTUP_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True if `addr` accepts a connection and sends something starting `INFO`.
+fn greets(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).is_ok() && head.eq_ignore_ascii_case(b"INFO")
+}

@@ -1,0 +1,579 @@
+//! The `$JS.API` request handlers that act on one stream, run on that stream's thread, and the
+//! JSON shapes of their responses (`io.nats.jetstream.api.v1.*_response`).
+
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::config::{ConsumerConfig, Retention, StreamConfig};
+use super::consumer::{status, Consumer, Outgoing};
+use super::errors::ApiError;
+use super::headers;
+use super::stream::{Applied, Op, Stream};
+use super::time::{now_nanos, rfc3339};
+use crate::store::StoredMsg;
+
+/// A stream-bound API request.
+#[derive(Debug, Clone)]
+pub(crate) enum Call {
+    Info,
+    Update,
+    Purge,
+    MsgGet,
+    MsgDelete,
+    DirectGet(Option<String>),
+    ConsumerCreate {
+        name: Option<String>,
+        filter: Option<String>,
+        durable_subject: bool,
+    },
+    ConsumerInfo(String),
+    ConsumerDelete(String),
+    ConsumerNames,
+    ConsumerList,
+    ConsumerNext(String),
+    ConsumerPause(String),
+}
+
+/// Builds a response of `kind` (e.g. `stream_info`) from a body object or an error.
+pub(crate) fn response(kind: &str, body: Result<Value, ApiError>) -> Vec<u8> {
+    let mut v = match body {
+        Ok(v) => v,
+        Err(e) => json!({ "error": e }),
+    };
+    if let Value::Object(map) = &mut v {
+        map.insert(
+            "type".into(),
+            Value::String(format!("io.nats.jetstream.api.v1.{kind}_response")),
+        );
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// The `state` object of stream info.
+pub(crate) fn state_json(s: &Stream) -> Value {
+    let st = s.store.state();
+    let mut v = json!({
+        "messages": st.msgs,
+        "bytes": st.bytes,
+        "first_seq": st.first_seq,
+        "first_ts": rfc3339(st.first_time),
+        "last_seq": st.last_seq,
+        "last_ts": rfc3339(st.last_time),
+        "consumer_count": s.consumers.len(),
+    });
+    if st.num_subjects > 0 {
+        v["num_subjects"] = json!(st.num_subjects);
+    }
+    if st.num_deleted > 0 {
+        v["num_deleted"] = json!(st.num_deleted);
+    }
+    v
+}
+
+/// Full stream info.
+pub(crate) fn stream_info(s: &Stream, server_name: &str) -> Value {
+    json!({
+        "config": s.config,
+        "created": rfc3339(s.created),
+        "state": state_json(s),
+        "cluster": { "leader": server_name },
+        "ts": rfc3339(now_nanos()),
+    })
+}
+
+/// Full consumer info.
+pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, server_name: &str) -> Value {
+    let (floor_c, floor_s) = c.ack_floor();
+    let mut v = json!({
+        "stream_name": stream.name(),
+        "name": c.name,
+        "created": rfc3339(c.created),
+        "config": c.config,
+        "delivered": { "consumer_seq": c.state.dseq, "stream_seq": c.state.sseq },
+        "ack_floor": { "consumer_seq": floor_c, "stream_seq": floor_s },
+        "num_ack_pending": c.state.pending.len(),
+        "num_redelivered": c.state.num_redelivered,
+        "num_waiting": c.num_waiting(),
+        "num_pending": c.num_pending(stream.store.as_ref()),
+        "cluster": { "leader": server_name },
+        "ts": rfc3339(now_nanos()),
+    });
+    if let Some(until) = c.paused_until().filter(|u| *u > now_nanos()) {
+        v["paused"] = json!(true);
+        v["pause_remaining"] = json!(until - now_nanos());
+    }
+    v
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))
+}
+
+fn parse_or_default<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse(body)
+}
+
+#[derive(Deserialize, Default)]
+struct PurgeReq {
+    filter: Option<String>,
+    seq: Option<u64>,
+    keep: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct MsgGetReq {
+    seq: Option<u64>,
+    last_by_subj: Option<String>,
+    next_by_subj: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct MsgDeleteReq {
+    seq: u64,
+    #[allow(dead_code)]
+    no_erase: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct CreateConsumerReq {
+    #[allow(dead_code)]
+    stream_name: Option<String>,
+    config: Option<ConsumerConfig>,
+    #[serde(default)]
+    action: String,
+}
+
+#[derive(Deserialize, Default)]
+struct PauseReq {
+    pause_until: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct ListReq {
+    #[serde(default)]
+    offset: usize,
+}
+
+/// What a stream-bound call produced.
+pub(crate) struct Reply {
+    /// JSON response for the request's reply subject (None: nothing to send, e.g. pulls).
+    pub body: Option<Vec<u8>>,
+    /// Whether state changed (needs a sync before the reply goes out).
+    pub mutated: bool,
+}
+
+impl Reply {
+    fn json(kind: &str, body: Result<Value, ApiError>, mutated: bool) -> Self {
+        Self {
+            body: Some(response(kind, body)),
+            mutated,
+        }
+    }
+}
+
+/// Handles one stream-bound API call.
+pub(crate) fn handle(
+    s: &mut Stream,
+    call: Call,
+    reply: Option<&str>,
+    body: &[u8],
+    server_name: &str,
+    out: &mut Vec<Outgoing>,
+) -> Reply {
+    match call {
+        Call::Info => Reply::json("stream_info", Ok(stream_info(s, server_name)), false),
+        Call::Update => {
+            let r = update(s, body).map(|_| stream_info(s, server_name));
+            Reply::json("stream_update", r, true)
+        }
+        Call::Purge => {
+            let r = purge(s, body).map(|n| json!({ "success": true, "purged": n }));
+            Reply::json("stream_purge", r, true)
+        }
+        Call::MsgGet => Reply::json("stream_msg_get", msg_get(s, body), false),
+        Call::MsgDelete => {
+            let r = msg_delete(s, body).map(|_| json!({ "success": true }));
+            Reply::json("stream_msg_delete", r, true)
+        }
+        Call::DirectGet(subj) => {
+            if let Some(reply) = reply {
+                out.push(direct_get(s, subj, body, reply));
+            }
+            Reply {
+                body: None,
+                mutated: false,
+            }
+        }
+        Call::ConsumerCreate {
+            name,
+            filter,
+            durable_subject,
+        } => {
+            let r = create_consumer(s, name, filter, durable_subject, body)
+                .map(|name| consumer_info(s, &s.consumers[&name], server_name));
+            Reply::json("consumer_create", r, true)
+        }
+        Call::ConsumerInfo(name) => {
+            let r = s
+                .consumers
+                .get(&name)
+                .map(|c| consumer_info(s, c, server_name))
+                .ok_or_else(ApiError::consumer_not_found);
+            Reply::json("consumer_info", r, false)
+        }
+        Call::ConsumerDelete(name) => {
+            let r = match s.consumers.get_mut(&name) {
+                None => Err(ApiError::consumer_not_found()),
+                Some(c) => {
+                    c.on_delete(out);
+                    s.apply(Op::ConsumerDelete { name })
+                        .map(|_| json!({ "success": true }))
+                }
+            };
+            Reply::json("consumer_delete", r, true)
+        }
+        Call::ConsumerNames => {
+            let offset = parse_or_default::<ListReq>(body)
+                .map(|r| r.offset)
+                .unwrap_or(0);
+            let names: Vec<&String> = s.consumers.keys().skip(offset).take(1024).collect();
+            let r = json!({ "total": s.consumers.len(), "offset": offset, "limit": 1024, "consumers": names });
+            Reply::json("consumer_names", Ok(r), false)
+        }
+        Call::ConsumerList => {
+            let offset = parse_or_default::<ListReq>(body)
+                .map(|r| r.offset)
+                .unwrap_or(0);
+            let infos: Vec<Value> = s
+                .consumers
+                .values()
+                .skip(offset)
+                .take(256)
+                .map(|c| consumer_info(s, c, server_name))
+                .collect();
+            let r = json!({ "total": s.consumers.len(), "offset": offset, "limit": 256, "consumers": infos });
+            Reply::json("consumer_list", Ok(r), false)
+        }
+        Call::ConsumerNext(name) => {
+            let Some(reply) = reply else {
+                return Reply {
+                    body: None,
+                    mutated: false,
+                };
+            };
+            let store = s.store.as_ref();
+            match s.consumers.get_mut(&name) {
+                Some(c) => {
+                    if let Some(st) = c.add_pull(reply.to_string(), body, store) {
+                        out.push(st);
+                    }
+                }
+                None => out.push(status(reply, 404, "Consumer Not Found", &[])),
+            }
+            Reply {
+                body: None,
+                mutated: false,
+            }
+        }
+        Call::ConsumerPause(name) => {
+            let r = pause(s, &name, body);
+            Reply::json("consumer_pause", r, true)
+        }
+    }
+}
+
+/// Checks that `new` is an allowed update of `old`.
+pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(), ApiError> {
+    if new.storage != old.storage {
+        return Err(ApiError::bad_request(
+            "stream configuration update can not change storage type",
+        ));
+    }
+    if new.retention != old.retention {
+        return Err(ApiError::bad_request(
+            "stream configuration update can not change retention policy",
+        ));
+    }
+    if old.sealed && !new.sealed {
+        return Err(ApiError::sealed());
+    }
+    Ok(())
+}
+
+fn update(s: &mut Stream, body: &[u8]) -> Result<(), ApiError> {
+    let cfg: StreamConfig = parse(body)?;
+    if cfg.name != s.config.name {
+        return Err(ApiError::stream_mismatch());
+    }
+    let cfg = cfg.normalize()?;
+    check_update(&s.config, &cfg)?;
+    s.apply(Op::UpdateConfig(Box::new(cfg))).map(|_| ())
+}
+
+fn purge(s: &mut Stream, body: &[u8]) -> Result<u64, ApiError> {
+    if s.config.deny_purge {
+        return Err(ApiError {
+            code: 500,
+            err_code: 10110,
+            description: "stream purge not permitted".into(),
+        });
+    }
+    if s.config.sealed {
+        return Err(ApiError::sealed());
+    }
+    let req: PurgeReq = parse_or_default(body)?;
+    if req.seq.is_some() && req.keep.is_some() {
+        return Err(ApiError::bad_request(
+            "purge request can not have both seq and keep",
+        ));
+    }
+    match s.apply(Op::Purge {
+        filter: req.filter.filter(|f| !f.is_empty()),
+        seq: req.seq,
+        keep: req.keep,
+    })? {
+        Applied::Purged(n) => Ok(n),
+        _ => Ok(0),
+    }
+}
+
+fn find_msg(
+    s: &Stream,
+    seq: Option<u64>,
+    last: Option<&str>,
+    next: Option<&str>,
+) -> Option<StoredMsg> {
+    let seq = match (seq, last, next) {
+        (_, Some(subj), _) => s
+            .store
+            .subjects_matching(subj)
+            .into_iter()
+            .map(|(_, st)| st.last_seq)
+            .max()?,
+        (start, None, Some(subj)) => s
+            .store
+            .next_seq_matching(start.unwrap_or(0).max(1), Some(subj))?,
+        (Some(seq), None, None) => seq,
+        (None, None, None) => return None,
+    };
+    s.store.get(seq).ok().flatten()
+}
+
+fn msg_get(s: &Stream, body: &[u8]) -> Result<Value, ApiError> {
+    let req: MsgGetReq = parse(body)?;
+    if req.seq.is_none() && req.last_by_subj.is_none() && req.next_by_subj.is_none() {
+        return Err(ApiError::bad_request("request had no valid parameters"));
+    }
+    let m = find_msg(
+        s,
+        req.seq,
+        req.last_by_subj.as_deref(),
+        req.next_by_subj.as_deref(),
+    )
+    .ok_or_else(ApiError::no_message_found)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut msg = json!({
+        "subject": m.subject,
+        "seq": m.seq,
+        "time": rfc3339(m.time),
+    });
+    if !m.payload.is_empty() {
+        msg["data"] = json!(b64.encode(&m.payload));
+    }
+    if let Some(h) = &m.headers {
+        msg["hdrs"] = json!(b64.encode(h));
+    }
+    Ok(json!({ "message": msg }))
+}
+
+fn msg_delete(s: &mut Stream, body: &[u8]) -> Result<(), ApiError> {
+    if s.config.deny_delete {
+        return Err(ApiError::msg_delete_failed("message delete not permitted"));
+    }
+    if s.config.sealed {
+        return Err(ApiError::sealed());
+    }
+    let req: MsgDeleteReq = parse(body)?;
+    match s.apply(Op::Delete { seq: req.seq })? {
+        Applied::Deleted(true) => Ok(()),
+        _ => Err(ApiError::msg_delete_failed("no message found")),
+    }
+}
+
+fn direct_get(s: &Stream, subj: Option<String>, body: &[u8], reply: &str) -> Outgoing {
+    let found = match subj {
+        Some(subj) => find_msg(s, None, Some(&subj), None),
+        None => match parse::<MsgGetReq>(body) {
+            Ok(r) => find_msg(
+                s,
+                r.seq,
+                r.last_by_subj.as_deref(),
+                r.next_by_subj.as_deref(),
+            ),
+            Err(_) => return status(reply, 408, "Bad Request", &[]),
+        },
+    };
+    let Some(m) = found else {
+        return status(reply, 404, "Message Not Found", &[]);
+    };
+    let seq = m.seq.to_string();
+    let ts = rfc3339(m.time);
+    let hdrs = headers::append(
+        m.headers.as_deref(),
+        &[
+            ("Nats-Stream", s.name()),
+            ("Nats-Subject", &m.subject),
+            ("Nats-Sequence", &seq),
+            ("Nats-Time-Stamp", &ts),
+        ],
+    );
+    Outgoing {
+        to: reply.to_string(),
+        subject: reply.to_string(),
+        reply: None,
+        headers: Some(hdrs),
+        payload: m.payload,
+    }
+}
+
+fn create_consumer(
+    s: &mut Stream,
+    subj_name: Option<String>,
+    subj_filter: Option<String>,
+    durable_subject: bool,
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let req: CreateConsumerReq = parse(body)?;
+    let mut cfg = req.config.ok_or_else(ApiError::consumer_config_required)?;
+    if durable_subject {
+        match (&cfg.durable_name, &subj_name) {
+            (Some(d), Some(n)) if d != n => return Err(ApiError::consumer_durable_mismatch()),
+            (None, Some(n)) => cfg.durable_name = Some(n.clone()),
+            _ => {}
+        }
+    } else if let Some(n) = &subj_name {
+        if cfg.name.as_deref().is_some_and(|c| c != n)
+            || cfg.durable_name.as_deref().is_some_and(|d| d != n)
+        {
+            return Err(ApiError::consumer_durable_mismatch());
+        }
+        if cfg.name.is_none() {
+            cfg.name = Some(n.clone());
+        }
+    }
+    if let Some(f) = &subj_filter {
+        if cfg.filter_subject.as_deref() != Some(f.as_str()) {
+            return Err(ApiError::consumer_create_filter_mismatch());
+        }
+    }
+    let mut cfg = cfg.normalize()?;
+    if let Some(d) = &cfg.deliver_subject {
+        if crate::protocol::subject::has_wildcard(d.as_bytes()) {
+            return Err(ApiError::consumer_deliver_wildcards());
+        }
+    }
+    for f in cfg.filters() {
+        if !s
+            .config
+            .subjects
+            .iter()
+            .any(|p| crate::protocol::subject::overlaps(p, &f))
+        {
+            return Err(ApiError::bad_request(
+                "consumer filter subject is not a valid subset of the interest subjects",
+            ));
+        }
+    }
+    if s.config.retention == Retention::WorkQueue {
+        if cfg.ack_policy != super::config::AckPolicy::Explicit {
+            return Err(ApiError::consumer_wq_explicit_ack());
+        }
+        let mine = cfg.filters();
+        for other in s.consumers.values() {
+            if Some(other.name.as_str()) == cfg.effective_name() {
+                continue;
+            }
+            let theirs = other.config.filters();
+            if mine.is_empty() || theirs.is_empty() {
+                return Err(ApiError::consumer_wq_multiple_unfiltered());
+            }
+            if mine.iter().any(|a| {
+                theirs
+                    .iter()
+                    .any(|b| crate::protocol::subject::overlaps(a, b))
+            }) {
+                return Err(ApiError::consumer_wq_not_unique());
+            }
+        }
+    }
+    let name = match cfg.effective_name() {
+        Some(n) => n.to_string(),
+        None => {
+            let n = ephemeral_name();
+            cfg.name = Some(n.clone());
+            n
+        }
+    };
+    if let Some(existing) = s.consumers.get(&name) {
+        if existing.config == cfg {
+            return Ok(name);
+        }
+        if req.action == "create" {
+            return Err(ApiError::consumer_already_exists());
+        }
+        if existing.config.deliver_subject.is_some() != cfg.deliver_subject.is_some() {
+            return Err(ApiError::bad_request(
+                "consumer push/pull mode can not be changed",
+            ));
+        }
+    } else {
+        if req.action == "update" {
+            return Err(ApiError::consumer_does_not_exist());
+        }
+        if s.config.max_consumers > 0 && s.consumers.len() as i64 >= s.config.max_consumers {
+            return Err(ApiError::max_consumers());
+        }
+    }
+    s.apply(Op::ConsumerCreate {
+        name: name.clone(),
+        config: Box::new(cfg),
+    })?;
+    Ok(name)
+}
+
+fn pause(s: &mut Stream, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let req: PauseReq = parse_or_default(body)?;
+    let Some(c) = s.consumers.get(name) else {
+        return Err(ApiError::consumer_not_found());
+    };
+    let mut cfg = c.config.clone();
+    cfg.pause_until = req
+        .pause_until
+        .filter(|p| super::time::parse_rfc3339(p).is_some_and(|t| t > now_nanos()));
+    let paused = cfg.pause_until.is_some();
+    let until = cfg.pause_until.clone();
+    s.apply(Op::ConsumerCreate {
+        name: name.to_string(),
+        config: Box::new(cfg),
+    })?;
+    let mut v = json!({ "paused": paused, "pause_until": until.unwrap_or_else(|| rfc3339(0)) });
+    if paused {
+        if let Some(t) = s.consumers.get(name).and_then(|c| c.paused_until()) {
+            v["pause_remaining"] = json!(t - now_nanos());
+        }
+    }
+    Ok(v)
+}
+
+fn ephemeral_name() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

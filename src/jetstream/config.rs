@@ -1,0 +1,452 @@
+//! JetStream stream and consumer configuration as clients send it: nats-server's JSON field
+//! names, its defaults, and the validation it applies. Durations are integer nanoseconds.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::errors::ApiError;
+use crate::protocol::subject;
+
+fn neg1() -> i64 {
+    -1
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Default duplicate window: 2 minutes.
+pub const DEFAULT_DUPLICATE_WINDOW: i64 = 120_000_000_000;
+
+/// Retention policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    /// Keep messages up to the limits.
+    #[default]
+    Limits,
+    /// Keep messages while some consumer has not acked them.
+    Interest,
+    /// Each message is consumed once.
+    #[serde(rename = "workqueue")]
+    WorkQueue,
+}
+
+/// What to do when a limit is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Discard {
+    /// Drop the oldest messages.
+    #[default]
+    Old,
+    /// Refuse new messages.
+    New,
+}
+
+/// Storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Segment files on disk.
+    #[default]
+    File,
+    /// RAM only.
+    Memory,
+}
+
+/// A stream's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default = "neg1")]
+    pub max_consumers: i64,
+    #[serde(default = "neg1")]
+    pub max_msgs: i64,
+    #[serde(default = "neg1")]
+    pub max_bytes: i64,
+    #[serde(default)]
+    pub max_age: i64,
+    #[serde(default = "neg1")]
+    pub max_msgs_per_subject: i64,
+    #[serde(default = "neg1")]
+    pub max_msg_size: i64,
+    #[serde(default)]
+    pub discard: Discard,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub num_replicas: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_ack: bool,
+    #[serde(default)]
+    pub duplicate_window: i64,
+    #[serde(default)]
+    pub sealed: bool,
+    #[serde(default)]
+    pub deny_delete: bool,
+    #[serde(default)]
+    pub deny_purge: bool,
+    #[serde(default)]
+    pub allow_rollup_hdrs: bool,
+    #[serde(default)]
+    pub allow_direct: bool,
+    #[serde(default)]
+    pub mirror_direct: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub discard_new_per_subject: bool,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub first_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_msg_ttl: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub subject_delete_marker_ttl: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub republish: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_transform: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_limits: Option<Value>,
+}
+
+/// True if `name` is a valid stream or consumer name.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name
+            .chars()
+            .any(|c| matches!(c, '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n' | '/' | '\\'))
+}
+
+impl StreamConfig {
+    /// Applies nats-server's defaults and validates; `Err` carries the API error to return.
+    pub fn normalize(mut self) -> Result<Self, ApiError> {
+        if self.name.is_empty() {
+            return Err(ApiError::stream_name_required());
+        }
+        if !is_valid_name(&self.name) {
+            return Err(ApiError::stream_name_invalid());
+        }
+        if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
+            self.subjects = vec![self.name.clone()];
+        }
+        if self.mirror.is_some() || self.sources.is_some() {
+            return Err(ApiError::not_implemented("stream mirrors and sources"));
+        }
+        for (i, s) in self.subjects.iter().enumerate() {
+            if !subject::is_valid_subject(s.as_bytes()) {
+                return Err(ApiError::bad_request(&format!("invalid subject: {s:?}")));
+            }
+            if self.subjects[..i].iter().any(|o| subject::overlaps(o, s)) {
+                return Err(ApiError::bad_request("duplicate subjects detected"));
+            }
+        }
+        if self.num_replicas == 0 {
+            self.num_replicas = 1;
+        }
+        if self.num_replicas > 5 {
+            return Err(ApiError::replicas_too_many());
+        }
+        if self.max_msgs == 0 {
+            self.max_msgs = -1;
+        }
+        if self.max_bytes == 0 {
+            self.max_bytes = -1;
+        }
+        if self.max_msgs_per_subject == 0 {
+            self.max_msgs_per_subject = -1;
+        }
+        if self.max_msg_size == 0 {
+            self.max_msg_size = -1;
+        }
+        if self.max_consumers == 0 {
+            self.max_consumers = -1;
+        }
+        if self.max_age < 0 || self.duplicate_window < 0 {
+            return Err(ApiError::bad_request("negative durations are not allowed"));
+        }
+        if self.duplicate_window == 0 {
+            self.duplicate_window = DEFAULT_DUPLICATE_WINDOW;
+            if self.max_age > 0 && self.max_age < self.duplicate_window {
+                self.duplicate_window = self.max_age;
+            }
+        } else if self.max_age > 0 && self.duplicate_window > self.max_age {
+            return Err(ApiError::dup_window_too_long());
+        }
+        if self.discard_new_per_subject
+            && (self.discard != Discard::New || self.max_msgs_per_subject <= 0)
+        {
+            return Err(ApiError::bad_request(
+                "discard new per subject requires discard new policy to be set",
+            ));
+        }
+        if self.subject_delete_marker_ttl > 0 && !self.allow_msg_ttl {
+            return Err(ApiError::bad_request(
+                "subject marker delete cannot be set if message TTLs are disabled",
+            ));
+        }
+        if self.compression.as_deref() == Some("none") {
+            self.compression = None;
+        }
+        if self.compression.is_some() && self.compression.as_deref() != Some("s2") {
+            return Err(ApiError::bad_request("invalid compression"));
+        }
+        Ok(self)
+    }
+}
+
+/// Where a consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliverPolicy {
+    /// From the first message.
+    #[default]
+    All,
+    /// From the last message.
+    Last,
+    /// Only new messages.
+    New,
+    /// From `opt_start_seq`.
+    #[serde(rename = "by_start_sequence")]
+    ByStartSequence,
+    /// From `opt_start_time`.
+    #[serde(rename = "by_start_time")]
+    ByStartTime,
+    /// The last message of every subject.
+    #[serde(rename = "last_per_subject")]
+    LastPerSubject,
+}
+
+/// How messages are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AckPolicy {
+    /// No acks.
+    None,
+    /// Acking one acks all before it.
+    All,
+    /// Each message is acked on its own.
+    #[default]
+    Explicit,
+}
+
+/// Replay speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayPolicy {
+    /// As fast as possible.
+    #[default]
+    Instant,
+    /// At the pace they were stored.
+    Original,
+}
+
+/// A consumer's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ConsumerConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub deliver_policy: DeliverPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_start_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_start_time: Option<String>,
+    #[serde(default)]
+    pub ack_policy: AckPolicy,
+    #[serde(default)]
+    pub ack_wait: i64,
+    #[serde(default)]
+    pub max_deliver: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backoff: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_subjects: Vec<String>,
+    #[serde(default)]
+    pub replay_policy: ReplayPolicy,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub rate_limit_bps: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_freq: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_waiting: i64,
+    #[serde(default)]
+    pub max_ack_pending: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub flow_control: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub idle_heartbeat: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub headers_only: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_batch: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_expires: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_bytes: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_group: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inactive_threshold: i64,
+    #[serde(default)]
+    pub num_replicas: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mem_storage: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_until: Option<String>,
+}
+
+/// Default ack wait: 30 s.
+pub const DEFAULT_ACK_WAIT: i64 = 30_000_000_000;
+/// Default max_ack_pending.
+pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
+/// Default max_waiting for pull consumers.
+pub const DEFAULT_MAX_WAITING: i64 = 512;
+/// Default inactive threshold of ephemeral consumers: 5 s.
+pub const DEFAULT_INACTIVE_THRESHOLD: i64 = 5_000_000_000;
+
+impl ConsumerConfig {
+    /// The consumer's name: `durable_name`, else `name`.
+    pub fn effective_name(&self) -> Option<&str> {
+        self.durable_name.as_deref().or(self.name.as_deref())
+    }
+
+    /// True for durable consumers.
+    pub fn is_durable(&self) -> bool {
+        self.durable_name.is_some()
+    }
+
+    /// True for pull consumers.
+    pub fn is_pull(&self) -> bool {
+        self.deliver_subject.is_none()
+    }
+
+    /// All filters (`filter_subject` and `filter_subjects` combined).
+    pub fn filters(&self) -> Vec<String> {
+        let mut f: Vec<String> = self.filter_subject.iter().cloned().collect();
+        f.extend(self.filter_subjects.iter().cloned());
+        f.retain(|s| !s.is_empty());
+        f
+    }
+
+    /// Applies nats-server's defaults and validates.
+    pub fn normalize(mut self) -> Result<Self, ApiError> {
+        for n in [&self.name, &self.durable_name].into_iter().flatten() {
+            if !is_valid_name(n) {
+                return Err(ApiError::consumer_name_invalid());
+            }
+        }
+        if let (Some(n), Some(d)) = (&self.name, &self.durable_name) {
+            if n != d {
+                return Err(ApiError::bad_request(
+                    "consumer name in subject does not match durable name in request",
+                ));
+            }
+        }
+        if self.filter_subject.is_some() && !self.filter_subjects.is_empty() {
+            return Err(ApiError::bad_request(
+                "consumer cannot have both FilterSubject and FilterSubjects specified",
+            ));
+        }
+        for f in self.filters() {
+            if !subject::is_valid_subject(f.as_bytes()) {
+                return Err(ApiError::bad_request(
+                    "consumer filter subject is not a valid subset of the interest subjects",
+                ));
+            }
+        }
+        if self.filter_subject.as_deref() == Some("") {
+            self.filter_subject = None;
+        }
+        match self.deliver_policy {
+            DeliverPolicy::ByStartSequence if self.opt_start_seq.unwrap_or(0) == 0 => {
+                return Err(ApiError::bad_request(
+                    "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
+                ));
+            }
+            DeliverPolicy::ByStartTime if self.opt_start_time.is_none() => {
+                return Err(ApiError::bad_request(
+                    "consumer delivery policy is deliver by start time, but optional start time is not set",
+                ));
+            }
+            _ => {}
+        }
+        if self.ack_wait <= 0 {
+            self.ack_wait = self.backoff.first().copied().unwrap_or(DEFAULT_ACK_WAIT);
+        }
+        if self.max_deliver == 0 {
+            self.max_deliver = -1;
+        }
+        if !self.backoff.is_empty()
+            && self.max_deliver > 0
+            && self.max_deliver <= self.backoff.len() as i64
+        {
+            return Err(ApiError::bad_request(
+                "max deliver is required to be > length of backoff values",
+            ));
+        }
+        if self.ack_policy == AckPolicy::None {
+            self.max_ack_pending = 0;
+        } else if self.max_ack_pending == 0 {
+            self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
+        }
+        if self.is_pull() {
+            if self.max_waiting == 0 {
+                self.max_waiting = DEFAULT_MAX_WAITING;
+            }
+            if self.idle_heartbeat > 0 {
+                return Err(ApiError::bad_request(
+                    "consumer idle heartbeat requires a push based consumer",
+                ));
+            }
+            if self.flow_control {
+                return Err(ApiError::bad_request(
+                    "consumer flow control requires a push based consumer",
+                ));
+            }
+        } else if self.max_waiting != 0 {
+            return Err(ApiError::bad_request(
+                "consumer in push mode can not set max waiting",
+            ));
+        }
+        if self.flow_control && self.idle_heartbeat <= 0 {
+            return Err(ApiError::bad_request(
+                "consumer with flow control also needs heartbeats",
+            ));
+        }
+        if self.durable_name.is_none() && self.inactive_threshold == 0 {
+            self.inactive_threshold = DEFAULT_INACTIVE_THRESHOLD;
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,140 @@
+//! JetStream API errors: nats-server's HTTP-like `code`, its `err_code` numbers and texts,
+//! serialized as `{"code","err_code","description"}` inside a response's `error` field.
+
+use serde::Serialize;
+
+/// One API error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{description} ({err_code})")]
+pub struct ApiError {
+    /// HTTP-like status.
+    pub code: u16,
+    /// nats-server's error code.
+    pub err_code: u32,
+    /// Human-readable text.
+    pub description: String,
+}
+
+macro_rules! api_errors {
+    ($($fn_name:ident => ($code:expr, $err:expr, $text:expr);)*) => {
+        impl ApiError {
+            $(
+                #[doc = $text]
+                pub fn $fn_name() -> Self {
+                    Self { code: $code, err_code: $err, description: $text.to_string() }
+                }
+            )*
+        }
+    };
+}
+
+api_errors! {
+    not_enabled => (503, 10076, "JetStream not enabled");
+    stream_not_found => (404, 10059, "stream not found");
+    stream_name_exist => (400, 10058, "stream name already in use with a different configuration");
+    stream_name_required => (400, 10003, "stream name is required");
+    stream_name_invalid => (400, 10128, "Stream name can not contain path separators");
+    subjects_overlap => (400, 10065, "subjects overlap with an existing stream");
+    stream_mismatch => (400, 10056, "stream name in subject does not match request");
+    replicas_too_many => (400, 10074, "replicas > 1 not supported in non-clustered mode");
+    dup_window_too_long => (400, 10052, "duplicates window can not be larger then max age");
+    consumer_not_found => (404, 10014, "consumer not found");
+    consumer_name_exist => (400, 10013, "consumer name already in use");
+    consumer_already_exists => (400, 10148, "consumer already exists");
+    consumer_does_not_exist => (400, 10149, "consumer does not exist");
+    consumer_name_invalid => (400, 10103, "durable name can not contain '.', '*', '>'");
+    consumer_config_required => (400, 10078, "consumer config required");
+    consumer_durable_mismatch => (400, 10017, "consumer name in subject does not match durable name in request");
+    consumer_create_filter_mismatch => (400, 10131, "Consumer create request did not match filtered subject from create subject");
+    consumer_deliver_wildcards => (400, 10079, "consumer deliver subject has wildcards");
+    consumer_wq_not_unique => (400, 10100, "filtered consumer not unique on workqueue stream");
+    consumer_wq_multiple_unfiltered => (400, 10099, "multiple non-filtered consumers not allowed on workqueue stream");
+    consumer_wq_explicit_ack => (400, 10098, "workqueue stream requires explicit ack");
+    consumer_wq_deliver_all => (400, 10101, "consumer must be deliver all on workqueue stream");
+    max_consumers => (400, 10026, "maximum consumers limit reached");
+    no_message_found => (404, 10037, "no message found");
+    message_too_large => (400, 10054, "message size exceeds maximum allowed");
+    expected_stream_mismatch => (400, 10060, "expected stream does not match");
+    sealed => (400, 10109, "invalid operation on sealed stream");
+    stream_msgs_exceeded => (503, 10077, "maximum messages exceeded");
+    stream_bytes_exceeded => (503, 10077, "maximum bytes exceeded");
+    stream_msgs_per_subject_exceeded => (503, 10077, "maximum messages per subject exceeded");
+    rollup_not_allowed => (400, 10003, "rollup not permitted");
+    ttl_invalid => (400, 10165, "invalid per-message TTL");
+    ttl_disabled => (400, 10166, "per-message TTL is disabled");
+    empty_request_expected => (400, 10038, "expected an empty request payload");
+}
+
+impl ApiError {
+    /// 10003 with a specific text.
+    pub fn bad_request(text: &str) -> Self {
+        Self {
+            code: 400,
+            err_code: 10003,
+            description: text.to_string(),
+        }
+    }
+
+    /// 10025 invalid JSON.
+    pub fn invalid_json(err: &str) -> Self {
+        Self {
+            code: 400,
+            err_code: 10025,
+            description: format!("invalid JSON: {err}"),
+        }
+    }
+
+    /// 10071 wrong last sequence.
+    pub fn wrong_last_sequence(seq: u64) -> Self {
+        Self {
+            code: 400,
+            err_code: 10071,
+            description: format!("wrong last sequence: {seq}"),
+        }
+    }
+
+    /// 10070 wrong last msg id.
+    pub fn wrong_last_msg_id(id: &str) -> Self {
+        Self {
+            code: 400,
+            err_code: 10070,
+            description: format!("wrong last msg ID: {id}"),
+        }
+    }
+
+    /// 10043-like: a sequence that does not exist.
+    pub fn sequence_not_found(seq: u64) -> Self {
+        Self {
+            code: 400,
+            err_code: 10043,
+            description: format!("sequence {seq} not found"),
+        }
+    }
+
+    /// 10057 message delete failed.
+    pub fn msg_delete_failed(err: &str) -> Self {
+        Self {
+            code: 500,
+            err_code: 10057,
+            description: err.to_string(),
+        }
+    }
+
+    /// 10077 generic store failure.
+    pub fn store_failed(err: &str) -> Self {
+        Self {
+            code: 503,
+            err_code: 10077,
+            description: err.to_string(),
+        }
+    }
+
+    /// 10012-like: a feature causeway does not implement yet.
+    pub fn not_implemented(what: &str) -> Self {
+        Self {
+            code: 500,
+            err_code: 10012,
+            description: format!("{what} not supported by this server"),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Reading and writing `NATS/1.0` header blocks: the publish headers JetStream acts on and the
+//! status messages (100/404/408/409) it sends to consumers.
+
+/// `Nats-Msg-Id`: de-duplication id.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// `Nats-Expected-Stream`.
+pub const EXPECTED_STREAM: &str = "Nats-Expected-Stream";
+/// `Nats-Expected-Last-Sequence`.
+pub const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
+/// `Nats-Expected-Last-Subject-Sequence`.
+pub const EXPECTED_LAST_SUBJ_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+/// `Nats-Expected-Last-Subject-Sequence-Subject`.
+pub const EXPECTED_LAST_SUBJ_SEQ_SUBJ: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+/// `Nats-Expected-Last-Msg-Id`.
+pub const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
+/// `Nats-Rollup`.
+pub const ROLLUP: &str = "Nats-Rollup";
+/// `Nats-TTL`.
+pub const TTL: &str = "Nats-TTL";
+
+/// Returns the first value of `key` (case-insensitive) in a raw header block.
+pub fn get<'a>(block: &'a [u8], key: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(block).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(key).then(|| v.trim())
+    })
+}
+
+/// Builds a header block with an optional status line and key/value pairs.
+pub fn build(status: Option<(u16, &str)>, pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"NATS/1.0");
+    if let Some((code, desc)) = status {
+        out.extend_from_slice(format!(" {code}").as_bytes());
+        if !desc.is_empty() {
+            out.push(b' ');
+            out.extend_from_slice(desc.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Appends key/value pairs to an existing header block (or starts one).
+pub fn append(block: Option<&[u8]>, pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = match block {
+        Some(b) if b.len() >= 4 && b.ends_with(b"\r\n\r\n") => b[..b.len() - 2].to_vec(),
+        _ => b"NATS/1.0\r\n".to_vec(),
+    };
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_and_build() {
+        let h = build(None, &[("Nats-Msg-Id", "abc"), ("X", "1")]);
+        assert_eq!(get(&h, "nats-msg-id"), Some("abc"));
+        assert_eq!(get(&h, "Y"), None);
+        let s = build(Some((404, "No Messages")), &[]);
+        assert_eq!(s, b"NATS/1.0 404 No Messages\r\n\r\n");
+        let a = append(Some(&h), &[("Nats-Stream", "S")]);
+        assert_eq!(get(&a, "Nats-Stream"), Some("S"));
+        assert_eq!(get(&a, "X"), Some("1"));
+    }
+}

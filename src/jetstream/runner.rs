@@ -1,0 +1,354 @@
+//! The thread that owns one stream. It drains whatever is queued (publishes, acks, API calls),
+//! applies it, syncs the store once for the whole batch (group commit), and only then sends
+//! the pub acks and API replies and lets consumers deliver: nothing is acknowledged or delivered
+//! before it is on disk.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::api::{self, Call};
+use super::consumer::{AckOutcome, Outgoing};
+use super::stream::{Applied, Decision, PubAck, Stream};
+use super::time::now_nanos;
+use crate::config::SyncPolicy;
+use crate::server::{Client, Message};
+
+/// Work for a stream thread.
+pub(crate) enum Input {
+    /// A message published on one of the stream's subjects.
+    Publish(Message),
+    /// A stream-bound API request.
+    Api(Call, Message),
+    /// An ack on `$JS.ACK.<stream>.>`.
+    Ack(Message),
+    /// A flow-control reply on `$JS.FC.<stream>.>`.
+    FlowControl(Message),
+    /// Stream info for listings (sent back on the channel).
+    Info(SyncSender<serde_json::Value>),
+    /// Delete the stream and its data, reply to the given subject, and exit.
+    Delete(Option<String>),
+    /// Exit (server shutdown).
+    Stop,
+}
+
+/// What a stream thread needs besides the stream.
+pub(crate) struct Ctx {
+    pub client: Client,
+    pub server_name: String,
+    pub sync: SyncPolicy,
+}
+
+const MAX_BATCH: usize = 4096;
+const PERSIST_EVERY: Duration = Duration::from_millis(100);
+
+/// Runs the stream until it is deleted or stopped.
+pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
+    let _span = tracing::info_span!("stream", name = %stream.name()).entered();
+    let mut last_sync = Instant::now();
+    let mut last_persist = Instant::now();
+    let mut unsynced = false;
+    let mut batch = Vec::with_capacity(64);
+    loop {
+        let wait = next_wakeup(&stream, unsynced, &ctx)
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1));
+        match rx.recv_timeout(wait) {
+            Ok(i) => batch.push(i),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(i) => batch.push(i),
+                Err(_) => break,
+            }
+        }
+        let mut replies: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut out: Vec<Outgoing> = Vec::new();
+        let mut mutated = false;
+        let mut exit = None;
+        for input in batch.drain(..) {
+            match input {
+                Input::Publish(m) => {
+                    mutated |= publish(&mut stream, m, &mut replies);
+                }
+                Input::Api(call, m) => {
+                    let r = api::handle(
+                        &mut stream,
+                        call,
+                        m.reply.as_deref(),
+                        &m.payload,
+                        &ctx.server_name,
+                        &mut out,
+                    );
+                    mutated |= r.mutated;
+                    if let (Some(body), Some(reply)) = (r.body, m.reply) {
+                        replies.push((reply, body));
+                    }
+                }
+                Input::Ack(m) => ack(&mut stream, m, &mut out, &mut replies),
+                Input::FlowControl(m) => {
+                    if let Some(name) = m.subject.split('.').nth(3) {
+                        if let Some(c) = stream.consumers.get_mut(name) {
+                            c.on_flow_control(&m.subject);
+                        }
+                    }
+                }
+                Input::Info(tx) => {
+                    let _ = tx.try_send(api::stream_info(&stream, &ctx.server_name));
+                }
+                Input::Delete(reply) => exit = Some(reply),
+                Input::Stop => exit = Some(None),
+            }
+        }
+        if mutated {
+            unsynced = true;
+        }
+        if unsynced && sync_due(ctx.sync, last_sync) {
+            if let Err(e) = stream.store.sync() {
+                tracing::error!("sync failed: {e}");
+            }
+            unsynced = false;
+            last_sync = Instant::now();
+        }
+        for (reply, body) in replies {
+            ctx.client.publish_sync(&reply, None, None, &body);
+        }
+        if let Some(reply) = exit {
+            finish(stream, reply, &ctx, unsynced);
+            return;
+        }
+        housekeeping(&mut stream, &ctx, &mut out);
+        for o in out {
+            ctx.client.publish_routed(
+                &o.to,
+                &o.subject,
+                o.reply.as_deref(),
+                o.headers.as_deref(),
+                &o.payload,
+            );
+        }
+        if last_persist.elapsed() >= PERSIST_EVERY {
+            stream.persist_consumers();
+            last_persist = Instant::now();
+        }
+    }
+    stream.persist_consumers();
+}
+
+fn sync_due(policy: SyncPolicy, last: Instant) -> bool {
+    match policy {
+        SyncPolicy::Always => true,
+        SyncPolicy::Interval(d) => last.elapsed() >= d,
+        SyncPolicy::Never => false,
+    }
+}
+
+fn next_wakeup(stream: &Stream, unsynced: bool, ctx: &Ctx) -> Option<Instant> {
+    let mut next = stream
+        .consumers
+        .values()
+        .filter_map(|c| c.next_deadline())
+        .min();
+    let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+    if stream.config.max_age > 0
+        || stream
+            .consumers
+            .values()
+            .any(|c| c.config.durable_name.is_none())
+    {
+        consider(Instant::now() + Duration::from_millis(250));
+    }
+    if unsynced {
+        if let SyncPolicy::Interval(d) = ctx.sync {
+            consider(Instant::now() + d);
+        }
+    }
+    next
+}
+
+/// Handles one captured publish; returns whether the stream changed.
+fn publish(stream: &mut Stream, m: Message, replies: &mut Vec<(String, Vec<u8>)>) -> bool {
+    let no_ack = stream.config.no_ack;
+    let answer = |replies: &mut Vec<(String, Vec<u8>)>, body: Vec<u8>| {
+        if let (Some(reply), false) = (&m.reply, no_ack) {
+            replies.push((reply.clone(), body));
+        }
+    };
+    let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
+    let result = match decision {
+        Ok(Decision::Duplicate(seq)) => {
+            let ack = PubAck {
+                stream: stream.name(),
+                seq,
+                duplicate: true,
+            };
+            answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
+            return false;
+        }
+        Ok(Decision::Append(op)) => stream.apply(op),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Applied::Stored(seq)) => {
+            if let Err(e) = stream.drop_uninterested(seq, &m.subject) {
+                tracing::error!("interest retention: {e}");
+            }
+            let ack = PubAck {
+                stream: stream.name(),
+                seq,
+                duplicate: false,
+            };
+            answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            answer(
+                replies,
+                serde_json::to_vec(&json!({ "error": e })).unwrap_or_default(),
+            );
+            false
+        }
+    }
+}
+
+/// Handles `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`.
+fn ack(
+    stream: &mut Stream,
+    m: Message,
+    out: &mut Vec<Outgoing>,
+    replies: &mut Vec<(String, Vec<u8>)>,
+) {
+    let tokens: Vec<&str> = m.subject.split('.').collect();
+    if tokens.len() < 9 {
+        return;
+    }
+    let (name, sseq) = (tokens[3], tokens[5].parse::<u64>().unwrap_or(0));
+    let Some(c) = stream.consumers.get_mut(name) else {
+        return;
+    };
+    let outcome = c.on_ack(sseq, &m.payload);
+    let acked = std::mem::take(&mut c.acked);
+    match outcome {
+        AckOutcome::Next(body) => {
+            if let Some(reply) = &m.reply {
+                let store = stream.store.as_ref();
+                if let Some(c) = stream.consumers.get_mut(name) {
+                    if let Some(st) = c.add_pull(reply.clone(), body.as_bytes(), store) {
+                        out.push(st);
+                    }
+                }
+            }
+        }
+        AckOutcome::Terminated(reason) => {
+            let adv = json!({
+                "type": "io.nats.jetstream.advisory.v1.terminated",
+                "stream": stream.name(), "consumer": name, "consumer_seq": tokens[6].parse::<u64>().unwrap_or(0),
+                "stream_seq": sseq, "deliveries": tokens[4].parse::<u64>().unwrap_or(0), "reason": reason,
+                "timestamp": super::time::rfc3339(now_nanos()),
+            });
+            let subj = format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.{name}",
+                stream.name()
+            );
+            replies.push((subj, serde_json::to_vec(&adv).unwrap_or_default()));
+            if let Some(reply) = &m.reply {
+                replies.push((reply.clone(), Vec::new()));
+            }
+        }
+        AckOutcome::Acked | AckOutcome::Other => {
+            if let Some(reply) = &m.reply {
+                replies.push((reply.clone(), Vec::new()));
+            }
+        }
+    }
+    if let Err(e) = stream.retire_acked(&acked) {
+        tracing::error!("retention: {e}");
+    }
+}
+
+fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
+    if stream.config.max_age > 0 {
+        let before = now_nanos() - stream.config.max_age;
+        if let Err(e) = stream.apply(super::stream::Op::Expire { before }) {
+            tracing::error!("max_age: {}", e.description);
+        }
+    }
+    let names: Vec<String> = stream.consumers.keys().cloned().collect();
+    let mut gone = Vec::new();
+    for name in names {
+        let store = stream.store.as_ref();
+        let Some(c) = stream.consumers.get_mut(&name) else {
+            continue;
+        };
+        let push_active = c
+            .config
+            .deliver_subject
+            .as_deref()
+            .is_some_and(|d| ctx.client.has_interest(d));
+        if push_active || c.num_waiting() > 0 {
+            c.last_active = Instant::now();
+        }
+        let exceeded = c.pump(&stream.config.name, store, push_active, out);
+        for ex in exceeded {
+            let adv = json!({
+                "type": "io.nats.jetstream.advisory.v1.max_deliver",
+                "stream": stream.config.name, "consumer": name, "stream_seq": ex.stream_seq,
+                "deliveries": ex.deliveries, "timestamp": super::time::rfc3339(now_nanos()),
+            });
+            let subj = format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{name}",
+                stream.config.name
+            );
+            ctx.client.publish_sync(
+                &subj,
+                None,
+                None,
+                &serde_json::to_vec(&adv).unwrap_or_default(),
+            );
+        }
+        let threshold = c.config.inactive_threshold;
+        if threshold > 0
+            && c.last_active.elapsed() >= Duration::from_nanos(threshold as u64)
+            && (c.config.durable_name.is_none())
+        {
+            gone.push(name);
+        }
+    }
+    for name in gone {
+        tracing::debug!(consumer = %name, "ephemeral consumer inactive; deleted");
+        let _ = stream.apply(super::stream::Op::ConsumerDelete { name });
+    }
+}
+
+fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx, unsynced: bool) {
+    let mut stream = stream;
+    match reply {
+        Some(reply) => {
+            let name = stream.name().to_string();
+            let dir = stream.dir.clone();
+            let result = stream.store.purge(None, None, None).map(|_| ());
+            drop(stream);
+            if let Some(dir) = dir {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let body = api::response(
+                "stream_delete",
+                result
+                    .map(|_| json!({ "success": true }))
+                    .map_err(|e| super::errors::ApiError::store_failed(&e.to_string())),
+            );
+            tracing::info!(stream = %name, "stream deleted");
+            ctx.client.publish_sync(&reply, None, None, &body);
+        }
+        None => {
+            if unsynced {
+                let _ = stream.store.sync();
+            }
+            stream.persist_consumers();
+        }
+    }
+}

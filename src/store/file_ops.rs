@@ -1,0 +1,151 @@
+//! The [`MsgStore`] implementation of [`FileStore`]: thin glue between the trait and the
+//! store's internals in `file.rs` and the shared index.
+
+use std::fs;
+
+use super::file::FileStore;
+use super::index::PurgePlan;
+use super::{MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
+
+impl MsgStore for FileStore {
+    fn append(
+        &mut self,
+        subject: &str,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+        time: i64,
+    ) -> Result<u64, StoreError> {
+        self.append_msg(subject, headers, payload, time)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.guard()?;
+        self.absorb_corrupt()?;
+        if let Err(e) = self.active.sync() {
+            return Err(self.poison(e));
+        }
+        self.reclaim()
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        self.write_checkpoint();
+        Ok(())
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
+        self.read_msg(seq)
+    }
+
+    fn remove(&mut self, seq: u64) -> Result<bool, StoreError> {
+        self.guard()?;
+        self.absorb_corrupt()?;
+        self.remove_live(seq)
+    }
+
+    fn purge(
+        &mut self,
+        filter: Option<&str>,
+        up_to_seq: Option<u64>,
+        keep: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.guard()?;
+        match self
+            .index
+            .plan_purge(filter, up_to_seq, keep, self.last_seq)
+        {
+            PurgePlan::Front(floor) => self.truncate_front(floor),
+            PurgePlan::Seqs(seqs) => {
+                self.absorb_corrupt()?;
+                let mut n = 0;
+                for seq in seqs {
+                    n += u64::from(self.remove_live(seq)?);
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn state(&self) -> StoreState {
+        let first = self.index.first();
+        let first_seq = first.map_or(self.last_seq + 1, |(s, _)| s);
+        let msgs = self.index.msgs();
+        StoreState {
+            msgs,
+            bytes: self.index.bytes(),
+            first_seq,
+            first_time: first.map_or(0, |(_, slot)| slot.time),
+            last_seq: self.last_seq,
+            last_time: self.last_time,
+            num_deleted: if msgs == 0 {
+                0
+            } else {
+                self.last_seq + 1 - first_seq - msgs
+            },
+            num_subjects: self.index.subjects().len() as u64,
+            deleted: Vec::new(),
+        }
+    }
+
+    fn subject_state(&self, subject: &str) -> Option<SubjectState> {
+        self.index.subject_state(subject)
+    }
+
+    fn last_seq_for_subject(&self, subject: &str) -> Option<u64> {
+        self.index.last_seq_for_subject(subject)
+    }
+
+    fn subjects_matching(&self, filter: &str) -> Vec<(String, SubjectState)> {
+        self.index.subjects_matching(filter)
+    }
+
+    fn next_seq_matching(&self, start_seq: u64, filter: Option<&str>) -> Option<u64> {
+        self.index.next_matching(start_seq, filter)
+    }
+
+    fn count_matching(&self, start_seq: u64, filter: Option<&str>) -> u64 {
+        self.index.count_matching(start_seq, filter)
+    }
+
+    fn seq_for_time(&self, time: i64) -> u64 {
+        self.index
+            .first_at_or_after(time)
+            .unwrap_or(self.last_seq + 1)
+    }
+
+    fn expire_older_than(&mut self, cutoff_time: i64) -> Result<u64, StoreError> {
+        let floor = self
+            .index
+            .first_at_or_after(cutoff_time)
+            .unwrap_or(self.last_seq + 1);
+        self.truncate_front(floor)
+    }
+
+    fn set_first_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        if seq <= self.last_seq {
+            return Err(StoreError::Invalid(format!(
+                "first sequence {seq} would reuse sequences (last is {})",
+                self.last_seq
+            )));
+        }
+        self.truncate_front(seq).map(|_| ())
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.index.first().map_or(self.last_seq + 1, |(s, _)| s)
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    fn delete_all(self: Box<Self>) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        // Close sled and every file handle before removing the directory.
+        drop(self);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io(e)),
+            _ => Ok(()),
+        }
+    }
+}

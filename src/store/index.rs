@@ -1,0 +1,453 @@
+//! The in-memory message index both stores share.
+//!
+//! Every sequence between the first and last live message has a 24-byte [`Slot`] (subject id,
+//! stored size, a store-defined `aux` word — the file offset for the file store — and time),
+//! grouped in chunks of 256. A chunk whose messages are all gone is freed, so interior
+//! deletions cost nothing once a whole chunk is empty, and each chunk's live count makes the
+//! unfiltered pending count a walk over chunks rather than messages. Per-subject sequence lists
+//! live in [`SubjectTable`].
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use super::subject_index::SubjectTable;
+use super::subjects::{is_literal, selects_all, subject_matches};
+use super::SubjectState;
+
+const CHUNK_BITS: u32 = 8;
+const CHUNK: usize = 1 << CHUNK_BITS;
+const MASK: u64 = CHUNK as u64 - 1;
+/// Subject id of an empty slot.
+const FREE: u32 = u32::MAX;
+/// With more subjects than this, a wildcard `next_matching` first scans messages forward.
+const FEW_SUBJECTS: usize = 64;
+/// How many live messages that forward scan looks at before asking every subject instead.
+const SCAN_LIMIT: usize = 4096;
+
+/// What the index keeps per live sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// Subject id in the [`SubjectTable`].
+    pub(crate) subj: u32,
+    /// Bytes the message counts for in `StoreState::bytes`.
+    pub(crate) size: u32,
+    /// Store-defined (the file store keeps the record's offset in its segment).
+    pub(crate) aux: u32,
+    /// Unix nanoseconds.
+    pub(crate) time: i64,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        subj: FREE,
+        size: 0,
+        aux: 0,
+        time: 0,
+    };
+
+    fn is_live(&self) -> bool {
+        self.subj != FREE
+    }
+}
+
+struct Chunk {
+    slots: Box<[Slot]>,
+    live: u32,
+}
+
+/// What a purge should remove.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PurgePlan {
+    /// Every live sequence below this one (and move the next sequence up to it if higher).
+    Front(u64),
+    /// Exactly these sequences, ascending.
+    Seqs(Vec<u64>),
+}
+
+/// Live sequences, their slots and the per-subject lists.
+#[derive(Default)]
+pub(crate) struct Index {
+    /// Chunk number (`seq >> CHUNK_BITS`) of `chunks[0]`.
+    base: u64,
+    chunks: VecDeque<Option<Chunk>>,
+    subjects: SubjectTable,
+    msgs: u64,
+    bytes: u64,
+}
+
+impl Index {
+    /// Live messages.
+    pub(crate) fn msgs(&self) -> u64 {
+        self.msgs
+    }
+
+    /// Sum of the live messages' sizes.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The per-subject table.
+    pub(crate) fn subjects(&self) -> &SubjectTable {
+        &self.subjects
+    }
+
+    fn locate(&self, seq: u64) -> Option<(usize, usize)> {
+        let chunk = (seq >> CHUNK_BITS).checked_sub(self.base)?;
+        let chunk = usize::try_from(chunk).ok()?;
+        (chunk < self.chunks.len()).then_some((chunk, (seq & MASK) as usize))
+    }
+
+    /// The slot of a live sequence.
+    pub(crate) fn get(&self, seq: u64) -> Option<Slot> {
+        let (i, j) = self.locate(seq)?;
+        let slot = self.chunks[i].as_ref()?.slots[j];
+        slot.is_live().then_some(slot)
+    }
+
+    /// The subject of a slot returned by this index.
+    pub(crate) fn subject(&self, slot: &Slot) -> &str {
+        self.subjects.name(slot.subj)
+    }
+
+    /// Makes `seq` live (replacing whatever it held).
+    pub(crate) fn insert(&mut self, seq: u64, subject: &str, size: u32, aux: u32, time: i64) {
+        self.remove(seq);
+        let chunk_no = seq >> CHUNK_BITS;
+        if self.chunks.is_empty() {
+            self.base = chunk_no;
+        }
+        while chunk_no < self.base {
+            self.chunks.push_front(None);
+            self.base -= 1;
+        }
+        let i = (chunk_no - self.base) as usize;
+        while self.chunks.len() <= i {
+            self.chunks.push_back(None);
+        }
+        let subj = self.subjects.add(subject, seq);
+        let chunk = self.chunks[i].get_or_insert_with(|| Chunk {
+            slots: vec![Slot::EMPTY; CHUNK].into_boxed_slice(),
+            live: 0,
+        });
+        chunk.slots[(seq & MASK) as usize] = Slot {
+            subj,
+            size,
+            aux,
+            time,
+        };
+        chunk.live += 1;
+        self.msgs += 1;
+        self.bytes += u64::from(size);
+    }
+
+    /// Makes `seq` not live; returns its slot if it was.
+    pub(crate) fn remove(&mut self, seq: u64) -> Option<Slot> {
+        let (i, j) = self.locate(seq)?;
+        let chunk = self.chunks[i].as_mut()?;
+        let slot = chunk.slots[j];
+        if !slot.is_live() {
+            return None;
+        }
+        chunk.slots[j] = Slot::EMPTY;
+        chunk.live -= 1;
+        if chunk.live == 0 {
+            self.chunks[i] = None;
+            self.trim();
+        }
+        self.subjects.remove(slot.subj, seq);
+        self.msgs -= 1;
+        self.bytes -= u64::from(slot.size);
+        Some(slot)
+    }
+
+    /// Removes every live sequence below `floor`, calling `f` for each; returns how many.
+    pub(crate) fn remove_below(&mut self, floor: u64, mut f: impl FnMut(u64, Slot)) -> u64 {
+        let mut removed = 0;
+        while let Some(front) = self.chunks.front_mut() {
+            let start = self.base << CHUNK_BITS;
+            if start >= floor {
+                break;
+            }
+            if let Some(chunk) = front {
+                let end = (floor - start).min(CHUNK as u64) as usize;
+                for j in 0..end {
+                    let slot = chunk.slots[j];
+                    if slot.is_live() {
+                        chunk.slots[j] = Slot::EMPTY;
+                        chunk.live -= 1;
+                        self.subjects.remove(slot.subj, start + j as u64);
+                        self.msgs -= 1;
+                        self.bytes -= u64::from(slot.size);
+                        removed += 1;
+                        f(start + j as u64, slot);
+                    }
+                }
+                if chunk.live > 0 {
+                    break;
+                }
+            }
+            self.chunks.pop_front();
+            self.base += 1;
+        }
+        self.trim();
+        removed
+    }
+
+    fn trim(&mut self) {
+        while matches!(self.chunks.front(), Some(None)) {
+            self.chunks.pop_front();
+            self.base += 1;
+        }
+        while matches!(self.chunks.back(), Some(None)) {
+            self.chunks.pop_back();
+        }
+        if self.chunks.is_empty() {
+            self.base = 0;
+        }
+    }
+
+    /// Live sequences >= `start` with their slots, ascending.
+    pub(crate) fn iter_from(&self, start: u64) -> impl Iterator<Item = (u64, Slot)> + '_ {
+        let base = self.base;
+        let skip =
+            usize::try_from((start >> CHUNK_BITS).saturating_sub(base)).unwrap_or(usize::MAX);
+        self.chunks
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .flat_map(move |(i, c)| {
+                let first = (base + i as u64) << CHUNK_BITS;
+                c.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_live())
+                    .map(move |(j, s)| (first + j as u64, *s))
+            })
+            .skip_while(move |(seq, _)| *seq < start)
+    }
+
+    /// Live sequences with their slots, newest first.
+    pub(crate) fn iter_rev(&self) -> impl Iterator<Item = (u64, Slot)> + '_ {
+        let base = self.base;
+        self.chunks
+            .iter()
+            .enumerate()
+            .rev()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .flat_map(move |(i, c)| {
+                let first = (base + i as u64) << CHUNK_BITS;
+                c.slots
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter(|(_, s)| s.is_live())
+                    .map(move |(j, s)| (first + j as u64, *s))
+            })
+    }
+
+    /// The first live sequence.
+    pub(crate) fn first(&self) -> Option<(u64, Slot)> {
+        self.iter_from(0).next()
+    }
+
+    /// Live messages with sequence >= `start`: whole chunks by their counts.
+    pub(crate) fn count_from(&self, start: u64) -> u64 {
+        let start_chunk = start >> CHUNK_BITS;
+        let mut n = 0;
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            let chunk_no = self.base + i as u64;
+            let Some(chunk) = chunk else { continue };
+            if chunk_no > start_chunk {
+                n += u64::from(chunk.live);
+            } else if chunk_no == start_chunk {
+                let from = (start & MASK) as usize;
+                n += chunk.slots[from..].iter().filter(|s| s.is_live()).count() as u64;
+            }
+        }
+        n
+    }
+
+    /// Live messages with `from <= seq <= to`.
+    pub(crate) fn count_range(&self, from: u64, to: u64) -> u64 {
+        if to < from {
+            return 0;
+        }
+        self.count_from(from) - self.count_from(to.saturating_add(1))
+    }
+
+    /// State of one exact subject.
+    pub(crate) fn subject_state(&self, subject: &str) -> Option<SubjectState> {
+        self.subjects.id(subject).map(|id| self.subjects.state(id))
+    }
+
+    /// Newest live sequence of one exact subject.
+    pub(crate) fn last_seq_for_subject(&self, subject: &str) -> Option<u64> {
+        let id = self.subjects.id(subject)?;
+        self.subjects.seqs(id).back().copied()
+    }
+
+    /// Every live subject matching `filter`, with its state.
+    pub(crate) fn subjects_matching(&self, filter: &str) -> Vec<(String, SubjectState)> {
+        self.subjects
+            .matching(filter)
+            .map(|id| (self.subjects.name(id).to_string(), self.subjects.state(id)))
+            .collect()
+    }
+
+    /// First live sequence >= `start` whose subject matches `filter`.
+    pub(crate) fn next_matching(&self, start: u64, filter: Option<&str>) -> Option<u64> {
+        let filter = match filter {
+            f if selects_all(f) => return self.iter_from(start).next().map(|(s, _)| s),
+            Some(f) => f,
+            None => return None,
+        };
+        if is_literal(filter) {
+            let id = self.subjects.id(filter)?;
+            return self.subjects.next_from(id, start);
+        }
+        if self.subjects.len() > FEW_SUBJECTS {
+            // Matches are usually close: look at the next messages before asking each subject.
+            let mut memo: FxHashMap<u32, bool> = FxHashMap::default();
+            let mut seen = 0;
+            for (seq, slot) in self.iter_from(start) {
+                let hit = *memo
+                    .entry(slot.subj)
+                    .or_insert_with(|| subject_matches(filter, self.subjects.name(slot.subj)));
+                if hit {
+                    return Some(seq);
+                }
+                seen += 1;
+                if seen == SCAN_LIMIT {
+                    break;
+                }
+            }
+            if seen < SCAN_LIMIT {
+                return None;
+            }
+        }
+        self.subjects
+            .matching(filter)
+            .filter_map(|id| self.subjects.next_from(id, start))
+            .min()
+    }
+
+    /// Live messages with sequence >= `start` whose subject matches `filter`.
+    pub(crate) fn count_matching(&self, start: u64, filter: Option<&str>) -> u64 {
+        let filter = match filter {
+            f if selects_all(f) => return self.count_from(start),
+            Some(f) => f,
+            None => return 0,
+        };
+        if is_literal(filter) {
+            return self
+                .subjects
+                .id(filter)
+                .map_or(0, |id| self.subjects.count_from(id, start));
+        }
+        // Ask each subject, or scan the messages: whichever set is smaller.
+        let live = self.count_from(start);
+        if self.subjects.len() as u64 <= live {
+            return self
+                .subjects
+                .matching(filter)
+                .map(|id| self.subjects.count_from(id, start))
+                .sum();
+        }
+        let mut memo: FxHashMap<u32, bool> = FxHashMap::default();
+        self.iter_from(start)
+            .filter(|(_, slot)| {
+                *memo
+                    .entry(slot.subj)
+                    .or_insert_with(|| subject_matches(filter, self.subjects.name(slot.subj)))
+            })
+            .count() as u64
+    }
+
+    /// First live sequence whose time is >= `time` (scanning from the front).
+    pub(crate) fn first_at_or_after(&self, time: i64) -> Option<u64> {
+        self.iter_from(0)
+            .find(|(_, slot)| slot.time >= time)
+            .map(|(seq, _)| seq)
+    }
+
+    /// Works out what `purge(filter, up_to, keep)` removes.
+    pub(crate) fn plan_purge(
+        &self,
+        filter: Option<&str>,
+        up_to: Option<u64>,
+        keep: Option<u64>,
+        last_seq: u64,
+    ) -> PurgePlan {
+        let keep = usize::try_from(keep.unwrap_or(0)).unwrap_or(usize::MAX);
+        match filter {
+            f if selects_all(f) => {
+                let mut floor = up_to.unwrap_or(last_seq.saturating_add(1));
+                if keep > 0 {
+                    match self.iter_rev().nth(keep - 1) {
+                        Some((seq, _)) => floor = floor.min(seq),
+                        None => return PurgePlan::Seqs(Vec::new()),
+                    }
+                }
+                PurgePlan::Front(floor)
+            }
+            Some(f) => {
+                let mut seqs = Vec::new();
+                for id in self.subjects.matching(f) {
+                    let list = self.subjects.seqs(id);
+                    let spare_from = list.len().saturating_sub(keep);
+                    let below = up_to.map_or(list.len(), |u| list.partition_point(|&s| s < u));
+                    seqs.extend(list.iter().take(spare_from.min(below)));
+                }
+                seqs.sort_unstable();
+                PurgePlan::Seqs(seqs)
+            }
+            None => PurgePlan::Seqs(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_freed_and_counts_hold() {
+        let mut ix = Index::default();
+        for seq in 1..=1000 {
+            let subj = if seq % 2 == 0 { "even" } else { "odd" };
+            ix.insert(seq, subj, 10, seq as u32, seq as i64);
+        }
+        assert_eq!(ix.msgs(), 1000);
+        assert_eq!(ix.count_from(500), 501);
+        assert_eq!(ix.count_range(10, 19), 10);
+        for seq in 1..=600 {
+            ix.remove(seq);
+        }
+        assert_eq!(ix.first().map(|(s, _)| s), Some(601));
+        assert!(ix.chunks.len() <= 2);
+        assert_eq!(ix.count_matching(0, Some("even")), 200);
+        assert_eq!(ix.next_matching(601, Some("even")), Some(602));
+        assert_eq!(ix.remove_below(700, |_, _| {}), 99);
+        assert_eq!(ix.first().map(|(s, _)| s), Some(700));
+        assert_eq!(ix.bytes(), 301 * 10);
+        assert_eq!(ix.first_at_or_after(900), Some(900));
+        assert_eq!(ix.iter_rev().next().map(|(s, _)| s), Some(1000));
+    }
+
+    #[test]
+    fn many_subjects_use_both_strategies() {
+        let mut ix = Index::default();
+        for seq in 1..=10_000u64 {
+            ix.insert(seq, &format!("k.{}", seq % 500), 1, 0, 0);
+        }
+        ix.insert(10_001, "other.x", 1, 0, 0);
+        assert_eq!(ix.next_matching(1, Some("other.*")), Some(10_001));
+        assert_eq!(ix.next_matching(1, Some("k.*")), Some(1));
+        assert_eq!(ix.next_matching(10_002, Some("k.*")), None);
+        assert_eq!(ix.count_matching(9_001, Some("k.*")), 1000);
+        assert_eq!(ix.count_matching(10_001, Some("k.*")), 0);
+        assert_eq!(ix.count_matching(1, Some("*.x")), 1);
+    }
+}

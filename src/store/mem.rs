@@ -1,0 +1,179 @@
+//! [`MemStore`]: the `storage: memory` store. Messages sit in a `BTreeMap` by sequence; every
+//! query goes through the shared in-memory [`Index`].
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::index::{Index, PurgePlan};
+use super::{MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
+
+/// Bytes a message counts for: its subject, headers and payload plus a fixed 16.
+fn mem_size(subject: &str, headers: Option<&[u8]>, payload: &[u8]) -> u64 {
+    (subject.len() + headers.map_or(0, <[u8]>::len) + payload.len() + 16) as u64
+}
+
+/// A message store that lives entirely in RAM.
+#[derive(Default)]
+pub struct MemStore {
+    msgs: BTreeMap<u64, StoredMsg>,
+    index: Index,
+    last_seq: u64,
+    last_time: i64,
+}
+
+impl MemStore {
+    /// An empty store whose first message will get sequence 1.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// Removes everything below `floor`; moves the next sequence up to `floor` if higher.
+    fn truncate_front(&mut self, floor: u64) -> u64 {
+        let kept = self.msgs.split_off(&floor);
+        self.msgs = kept;
+        let removed = self.index.remove_below(floor, |_, _| {});
+        self.last_seq = self.last_seq.max(floor.saturating_sub(1));
+        removed
+    }
+}
+
+impl MsgStore for MemStore {
+    fn append(
+        &mut self,
+        subject: &str,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+        time: i64,
+    ) -> Result<u64, StoreError> {
+        let size = u32::try_from(mem_size(subject, headers, payload))
+            .map_err(|_| StoreError::Invalid("message larger than 4 GiB".into()))?;
+        let seq = self.last_seq + 1;
+        self.index.insert(seq, subject, size, 0, time);
+        self.msgs.insert(
+            seq,
+            StoredMsg {
+                seq,
+                time,
+                subject: subject.to_string(),
+                headers: headers.map(Bytes::copy_from_slice),
+                payload: Bytes::copy_from_slice(payload),
+            },
+        );
+        self.last_seq = seq;
+        self.last_time = time;
+        Ok(seq)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
+        Ok(self.msgs.get(&seq).cloned())
+    }
+
+    fn remove(&mut self, seq: u64) -> Result<bool, StoreError> {
+        self.index.remove(seq);
+        Ok(self.msgs.remove(&seq).is_some())
+    }
+
+    fn purge(
+        &mut self,
+        filter: Option<&str>,
+        up_to_seq: Option<u64>,
+        keep: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        match self
+            .index
+            .plan_purge(filter, up_to_seq, keep, self.last_seq)
+        {
+            PurgePlan::Front(floor) => Ok(self.truncate_front(floor)),
+            PurgePlan::Seqs(seqs) => {
+                let mut n = 0;
+                for seq in seqs {
+                    n += u64::from(self.remove(seq)?);
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn state(&self) -> StoreState {
+        let first = self.index.first();
+        let first_seq = first.map_or(self.last_seq + 1, |(s, _)| s);
+        let msgs = self.index.msgs();
+        StoreState {
+            msgs,
+            bytes: self.index.bytes(),
+            first_seq,
+            first_time: first.map_or(0, |(_, slot)| slot.time),
+            last_seq: self.last_seq,
+            last_time: self.last_time,
+            num_deleted: if msgs == 0 {
+                0
+            } else {
+                self.last_seq + 1 - first_seq - msgs
+            },
+            num_subjects: self.index.subjects().len() as u64,
+            deleted: Vec::new(),
+        }
+    }
+
+    fn subject_state(&self, subject: &str) -> Option<SubjectState> {
+        self.index.subject_state(subject)
+    }
+
+    fn last_seq_for_subject(&self, subject: &str) -> Option<u64> {
+        self.index.last_seq_for_subject(subject)
+    }
+
+    fn subjects_matching(&self, filter: &str) -> Vec<(String, SubjectState)> {
+        self.index.subjects_matching(filter)
+    }
+
+    fn next_seq_matching(&self, start_seq: u64, filter: Option<&str>) -> Option<u64> {
+        self.index.next_matching(start_seq, filter)
+    }
+
+    fn count_matching(&self, start_seq: u64, filter: Option<&str>) -> u64 {
+        self.index.count_matching(start_seq, filter)
+    }
+
+    fn seq_for_time(&self, time: i64) -> u64 {
+        self.index
+            .first_at_or_after(time)
+            .unwrap_or(self.last_seq + 1)
+    }
+
+    fn expire_older_than(&mut self, cutoff_time: i64) -> Result<u64, StoreError> {
+        let floor = self
+            .index
+            .first_at_or_after(cutoff_time)
+            .unwrap_or(self.last_seq + 1);
+        Ok(self.truncate_front(floor))
+    }
+
+    fn set_first_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        if seq <= self.last_seq {
+            return Err(StoreError::Invalid(format!(
+                "first sequence {seq} would reuse sequences (last is {})",
+                self.last_seq
+            )));
+        }
+        self.truncate_front(seq);
+        Ok(())
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.index.first().map_or(self.last_seq + 1, |(s, _)| s)
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    fn delete_all(self: Box<Self>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The stream's sled database (`index.sled/`): a cache of what the logs and sidecars say, kept
+//! so that opening a stream reads neither the sealed logs nor their tombstones.
+//!
+//! Keys (one tree, so one `sled::Batch` updates everything atomically):
+//! - `"c"` → [`Checkpoint`]: last_seq/last_time/floor as of the checkpoint.
+//! - `"s" + first seq (u64 BE)` → [`SegCatalog`]: a sealed segment, its log length and a bitmap
+//!   of its sequences that were not live at the checkpoint (the deletion set).
+//!
+//! A checkpoint is written only after the log holding every fact it records has been synced,
+//! so sled is never ahead of the durable log; sled 0.34's `flush` is not an fsync, so after a
+//! crash it may be behind, which recovery handles by replaying from the logs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bincode::Options;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Version of the layout below; anything else is ignored and rebuilt.
+pub(crate) const META_VERSION: u32 = 1;
+const CHECKPOINT_KEY: &[u8] = b"c";
+const SEGMENT_PREFIX: u8 = b's';
+
+/// Stream-wide facts at the time of the checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    pub(crate) version: u32,
+    pub(crate) last_seq: u64,
+    pub(crate) last_time: i64,
+    pub(crate) floor: u64,
+}
+
+/// A sealed segment in the catalogue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegCatalog {
+    /// Last sequence covered by the segment.
+    pub(crate) last: u64,
+    /// Length of its log file when it sealed.
+    pub(crate) log_len: u64,
+    /// Bit `i` set: sequence `first + i` was not live at the checkpoint.
+    pub(crate) dead: Vec<u8>,
+}
+
+impl SegCatalog {
+    /// True if bit `i` of the deletion bitmap is set.
+    pub(crate) fn is_dead(&self, i: u64) -> bool {
+        usize::try_from(i / 8)
+            .ok()
+            .and_then(|byte| self.dead.get(byte))
+            .is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+}
+
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(1 << 28)
+}
+
+fn seg_key(first: u64) -> [u8; 9] {
+    let mut key = [SEGMENT_PREFIX; 9];
+    key[1..].copy_from_slice(&first.to_be_bytes());
+    key
+}
+
+fn index_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Index(e.to_string())
+}
+
+/// The open database.
+pub(crate) struct MetaDb {
+    db: sled::Db,
+}
+
+/// What a checkpoint holds.
+pub(crate) struct Loaded {
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) segments: BTreeMap<u64, SegCatalog>,
+}
+
+/// One checkpoint's changes.
+#[derive(Default)]
+pub(crate) struct Update {
+    pub(crate) upserts: Vec<(u64, SegCatalog)>,
+    pub(crate) removes: Vec<u64>,
+}
+
+impl MetaDb {
+    /// Opens (or creates) the database at `path` with a small cache and no flusher thread.
+    pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<MetaDb, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::LowSpace)
+            .flush_every_ms(None)
+            .open()
+            .map_err(index_err)?;
+        Ok(MetaDb { db })
+    }
+
+    /// The last checkpoint, or `None` if there is none or it does not decode.
+    pub(crate) fn load(&self) -> Result<Option<Loaded>, StoreError> {
+        let Some(raw) = self.db.get(CHECKPOINT_KEY).map_err(index_err)? else {
+            return Ok(None);
+        };
+        let Ok(checkpoint) = codec().deserialize::<Checkpoint>(&raw) else {
+            return Ok(None);
+        };
+        if checkpoint.version != META_VERSION {
+            return Ok(None);
+        }
+        let mut segments = BTreeMap::new();
+        for item in self.db.scan_prefix([SEGMENT_PREFIX]) {
+            let (key, value) = item.map_err(index_err)?;
+            let (Ok(first), Ok(cat)) = (
+                <[u8; 8]>::try_from(&key[1..]).map(u64::from_be_bytes),
+                codec().deserialize::<SegCatalog>(&value),
+            ) else {
+                return Ok(None);
+            };
+            segments.insert(first, cat);
+        }
+        Ok(Some(Loaded {
+            checkpoint,
+            segments,
+        }))
+    }
+
+    /// Drops everything (before a rebuild repopulates it).
+    pub(crate) fn clear(&self) -> Result<(), StoreError> {
+        self.db.clear().map_err(index_err)?;
+        self.db.flush().map_err(index_err)?;
+        Ok(())
+    }
+
+    /// Applies one checkpoint atomically and flushes sled.
+    pub(crate) fn write(&self, checkpoint: &Checkpoint, update: Update) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for first in update.removes {
+            batch.remove(&seg_key(first)[..]);
+        }
+        for (first, cat) in update.upserts {
+            batch.insert(
+                &seg_key(first)[..],
+                codec().serialize(&cat).map_err(index_err)?,
+            );
+        }
+        batch.insert(
+            CHECKPOINT_KEY,
+            codec().serialize(checkpoint).map_err(index_err)?,
+        );
+        self.db.apply_batch(batch).map_err(index_err)?;
+        self.db.flush().map_err(index_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,434 @@
+//! [`FileStore::open`]: rebuilding the in-memory state from disk after a clean close or a crash.
+//!
+//! 1. Open sled (`index.sled/`); if it will not open it is deleted and recreated. Read the
+//!    checkpoint and the sealed-segment catalogue. The catalogue is used only if it agrees with
+//!    the directory: every catalogued segment still on disk has the catalogued length and is not
+//!    the newest file, and no segment older than the newest catalogued one is missing from it.
+//!    Otherwise sled is cleared and everything is rebuilt from the segments (`index_rebuilt`).
+//! 2. Every segment but the newest is sealed: load its `.idx` (offsets, subjects, sizes, times,
+//!    tombstones, floor) if it is valid and matches the log's length — no log read. Without a
+//!    valid `.idx` the log is scanned and the `.idx` rewritten.
+//! 3. The newest segment is the active one: scan it record by record, verifying CRCs. Damaged
+//!    records followed by valid ones are skipped (resynchronising on the next magic whose record
+//!    checks out), logged and reported; their sequences are lost, never served. Undecodable
+//!    bytes at the end are a torn write: the file is cut there. This scan is the only log read
+//!    in a normal open, so recovery time follows the unindexed tail.
+//! 4. Deletions are the union of every tombstone/purge record (from `.idx`, the scan and `.del`
+//!    files) and sled's per-segment bitmaps where the catalogue matches: the logs cover a stale
+//!    sled, sled covers a damaged tombstone.
+//! 5. `last_seq` is the highest of the logs, the tombstones, the floor and sled's checkpoint, so
+//!    a lost tail never lets a sequence be handed out twice; sequences the checkpoint knew but
+//!    the log lost are reported lost. If the active segment does not end at `last_seq` a fresh
+//!    one is started. The active segment is fsynced, dead segments unlinked, and a new
+//!    checkpoint written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rustc_hash::FxHashMap;
+
+use super::file::{FileStore, FileStoreOptions, SegMeta};
+use super::index::Index;
+use super::meta::{self, MetaDb};
+use super::record::{self, Kind, Scanned};
+use super::segment::{fsync_dir, list_segments, seg_file, ActiveWriter, Readers};
+use super::sidecar::{self, IdxEntry, SegImage, ABSENT};
+use super::{RecoveryReport, StoreError};
+
+/// Largest segment size accepted (offsets are 32-bit).
+const MAX_SEGMENT: u64 = 1 << 30;
+/// Lost sequences listed individually in a report (the rest are only counted in the log).
+const LOST_DETAIL: usize = 100_000;
+
+/// State rebuilt by [`load`].
+#[derive(Default)]
+struct Recovered {
+    index: Index,
+    segs: BTreeMap<u64, SegMeta>,
+    last_seq: u64,
+    last_time: i64,
+    floor: u64,
+    active_len: u64,
+    /// Sealed segments whose catalogue entry must be (re)written.
+    dirty: BTreeSet<u64>,
+    idx_written: bool,
+}
+
+impl FileStore {
+    /// Opens (creating if needed) the store in `dir` and recovers it. See the module docs.
+    pub fn open(
+        dir: &Path,
+        opts: FileStoreOptions,
+    ) -> Result<(FileStore, RecoveryReport), StoreError> {
+        let mut opts = opts;
+        opts.segment_bytes = opts.segment_bytes.clamp(1, MAX_SEGMENT);
+        let seg_dir = dir.join("segments");
+        fs::create_dir_all(&seg_dir)?;
+        let meta = open_meta(&dir.join("index.sled"), opts.index_cache_bytes);
+        let names = list_segments(&seg_dir)?;
+
+        let loaded = match meta.as_ref().map(MetaDb::load).transpose() {
+            Ok(loaded) => loaded.flatten(),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "sled index unreadable");
+                None
+            }
+        };
+        let had_checkpoint = loaded.is_some();
+        let catalog = loaded.filter(|l| catalog_usable(l, &names, &seg_dir));
+        let rebuilt = catalog.is_none() && (had_checkpoint || !names.is_empty());
+        if rebuilt {
+            tracing::warn!(dir = %dir.display(), "rebuilding the stream index from its segments");
+            if let Some(Err(e)) = meta.as_ref().map(MetaDb::clear) {
+                tracing::warn!(error = %e, "could not clear the sled index");
+            }
+        }
+        let mut report = RecoveryReport {
+            index_rebuilt: rebuilt,
+            ..RecoveryReport::default()
+        };
+        let mut rec = load(&seg_dir, &names, catalog.as_ref(), &mut report)?;
+
+        let active = match names.last() {
+            Some(&first) => ActiveWriter::reopen(&seg_dir, first, rec.active_len)?,
+            None => {
+                let first = rec.last_seq + 1;
+                rec.segs.insert(first, SegMeta::new(first));
+                ActiveWriter::create(&seg_dir, first)?
+            }
+        };
+        if rec.idx_written || names.is_empty() {
+            fsync_dir(&seg_dir)?;
+        }
+        let uncatalog = catalog
+            .as_ref()
+            .map(|l| {
+                l.segments
+                    .keys()
+                    .filter(|f| !rec.segs.contains_key(f))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut store = FileStore {
+            dir: dir.to_path_buf(),
+            seg_dir,
+            opts,
+            index: rec.index,
+            segs: rec.segs,
+            active,
+            readers: Readers::default(),
+            meta,
+            last_seq: rec.last_seq,
+            last_time: rec.last_time,
+            floor: rec.floor,
+            dirty: rec.dirty,
+            uncatalog,
+            doomed: BTreeSet::new(),
+            corrupt: Mutex::new(Vec::new()),
+            poisoned: None,
+        };
+        if let Err(e) = store.active.sync() {
+            return Err(store.poison(e));
+        }
+        let active_last = store.segs.get(&store.active.first).map(|s| s.last);
+        if active_last != Some(store.last_seq) {
+            // The active log does not end at last_seq (lost tail, purge past the end): new
+            // appends must start a segment named after their sequence.
+            store.roll_to(store.last_seq + 1)?;
+        }
+        store.doomed = store
+            .segs
+            .iter()
+            .filter(|(&f, s)| s.live == 0 && f != store.active.first)
+            .map(|(&f, _)| f)
+            .collect();
+        store.reclaim()?;
+        store.write_checkpoint();
+        Ok((store, report))
+    }
+}
+
+/// Opens sled, recreating it once if it is damaged; `None` if even that fails.
+fn open_meta(path: &Path, cache_bytes: u64) -> Option<MetaDb> {
+    match MetaDb::open(path, cache_bytes) {
+        Ok(db) => Some(db),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "sled index damaged; recreating");
+            let _ = fs::remove_dir_all(path);
+            MetaDb::open(path, cache_bytes)
+                .map_err(|e| tracing::error!(error = %e, "running without a sled index"))
+                .ok()
+        }
+    }
+}
+
+/// True if sled's catalogue agrees with the segment files on disk.
+fn catalog_usable(loaded: &meta::Loaded, names: &[u64], seg_dir: &Path) -> bool {
+    let newest_file = names.last().copied();
+    for (&first, cat) in &loaded.segments {
+        if names.binary_search(&first).is_err() {
+            continue; // unlinked after its messages were all deleted
+        }
+        let len = fs::metadata(seg_file(seg_dir, first, "log")).map(|m| m.len());
+        if Some(first) == newest_file || len.ok() != Some(cat.log_len) {
+            return false;
+        }
+    }
+    match loaded.segments.keys().next_back() {
+        Some(&newest) => names
+            .iter()
+            .filter(|&&f| f < newest)
+            .all(|f| loaded.segments.contains_key(f)),
+        None => true,
+    }
+}
+
+/// Rebuilds the index and segment table from the files (see the module docs).
+fn load(
+    seg_dir: &Path,
+    names: &[u64],
+    catalog: Option<&meta::Loaded>,
+    report: &mut RecoveryReport,
+) -> Result<Recovered, StoreError> {
+    let cp = catalog.map(|l| l.checkpoint.clone()).unwrap_or_default();
+    let mut rec = Recovered {
+        floor: cp.floor,
+        ..Recovered::default()
+    };
+    let mut tombs = Vec::new();
+    let mut log_last = 0u64;
+    let mut last_msg_time = i64::MIN;
+    let mut marker_time = i64::MIN;
+    for (i, &first) in names.iter().enumerate() {
+        let is_active = i + 1 == names.len();
+        let log_path = seg_file(seg_dir, first, "log");
+        let sidecar = if is_active {
+            None
+        } else {
+            read_valid_idx(seg_dir, first)
+        };
+        let (image, sealed) = match sidecar {
+            Some(image) => {
+                report.segments_from_sidecar += 1;
+                (image, true)
+            }
+            None => {
+                let image = scan_segment(&log_path, first, is_active, report)?;
+                report.segments_scanned += 1;
+                let mut sealed = false;
+                if !is_active {
+                    match sidecar::write_idx(&seg_file(seg_dir, first, "idx"), &image) {
+                        Ok(()) => (sealed, rec.idx_written) = (true, true),
+                        Err(e) => {
+                            tracing::warn!(segment = first, error = %e, "could not write .idx")
+                        }
+                    }
+                }
+                (image, sealed)
+            }
+        };
+        for (k, e) in image.entries.iter().enumerate() {
+            if e.offset != ABSENT {
+                let subject = &image.subjects[e.subject as usize];
+                rec.index
+                    .insert(first + k as u64, subject, e.size, e.offset, e.time);
+                last_msg_time = e.time;
+            }
+        }
+        let cat = catalog
+            .and_then(|l| l.segments.get(&first))
+            .filter(|c| c.last == image.last() && c.log_len == image.log_len);
+        match cat {
+            Some(cat) => {
+                for k in 0..image.entries.len() as u64 {
+                    if cat.is_dead(k) {
+                        rec.index.remove(first + k);
+                    }
+                }
+            }
+            None if sealed => {
+                rec.dirty.insert(first);
+            }
+            None => {}
+        }
+        tombs.extend_from_slice(&image.tombs);
+        rec.floor = rec.floor.max(image.floor);
+        marker_time = marker_time.max(image.marker_time);
+        log_last = log_last.max(first - 1).max(image.last());
+        if is_active {
+            rec.active_len = image.log_len;
+        }
+        rec.segs.insert(
+            first,
+            SegMeta {
+                first,
+                last: image.last(),
+                live: 0,
+                sealed,
+                log_len: image.log_len,
+                tombs: image.tombs,
+                floor: image.floor,
+                marker_time: image.marker_time,
+            },
+        );
+    }
+    for &first in names {
+        for (kind, seq, time) in sidecar::read_del(&seg_file(seg_dir, first, "del"))? {
+            match kind {
+                Kind::Tombstone => tombs.push(seq),
+                Kind::Purge => {
+                    rec.floor = rec.floor.max(seq);
+                    marker_time = marker_time.max(time);
+                }
+                Kind::Msg => {}
+            }
+        }
+    }
+    // Deletions from the logs; segments they change need a fresh catalogue entry.
+    let seg_of =
+        |segs: &BTreeMap<u64, SegMeta>, seq: u64| segs.range(..=seq).next_back().map(|(&f, _)| f);
+    for &t in &tombs {
+        log_last = log_last.max(t);
+        if rec.index.remove(t).is_some() {
+            if let Some(f) = seg_of(&rec.segs, t) {
+                rec.dirty.insert(f);
+            }
+        }
+    }
+    if rec.floor > 0 {
+        log_last = log_last.max(rec.floor - 1);
+        let mut touched = BTreeSet::new();
+        rec.index.remove_below(rec.floor, |seq, _| {
+            touched.extend(seg_of(&rec.segs, seq));
+        });
+        rec.dirty.extend(touched);
+    }
+    rec.dirty
+        .retain(|f| rec.segs.get(f).is_some_and(|s| s.sealed));
+    for seg in rec.segs.values_mut() {
+        seg.live = rec.index.count_range(seg.first, seg.last);
+    }
+    if cp.last_seq > log_last {
+        tracing::error!(
+            from = log_last + 1,
+            to = cp.last_seq,
+            "messages the index knew are missing from the log"
+        );
+        report
+            .lost_seqs
+            .extend((log_last + 1..=cp.last_seq).take(LOST_DETAIL));
+    }
+    rec.last_seq = log_last.max(cp.last_seq);
+    rec.last_time = cp.last_time.max(last_msg_time).max(marker_time).max(0);
+    Ok(rec)
+}
+
+/// The segment's `.idx`, if present, valid and describing the log as it is.
+fn read_valid_idx(seg_dir: &Path, first: u64) -> Option<SegImage> {
+    let log_len = fs::metadata(seg_file(seg_dir, first, "log")).ok()?.len();
+    match sidecar::read_idx(&seg_file(seg_dir, first, "idx"), first) {
+        Ok(Some(image)) if image.log_len == log_len => Some(image),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(segment = first, error = %e, "unreadable .idx; scanning the log");
+            None
+        }
+    }
+}
+
+/// Reads a segment's log record by record. Cuts a torn tail off the active segment; reports
+/// damage elsewhere.
+fn scan_segment(
+    path: &Path,
+    first: u64,
+    is_active: bool,
+    report: &mut RecoveryReport,
+) -> Result<SegImage, StoreError> {
+    let bytes = fs::read(path)?;
+    let mut image = SegImage {
+        first,
+        ..SegImage::default()
+    };
+    let mut subjects: FxHashMap<&str, u32> = FxHashMap::default();
+    let mut records = 0u64;
+    let mut damaged = Vec::new();
+    let mut lost = Vec::new();
+    let end = record::scan(&bytes, |item| match item {
+        Scanned::Record(at, rec) => {
+            records += 1;
+            match rec.kind {
+                Kind::Tombstone => image.tombs.push(rec.seq),
+                Kind::Purge => {
+                    image.floor = image.floor.max(rec.seq);
+                    image.marker_time = image.marker_time.max(rec.time);
+                }
+                Kind::Msg => {
+                    let next = first + image.entries.len() as u64;
+                    // Sequences run consecutively from the segment's name; a gap can only come
+                    // from damaged records, each at least OVERHEAD bytes.
+                    let plausible = rec.seq >= next
+                        && rec.seq - next <= at / record::OVERHEAD as u64
+                        && at <= u64::from(u32::MAX - 1);
+                    let subject = std::str::from_utf8(rec.subject).ok();
+                    let (Some(subject), true) = (subject, plausible) else {
+                        damaged.push((at, rec.len as u64));
+                        return;
+                    };
+                    for seq in next..rec.seq {
+                        lost.push(seq);
+                        image.entries.push(IdxEntry {
+                            offset: ABSENT,
+                            subject: 0,
+                            size: 0,
+                            time: 0,
+                        });
+                    }
+                    let n = subjects.len() as u32;
+                    let id = *subjects.entry(subject).or_insert(n);
+                    image.entries.push(IdxEntry {
+                        offset: at as u32,
+                        subject: id,
+                        size: rec.len as u32,
+                        time: rec.time,
+                    });
+                }
+            }
+        }
+        Scanned::Damaged(at, len) => damaged.push((at, len)),
+    });
+    let mut names: Vec<(&str, u32)> = subjects.into_iter().collect();
+    names.sort_unstable_by_key(|&(_, id)| id);
+    image.subjects = names.into_iter().map(|(s, _)| s.to_string()).collect();
+    image.log_len = bytes.len() as u64;
+    if end < bytes.len() {
+        if is_active {
+            let cut = (bytes.len() - end) as u64;
+            tracing::warn!(
+                segment = first,
+                offset = end,
+                bytes = cut,
+                "cutting a torn tail"
+            );
+            report.truncated_bytes += cut;
+            image.log_len = end as u64;
+        } else {
+            damaged.push((end as u64, (bytes.len() - end) as u64));
+        }
+    }
+    for &(at, len) in &damaged {
+        tracing::error!(
+            segment = first,
+            offset = at,
+            bytes = len,
+            "corrupt record skipped"
+        );
+        report.corrupt_records.push((first, at));
+    }
+    let room = LOST_DETAIL.saturating_sub(report.lost_seqs.len());
+    report.lost_seqs.extend(lost.into_iter().take(room));
+    report.replayed_records += records;
+    Ok(image)
+}

@@ -1,0 +1,200 @@
+//! Segment files: naming and listing, the active segment's buffered writer, and a small cache
+//! of read handles.
+//!
+//! A segment is `segments/<first seq, 20 digits>.log`; its message records carry consecutive
+//! sequences starting at the name. Only the newest segment (the active one) is ever written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Read handles kept open.
+const READERS: usize = 16;
+
+/// `<dir>/<first:020>.<ext>`.
+pub(crate) fn seg_file(dir: &Path, first: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{first:020}.{ext}"))
+}
+
+/// The first sequences of the `.log` files in `dir`, ascending. Other files are ignored.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".log") else {
+            continue;
+        };
+        if stem.len() == 20 {
+            if let Ok(first) = stem.parse::<u64>() {
+                if first > 0 {
+                    names.push(first);
+                }
+            }
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// Makes the directory's entries (created, renamed, unlinked files) durable.
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes a file, treating "already gone" as success.
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The segment being appended to. Records collect in `buf` and reach the file on `flush`;
+/// bytes below `flushed` are in the file, the rest are read straight from `buf`.
+pub(crate) struct ActiveWriter {
+    pub(crate) first: u64,
+    file: File,
+    flushed: u64,
+    buf: Vec<u8>,
+    /// Bytes written since the last `sync_data`.
+    unsynced: bool,
+}
+
+impl ActiveWriter {
+    /// Creates a new, empty segment file (the caller fsyncs the directory).
+    pub(crate) fn create(dir: &Path, first: u64) -> io::Result<ActiveWriter> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(seg_file(dir, first, "log"))?;
+        Ok(ActiveWriter {
+            first,
+            file,
+            flushed: 0,
+            buf: Vec::new(),
+            unsynced: false,
+        })
+    }
+
+    /// Opens an existing segment to append after its first `len` bytes (anything beyond is cut).
+    pub(crate) fn reopen(dir: &Path, first: u64, len: u64) -> io::Result<ActiveWriter> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(seg_file(dir, first, "log"))?;
+        if file.metadata()?.len() != len {
+            file.set_len(len)?;
+        }
+        file.seek(SeekFrom::Start(len))?;
+        Ok(ActiveWriter {
+            first,
+            file,
+            flushed: len,
+            buf: Vec::new(),
+            unsynced: true,
+        })
+    }
+
+    /// Logical length: flushed bytes plus buffered ones.
+    pub(crate) fn len(&self) -> u64 {
+        self.flushed + self.buf.len() as u64
+    }
+
+    /// Bytes waiting in the buffer.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends bytes produced by `encode`; returns the offset they start at.
+    pub(crate) fn append(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> usize) -> u64 {
+        let at = self.len();
+        encode(&mut self.buf);
+        self.unsynced = true;
+        at
+    }
+
+    /// Writes the buffer to the file. On failure the file is cut back to what was flushed
+    /// before, so a half-written record never sits in front of later ones.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(&self.buf) {
+            let _ = self.file.set_len(self.flushed);
+            let _ = self.file.seek(SeekFrom::Start(self.flushed));
+            return Err(e);
+        }
+        self.flushed += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Flushes and `fdatasync`s, if anything was written since the last sync.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `offset` if they are still in the buffer.
+    pub(crate) fn read_buffered(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let at = usize::try_from(offset.checked_sub(self.flushed)?).ok()?;
+        self.buf.get(at..at.checked_add(len)?).map(<[u8]>::to_vec)
+    }
+
+    /// True if `offset` is below the flushed length.
+    pub(crate) fn is_flushed(&self, offset: u64) -> bool {
+        offset < self.flushed
+    }
+}
+
+/// Open read handles, most recently used last.
+#[derive(Default)]
+pub(crate) struct Readers {
+    open: Mutex<Vec<(u64, File)>>,
+}
+
+impl Readers {
+    /// Reads `len` bytes at `offset` of segment `first`.
+    pub(crate) fn read(
+        &self,
+        dir: &Path,
+        first: u64,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let pos = match open.iter().position(|(f, _)| *f == first) {
+            Some(pos) => pos,
+            None => {
+                if open.len() >= READERS {
+                    open.remove(0);
+                }
+                open.push((first, File::open(seg_file(dir, first, "log"))?));
+                open.len() - 1
+            }
+        };
+        let entry = open.remove(pos);
+        open.push(entry);
+        let file = &mut open
+            .last_mut()
+            .ok_or_else(|| io::Error::other("reader cache"))?
+            .1;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut out = vec![0u8; len];
+        file.read_exact(&mut out)?;
+        Ok(out)
+    }
+
+    /// Closes the handle of a segment (before it is unlinked or truncated).
+    pub(crate) fn forget(&self, first: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(f, _)| *f != first);
+    }
+}

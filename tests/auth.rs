@@ -1,0 +1,349 @@
+//! Authentication and authorization: single user/password (plain and bcrypt), tokens, a users
+//! list with publish/subscribe permissions (exact `-ERR` texts, connection kept, denied
+//! messages not delivered), and the same set up from config-file text.
+
+mod common;
+
+use async_nats::{ConnectErrorKind, ConnectOptions, Event, ServerError};
+use causeway::config::{AuthConfig, Permissions, SubjectPermission, User};
+use causeway::Config;
+use common::{next_msg, parse_msgs, start, within, RawClient, TIMEOUT};
+use serde_json::json;
+
+fn with_auth(auth: AuthConfig) -> Config {
+    Config {
+        auth,
+        ..Config::loopback()
+    }
+}
+
+fn user_pass(user: &str, password: &str) -> AuthConfig {
+    AuthConfig {
+        user: Some(user.into()),
+        password: Some(password.into()),
+        ..AuthConfig::default()
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+async fn connect_user(
+    url: String,
+    user: &str,
+    pass: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    within(
+        TIMEOUT,
+        "async-nats connect",
+        ConnectOptions::with_user_and_password(user.into(), pass.into())
+            .max_reconnects(1)
+            .connect(url),
+    )
+    .await
+}
+
+/// Raw connection sending `creds` in CONNECT; returns it after a successful PING/PONG.
+async fn raw_ok(server: &causeway::ServerHandle, creds: serde_json::Value) -> RawClient {
+    let mut c = RawClient::connect(server.local_addr()).await;
+    assert_eq!(c.info["auth_required"], json!(true), "{}", c.info);
+    c.send_connect(creds).await;
+    c.ping_pong().await;
+    c
+}
+
+/// Raw connection sending `creds` in CONNECT; asserts it is refused and closed.
+async fn raw_refused(server: &causeway::ServerHandle, creds: serde_json::Value) {
+    let mut c = RawClient::connect(server.local_addr()).await;
+    c.send_connect(creds).await;
+    c.send(b"PING\r\n").await;
+    c.expect_err_and_close("Authorization Violation").await;
+}
+
+#[tokio::test]
+async fn user_and_password() {
+    let server = start(with_auth(user_pass("alice", "s3cret"))).await;
+    let client = connect_user(server.client_url(), "alice", "s3cret")
+        .await
+        .expect("correct credentials refused");
+    let mut sub = client.subscribe("in").await.unwrap();
+    client.publish("in", "ok".into()).await.unwrap();
+    assert_eq!(next_msg(&mut sub).await.payload.as_ref(), b"ok");
+
+    let err = connect_user(server.client_url(), "alice", "wrong")
+        .await
+        .expect_err("wrong password accepted");
+    assert_eq!(
+        err.kind(),
+        ConnectErrorKind::AuthorizationViolation,
+        "{err}"
+    );
+    let err = connect_user(server.client_url(), "bob", "s3cret")
+        .await
+        .expect_err("wrong user accepted");
+    assert_eq!(
+        err.kind(),
+        ConnectErrorKind::AuthorizationViolation,
+        "{err}"
+    );
+
+    raw_ok(&server, json!({"user": "alice", "pass": "s3cret"})).await;
+    raw_refused(&server, json!({"user": "alice", "pass": "S3CRET"})).await;
+    raw_refused(&server, json!({"user": "alice"})).await;
+    raw_refused(&server, json!({})).await;
+}
+
+#[tokio::test]
+async fn bcrypt_password() {
+    let hash_2b = bcrypt::hash("hunter2", 4).unwrap();
+    let hash_2a = bcrypt::hash_with_result("hunter2", 4)
+        .unwrap()
+        .format_for_version(bcrypt::Version::TwoA);
+    assert!(hash_2a.starts_with("$2a$"));
+    for hash in [hash_2b, hash_2a] {
+        let server = start(with_auth(user_pass("carol", &hash))).await;
+        connect_user(server.client_url(), "carol", "hunter2")
+            .await
+            .unwrap_or_else(|e| panic!("bcrypt {hash}: correct password refused: {e}"));
+        raw_ok(&server, json!({"user": "carol", "pass": "hunter2"})).await;
+        raw_refused(&server, json!({"user": "carol", "pass": "hunter3"})).await;
+        // The hash itself is not a password.
+        raw_refused(&server, json!({"user": "carol", "pass": hash})).await;
+    }
+}
+
+#[tokio::test]
+async fn token() {
+    let auth = AuthConfig {
+        token: Some("t0ken-value".into()),
+        ..AuthConfig::default()
+    };
+    let server = start(with_auth(auth)).await;
+    within(
+        TIMEOUT,
+        "connect",
+        ConnectOptions::with_token("t0ken-value".into()).connect(server.client_url()),
+    )
+    .await
+    .expect("correct token refused");
+    let err = within(
+        TIMEOUT,
+        "connect",
+        ConnectOptions::with_token("other".into())
+            .max_reconnects(1)
+            .connect(server.client_url()),
+    )
+    .await
+    .expect_err("wrong token accepted");
+    assert_eq!(
+        err.kind(),
+        ConnectErrorKind::AuthorizationViolation,
+        "{err}"
+    );
+    raw_ok(&server, json!({"auth_token": "t0ken-value"})).await;
+    raw_refused(&server, json!({"auth_token": "t0ken"})).await;
+    raw_refused(&server, json!({"user": "t0ken-value"})).await;
+}
+
+#[tokio::test]
+async fn bcrypt_token() {
+    let auth = AuthConfig {
+        token: Some(bcrypt::hash("tok", 4).unwrap()),
+        ..AuthConfig::default()
+    };
+    let server = start(with_auth(auth)).await;
+    raw_ok(&server, json!({"auth_token": "tok"})).await;
+    raw_refused(&server, json!({"auth_token": "tok2"})).await;
+}
+
+fn users_config() -> Config {
+    let restricted = Permissions {
+        publish: Some(SubjectPermission {
+            allow: strings(&["allowed.>", "shared"]),
+            deny: strings(&["allowed.secret"]),
+        }),
+        subscribe: Some(SubjectPermission {
+            allow: strings(&["feed.*", "shared"]),
+            deny: strings(&["feed.private"]),
+        }),
+    };
+    let no_secrets = Permissions {
+        publish: None,
+        subscribe: Some(SubjectPermission {
+            allow: Vec::new(),
+            deny: strings(&["secret.>"]),
+        }),
+    };
+    with_auth(AuthConfig {
+        users: vec![
+            User {
+                user: "admin".into(),
+                password: "admin-pw".into(),
+                permissions: None,
+            },
+            User {
+                user: "limited".into(),
+                password: "limited-pw".into(),
+                permissions: Some(restricted),
+            },
+            User {
+                user: "nosecrets".into(),
+                password: "ns-pw".into(),
+                permissions: Some(no_secrets),
+            },
+        ],
+        ..AuthConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn publish_permissions() {
+    let server = start(users_config()).await;
+    let mut admin = raw_ok(&server, json!({"user": "admin", "pass": "admin-pw"})).await;
+    admin.send(b"SUB > 1\r\n").await;
+    admin.ping_pong().await;
+    let mut c = raw_ok(&server, json!({"user": "limited", "pass": "limited-pw"})).await;
+    for subject in ["other", "allowed", "allowed.secret", "sharedx"] {
+        c.send(format!("PUB {subject} 1\r\nx\r\n").as_bytes()).await;
+        c.expect_err_and_stay(&format!(
+            "Permissions Violation for Publish to \"{subject}\""
+        ))
+        .await;
+    }
+    c.send(b"HPUB other 12 12\r\nNATS/1.0\r\n\r\n\r\n").await;
+    c.expect_err_and_stay("Permissions Violation for Publish to \"other\"")
+        .await;
+    c.send(b"PUB allowed.a 2\r\nok\r\nPUB allowed.b.c 2\r\nok\r\nPUB shared 2\r\nok\r\n")
+        .await;
+    c.ping_pong().await;
+    // Only the permitted messages reached the admin's catch-all subscription.
+    let got: Vec<String> = parse_msgs(&admin.ping_pong().await)
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    assert_eq!(got, vec!["allowed.a", "allowed.b.c", "shared"]);
+}
+
+#[tokio::test]
+async fn subscribe_permissions() {
+    let server = start(users_config()).await;
+    let mut c = raw_ok(&server, json!({"user": "limited", "pass": "limited-pw"})).await;
+    for (sid, subject) in ["other", "feed", "feed.a.b", "feed.private", ">"]
+        .iter()
+        .enumerate()
+    {
+        c.send(format!("SUB {subject} {sid}\r\n").as_bytes()).await;
+        c.expect_err_and_stay(&format!(
+            "Permissions Violation for Subscription to \"{subject}\""
+        ))
+        .await;
+    }
+    c.send(b"SUB feed.public 10\r\nSUB shared 11\r\n").await;
+    assert!(c.ping_pong().await.is_empty(), "permitted SUB refused");
+
+    let mut admin = raw_ok(&server, json!({"user": "admin", "pass": "admin-pw"})).await;
+    admin.send(b"PUB other 1\r\n1\r\nPUB feed.private 1\r\n2\r\nPUB feed.public 1\r\n3\r\nPUB shared 1\r\n4\r\n")
+        .await;
+    admin.ping_pong().await;
+    let got: Vec<(String, String)> = parse_msgs(&c.ping_pong().await)
+        .into_iter()
+        .map(|m| (m.subject, m.sid))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("feed.public".into(), "10".into()),
+            ("shared".into(), "11".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn wildcard_subscription_does_not_leak_denied_subjects() {
+    // nats-server accepts a wildcard SUB that overlaps a deny rule but withholds the messages
+    // on denied subjects from it.
+    let server = start(users_config()).await;
+    let mut c = raw_ok(&server, json!({"user": "nosecrets", "pass": "ns-pw"})).await;
+    c.send(b"SUB secret.plans 1\r\n").await;
+    c.expect_err_and_stay("Permissions Violation for Subscription to \"secret.plans\"")
+        .await;
+    c.send(b"SUB > 2\r\n").await;
+    assert!(c.ping_pong().await.is_empty(), "SUB > refused");
+    let mut admin = raw_ok(&server, json!({"user": "admin", "pass": "admin-pw"})).await;
+    admin
+        .send(b"PUB secret.plans 1\r\nS\r\nPUB public.news 1\r\nP\r\n")
+        .await;
+    admin.ping_pong().await;
+    let got: Vec<String> = parse_msgs(&c.ping_pong().await)
+        .into_iter()
+        .map(|m| m.subject)
+        .collect();
+    assert_eq!(got, vec!["public.news"]);
+}
+
+#[tokio::test]
+async fn permissions_from_config_text_and_async_nats_error_events() {
+    let text = r#"
+        authorization {
+          users = [
+            {user: a, password: b, permissions: { publish: { deny: ["secret.>"] }, subscribe: "public.>" } }
+          ]
+        }
+    "#;
+    let mut config = causeway::config::from_conf_text(text, None).expect("config text rejected");
+    config.host = "127.0.0.1".into();
+    config.port = 0;
+    let server = start(config).await;
+
+    let mut raw = raw_ok(&server, json!({"user": "a", "pass": "b"})).await;
+    raw.send(b"PUB secret.x 1\r\n1\r\n").await;
+    raw.expect_err_and_stay("Permissions Violation for Publish to \"secret.x\"")
+        .await;
+    raw.send(b"SUB private.x 1\r\n").await;
+    raw.expect_err_and_stay("Permissions Violation for Subscription to \"private.x\"")
+        .await;
+    raw.send(b"SUB public.> 2\r\nPUB public.news 2\r\nhi\r\n")
+        .await;
+    let got = parse_msgs(&raw.ping_pong().await);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].subject, "public.news");
+    raw_refused(&server, json!({"user": "a", "pass": "c"})).await;
+
+    // async-nats reports the violation as a server error event and keeps the connection.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = within(
+        TIMEOUT,
+        "connect",
+        ConnectOptions::with_user_and_password("a".into(), "b".into())
+            .event_callback(move |e| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(e);
+                }
+            })
+            .connect(server.client_url()),
+    )
+    .await
+    .unwrap();
+    let mut public = client.subscribe("public.>").await.unwrap();
+    client.publish("secret.plan", "no".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let text = within(TIMEOUT, "permission error event", async {
+        loop {
+            match rx.recv().await.expect("event stream ended") {
+                Event::ServerError(ServerError::Other(text)) => return text,
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        text.contains("Permissions Violation for Publish to \"secret.plan\""),
+        "{text}"
+    );
+    // The connection is still usable.
+    client.publish("public.after", "yes".into()).await.unwrap();
+    let m = next_msg(&mut public).await;
+    assert_eq!(m.subject.as_str(), "public.after");
+}
