@@ -14,6 +14,9 @@ pub enum Error {
     /// Configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// An in-process client operation failed.
+    #[error(transparent)]
+    Client(#[from] crate::server::ClientError),
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -69,6 +69,8 @@ use bytes::Bytes;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_file;
 
 pub use file::{FileStore, FileStoreOptions};
 pub use mem::MemStore;
@@ -114,7 +116,7 @@ pub struct StoreState {
 }
 
 /// Live messages on one subject.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SubjectState {
     /// Its first live sequence.
     pub first_seq: u64,

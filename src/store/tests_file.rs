@@ -1,0 +1,403 @@
+//! FileStore-only behaviour: reopening, crashes, torn tails, corruption, losing sled or the
+//! sidecars, segment rolling and reclaiming, and a throughput measurement (`--ignored`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::segment::list_segments;
+use super::tests::{assert_same, small_opts};
+use super::*;
+
+fn open(dir: &Path) -> (FileStore, RecoveryReport) {
+    FileStore::open(dir, small_opts()).unwrap()
+}
+
+fn log_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join("segments").join(format!("{first:020}.log"))
+}
+
+fn segments(dir: &Path) -> Vec<u64> {
+    list_segments(&dir.join("segments")).unwrap()
+}
+
+/// Appends `n` messages on subjects `k.0`..`k.4` with payload `p<seq>`.
+fn fill(s: &mut FileStore, n: u64) {
+    for _ in 0..n {
+        let seq = s.last_seq() + 1;
+        let subj = format!("k.{}", seq % 5);
+        s.append(&subj, None, format!("p{seq}").as_bytes(), seq as i64)
+            .unwrap();
+    }
+}
+
+fn assert_intact(s: &FileStore, seqs: impl IntoIterator<Item = u64>) {
+    for seq in seqs {
+        let m = s
+            .get(seq)
+            .unwrap()
+            .unwrap_or_else(|| panic!("seq {seq} missing"));
+        assert_eq!(m.payload, format!("p{seq}").as_bytes());
+        assert_eq!(m.subject, format!("k.{}", seq % 5));
+    }
+}
+
+#[test]
+fn reopen_after_clean_close_reads_only_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 500);
+    s.remove(7).unwrap();
+    s.remove(250).unwrap();
+    s.checkpoint().unwrap();
+    let before = s.state();
+    let segs = segments(dir.path());
+    assert!(segs.len() > 5, "expected rolling, got {segs:?}");
+    drop(s);
+    let (s, report) = open(dir.path());
+    assert!(!report.index_rebuilt);
+    assert_eq!(report.segments_scanned, 1);
+    assert_eq!(report.segments_from_sidecar as usize, segs.len() - 1);
+    assert!(report.replayed_records < 500 / (segs.len() as u64 - 1));
+    assert_eq!(s.state(), before);
+    assert_eq!(s.get(7).unwrap(), None);
+    assert_eq!(s.get(250).unwrap(), None);
+    assert_intact(&s, (1..=500).filter(|&q| q != 7 && q != 250));
+}
+
+#[test]
+fn crash_keeps_synced_work_and_loses_only_unsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 100);
+    s.remove(3).unwrap();
+    s.remove(99).unwrap();
+    s.sync().unwrap();
+    let synced = s.state();
+    // Still in the write buffer (below write_buffer_bytes), never synced.
+    s.append("late", None, b"x", 1).unwrap();
+    assert_eq!(s.get(101).unwrap().unwrap().subject, "late");
+    drop(s);
+    let (mut s, report) = open(dir.path());
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(s.state(), synced);
+    assert_eq!(s.get(3).unwrap(), None);
+    assert_intact(&s, (4..=98).chain([100]));
+    assert_eq!(s.append("next", None, b"", 2).unwrap(), 101);
+}
+
+#[test]
+fn torn_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 40);
+    s.sync().unwrap();
+    drop(s);
+    let last = *segments(dir.path()).last().unwrap();
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(log_path(dir.path(), last))
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 3).unwrap();
+    drop(file);
+    let (mut s, report) = open(dir.path());
+    let cut = (record::msg_len("k.0", None, b"p40") - 3) as u64;
+    assert_eq!(report.truncated_bytes, cut);
+    assert!(report.corrupt_records.is_empty());
+    assert_eq!(s.get(40).unwrap(), None);
+    assert_intact(&s, 1..=39);
+    assert_eq!(s.state().last_seq, 39);
+    assert_eq!(
+        fs::metadata(log_path(dir.path(), last)).unwrap().len(),
+        len - 3 - cut
+    );
+    assert_eq!(s.append("k.0", None, b"p40", 40).unwrap(), 40);
+    assert_intact(&s, 1..=40);
+}
+
+#[test]
+fn torn_tail_after_checkpoint_never_reuses_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 40);
+    s.checkpoint().unwrap();
+    drop(s);
+    let last = *segments(dir.path()).last().unwrap();
+    let path = log_path(dir.path(), last);
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let (mut s, report) = open(dir.path());
+    assert!(report.truncated_bytes > 0);
+    assert_eq!(report.lost_seqs, vec![40]);
+    assert_intact(&s, 1..=39);
+    assert_eq!(s.append("k.1", None, b"p41", 41).unwrap(), 41);
+    s.sync().unwrap();
+    drop(s);
+    let (s, _) = open(dir.path());
+    assert_intact(&s, (1..=39).chain([41]));
+}
+
+#[test]
+fn corruption_in_the_active_segment_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = FileStoreOptions::default(); // one big segment
+    let (mut s, _) = FileStore::open(dir.path(), opts.clone()).unwrap();
+    fill(&mut s, 20);
+    s.sync().unwrap();
+    let victim = s.index.get(10).unwrap().aux as usize;
+    drop(s);
+    let path = log_path(dir.path(), 1);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[victim + record::HEADER + 4] ^= 0x40; // inside seq 10's payload
+    fs::write(&path, &bytes).unwrap();
+    let (s, report) = FileStore::open(dir.path(), opts).unwrap();
+    assert_eq!(report.corrupt_records, vec![(1, victim as u64)]);
+    assert_eq!(report.lost_seqs, vec![10]);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!(s.get(10).unwrap(), None);
+    assert_intact(&s, (1..=9).chain(11..=20));
+    let st = s.state();
+    assert_eq!((st.msgs, st.last_seq, st.num_deleted), (19, 20, 1));
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 200);
+    s.checkpoint().unwrap();
+    let offsets: Vec<usize> = [5, 6, 30]
+        .iter()
+        .map(|&q| s.index.get(q).unwrap().aux as usize)
+        .collect();
+    drop(s);
+    let first_segs = segments(dir.path());
+    for (seq, off) in [5u64, 6, 30].iter().zip(&offsets) {
+        let seg = *first_segs.iter().rfind(|&&f| f <= *seq).unwrap();
+        let path = log_path(dir.path(), seg);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[off + record::HEADER + 2] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+    }
+    let (mut s, report) = open(dir.path());
+    assert_eq!(
+        report.replayed_records,
+        s.segs.values().last().map_or(0, |a| a.live)
+    );
+    assert!(matches!(s.get(5), Err(StoreError::Corrupt { .. })));
+    assert_intact(&s, (1..=4).chain(7..=29).chain(31..=200));
+    // verify() finds the rest; afterwards they are lost, durably.
+    assert_eq!(s.verify().unwrap().len(), 2);
+    s.sync().unwrap();
+    assert_eq!(s.state().msgs, 197);
+    assert_eq!(s.get(5).unwrap(), None);
+    drop(s);
+    let (s, _) = open(dir.path());
+    assert_eq!(s.state().msgs, 197);
+    assert_eq!(s.get(6).unwrap(), None);
+}
+
+/// Appends until the store has `n` segment files.
+fn fill_until_segments(s: &mut FileStore, dir: &Path, n: usize) {
+    while segments(dir).len() < n {
+        fill(s, 1);
+        s.sync().unwrap();
+    }
+}
+
+/// Builds a store whose deletions of segment A's messages were recorded (a tombstone and a
+/// purge floor) in segment B, which then died and was unlinked: the facts must survive in
+/// A's `.del` file. Plus ordinary deletions in the active segment.
+fn build_with_history(dir: &Path) -> FileStore {
+    let (mut s, _) = open(dir);
+    fill_until_segments(&mut s, dir, 2);
+    s.remove(2).unwrap();
+    s.purge(None, Some(4), None).unwrap();
+    fill_until_segments(&mut s, dir, 3);
+    fill(&mut s, 30);
+    let segs = segments(dir);
+    for seq in segs[1]..segs[2] {
+        s.remove(seq).unwrap();
+    }
+    let last = s.last_seq();
+    s.remove(last - 3).unwrap();
+    s.sync().unwrap();
+    assert!(
+        !segments(dir).contains(&segs[1]),
+        "dead segment still on disk"
+    );
+    assert!(dir
+        .join("segments")
+        .join(format!("{:020}.del", segs[0]))
+        .exists());
+    assert_eq!(s.first_seq(), 4);
+    s
+}
+
+#[test]
+fn losing_sled_rebuilds_from_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = build_with_history(dir.path());
+    s.checkpoint().unwrap();
+    let model = clone_into_mem(&s);
+    drop(s);
+    fs::remove_dir_all(dir.path().join("index.sled")).unwrap();
+    let (s, report) = open(dir.path());
+    assert!(report.index_rebuilt);
+    assert_eq!(report.segments_scanned, 1);
+    assert_same(&s, &model);
+    drop(s);
+    // And without the .idx sidecars either: every log is rescanned.
+    fs::remove_dir_all(dir.path().join("index.sled")).unwrap();
+    for f in fs::read_dir(dir.path().join("segments")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "idx") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let (s, report) = open(dir.path());
+    assert!(report.index_rebuilt);
+    assert_eq!(report.segments_scanned as usize, segments(dir.path()).len());
+    assert_same(&s, &model);
+    // A garbage sled directory is replaced, too.
+    drop(s);
+    fs::remove_dir_all(dir.path().join("index.sled")).unwrap();
+    fs::create_dir(dir.path().join("index.sled")).unwrap();
+    fs::write(dir.path().join("index.sled").join("db"), b"not a database").unwrap();
+    let (s, report) = open(dir.path());
+    assert!(report.index_rebuilt);
+    assert_same(&s, &model);
+}
+
+fn clone_into_mem(s: &FileStore) -> MemStore {
+    let st = s.state();
+    let mut m = MemStore::new();
+    m.set_first_seq(st.first_seq).unwrap();
+    for seq in st.first_seq..=st.last_seq {
+        match s.get(seq).unwrap() {
+            Some(msg) => {
+                m.append(&msg.subject, msg.headers.as_deref(), &msg.payload, msg.time)
+                    .unwrap();
+            }
+            None => {
+                m.append("gap", None, b"", 0).unwrap();
+                m.remove(seq).unwrap();
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn segments_roll_and_dead_ones_are_unlinked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 120);
+    s.sync().unwrap();
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3);
+    assert_eq!(segs[0], 1);
+    for w in segs.windows(2) {
+        assert!(dir
+            .path()
+            .join("segments")
+            .join(format!("{:020}.idx", w[0]))
+            .exists());
+        let last_in_first = s.segs[&w[0]].last;
+        assert_eq!(w[1], last_in_first + 1);
+    }
+    for seq in segs[1]..segs[2] {
+        s.remove(seq).unwrap();
+    }
+    assert!(log_path(dir.path(), segs[1]).exists());
+    s.sync().unwrap();
+    assert!(!log_path(dir.path(), segs[1]).exists());
+    assert!(!dir
+        .path()
+        .join("segments")
+        .join(format!("{:020}.idx", segs[1]))
+        .exists());
+    assert_intact(&s, (1..segs[1]).chain(segs[2]..=120));
+    drop(s);
+    let (s, report) = open(dir.path());
+    assert!(!report.index_rebuilt);
+    assert_eq!(s.state().msgs, 120 - (segs[2] - segs[1]));
+}
+
+#[test]
+fn purge_all_drops_every_segment_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 150);
+    s.sync().unwrap();
+    assert!(segments(dir.path()).len() > 3);
+    assert_eq!(s.purge(None, None, None).unwrap(), 150);
+    s.sync().unwrap();
+    assert_eq!(segments(dir.path()), vec![151]);
+    let st = s.state();
+    assert_eq!(
+        (st.msgs, st.first_seq, st.last_seq, st.bytes),
+        (0, 151, 150, 0)
+    );
+    drop(s); // crash right after the purge's sync
+    let (mut s, _) = open(dir.path());
+    assert_eq!(s.state(), st);
+    assert_eq!(s.append("k.1", None, b"p151", 151).unwrap(), 151);
+    assert_intact(&s, [151]);
+}
+
+#[test]
+fn delete_all_removes_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream");
+    let (mut s, _) = FileStore::open(&stream, small_opts()).unwrap();
+    fill(&mut s, 30);
+    s.sync().unwrap();
+    Box::new(s).delete_all().unwrap();
+    assert!(!stream.exists());
+}
+
+/// `cargo test --release -- --ignored --nocapture throughput` prints the numbers.
+#[test]
+#[ignore]
+fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    let payload = vec![b'x'; 128];
+    let n = 100_000u64;
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        s.append("bench.subject", None, &payload, i as i64).unwrap();
+        if i % 100 == 99 {
+            s.sync().unwrap();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "append+sync/100: {n} msgs in {secs:.3}s = {:.0} msgs/s",
+        n as f64 / secs
+    );
+    let start = std::time::Instant::now();
+    for seq in 1..=n {
+        assert!(s.get(seq).unwrap().is_some());
+    }
+    println!(
+        "get: {:.0} msgs/s",
+        n as f64 / start.elapsed().as_secs_f64()
+    );
+    s.checkpoint().unwrap();
+    drop(s);
+    let start = std::time::Instant::now();
+    let (_s, report) = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
+    println!(
+        "reopen: {:.1} ms, replayed {} records, {} sidecars",
+        start.elapsed().as_secs_f64() * 1000.0,
+        report.replayed_records,
+        report.segments_from_sidecar
+    );
+}
