@@ -27,13 +27,11 @@
 
 pub mod config;
 mod error;
-#[cfg(feature = "jetstream")]
 pub mod jetstream;
 pub mod logging;
 pub mod monitor;
 pub mod protocol;
 pub mod server;
-#[cfg(feature = "jetstream")]
 pub mod store;
 
 pub use config::Config;

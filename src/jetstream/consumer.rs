@@ -109,7 +109,7 @@ impl Consumer {
         };
         match config.deliver_policy {
             DeliverPolicy::All => state.sseq = st.first_seq.saturating_sub(1),
-            DeliverPolicy::Last => state.sseq = last_matching(&filters).saturating_sub(1).max(0),
+            DeliverPolicy::Last => state.sseq = last_matching(&filters).saturating_sub(1),
             DeliverPolicy::New => state.sseq = st.last_seq,
             DeliverPolicy::ByStartSequence => {
                 state.sseq = config.opt_start_seq.unwrap_or(1).saturating_sub(1)

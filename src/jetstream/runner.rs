@@ -345,8 +345,9 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx, unsynced: bool) {
             ctx.client.publish_sync(&reply, None, None, &body);
         }
         None => {
-            if unsynced {
-                let _ = stream.store.sync();
+            let _ = unsynced;
+            if let Err(e) = stream.store.checkpoint() {
+                tracing::error!("checkpoint at shutdown failed: {e}");
             }
             stream.persist_consumers();
         }

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::config::{ConsumerConfig, Discard, Retention, StreamConfig};
@@ -15,7 +14,6 @@ use super::consumer::{Consumer, ConsumerState};
 use super::errors::ApiError;
 use super::headers;
 use super::time::now_nanos;
-use crate::protocol::subject;
 use crate::store::MsgStore;
 
 /// A state change of a stream. Applying the same ops in the same order to the same starting
@@ -503,14 +501,6 @@ impl Stream {
             self.consumers.insert(name, c);
         }
     }
-
-    /// True if `subj` is captured by this stream.
-    pub fn captures(&self, subj: &str) -> bool {
-        self.config
-            .subjects
-            .iter()
-            .any(|p| subject::matches(p, subj))
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -518,9 +508,4 @@ struct ConsumerRecord {
     config: ConsumerConfig,
     created: i64,
     state: ConsumerState,
-}
-
-/// Payload bytes as `Bytes`.
-pub(crate) fn bytes_of(v: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(v)
 }

@@ -56,7 +56,6 @@ pub(crate) struct Shared {
     next_cid: AtomicU64,
     lame_duck: AtomicBool,
     addr: SocketAddr,
-    #[cfg(feature = "jetstream")]
     jetstream: Mutex<Option<Arc<crate::jetstream::JetStream>>>,
 }
 
@@ -104,7 +103,7 @@ impl Shared {
             max_payload: self.config.max_payload,
             proto: 1,
             auth_required: self.auth.required(),
-            jetstream: cfg!(feature = "jetstream") && self.config.jetstream.enabled,
+            jetstream: self.config.jetstream.enabled,
             ldm: self.lame_duck.load(Ordering::Relaxed),
             ..ServerInfo::default()
         }
@@ -165,10 +164,8 @@ impl Server {
             lame_duck: AtomicBool::new(false),
             addr,
             config,
-            #[cfg(feature = "jetstream")]
             jetstream: Mutex::new(None),
         });
-        #[cfg(feature = "jetstream")]
         if shared.config.jetstream.enabled {
             let js = crate::jetstream::JetStream::start(
                 shared.config.jetstream.clone(),
@@ -274,13 +271,13 @@ impl ServerHandle {
                 tokio::time::sleep(pause.min(Duration::from_secs(1))).await;
             }
         }
-        #[cfg(feature = "jetstream")]
-        if let Some(js) = shared
+        let js = shared
             .jetstream
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+            .take();
+        if let Some(js) = js {
+            // Stream threads sync and persist before they exit.
             let _ = tokio::task::spawn_blocking(move || js.shutdown()).await;
         }
         shared.tasks.close();
