@@ -154,6 +154,7 @@ fn next_wakeup(stream: &Stream, unsynced: bool, ctx: &Ctx) -> Option<Instant> {
         .min();
     let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
     if stream.config.max_age > 0
+        || stream.next_ttl().is_some()
         || stream
             .consumers
             .values()
@@ -271,6 +272,15 @@ fn ack(
 }
 
 fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
+    match stream.expire_ttls(now_nanos()) {
+        Ok(true) => {
+            if let Err(e) = stream.store.sync() {
+                tracing::error!("sync after TTL expiry failed: {e}");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!("TTL expiry: {e}"),
+    }
     if stream.config.max_age > 0 {
         let before = now_nanos() - stream.config.max_age;
         if let Err(e) = stream.apply(super::stream::Op::Expire { before }) {

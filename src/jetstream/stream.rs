@@ -126,6 +126,8 @@ pub(crate) struct Stream {
     pub dir: Option<PathBuf>,
     dedup: Dedup,
     last_msg_id: Option<String>,
+    /// Per-message TTL expiries: (expires at, seq).
+    ttl: std::collections::BTreeSet<(i64, u64)>,
 }
 
 impl Stream {
@@ -143,8 +145,10 @@ impl Stream {
             dir,
             dedup: Dedup::new(),
             last_msg_id: None,
+            ttl: std::collections::BTreeSet::new(),
         };
         s.rebuild_dedup();
+        s.rebuild_ttl();
         s
     }
 
@@ -167,6 +171,65 @@ impl Stream {
             }
             seq = next + 1;
         }
+    }
+
+    /// Re-reads the TTLs of live messages (only for streams that allow per-message TTL).
+    fn rebuild_ttl(&mut self) {
+        if !self.config.allow_msg_ttl {
+            return;
+        }
+        let mut seq = 0;
+        while let Some(next) = self.store.next_seq_matching(seq, None) {
+            if let Ok(Some(m)) = self.store.get(next) {
+                self.track_ttl(m.headers.as_deref(), m.seq, m.time);
+            }
+            seq = next + 1;
+        }
+    }
+
+    fn track_ttl(&mut self, hdrs: Option<&[u8]>, seq: u64, time: i64) {
+        if let Some(ttl) = hdrs
+            .and_then(|h| headers::get(h, headers::TTL))
+            .and_then(parse_ttl)
+        {
+            if ttl > 0 {
+                self.ttl.insert((time.saturating_add(ttl), seq));
+            }
+        }
+    }
+
+    /// Removes messages whose TTL passed; leaves a delete marker on a subject that became
+    /// empty when the stream asks for markers. Returns whether anything changed.
+    pub fn expire_ttls(&mut self, now: i64) -> Result<bool, crate::store::StoreError> {
+        let mut changed = false;
+        while let Some(&(at, seq)) = self.ttl.iter().next() {
+            if at > now {
+                break;
+            }
+            self.ttl.remove(&(at, seq));
+            let subject = match self.store.get(seq) {
+                Ok(Some(m)) => m.subject,
+                _ => continue,
+            };
+            self.store.remove(seq)?;
+            changed = true;
+            let marker_ttl = self.config.subject_delete_marker_ttl;
+            if marker_ttl > 0 && self.store.subject_state(&subject).is_none() {
+                let ttl = format!("{}s", (marker_ttl / 1_000_000_000).max(1));
+                let hdrs = headers::build(
+                    None,
+                    &[("Nats-Marker-Reason", "MaxAge"), (headers::TTL, &ttl)],
+                );
+                let seq = self.store.append(&subject, Some(&hdrs), &[], now)?;
+                self.track_ttl(Some(&hdrs), seq, now);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Earliest pending TTL expiry.
+    pub fn next_ttl(&self) -> Option<i64> {
+        self.ttl.iter().next().map(|(at, _)| *at)
     }
 
     pub fn name(&self) -> &str {
@@ -254,8 +317,7 @@ impl Stream {
             if !cfg.allow_msg_ttl {
                 return Err(ApiError::ttl_disabled());
             }
-            let _ = ttl;
-            return Err(ApiError::not_implemented("per-message TTL"));
+            parse_ttl(ttl).ok_or_else(ApiError::ttl_invalid)?;
         }
         if cfg.discard == Discard::New {
             if cfg.max_msgs > 0 && state.msgs as i64 >= cfg.max_msgs {
@@ -297,6 +359,7 @@ impl Stream {
                     .store
                     .append(&subject, headers.as_deref(), &payload, time)
                     .map_err(store_err)?;
+                self.track_ttl(headers.as_deref(), seq, time);
                 if let Some(id) = msg_id {
                     self.dedup.insert(id.clone(), seq, time);
                     self.last_msg_id = Some(id);
@@ -508,4 +571,18 @@ struct ConsumerRecord {
     config: ConsumerConfig,
     created: i64,
     state: ConsumerState,
+}
+
+/// Parses a `Nats-TTL` value into nanoseconds: a Go duration of at least one second, a number
+/// of seconds, or `never` (-1).
+pub(crate) fn parse_ttl(v: &str) -> Option<i64> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("never") {
+        return Some(-1);
+    }
+    let d = match v.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => crate::config::parse_duration(v)?,
+    };
+    (d >= std::time::Duration::from_secs(1)).then(|| d.as_nanos() as i64)
 }

@@ -40,9 +40,9 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 
 use super::index::Index;
-use super::meta::{Checkpoint, MetaDb, SegCatalog, Update, META_VERSION};
+use super::meta::MetaDb;
 use super::record::{self, Kind};
-use super::segment::{fsync_dir, remove_if_present, seg_file, ActiveWriter, Readers};
+use super::segment::{fsync_dir, seg_file, ActiveWriter, Readers};
 use super::sidecar::{self, IdxEntry, SegImage, ABSENT};
 use super::{StoreError, StoredMsg};
 
@@ -355,6 +355,7 @@ impl FileStore {
             }
         }
         self.dirty.insert(first);
+        self.unlink_doomed()?;
         self.write_checkpoint();
         Ok(())
     }
@@ -401,108 +402,6 @@ impl FileStore {
             tombs: seg.tombs.clone(),
             floor: seg.floor,
             marker_time: seg.marker_time,
-        }
-    }
-
-    /// Unlinks the doomed segments. Call only once the log is synced.
-    pub(super) fn reclaim(&mut self) -> Result<(), StoreError> {
-        let doomed: Vec<u64> = std::mem::take(&mut self.doomed)
-            .into_iter()
-            .filter(|f| *f != self.active.first && self.segs.get(f).is_some_and(|s| s.live == 0))
-            .collect();
-        if doomed.is_empty() {
-            return Ok(());
-        }
-        let gone = |f: &u64| doomed.binary_search(f).is_ok();
-        // Deletions recorded in a doomed log about a surviving segment move to its .del file.
-        let mut carry: BTreeMap<u64, Vec<(Kind, u64, i64)>> = BTreeMap::new();
-        for seg in doomed.iter().filter_map(|f| self.segs.get(f)) {
-            for &t in &seg.tombs {
-                if let Some(target) = self.seg_of(t).filter(|t| !gone(t)) {
-                    carry
-                        .entry(target)
-                        .or_default()
-                        .push((Kind::Tombstone, t, 0));
-                }
-            }
-            if seg.floor > 0 {
-                for &target in self
-                    .segs
-                    .range(..seg.floor)
-                    .map(|(f, _)| f)
-                    .filter(|f| !gone(f))
-                {
-                    carry.entry(target).or_default().push((
-                        Kind::Purge,
-                        seg.floor,
-                        seg.marker_time,
-                    ));
-                }
-            }
-        }
-        for (target, facts) in &carry {
-            if let Err(e) = sidecar::append_del(&seg_file(&self.seg_dir, *target, "del"), facts) {
-                return Err(self.poison(e));
-            }
-        }
-        for first in &doomed {
-            self.readers.forget(*first);
-            for ext in ["log", "idx", "del"] {
-                if let Err(e) = remove_if_present(&seg_file(&self.seg_dir, *first, ext)) {
-                    // Harmless: the next open finds the segment dead and tries again.
-                    tracing::warn!(segment = first, error = %e, "could not unlink segment file");
-                }
-            }
-        }
-        if let Err(e) = fsync_dir(&self.seg_dir) {
-            return Err(self.poison(e));
-        }
-        for first in doomed {
-            self.segs.remove(&first);
-            self.dirty.remove(&first);
-            self.uncatalog.push(first);
-        }
-        self.write_checkpoint();
-        Ok(())
-    }
-
-    /// The catalogue entry of a sealed segment.
-    fn catalog_entry(&self, seg: &SegMeta) -> SegCatalog {
-        let n = seg.last + 1 - seg.first;
-        let mut dead = vec![0u8; n.div_ceil(8) as usize];
-        for i in 0..n {
-            if self.index.get(seg.first + i).is_none() {
-                dead[(i / 8) as usize] |= 1 << (i % 8);
-            }
-        }
-        SegCatalog {
-            last: seg.last,
-            log_len: seg.log_len,
-            dead,
-        }
-    }
-
-    /// Writes a sled checkpoint. Every fact it records must already be durable in the logs.
-    /// Failures are logged, not returned: sled is only a cache.
-    pub(super) fn write_checkpoint(&mut self) {
-        let Some(meta) = &self.meta else { return };
-        let checkpoint = Checkpoint {
-            version: META_VERSION,
-            last_seq: self.last_seq,
-            last_time: self.last_time,
-            floor: self.floor,
-        };
-        let mut update = Update {
-            removes: std::mem::take(&mut self.uncatalog),
-            upserts: Vec::new(),
-        };
-        for first in std::mem::take(&mut self.dirty) {
-            if let Some(seg) = self.segs.get(&first).filter(|s| s.sealed) {
-                update.upserts.push((first, self.catalog_entry(seg)));
-            }
-        }
-        if let Err(e) = meta.write(&checkpoint, update) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "sled checkpoint failed");
         }
     }
 

@@ -24,7 +24,10 @@ impl MsgStore for FileStore {
         if let Err(e) = self.active.sync() {
             return Err(self.poison(e));
         }
-        self.reclaim()
+        if self.unlink_doomed()? {
+            self.write_checkpoint();
+        }
+        Ok(())
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -252,29 +252,40 @@ impl Index {
         self.iter_from(0).next()
     }
 
-    /// Live messages with sequence >= `start`: whole chunks by their counts.
+    /// Live messages with sequence >= `start`, counting whichever side of `start` is shorter.
     pub(crate) fn count_from(&self, start: u64) -> u64 {
-        let start_chunk = start >> CHUNK_BITS;
+        let offset = (start >> CHUNK_BITS).saturating_sub(self.base);
+        if start == 0 || offset > self.chunks.len() as u64 / 2 {
+            self.count_range(start, u64::MAX)
+        } else {
+            self.msgs - self.count_range(0, start - 1)
+        }
+    }
+
+    /// Live messages with `from <= seq <= to`: whole chunks by their counts, partial chunks
+    /// slot by slot. Cost follows the number of chunks in the range.
+    pub(crate) fn count_range(&self, from: u64, to: u64) -> u64 {
+        if to < from || self.chunks.is_empty() {
+            return 0;
+        }
+        let last_chunk = self.base + self.chunks.len() as u64 - 1;
+        let lo = (from >> CHUNK_BITS).max(self.base);
+        let hi = (to >> CHUNK_BITS).min(last_chunk);
         let mut n = 0;
-        for (i, chunk) in self.chunks.iter().enumerate() {
-            let chunk_no = self.base + i as u64;
-            let Some(chunk) = chunk else { continue };
-            if chunk_no > start_chunk {
+        for chunk_no in lo..=hi {
+            let Some(chunk) = &self.chunks[(chunk_no - self.base) as usize] else {
+                continue;
+            };
+            let start = chunk_no << CHUNK_BITS;
+            let a = from.saturating_sub(start).min(MASK) as usize;
+            let b = to.saturating_sub(start).min(MASK) as usize;
+            if a == 0 && b == MASK as usize {
                 n += u64::from(chunk.live);
-            } else if chunk_no == start_chunk {
-                let from = (start & MASK) as usize;
-                n += chunk.slots[from..].iter().filter(|s| s.is_live()).count() as u64;
+            } else {
+                n += chunk.slots[a..=b].iter().filter(|s| s.is_live()).count() as u64;
             }
         }
         n
-    }
-
-    /// Live messages with `from <= seq <= to`.
-    pub(crate) fn count_range(&self, from: u64, to: u64) -> u64 {
-        if to < from {
-            return 0;
-        }
-        self.count_from(from) - self.count_from(to.saturating_add(1))
     }
 
     /// State of one exact subject.
@@ -434,6 +445,28 @@ mod tests {
         assert_eq!(ix.bytes(), 301 * 10);
         assert_eq!(ix.first_at_or_after(900), Some(900));
         assert_eq!(ix.iter_rev().next().map(|(s, _)| s), Some(1000));
+    }
+
+    #[test]
+    fn counts_agree_with_brute_force() {
+        let mut rng = super::super::tests::Rng(42);
+        let mut ix = Index::default();
+        for seq in 1..=3000 {
+            ix.insert(seq, "s", 1, 0, 0);
+        }
+        for _ in 0..2000 {
+            ix.remove(rng.below(3100));
+        }
+        ix.remove_below(300, |_, _| {});
+        let live: Vec<u64> = ix.iter_from(0).map(|(s, _)| s).collect();
+        assert_eq!(live.len() as u64, ix.msgs());
+        for _ in 0..500 {
+            let (a, b) = (rng.below(3300), rng.below(3300));
+            let want = live.iter().filter(|&&s| s >= a && s <= b).count() as u64;
+            assert_eq!(ix.count_range(a, b), want, "{a}..={b}");
+            let want = live.iter().filter(|&&s| s >= a).count() as u64;
+            assert_eq!(ix.count_from(a), want, "{a}..");
+        }
     }
 
     #[test]

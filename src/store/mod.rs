@@ -49,7 +49,8 @@
 //! - `sidecar`: the sealed-segment `.idx` files and the `.del` carry-over files.
 //! - `segment`: file naming, the active segment's writer, the read-handle cache.
 //! - `meta`: the sled database (checkpoint, segment catalogue, deletion bitmaps).
-//! - `file`: [`FileStore`] and its operations; `recovery`: [`FileStore::open`].
+//! - `file`: [`FileStore`] internals, `file_ops`: its [`MsgStore`] impl, `reclaim`: unlinking
+//!   dead segments and sled checkpoints, `recovery`: [`FileStore::open`].
 //!
 //! The on-disk format and the recovery algorithm are described in `file.rs`.
 
@@ -58,6 +59,7 @@ mod file_ops;
 mod index;
 mod mem;
 mod meta;
+mod reclaim;
 mod record;
 mod recovery;
 mod segment;

@@ -145,7 +145,7 @@ impl FileStore {
             .filter(|(&f, s)| s.live == 0 && f != store.active.first)
             .map(|(&f, _)| f)
             .collect();
-        store.reclaim()?;
+        store.unlink_doomed()?;
         store.write_checkpoint();
         Ok((store, report))
     }
