@@ -584,5 +584,5 @@ pub(crate) fn parse_ttl(v: &str) -> Option<i64> {
         Ok(secs) => std::time::Duration::from_secs(secs),
         Err(_) => crate::config::parse_duration(v)?,
     };
-    (d >= std::time::Duration::from_secs(1)).then(|| d.as_nanos() as i64)
+    (d >= std::time::Duration::from_secs(1)).then_some(d.as_nanos() as i64)
 }
