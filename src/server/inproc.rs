@@ -201,27 +201,10 @@ impl Client {
         if payload.len() + headers.map_or(0, <[u8]>::len) > self.shared.config.max_payload {
             return Err(ClientError::MaxPayload);
         }
-        let matches = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&self.shared.router, subj.as_bytes());
-        let msg = Publish {
-            subject: subj.as_bytes(),
-            reply: reply.map(str::as_bytes),
-            headers,
-            payload,
-        };
-        let mut dirty = Dirty::default();
-        let origin = Origin {
-            cid: self.cid,
-            echo: true,
-        };
-        let n = deliver(&self.shared.router, &matches, &msg, origin, &mut dirty);
-        dirty.flush();
-        self.shared.stats.in_msgs.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .stats
+        let n = self.publish_routed(subj, subj, reply, headers, payload);
+        let stats = &self.shared.stats;
+        stats.in_msgs.fetch_add(1, Ordering::Relaxed);
+        stats
             .in_bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok(n)

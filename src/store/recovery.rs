@@ -23,7 +23,7 @@
 //!    checkpoint written.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -66,6 +66,7 @@ impl FileStore {
         opts.segment_bytes = opts.segment_bytes.clamp(1, MAX_SEGMENT);
         let seg_dir = dir.join("segments");
         fs::create_dir_all(&seg_dir)?;
+        let lock = lock_dir(dir)?;
         let meta = open_meta(&dir.join("index.sled"), opts.index_cache_bytes);
         let names = list_segments(&seg_dir)?;
 
@@ -129,6 +130,7 @@ impl FileStore {
             doomed: BTreeSet::new(),
             corrupt: Mutex::new(Vec::new()),
             poisoned: None,
+            _lock: lock,
         };
         if let Err(e) = store.active.sync() {
             return Err(store.poison(e));
@@ -148,6 +150,24 @@ impl FileStore {
         store.unlink_doomed()?;
         store.write_checkpoint();
         Ok((store, report))
+    }
+}
+
+/// Takes the stream directory's advisory lock, so one directory has one store (and a sled
+/// that is merely busy is never mistaken for a damaged one).
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("LOCK"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Invalid(format!(
+            "{} is already open",
+            dir.display()
+        ))),
+        Err(TryLockError::Error(e)) => Err(StoreError::Io(e)),
     }
 }
 

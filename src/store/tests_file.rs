@@ -352,6 +352,21 @@ fn purge_all_drops_every_segment_file() {
 }
 
 #[test]
+fn a_directory_is_opened_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    assert!(matches!(
+        FileStore::open(dir.path(), small_opts()),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(dir.path().join("index.sled").exists());
+    drop(s);
+    let (s, report) = open(dir.path());
+    assert!(!report.index_rebuilt);
+    drop(s);
+}
+
+#[test]
 fn delete_all_removes_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let stream = dir.path().join("stream");
