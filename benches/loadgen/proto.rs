@@ -37,6 +37,7 @@ pub enum Frame<'a> {
     /// `MSG` or `HMSG`. For `HMSG`, `payload` includes the header block.
     Msg {
         subject: &'a [u8],
+        sid: &'a [u8],
         reply: Option<&'a [u8]>,
         payload: &'a [u8],
     },
@@ -91,6 +92,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>> {
         }
         let frame = Frame::Msg {
             subject: args[0],
+            sid: args[1],
             reply: (n == fixed + 1).then_some(args[2]),
             payload: &buf[after_line..after_line + len],
         };

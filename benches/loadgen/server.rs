@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tempfile::TempDir;
 
 /// How long a freshly started server gets to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -16,8 +17,20 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Target {
     pub name: String,
     pub addr: SocketAddr,
-    /// Kills the child process (if we started one) when dropped.
+    /// Kills the child process (if we started one) when dropped. Declared
+    /// before `_store` so the server is gone before its store is removed.
     _guard: Option<ChildGuard>,
+    /// The JetStream store directory, removed when dropped.
+    _store: Option<TempDir>,
+}
+
+/// How to start a server: JetStream or not, and extra arguments.
+pub struct Launch<'a> {
+    /// Enable JetStream with a fresh temporary store directory created
+    /// inside this directory.
+    pub js_store_in: Option<&'a Path>,
+    /// Appended to the command line.
+    pub extra_args: &'a [String],
 }
 
 /// Kills and reaps a child process on drop, so servers never outlive the
@@ -52,16 +65,30 @@ pub fn external(url: &str) -> Result<Target> {
         name: format!("external {addr}"),
         addr,
         _guard: None,
+        _store: None,
     })
 }
 
-/// Starts `program -a 127.0.0.1 -p <free port>`, logging to `log`, and
-/// waits until it accepts connections and greets with `INFO`.
-pub fn launch(name: &str, program: &Path, log: &Path) -> Result<Target> {
+/// Starts `program -a 127.0.0.1 -p <free port> [-js -sd <tmp>] [extra]`,
+/// logging to `log`, and waits until it accepts connections and greets
+/// with `INFO`.
+pub fn launch(name: &str, program: &Path, log: &Path, how: &Launch<'_>) -> Result<Target> {
     let port = free_port()?;
     let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut cmd = Command::new(program);
-    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    let store = match how.js_store_in {
+        Some(parent) => {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("loadgen-js-{name}-"))
+                .tempdir_in(parent)
+                .with_context(|| format!("creating a store directory in {}", parent.display()))?;
+            cmd.arg("-js").arg("-sd").arg(dir.path());
+            Some(dir)
+        }
+        None => None,
+    };
+    cmd.args(how.extra_args)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
@@ -77,6 +104,7 @@ pub fn launch(name: &str, program: &Path, log: &Path) -> Result<Target> {
         name: name.to_string(),
         addr,
         _guard: Some(guard),
+        _store: store,
     })
 }
 

@@ -68,6 +68,7 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         let mut replies: Vec<(String, Vec<u8>)> = Vec::new();
         let mut out: Vec<Outgoing> = Vec::new();
         let mut mutated = false;
+        let mut durable_acks = false;
         let mut exit = None;
         for input in batch.drain(..) {
             match input {
@@ -88,7 +89,11 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
                         replies.push((reply, body));
                     }
                 }
-                Input::Ack(m) => ack(&mut stream, m, &mut out, &mut replies),
+                Input::Ack(m) => {
+                    // An AckSync (ack sent as a request) is confirmed only once it is durable.
+                    durable_acks |= m.reply.is_some();
+                    mutated |= ack(&mut stream, m, &mut out, &mut replies);
+                }
                 Input::FlowControl(m) => {
                     if let Some(name) = m.subject.split('.').nth(3) {
                         if let Some(c) = stream.consumers.get_mut(name) {
@@ -113,11 +118,15 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
             unsynced = false;
             last_sync = Instant::now();
         }
+        if durable_acks {
+            stream.persist_consumers(true);
+            last_persist = Instant::now();
+        }
         for (reply, body) in replies {
             ctx.client.publish_sync(&reply, None, None, &body);
         }
         if let Some(reply) = exit {
-            finish(stream, reply, &ctx, unsynced);
+            finish(stream, reply, &ctx);
             return;
         }
         housekeeping(&mut stream, &ctx, &mut out);
@@ -131,11 +140,11 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
             );
         }
         if last_persist.elapsed() >= PERSIST_EVERY {
-            stream.persist_consumers();
+            stream.persist_consumers(false);
             last_persist = Instant::now();
         }
     }
-    stream.persist_consumers();
+    stream.persist_consumers(true);
 }
 
 fn sync_due(policy: SyncPolicy, last: Instant) -> bool {
@@ -222,14 +231,14 @@ fn ack(
     m: Message,
     out: &mut Vec<Outgoing>,
     replies: &mut Vec<(String, Vec<u8>)>,
-) {
+) -> bool {
     let tokens: Vec<&str> = m.subject.split('.').collect();
     if tokens.len() < 9 {
-        return;
+        return false;
     }
     let (name, sseq) = (tokens[3], tokens[5].parse::<u64>().unwrap_or(0));
     let Some(c) = stream.consumers.get_mut(name) else {
-        return;
+        return false;
     };
     let outcome = c.on_ack(sseq, &m.payload);
     let acked = std::mem::take(&mut c.acked);
@@ -266,8 +275,12 @@ fn ack(
             }
         }
     }
-    if let Err(e) = stream.retire_acked(&acked) {
-        tracing::error!("retention: {e}");
+    match stream.retire_acked(&acked) {
+        Ok(removed) => removed,
+        Err(e) => {
+            tracing::error!("retention: {e}");
+            false
+        }
     }
 }
 
@@ -334,7 +347,7 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
     }
 }
 
-fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx, unsynced: bool) {
+fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
     let mut stream = stream;
     match reply {
         Some(reply) => {
@@ -355,11 +368,10 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx, unsynced: bool) {
             ctx.client.publish_sync(&reply, None, None, &body);
         }
         None => {
-            let _ = unsynced;
             if let Err(e) = stream.store.checkpoint() {
                 tracing::error!("checkpoint at shutdown failed: {e}");
             }
-            stream.persist_consumers();
+            stream.persist_consumers(true);
         }
     }
 }

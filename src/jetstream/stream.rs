@@ -469,10 +469,11 @@ impl Stream {
 
     /// Removes messages every interested consumer has acknowledged (interest and workqueue
     /// retention).
-    pub fn retire_acked(&mut self, seqs: &[u64]) -> Result<(), crate::store::StoreError> {
+    pub fn retire_acked(&mut self, seqs: &[u64]) -> Result<bool, crate::store::StoreError> {
         if self.config.retention == Retention::Limits || seqs.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let mut removed = false;
         for &seq in seqs {
             let Ok(Some(msg)) = self.store.get(seq) else {
                 continue;
@@ -482,10 +483,10 @@ impl Stream {
                     && (c.state.pending.contains_key(&seq) || c.state.sseq < seq)
             });
             if !still_wanted {
-                self.store.remove(seq)?;
+                removed |= self.store.remove(seq)?;
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// For interest retention: drops a just-stored message no consumer is interested in.
@@ -502,8 +503,9 @@ impl Stream {
         Ok(())
     }
 
-    /// Persists the consumers whose state changed (write-to-temp and rename).
-    pub fn persist_consumers(&mut self) {
+    /// Persists the consumers whose state changed (write-to-temp and rename; with `durable`,
+    /// the file is fsynced before the rename).
+    pub fn persist_consumers(&mut self, durable: bool) {
         let Some(dir) = &self.dir else {
             for c in self.consumers.values_mut() {
                 c.dirty = false;
@@ -527,7 +529,7 @@ impl Stream {
             let tmp = cdir.join(format!("{}.json.tmp", c.name));
             let dst = cdir.join(format!("{}.json", c.name));
             let res = std::fs::create_dir_all(&cdir)
-                .and_then(|_| std::fs::write(&tmp, &json))
+                .and_then(|_| write_file(&tmp, &json, durable))
                 .and_then(|_| std::fs::rename(&tmp, &dst));
             if let Err(e) = res {
                 tracing::error!(stream = %self.config.name, consumer = %c.name, "can't persist consumer state: {e}");
@@ -585,4 +587,14 @@ pub(crate) fn parse_ttl(v: &str) -> Option<i64> {
         Err(_) => crate::config::parse_duration(v)?,
     };
     (d >= std::time::Duration::from_secs(1)).then_some(d.as_nanos() as i64)
+}
+
+fn write_file(path: &std::path::Path, data: &[u8], durable: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    if durable {
+        f.sync_data()?;
+    }
+    Ok(())
 }

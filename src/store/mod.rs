@@ -72,6 +72,8 @@ use bytes::Bytes;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_damage;
+#[cfg(test)]
 mod tests_file;
 
 pub use file::{FileStore, FileStoreOptions};

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use causeway::{Config, Server, ServerHandle};
 
+pub mod child;
+pub mod js;
 mod raw;
 #[allow(unused_imports)] // not every test crate uses all of these
 pub use raw::{parse_msgs, RawClient, RawMsg};
