@@ -129,6 +129,13 @@ struct MsgGetReq {
     seq: Option<u64>,
     last_by_subj: Option<String>,
     next_by_subj: Option<String>,
+    #[serde(default)]
+    batch: u64,
+    #[serde(default)]
+    max_bytes: u64,
+    #[serde(default)]
+    multi_last: Vec<String>,
+    up_to_seq: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -201,7 +208,7 @@ pub(crate) fn handle(
         }
         Call::DirectGet(subj) => {
             if let Some(reply) = reply {
-                out.push(direct_get(s, subj, body, reply));
+                direct_get(s, subj, body, reply, out);
             }
             Reply {
                 body: None,
@@ -404,39 +411,124 @@ fn msg_delete(s: &mut Stream, body: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-fn direct_get(s: &Stream, subj: Option<String>, body: &[u8], reply: &str) -> Outgoing {
-    let found = match subj {
-        Some(subj) => find_msg(s, None, Some(&subj), None),
+fn direct_get(s: &Stream, subj: Option<String>, body: &[u8], reply: &str, out: &mut Vec<Outgoing>) {
+    let req = match subj {
+        Some(subj) => MsgGetReq {
+            last_by_subj: Some(subj),
+            ..MsgGetReq::default()
+        },
         None => match parse::<MsgGetReq>(body) {
-            Ok(r) => find_msg(
-                s,
-                r.seq,
-                r.last_by_subj.as_deref(),
-                r.next_by_subj.as_deref(),
-            ),
-            Err(_) => return status(reply, 408, "Bad Request", &[]),
+            Ok(r) => r,
+            Err(_) => {
+                out.push(status(reply, 408, "Bad Request", &[]));
+                return;
+            }
         },
     };
-    let Some(m) = found else {
-        return status(reply, 404, "Message Not Found", &[]);
+    if req.batch == 0 && req.multi_last.is_empty() {
+        let found = find_msg(
+            s,
+            req.seq,
+            req.last_by_subj.as_deref(),
+            req.next_by_subj.as_deref(),
+        );
+        out.push(match found {
+            Some(m) => direct_reply(s, &m, reply, &[]),
+            None => status(reply, 404, "Message Not Found", &[]),
+        });
+        return;
+    }
+    // Batched: the matching messages in order, then an EOB status.
+    let seqs: Vec<u64> = if req.multi_last.is_empty() {
+        let filter = req.next_by_subj.as_deref();
+        let mut seqs = Vec::new();
+        let mut at = req.seq.unwrap_or(1).max(1);
+        while (seqs.len() as u64) < req.batch {
+            match s.store.next_seq_matching(at, filter) {
+                Some(seq) => {
+                    seqs.push(seq);
+                    at = seq + 1;
+                }
+                None => break,
+            }
+        }
+        seqs
+    } else {
+        let up_to = req.up_to_seq.unwrap_or(u64::MAX);
+        let mut seqs: Vec<u64> = req
+            .multi_last
+            .iter()
+            .flat_map(|f| s.store.subjects_matching(f))
+            .map(|(_, st)| st.last_seq)
+            .filter(|seq| *seq <= up_to)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs
     };
+    if seqs.is_empty() {
+        out.push(status(reply, 404, "Message Not Found", &[]));
+        return;
+    }
+    let mut sent = 0u64;
+    let mut bytes = 0u64;
+    let mut last = 0u64;
+    let total = seqs.len() as u64;
+    for seq in seqs {
+        let Ok(Some(m)) = s.store.get(seq) else {
+            continue;
+        };
+        bytes += (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64;
+        if req.max_bytes > 0 && bytes > req.max_bytes && sent > 0 {
+            break;
+        }
+        sent += 1;
+        let pending = match &req.next_by_subj {
+            Some(f) if req.multi_last.is_empty() => s.store.count_matching(seq + 1, Some(f)),
+            None if req.multi_last.is_empty() => s.store.count_matching(seq + 1, None),
+            _ => total - sent,
+        }
+        .to_string();
+        let prev = last.to_string();
+        out.push(direct_reply(
+            s,
+            &m,
+            reply,
+            &[
+                ("Nats-Num-Pending", &pending),
+                ("Nats-Last-Sequence", &prev),
+            ],
+        ));
+        last = seq;
+    }
+    let (pending, last) = ((total - sent).to_string(), last.to_string());
+    out.push(status(
+        reply,
+        204,
+        "EOB",
+        &[
+            ("Nats-Num-Pending", &pending),
+            ("Nats-Last-Sequence", &last),
+        ],
+    ));
+}
+
+fn direct_reply(s: &Stream, m: &StoredMsg, reply: &str, extra: &[(&str, &str)]) -> Outgoing {
     let seq = m.seq.to_string();
     let ts = rfc3339(m.time);
-    let hdrs = headers::append(
-        m.headers.as_deref(),
-        &[
-            ("Nats-Stream", s.name()),
-            ("Nats-Subject", &m.subject),
-            ("Nats-Sequence", &seq),
-            ("Nats-Time-Stamp", &ts),
-        ],
-    );
+    let mut pairs = vec![
+        ("Nats-Stream", s.name()),
+        ("Nats-Subject", m.subject.as_str()),
+        ("Nats-Sequence", seq.as_str()),
+        ("Nats-Time-Stamp", ts.as_str()),
+    ];
+    pairs.extend_from_slice(extra);
     Outgoing {
         to: reply.to_string(),
         subject: reply.to_string(),
         reply: None,
-        headers: Some(hdrs),
-        payload: m.payload,
+        headers: Some(headers::append(m.headers.as_deref(), &pairs)),
+        payload: m.payload.clone(),
     }
 }
 

@@ -123,6 +123,8 @@ pub struct FileStore {
     /// Sequences `get` found damaged; dropped at the next mutating call.
     pub(super) corrupt: Mutex<Vec<u64>>,
     pub(super) poisoned: Option<String>,
+    /// The stream's identity, also recorded in every sled checkpoint.
+    pub(super) stream_id: u64,
     /// Held for the store's lifetime: the directory's advisory lock.
     pub(super) _lock: std::fs::File,
 }

@@ -144,8 +144,11 @@ impl MsgStore for FileStore {
 
     fn delete_all(self: Box<Self>) -> Result<(), StoreError> {
         let dir = self.dir.clone();
-        // Close sled and every file handle before removing the directory.
+        // Close sled and every file handle before removing the directory. The identity goes
+        // first, so a half-finished removal never leaves a sled that a new stream would trust.
         drop(self);
+        super::segment::remove_if_present(&dir.join("STREAM_ID"))?;
+        super::segment::fsync_dir(&dir)?;
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io(e)),
             _ => Ok(()),

@@ -2,7 +2,8 @@
 //! so that opening a stream reads neither the sealed logs nor their tombstones.
 //!
 //! Keys (one tree, so one `sled::Batch` updates everything atomically):
-//! - `"c"` → [`Checkpoint`]: last_seq/last_time/floor as of the checkpoint.
+//! - `"c"` → [`Checkpoint`]: the stream's identity and last_seq/last_time/floor as of the
+//!   checkpoint.
 //! - `"s" + first seq (u64 BE)` → [`SegCatalog`]: a sealed segment, its log length and a bitmap
 //!   of its sequences that were not live at the checkpoint (the deletion set).
 //!
@@ -27,6 +28,8 @@ const SEGMENT_PREFIX: u8 = b's';
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Checkpoint {
     pub(crate) version: u32,
+    /// The stream's identity (its `STREAM_ID` file): a sled from anything else is ignored.
+    pub(crate) stream_id: u64,
     pub(crate) last_seq: u64,
     pub(crate) last_time: i64,
     pub(crate) floor: u64,

@@ -95,6 +95,7 @@ impl FileStore {
         let Some(meta) = &self.meta else { return };
         let checkpoint = Checkpoint {
             version: META_VERSION,
+            stream_id: self.stream_id,
             last_seq: self.last_seq,
             last_time: self.last_time,
             floor: self.floor,

@@ -1,10 +1,13 @@
 //! [`FileStore::open`]: rebuilding the in-memory state from disk after a clean close or a crash.
 //!
 //! 1. Open sled (`index.sled/`); if it will not open it is deleted and recreated. Read the
-//!    checkpoint and the sealed-segment catalogue. The catalogue is used only if it agrees with
-//!    the directory: every catalogued segment still on disk has the catalogued length and is not
-//!    the newest file, and no segment older than the newest catalogued one is missing from it.
-//!    Otherwise sled is cleared and everything is rebuilt from the segments (`index_rebuilt`).
+//!    checkpoint and the sealed-segment catalogue. They are trusted only if the checkpoint
+//!    carries this directory's identity (`STREAM_ID`, created with the stream and removed first
+//!    by `delete_all`); otherwise sled is cleared and everything is rebuilt from the segments
+//!    (`index_rebuilt`). Trust is then per fact: sled only ever records deletions that were
+//!    already durable in the log, so a segment's deletion bitmap applies whenever the segment's
+//!    first/last sequence and log length match it, and the checkpoint's floor and last_seq
+//!    always apply — damage to one segment does not throw away what sled knows.
 //! 2. Every segment but the newest is sealed: load its `.idx` (offsets, subjects, sizes, times,
 //!    tombstones, floor) if it is valid and matches the log's length — no log read. Without a
 //!    valid `.idx` the log is scanned and the `.idx` rewritten.
@@ -22,10 +25,14 @@
 //!    one is started. The active segment is fsynced, dead segments unlinked, and a new
 //!    checkpoint written.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 
@@ -67,6 +74,7 @@ impl FileStore {
         let seg_dir = dir.join("segments");
         fs::create_dir_all(&seg_dir)?;
         let lock = lock_dir(dir)?;
+        let (stream_id, fresh_id) = read_or_create_id(dir)?;
         let meta = open_meta(&dir.join("index.sled"), opts.index_cache_bytes);
         let names = list_segments(&seg_dir)?;
 
@@ -78,7 +86,7 @@ impl FileStore {
             }
         };
         let had_checkpoint = loaded.is_some();
-        let catalog = loaded.filter(|l| catalog_usable(l, &names, &seg_dir));
+        let catalog = loaded.filter(|l| !fresh_id && l.checkpoint.stream_id == stream_id);
         let rebuilt = catalog.is_none() && (had_checkpoint || !names.is_empty());
         if rebuilt {
             tracing::warn!(dir = %dir.display(), "rebuilding the stream index from its segments");
@@ -130,6 +138,7 @@ impl FileStore {
             doomed: BTreeSet::new(),
             corrupt: Mutex::new(Vec::new()),
             poisoned: None,
+            stream_id,
             _lock: lock,
         };
         if let Err(e) = store.active.sync() {
@@ -185,25 +194,29 @@ fn open_meta(path: &Path, cache_bytes: u64) -> Option<MetaDb> {
     }
 }
 
-/// True if sled's catalogue agrees with the segment files on disk.
-fn catalog_usable(loaded: &meta::Loaded, names: &[u64], seg_dir: &Path) -> bool {
-    let newest_file = names.last().copied();
-    for (&first, cat) in &loaded.segments {
-        if names.binary_search(&first).is_err() {
-            continue; // unlinked after its messages were all deleted
-        }
-        let len = fs::metadata(seg_file(seg_dir, first, "log")).map(|m| m.len());
-        if Some(first) == newest_file || len.ok() != Some(cat.log_len) {
-            return false;
+/// The directory's identity, creating it (durably) if missing or unreadable; the flag says
+/// it is new, in which case no existing sled can be trusted.
+fn read_or_create_id(dir: &Path) -> Result<(u64, bool), StoreError> {
+    let path = dir.join("STREAM_ID");
+    if let Ok(text) = fs::read_to_string(&path) {
+        if let Ok(id) = u64::from_str_radix(text.trim(), 16) {
+            return Ok((id, false));
         }
     }
-    match loaded.segments.keys().next_back() {
-        Some(&newest) => names
-            .iter()
-            .filter(|&&f| f < newest)
-            .all(|f| loaded.segments.contains_key(f)),
-        None => true,
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        hasher.write_u128(now.as_nanos());
     }
+    let id = hasher.finish();
+    let tmp = dir.join("STREAM_ID.tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(format!("{id:016x}\n").as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, &path)?;
+    fsync_dir(dir)?;
+    Ok((id, true))
 }
 
 /// Rebuilds the index and segment table from the files (see the module docs).

@@ -1,0 +1,502 @@
+//! JetStream scenarios, spoken as raw requests to the `$JS.API` subjects:
+//! windowed asynchronous publishing with acks, sequential publishing (ack
+//! latency), and draining a pre-filled stream through a durable pull
+//! consumer with explicit acks.
+//!
+//! Every run creates the file-storage stream [`STREAM`] (deleting any
+//! leftover first) and deletes it afterwards, also after a failed run.
+//! Every wait is bounded by the run's deadline: a server that stops
+//! answering fails the run with a message saying how far it got.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use memchr::memmem;
+use tokio::time::{sleep, timeout_at, Instant};
+
+use crate::proto::{Conn, Frame};
+
+/// Name of the benchmark stream; it captures `bench.js.>`.
+pub const STREAM: &str = "BENCH";
+const CONSUMER: &str = "C1";
+
+/// Time allowed for deleting the stream after a run.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Parameters of one JetStream run.
+pub struct JsSpec {
+    /// Unique per run: names the subject and the reply inboxes.
+    pub id: String,
+    /// Messages published (async publish) or pre-filled and consumed (pull).
+    pub msgs: u64,
+    /// Measured publishes of the sequential scenario.
+    pub sync_msgs: u64,
+    /// Unmeasured publishes before those.
+    pub warmup: u64,
+    pub payload: usize,
+    /// Most publishes awaiting their ack at any time.
+    pub window: u64,
+    /// Messages asked for by one pull request.
+    pub batch: u64,
+    /// Pull requests kept outstanding.
+    pub pulls: usize,
+    /// Time limit of each phase (pre-fill, measurement).
+    pub timeout: Duration,
+}
+
+/// A connection subscribed to `_INBOX.<id>.*`, where API replies and
+/// publish acks arrive.
+struct JsConn {
+    conn: Conn,
+    inbox: String,
+    requests: u64,
+}
+
+impl JsConn {
+    async fn connect(addr: SocketAddr, id: &str) -> Result<JsConn> {
+        let mut conn = Conn::connect(addr).await?;
+        conn.write_all(format!("SUB _INBOX.{id}.* 1\r\n").as_bytes())
+            .await?;
+        conn.flush().await?;
+        Ok(JsConn {
+            conn,
+            inbox: format!("_INBOX.{id}."),
+            requests: 0,
+        })
+    }
+
+    /// Sends one `$JS.API` request and returns the JSON reply, which is an
+    /// error if it carries an `"error"` member (or is a status message).
+    async fn api(&mut self, subject: &str, body: &str, deadline: Instant) -> Result<String> {
+        self.requests += 1;
+        let inbox = format!("{}api{}", self.inbox, self.requests);
+        let frame = format!("PUB {subject} {inbox} {}\r\n{body}\r\n", body.len());
+        let mut reply = None;
+        let exchange = async {
+            self.conn.write_all(frame.as_bytes()).await?;
+            while reply.is_none() {
+                self.conn
+                    .read_frames(|f, _| {
+                        if let Frame::Msg { subject, payload, .. } = f {
+                            if *subject == inbox.as_bytes() {
+                                reply = Some(payload.to_vec());
+                            }
+                        }
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        };
+        timeout_at(deadline, exchange)
+            .await
+            .map_err(|_| anyhow!("no reply to {subject} in time"))?
+            .with_context(|| format!("request {subject}"))?;
+        let reply = reply.unwrap_or_default();
+        if let Some(code) = status_code(&reply) {
+            let hint = if code == 503 {
+                " (no responders: is JetStream enabled?)"
+            } else {
+                ""
+            };
+            bail!("{subject}: status {code}{hint}");
+        }
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        if is_error(&reply) {
+            bail!("{subject} {body} → {text}");
+        }
+        Ok(text)
+    }
+
+    /// Deletes any leftover benchmark stream and creates it anew.
+    async fn create_stream(&mut self, deadline: Instant) -> Result<()> {
+        let delete = format!("$JS.API.STREAM.DELETE.{STREAM}");
+        match self.api(&delete, "", deadline).await {
+            Err(e) if !format!("{e}").contains("not found") => return Err(e),
+            _ => {}
+        }
+        let create = format!("$JS.API.STREAM.CREATE.{STREAM}");
+        let body =
+            format!(r#"{{"name":"{STREAM}","subjects":["bench.js.>"],"storage":"file"}}"#);
+        self.api(&create, &body, deadline).await?;
+        Ok(())
+    }
+}
+
+/// The status code of a status message (`NATS/1.0 408 ...` headers).
+fn status_code(payload: &[u8]) -> Option<u16> {
+    let rest = payload.strip_prefix(b"NATS/1.0 ")?;
+    let digits = rest.get(..3)?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn is_error(json: &[u8]) -> bool {
+    memmem::find(json, b"\"error\"").is_some()
+}
+
+/// The `seq` of a publish ack such as `{"stream":"BENCH", "seq":12}`.
+fn ack_seq(json: &[u8]) -> Option<u64> {
+    let at = memmem::find(json, b"\"seq\"")? + 5;
+    let rest = json[at..].trim_ascii_start().strip_prefix(b":")?;
+    let rest = rest.trim_ascii_start();
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+fn payload_of(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Runs `run` with a freshly created stream and deletes the stream after
+/// it, whatever the outcome.
+async fn with_stream<T, F>(addr: SocketAddr, spec: &JsSpec, run: F) -> Result<T>
+where
+    F: AsyncFnOnce(JsConn) -> Result<T>,
+{
+    let deadline = Instant::now() + spec.timeout;
+    let setup = async {
+        let mut js = JsConn::connect(addr, &spec.id).await?;
+        js.create_stream(deadline).await?;
+        anyhow::Ok(js)
+    };
+    let result = match timeout_at(deadline, setup).await {
+        Err(_) => Err(anyhow!("time limit hit creating the stream")),
+        Ok(Err(e)) => Err(e.context("creating the stream")),
+        Ok(Ok(js)) => run(js).await,
+    };
+    let cleanup = async {
+        let deadline = Instant::now() + CLEANUP_TIMEOUT;
+        let mut js = timeout_at(deadline, JsConn::connect(addr, &format!("{}_rm", spec.id)))
+            .await
+            .context("time limit hit connecting")??;
+        js.api(&format!("$JS.API.STREAM.DELETE.{STREAM}"), "", deadline)
+            .await
+    };
+    let cleaned = cleanup.await;
+    let value = result?;
+    cleaned.context("deleting the stream after the run")?;
+    Ok(value)
+}
+
+/// `js-async-pub`: publishes `spec.msgs` messages with at most
+/// `spec.window` acks outstanding; returns acked msgs/s.
+pub async fn async_pub(addr: SocketAddr, spec: &JsSpec) -> Result<f64> {
+    with_stream(addr, spec, async |mut js| {
+        let deadline = Instant::now() + spec.timeout;
+        let elapsed = publish_acked(&mut js, spec, deadline).await?;
+        Ok(spec.msgs as f64 / elapsed.as_secs_f64())
+    })
+    .await
+}
+
+/// Publishes `spec.msgs` messages to an empty stream, keeping up to
+/// `spec.window` acks outstanding, and checks every ack. Returns the time
+/// from the first publish to the last ack.
+async fn publish_acked(js: &mut JsConn, spec: &JsSpec, deadline: Instant) -> Result<Duration> {
+    let (msgs, window) = (spec.msgs, spec.window.max(1));
+    let subject = format!("bench.js.{}", spec.id);
+    let body = payload_of(spec.payload);
+    let mut out = Vec::with_capacity(64 * 1024);
+    let (mut sent, mut acked, mut last_seq) = (0u64, 0u64, 0u64);
+    let mut failure: Option<String> = None;
+    let start = Instant::now();
+    while acked < msgs {
+        out.clear();
+        while sent < msgs && sent - acked < window {
+            let _ = write!(out, "PUB {subject} {}{sent} {}\r\n", js.inbox, body.len());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(b"\r\n");
+            sent += 1;
+        }
+        if !out.is_empty() {
+            timeout_at(deadline, js.conn.write_all(&out))
+                .await
+                .map_err(|_| anyhow!("time limit hit publishing, {acked} of {msgs} acked"))??;
+        }
+        let inbox = js.inbox.as_bytes();
+        let read = js.conn.read_frames(|f, _| {
+            let Frame::Msg { subject, payload, .. } = f else {
+                return;
+            };
+            if !subject.starts_with(inbox) || failure.is_some() {
+                return;
+            }
+            if let Some(code) = status_code(payload) {
+                failure = Some(format!("publish answered with status {code}"));
+            } else if is_error(payload) {
+                failure = Some(format!("error ack: {}", String::from_utf8_lossy(payload)));
+            } else if let Some(seq) = ack_seq(payload) {
+                acked += 1;
+                last_seq = last_seq.max(seq);
+            } else {
+                failure = Some(format!("bad ack: {}", String::from_utf8_lossy(payload)));
+            }
+        });
+        timeout_at(deadline, read)
+            .await
+            .map_err(|_| anyhow!("time limit hit: {acked} of {msgs} publishes acked"))?
+            .with_context(|| format!("after {acked} acks"))?;
+        if let Some(f) = failure {
+            bail!("{f} (after {acked} good acks)");
+        }
+    }
+    let elapsed = start.elapsed();
+    if acked != msgs || last_seq != msgs {
+        bail!("{acked} acks for {msgs} publishes, highest seq {last_seq}");
+    }
+    Ok(elapsed)
+}
+
+/// Latency figures of `js-sync-pub`.
+pub struct SyncPub {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub per_sec: f64,
+}
+
+/// `js-sync-pub`: `spec.warmup + spec.sync_msgs` publishes, each waiting
+/// for its ack; latency percentiles over the measured ones.
+pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
+    with_stream(addr, spec, async |mut js| {
+        let deadline = Instant::now() + spec.timeout;
+        let subject = format!("bench.js.{}", spec.id);
+        let body = payload_of(spec.payload);
+        let total = spec.warmup + spec.sync_msgs;
+        let mut nanos = Vec::with_capacity(spec.sync_msgs as usize);
+        let mut frame = Vec::with_capacity(body.len() + 128);
+        let mut start = Instant::now();
+        for i in 0..total {
+            if i == spec.warmup {
+                start = Instant::now();
+            }
+            let inbox = format!("{}{i}", js.inbox);
+            frame.clear();
+            let _ = write!(frame, "PUB {subject} {inbox} {}\r\n", body.len());
+            frame.extend_from_slice(&body);
+            frame.extend_from_slice(b"\r\n");
+            let sent = Instant::now();
+            let mut ack = None;
+            let exchange = async {
+                js.conn.write_all(&frame).await?;
+                while ack.is_none() {
+                    js.conn
+                        .read_frames(|f, _| {
+                            if let Frame::Msg { subject, payload, .. } = f {
+                                if *subject == inbox.as_bytes() {
+                                    ack = Some(payload.to_vec());
+                                }
+                            }
+                        })
+                        .await?;
+                }
+                anyhow::Ok(())
+            };
+            timeout_at(deadline, exchange)
+                .await
+                .map_err(|_| anyhow!("time limit hit: {i} of {total} publishes acked"))??;
+            let elapsed = sent.elapsed();
+            let ack = ack.unwrap_or_default();
+            if status_code(&ack).is_some() || is_error(&ack) || ack_seq(&ack) != Some(i + 1) {
+                bail!("publish {} answered {}", i + 1, String::from_utf8_lossy(&ack));
+            }
+            if i >= spec.warmup {
+                nanos.push(elapsed.as_nanos() as u64);
+            }
+        }
+        let wall = start.elapsed();
+        nanos.sort_unstable();
+        let pct = |p: f64| {
+            let rank = ((p * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len());
+            nanos[rank - 1] as f64 / 1000.0
+        };
+        Ok(SyncPub {
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            per_sec: nanos.len() as f64 / wall.as_secs_f64(),
+        })
+    })
+    .await
+}
+
+/// One outstanding pull request: its subscription id and how many
+/// messages it may still deliver.
+struct Pull {
+    sid: u64,
+    remaining: u64,
+}
+
+/// `js-pull-consume`: pre-fills the stream with `spec.msgs` messages,
+/// creates a durable explicit-ack pull consumer and drains it with
+/// `spec.pulls` outstanding requests of `spec.batch` messages, acking each
+/// message. Returns consumed+acked msgs/s.
+pub async fn pull_consume(addr: SocketAddr, spec: &JsSpec) -> Result<f64> {
+    with_stream(addr, spec, async |mut js| {
+        let deadline = Instant::now() + spec.timeout;
+        publish_acked(&mut js, spec, deadline)
+            .await
+            .context("pre-filling the stream")?;
+        let create = format!("$JS.API.CONSUMER.CREATE.{STREAM}.{CONSUMER}");
+        let config = format!(
+            r#"{{"stream_name":"{STREAM}","config":{{"durable_name":"{CONSUMER}","ack_policy":"explicit","max_ack_pending":20000}}}}"#
+        );
+        let deadline = Instant::now() + spec.timeout;
+        js.api(&create, &config, deadline).await?;
+        let elapsed = drain(&mut js, spec, deadline).await?;
+        check_all_acked(&mut js, spec.msgs, deadline).await?;
+        Ok(spec.msgs as f64 / elapsed.as_secs_f64())
+    })
+    .await
+}
+
+/// The pull loop: returns the time from the first pull request to the
+/// server's confirmation (`PONG`) that it has read the last ack.
+async fn drain(js: &mut JsConn, spec: &JsSpec, deadline: Instant) -> Result<Duration> {
+    let (msgs, batch) = (spec.msgs, spec.batch.max(1));
+    let next = format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER}");
+    let mut pulls: Vec<Pull> = Vec::new();
+    let (mut received, mut next_sid, mut statuses) = (0u64, 100u64, 0u64);
+    let mut failure: Option<String> = None;
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while received < msgs {
+        out.clear();
+        let open: u64 = pulls.iter().map(|p| p.remaining).sum();
+        if pulls.len() < spec.pulls && received + open < msgs {
+            // Never ask for more than is left, so no request has to expire.
+            let n = batch.min(msgs - received - open);
+            let body = format!(r#"{{"batch":{n},"expires":5000000000}}"#);
+            let inbox = format!("_INBOX.{}.pull.{next_sid}", spec.id);
+            let _ = write!(out, "SUB {inbox} {next_sid}\r\n");
+            let _ = write!(out, "PUB {next} {inbox} {}\r\n{body}\r\n", body.len());
+            pulls.push(Pull {
+                sid: next_sid,
+                remaining: n,
+            });
+            next_sid += 1;
+            continue_write(js, &out, deadline, received, msgs).await?;
+            continue;
+        }
+        // Acks go to the connection's own buffer, written after the read.
+        let read = js.conn.read_frames(|f, acks| {
+            let Frame::Msg {
+                subject,
+                sid,
+                reply,
+                payload,
+            } = f
+            else {
+                return;
+            };
+            let sid = std::str::from_utf8(sid).ok().and_then(|s| s.parse().ok());
+            let Some(pull) = pulls.iter_mut().find(|p| Some(p.sid) == sid) else {
+                if sid != Some(1) && failure.is_none() {
+                    failure = Some(format!(
+                        "message on {} for no open pull request",
+                        String::from_utf8_lossy(subject)
+                    ));
+                }
+                return;
+            };
+            match (reply, status_code(payload)) {
+                (Some(reply), None) if reply.starts_with(b"$JS.ACK.") => {
+                    if pull.remaining == 0 || ack_stream_seq(reply) != Some(received + 1) {
+                        failure.get_or_insert_with(|| {
+                            format!(
+                                "unexpected delivery {} after {received} messages",
+                                String::from_utf8_lossy(reply)
+                            )
+                        });
+                    }
+                    pull.remaining = pull.remaining.saturating_sub(1);
+                    received += 1;
+                    acks.extend_from_slice(b"PUB ");
+                    acks.extend_from_slice(reply);
+                    acks.extend_from_slice(b" 0\r\n\r\n");
+                }
+                (_, Some(100)) => {} // idle heartbeat
+                (_, Some(404 | 408)) => {
+                    statuses += 1;
+                    pull.remaining = 0;
+                }
+                (_, code) => {
+                    failure.get_or_insert_with(|| {
+                        format!(
+                            "unexpected pull reply (status {code:?}): {}",
+                            String::from_utf8_lossy(payload)
+                        )
+                    });
+                }
+            }
+        });
+        timeout_at(deadline, read)
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "time limit hit: consumed {received} of {msgs} messages \
+                     ({statuses} pull requests ended by 404/408)"
+                )
+            })?
+            .with_context(|| format!("after consuming {received} messages"))?;
+        if let Some(f) = failure {
+            bail!("{f}");
+        }
+        for done in pulls.iter().filter(|p| p.remaining == 0) {
+            let _ = write!(out, "UNSUB {}\r\n", done.sid);
+        }
+        pulls.retain(|p| p.remaining > 0);
+        if !out.is_empty() {
+            continue_write(js, &out, deadline, received, msgs).await?;
+        }
+    }
+    timeout_at(deadline, js.conn.flush())
+        .await
+        .map_err(|_| anyhow!("time limit hit waiting for the PONG after the last ack"))??;
+    Ok(start.elapsed())
+}
+
+async fn continue_write(
+    js: &mut JsConn,
+    out: &[u8],
+    deadline: Instant,
+    received: u64,
+    msgs: u64,
+) -> Result<()> {
+    timeout_at(deadline, js.conn.write_all(out))
+        .await
+        .map_err(|_| anyhow!("time limit hit writing, consumed {received} of {msgs}"))?
+}
+
+/// The stream sequence in an ack subject: `$JS.ACK.<stream>.<consumer>.
+/// <delivered>.<stream seq>.<consumer seq>.<time>.<pending>`, or the form
+/// with domain and account hash after `ACK` (and a trailing token).
+fn ack_stream_seq(reply: &[u8]) -> Option<u64> {
+    let tokens: Vec<&[u8]> = reply.split(|b| *b == b'.').collect();
+    let at = match tokens.len() {
+        9 => 5,
+        n if n >= 11 => 7,
+        _ => return None,
+    };
+    std::str::from_utf8(tokens[at]).ok()?.parse().ok()
+}
+
+/// Polls consumer info until the server reports every message acked (acks
+/// may be applied asynchronously), within the deadline.
+async fn check_all_acked(js: &mut JsConn, msgs: u64, deadline: Instant) -> Result<()> {
+    let info = format!("$JS.API.CONSUMER.INFO.{STREAM}.{CONSUMER}");
+    let limit = deadline.min(Instant::now() + Duration::from_secs(5));
+    loop {
+        let reply = js.api(&info, "", limit).await?;
+        let v: serde_json::Value = serde_json::from_str(&reply)
+            .with_context(|| format!("consumer info is not JSON: {reply}"))?;
+        let floor = v["ack_floor"]["stream_seq"].as_u64();
+        let pending = v["num_ack_pending"].as_u64();
+        if floor == Some(msgs) && pending == Some(0) {
+            return Ok(());
+        }
+        if Instant::now() + Duration::from_millis(50) > limit {
+            bail!("after the run the consumer reports ack floor {floor:?}, {pending:?} acks pending (expected {msgs}, 0): {reply}");
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
