@@ -13,6 +13,16 @@
 //! * `reqreply`: one requester and one responder, one request in flight at
 //!   a time; p50 / p99 latency in µs and requests/s.
 //!
+//! JetStream scenarios (128 B by default; the servers then run with
+//! `-js -sd <fresh temporary dir>`), see `loadgen/js.rs`:
+//!
+//! * `js-async-pub`: publishes to a file-storage stream with a window of
+//!   outstanding acks; acked msgs/s;
+//! * `js-sync-pub`: one publish at a time, each awaiting its ack; p50 / p99
+//!   latency in µs and msgs/s;
+//! * `js-pull-consume`: drains a pre-filled stream through a durable pull
+//!   consumer, acking every message; consumed+acked msgs/s.
+//!
 //! Throughput is messages received divided by the time from the first
 //! publish to the last delivery. The publisher writes ~64 KiB batches of
 //! `PUB`s but stays at most a window of messages ahead of its subscribers
@@ -22,22 +32,27 @@
 //! gives the median of each figure plus the ratio causeway / nats-server.
 //! The markdown table goes to stdout and to `target/bench-results.md`.
 
+#[path = "loadgen/js.rs"]
+mod js;
 #[path = "loadgen/proto.rs"]
 mod proto;
+#[path = "loadgen/report.rs"]
+mod report;
 #[path = "loadgen/scenarios.rs"]
 mod scenarios;
 #[path = "loadgen/server.rs"]
 mod server;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use js::JsSpec;
+use report::fmt_num;
 use scenarios::PubSubSpec;
-use server::Target;
+use server::{Launch, Target};
 
 /// Benchmark settings, read from `LOADGEN_*` environment variables.
 struct Config {
@@ -50,6 +65,15 @@ struct Config {
     threads: usize,
     sizes: Vec<usize>,
     scenarios: Vec<Scenario>,
+    js_msgs: u64,
+    js_sync_msgs: u64,
+    js_warmup: u64,
+    js_window: u64,
+    js_batch: u64,
+    js_pulls: usize,
+    js_sizes: Vec<usize>,
+    /// Extra command-line arguments for causeway (`LOADGEN_CAUSEWAY_ARGS`).
+    causeway_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -58,13 +82,19 @@ enum Scenario {
     FanOut,
     Queue,
     ReqReply,
+    JsAsyncPub,
+    JsSyncPub,
+    JsPullConsume,
 }
 
-const ALL_SCENARIOS: [Scenario; 4] = [
+const ALL_SCENARIOS: [Scenario; 7] = [
     Scenario::PubSub,
     Scenario::FanOut,
     Scenario::Queue,
     Scenario::ReqReply,
+    Scenario::JsAsyncPub,
+    Scenario::JsSyncPub,
+    Scenario::JsPullConsume,
 ];
 
 /// Subscriber count of the fan-out and queue-group scenarios.
@@ -77,7 +107,17 @@ impl Scenario {
             Scenario::FanOut => "fanout",
             Scenario::Queue => "queue",
             Scenario::ReqReply => "reqreply",
+            Scenario::JsAsyncPub => "js-async-pub",
+            Scenario::JsSyncPub => "js-sync-pub",
+            Scenario::JsPullConsume => "js-pull-consume",
         }
+    }
+
+    fn is_js(self) -> bool {
+        matches!(
+            self,
+            Scenario::JsAsyncPub | Scenario::JsSyncPub | Scenario::JsPullConsume
+        )
     }
 
     /// Report rows: (label, lower is better).
@@ -91,6 +131,13 @@ impl Scenario {
                 ("request/reply p99, µs", true),
                 ("request/reply, req/s", false),
             ],
+            Scenario::JsAsyncPub => &[("JS async publish, acked msgs/s", false)],
+            Scenario::JsSyncPub => &[
+                ("JS sync publish p50, µs", true),
+                ("JS sync publish p99, µs", true),
+                ("JS sync publish, msgs/s", false),
+            ],
+            Scenario::JsPullConsume => &[("JS pull consume + ack, msgs/s", false)],
         }
     }
 }
@@ -107,24 +154,30 @@ fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
     }
 }
 
+fn env_sizes(name: &str, default: &[usize]) -> Result<Vec<usize>> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .split(',')
+            .map(|s| s.trim().parse().ok())
+            .collect::<Option<Vec<usize>>>()
+            .with_context(|| format!("{name}={v:?}: expected e.g. 16,128")),
+        Err(_) => Ok(default.to_vec()),
+    }
+}
+
 impl Config {
     fn from_env() -> Result<Config> {
-        let sizes = match std::env::var("LOADGEN_SIZES") {
-            Ok(v) => v
-                .split(',')
-                .map(|s| s.trim().parse().ok())
-                .collect::<Option<Vec<usize>>>()
-                .with_context(|| format!("LOADGEN_SIZES={v:?}: expected e.g. 16,128"))?,
-            Err(_) => vec![16, 128],
-        };
+        let sizes = env_sizes("LOADGEN_SIZES", &[16, 128])?;
         let scenarios = match std::env::var("LOADGEN_SCENARIOS") {
             Ok(v) => v
                 .split(',')
                 .map(|s| ALL_SCENARIOS.into_iter().find(|sc| sc.name() == s.trim()))
                 .collect::<Option<Vec<_>>>()
                 .with_context(|| {
+                    let names: Vec<_> = ALL_SCENARIOS.iter().map(|s| s.name()).collect();
                     format!(
-                        "LOADGEN_SCENARIOS={v:?}: expected a list of pubsub,fanout,queue,reqreply"
+                        "LOADGEN_SCENARIOS={v:?}: expected a list of {}",
+                        names.join(",")
                     )
                 })?,
             Err(_) => ALL_SCENARIOS.to_vec(),
@@ -139,11 +192,34 @@ impl Config {
             threads: env_num("LOADGEN_THREADS", 2)?,
             sizes,
             scenarios,
+            js_msgs: env_num("LOADGEN_JS_MSGS", 200_000)?,
+            js_sync_msgs: env_num("LOADGEN_JS_SYNC_MSGS", 5_000)?,
+            js_warmup: env_num("LOADGEN_JS_WARMUP", 100)?,
+            js_window: env_num("LOADGEN_JS_WINDOW", 512)?,
+            js_batch: env_num("LOADGEN_JS_BATCH", 1_000)?,
+            js_pulls: env_num("LOADGEN_JS_PULLS", 2)?,
+            js_sizes: env_sizes("LOADGEN_JS_SIZES", &[128])?,
+            causeway_args: std::env::var("LOADGEN_CAUSEWAY_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
         };
         if config.rounds == 0 || config.msgs < 8 || config.reqs == 0 || config.threads == 0 {
             bail!(
                 "LOADGEN_ROUNDS, LOADGEN_REQS and LOADGEN_THREADS must be positive, \
                  LOADGEN_MSGS at least 8"
+            );
+        }
+        if config.js_msgs == 0
+            || config.js_sync_msgs == 0
+            || config.js_window == 0
+            || config.js_batch == 0
+            || config.js_pulls == 0
+        {
+            bail!(
+                "LOADGEN_JS_MSGS, LOADGEN_JS_SYNC_MSGS, LOADGEN_JS_WINDOW, LOADGEN_JS_BATCH \
+                 and LOADGEN_JS_PULLS must be positive"
             );
         }
         Ok(config)
@@ -182,13 +258,13 @@ fn run() -> Result<bool> {
     let config = Config::from_env()?;
     let out_dir = target_dir();
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let targets = start_targets(&out_dir)?;
+    let targets = start_targets(&config, &out_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads)
         .enable_all()
         .build()?;
     let rows = runtime.block_on(measure(&config, &targets));
-    let report = render(&config, &targets, &rows);
+    let report = report::render(&config, &targets, &rows);
     print!("{report}");
     let path = out_dir.join("bench-results.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
@@ -203,8 +279,9 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// Starts (or, with `LOADGEN_NATS_URL`, locates) the servers to compare.
-fn start_targets(out_dir: &Path) -> Result<Vec<Target>> {
+/// Starts (or, with `LOADGEN_NATS_URL`, locates) the servers to compare;
+/// with JetStream if any JetStream scenario is selected.
+fn start_targets(config: &Config, out_dir: &Path) -> Result<Vec<Target>> {
     if let Ok(url) = std::env::var("LOADGEN_NATS_URL") {
         return Ok(vec![server::external(&url)?]);
     }
@@ -215,6 +292,15 @@ fn start_targets(out_dir: &Path) -> Result<Vec<Target>> {
         }
     }
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let js = config.scenarios.iter().any(|s| s.is_js());
+    let store_parent = match std::env::var_os("LOADGEN_STORE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => out_dir.to_path_buf(),
+    };
+    let launch = |extra_args| Launch {
+        js_store_in: js.then_some(store_parent.as_path()),
+        extra_args,
+    };
     let mut targets = Vec::new();
     if wanted("causeway") {
         let bin = causeway_bin();
@@ -229,12 +315,13 @@ fn start_targets(out_dir: &Path) -> Result<Vec<Target>> {
             "causeway",
             &bin,
             &out_dir.join("loadgen-causeway.log"),
+            &launch(&config.causeway_args),
         )?);
     }
     if wanted("nats-server") {
         let bin = nats_server_bin();
         let log = out_dir.join("loadgen-nats-server.log");
-        let target = server::launch("nats-server", &bin, &log)
+        let target = server::launch("nats-server", &bin, &log, &launch(&[]))
             .context("is nats-server installed? (set NATS_SERVER_BIN to its path)")?;
         targets.push(target);
     }
@@ -270,7 +357,12 @@ async fn measure(config: &Config, targets: &[Target]) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut run_id = 0u64;
     for &scenario in &config.scenarios {
-        for &payload in &config.sizes {
+        let sizes = if scenario.is_js() {
+            &config.js_sizes
+        } else {
+            &config.sizes
+        };
+        for &payload in sizes {
             let first = rows.len();
             for &(label, lower_is_better) in scenario.metrics() {
                 rows.push(Row {
@@ -340,6 +432,17 @@ async fn run_once(
         timeout: config.timeout,
     };
     let addr = target.addr;
+    let js = JsSpec {
+        id: id.to_string(),
+        msgs: config.js_msgs,
+        sync_msgs: config.js_sync_msgs,
+        warmup: config.js_warmup,
+        payload,
+        window: config.js_window,
+        batch: config.js_batch,
+        pulls: config.js_pulls,
+        timeout: config.timeout,
+    };
     match scenario {
         Scenario::PubSub => Ok(vec![
             scenarios::pubsub(addr, &spec(1, false, config.msgs)).await?,
@@ -363,5 +466,11 @@ async fn run_once(
             .await?;
             Ok(vec![l.p50_us, l.p99_us, l.per_sec])
         }
+        Scenario::JsAsyncPub => Ok(vec![js::async_pub(addr, &js).await?]),
+        Scenario::JsSyncPub => {
+            let l = js::sync_pub(addr, &js).await?;
+            Ok(vec![l.p50_us, l.p99_us, l.per_sec])
+        }
+        Scenario::JsPullConsume => Ok(vec![js::pull_consume(addr, &js).await?]),
     }
 }

@@ -79,7 +79,10 @@ impl JsConn {
             while reply.is_none() {
                 self.conn
                     .read_frames(|f, _| {
-                        if let Frame::Msg { subject, payload, .. } = f {
+                        if let Frame::Msg {
+                            subject, payload, ..
+                        } = f
+                        {
                             if *subject == inbox.as_bytes() {
                                 reply = Some(payload.to_vec());
                             }
@@ -117,8 +120,7 @@ impl JsConn {
             _ => {}
         }
         let create = format!("$JS.API.STREAM.CREATE.{STREAM}");
-        let body =
-            format!(r#"{{"name":"{STREAM}","subjects":["bench.js.>"],"storage":"file"}}"#);
+        let body = format!(r#"{{"name":"{STREAM}","subjects":["bench.js.>"],"storage":"file"}}"#);
         self.api(&create, &body, deadline).await?;
         Ok(())
     }
@@ -216,7 +218,10 @@ async fn publish_acked(js: &mut JsConn, spec: &JsSpec, deadline: Instant) -> Res
         }
         let inbox = js.inbox.as_bytes();
         let read = js.conn.read_frames(|f, _| {
-            let Frame::Msg { subject, payload, .. } = f else {
+            let Frame::Msg {
+                subject, payload, ..
+            } = f
+            else {
                 return;
             };
             if !subject.starts_with(inbox) || failure.is_some() {
@@ -282,7 +287,10 @@ pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
                 while ack.is_none() {
                     js.conn
                         .read_frames(|f, _| {
-                            if let Frame::Msg { subject, payload, .. } = f {
+                            if let Frame::Msg {
+                                subject, payload, ..
+                            } = f
+                            {
                                 if *subject == inbox.as_bytes() {
                                     ack = Some(payload.to_vec());
                                 }
@@ -298,7 +306,11 @@ pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
             let elapsed = sent.elapsed();
             let ack = ack.unwrap_or_default();
             if status_code(&ack).is_some() || is_error(&ack) || ack_seq(&ack) != Some(i + 1) {
-                bail!("publish {} answered {}", i + 1, String::from_utf8_lossy(&ack));
+                bail!(
+                    "publish {} answered {}",
+                    i + 1,
+                    String::from_utf8_lossy(&ack)
+                );
             }
             if i >= spec.warmup {
                 nanos.push(elapsed.as_nanos() as u64);

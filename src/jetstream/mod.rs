@@ -95,6 +95,11 @@ impl JetStream {
         Ok(js)
     }
 
+    /// Number of streams.
+    pub fn num_streams(&self) -> usize {
+        lock(&self.streams).len()
+    }
+
     /// Stops every stream thread after it synced and persisted its state.
     pub fn shutdown(&self) {
         if let Some(sub) = lock(&self.api_sub).take() {

@@ -69,7 +69,8 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "server_id": shared.server_id,
             "num_subscriptions": shared.num_subscriptions(),
         }),
-        "/" => json!({"endpoints": ["/varz", "/connz", "/subsz", "/healthz"]}),
+        "/jsz" => jsz(shared),
+        "/" => json!({"endpoints": ["/varz", "/connz", "/subsz", "/jsz", "/healthz"]}),
         _ => {
             return Response::builder()
                 .status(StatusCode::NOT_FOUND)
@@ -81,6 +82,20 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         .header("Content-Type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap_or_default()
+}
+
+fn jsz(shared: &Shared) -> serde_json::Value {
+    let js = &shared.config.jetstream;
+    json!({
+        "server_id": shared.server_id,
+        "disabled": !js.enabled,
+        "config": {
+            "store_dir": js.store_dir.display().to_string(),
+            "max_memory": js.max_memory,
+            "max_storage": js.max_file,
+        },
+        "streams": shared.num_streams(),
+    })
 }
 
 fn varz(shared: &Shared) -> serde_json::Value {

@@ -82,6 +82,15 @@ impl Shared {
         self.lock_clients().len()
     }
 
+    /// Number of JetStream streams.
+    pub fn num_streams(&self) -> usize {
+        self.jetstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |js| js.num_streams())
+    }
+
     /// Number of subscriptions.
     pub fn num_subscriptions(&self) -> usize {
         self.router.count()

@@ -7,27 +7,40 @@
 //! segments/<first:020>.idx   sidecar written + fsynced when the segment seals (sidecar.rs)
 //! segments/<first:020>.del   deletion facts carried over from unlinked segments (rare)
 //! index.sled/                checkpoint, sealed-segment catalogue, deletion bitmaps (meta.rs)
+//! STREAM_ID                  random identity, echoed in sled's checkpoint
+//! LOCK                       advisory lock held while the store is open
 //! ```
-//! The logs are the truth; the `.idx`/`.del` files and sled only make opening fast.
+//! The logs (with the `.del` files) are the truth; the `.idx` files and sled make opening
+//! fast, and sled adds a second record of deletions.
 //!
 //! # Writes
 //! - `append` encodes a message record into the active segment's buffer and updates the
 //!   in-memory index. `sync` writes the buffer and `fdatasync`s the active segment: that is the
 //!   durability point for every append, remove and purge before it (group commit).
 //! - `remove` appends a tombstone; `purge`/`expire` of a prefix appends one purge record
-//!   ("every seq below N is gone"). Nothing is rewritten. A sealed segment whose messages are
-//!   all gone is unlinked at the next `sync` (after the tombstones that emptied it are durable);
-//!   tombstones and floors in it that still concern surviving segments are first appended to
-//!   those segments' `.del` files, so the deletions survive the loss of sled.
-//! - Rolling (segment full): sync the active segment, write and fsync its `.idx`, create the
-//!   next segment, fsync the directory, then write a sled checkpoint.
+//!   ("every seq below N is gone"); a filtered purge appends a tombstone per message. Nothing
+//!   is rewritten. A sealed segment whose messages are all gone is unlinked at the next `sync`
+//!   or roll (after the records that emptied it are durable); tombstones and floors in it that
+//!   still concern surviving segments are first appended to those segments' `.del` files, so
+//!   the deletions survive the loss of sled. When a purge empties the store, a fresh segment
+//!   named after the next sequence replaces the old ones.
+//! - Rolling (segment full, checked before each write; a segment without a message never
+//!   rolls, so names stay unique): sync the active segment, write and fsync its `.idx`, create
+//!   the next segment, fsync the directory, then write a sled checkpoint (catalogue entry and
+//!   deletion bitmaps of changed segments). Sled is written only at rolls, unlinks, `open` and
+//!   `checkpoint()` — never per append — and only with facts already durable in the logs.
 //! - A write or fsync error poisons the store: it refuses work until reopened, because after a
 //!   failed fsync the kernel may have dropped the dirty pages.
 //!
 //! # Reads
 //! `get` finds the record through the index (segment + offset), reads it from the file or from
 //! the write buffer, and checks framing, CRC and sequence. A bad record is `Err(Corrupt)` and
-//! the sequence is dropped from the index at the next mutating call (it counts as lost).
+//! the sequence is dropped from the index (with a tombstone) at the next mutating call: it
+//! counts as lost. [`FileStore::verify`] does this for every live record.
+//!
+//! # Memory
+//! The index keeps 24 bytes per sequence between the first and last live message (in chunks
+//! of 256 that are freed when empty) plus 8 bytes per live message in its subject's list.
 //!
 //! Recovery is described in `recovery.rs`.
 
@@ -44,7 +57,7 @@ use super::meta::MetaDb;
 use super::record::{self, Kind};
 use super::segment::{fsync_dir, seg_file, ActiveWriter, Readers};
 use super::sidecar::{self, IdxEntry, SegImage, ABSENT};
-use super::{StoreError, StoredMsg};
+use super::{check_seq, StoreError, StoredMsg};
 
 /// Tuning for a [`FileStore`].
 #[derive(Clone, Debug)]
@@ -252,6 +265,7 @@ impl FileStore {
                 "record of {len} bytes is too large"
             )));
         }
+        check_seq(self.last_seq + 1)?;
         self.prepare_write()?;
         let seq = self.last_seq + 1;
         let offset = u32::try_from(self.active.len())
@@ -295,6 +309,7 @@ impl FileStore {
     /// becomes at least `floor`.
     pub(super) fn truncate_front(&mut self, floor: u64) -> Result<u64, StoreError> {
         self.guard()?;
+        check_seq(floor)?;
         self.absorb_corrupt()?;
         let first_live = self.index.first().map_or(self.last_seq + 1, |(s, _)| s);
         if floor <= first_live && floor <= self.last_seq + 1 {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::index::{Index, PurgePlan};
-use super::{MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
+use super::{check_seq, MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
 
 /// Bytes a message counts for: its subject, headers and payload plus a fixed 16.
 fn mem_size(subject: &str, headers: Option<&[u8]>, payload: &[u8]) -> u64 {
@@ -46,6 +46,10 @@ impl MsgStore for MemStore {
         payload: &[u8],
         time: i64,
     ) -> Result<u64, StoreError> {
+        if subject.is_empty() {
+            return Err(StoreError::Invalid("empty subject".into()));
+        }
+        check_seq(self.last_seq + 1)?;
         let size = u32::try_from(mem_size(subject, headers, payload))
             .map_err(|_| StoreError::Invalid("message larger than 4 GiB".into()))?;
         let seq = self.last_seq + 1;
@@ -88,7 +92,10 @@ impl MsgStore for MemStore {
             .index
             .plan_purge(filter, up_to_seq, keep, self.last_seq)
         {
-            PurgePlan::Front(floor) => Ok(self.truncate_front(floor)),
+            PurgePlan::Front(floor) => {
+                check_seq(floor)?;
+                Ok(self.truncate_front(floor))
+            }
             PurgePlan::Seqs(seqs) => {
                 let mut n = 0;
                 for seq in seqs {
@@ -161,6 +168,7 @@ impl MsgStore for MemStore {
                 self.last_seq
             )));
         }
+        check_seq(seq)?;
         self.truncate_front(seq);
         Ok(())
     }

@@ -7,8 +7,9 @@
 //! - [`FileStore`] (`storage: file`): an append-only segment log plus a sled index, built so
 //!   that an appended message is never lost once [`MsgStore::sync`] has returned.
 //!
-//! Nothing here is async and nothing locks beyond what `Send` needs: the stream task calls the
-//! store directly, appends a batch, calls `sync()` once (group commit) and then acknowledges.
+//! Nothing here is async and nothing locks on the hot path (both stores are `Send + Sync`; the
+//! file store's read-handle cache sits behind a small mutex): the stream task calls the store
+//! directly, appends a batch, calls `sync()` once (group commit) and then acknowledges.
 //!
 //! # API
 //!
@@ -18,6 +19,7 @@
 //!   sync(&mut) -> Result<()>                     every append/remove/purge so far is durable
 //!   checkpoint(&mut) -> Result<()>               sync + persist the index (call before shutdown)
 //!   get(&, seq) -> Result<Option<StoredMsg>>     CRC-verified; a damaged record is Err(Corrupt)
+//!                                                and is dropped (lost) at the next mutating call
 //!   remove(&mut, seq) -> Result<bool>            delete one message (no rewrite)
 //!   purge(&mut, filter, up_to_seq, keep) -> Result<u64>   see `MsgStore::purge`
 //!   state(&) -> StoreState
@@ -34,16 +36,26 @@
 //!
 //! MemStore::new() -> MemStore
 //! FileStore::open(dir, FileStoreOptions) -> Result<(FileStore, RecoveryReport)>
+//!   FileStoreOptions { segment_bytes: 8 MiB, write_buffer_bytes: 256 KiB,
+//!                      index_cache_bytes: 4 MiB }
 //! FileStore::verify(&mut) -> Result<Vec<(u64, u64)>>   CRC-scrub every live record
+//! FileStore::dir(&) / segment_count(&)
 //! subject_matches(filter, subject) -> bool
 //! ```
 //!
 //! Sequences start at 1 and are never reused. Filters use NATS wildcards (`*` one token, `>`
 //! the rest); `None` and `">"` mean "every subject" and take the fast unfiltered paths.
 //!
+//! Durability contract (file store): once `sync()` returns, every earlier append, remove and
+//! purge survives a crash. Dropping a `FileStore` is a crash as far as unsynced work goes; call
+//! `checkpoint()` before dropping at shutdown so the next open replays nothing but the active
+//! segment. After an I/O error on the write path the store is poisoned (`StoreError::Poisoned`)
+//! until reopened. A directory can be open in one store at a time.
+//!
 //! # Layout
 //! - [`subjects`]: wildcard matching.
-//! - `index`: the in-memory index both stores share (per-sequence slots, per-subject lists).
+//! - `index`, `subject_index`: the in-memory index both stores share (per-sequence slots,
+//!   per-subject sequence lists).
 //! - `mem`: [`MemStore`].
 //! - `record`: the on-disk record framing, CRC and the resynchronising scanner.
 //! - `sidecar`: the sealed-segment `.idx` files and the `.del` carry-over files.
@@ -52,7 +64,11 @@
 //! - `file`: [`FileStore`] internals, `file_ops`: its [`MsgStore`] impl, `reclaim`: unlinking
 //!   dead segments and sled checkpoints, `recovery`: [`FileStore::open`].
 //!
-//! The on-disk format and the recovery algorithm are described in `file.rs`.
+//! - `tests`, `tests_file`, `tests_damage`: shared behaviour of both stores, file-store
+//!   specifics (crashes, torn tails, corruption, lost sled), random directory damage.
+//!
+//! The on-disk layout is described in `file.rs`, the record format in `record.rs`, the
+//! sidecars in `sidecar.rs`, sled's content in `meta.rs` and recovery in `recovery.rs`.
 
 mod file;
 mod file_ops;
@@ -79,6 +95,20 @@ mod tests_file;
 pub use file::{FileStore, FileStoreOptions};
 pub use mem::MemStore;
 pub use subjects::subject_matches;
+
+/// The highest sequence a store hands out; purges and `set_first_seq` beyond it are refused,
+/// so sequence arithmetic never overflows.
+pub const MAX_SEQ: u64 = 1 << 62;
+
+/// Refuses a sequence the store could not continue from.
+pub(crate) fn check_seq(seq: u64) -> Result<(), StoreError> {
+    if seq > MAX_SEQ {
+        return Err(StoreError::Invalid(format!(
+            "sequence {seq} is above {MAX_SEQ}"
+        )));
+    }
+    Ok(())
+}
 
 /// One stored message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,7 +230,7 @@ pub trait MsgStore: Send {
     }
 
     /// The live message with this sequence. A record that fails its CRC is `Err(Corrupt)`
-    /// and from then on counts as lost.
+    /// and counts as lost from the next mutating call on.
     fn get(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError>;
 
     /// Deletes one message; false if it was not live. Durable after `sync`.

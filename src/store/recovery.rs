@@ -4,10 +4,9 @@
 //!    checkpoint and the sealed-segment catalogue. They are trusted only if the checkpoint
 //!    carries this directory's identity (`STREAM_ID`, created with the stream and removed first
 //!    by `delete_all`); otherwise sled is cleared and everything is rebuilt from the segments
-//!    (`index_rebuilt`). Trust is then per fact: sled only ever records deletions that were
-//!    already durable in the log, so a segment's deletion bitmap applies whenever the segment's
-//!    first/last sequence and log length match it, and the checkpoint's floor and last_seq
-//!    always apply — damage to one segment does not throw away what sled knows.
+//!    (`index_rebuilt`). A trusted sled is used fact by fact: it only ever records deletions
+//!    that were already durable in the log, so its per-segment deletion bitmaps, floor and
+//!    last_seq always apply — damage to a segment does not throw away what sled knows.
 //! 2. Every segment but the newest is sealed: load its `.idx` (offsets, subjects, sizes, times,
 //!    tombstones, floor) if it is valid and matches the log's length — no log read. Without a
 //!    valid `.idx` the log is scanned and the `.idx` rewritten.
@@ -17,13 +16,17 @@
 //!    bytes at the end are a torn write: the file is cut there. This scan is the only log read
 //!    in a normal open, so recovery time follows the unindexed tail.
 //! 4. Deletions are the union of every tombstone/purge record (from `.idx`, the scan and `.del`
-//!    files) and sled's per-segment bitmaps where the catalogue matches: the logs cover a stale
-//!    sled, sled covers a damaged tombstone.
+//!    files) and a trusted sled's bitmaps and floor: the logs cover a stale sled (its
+//!    checkpoint may lag, as sled 0.34's flush is no fsync), sled covers a damaged tombstone.
 //! 5. `last_seq` is the highest of the logs, the tombstones, the floor and sled's checkpoint, so
 //!    a lost tail never lets a sequence be handed out twice; sequences the checkpoint knew but
 //!    the log lost are reported lost. If the active segment does not end at `last_seq` a fresh
 //!    one is started. The active segment is fsynced, dead segments unlinked, and a new
-//!    checkpoint written.
+//!    checkpoint written (catalogue entries for segments sled did not know or that changed).
+//!
+//! A directory is locked (`LOCK`) while open, so a busy sled is never mistaken for a damaged
+//! one. Nothing read from disk is trusted before its CRC and bounds check out, so damage
+//! produces reports, never panics.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -271,21 +274,18 @@ fn load(
                 last_msg_time = e.time;
             }
         }
-        let cat = catalog
-            .and_then(|l| l.segments.get(&first))
-            .filter(|c| c.last == image.last() && c.log_len == image.log_len);
-        match cat {
-            Some(cat) => {
-                for k in 0..image.entries.len() as u64 {
-                    if cat.is_dead(k) {
-                        rec.index.remove(first + k);
-                    }
+        // A trusted bitmap is a set of sequences known deleted: it applies by sequence even if
+        // the segment's file changed; the entry is rewritten if it no longer describes it.
+        let cat = catalog.and_then(|l| l.segments.get(&first));
+        if let Some(cat) = cat {
+            for k in 0..=cat.last.saturating_sub(first) {
+                if cat.is_dead(k) {
+                    rec.index.remove(first + k);
                 }
             }
-            None if sealed => {
-                rec.dirty.insert(first);
-            }
-            None => {}
+        }
+        if sealed && !cat.is_some_and(|c| c.last == image.last() && c.log_len == image.log_len) {
+            rec.dirty.insert(first);
         }
         tombs.extend_from_slice(&image.tombs);
         rec.floor = rec.floor.max(image.floor);

@@ -242,6 +242,14 @@ fn first_seq_and_purge_all(make: Factory) {
         );
         assert_eq!(s.subject_state("f"), None);
         assert_eq!(s.append("f", None, b"x", 2).unwrap(), 1021);
+        // Absurd sequences are refused rather than overflowing later.
+        assert!(s.purge(None, Some(u64::MAX), None).is_err());
+        assert!(s.set_first_seq(u64::MAX).is_err());
+        assert!(s.append("", None, b"", 0).is_err());
+        s.set_first_seq(MAX_SEQ).unwrap();
+        assert_eq!(s.append("f", None, b"x", 3).unwrap(), MAX_SEQ);
+        assert!(s.append("f", None, b"x", 4).is_err());
+        assert_eq!(s.state().msgs, 1);
     });
 }
 

@@ -377,7 +377,8 @@ fn delete_all_removes_the_directory() {
     assert!(!stream.exists());
 }
 
-/// `cargo test --release -- --ignored --nocapture throughput` prints the numbers: 100k
+/// `cargo test --release -- --ignored --nocapture throughput` prints the numbers: 100k (or
+/// `STORE_BENCH_N`)
 /// 128-byte appends with a sync every 100, split into time spent appending and syncing, next
 /// to the raw cost of the same writes + `fdatasync` on a plain file.
 #[test]
@@ -388,7 +389,10 @@ fn throughput() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, _) = FileStore::open(dir.path(), FileStoreOptions::default()).unwrap();
     let payload = vec![b'x'; 128];
-    let n = 100_000u64;
+    let n: u64 = std::env::var("STORE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let (mut appending, mut syncing) = (0f64, 0f64);
     for i in 0..n {
         let t = Instant::now();

@@ -181,6 +181,22 @@ pub async fn try_request(
     .await
 }
 
+/// Publishes `body` to `subject` with a fresh inbox as reply subject and returns the first
+/// message that arrives there. Unlike a client request this does not match replies by subject,
+/// so it works for pull requests, whose deliveries carry the stream message's subject.
+pub async fn first_reply(
+    nc: &Client,
+    subject: &str,
+    body: impl Into<Bytes>,
+) -> async_nats::Message {
+    let inbox = nc.new_inbox();
+    let mut sub = nc.subscribe(inbox.clone()).await.expect("subscribe");
+    nc.publish_with_reply(subject.to_string(), inbox, body.into())
+        .await
+        .expect("publish");
+    super::next_msg(&mut sub).await
+}
+
 /// Parses a reply payload as JSON, panicking with the text if it is not.
 pub fn json(m: &async_nats::Message) -> Value {
     serde_json::from_slice(&m.payload).unwrap_or_else(|e| {

@@ -14,6 +14,7 @@ use causeway::{Config, Server, ServerHandle};
 
 pub mod child;
 pub mod js;
+pub mod kv;
 mod raw;
 #[allow(unused_imports)] // not every test crate uses all of these
 pub use raw::{parse_msgs, RawClient, RawMsg};
