@@ -128,7 +128,11 @@ async fn large_and_empty_objects_round_trip() {
         .await
         .unwrap();
     assert_eq!(small.size, 18);
-    assert!(small.chunks >= 2, "chunks of at most 7 bytes: {}", small.chunks);
+    assert!(
+        small.chunks >= 2,
+        "chunks of at most 7 bytes: {}",
+        small.chunks
+    );
     assert_eq!(
         read_object(&store, "notes/readme.txt").await,
         b"hello object store"
@@ -137,10 +141,8 @@ async fn large_and_empty_objects_round_trip() {
     let info = store.info("notes/readme.txt").await.expect("info");
     assert_eq!(info.description.as_deref(), Some("a text"));
     assert_eq!(info.metadata.get("lang").map(String::as_str), Some("en"));
-    assert_eq!(
-        (info.size, info.chunks, info.bucket.as_str()),
-        (18, 3, "blobs")
-    );
+    assert_eq!((info.size, info.bucket.as_str()), (18, "blobs"));
+    assert_eq!(info.chunks, small.chunks);
     assert_eq!(info.nuid, small.nuid);
     assert_eq!(info.digest, small.digest);
     assert!(!info.deleted);

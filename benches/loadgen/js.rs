@@ -507,7 +507,10 @@ async fn check_all_acked(js: &mut JsConn, msgs: u64, deadline: Instant) -> Resul
             return Ok(());
         }
         if Instant::now() + Duration::from_millis(50) > limit {
-            bail!("after the run the consumer reports ack floor {floor:?}, {pending:?} acks pending (expected {msgs}, 0): {reply}");
+            bail!(
+                "after the run the consumer reports ack floor {floor:?} and {pending:?} \
+                 acks pending (expected {msgs} and 0): {reply}"
+            );
         }
         sleep(Duration::from_millis(50)).await;
     }

@@ -40,19 +40,25 @@ pub fn render(config: &Config, targets: &[Target], rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## causeway load generator\n");
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let core = if config.scenarios.iter().any(|s| !s.is_js()) {
+        format!(
+            "; {} msgs per pub/sub run ({} published for fan-out), {} sequential requests \
+             per request/reply run; publisher flow-control window {}",
+            fmt_num(config.msgs as f64),
+            fmt_num((config.msgs / 2) as f64),
+            fmt_num(config.reqs as f64),
+            match config.window_bytes {
+                0 => "off".to_string(),
+                b => format!("{} KiB", b / 1024),
+            },
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "Medians of {} rounds; {} msgs per pub/sub run ({} published for fan-out), \
-         {} sequential requests per request/reply run; publisher flow-control window {}; \
-         {cores} CPU cores shared by server and load generator.\n",
+        "Medians of {} rounds{core}; {cores} CPU cores shared by server and load generator.\n",
         config.rounds,
-        fmt_num(config.msgs as f64),
-        fmt_num((config.msgs / 2) as f64),
-        fmt_num(config.reqs as f64),
-        match config.window_bytes {
-            0 => "off".to_string(),
-            b => format!("{} KiB", b / 1024),
-        },
     );
     if config.scenarios.iter().any(|s| s.is_js()) {
         let _ = writeln!(

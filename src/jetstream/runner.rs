@@ -73,7 +73,7 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         for input in batch.drain(..) {
             match input {
                 Input::Publish(m) => {
-                    mutated |= publish(&mut stream, m, &mut replies);
+                    mutated |= publish(&mut stream, m, &mut replies, &mut out);
                 }
                 Input::Api(call, m) => {
                     let r = api::handle(
@@ -180,7 +180,12 @@ fn next_wakeup(stream: &Stream, unsynced: bool, ctx: &Ctx) -> Option<Instant> {
 }
 
 /// Handles one captured publish; returns whether the stream changed.
-fn publish(stream: &mut Stream, m: Message, replies: &mut Vec<(String, Vec<u8>)>) -> bool {
+fn publish(
+    stream: &mut Stream,
+    m: Message,
+    replies: &mut Vec<(String, Vec<u8>)>,
+    out: &mut Vec<Outgoing>,
+) -> bool {
     let no_ack = stream.config.no_ack;
     let answer = |replies: &mut Vec<(String, Vec<u8>)>, body: Vec<u8>| {
         if let (Some(reply), false) = (&m.reply, no_ack) {
@@ -203,6 +208,9 @@ fn publish(stream: &mut Stream, m: Message, replies: &mut Vec<(String, Vec<u8>)>
     };
     match result {
         Ok(Applied::Stored(seq)) => {
+            if let Some(r) = stream.republish(seq, &m) {
+                out.push(r);
+            }
             if let Err(e) = stream.drop_uninterested(seq, &m.subject) {
                 tracing::error!("interest retention: {e}");
             }
