@@ -355,6 +355,10 @@ fn find_msg(
     next: Option<&str>,
 ) -> Option<StoredMsg> {
     let seq = match (seq, last, next) {
+        // A literal subject is one lookup in the per-subject index (KV gets take this path).
+        (_, Some(subj), _) if !crate::protocol::subject::has_wildcard(subj.as_bytes()) => {
+            s.store.last_seq_for_subject(subj)?
+        }
         (_, Some(subj), _) => s
             .store
             .subjects_matching(subj)
