@@ -84,7 +84,7 @@ async fn bucket_config_is_applied_and_echoed() {
     // A different config for the same name is refused (stream name in use, 10058).
     let mut other = full_config();
     other.history = 3;
-    let err = env.js.create_key_value(other).await.err().expect("refused");
+    let err = env.js.create_key_value(other).await.expect_err("refused");
     assert_eq!(err.kind(), CreateKeyValueErrorKind::BucketCreate, "{err:?}");
     assert_eq!(js_code(&err), Some(10058), "{err:?}");
 }
@@ -161,7 +161,7 @@ async fn bucket_metadata_via_stream_config() {
 #[tokio::test]
 async fn open_status_and_delete_bucket() {
     let env = JsEnv::new().await;
-    let err = env.js.get_key_value("missing").await.err().expect("absent");
+    let err = env.js.get_key_value("missing").await.expect_err("absent");
     assert_eq!(err.kind(), KeyValueErrorKind::GetBucket);
 
     let store = env.js.create_key_value(bucket("gone", 2)).await.unwrap();
@@ -174,7 +174,7 @@ async fn open_status_and_delete_bucket() {
 
     let deleted = env.js.delete_key_value("gone").await.expect("delete");
     assert!(deleted.success);
-    let err = env.js.get_key_value("gone").await.err().expect("deleted");
+    let err = env.js.get_key_value("gone").await.expect_err("deleted");
     assert_eq!(err.kind(), KeyValueErrorKind::GetBucket);
     assert!(env.js.delete_key_value("gone").await.is_err());
 

@@ -71,8 +71,7 @@ async fn create_and_update_compare_and_set() {
     let err = store
         .create("k", "second".into())
         .await
-        .err()
-        .expect("exists");
+        .expect_err("exists");
     assert_eq!(err.kind(), CreateErrorKind::AlreadyExists, "{err:?}");
     assert_eq!(get_str(&store, "k").await.as_deref(), Some("first"));
 
@@ -81,8 +80,7 @@ async fn create_and_update_compare_and_set() {
     let err = store
         .update("k", "stale".into(), r1)
         .await
-        .err()
-        .expect("stale");
+        .expect_err("stale");
     assert_eq!(err.kind(), UpdateErrorKind::WrongLastRevision, "{err:?}");
     assert_eq!(js_code(&err), Some(10071), "{}", chain_text(&err));
     assert_eq!(get_str(&store, "k").await.as_deref(), Some("v2"));
@@ -295,21 +293,26 @@ async fn concurrent_compare_and_set_has_one_winner_per_round() {
                 .expect("client panicked"),
         );
     }
+    // winners[round] = the clients whose update succeeded in that round.
+    let winners: Vec<Vec<_>> = (0..ROUNDS)
+        .map(|round| {
+            results
+                .iter()
+                .enumerate()
+                .filter_map(|(c, outcome)| outcome[round].map(|w| (c, w)))
+                .collect()
+        })
+        .collect();
     let mut expected_seen = start;
-    for round in 0..ROUNDS {
-        let winners: Vec<_> = (0..CLIENTS)
-            .filter_map(|c| results[c][round].map(|w| (c, w)))
-            .collect();
-        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
-        let (_, (seen, rev)) = winners[0];
+    for (round, won) in winners.iter().enumerate() {
+        assert_eq!(won.len(), 1, "round {round}: winners {won:?}");
+        let (_, (seen, rev)) = won[0];
         assert_eq!(seen, expected_seen, "round {round} read a stale revision");
         assert_eq!(rev, seen + 1, "round {round}");
         expected_seen = rev;
     }
     let last = store.entry("counter").await.unwrap().unwrap();
     assert_eq!(last.revision, start + ROUNDS as u64);
-    let winner = (0..CLIENTS)
-        .find(|&c| results[c][ROUNDS - 1].is_some())
-        .unwrap();
+    let winner = winners[ROUNDS - 1][0].0;
     assert_eq!(last.value, format!("{}:{winner}", ROUNDS - 1));
 }

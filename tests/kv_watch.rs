@@ -300,8 +300,7 @@ async fn ttl_needs_limit_markers() {
     let err = store
         .create_with_ttl("k", "v".into(), Duration::from_secs(1))
         .await
-        .err()
-        .expect("per-message TTL is off for this bucket");
+        .expect_err("per-message TTL is off for this bucket");
     // nats-server: "per-message TTL is disabled" (10166).
     assert_eq!(common::kv::js_code(&err), Some(10166), "{err:?}");
     assert_eq!(store.get("k").await.unwrap(), None);

@@ -67,15 +67,17 @@ impl JsConn {
         })
     }
 
-    /// Sends one `$JS.API` request and returns the JSON reply, which is an
-    /// error if it carries an `"error"` member (or is a status message).
-    async fn api(&mut self, subject: &str, body: &str, deadline: Instant) -> Result<String> {
-        self.requests += 1;
-        let inbox = format!("{}api{}", self.inbox, self.requests);
-        let frame = format!("PUB {subject} {inbox} {}\r\n{body}\r\n", body.len());
+    /// Writes `frame` and returns the payload of the first message then
+    /// received on `inbox`; `Ok(None)` if the deadline passes first.
+    async fn round_trip(
+        &mut self,
+        frame: &[u8],
+        inbox: &str,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>> {
         let mut reply = None;
         let exchange = async {
-            self.conn.write_all(frame.as_bytes()).await?;
+            self.conn.write_all(frame).await?;
             while reply.is_none() {
                 self.conn
                     .read_frames(|f, _| {
@@ -92,11 +94,23 @@ impl JsConn {
             }
             anyhow::Ok(())
         };
-        timeout_at(deadline, exchange)
+        match timeout_at(deadline, exchange).await {
+            Err(_) => Ok(None),
+            Ok(done) => done.map(|()| reply),
+        }
+    }
+
+    /// Sends one `$JS.API` request and returns the JSON reply, which is an
+    /// error if it carries an `"error"` member (or is a status message).
+    async fn api(&mut self, subject: &str, body: &str, deadline: Instant) -> Result<String> {
+        self.requests += 1;
+        let inbox = format!("{}api{}", self.inbox, self.requests);
+        let frame = format!("PUB {subject} {inbox} {}\r\n{body}\r\n", body.len());
+        let reply = self
+            .round_trip(frame.as_bytes(), &inbox, deadline)
             .await
-            .map_err(|_| anyhow!("no reply to {subject} in time"))?
-            .with_context(|| format!("request {subject}"))?;
-        let reply = reply.unwrap_or_default();
+            .with_context(|| format!("request {subject}"))?
+            .with_context(|| format!("no reply to {subject} in time"))?;
         if let Some(code) = status_code(&reply) {
             let hint = if code == 503 {
                 " (no responders: is JetStream enabled?)"
@@ -281,30 +295,11 @@ pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
             frame.extend_from_slice(&body);
             frame.extend_from_slice(b"\r\n");
             let sent = Instant::now();
-            let mut ack = None;
-            let exchange = async {
-                js.conn.write_all(&frame).await?;
-                while ack.is_none() {
-                    js.conn
-                        .read_frames(|f, _| {
-                            if let Frame::Msg {
-                                subject, payload, ..
-                            } = f
-                            {
-                                if *subject == inbox.as_bytes() {
-                                    ack = Some(payload.to_vec());
-                                }
-                            }
-                        })
-                        .await?;
-                }
-                anyhow::Ok(())
-            };
-            timeout_at(deadline, exchange)
-                .await
-                .map_err(|_| anyhow!("time limit hit: {i} of {total} publishes acked"))??;
+            let ack = js
+                .round_trip(&frame, &inbox, deadline)
+                .await?
+                .with_context(|| format!("time limit hit: {i} of {total} publishes acked"))?;
             let elapsed = sent.elapsed();
-            let ack = ack.unwrap_or_default();
             if status_code(&ack).is_some() || is_error(&ack) || ack_seq(&ack) != Some(i + 1) {
                 bail!(
                     "publish {} answered {}",

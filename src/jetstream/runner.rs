@@ -293,20 +293,14 @@ fn ack(
 }
 
 fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
-    match stream.expire_ttls(now_nanos()) {
+    match stream.expire(now_nanos()) {
         Ok(true) => {
             if let Err(e) = stream.store.sync() {
-                tracing::error!("sync after TTL expiry failed: {e}");
+                tracing::error!("sync after expiry failed: {e}");
             }
         }
         Ok(false) => {}
-        Err(e) => tracing::error!("TTL expiry: {e}"),
-    }
-    if stream.config.max_age > 0 {
-        let before = now_nanos() - stream.config.max_age;
-        if let Err(e) = stream.apply(super::stream::Op::Expire { before }) {
-            tracing::error!("max_age: {}", e.description);
-        }
+        Err(e) => tracing::error!("expiry: {}", e.description),
     }
     let names: Vec<String> = stream.consumers.keys().cloned().collect();
     let mut gone = Vec::new();

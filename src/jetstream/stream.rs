@@ -198,31 +198,61 @@ impl Stream {
         }
     }
 
-    /// Removes messages whose TTL passed; leaves a delete marker on a subject that became
-    /// empty when the stream asks for markers. Returns whether anything changed.
-    pub fn expire_ttls(&mut self, now: i64) -> Result<bool, crate::store::StoreError> {
+    /// Removes messages whose TTL or max_age passed, through [`Stream::apply`]. When the
+    /// stream asks for subject delete markers, a subject emptied by expiry gets a marker (an
+    /// expiring marker itself leaves none). Returns whether anything changed.
+    pub fn expire(&mut self, now: i64) -> Result<bool, ApiError> {
+        let marker_ttl = self.config.subject_delete_marker_ttl;
+        let mut emptied: Vec<String> = Vec::new();
         let mut changed = false;
         while let Some(&(at, seq)) = self.ttl.iter().next() {
             if at > now {
                 break;
             }
             self.ttl.remove(&(at, seq));
-            let subject = match self.store.get(seq) {
-                Ok(Some(m)) => m.subject,
-                _ => continue,
+            let Ok(Some(m)) = self.store.get(seq) else {
+                continue;
             };
-            self.store.remove(seq)?;
-            changed = true;
-            let marker_ttl = self.config.subject_delete_marker_ttl;
-            if marker_ttl > 0 && self.store.subject_state(&subject).is_none() {
-                let ttl = format!("{}s", (marker_ttl / 1_000_000_000).max(1));
-                let hdrs = headers::build(
-                    None,
-                    &[("Nats-Marker-Reason", "MaxAge"), (headers::TTL, &ttl)],
-                );
-                let seq = self.store.append(&subject, Some(&hdrs), &[], now)?;
-                self.track_ttl(Some(&hdrs), seq, now);
+            if marker_ttl > 0 && !is_marker(m.headers.as_deref()) {
+                emptied.push(m.subject);
             }
+            changed |= matches!(self.apply(Op::Delete { seq })?, Applied::Deleted(true));
+        }
+        if self.config.max_age > 0 {
+            let before = now - self.config.max_age;
+            if marker_ttl > 0 {
+                let mut seq = 0;
+                while let Some(next) = self.store.next_seq_matching(seq, None) {
+                    match self.store.get(next) {
+                        Ok(Some(m)) if m.time >= before => break,
+                        Ok(Some(m)) if !is_marker(m.headers.as_deref()) => emptied.push(m.subject),
+                        _ => {}
+                    }
+                    seq = next + 1;
+                }
+            }
+            changed |= matches!(self.apply(Op::Expire { before })?, Applied::Purged(n) if n > 0);
+        }
+        emptied.sort();
+        emptied.dedup();
+        let ttl = format!("{}s", (marker_ttl / 1_000_000_000).max(1));
+        for subject in emptied {
+            if self.store.subject_state(&subject).is_some() {
+                continue;
+            }
+            let hdrs = headers::build(
+                None,
+                &[("Nats-Marker-Reason", "MaxAge"), (headers::TTL, &ttl)],
+            );
+            self.apply(Op::Append {
+                subject,
+                headers: Some(hdrs),
+                payload: Vec::new(),
+                time: now,
+                msg_id: None,
+                rollup: None,
+            })?;
+            changed = true;
         }
         Ok(changed)
     }
@@ -706,4 +736,11 @@ mod tests {
         assert_eq!(parse_ttl("never"), Some(-1));
         assert_eq!(parse_ttl("10ms"), None);
     }
+}
+
+/// True for KV delete/purge markers and server-written delete markers.
+fn is_marker(hdrs: Option<&[u8]>) -> bool {
+    hdrs.is_some_and(|h| {
+        headers::get(h, "KV-Operation").is_some() || headers::get(h, "Nats-Marker-Reason").is_some()
+    })
 }

@@ -16,6 +16,7 @@ pub mod child;
 pub mod js;
 pub mod kv;
 mod raw;
+pub mod suites;
 #[allow(unused_imports)] // not every test crate uses all of these
 pub use raw::{parse_msgs, RawClient, RawMsg};
 
