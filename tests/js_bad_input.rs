@@ -27,7 +27,8 @@ async fn expect_all(env: &JsEnv, kind: &str, code: u64, cases: &[(&str, &[u8])])
 async fn still_works(env: &JsEnv) {
     let v = env.api("INFO", "").await;
     assert!(v.get("error").is_none(), "{v}");
-    env.stream(json!({"name": "OK", "subjects": ["ok.>"]})).await;
+    env.stream(json!({"name": "OK", "subjects": ["ok.>"]}))
+        .await;
     assert_ack(&env.publish("ok.1", "fine").await, "OK", 1);
 }
 
@@ -60,8 +61,14 @@ async fn malformed_json_is_invalid_json() {
             ("CONSUMER.CREATE.S", b"{bad"),
             ("CONSUMER.CREATE.S", b""),
             ("CONSUMER.CREATE.S.C", b"{\"config\":"),
-            ("CONSUMER.CREATE.S", br#"{"stream_name":"S","config":{"ack_policy":7}}"#),
-            ("CONSUMER.CREATE.S", br#"{"stream_name":"S","config":{"ack_wait":"5s"}}"#),
+            (
+                "CONSUMER.CREATE.S",
+                br#"{"stream_name":"S","config":{"ack_policy":7}}"#,
+            ),
+            (
+                "CONSUMER.CREATE.S",
+                br#"{"stream_name":"S","config":{"ack_wait":"5s"}}"#,
+            ),
             (
                 "CONSUMER.CREATE.S",
                 br#"{"stream_name":"S","config":{"deliver_policy":"sometimes"}}"#,
@@ -73,7 +80,13 @@ async fn malformed_json_is_invalid_json() {
         ],
     )
     .await;
-    expect_all(&env, "stream_update", 10025, &[("STREAM.UPDATE.S", b"{bad")]).await;
+    expect_all(
+        &env,
+        "stream_update",
+        10025,
+        &[("STREAM.UPDATE.S", b"{bad")],
+    )
+    .await;
     expect_all(&env, "stream_purge", 10025, &[("STREAM.PURGE.S", b"{bad")]).await;
     expect_all(
         &env,

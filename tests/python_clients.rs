@@ -1,4 +1,5 @@
-//! Runs `tests/python/core_suite.py` with the nats-py client against an embedded server.
+//! Runs `tests/python/core_suite.py` and `tests/python/js_suite.py` (JetStream) with the nats-py
+//! client against an embedded server.
 //!
 //! The venv lives at `<CARGO_TARGET_TMPDIR>/pyvenv` and is (re)built when missing or when
 //! `tests/python/requirements.txt` changes (`python3 -m venv`, then `pip install -r`). An
@@ -115,16 +116,12 @@ fn ensure_venv() -> PathBuf {
     python
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_py_core_suite_passes() {
-    let python = tokio::task::spawn_blocking(ensure_venv)
-        .await
-        .expect("venv setup panicked");
-    let server = start_default().await;
-    let script = Path::new(MANIFEST_DIR).join("tests/python/core_suite.py");
-    let child = tokio::process::Command::new(&python)
+/// Runs `tests/python/<script>` against `url` (bounded) and asserts it passed.
+async fn run_suite(python: &Path, script: &str, url: &str) {
+    let script = Path::new(MANIFEST_DIR).join("tests/python").join(script);
+    let child = tokio::process::Command::new(python)
         .arg(&script)
-        .arg(server.client_url())
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -145,4 +142,24 @@ async fn nats_py_core_suite_passes() {
         out.status
     );
     assert!(stdout.contains("all "), "suite did not finish: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_core_suite_passes() {
+    let python = tokio::task::spawn_blocking(ensure_venv)
+        .await
+        .expect("venv setup panicked");
+    let server = start_default().await;
+    run_suite(&python, "core_suite.py", &server.client_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_jetstream_suite_passes() {
+    let python = tokio::task::spawn_blocking(ensure_venv)
+        .await
+        .expect("venv setup panicked");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::start(common::js::js_config(dir.path())).await;
+    run_suite(&python, "js_suite.py", &server.client_url()).await;
+    server.shutdown().await;
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: starting an embedded server, async-nats helpers,
 //! bounded waits, and (in `raw.rs`) a raw TCP client that speaks the NATS text protocol with
-//! MSG/HMSG frame parsing.
+//! MSG/HMSG frame parsing. `js.rs` has the JetStream helpers (embedded server on a temporary
+//! store, raw `$JS.API` requests, err_code assertions), `child.rs` runs the binary as a child
+//! process (kill -9, captured log).
 //!
 //! Every wait in here is bounded by [`TIMEOUT`] (or an explicit duration) so that a broken
 //! server makes a test fail instead of hanging it.
