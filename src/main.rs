@@ -73,7 +73,12 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     };
     let filter = EnvFilter::try_from_env("CAUSEWAY_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("causeway={level},warn")));
+    let ansi = config.log_file.is_none() && {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal()
+    };
     let builder = tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .event_format(causeway::logging::NatsFormat::default())
         .with_env_filter(filter);
     match &config.log_file {
@@ -83,18 +88,9 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
                 .append(true)
                 .open(path)
                 .with_context(|| format!("can't open log file {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+            builder.with_writer(std::sync::Mutex::new(file)).init();
         }
-        None => {
-            use std::io::IsTerminal;
-            builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
-                .init()
-        }
+        None => builder.with_writer(std::io::stderr).init(),
     }
     Ok(())
 }
