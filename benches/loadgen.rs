@@ -23,6 +23,11 @@
 //! * `js-pull-consume`: drains a pre-filled stream through a durable pull
 //!   consumer, acking every message; consumed+acked msgs/s.
 //!
+//! Key-Value scenarios on a bucket `BENCH` (128 B values), see
+//! `loadgen/kv.rs`: `kv-put` (sequential puts), `kv-get` (sequential direct
+//! gets), `kv-watch` (watching every key of a loaded bucket) and `kv-rss`
+//! (resident memory of a fresh server after loading many keys).
+//!
 //! Throughput is messages received divided by the time from the first
 //! publish to the last delivery. The publisher writes ~64 KiB batches of
 //! `PUB`s but stays at most a window of messages ahead of its subscribers
@@ -34,6 +39,8 @@
 
 #[path = "loadgen/js.rs"]
 mod js;
+#[path = "loadgen/kv.rs"]
+mod kv;
 #[path = "loadgen/proto.rs"]
 mod proto;
 #[path = "loadgen/report.rs"]
@@ -50,6 +57,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use js::JsSpec;
+use kv::KvSpec;
 use report::fmt_num;
 use scenarios::PubSubSpec;
 use server::{Launch, Target};
@@ -72,6 +80,15 @@ struct Config {
     js_batch: u64,
     js_pulls: usize,
     js_sizes: Vec<usize>,
+    kv_value: usize,
+    kv_puts: u64,
+    kv_warmup: u64,
+    kv_keys: u64,
+    kv_watch_keys: u64,
+    kv_rss_keys: u64,
+    kv_rss_rounds: usize,
+    kv_window: u64,
+    kv_load_timeout: Duration,
     /// Extra command-line arguments for causeway (`LOADGEN_CAUSEWAY_ARGS`).
     causeway_args: Vec<String>,
 }
@@ -85,9 +102,13 @@ enum Scenario {
     JsAsyncPub,
     JsSyncPub,
     JsPullConsume,
+    KvPut,
+    KvGet,
+    KvWatch,
+    KvRss,
 }
 
-const ALL_SCENARIOS: [Scenario; 7] = [
+const ALL_SCENARIOS: [Scenario; 11] = [
     Scenario::PubSub,
     Scenario::FanOut,
     Scenario::Queue,
@@ -95,6 +116,10 @@ const ALL_SCENARIOS: [Scenario; 7] = [
     Scenario::JsAsyncPub,
     Scenario::JsSyncPub,
     Scenario::JsPullConsume,
+    Scenario::KvPut,
+    Scenario::KvGet,
+    Scenario::KvWatch,
+    Scenario::KvRss,
 ];
 
 /// Subscriber count of the fan-out and queue-group scenarios.
@@ -110,13 +135,25 @@ impl Scenario {
             Scenario::JsAsyncPub => "js-async-pub",
             Scenario::JsSyncPub => "js-sync-pub",
             Scenario::JsPullConsume => "js-pull-consume",
+            Scenario::KvPut => "kv-put",
+            Scenario::KvGet => "kv-get",
+            Scenario::KvWatch => "kv-watch",
+            Scenario::KvRss => "kv-rss",
         }
     }
 
+    /// Needs JetStream (all JetStream and KV scenarios).
     fn is_js(self) -> bool {
+        !matches!(
+            self,
+            Scenario::PubSub | Scenario::FanOut | Scenario::Queue | Scenario::ReqReply
+        )
+    }
+
+    fn is_kv(self) -> bool {
         matches!(
             self,
-            Scenario::JsAsyncPub | Scenario::JsSyncPub | Scenario::JsPullConsume
+            Scenario::KvPut | Scenario::KvGet | Scenario::KvWatch | Scenario::KvRss
         )
     }
 
@@ -138,6 +175,24 @@ impl Scenario {
                 ("JS sync publish, msgs/s", false),
             ],
             Scenario::JsPullConsume => &[("JS pull consume + ack, msgs/s", false)],
+            Scenario::KvPut => &[
+                ("KV put p50, µs", true),
+                ("KV put p99, µs", true),
+                ("KV put, ops/s", false),
+            ],
+            Scenario::KvGet => &[
+                ("KV get (direct) p50, µs", true),
+                ("KV get (direct) p99, µs", true),
+                ("KV get (direct), ops/s", false),
+            ],
+            Scenario::KvWatch => &[
+                ("KV watch all keys, keys/s", false),
+                ("KV watch all keys, total ms", true),
+            ],
+            Scenario::KvRss => &[
+                ("RSS of a fresh server, MiB", true),
+                ("RSS after loading the KV keys, MiB", true),
+            ],
         }
     }
 }
@@ -165,23 +220,34 @@ fn env_sizes(name: &str, default: &[usize]) -> Result<Vec<usize>> {
     }
 }
 
+/// A comma list of scenario names, if the variable is set.
+fn env_scenarios(name: &str) -> Result<Option<Vec<Scenario>>> {
+    let Ok(v) = std::env::var(name) else {
+        return Ok(None);
+    };
+    v.split(',')
+        .map(|s| ALL_SCENARIOS.into_iter().find(|sc| sc.name() == s.trim()))
+        .collect::<Option<Vec<_>>>()
+        .map(Some)
+        .with_context(|| {
+            let names: Vec<_> = ALL_SCENARIOS.iter().map(|s| s.name()).collect();
+            format!("{name}={v:?}: expected a list of {}", names.join(","))
+        })
+}
+
 impl Config {
     fn from_env() -> Result<Config> {
         let sizes = env_sizes("LOADGEN_SIZES", &[16, 128])?;
-        let scenarios = match std::env::var("LOADGEN_SCENARIOS") {
-            Ok(v) => v
-                .split(',')
-                .map(|s| ALL_SCENARIOS.into_iter().find(|sc| sc.name() == s.trim()))
-                .collect::<Option<Vec<_>>>()
-                .with_context(|| {
-                    let names: Vec<_> = ALL_SCENARIOS.iter().map(|s| s.name()).collect();
-                    format!(
-                        "LOADGEN_SCENARIOS={v:?}: expected a list of {}",
-                        names.join(",")
-                    )
-                })?,
-            Err(_) => ALL_SCENARIOS.to_vec(),
-        };
+        let mut scenarios = env_scenarios("LOADGEN_SCENARIOS")?.unwrap_or(ALL_SCENARIOS.to_vec());
+        if let Some(skip) = env_scenarios("LOADGEN_SKIP")? {
+            scenarios.retain(|s| !skip.contains(s));
+        }
+        if std::env::var_os("LOADGEN_NATS_URL").is_some()
+            && std::env::var_os("LOADGEN_SCENARIOS").is_none()
+        {
+            // kv-rss starts servers of its own.
+            scenarios.retain(|s| *s != Scenario::KvRss);
+        }
         let config = Config {
             rounds: env_num("LOADGEN_ROUNDS", 5)?,
             msgs: env_num("LOADGEN_MSGS", 2_000_000)?,
@@ -199,6 +265,15 @@ impl Config {
             js_batch: env_num("LOADGEN_JS_BATCH", 1_000)?,
             js_pulls: env_num("LOADGEN_JS_PULLS", 2)?,
             js_sizes: env_sizes("LOADGEN_JS_SIZES", &[128])?,
+            kv_value: env_num("LOADGEN_KV_VALUE", 128)?,
+            kv_puts: env_num("LOADGEN_KV_PUTS", 5_000)?,
+            kv_warmup: env_num("LOADGEN_KV_WARMUP", 100)?,
+            kv_keys: env_num("LOADGEN_KV_KEYS", 20_000)?,
+            kv_watch_keys: env_num("LOADGEN_KV_WATCH_KEYS", 100_000)?,
+            kv_rss_keys: env_num("LOADGEN_KV_RSS_KEYS", 1_000_000)?,
+            kv_rss_rounds: env_num("LOADGEN_KV_RSS_ROUNDS", 1)?,
+            kv_window: env_num("LOADGEN_KV_WINDOW", 1_000)?,
+            kv_load_timeout: Duration::from_secs(env_num("LOADGEN_KV_LOAD_TIMEOUT_SECS", 180)?),
             causeway_args: std::env::var("LOADGEN_CAUSEWAY_ARGS")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -220,6 +295,17 @@ impl Config {
             bail!(
                 "LOADGEN_JS_MSGS, LOADGEN_JS_SYNC_MSGS, LOADGEN_JS_WINDOW, LOADGEN_JS_BATCH \
                  and LOADGEN_JS_PULLS must be positive"
+            );
+        }
+        if config.kv_puts == 0
+            || config.kv_keys == 0
+            || config.kv_watch_keys == 0
+            || config.kv_rss_rounds == 0
+            || config.kv_window == 0
+        {
+            bail!(
+                "LOADGEN_KV_PUTS, LOADGEN_KV_KEYS, LOADGEN_KV_WATCH_KEYS, LOADGEN_KV_RSS_ROUNDS \
+                 and LOADGEN_KV_WINDOW must be positive"
             );
         }
         Ok(config)
@@ -293,39 +379,50 @@ fn start_targets(config: &Config, out_dir: &Path) -> Result<Vec<Target>> {
     }
     let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let js = config.scenarios.iter().any(|s| s.is_js());
+    let mut targets = Vec::new();
+    for name in ["causeway", "nats-server"] {
+        if wanted(name) {
+            targets.push(launch_server(config, out_dir, name, js, "")?);
+        }
+    }
+    Ok(targets)
+}
+
+/// Starts server `name` (`causeway` or `nats-server`), with JetStream if
+/// `js`, logging to `<out_dir>/loadgen-<name><log_suffix>.log`.
+fn launch_server(
+    config: &Config,
+    out_dir: &Path,
+    name: &str,
+    js: bool,
+    log_suffix: &str,
+) -> Result<Target> {
     let store_parent = match std::env::var_os("LOADGEN_STORE_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => out_dir.to_path_buf(),
     };
-    let launch = |extra_args| Launch {
+    let log = out_dir.join(format!("loadgen-{name}{log_suffix}.log"));
+    let (bin, extra_args) = match name {
+        "causeway" => (causeway_bin(), &config.causeway_args[..]),
+        "nats-server" => (nats_server_bin(), &[][..]),
+        _ => bail!("can only start causeway or nats-server, not {name:?}"),
+    };
+    if name == "causeway" && !bin.is_file() {
+        bail!(
+            "causeway binary not found at {} — run `cargo build --release` first \
+             (or set CAUSEWAY_BIN, or LOADGEN_ONLY=nats-server)",
+            bin.display()
+        );
+    }
+    let launch = Launch {
         js_store_in: js.then_some(store_parent.as_path()),
         extra_args,
     };
-    let mut targets = Vec::new();
-    if wanted("causeway") {
-        let bin = causeway_bin();
-        if !bin.is_file() {
-            bail!(
-                "causeway binary not found at {} — run `cargo build --release` first \
-                 (or set CAUSEWAY_BIN, or LOADGEN_ONLY=nats-server)",
-                bin.display()
-            );
-        }
-        targets.push(server::launch(
-            "causeway",
-            &bin,
-            &out_dir.join("loadgen-causeway.log"),
-            &launch(&config.causeway_args),
-        )?);
+    let target = server::launch(name, &bin, &log, &launch);
+    if name == "nats-server" {
+        return target.context("is nats-server installed? (set NATS_SERVER_BIN to its path)");
     }
-    if wanted("nats-server") {
-        let bin = nats_server_bin();
-        let log = out_dir.join("loadgen-nats-server.log");
-        let target = server::launch("nats-server", &bin, &log, &launch(&[]))
-            .context("is nats-server installed? (set NATS_SERVER_BIN to its path)")?;
-        targets.push(target);
-    }
-    Ok(targets)
+    target
 }
 
 fn causeway_bin() -> PathBuf {
@@ -357,10 +454,17 @@ async fn measure(config: &Config, targets: &[Target]) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut run_id = 0u64;
     for &scenario in &config.scenarios {
-        let sizes = if scenario.is_js() {
+        let kv_sizes = [config.kv_value];
+        let sizes = if scenario.is_kv() {
+            &kv_sizes[..]
+        } else if scenario.is_js() {
             &config.js_sizes
         } else {
             &config.sizes
+        };
+        let rounds = match scenario {
+            Scenario::KvRss => config.kv_rss_rounds,
+            _ => config.rounds,
         };
         for &payload in sizes {
             let first = rows.len();
@@ -373,7 +477,7 @@ async fn measure(config: &Config, targets: &[Target]) -> Vec<Row> {
                     failures: vec![0; targets.len()],
                 });
             }
-            for round in 0..config.rounds {
+            for round in 0..rounds {
                 let mut order: Vec<usize> = (0..targets.len()).collect();
                 if round % 2 == 1 {
                     order.reverse();
@@ -386,7 +490,7 @@ async fn measure(config: &Config, targets: &[Target]) -> Vec<Row> {
                     let what = format!(
                         "[{}/{}] {} {payload} B on {name}",
                         round + 1,
-                        config.rounds,
+                        rounds,
                         scenario.name()
                     );
                     match result {
@@ -472,5 +576,57 @@ async fn run_once(
             Ok(vec![l.p50_us, l.p99_us, l.per_sec])
         }
         Scenario::JsPullConsume => Ok(vec![js::pull_consume(addr, &js).await?]),
+        Scenario::KvPut | Scenario::KvGet | Scenario::KvWatch | Scenario::KvRss => {
+            run_kv(config, scenario, payload, target, id).await
+        }
+    }
+}
+
+async fn run_kv(
+    config: &Config,
+    scenario: Scenario,
+    value: usize,
+    target: &Target,
+    id: &str,
+) -> Result<Vec<f64>> {
+    let spec = |keys| KvSpec {
+        id: id.to_string(),
+        puts: config.kv_puts,
+        warmup: config.kv_warmup,
+        keys,
+        value,
+        window: config.kv_window,
+        timeout: config.timeout,
+        load_timeout: config.kv_load_timeout,
+    };
+    let addr = target.addr;
+    match scenario {
+        Scenario::KvPut => {
+            let l = kv::put(addr, &spec(0)).await?;
+            Ok(vec![l.p50_us, l.p99_us, l.per_sec])
+        }
+        Scenario::KvGet => {
+            let l = kv::get(addr, &spec(config.kv_keys)).await?;
+            Ok(vec![l.p50_us, l.p99_us, l.per_sec])
+        }
+        Scenario::KvWatch => {
+            let w = kv::watch(addr, &spec(config.kv_watch_keys)).await?;
+            Ok(vec![w.keys_per_sec, w.total_ms])
+        }
+        _ => {
+            // Measured on a server of its own, so earlier runs leave no trace.
+            if target.pid().is_none() {
+                bail!("kv-rss needs a server started by the load generator");
+            }
+            let out_dir = target_dir();
+            let fresh = tokio::task::block_in_place(|| {
+                launch_server(config, &out_dir, &target.name, true, "-rss")
+            })?;
+            let pid = fresh.pid().context("no pid")?;
+            let r = kv::rss(fresh.addr, pid, &spec(config.kv_rss_keys)).await;
+            tokio::task::block_in_place(|| drop(fresh));
+            let r = r?;
+            Ok(vec![r.idle_mib, r.loaded_mib])
+        }
     }
 }

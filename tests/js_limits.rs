@@ -100,10 +100,10 @@ async fn max_bytes_with_discard_old_and_new() {
 async fn max_age_expires_messages() {
     let env = JsEnv::new().await;
     let v = env
-        .stream(json!({"name": "AGE", "subjects": ["age"], "max_age": 1_000_000_000u64}))
+        .stream(json!({"name": "AGE", "subjects": ["age"], "max_age": 2_000_000_000u64}))
         .await;
-    assert_eq!(v["config"]["max_age"], 1_000_000_000u64);
-    assert_eq!(v["config"]["duplicate_window"], 1_000_000_000u64);
+    assert_eq!(v["config"]["max_age"], 2_000_000_000u64);
+    assert_eq!(v["config"]["duplicate_window"], 2_000_000_000u64);
     for i in 1..=3 {
         assert_ack(&env.publish("age", format!("{i}")).await, "AGE", i);
     }
@@ -114,7 +114,7 @@ async fn max_age_expires_messages() {
         3,
         "expired before max_age"
     );
-    wait_until(Duration::from_secs(5), "messages to age out", || async {
+    wait_until(Duration::from_secs(8), "messages to age out", || async {
         messages(&env.info("AGE").await) == 0
     })
     .await;

@@ -23,7 +23,7 @@ pub const STREAM: &str = "BENCH";
 const CONSUMER: &str = "C1";
 
 /// Time allowed for deleting the stream after a run.
-const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Parameters of one JetStream run.
 pub struct JsSpec {
@@ -48,14 +48,15 @@ pub struct JsSpec {
 
 /// A connection subscribed to `_INBOX.<id>.*`, where API replies and
 /// publish acks arrive.
-struct JsConn {
-    conn: Conn,
-    inbox: String,
+pub struct JsConn {
+    pub conn: Conn,
+    /// `_INBOX.<id>.`: append anything to get a reply subject.
+    pub inbox: String,
     requests: u64,
 }
 
 impl JsConn {
-    async fn connect(addr: SocketAddr, id: &str) -> Result<JsConn> {
+    pub async fn connect(addr: SocketAddr, id: &str) -> Result<JsConn> {
         let mut conn = Conn::connect(addr).await?;
         conn.write_all(format!("SUB _INBOX.{id}.* 1\r\n").as_bytes())
             .await?;
@@ -69,7 +70,7 @@ impl JsConn {
 
     /// Writes `frame` and returns the payload of the first message then
     /// received on `inbox`; `Ok(None)` if the deadline passes first.
-    async fn round_trip(
+    pub async fn round_trip(
         &mut self,
         frame: &[u8],
         inbox: &str,
@@ -102,7 +103,7 @@ impl JsConn {
 
     /// Sends one `$JS.API` request and returns the JSON reply, which is an
     /// error if it carries an `"error"` member (or is a status message).
-    async fn api(&mut self, subject: &str, body: &str, deadline: Instant) -> Result<String> {
+    pub async fn api(&mut self, subject: &str, body: &str, deadline: Instant) -> Result<String> {
         self.requests += 1;
         let inbox = format!("{}api{}", self.inbox, self.requests);
         let frame = format!("PUB {subject} {inbox} {}\r\n{body}\r\n", body.len());
@@ -126,33 +127,33 @@ impl JsConn {
         Ok(text)
     }
 
-    /// Deletes any leftover benchmark stream and creates it anew.
-    async fn create_stream(&mut self, deadline: Instant) -> Result<()> {
-        let delete = format!("$JS.API.STREAM.DELETE.{STREAM}");
+    /// Deletes any leftover stream `name` and creates it anew with the
+    /// JSON configuration `config`.
+    async fn create_stream(&mut self, name: &str, config: &str, deadline: Instant) -> Result<()> {
+        let delete = format!("$JS.API.STREAM.DELETE.{name}");
         match self.api(&delete, "", deadline).await {
             Err(e) if !format!("{e}").contains("not found") => return Err(e),
             _ => {}
         }
-        let create = format!("$JS.API.STREAM.CREATE.{STREAM}");
-        let body = format!(r#"{{"name":"{STREAM}","subjects":["bench.js.>"],"storage":"file"}}"#);
-        self.api(&create, &body, deadline).await?;
+        self.api(&format!("$JS.API.STREAM.CREATE.{name}"), config, deadline)
+            .await?;
         Ok(())
     }
 }
 
 /// The status code of a status message (`NATS/1.0 408 ...` headers).
-fn status_code(payload: &[u8]) -> Option<u16> {
+pub fn status_code(payload: &[u8]) -> Option<u16> {
     let rest = payload.strip_prefix(b"NATS/1.0 ")?;
     let digits = rest.get(..3)?;
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn is_error(json: &[u8]) -> bool {
+pub fn is_error(json: &[u8]) -> bool {
     memmem::find(json, b"\"error\"").is_some()
 }
 
 /// The `seq` of a publish ack such as `{"stream":"BENCH", "seq":12}`.
-fn ack_seq(json: &[u8]) -> Option<u64> {
+pub fn ack_seq(json: &[u8]) -> Option<u64> {
     let at = memmem::find(json, b"\"seq\"")? + 5;
     let rest = json[at..].trim_ascii_start().strip_prefix(b":")?;
     let rest = rest.trim_ascii_start();
@@ -160,20 +161,38 @@ fn ack_seq(json: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
-fn payload_of(len: usize) -> Vec<u8> {
+pub fn payload_of(len: usize) -> Vec<u8> {
     (0..len).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
-/// Runs `run` with a freshly created stream and deletes the stream after
-/// it, whatever the outcome.
+/// Runs `run` with a freshly created stream [`STREAM`] and deletes the
+/// stream after it, whatever the outcome.
 async fn with_stream<T, F>(addr: SocketAddr, spec: &JsSpec, run: F) -> Result<T>
 where
     F: AsyncFnOnce(JsConn) -> Result<T>,
 {
-    let deadline = Instant::now() + spec.timeout;
+    let config = format!(r#"{{"name":"{STREAM}","subjects":["bench.js.>"],"storage":"file"}}"#);
+    with_named_stream(addr, &spec.id, spec.timeout, STREAM, &config, run).await
+}
+
+/// Runs `run` with a freshly created stream `name` (JSON configuration
+/// `config`, created within `limit`) on a connection with reply inboxes
+/// `_INBOX.<id>.*`, and deletes the stream after it, whatever the outcome.
+pub async fn with_named_stream<T, F>(
+    addr: SocketAddr,
+    id: &str,
+    limit: Duration,
+    name: &str,
+    config: &str,
+    run: F,
+) -> Result<T>
+where
+    F: AsyncFnOnce(JsConn) -> Result<T>,
+{
+    let deadline = Instant::now() + limit;
     let setup = async {
-        let mut js = JsConn::connect(addr, &spec.id).await?;
-        js.create_stream(deadline).await?;
+        let mut js = JsConn::connect(addr, id).await?;
+        js.create_stream(name, config, deadline).await?;
         anyhow::Ok(js)
     };
     let result = match timeout_at(deadline, setup).await {
@@ -183,10 +202,10 @@ where
     };
     let cleanup = async {
         let deadline = Instant::now() + CLEANUP_TIMEOUT;
-        let mut js = timeout_at(deadline, JsConn::connect(addr, &format!("{}_rm", spec.id)))
+        let mut js = timeout_at(deadline, JsConn::connect(addr, &format!("{id}_rm")))
             .await
             .context("time limit hit connecting")??;
-        js.api(&format!("$JS.API.STREAM.DELETE.{STREAM}"), "", deadline)
+        js.api(&format!("$JS.API.STREAM.DELETE.{name}"), "", deadline)
             .await
     };
     let cleaned = cleanup.await;
@@ -210,9 +229,27 @@ pub async fn async_pub(addr: SocketAddr, spec: &JsSpec) -> Result<f64> {
 /// `spec.window` acks outstanding, and checks every ack. Returns the time
 /// from the first publish to the last ack.
 async fn publish_acked(js: &mut JsConn, spec: &JsSpec, deadline: Instant) -> Result<Duration> {
-    let (msgs, window) = (spec.msgs, spec.window.max(1));
     let subject = format!("bench.js.{}", spec.id);
     let body = payload_of(spec.payload);
+    publish_acked_to(js, spec.msgs, spec.window, &body, deadline, |out, _| {
+        out.extend_from_slice(subject.as_bytes())
+    })
+    .await
+}
+
+/// Publishes `msgs` copies of `body` to an empty stream, message `i` (from
+/// 0) to the subject that `subject` appends for `i`, keeping up to `window`
+/// acks outstanding, and checks every ack. Returns the time from the first
+/// publish to the last ack.
+pub async fn publish_acked_to(
+    js: &mut JsConn,
+    msgs: u64,
+    window: u64,
+    body: &[u8],
+    deadline: Instant,
+    subject: impl Fn(&mut Vec<u8>, u64),
+) -> Result<Duration> {
+    let window = window.max(1);
     let mut out = Vec::with_capacity(64 * 1024);
     let (mut sent, mut acked, mut last_seq) = (0u64, 0u64, 0u64);
     let mut failure: Option<String> = None;
@@ -220,8 +257,10 @@ async fn publish_acked(js: &mut JsConn, spec: &JsSpec, deadline: Instant) -> Res
     while acked < msgs {
         out.clear();
         while sent < msgs && sent - acked < window {
-            let _ = write!(out, "PUB {subject} {}{sent} {}\r\n", js.inbox, body.len());
-            out.extend_from_slice(&body);
+            out.extend_from_slice(b"PUB ");
+            subject(&mut out, sent);
+            let _ = write!(out, " {}{sent} {}\r\n", js.inbox, body.len());
+            out.extend_from_slice(body);
             out.extend_from_slice(b"\r\n");
             sent += 1;
         }
@@ -267,11 +306,28 @@ async fn publish_acked(js: &mut JsConn, spec: &JsSpec, deadline: Instant) -> Res
     Ok(elapsed)
 }
 
-/// Latency figures of `js-sync-pub`.
+/// Latency figures of `js-sync-pub` (and of the sequential KV scenarios).
 pub struct SyncPub {
     pub p50_us: f64,
     pub p99_us: f64,
     pub per_sec: f64,
+}
+
+impl SyncPub {
+    /// Percentiles of the (non-empty) per-operation latencies `nanos`, and
+    /// operations per second over the `wall` time they took together.
+    pub fn from_nanos(mut nanos: Vec<u64>, wall: Duration) -> SyncPub {
+        nanos.sort_unstable();
+        let pct = |p: f64| {
+            let rank = ((p * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len());
+            nanos[rank - 1] as f64 / 1000.0
+        };
+        SyncPub {
+            p50_us: pct(0.50),
+            p99_us: pct(0.99),
+            per_sec: nanos.len() as f64 / wall.as_secs_f64(),
+        }
+    }
 }
 
 /// `js-sync-pub`: `spec.warmup + spec.sync_msgs` publishes, each waiting
@@ -311,17 +367,7 @@ pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
                 nanos.push(elapsed.as_nanos() as u64);
             }
         }
-        let wall = start.elapsed();
-        nanos.sort_unstable();
-        let pct = |p: f64| {
-            let rank = ((p * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len());
-            nanos[rank - 1] as f64 / 1000.0
-        };
-        Ok(SyncPub {
-            p50_us: pct(0.50),
-            p99_us: pct(0.99),
-            per_sec: nanos.len() as f64 / wall.as_secs_f64(),
-        })
+        Ok(SyncPub::from_nanos(nanos, start.elapsed()))
     })
     .await
 }
@@ -474,17 +520,23 @@ async fn continue_write(
         .map_err(|_| anyhow!("time limit hit writing, consumed {received} of {msgs}"))?
 }
 
-/// The stream sequence in an ack subject: `$JS.ACK.<stream>.<consumer>.
-/// <delivered>.<stream seq>.<consumer seq>.<time>.<pending>`, or the form
-/// with domain and account hash after `ACK` (and a trailing token).
 fn ack_stream_seq(reply: &[u8]) -> Option<u64> {
+    ack_seq_pending(reply).map(|(seq, _)| seq)
+}
+
+/// The stream sequence and the pending count in an ack subject:
+/// `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.
+/// <time>.<pending>`, or the form with domain and account hash after `ACK`
+/// (and a trailing token).
+pub fn ack_seq_pending(reply: &[u8]) -> Option<(u64, u64)> {
     let tokens: Vec<&[u8]> = reply.split(|b| *b == b'.').collect();
     let at = match tokens.len() {
         9 => 5,
         n if n >= 11 => 7,
         _ => return None,
     };
-    std::str::from_utf8(tokens[at]).ok()?.parse().ok()
+    let num = |t: &[u8]| std::str::from_utf8(t).ok()?.parse().ok();
+    Some((num(tokens[at])?, num(tokens[at + 3])?))
 }
 
 /// Polls consumer info until the server reports every message acked (acks

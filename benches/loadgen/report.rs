@@ -36,6 +36,15 @@ pub fn fmt_num(v: f64) -> String {
     out
 }
 
+/// A count: like [`fmt_num`], but without decimals.
+fn fmt_count(n: u64) -> String {
+    if n < 1000 {
+        n.to_string()
+    } else {
+        fmt_num(n as f64)
+    }
+}
+
 pub fn render(config: &Config, targets: &[Target], rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## causeway load generator\n");
@@ -74,6 +83,24 @@ pub fn render(config: &Config, targets: &[Target], rows: &[Row]) -> String {
             config.js_batch,
             config.js_pulls,
             fmt_num(config.js_sync_msgs as f64),
+        );
+    }
+    if config.scenarios.iter().any(|s| s.is_kv()) {
+        let _ = writeln!(
+            s,
+            "KV: bucket `BENCH` (stream `KV_BENCH`, history 1, file storage), {} B values, \
+             loaded with up to {} puts outstanding. Put: {} sequential puts of distinct keys. \
+             Get: {} keys loaded, each then read once by a direct get. Watch: {} keys \
+             loaded, then an ordered push consumer (last per subject, flow control) \
+             delivers all of them, timed from its creation. RSS: `VmRSS` of a freshly \
+             started server, before and 1 s after loading {} keys ({} round(s)).\n",
+            config.kv_value,
+            config.kv_window,
+            fmt_count(config.kv_puts),
+            fmt_count(config.kv_keys),
+            fmt_count(config.kv_watch_keys),
+            fmt_count(config.kv_rss_keys),
+            config.kv_rss_rounds,
         );
     }
     if !config.causeway_args.is_empty() {

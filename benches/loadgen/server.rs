@@ -24,6 +24,13 @@ pub struct Target {
     _store: Option<TempDir>,
 }
 
+impl Target {
+    /// Process id of the server, if the load generator started it.
+    pub fn pid(&self) -> Option<u32> {
+        self._guard.as_ref().map(|g| g.child.id())
+    }
+}
+
 /// How to start a server: JetStream or not, and extra arguments.
 pub struct Launch<'a> {
     /// Enable JetStream with a fresh temporary store directory created

@@ -53,10 +53,12 @@ pub(crate) fn response(kind: &str, body: Result<Value, ApiError>) -> Vec<u8> {
 /// The `state` object of stream info.
 pub(crate) fn state_json(s: &Stream) -> Value {
     let st = s.store.state();
+    // A stream that never held a message reports first_seq 0, like nats-server.
+    let first_seq = if st.last_seq == 0 { 0 } else { st.first_seq };
     let mut v = json!({
         "messages": st.msgs,
         "bytes": st.bytes,
-        "first_seq": st.first_seq,
+        "first_seq": first_seq,
         "first_ts": rfc3339(st.first_time),
         "last_seq": st.last_seq,
         "last_ts": rfc3339(st.last_time),
@@ -296,17 +298,19 @@ pub(crate) fn handle(
 /// Checks that `new` is an allowed update of `old`.
 pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(), ApiError> {
     if new.storage != old.storage {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::invalid_config(
             "stream configuration update can not change storage type",
         ));
     }
     if new.retention != old.retention {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::invalid_config(
             "stream configuration update can not change retention policy",
         ));
     }
     if old.sealed && !new.sealed {
-        return Err(ApiError::sealed());
+        return Err(ApiError::invalid_config(
+            "stream configuration update can not unseal a sealed stream",
+        ));
     }
     Ok(())
 }

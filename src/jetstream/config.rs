@@ -145,7 +145,11 @@ impl StreamConfig {
             return Err(ApiError::stream_name_required());
         }
         if !is_valid_name(&self.name) {
-            return Err(ApiError::stream_name_invalid());
+            return Err(if self.name.contains(['/', '\\']) {
+                ApiError::stream_name_invalid()
+            } else {
+                ApiError::invalid_config("stream name can not contain whitespace, '.', '*', '>'")
+            });
         }
         if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
             self.subjects = vec![self.name.clone()];
@@ -155,7 +159,7 @@ impl StreamConfig {
         }
         for (i, s) in self.subjects.iter().enumerate() {
             if !subject::is_valid_subject(s.as_bytes()) {
-                return Err(ApiError::bad_request(&format!("invalid subject: {s:?}")));
+                return Err(ApiError::invalid_config(&format!("invalid subject: {s:?}")));
             }
             if self.subjects[..i].iter().any(|o| subject::overlaps(o, s)) {
                 return Err(ApiError::bad_request("duplicate subjects detected"));
@@ -165,7 +169,10 @@ impl StreamConfig {
             self.num_replicas = 1;
         }
         if self.num_replicas > 5 {
-            return Err(ApiError::replicas_too_many());
+            return Err(ApiError::invalid_config("maximum replicas is 5"));
+        }
+        if self.num_replicas > 1 {
+            return Err(ApiError::replicas_not_supported());
         }
         if self.max_msgs == 0 {
             self.max_msgs = -1;
@@ -183,7 +190,9 @@ impl StreamConfig {
             self.max_consumers = -1;
         }
         if self.max_age < 0 || self.duplicate_window < 0 {
-            return Err(ApiError::bad_request("negative durations are not allowed"));
+            return Err(ApiError::invalid_config(
+                "negative durations are not allowed",
+            ));
         }
         if self.duplicate_window == 0 {
             self.duplicate_window = DEFAULT_DUPLICATE_WINDOW;

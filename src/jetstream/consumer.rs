@@ -69,6 +69,8 @@ pub(crate) struct Consumer {
     fc_counter: u64,
     since_fc: u64,
     last_delivery_time: Option<(i64, Instant)>,
+    /// When a message held back by `replay_policy: original` becomes due.
+    replay_due: Option<Instant>,
     /// Set when persisted state changed.
     pub dirty: bool,
     /// Set when the consumer wants to send the stream advisories or remove messages.
@@ -155,6 +157,7 @@ impl Consumer {
             fc_counter: 0,
             since_fc: 0,
             last_delivery_time: None,
+            replay_due: None,
             dirty: true,
             acked: Vec::new(),
         }
@@ -407,6 +410,7 @@ impl Consumer {
                 }
             };
             // Redeliveries first, then the initial last-per-subject set, then new messages.
+            let mut from_initial = false;
             let (sseq, redelivery) = if let Some(&s) = self.redeliver.iter().next() {
                 self.redeliver.remove(&s);
                 if !self.state.pending.contains_key(&s) {
@@ -418,6 +422,7 @@ impl Consumer {
                     break;
                 }
                 if let Some(s) = self.state.initial.pop_front() {
+                    from_initial = true;
                     (s, false)
                 } else {
                     match self.next_seq(store, self.state.sseq) {
@@ -445,11 +450,16 @@ impl Consumer {
                 if let Some((prev_ts, at)) = self.last_delivery_time {
                     let gap = Duration::from_nanos(msg.time.saturating_sub(prev_ts).max(0) as u64);
                     if at + gap > now {
-                        self.state.initial.push_front(sseq);
+                        // Not due yet: leave it where it came from and wake up when it is.
+                        if from_initial {
+                            self.state.initial.push_front(sseq);
+                        }
+                        self.replay_due = Some(at + gap);
                         break;
                     }
                 }
                 self.last_delivery_time = Some((msg.time, now));
+                self.replay_due = None;
             }
             let count = if redelivery {
                 let entry = self.state.pending.get(&sseq).map(|p| p.1).unwrap_or(1);
@@ -627,6 +637,9 @@ impl Consumer {
             if let Some(hb) = r.heartbeat {
                 consider(r.last_hb + hb);
             }
+        }
+        if let Some(t) = self.replay_due {
+            consider(t);
         }
         if !self.is_pull() && self.config.idle_heartbeat > 0 {
             consider(self.last_hb + Duration::from_nanos(self.config.idle_heartbeat as u64));

@@ -36,7 +36,7 @@ api_errors! {
     stream_name_invalid => (400, 10128, "Stream name can not contain path separators");
     subjects_overlap => (400, 10065, "subjects overlap with an existing stream");
     stream_mismatch => (400, 10056, "stream name in subject does not match request");
-    replicas_too_many => (400, 10074, "replicas > 1 not supported in non-clustered mode");
+    replicas_not_supported => (500, 10074, "replicas > 1 not supported in non-clustered mode");
     dup_window_too_long => (400, 10052, "duplicates window can not be larger then max age");
     consumer_not_found => (404, 10014, "consumer not found");
     consumer_name_exist => (400, 10013, "consumer name already in use");
@@ -59,7 +59,7 @@ api_errors! {
     stream_msgs_exceeded => (503, 10077, "maximum messages exceeded");
     stream_bytes_exceeded => (503, 10077, "maximum bytes exceeded");
     stream_msgs_per_subject_exceeded => (503, 10077, "maximum messages per subject exceeded");
-    rollup_not_allowed => (400, 10003, "rollup not permitted");
+    rollup_not_allowed => (500, 10111, "rollup not permitted");
     ttl_invalid => (400, 10165, "invalid per-message TTL");
     ttl_disabled => (400, 10166, "per-message TTL is disabled");
     empty_request_expected => (400, 10038, "expected an empty request payload");
@@ -71,6 +71,15 @@ impl ApiError {
         Self {
             code: 400,
             err_code: 10003,
+            description: text.to_string(),
+        }
+    }
+
+    /// 10052: the stream configuration is invalid.
+    pub fn invalid_config(text: &str) -> Self {
+        Self {
+            code: 500,
+            err_code: 10052,
             description: text.to_string(),
         }
     }

@@ -381,11 +381,8 @@ impl JetStream {
     }
 
     fn create_stream(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        let cfg: StreamConfig = if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("stream configuration required"));
-        } else {
-            serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))?
-        };
+        let cfg: StreamConfig =
+            serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
         if cfg.name.is_empty() {
             return Err(ApiError::stream_name_required());
         }
@@ -393,6 +390,11 @@ impl JetStream {
             return Err(ApiError::stream_mismatch());
         }
         let cfg = cfg.normalize()?;
+        if cfg.sealed {
+            return Err(ApiError::invalid_config(
+                "stream configuration for create can not be sealed",
+            ));
+        }
         {
             let streams = lock(&self.streams);
             if let Some(existing) = streams.get(name) {

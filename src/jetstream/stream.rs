@@ -392,7 +392,13 @@ impl Stream {
             if cfg.max_msgs > 0 && state.msgs as i64 >= cfg.max_msgs {
                 return Err(ApiError::stream_msgs_exceeded());
             }
-            if cfg.max_bytes > 0 && (state.bytes + size as u64) as i64 > cfg.max_bytes {
+            // Count the message as the store will: the whole record, framing included.
+            let overhead = match cfg.storage {
+                super::config::Storage::File => 42,
+                super::config::Storage::Memory => 16,
+            };
+            let record = (size + subj.len() + overhead) as u64;
+            if cfg.max_bytes > 0 && (state.bytes + record) as i64 > cfg.max_bytes {
                 return Err(ApiError::stream_bytes_exceeded());
             }
             if cfg.discard_new_per_subject && cfg.max_msgs_per_subject > 0 {
@@ -509,6 +515,10 @@ impl Stream {
     }
 
     fn enforce_totals(&mut self) -> Result<(), crate::store::StoreError> {
+        // With discard new, publishes over the limits are refused instead.
+        if self.config.discard == Discard::New {
+            return Ok(());
+        }
         let (max_msgs, max_bytes) = (self.config.max_msgs, self.config.max_bytes);
         loop {
             let st = self.store.state();
@@ -708,6 +718,13 @@ pub(crate) fn map_subject(src: &str, dest: &str, subject: &str) -> Option<String
     Some(out.join("."))
 }
 
+/// True for KV delete/purge markers and server-written delete markers.
+fn is_marker(hdrs: Option<&[u8]>) -> bool {
+    hdrs.is_some_and(|h| {
+        headers::get(h, "KV-Operation").is_some() || headers::get(h, "Nats-Marker-Reason").is_some()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,11 +753,4 @@ mod tests {
         assert_eq!(parse_ttl("never"), Some(-1));
         assert_eq!(parse_ttl("10ms"), None);
     }
-}
-
-/// True for KV delete/purge markers and server-written delete markers.
-fn is_marker(hdrs: Option<&[u8]>) -> bool {
-    hdrs.is_some_and(|h| {
-        headers::get(h, "KV-Operation").is_some() || headers::get(h, "Nats-Marker-Reason").is_some()
-    })
 }
