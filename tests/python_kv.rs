@@ -1,5 +1,5 @@
 //! Runs `tests/python/kv_suite.py` (Key-Value and Object Store with nats-py) against an
-//! embedded JetStream server. The venv is the one `tests/python_clients.rs` uses
+//! embedded JetStream server. The venv is shared with `tests/python_clients.rs`
 //! (`<CARGO_TARGET_TMPDIR>/pyvenv`), set up by `common::suites` under the same lock.
 
 mod common;

@@ -39,22 +39,20 @@ pub fn build(status: Option<(u16, &str)>, pairs: &[(&str, &str)]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(b"\r\n");
-    for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
+    finish(out, pairs)
 }
 
 /// Appends key/value pairs to an existing header block (or starts one).
 pub fn append(block: Option<&[u8]>, pairs: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = match block {
+    let out = match block {
         Some(b) if b.len() >= 4 && b.ends_with(b"\r\n\r\n") => b[..b.len() - 2].to_vec(),
         _ => b"NATS/1.0\r\n".to_vec(),
     };
+    finish(out, pairs)
+}
+
+/// Adds `Key: Value` lines and the closing blank line.
+fn finish(mut out: Vec<u8>, pairs: &[(&str, &str)]) -> Vec<u8> {
     for (k, v) in pairs {
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");

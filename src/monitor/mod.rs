@@ -14,7 +14,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 use crate::protocol::info::PROTOCOL_VERSION;
 use crate::server::Shared;
@@ -22,13 +21,7 @@ use crate::Error;
 
 /// Binds the monitoring listener and serves it until shutdown; returns its address.
 pub(crate) async fn start(shared: Arc<Shared>, port: u16) -> Result<SocketAddr, Error> {
-    let bind = format!("{}:{}", shared.config.http_host, port);
-    let listener = TcpListener::bind(&bind)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: bind.clone(),
-            source,
-        })?;
+    let listener = crate::server::bind(&shared.config.http_host, port).await?;
     let addr = listener.local_addr()?;
     tracing::info!("Starting http monitor on http://{addr}");
     let tasks = shared.tasks.clone();

@@ -147,13 +147,7 @@ pub struct Server;
 impl Server {
     /// Binds the listener and starts serving on the caller's tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, Error> {
-        let bind = format!("{}:{}", config.host, config.port);
-        let listener = TcpListener::bind(&bind)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: bind.clone(),
-                source,
-            })?;
+        let listener = bind(&config.host, config.port).await?;
         let addr = listener.local_addr()?;
         let server_id = new_server_id();
         let shared = Arc::new(Shared {
@@ -339,6 +333,14 @@ async fn reject(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, ci
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+/// Binds a TCP listener, naming the address in the error.
+pub(crate) async fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 fn new_server_id() -> String {

@@ -70,24 +70,7 @@ impl MsgStore for FileStore {
     }
 
     fn state(&self) -> StoreState {
-        let first = self.index.first();
-        let first_seq = first.map_or(self.last_seq + 1, |(s, _)| s);
-        let msgs = self.index.msgs();
-        StoreState {
-            msgs,
-            bytes: self.index.bytes(),
-            first_seq,
-            first_time: first.map_or(0, |(_, slot)| slot.time),
-            last_seq: self.last_seq,
-            last_time: self.last_time,
-            num_deleted: if msgs == 0 {
-                0
-            } else {
-                self.last_seq + 1 - first_seq - msgs
-            },
-            num_subjects: self.index.subjects().len() as u64,
-            deleted: Vec::new(),
-        }
+        self.index.state(self.last_seq, self.last_time)
     }
 
     fn subject_state(&self, subject: &str) -> Option<SubjectState> {

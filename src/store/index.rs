@@ -248,6 +248,28 @@ impl Index {
     }
 
     /// The first live sequence.
+    /// The stream totals, given the store's last assigned sequence and time.
+    pub(crate) fn state(&self, last_seq: u64, last_time: i64) -> crate::store::StoreState {
+        let first = self.first();
+        let first_seq = first.map_or(last_seq + 1, |(s, _)| s);
+        let msgs = self.msgs();
+        crate::store::StoreState {
+            msgs,
+            bytes: self.bytes(),
+            first_seq,
+            first_time: first.map_or(0, |(_, slot)| slot.time),
+            last_seq,
+            last_time,
+            num_deleted: if msgs == 0 {
+                0
+            } else {
+                last_seq + 1 - first_seq - msgs
+            },
+            num_subjects: self.subjects().len() as u64,
+            deleted: Vec::new(),
+        }
+    }
+
     pub(crate) fn first(&self) -> Option<(u64, Slot)> {
         self.iter_from(0).next()
     }
