@@ -387,4 +387,47 @@ mod tests {
         assert!(parse(b"PUB a 2\r\nabcd", &L).is_err());
         assert!(parse(b"UNSUB\r\n", &L).is_err());
     }
+
+    /// Random bytes and random mutations of valid frames never panic, and whatever parses
+    /// reports a length within the buffer.
+    #[test]
+    fn random_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let valid: [&[u8]; 6] = [
+            b"PUB foo 5\r\nhello\r\n",
+            b"HPUB foo r 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+            b"SUB foo q 1\r\n",
+            b"UNSUB 1 10\r\n",
+            b"CONNECT {\"verbose\":false}\r\n",
+            b"PING\r\n",
+        ];
+        for _ in 0..20_000 {
+            let mut buf: Vec<u8> = if rng.random_bool(0.5) {
+                (0..rng.random_range(0..64)).map(|_| rng.random()).collect()
+            } else {
+                valid[rng.random_range(0..valid.len())].to_vec()
+            };
+            for _ in 0..rng.random_range(0..4) {
+                if !buf.is_empty() {
+                    let i = rng.random_range(0..buf.len());
+                    buf[i] = rng.random();
+                }
+            }
+            let mut pos = 0;
+            while pos < buf.len() {
+                match parse(&buf[pos..], &L) {
+                    Ok(Parsed::Op(_, n)) => {
+                        assert!(n > 0 && pos + n <= buf.len());
+                        pos += n;
+                    }
+                    Ok(Parsed::Incomplete(need)) => {
+                        assert!(need > buf.len() - pos);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
 }
