@@ -70,6 +70,10 @@ pub(crate) fn state_json(s: &Stream) -> Value {
     if st.num_deleted > 0 {
         v["num_deleted"] = json!(st.num_deleted);
     }
+    if !s.lost.is_empty() {
+        // Damaged records found at recovery: never served, reported like nats-server's `lost`.
+        v["lost"] = json!({ "msgs": s.lost, "bytes": 0 });
+    }
     v
 }
 

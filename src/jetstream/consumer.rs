@@ -69,8 +69,9 @@ pub(crate) struct Consumer {
     fc_counter: u64,
     since_fc: u64,
     last_delivery_time: Option<(i64, Instant)>,
-    /// When a message held back by `replay_policy: original` becomes due.
+    /// When a message held back by `replay_policy: original` or `rate_limit_bps` becomes due.
     replay_due: Option<Instant>,
+    rate: RateLimiter,
     /// Set when persisted state changed.
     pub dirty: bool,
     /// Set when the consumer wants to send the stream advisories or remove messages.
@@ -158,6 +159,7 @@ impl Consumer {
             since_fc: 0,
             last_delivery_time: None,
             replay_due: None,
+            rate: RateLimiter::default(),
             dirty: true,
             acked: Vec::new(),
         }
@@ -461,6 +463,19 @@ impl Consumer {
                 self.last_delivery_time = Some((msg.time, now));
                 self.replay_due = None;
             }
+            if self.config.rate_limit_bps > 0 && !self.is_pull() {
+                let size = (msg.payload.len() + msg.headers.as_ref().map_or(0, |h| h.len())) as u64;
+                if let Some(wait) = self.rate.take(size, self.config.rate_limit_bps, now) {
+                    // Over the rate: put the message back and wake up when it fits.
+                    if redelivery {
+                        self.redeliver.insert(sseq);
+                    } else if from_initial {
+                        self.state.initial.push_front(sseq);
+                    }
+                    self.replay_due = Some(now + wait);
+                    break;
+                }
+            }
             let count = if redelivery {
                 let entry = self.state.pending.get(&sseq).map(|p| p.1).unwrap_or(1);
                 if self.config.max_deliver > 0 && entry >= self.config.max_deliver as u64 {
@@ -659,6 +674,34 @@ impl Consumer {
     pub fn on_delete(&mut self, out: &mut Vec<Outgoing>) {
         for r in self.waiting.drain(..) {
             out.push(status(&r.reply, 409, "Consumer Deleted", &[]));
+        }
+    }
+}
+
+/// A token bucket over delivered bytes for `rate_limit_bps` (bits per second).
+#[derive(Default)]
+struct RateLimiter {
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl RateLimiter {
+    /// Takes `size` bytes; `Some(wait)` if they are not available yet.
+    fn take(&mut self, size: u64, bps: u64, now: Instant) -> Option<Duration> {
+        let per_sec = bps as f64 / 8.0;
+        let elapsed = self
+            .last
+            .map_or(1.0, |l| now.duration_since(l).as_secs_f64());
+        self.last = Some(now);
+        // Allow a burst of one second's worth, or one message if it is bigger.
+        self.tokens = (self.tokens + elapsed * per_sec).min(per_sec.max(size as f64));
+        if self.tokens >= size as f64 {
+            self.tokens -= size as f64;
+            None
+        } else {
+            Some(Duration::from_secs_f64(
+                (size as f64 - self.tokens) / per_sec,
+            ))
         }
     }
 }

@@ -149,6 +149,7 @@ impl JetStream {
         let name = config.name.clone();
         let dir = streams_dir(&self.cfg.store_dir).join(&name);
         let io = |e: std::io::Error| ApiError::store_failed(&e.to_string());
+        let mut lost = Vec::new();
         let (store, dir): (Box<dyn MsgStore>, Option<PathBuf>) = match config.storage {
             Storage::Memory => (Box::new(MemStore::new()), None),
             Storage::File => {
@@ -170,13 +171,16 @@ impl JetStream {
                         stream = %name,
                         truncated = report.truncated_bytes,
                         corrupt = report.corrupt_records.len(),
+                        lost = report.lost_seqs.len(),
                         "stream recovered with damage"
                     );
                 }
+                lost = report.lost_seqs;
                 (Box::new(fs), Some(dir))
             }
         };
         let mut stream = Stream::new(config.clone(), created, store, dir);
+        stream.lost = lost;
         if config.first_seq > 1 && fresh {
             let _ = stream.store.set_first_seq(config.first_seq);
         }

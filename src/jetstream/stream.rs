@@ -128,6 +128,8 @@ pub(crate) struct Stream {
     last_msg_id: Option<String>,
     /// Per-message TTL expiries: (expires at, seq).
     ttl: std::collections::BTreeSet<(i64, u64)>,
+    /// Sequences found damaged at recovery (reported in stream info as `lost`).
+    pub lost: Vec<u64>,
 }
 
 impl Stream {
@@ -146,6 +148,7 @@ impl Stream {
             dedup: Dedup::new(),
             last_msg_id: None,
             ttl: std::collections::BTreeSet::new(),
+            lost: Vec::new(),
         };
         s.rebuild_dedup();
         s.rebuild_ttl();
