@@ -217,7 +217,7 @@ impl JetStream {
         let name = &config.name;
         let mk = |f: fn(Message) -> Input| -> crate::server::InternalHandler {
             let tx = tx.clone();
-            Arc::new(move |m| tx.try_send(f(m)).is_ok())
+            Arc::new(move |m| enqueue(&tx, f(m)))
         };
         for s in &config.subjects {
             subs.push(self.client.subscribe_internal(s, None, mk(Input::Publish)));
@@ -237,7 +237,7 @@ impl JetStream {
             let prefix = format!("$JS.API.DIRECT.GET.{name}.");
             let direct: crate::server::InternalHandler = Arc::new(move |m: Message| {
                 let subj = m.subject.strip_prefix(&prefix).map(str::to_string);
-                tx2.try_send(Input::Api(Call::DirectGet(subj), m)).is_ok()
+                enqueue(&tx2, Input::Api(Call::DirectGet(subj), m))
             });
             subs.push(self.client.subscribe_internal(
                 &format!("$JS.API.DIRECT.GET.{name}"),
@@ -581,6 +581,35 @@ impl JetStream {
             },
             "api": { "level": 1, "total": 0, "errors": 0 },
         })
+    }
+}
+
+/// How long a publisher is held back when a stream's queue is full before its message is
+/// dropped (it then gets no pub ack and retries).
+const ENQUEUE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Queues work for a stream thread. A full queue is back-pressure: the publishing connection's
+/// reader waits (briefly, in small sleeps) for room instead of growing memory without bound.
+fn enqueue(tx: &SyncSender<Input>, input: Input) -> bool {
+    let mut input = match tx.try_send(input) {
+        Ok(()) => return true,
+        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+        Err(std::sync::mpsc::TrySendError::Full(i)) => i,
+    };
+    let deadline = std::time::Instant::now() + ENQUEUE_PATIENCE;
+    loop {
+        std::thread::sleep(Duration::from_micros(200));
+        match tx.try_send(input) {
+            Ok(()) => return true,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+            Err(std::sync::mpsc::TrySendError::Full(i)) => {
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!("stream queue full for {ENQUEUE_PATIENCE:?}; message dropped");
+                    return false;
+                }
+                input = i;
+            }
+        }
     }
 }
 

@@ -370,8 +370,9 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
             ctx.client.publish_sync(&reply, None, None, &body);
         }
         None => {
-            if let Err(e) = stream.store.checkpoint() {
-                tracing::error!("checkpoint at shutdown failed: {e}");
+            match stream.store.checkpoint() {
+                Ok(()) => stream.save_derived(),
+                Err(e) => tracing::error!("checkpoint at shutdown failed: {e}"),
             }
             stream.persist_consumers(true);
         }

@@ -150,17 +150,62 @@ impl Stream {
             ttl: std::collections::BTreeSet::new(),
             lost: Vec::new(),
         };
-        s.rebuild_dedup();
-        s.rebuild_ttl();
+        let from = s.load_derived();
+        s.rebuild_dedup(from);
+        s.rebuild_ttl(from);
         s
+    }
+
+    /// Saves the de-duplication window and TTL index at shutdown so the next start reads only
+    /// what was appended after it (a crash leaves no file, and the next start rescans).
+    pub fn save_derived(&self) {
+        let Some(dir) = &self.dir else { return };
+        let derived = Derived {
+            covered: self.store.state().last_seq,
+            ids: self
+                .dedup
+                .ids
+                .iter()
+                .map(|(id, (seq, t))| (id.clone(), *seq, *t))
+                .collect(),
+            last_msg_id: self.last_msg_id.clone(),
+            ttl: self.ttl.iter().copied().collect(),
+        };
+        let res = serde_json::to_vec(&derived)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_file(&dir.join("derived.json"), &json, true));
+        if let Err(e) = res {
+            tracing::warn!(stream = %self.config.name, "can't save derived state: {e}");
+        }
+    }
+
+    /// Loads what [`Stream::save_derived`] wrote (and removes it); returns the first sequence
+    /// still to scan.
+    fn load_derived(&mut self) -> u64 {
+        let Some(path) = self.dir.as_ref().map(|d| d.join("derived.json")) else {
+            return 0;
+        };
+        let derived: Option<Derived> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let _ = std::fs::remove_file(&path);
+        let Some(d) = derived.filter(|d| d.covered <= self.store.state().last_seq) else {
+            return 0;
+        };
+        for (id, seq, t) in d.ids {
+            self.dedup.insert(id, seq, t);
+        }
+        self.last_msg_id = d.last_msg_id;
+        self.ttl = d.ttl.into_iter().collect();
+        d.covered + 1
     }
 
     /// Re-reads the messages of the current duplicate window so `Nats-Msg-Id` de-duplication
     /// survives restarts.
-    fn rebuild_dedup(&mut self) {
+    fn rebuild_dedup(&mut self, after: u64) {
         let now = now_nanos();
         let from = self.store.seq_for_time(now - self.config.duplicate_window);
-        let mut seq = from;
+        let mut seq = from.max(after);
         while let Some(next) = self.store.next_seq_matching(seq, None) {
             if let Ok(Some(m)) = self.store.get(next) {
                 if let Some(id) = m
@@ -177,11 +222,11 @@ impl Stream {
     }
 
     /// Re-reads the TTLs of live messages (only for streams that allow per-message TTL).
-    fn rebuild_ttl(&mut self) {
+    fn rebuild_ttl(&mut self, after: u64) {
         if !self.config.allow_msg_ttl {
             return;
         }
-        let mut seq = 0;
+        let mut seq = after;
         while let Some(next) = self.store.next_seq_matching(seq, None) {
             if let Ok(Some(m)) = self.store.get(next) {
                 self.track_ttl(m.headers.as_deref(), m.seq, m.time);
@@ -648,6 +693,16 @@ impl Stream {
             self.consumers.insert(name, c);
         }
     }
+}
+
+/// State derived from the log, saved at shutdown to skip rescanning it at start.
+#[derive(Serialize, Deserialize)]
+struct Derived {
+    /// Last sequence the saved state covers.
+    covered: u64,
+    ids: Vec<(String, u64, i64)>,
+    last_msg_id: Option<String>,
+    ttl: Vec<(i64, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
