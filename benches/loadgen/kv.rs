@@ -312,7 +312,6 @@ async fn watch_all(conn: &mut Conn, spec: &KvSpec) -> Result<Watch> {
     if received != n || last_pending != Some(0) {
         bail!("{received} keys delivered for {n}, pending {last_pending:?} at the last one");
     }
-    eprintln!("DEBUG flow controls {flow_controls}");
     conn.write_all(b"UNSUB 1\r\n").await?;
     Ok(Watch {
         keys_per_sec: n as f64 / elapsed.as_secs_f64(),

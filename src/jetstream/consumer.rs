@@ -95,8 +95,9 @@ impl Consumer {
         config: ConsumerConfig,
         store: &dyn MsgStore,
         start_time: Option<i64>,
+        stream_subjects: &[String],
     ) -> Self {
-        let filters = config.filters();
+        let filters = effective_filters(&config, stream_subjects);
         let st = store.state();
         let mut state = ConsumerState::default();
         let last_matching = |filters: &[String]| -> u64 {
@@ -163,6 +164,13 @@ impl Consumer {
             dirty: true,
             acked: Vec::new(),
         }
+    }
+
+    /// Replaces the configuration (a consumer update).
+    pub fn set_config(&mut self, config: ConsumerConfig, stream_subjects: &[String]) {
+        self.filters = effective_filters(&config, stream_subjects);
+        self.config = config;
+        self.dirty = true;
     }
 
     /// Restores a consumer from persisted state; pending acks are due for redelivery after
@@ -396,6 +404,7 @@ impl Consumer {
         } else {
             self.config.max_ack_pending.max(1) as u64
         };
+        let mut pending_left: Option<u64> = None;
         loop {
             let target = if self.is_pull() {
                 match self.waiting.front() {
@@ -512,7 +521,13 @@ impl Consumer {
             if !redelivery {
                 self.state.sseq = self.state.sseq.max(sseq);
             }
-            let pending = self.num_pending(store);
+            // Counting is O(subjects) for wildcard filters: count once per pump, then step down.
+            let pending = match pending_left {
+                Some(p) if !redelivery => p.saturating_sub(1),
+                Some(p) => p,
+                None => self.num_pending(store),
+            };
+            pending_left = Some(pending);
             let reply = format!(
                 "$JS.ACK.{stream}.{}.{count}.{sseq}.{dseq}.{}.{pending}",
                 self.name, msg.time
@@ -703,6 +718,21 @@ impl RateLimiter {
                 (size as f64 - self.tokens) / per_sec,
             ))
         }
+    }
+}
+
+/// The consumer's filters; filters that cover every subject of the stream select everything and
+/// are dropped, so the store can take its unfiltered fast paths (a KV `watch_all` is one).
+fn effective_filters(config: &ConsumerConfig, stream_subjects: &[String]) -> Vec<String> {
+    let filters = config.filters();
+    let covers_all = !filters.is_empty()
+        && stream_subjects
+            .iter()
+            .all(|s| filters.iter().any(|f| subject::covers(f, s)));
+    if covers_all {
+        Vec::new()
+    } else {
+        filters
     }
 }
 

@@ -523,16 +523,19 @@ impl Stream {
             }
             Op::ConsumerCreate { name, config } => {
                 match self.consumers.get_mut(&name) {
-                    Some(existing) => {
-                        existing.config = *config;
-                        existing.dirty = true;
-                    }
+                    Some(existing) => existing.set_config(*config, &self.config.subjects),
                     None => {
                         let start = config
                             .opt_start_time
                             .as_deref()
                             .and_then(super::time::parse_rfc3339);
-                        let c = Consumer::new(name.clone(), *config, self.store.as_ref(), start);
+                        let c = Consumer::new(
+                            name.clone(),
+                            *config,
+                            self.store.as_ref(),
+                            start,
+                            &self.config.subjects,
+                        );
                         self.consumers.insert(name, c);
                     }
                 }
@@ -688,7 +691,13 @@ impl Stream {
             let Some(name) = rec.config.effective_name().map(str::to_string) else {
                 continue;
             };
-            let mut c = Consumer::new(name.clone(), rec.config, self.store.as_ref(), None);
+            let mut c = Consumer::new(
+                name.clone(),
+                rec.config,
+                self.store.as_ref(),
+                None,
+                &self.config.subjects,
+            );
             c.restore(rec.state, rec.created);
             self.consumers.insert(name, c);
         }
