@@ -79,7 +79,7 @@ pub(crate) struct Consumer {
 }
 
 /// Bytes of flow-controlled data between FlowControl requests.
-const FC_EVERY: u64 = 256 * 1024;
+const FC_EVERY: u64 = 2 * 1024 * 1024;
 
 fn now_nanos() -> i64 {
     std::time::SystemTime::now()

@@ -4,14 +4,14 @@
 //! stored size, a store-defined `aux` word — the file offset for the file store — and time),
 //! grouped in chunks of 256. A chunk whose messages are all gone is freed, so interior
 //! deletions cost nothing once a whole chunk is empty, and each chunk's live count makes the
-//! unfiltered pending count a walk over chunks rather than messages. Per-subject sequence lists
-//! live in [`SubjectTable`].
+//! unfiltered pending count a walk over chunks rather than messages. Subject names and the
+//! per-subject sequence lists live in [`SubjectTable`].
 
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
-use super::subject_index::SubjectTable;
+use super::subject_index::{SubjectKey, SubjectTable};
 use super::subjects::{is_literal, selects_all, subject_matches};
 use super::SubjectState;
 
@@ -92,6 +92,11 @@ impl Index {
         &self.subjects
     }
 
+    /// Makes room for `n` subjects (bulk loading knows roughly how many are coming).
+    pub(crate) fn reserve_subjects(&mut self, n: usize) {
+        self.subjects.reserve(n);
+    }
+
     fn locate(&self, seq: u64) -> Option<(usize, usize)> {
         let chunk = (seq >> CHUNK_BITS).checked_sub(self.base)?;
         let chunk = usize::try_from(chunk).ok()?;
@@ -112,7 +117,43 @@ impl Index {
 
     /// Makes `seq` live (replacing whatever it held).
     pub(crate) fn insert(&mut self, seq: u64, subject: &str, size: u32, aux: u32, time: i64) {
+        self.insert_key(seq, SubjectKey::new(subject), size, aux, time);
+    }
+
+    /// [`Index::insert`] with the subject's hash already worked out; returns the subject's id.
+    pub(crate) fn insert_key(
+        &mut self,
+        seq: u64,
+        subject: SubjectKey<'_>,
+        size: u32,
+        aux: u32,
+        time: i64,
+    ) -> u32 {
         self.remove(seq);
+        let subj = self.subjects.add(subject, seq);
+        self.place(seq, subj, size, aux, time);
+        subj
+    }
+
+    /// [`Index::insert`] on the subject with id `subj`, which an earlier insert returned: no
+    /// name lookup. False (and nothing done) if that subject has no live message left.
+    pub(crate) fn insert_as(
+        &mut self,
+        seq: u64,
+        subj: u32,
+        size: u32,
+        aux: u32,
+        time: i64,
+    ) -> bool {
+        self.remove(seq);
+        if !self.subjects.add_to(subj, seq) {
+            return false;
+        }
+        self.place(seq, subj, size, aux, time);
+        true
+    }
+
+    fn place(&mut self, seq: u64, subj: u32, size: u32, aux: u32, time: i64) {
         let chunk_no = seq >> CHUNK_BITS;
         if self.chunks.is_empty() {
             self.base = chunk_no;
@@ -125,7 +166,6 @@ impl Index {
         while self.chunks.len() <= i {
             self.chunks.push_back(None);
         }
-        let subj = self.subjects.add(subject, seq);
         let chunk = self.chunks[i].get_or_insert_with(|| Chunk {
             slots: vec![Slot::EMPTY; CHUNK].into_boxed_slice(),
             live: 0,
@@ -247,7 +287,6 @@ impl Index {
             })
     }
 
-    /// The first live sequence.
     /// The stream totals, given the store's last assigned sequence and time.
     pub(crate) fn state(&self, last_seq: u64, last_time: i64) -> crate::store::StoreState {
         let first = self.first();
@@ -270,6 +309,7 @@ impl Index {
         }
     }
 
+    /// The first live sequence.
     pub(crate) fn first(&self) -> Option<(u64, Slot)> {
         self.iter_from(0).next()
     }
@@ -318,7 +358,7 @@ impl Index {
     /// Newest live sequence of one exact subject.
     pub(crate) fn last_seq_for_subject(&self, subject: &str) -> Option<u64> {
         let id = self.subjects.id(subject)?;
-        self.subjects.seqs(id).back().copied()
+        self.subjects.seqs(id).last()
     }
 
     /// Every live subject matching `filter`, with its state.
@@ -430,7 +470,7 @@ impl Index {
                 for id in self.subjects.matching(f) {
                     let list = self.subjects.seqs(id);
                     let spare_from = list.len().saturating_sub(keep);
-                    let below = up_to.map_or(list.len(), |u| list.partition_point(|&s| s < u));
+                    let below = up_to.map_or(list.len(), |u| list.count_below(u));
                     seqs.extend(list.iter().take(spare_from.min(below)));
                 }
                 seqs.sort_unstable();
@@ -442,67 +482,5 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_are_freed_and_counts_hold() {
-        let mut ix = Index::default();
-        for seq in 1..=1000 {
-            let subj = if seq % 2 == 0 { "even" } else { "odd" };
-            ix.insert(seq, subj, 10, seq as u32, seq as i64);
-        }
-        assert_eq!(ix.msgs(), 1000);
-        assert_eq!(ix.count_from(500), 501);
-        assert_eq!(ix.count_range(10, 19), 10);
-        for seq in 1..=600 {
-            ix.remove(seq);
-        }
-        assert_eq!(ix.first().map(|(s, _)| s), Some(601));
-        assert!(ix.chunks.len() <= 2);
-        assert_eq!(ix.count_matching(0, Some("even")), 200);
-        assert_eq!(ix.next_matching(601, Some("even")), Some(602));
-        assert_eq!(ix.remove_below(700, |_, _| {}), 99);
-        assert_eq!(ix.first().map(|(s, _)| s), Some(700));
-        assert_eq!(ix.bytes(), 301 * 10);
-        assert_eq!(ix.first_at_or_after(900), Some(900));
-        assert_eq!(ix.iter_rev().next().map(|(s, _)| s), Some(1000));
-    }
-
-    #[test]
-    fn counts_agree_with_brute_force() {
-        let mut rng = super::super::tests::Rng(42);
-        let mut ix = Index::default();
-        for seq in 1..=3000 {
-            ix.insert(seq, "s", 1, 0, 0);
-        }
-        for _ in 0..2000 {
-            ix.remove(rng.below(3100));
-        }
-        ix.remove_below(300, |_, _| {});
-        let live: Vec<u64> = ix.iter_from(0).map(|(s, _)| s).collect();
-        assert_eq!(live.len() as u64, ix.msgs());
-        for _ in 0..500 {
-            let (a, b) = (rng.below(3300), rng.below(3300));
-            let want = live.iter().filter(|&&s| s >= a && s <= b).count() as u64;
-            assert_eq!(ix.count_range(a, b), want, "{a}..={b}");
-            let want = live.iter().filter(|&&s| s >= a).count() as u64;
-            assert_eq!(ix.count_from(a), want, "{a}..");
-        }
-    }
-
-    #[test]
-    fn many_subjects_use_both_strategies() {
-        let mut ix = Index::default();
-        for seq in 1..=10_000u64 {
-            ix.insert(seq, &format!("k.{}", seq % 500), 1, 0, 0);
-        }
-        ix.insert(10_001, "other.x", 1, 0, 0);
-        assert_eq!(ix.next_matching(1, Some("other.*")), Some(10_001));
-        assert_eq!(ix.next_matching(1, Some("k.*")), Some(1));
-        assert_eq!(ix.next_matching(10_002, Some("k.*")), None);
-        assert_eq!(ix.count_matching(9_001, Some("k.*")), 1000);
-        assert_eq!(ix.count_matching(10_001, Some("k.*")), 0);
-        assert_eq!(ix.count_matching(1, Some("*.x")), 1);
-    }
-}
+#[path = "tests_index.rs"]
+mod tests;

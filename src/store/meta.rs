@@ -6,13 +6,17 @@
 //!   checkpoint.
 //! - `"s" + first seq (u64 BE)` → [`SegCatalog`]: a sealed segment, its log length and a bitmap
 //!   of its sequences that were not live at the checkpoint (the deletion set).
+//! - `"n"` → how many subjects had live messages at the checkpoint (u64 LE): only a sizing
+//!   hint for the subject table at the next open (absent in stores from before it existed).
 //!
 //! A checkpoint is written only after the log holding every fact it records has been synced,
 //! so sled is never ahead of the durable log; sled 0.34's `flush` is not an fsync, so after a
 //! crash it may be behind, which recovery handles by replaying from the logs.
 
 use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,9 @@ use super::StoreError;
 pub(crate) const META_VERSION: u32 = 1;
 const CHECKPOINT_KEY: &[u8] = b"c";
 const SEGMENT_PREFIX: u8 = b's';
+const SUBJECTS_KEY: &[u8] = b"n";
+/// How long `open` waits for a dropped handle on the same database to let go of its lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Stream-wide facts at the time of the checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +80,23 @@ fn index_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Index(e.to_string())
 }
 
+/// Waits (briefly) until nothing holds sled's lock on `file`. sled keeps it until the last of
+/// its threads lets go of a dropped `Db`, which can lag the drop; the stream directory's own
+/// lock means no other store uses this sled, so a held lock is such a straggler, and opening
+/// sled before it is gone would fail and get the database thrown away as damaged.
+fn wait_for_lock(file: &Path) {
+    let Ok(probe) = File::open(file) else {
+        return;
+    };
+    let start = Instant::now();
+    while let Err(TryLockError::WouldBlock) = probe.try_lock() {
+        if start.elapsed() > LOCK_WAIT {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// The open database.
 pub(crate) struct MetaDb {
     db: sled::Db,
@@ -82,6 +106,8 @@ pub(crate) struct MetaDb {
 pub(crate) struct Loaded {
     pub(crate) checkpoint: Checkpoint,
     pub(crate) segments: BTreeMap<u64, SegCatalog>,
+    /// Subjects with live messages at the checkpoint (0 if unknown); a hint, not a fact.
+    pub(crate) subjects: u64,
 }
 
 /// One checkpoint's changes.
@@ -89,11 +115,14 @@ pub(crate) struct Loaded {
 pub(crate) struct Update {
     pub(crate) upserts: Vec<(u64, SegCatalog)>,
     pub(crate) removes: Vec<u64>,
+    /// Subjects with live messages now.
+    pub(crate) subjects: u64,
 }
 
 impl MetaDb {
     /// Opens (or creates) the database at `path` with a small cache and no flusher thread.
     pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<MetaDb, StoreError> {
+        wait_for_lock(&path.join("db"));
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
@@ -126,9 +155,14 @@ impl MetaDb {
             };
             segments.insert(first, cat);
         }
+        let subjects = self.db.get(SUBJECTS_KEY).map_err(index_err)?;
+        let subjects = subjects
+            .and_then(|raw| <[u8; 8]>::try_from(&raw[..]).ok())
+            .map_or(0, u64::from_le_bytes);
         Ok(Some(Loaded {
             checkpoint,
             segments,
+            subjects,
         }))
     }
 
@@ -151,6 +185,7 @@ impl MetaDb {
                 codec().serialize(&cat).map_err(index_err)?,
             );
         }
+        batch.insert(SUBJECTS_KEY, &update.subjects.to_le_bytes()[..]);
         batch.insert(
             CHECKPOINT_KEY,
             codec().serialize(checkpoint).map_err(index_err)?,

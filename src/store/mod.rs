@@ -60,12 +60,13 @@
 //! - `record`: the on-disk record framing, CRC and the resynchronising scanner.
 //! - `sidecar`: the sealed-segment `.idx` files and the `.del` carry-over files.
 //! - `segment`: file naming, the active segment's writer, the read-handle cache.
-//! - `meta`: the sled database (checkpoint, segment catalogue, deletion bitmaps).
+//! - `meta`: the sled database (checkpoint, segment catalogue, deletion bitmaps, subject count).
 //! - `file`: [`FileStore`] internals, `file_ops`: its [`MsgStore`] impl, `reclaim`: unlinking
 //!   dead segments and sled checkpoints, `recovery`: [`FileStore::open`].
 //!
 //! - `tests`, `tests_file`, `tests_damage`: shared behaviour of both stores, file-store
-//!   specifics (crashes, torn tails, corruption, lost sled), random directory damage.
+//!   specifics (crashes, torn tails, corruption, lost sled), random directory damage;
+//!   `tests_index`: the in-memory index (a child of `index`).
 //!
 //! The on-disk layout is described in `file.rs`, the record format in `record.rs`, the
 //! sidecars in `sidecar.rs`, sled's content in `meta.rs` and recovery in `recovery.rs`.

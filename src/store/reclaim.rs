@@ -103,6 +103,7 @@ impl FileStore {
         let mut update = Update {
             removes: std::mem::take(&mut self.uncatalog),
             upserts: Vec::new(),
+            subjects: self.index.subjects().len() as u64,
         };
         for first in std::mem::take(&mut self.dirty) {
             if let Some(seg) = self.segs.get(&first).filter(|s| s.sealed) {

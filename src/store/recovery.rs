@@ -9,7 +9,8 @@
 //!    last_seq always apply — damage to a segment does not throw away what sled knows.
 //! 2. Every segment but the newest is sealed: load its `.idx` (offsets, subjects, sizes, times,
 //!    tombstones, floor) if it is valid and matches the log's length — no log read. Without a
-//!    valid `.idx` the log is scanned and the `.idx` rewritten.
+//!    valid `.idx` the log is scanned and the `.idx` rewritten. A segment's subjects are each
+//!    looked up once, in batches, in a subject table sized from sled's subject count.
 //! 3. The newest segment is the active one: scan it record by record, verifying CRCs. Damaged
 //!    records followed by valid ones are skipped (resynchronising on the next magic whose record
 //!    checks out), logged and reported; their sequences are lost, never served. Undecodable
@@ -45,10 +46,15 @@ use super::meta::{self, MetaDb};
 use super::record::{self, Kind, Scanned};
 use super::segment::{fsync_dir, list_segments, seg_file, ActiveWriter, Readers};
 use super::sidecar::{self, IdxEntry, SegImage, ABSENT};
+use super::subject_index::SubjectKey;
 use super::{RecoveryReport, StoreError};
 
 /// Largest segment size accepted (offsets are 32-bit).
 const MAX_SEGMENT: u64 = 1 << 30;
+/// A segment subject not yet resolved to an index subject id.
+const NO_ID: u32 = u32::MAX;
+/// Messages indexed per batch of first lookups (see `index_image`).
+const LOOKUP_BATCH: usize = 16;
 /// Lost sequences listed individually in a report (the rest are only counted in the log).
 const LOST_DETAIL: usize = 100_000;
 
@@ -234,45 +240,43 @@ fn load(
         floor: cp.floor,
         ..Recovered::default()
     };
+    // Size the subject table once, from the checkpoint's count, trusted only as far as the
+    // logs have room for that many messages.
+    if let Some(l) = catalog.filter(|l| l.subjects > 0) {
+        let log_len = |&f: &u64| fs::metadata(seg_file(seg_dir, f, "log")).map_or(0, |m| m.len());
+        let room: u64 = names.iter().map(log_len).sum::<u64>() / record::OVERHEAD as u64;
+        rec.index
+            .reserve_subjects(usize::try_from(l.subjects.min(room)).unwrap_or(usize::MAX));
+    }
     let mut tombs = Vec::new();
     let mut log_last = 0u64;
     let mut last_msg_time = i64::MIN;
     let mut marker_time = i64::MIN;
+    // Sidecars are read into one reused buffer and image (saving page faults on big ones).
+    let (mut buf, mut spare, mut scanned) = (Vec::new(), SegImage::default(), None);
     for (i, &first) in names.iter().enumerate() {
         let is_active = i + 1 == names.len();
         let log_path = seg_file(seg_dir, first, "log");
-        let sidecar = if is_active {
-            None
+        let from_idx = !is_active && read_valid_idx(seg_dir, first, &mut buf, &mut spare);
+        let (image, sealed) = if from_idx {
+            report.segments_from_sidecar += 1;
+            (&mut spare, true)
         } else {
-            read_valid_idx(seg_dir, first)
-        };
-        let (image, sealed) = match sidecar {
-            Some(image) => {
-                report.segments_from_sidecar += 1;
-                (image, true)
-            }
-            None => {
-                let image = scan_segment(&log_path, first, is_active, report)?;
-                report.segments_scanned += 1;
-                let mut sealed = false;
-                if !is_active {
-                    match sidecar::write_idx(&seg_file(seg_dir, first, "idx"), &image) {
-                        Ok(()) => (sealed, rec.idx_written) = (true, true),
-                        Err(e) => {
-                            tracing::warn!(segment = first, error = %e, "could not write .idx")
-                        }
+            let image = scanned.insert(scan_segment(&log_path, first, is_active, report)?);
+            report.segments_scanned += 1;
+            let mut sealed = false;
+            if !is_active {
+                match sidecar::write_idx(&seg_file(seg_dir, first, "idx"), image) {
+                    Ok(()) => (sealed, rec.idx_written) = (true, true),
+                    Err(e) => {
+                        tracing::warn!(segment = first, error = %e, "could not write .idx")
                     }
                 }
-                (image, sealed)
             }
+            (image, sealed)
         };
-        for (k, e) in image.entries.iter().enumerate() {
-            if e.offset != ABSENT {
-                let subject = &image.subjects[e.subject as usize];
-                rec.index
-                    .insert(first + k as u64, subject, e.size, e.offset, e.time);
-                last_msg_time = e.time;
-            }
+        if let Some(time) = index_image(&mut rec.index, image) {
+            last_msg_time = time;
         }
         // A trusted bitmap is a set of sequences known deleted: it applies by sequence even if
         // the segment's file changed; the entry is rewritten if it no longer describes it.
@@ -302,7 +306,7 @@ fn load(
                 live: 0,
                 sealed,
                 log_len: image.log_len,
-                tombs: image.tombs,
+                tombs: std::mem::take(&mut image.tombs),
                 floor: image.floor,
                 marker_time: image.marker_time,
             },
@@ -359,15 +363,47 @@ fn load(
     Ok(rec)
 }
 
-/// The segment's `.idx`, if present, valid and describing the log as it is.
-fn read_valid_idx(seg_dir: &Path, first: u64) -> Option<SegImage> {
-    let log_len = fs::metadata(seg_file(seg_dir, first, "log")).ok()?.len();
-    match sidecar::read_idx(&seg_file(seg_dir, first, "idx"), first) {
-        Ok(Some(image)) if image.log_len == log_len => Some(image),
-        Ok(_) => None,
+/// Adds a segment's messages to the index; returns the time of the last one. Each of the
+/// segment's subjects is hashed once and looked up by name once, then reused by id; the first
+/// lookups are made a batch at a time with their table slots loaded up front.
+fn index_image(index: &mut Index, image: &SegImage) -> Option<i64> {
+    let keys: Vec<SubjectKey> = (0..image.subject_count() as u32)
+        .map(|i| SubjectKey::new(image.subject(i).unwrap_or_default()))
+        .collect();
+    let mut ids = vec![NO_ID; keys.len()];
+    let (mut seq, mut last_time) = (image.first, None);
+    for batch in image.entries.chunks(LOOKUP_BATCH) {
+        for e in batch.iter().filter(|e| e.offset != ABSENT) {
+            if ids.get(e.subject as usize) == Some(&NO_ID) {
+                index.subjects().warm(&keys[e.subject as usize]);
+            }
+        }
+        for e in batch {
+            let (at, s) = (seq, e.subject as usize);
+            seq += 1;
+            if e.offset == ABSENT || s >= ids.len() {
+                continue;
+            }
+            if ids[s] == NO_ID || !index.insert_as(at, ids[s], e.size, e.offset, e.time) {
+                ids[s] = index.insert_key(at, keys[s], e.size, e.offset, e.time);
+            }
+            last_time = Some(e.time);
+        }
+    }
+    last_time
+}
+
+/// Reads the segment's `.idx` into `image`; true if it is present, valid and describes the
+/// log as it is.
+fn read_valid_idx(seg_dir: &Path, first: u64, buf: &mut Vec<u8>, image: &mut SegImage) -> bool {
+    let Ok(meta) = fs::metadata(seg_file(seg_dir, first, "log")) else {
+        return false;
+    };
+    match sidecar::read_idx_into(&seg_file(seg_dir, first, "idx"), first, buf, image) {
+        Ok(valid) => valid && image.log_len == meta.len(),
         Err(e) => {
             tracing::warn!(segment = first, error = %e, "unreadable .idx; scanning the log");
-            None
+            false
         }
     }
 }
@@ -381,10 +417,7 @@ fn scan_segment(
     report: &mut RecoveryReport,
 ) -> Result<SegImage, StoreError> {
     let bytes = fs::read(path)?;
-    let mut image = SegImage {
-        first,
-        ..SegImage::default()
-    };
+    let mut image = SegImage::new(first, 0);
     let mut subjects: FxHashMap<&str, u32> = FxHashMap::default();
     let mut records = 0u64;
     let mut damaged = Vec::new();
@@ -419,8 +452,9 @@ fn scan_segment(
                             time: 0,
                         });
                     }
-                    let n = subjects.len() as u32;
-                    let id = *subjects.entry(subject).or_insert(n);
+                    let id = *subjects
+                        .entry(subject)
+                        .or_insert_with(|| image.push_subject(subject));
                     image.entries.push(IdxEntry {
                         offset: at as u32,
                         subject: id,
@@ -432,9 +466,6 @@ fn scan_segment(
         }
         Scanned::Damaged(at, len) => damaged.push((at, len)),
     });
-    let mut names: Vec<(&str, u32)> = subjects.into_iter().collect();
-    names.sort_unstable_by_key(|&(_, id)| id);
-    image.subjects = names.into_iter().map(|(s, _)| s.to_string()).collect();
     image.log_len = bytes.len() as u64;
     if end < bytes.len() {
         if is_active {
