@@ -159,7 +159,8 @@ async fn idle_heartbeats_on_a_quiet_push_consumer() {
 
 #[tokio::test]
 async fn flow_control_stalls_until_answered() {
-    const N: usize = 600;
+    // More bytes than the server sends between flow-control requests (2 MiB).
+    const N: usize = 3000;
     let env = stream_with(N, 1024).await;
     let mut sub = env.nc.subscribe("deliver.fc").await.unwrap();
     common::sync(&env.nc).await;
