@@ -111,6 +111,43 @@ pub(crate) fn check_seq(seq: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The read-only `MsgStore` queries that both stores answer straight from their `index::Index`
+/// (`self.index`, `self.last_seq`, `self.last_time`).
+macro_rules! index_queries {
+    () => {
+        fn state(&self) -> StoreState {
+            self.index.state(self.last_seq, self.last_time)
+        }
+
+        fn subject_state(&self, subject: &str) -> Option<SubjectState> {
+            self.index.subject_state(subject)
+        }
+
+        fn last_seq_for_subject(&self, subject: &str) -> Option<u64> {
+            self.index.last_seq_for_subject(subject)
+        }
+
+        fn subjects_matching(&self, filter: &str) -> Vec<(String, SubjectState)> {
+            self.index.subjects_matching(filter)
+        }
+
+        fn next_seq_matching(&self, start_seq: u64, filter: Option<&str>) -> Option<u64> {
+            self.index.next_matching(start_seq, filter)
+        }
+
+        fn count_matching(&self, start_seq: u64, filter: Option<&str>) -> u64 {
+            self.index.count_matching(start_seq, filter)
+        }
+
+        fn seq_for_time(&self, time: i64) -> u64 {
+            self.index
+                .first_at_or_after(time)
+                .unwrap_or(self.last_seq + 1)
+        }
+    };
+}
+pub(crate) use index_queries;
+
 /// One stored message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMsg {
