@@ -1,0 +1,419 @@
+//! One stream: its configuration, its store, its consumers and the de-duplication window.
+//!
+//! Every state change goes through [`Stream::apply`] with an [`Op`], the unit a replication
+//! layer will later agree on; publish checks ([`Stream::check_publish`]) decide which op a
+//! publish becomes, or which error it gets, without changing anything. Derived state (dedup,
+//! TTL, expiry) is in `derived`, durable consumers on disk in `persist`, republish in
+//! `republish`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+mod derived;
+mod persist;
+mod republish;
+
+pub(crate) use derived::parse_ttl;
+use derived::Dedup;
+
+use crate::jetstream::config::{ConsumerConfig, Discard, Retention, StreamConfig};
+use crate::jetstream::consumer::Consumer;
+use crate::jetstream::errors::ApiError;
+use crate::jetstream::headers;
+use crate::jetstream::time::now_nanos;
+use crate::store::MsgStore;
+
+/// A state change of a stream. Applying the same ops in the same order to the same starting
+/// state gives the same stream: this is what Raft replicates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Op {
+    /// Store a message.
+    Append {
+        subject: String,
+        headers: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        time: i64,
+        msg_id: Option<String>,
+        rollup: Option<Rollup>,
+    },
+    /// Delete one message.
+    Delete { seq: u64 },
+    /// Purge messages.
+    Purge {
+        filter: Option<String>,
+        seq: Option<u64>,
+        keep: Option<u64>,
+    },
+    /// Remove messages older than this time (max_age).
+    Expire { before: i64 },
+    /// Replace the configuration.
+    UpdateConfig(Box<StreamConfig>),
+    /// Add or replace a consumer.
+    ConsumerCreate {
+        name: String,
+        config: Box<ConsumerConfig>,
+    },
+    /// Remove a consumer.
+    ConsumerDelete { name: String },
+}
+
+/// What a rollup header asked for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum Rollup {
+    /// Keep only this message on its subject.
+    Subject,
+    /// Keep only this message in the stream.
+    All,
+}
+
+/// Result of applying an op.
+#[derive(Debug)]
+pub(crate) enum Applied {
+    Stored(u64),
+    Deleted(bool),
+    Purged(u64),
+    Done,
+}
+
+/// What a publish turns into.
+pub(crate) enum Decision {
+    /// Append with this op.
+    Append(Op),
+    /// Duplicate of an earlier message: ack with that sequence.
+    Duplicate(u64),
+}
+
+/// The pub ack JSON.
+#[derive(Serialize)]
+pub(crate) struct PubAck<'a> {
+    pub stream: &'a str,
+    pub seq: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// A stream and everything it owns.
+pub(crate) struct Stream {
+    pub config: StreamConfig,
+    pub created: i64,
+    pub store: Box<dyn MsgStore>,
+    pub consumers: BTreeMap<String, Consumer>,
+    pub dir: Option<PathBuf>,
+    dedup: Dedup,
+    last_msg_id: Option<String>,
+    /// Per-message TTL expiries: (expires at, seq).
+    ttl: std::collections::BTreeSet<(i64, u64)>,
+    /// Sequences found damaged at recovery (reported in stream info as `lost`).
+    pub lost: Vec<u64>,
+}
+
+impl Stream {
+    pub fn new(
+        config: StreamConfig,
+        created: i64,
+        store: Box<dyn MsgStore>,
+        dir: Option<PathBuf>,
+    ) -> Self {
+        let mut s = Self {
+            config,
+            created,
+            store,
+            consumers: BTreeMap::new(),
+            dir,
+            dedup: Dedup::new(),
+            last_msg_id: None,
+            ttl: std::collections::BTreeSet::new(),
+            lost: Vec::new(),
+        };
+        let from = s.load_derived();
+        s.rebuild_dedup(from);
+        s.rebuild_ttl(from);
+        s
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Checks a publish against the stream's rules and expectations; returns the op to apply.
+    pub fn check_publish(
+        &mut self,
+        subj: &str,
+        hdrs: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<Decision, ApiError> {
+        let cfg = &self.config;
+        if cfg.sealed {
+            return Err(ApiError::sealed());
+        }
+        let size = payload.len() + hdrs.map_or(0, <[u8]>::len);
+        if cfg.max_msg_size >= 0 && size as i64 > cfg.max_msg_size {
+            return Err(ApiError::message_too_large());
+        }
+        let get = |k: &str| hdrs.and_then(|h| headers::get(h, k));
+        let now = now_nanos();
+        let msg_id = get(headers::MSG_ID).filter(|s| !s.is_empty());
+        if let Some(id) = msg_id {
+            self.dedup.expire(now, cfg.duplicate_window);
+            if let Some(&(seq, _)) = self.dedup.ids.get(id) {
+                return Ok(Decision::Duplicate(seq));
+            }
+        }
+        if let Some(expected) = get(headers::EXPECTED_STREAM) {
+            if expected != cfg.name {
+                return Err(ApiError::expected_stream_mismatch());
+            }
+        }
+        let state = self.store.state();
+        if let Some(v) = get(headers::EXPECTED_LAST_SEQ) {
+            let want: u64 = v
+                .parse()
+                .map_err(|_| ApiError::bad_request("invalid expected last sequence"))?;
+            if want != state.last_seq {
+                return Err(ApiError::wrong_last_sequence(state.last_seq));
+            }
+        }
+        if let Some(v) = get(headers::EXPECTED_LAST_SUBJ_SEQ) {
+            let want: u64 = v
+                .parse()
+                .map_err(|_| ApiError::bad_request("invalid expected last subject sequence"))?;
+            let on = get(headers::EXPECTED_LAST_SUBJ_SEQ_SUBJ).unwrap_or(subj);
+            let last = self.store.last_seq_for_subject(on).unwrap_or(0);
+            if want != last {
+                return Err(ApiError::wrong_last_sequence(last));
+            }
+        }
+        if let Some(v) = get(headers::EXPECTED_LAST_MSG_ID) {
+            if self.last_msg_id.as_deref() != Some(v) {
+                return Err(ApiError::wrong_last_msg_id(
+                    self.last_msg_id.as_deref().unwrap_or(""),
+                ));
+            }
+        }
+        let rollup = match get(headers::ROLLUP) {
+            None => None,
+            Some(r) => {
+                if !cfg.allow_rollup_hdrs {
+                    return Err(ApiError::rollup_not_allowed());
+                }
+                match r {
+                    "sub" => Some(Rollup::Subject),
+                    "all" => {
+                        if cfg.deny_purge {
+                            return Err(ApiError::rollup_not_allowed());
+                        }
+                        Some(Rollup::All)
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(&format!(
+                            "rollup value invalid: {r:?}"
+                        )))
+                    }
+                }
+            }
+        };
+        if let Some(ttl) = get(headers::TTL) {
+            if !cfg.allow_msg_ttl {
+                return Err(ApiError::ttl_disabled());
+            }
+            parse_ttl(ttl).ok_or_else(ApiError::ttl_invalid)?;
+        }
+        if cfg.discard == Discard::New {
+            if cfg.max_msgs > 0 && state.msgs as i64 >= cfg.max_msgs {
+                return Err(ApiError::stream_msgs_exceeded());
+            }
+            // Count the message as the store will: the whole record, framing included.
+            let overhead = match cfg.storage {
+                super::config::Storage::File => 42,
+                super::config::Storage::Memory => 16,
+            };
+            let record = (size + subj.len() + overhead) as u64;
+            if cfg.max_bytes > 0 && (state.bytes + record) as i64 > cfg.max_bytes {
+                return Err(ApiError::stream_bytes_exceeded());
+            }
+            if cfg.discard_new_per_subject && cfg.max_msgs_per_subject > 0 {
+                let n = self.store.subject_state(subj).map_or(0, |s| s.msgs);
+                if n as i64 >= cfg.max_msgs_per_subject {
+                    return Err(ApiError::stream_msgs_per_subject_exceeded());
+                }
+            }
+        }
+        Ok(Decision::Append(Op::Append {
+            subject: subj.to_string(),
+            headers: hdrs.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            time: now,
+            msg_id: msg_id.map(str::to_string),
+            rollup,
+        }))
+    }
+
+    /// Applies one state change.
+    pub fn apply(&mut self, op: Op) -> Result<Applied, ApiError> {
+        let store_err = |e: crate::store::StoreError| ApiError::store_failed(&e.to_string());
+        match op {
+            Op::Append {
+                subject,
+                headers,
+                payload,
+                time,
+                msg_id,
+                rollup,
+            } => {
+                let seq = self
+                    .store
+                    .append(&subject, headers.as_deref(), &payload, time)
+                    .map_err(store_err)?;
+                self.track_ttl(headers.as_deref(), seq, time);
+                if let Some(id) = msg_id {
+                    self.dedup.insert(id.clone(), seq, time);
+                    self.last_msg_id = Some(id);
+                }
+                match rollup {
+                    Some(Rollup::Subject) => {
+                        self.store
+                            .purge(Some(&subject), Some(seq), None)
+                            .map_err(store_err)?;
+                    }
+                    Some(Rollup::All) => {
+                        self.store.purge(None, Some(seq), None).map_err(store_err)?;
+                    }
+                    None => {}
+                }
+                self.enforce_limits(&subject).map_err(store_err)?;
+                Ok(Applied::Stored(seq))
+            }
+            Op::Delete { seq } => {
+                let removed = self.store.remove(seq).map_err(store_err)?;
+                Ok(Applied::Deleted(removed))
+            }
+            Op::Purge { filter, seq, keep } => {
+                let n = self
+                    .store
+                    .purge(filter.as_deref(), seq, keep)
+                    .map_err(store_err)?;
+                Ok(Applied::Purged(n))
+            }
+            Op::Expire { before } => {
+                let n = self.store.expire_older_than(before).map_err(store_err)?;
+                Ok(Applied::Purged(n))
+            }
+            Op::UpdateConfig(cfg) => {
+                self.config = *cfg;
+                self.enforce_all_limits().map_err(store_err)?;
+                Ok(Applied::Done)
+            }
+            Op::ConsumerCreate { name, config } => {
+                match self.consumers.get_mut(&name) {
+                    Some(existing) => existing.set_config(*config, &self.config.subjects),
+                    None => {
+                        let start = config
+                            .opt_start_time
+                            .as_deref()
+                            .and_then(super::time::parse_rfc3339);
+                        let c = Consumer::new(
+                            name.clone(),
+                            *config,
+                            self.store.as_ref(),
+                            start,
+                            &self.config.subjects,
+                        );
+                        self.consumers.insert(name, c);
+                    }
+                }
+                Ok(Applied::Done)
+            }
+            Op::ConsumerDelete { name } => {
+                self.consumers.remove(&name);
+                if let Some(dir) = &self.dir {
+                    let _ =
+                        std::fs::remove_file(dir.join("consumers").join(format!("{name}.json")));
+                }
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    fn enforce_limits(&mut self, subj: &str) -> Result<(), crate::store::StoreError> {
+        let cfg = &self.config;
+        if cfg.max_msgs_per_subject > 0 {
+            if let Some(ss) = self.store.subject_state(subj) {
+                if ss.msgs as i64 > cfg.max_msgs_per_subject {
+                    self.store
+                        .purge(Some(subj), None, Some(cfg.max_msgs_per_subject as u64))?;
+                }
+            }
+        }
+        self.enforce_totals()
+    }
+
+    fn enforce_totals(&mut self) -> Result<(), crate::store::StoreError> {
+        // With discard new, publishes over the limits are refused instead.
+        if self.config.discard == Discard::New {
+            return Ok(());
+        }
+        let (max_msgs, max_bytes) = (self.config.max_msgs, self.config.max_bytes);
+        loop {
+            let st = self.store.state();
+            let over = (max_msgs > 0 && st.msgs as i64 > max_msgs)
+                || (max_bytes > 0 && st.bytes as i64 > max_bytes);
+            if !over || st.msgs == 0 {
+                return Ok(());
+            }
+            let Some(first) = self.store.next_seq_matching(st.first_seq, None) else {
+                return Ok(());
+            };
+            self.store.remove(first)?;
+        }
+    }
+
+    fn enforce_all_limits(&mut self) -> Result<(), crate::store::StoreError> {
+        if self.config.max_msgs_per_subject > 0 {
+            let keep = self.config.max_msgs_per_subject as u64;
+            for (subj, st) in self.store.subjects_matching(">") {
+                if st.msgs > keep {
+                    self.store.purge(Some(&subj), None, Some(keep))?;
+                }
+            }
+        }
+        self.enforce_totals()
+    }
+
+    /// Removes messages every interested consumer has acknowledged (interest and workqueue
+    /// retention).
+    pub fn retire_acked(&mut self, seqs: &[u64]) -> Result<bool, crate::store::StoreError> {
+        if self.config.retention == Retention::Limits || seqs.is_empty() {
+            return Ok(false);
+        }
+        let mut removed = false;
+        for &seq in seqs {
+            let Ok(Some(msg)) = self.store.get(seq) else {
+                continue;
+            };
+            let still_wanted = self.consumers.values().any(|c| {
+                c.matches(&msg.subject)
+                    && (c.state.pending.contains_key(&seq) || c.state.sseq < seq)
+            });
+            if !still_wanted {
+                removed |= self.store.remove(seq)?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// For interest retention: drops a just-stored message no consumer is interested in.
+    pub fn drop_uninterested(
+        &mut self,
+        seq: u64,
+        subj: &str,
+    ) -> Result<(), crate::store::StoreError> {
+        if self.config.retention == Retention::Interest
+            && !self.consumers.values().any(|c| c.matches(subj))
+        {
+            self.store.remove(seq)?;
+        }
+        Ok(())
+    }
+}
