@@ -7,9 +7,10 @@ Run by tests/python_clients.rs.
 """
 
 import asyncio
-import sys
 
 import nats
+
+import runner
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
@@ -188,21 +189,5 @@ CHECKS = [
 ]
 
 
-async def main(url):
-    for check in CHECKS:
-        name = check.__name__.removeprefix("check_")
-        try:
-            await asyncio.wait_for(check(url), CHECK_TIMEOUT)
-        except BaseException as e:  # noqa: BLE001 - report anything, then stop
-            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
-            return 1
-        print(f"ok {name}", flush=True)
-    print(f"all {len(CHECKS)} checks ok", flush=True)
-    return 0
-
-
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    sys.exit(asyncio.run(main(sys.argv[1])))
+    runner.main(CHECKS, CHECK_TIMEOUT, __doc__)

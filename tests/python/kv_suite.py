@@ -6,10 +6,10 @@ Prints one line per check ("ok <name>") and exits non-zero on the first failure.
 Run by tests/python_kv.rs.
 """
 
-import asyncio
-import sys
 
 import nats
+
+import runner
 from nats.js import api
 from nats.js.errors import (
     BucketNotFoundError,
@@ -218,17 +218,5 @@ CHECKS = [
 ]
 
 
-async def main(url):
-    for check in CHECKS:
-        name = check.__name__.removeprefix("check_")
-        try:
-            await asyncio.wait_for(check(url), CHECK_TIMEOUT)
-        except Exception as err:
-            print(f"FAIL {name}: {type(err).__name__}: {err!r}", flush=True)
-            raise
-        print(f"ok {name}", flush=True)
-    print(f"all {len(CHECKS)} checks passed", flush=True)
-
-
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    runner.main(CHECKS, CHECK_TIMEOUT, __doc__)
