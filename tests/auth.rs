@@ -311,21 +311,11 @@ async fn permissions_from_config_text_and_async_nats_error_events() {
     raw_refused(&server, json!({"user": "a", "pass": "c"})).await;
 
     // async-nats reports the violation as a server error event and keeps the connection.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let client = within(
-        TIMEOUT,
-        "connect",
-        ConnectOptions::with_user_and_password("a".into(), "b".into())
-            .event_callback(move |e| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(e);
-                }
-            })
-            .connect(server.client_url()),
+    let (client, mut rx) = common::connect_with_events(
+        ConnectOptions::with_user_and_password("a".into(), "b".into()),
+        &server.client_url(),
     )
-    .await
-    .unwrap();
+    .await;
     let mut public = client.subscribe("public.>").await.unwrap();
     client.publish("secret.plan", "no".into()).await.unwrap();
     client.flush().await.unwrap();

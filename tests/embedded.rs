@@ -311,21 +311,8 @@ async fn shutdown_flushes_queued_messages_then_announces_ldm_and_closes() {
 async fn shutdown_is_seen_by_async_nats_and_ends_local_subscribers() {
     let server = start_default().await;
     let addr = server.local_addr();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let tcp = within(
-        TIMEOUT,
-        "connect",
-        ConnectOptions::new()
-            .event_callback(move |e| {
-                let tx = tx.clone();
-                async move {
-                    let _ = tx.send(e);
-                }
-            })
-            .connect(server.client_url()),
-    )
-    .await
-    .unwrap();
+    let (tcp, mut rx) =
+        common::connect_with_events(ConnectOptions::new(), &server.client_url()).await;
     let mut tcp_sub = tcp.subscribe("any").await.unwrap();
     sync(&tcp).await;
     let mut local_sub = server.client().subscribe("any").await.unwrap();

@@ -115,3 +115,29 @@ pub fn free_port() -> u16 {
         .expect("local_addr")
         .port()
 }
+
+/// Connects with `opts` and returns the client plus a channel of its connection events
+/// (server errors such as permission violations, disconnects, ...).
+pub async fn connect_with_events(
+    opts: async_nats::ConnectOptions,
+    url: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = within(
+        TIMEOUT,
+        "connect",
+        opts.event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(e);
+            }
+        })
+        .connect(url),
+    )
+    .await
+    .expect("connect");
+    (client, rx)
+}
