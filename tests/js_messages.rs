@@ -212,3 +212,49 @@ async fn direct_get_by_seq_and_by_subject() {
     assert!(s.direct_get(42).await.is_err());
     env.stop().await;
 }
+
+#[tokio::test]
+async fn direct_get_without_allow_direct_has_no_responders() {
+    let env = JsEnv::new().await;
+    env.stream(json!({"name": "ND", "subjects": ["nd.>"]}))
+        .await;
+    fill(&env, "ND", &["nd.a"]).await;
+    let r = common::js::try_request(&env.nc, "$JS.API.DIRECT.GET.ND.nd.a", &[], "").await;
+    let kind = r.map(|m| format!("{:?}", m.status)).map_err(|e| e.kind());
+    assert_eq!(
+        kind,
+        Err(async_nats::RequestErrorKind::NoResponders),
+        "as nats-server: nobody answers direct gets of a stream without allow_direct"
+    );
+    env.stop().await;
+}
+
+/// Direct gets are answered on the requesting connection's task, beside the stream's thread
+/// that appends: every get that follows an acknowledged publish sees that publish (or a later
+/// one), while several writers and readers run at once.
+#[tokio::test]
+async fn direct_get_sees_every_acknowledged_write_under_concurrency() {
+    let env = JsEnv::new().await;
+    env.stream(json!({"name": "RW", "subjects": ["rw.>"], "allow_direct": true}))
+        .await;
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let nc = common::js::connect(&env.server.client_url()).await;
+        tasks.push(tokio::spawn(async move {
+            let subject = format!("rw.k{w}");
+            for i in 0..200u64 {
+                let ack = common::js::publish(&nc, &subject, &[], i.to_string()).await;
+                let seq = ack["seq"].as_u64().expect("ack seq");
+                let m = request(&nc, &format!("$JS.API.DIRECT.GET.RW.{subject}"), &[], "").await;
+                let got: u64 = header(&m, "Nats-Sequence").unwrap().parse().unwrap();
+                assert_eq!(got, seq, "{subject}: the get after the ack of {seq}");
+                assert_eq!(m.payload, i.to_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(state(&env.info("RW").await).0, 800);
+    env.stop().await;
+}

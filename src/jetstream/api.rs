@@ -7,11 +7,10 @@ use serde_json::{json, Value};
 
 use super::config::{ConsumerConfig, Retention, StreamConfig};
 use super::consumer::{status, Consumer, Outgoing};
+use super::direct::{self, find_msg, MsgGetReq};
 use super::errors::ApiError;
-use super::headers;
 use super::stream::{Applied, Op, Stream};
 use super::time::{now_nanos, rfc3339};
-use crate::store::StoredMsg;
 
 /// A stream-bound API request.
 #[derive(Debug, Clone)]
@@ -131,20 +130,6 @@ struct PurgeReq {
 }
 
 #[derive(Deserialize, Default)]
-struct MsgGetReq {
-    seq: Option<u64>,
-    last_by_subj: Option<String>,
-    next_by_subj: Option<String>,
-    #[serde(default)]
-    batch: u64,
-    #[serde(default)]
-    max_bytes: u64,
-    #[serde(default)]
-    multi_last: Vec<String>,
-    up_to_seq: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
 struct MsgDeleteReq {
     seq: u64,
     #[allow(dead_code)]
@@ -214,7 +199,14 @@ pub(crate) fn handle(
         }
         Call::DirectGet(subj) => {
             if let Some(reply) = reply {
-                direct_get(s, subj, body, reply, out);
+                direct::get(
+                    s.name(),
+                    s.store.as_ref(),
+                    subj.as_deref(),
+                    body,
+                    reply,
+                    out,
+                );
             }
             Reply {
                 body: None,
@@ -356,39 +348,13 @@ fn purge(s: &mut Stream, body: &[u8]) -> Result<u64, ApiError> {
     }
 }
 
-fn find_msg(
-    s: &Stream,
-    seq: Option<u64>,
-    last: Option<&str>,
-    next: Option<&str>,
-) -> Option<StoredMsg> {
-    let seq = match (seq, last, next) {
-        // A literal subject is one lookup in the per-subject index (KV gets take this path).
-        (_, Some(subj), _) if !crate::protocol::subject::has_wildcard(subj.as_bytes()) => {
-            s.store.last_seq_for_subject(subj)?
-        }
-        (_, Some(subj), _) => s
-            .store
-            .subjects_matching(subj)
-            .into_iter()
-            .map(|(_, st)| st.last_seq)
-            .max()?,
-        (start, None, Some(subj)) => s
-            .store
-            .next_seq_matching(start.unwrap_or(0).max(1), Some(subj))?,
-        (Some(seq), None, None) => seq,
-        (None, None, None) => return None,
-    };
-    s.store.get(seq).ok().flatten()
-}
-
 fn msg_get(s: &Stream, body: &[u8]) -> Result<Value, ApiError> {
     let req: MsgGetReq = parse(body)?;
     if req.seq.is_none() && req.last_by_subj.is_none() && req.next_by_subj.is_none() {
         return Err(ApiError::bad_request("request had no valid parameters"));
     }
     let m = find_msg(
-        s,
+        s.store.as_ref(),
         req.seq,
         req.last_by_subj.as_deref(),
         req.next_by_subj.as_deref(),
@@ -420,127 +386,6 @@ fn msg_delete(s: &mut Stream, body: &[u8]) -> Result<(), ApiError> {
     match s.apply(Op::Delete { seq: req.seq })? {
         Applied::Deleted(true) => Ok(()),
         _ => Err(ApiError::msg_delete_failed("no message found")),
-    }
-}
-
-fn direct_get(s: &Stream, subj: Option<String>, body: &[u8], reply: &str, out: &mut Vec<Outgoing>) {
-    let req = match subj {
-        Some(subj) => MsgGetReq {
-            last_by_subj: Some(subj),
-            ..MsgGetReq::default()
-        },
-        None => match parse::<MsgGetReq>(body) {
-            Ok(r) => r,
-            Err(_) => {
-                out.push(status(reply, 408, "Bad Request", &[]));
-                return;
-            }
-        },
-    };
-    if req.batch == 0 && req.multi_last.is_empty() {
-        let found = find_msg(
-            s,
-            req.seq,
-            req.last_by_subj.as_deref(),
-            req.next_by_subj.as_deref(),
-        );
-        out.push(match found {
-            Some(m) => direct_reply(s, &m, reply, &[]),
-            None => status(reply, 404, "Message Not Found", &[]),
-        });
-        return;
-    }
-    // Batched: the matching messages in order, then an EOB status.
-    let seqs: Vec<u64> = if req.multi_last.is_empty() {
-        let filter = req.next_by_subj.as_deref();
-        let mut seqs = Vec::new();
-        let mut at = req.seq.unwrap_or(1).max(1);
-        while (seqs.len() as u64) < req.batch {
-            match s.store.next_seq_matching(at, filter) {
-                Some(seq) => {
-                    seqs.push(seq);
-                    at = seq + 1;
-                }
-                None => break,
-            }
-        }
-        seqs
-    } else {
-        let up_to = req.up_to_seq.unwrap_or(u64::MAX);
-        let mut seqs: Vec<u64> = req
-            .multi_last
-            .iter()
-            .flat_map(|f| s.store.subjects_matching(f))
-            .map(|(_, st)| st.last_seq)
-            .filter(|seq| *seq <= up_to)
-            .collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        seqs
-    };
-    if seqs.is_empty() {
-        out.push(status(reply, 404, "Message Not Found", &[]));
-        return;
-    }
-    let mut sent = 0u64;
-    let mut bytes = 0u64;
-    let mut last = 0u64;
-    let total = seqs.len() as u64;
-    for seq in seqs {
-        let Ok(Some(m)) = s.store.get(seq) else {
-            continue;
-        };
-        bytes += (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64;
-        if req.max_bytes > 0 && bytes > req.max_bytes && sent > 0 {
-            break;
-        }
-        sent += 1;
-        let pending = match &req.next_by_subj {
-            Some(f) if req.multi_last.is_empty() => s.store.count_matching(seq + 1, Some(f)),
-            None if req.multi_last.is_empty() => s.store.count_matching(seq + 1, None),
-            _ => total - sent,
-        }
-        .to_string();
-        let prev = last.to_string();
-        out.push(direct_reply(
-            s,
-            &m,
-            reply,
-            &[
-                ("Nats-Num-Pending", &pending),
-                ("Nats-Last-Sequence", &prev),
-            ],
-        ));
-        last = seq;
-    }
-    let (pending, last) = ((total - sent).to_string(), last.to_string());
-    out.push(status(
-        reply,
-        204,
-        "EOB",
-        &[
-            ("Nats-Num-Pending", &pending),
-            ("Nats-Last-Sequence", &last),
-        ],
-    ));
-}
-
-fn direct_reply(s: &Stream, m: &StoredMsg, reply: &str, extra: &[(&str, &str)]) -> Outgoing {
-    let seq = m.seq.to_string();
-    let ts = rfc3339(m.time);
-    let mut pairs = vec![
-        ("Nats-Stream", s.name()),
-        ("Nats-Subject", m.subject.as_str()),
-        ("Nats-Sequence", seq.as_str()),
-        ("Nats-Time-Stamp", ts.as_str()),
-    ];
-    pairs.extend_from_slice(extra);
-    Outgoing {
-        to: reply.to_string(),
-        subject: reply.to_string(),
-        reply: None,
-        headers: Some(headers::append(m.headers.as_deref(), &pairs)),
-        payload: m.payload.clone(),
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 pub mod consumer;
+pub mod direct;
 pub mod errors;
 pub mod headers;
 pub mod runner;
@@ -29,7 +30,7 @@ use serde_json::{json, Value};
 
 use crate::config::JetStreamConfig;
 use crate::server::{Client, Message};
-use crate::store::{FileStore, FileStoreOptions, MemStore, MsgStore};
+use crate::store::{FileStore, FileStoreOptions, MemStore, MsgStore, SharedStore, StoreReader};
 use api::{response, Call};
 use config::{Storage, StreamConfig};
 use errors::ApiError;
@@ -44,6 +45,8 @@ struct Handle {
     tx: SyncSender<Input>,
     config: StreamConfig,
     subs: Vec<Arc<crate::server::Subscription>>,
+    /// Reads the stream's store from connection tasks (direct gets).
+    reader: StoreReader,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -81,7 +84,12 @@ impl JetStream {
         });
         js.restore();
         let (tx, rx) = sync_channel::<Message>(STREAM_QUEUE);
-        let handler: crate::server::InternalHandler = Arc::new(move |m| tx.try_send(m).is_ok());
+        // Direct gets are answered by the streams' own subscriptions (see `direct`); taking
+        // them here too would wake this thread for nothing, and a stream without direct gets
+        // must leave the requester with "no responders", as nats-server does.
+        let handler: crate::server::InternalHandler = Arc::new(move |m: Message| {
+            !m.subject.starts_with("$JS.API.DIRECT.GET.") && tx.try_send(m).is_ok()
+        });
         let sub = js.client.subscribe_internal("$JS.API.>", None, handler);
         *lock(&js.api_sub) = Some(sub);
         let worker = js.clone();
@@ -150,7 +158,7 @@ impl JetStream {
         let dir = streams_dir(&self.cfg.store_dir).join(&name);
         let io = |e: std::io::Error| ApiError::store_failed(&e.to_string());
         let mut lost = Vec::new();
-        let (store, dir): (Box<dyn MsgStore>, Option<PathBuf>) = match config.storage {
+        let (store, dir): (Box<dyn MsgStore + Sync>, Option<PathBuf>) = match config.storage {
             Storage::Memory => (Box::new(MemStore::new()), None),
             Storage::File => {
                 if fresh {
@@ -179,7 +187,9 @@ impl JetStream {
                 (Box::new(fs), Some(dir))
             }
         };
-        let mut stream = Stream::new(config.clone(), created, store, dir);
+        let store = SharedStore::new(store);
+        let reader = store.reader();
+        let mut stream = Stream::new(config.clone(), created, Box::new(store), dir);
         stream.lost = lost;
         if config.first_seq > 1 && fresh {
             let _ = stream.store.set_first_seq(config.first_seq);
@@ -195,13 +205,14 @@ impl JetStream {
             .name(format!("stream-{name}"))
             .spawn(move || runner::run(stream, rx, ctx))
             .map_err(io)?;
-        let subs = self.subscribe_stream(&config, &tx);
+        let subs = self.subscribe_stream(&config, &tx, reader.clone());
         lock(&self.streams).insert(
             name,
             Handle {
                 tx,
                 config,
                 subs,
+                reader,
                 thread: Some(thread),
             },
         );
@@ -212,6 +223,7 @@ impl JetStream {
         &self,
         config: &StreamConfig,
         tx: &SyncSender<Input>,
+        reader: StoreReader,
     ) -> Vec<Arc<crate::server::Subscription>> {
         let mut subs = Vec::new();
         let name = &config.name;
@@ -234,10 +246,8 @@ impl JetStream {
         ));
         if config.allow_direct {
             let tx2 = tx.clone();
-            let prefix = format!("$JS.API.DIRECT.GET.{name}.");
-            let direct: crate::server::InternalHandler = Arc::new(move |m: Message| {
-                let subj = m.subject.strip_prefix(&prefix).map(str::to_string);
-                enqueue(&tx2, Input::Api(Call::DirectGet(subj), m))
+            let direct = direct::handler(name.clone(), reader, self.client.clone(), move |input| {
+                enqueue(&tx2, input)
             });
             subs.push(self.client.subscribe_internal(
                 &format!("$JS.API.DIRECT.GET.{name}"),
@@ -341,7 +351,6 @@ impl JetStream {
                 m.clone(),
                 "consumer_pause",
             ),
-            ["DIRECT", "GET", ..] => {} // answered by the stream's own subscription
             _ => self.reply(
                 &m,
                 "error",
@@ -466,7 +475,7 @@ impl JetStream {
                 for s in h.subs.drain(..) {
                     self.client.unsubscribe_internal(&s);
                 }
-                h.subs = self.subscribe_stream(&cfg, &h.tx);
+                h.subs = self.subscribe_stream(&cfg, &h.tx, h.reader.clone());
             }
             h.config = cfg;
             let _ = h.tx.try_send(Input::Api(Call::Update, m));

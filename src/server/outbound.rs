@@ -6,13 +6,17 @@
 //! messages leaves in one `write` call. A buffer above `max_pending`, or a write that takes longer
 //! than `write_deadline`, marks the client a slow consumer and closes it: the server's memory
 //! stays bounded and one stuck reader never stalls anyone else.
+//!
+//! A small buffer is written by whoever wakes the writer ([`Outbound::flush`]): a non-blocking
+//! `try_write` straight to the socket, under the buffer's lock, when the writer task is not in
+//! the middle of a write. A reply then leaves from the thread that produced it without a task
+//! wake-up; whatever the socket does not take right away is left to the writer task.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use bytes::{Buf, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -51,10 +55,19 @@ pub(crate) enum Push {
     Closed,
 }
 
+/// Buffers at most this large are written inline by [`Outbound::flush`]; larger ones are left
+/// to the writer task, so a publisher fanning out does not do every subscriber's write itself.
+const INLINE_WRITE_MAX: usize = 32 * 1024;
+
 struct State {
     buf: BytesMut,
     closed: Option<CloseReason>,
     flush_on_close: bool,
+    /// The socket, while the writer task runs (it takes it away when it ends).
+    sock: Option<Arc<OwnedWriteHalf>>,
+    /// The writer task holds bytes taken from `buf` that are not yet fully written: nobody
+    /// else may write to the socket until it is done, or bytes would be reordered.
+    writing: bool,
 }
 
 /// The outbound half of one client connection.
@@ -82,6 +95,8 @@ impl Outbound {
                 buf: BytesMut::with_capacity(4096),
                 closed: None,
                 flush_on_close: true,
+                sock: None,
+                writing: false,
             }),
             wake: Notify::new(),
             cancel: CancellationToken::new(),
@@ -141,13 +156,43 @@ impl Outbound {
         }
         f(&mut st.buf);
         drop(st);
+        self.flush();
+    }
+
+    /// Sends what is buffered: inline if it is small and the socket takes all of it right
+    /// away, otherwise by waking the writer task.
+    pub fn flush(&self) {
+        if self.try_write_inline() {
+            return;
+        }
         self.wake.notify_one();
     }
 
-    /// Wakes the writer so it drains the buffer.
-    #[inline]
-    pub fn flush(&self) {
-        self.wake.notify_one();
+    /// True if the whole buffer went out to the socket here and now.
+    fn try_write_inline(&self) -> bool {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.writing || st.closed.is_some() || st.buf.len() > INLINE_WRITE_MAX {
+            return false;
+        }
+        let Some(sock) = &st.sock else {
+            return false;
+        };
+        if st.buf.is_empty() {
+            return true;
+        }
+        match sock.try_write(&st.buf) {
+            Ok(n) if n == st.buf.len() => {
+                st.buf.clear();
+                true
+            }
+            Ok(n) => {
+                st.buf.advance(n);
+                false
+            }
+            // Would block, or an error the writer task will meet and report.
+            Err(_) => false,
+        }
     }
 
     /// Closes after writing what is already queued (used after -ERR, on shutdown).
@@ -181,30 +226,35 @@ impl Outbound {
 }
 
 /// Drains `out` to the socket until the connection closes.
-pub(crate) async fn writer(out: Arc<Outbound>, mut sock: OwnedWriteHalf, write_deadline: Duration) {
+pub(crate) async fn writer(out: Arc<Outbound>, sock: OwnedWriteHalf, write_deadline: Duration) {
+    let sock = Arc::new(sock);
+    out.lock().sock = Some(sock.clone());
     let mut spare = BytesMut::with_capacity(64 * 1024);
     loop {
         let closing = {
             let mut st = out.lock();
             std::mem::swap(&mut st.buf, &mut spare);
+            st.writing = !spare.is_empty();
             st.closed.map(|_| st.flush_on_close)
         };
         if closing == Some(false) {
             break;
         }
         if !spare.is_empty() {
-            let write = tokio::time::timeout(write_deadline, sock.write_all(&spare));
-            tokio::pin!(write);
-            let mut cancel_seen = false;
-            let result = loop {
-                tokio::select! {
-                    r = &mut write => break Some(r),
-                    _ = out.cancel.cancelled(), if !cancel_seen => {
-                        // A close that discards pending data must not wait for a stuck socket.
-                        if !out.lock().flush_on_close {
-                            break None;
+            let result = {
+                let write = tokio::time::timeout(write_deadline, write_all(&sock, &spare));
+                tokio::pin!(write);
+                let mut cancel_seen = false;
+                loop {
+                    tokio::select! {
+                        r = &mut write => break Some(r),
+                        _ = out.cancel.cancelled(), if !cancel_seen => {
+                            // A close that discards pending data must not wait for a stuck socket.
+                            if !out.lock().flush_on_close {
+                                break None;
+                            }
+                            cancel_seen = true;
                         }
-                        cancel_seen = true;
                     }
                 }
             };
@@ -236,5 +286,25 @@ pub(crate) async fn writer(out: Arc<Outbound>, mut sock: OwnedWriteHalf, write_d
         }
         out.wake.notified().await;
     }
-    let _ = sock.shutdown().await;
+    {
+        let mut st = out.lock();
+        st.sock = None;
+        st.writing = false;
+    }
+    // The last handle going shuts the write half down.
+    drop(sock);
+}
+
+/// Writes all of `data`, waiting for the socket to become writable as needed.
+async fn write_all(sock: &OwnedWriteHalf, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        sock.writable().await?;
+        match sock.try_write(data) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -61,6 +61,7 @@
 //! - `sidecar`: the sealed-segment `.idx` files and the `.del` carry-over files.
 //! - `segment`: file naming, the active segment's writer, the read-handle cache.
 //! - `meta`: the sled database (checkpoint, segment catalogue, deletion bitmaps, subject count).
+//! - `shared`: [`SharedStore`], a store one thread writes while others read (direct gets).
 //! - `file`: [`FileStore`] internals, `file_ops`: its [`MsgStore`] impl, `reclaim`: unlinking
 //!   dead segments and sled checkpoints, `recovery`: [`FileStore::open`].
 //!
@@ -80,6 +81,7 @@ mod reclaim;
 mod record;
 mod recovery;
 mod segment;
+mod shared;
 mod sidecar;
 mod subject_index;
 pub mod subjects;
@@ -95,6 +97,7 @@ mod tests_file;
 
 pub use file::{FileStore, FileStoreOptions};
 pub use mem::MemStore;
+pub use shared::{SharedStore, StoreReader};
 pub use subjects::subject_matches;
 
 /// The highest sequence a store hands out; purges and `set_first_seq` beyond it are refused,

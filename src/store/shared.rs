@@ -1,0 +1,199 @@
+//! A store shared between its one writer (the stream's thread) and any number of readers (the
+//! connection tasks answering direct gets without a hop to that thread).
+//!
+//! [`SharedStore::new`] wraps a store and returns the owner, a [`SharedStore`] that implements
+//! [`MsgStore`] and is what the stream holds, and [`StoreReader`]s cloned from it. Every call
+//! takes a read or write lock around the inner store, so a reader sees the store between two
+//! of the owner's calls, never in the middle of one. Dropping the owner closes the store (the
+//! inner store is dropped then, whatever readers still exist; they find it closed).
+
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
+
+type Inner = Arc<RwLock<Option<Box<dyn MsgStore + Sync>>>>;
+
+/// The owning handle: the store itself, as far as the stream is concerned.
+pub struct SharedStore {
+    inner: Inner,
+}
+
+/// A read-only handle for another thread or task.
+#[derive(Clone)]
+pub struct StoreReader {
+    inner: Inner,
+}
+
+fn closed() -> StoreError {
+    StoreError::Invalid("the store is closed".into())
+}
+
+impl SharedStore {
+    /// Wraps `store`.
+    pub fn new(store: Box<dyn MsgStore + Sync>) -> SharedStore {
+        SharedStore {
+            inner: Arc::new(RwLock::new(Some(store))),
+        }
+    }
+
+    /// A handle that can read the store from elsewhere while the owner lives.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Option<Box<dyn MsgStore + Sync>>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Option<Box<dyn MsgStore + Sync>>> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the inner store with the write lock held.
+    fn with_mut<T>(
+        &mut self,
+        f: impl FnOnce(&mut (dyn MsgStore + Sync)) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match self.write().as_deref_mut() {
+            Some(s) => f(s),
+            None => Err(closed()),
+        }
+    }
+
+    /// Runs `f` on the inner store with the read lock held; `None` once closed.
+    fn with<T>(&self, f: impl FnOnce(&(dyn MsgStore + Sync)) -> T) -> Option<T> {
+        self.read().as_deref().map(f)
+    }
+}
+
+impl Drop for SharedStore {
+    fn drop(&mut self) {
+        let inner = self.write().take();
+        drop(inner);
+    }
+}
+
+impl StoreReader {
+    /// Runs `f` on the store with the read lock held; `None` once the owner has closed it.
+    pub fn with<T>(&self, f: impl FnOnce(&dyn MsgStore) -> T) -> Option<T> {
+        let guard = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_deref().map(|s| f(s))
+    }
+}
+
+impl MsgStore for SharedStore {
+    fn append(
+        &mut self,
+        subject: &str,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+        time: i64,
+    ) -> Result<u64, StoreError> {
+        self.with_mut(|s| s.append(subject, headers, payload, time))
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.with_mut(|s| s.sync())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.with_mut(|s| s.checkpoint())
+    }
+
+    fn get(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
+        self.with(|s| s.get(seq)).unwrap_or_else(|| Err(closed()))
+    }
+
+    fn remove(&mut self, seq: u64) -> Result<bool, StoreError> {
+        self.with_mut(|s| s.remove(seq))
+    }
+
+    fn purge(
+        &mut self,
+        filter: Option<&str>,
+        up_to_seq: Option<u64>,
+        keep: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.with_mut(|s| s.purge(filter, up_to_seq, keep))
+    }
+
+    fn state(&self) -> StoreState {
+        self.with(|s| s.state()).unwrap_or_default()
+    }
+
+    fn subject_state(&self, subject: &str) -> Option<SubjectState> {
+        self.with(|s| s.subject_state(subject)).flatten()
+    }
+
+    fn last_seq_for_subject(&self, subject: &str) -> Option<u64> {
+        self.with(|s| s.last_seq_for_subject(subject)).flatten()
+    }
+
+    fn subjects_matching(&self, filter: &str) -> Vec<(String, SubjectState)> {
+        self.with(|s| s.subjects_matching(filter))
+            .unwrap_or_default()
+    }
+
+    fn next_seq_matching(&self, start_seq: u64, filter: Option<&str>) -> Option<u64> {
+        self.with(|s| s.next_seq_matching(start_seq, filter))
+            .flatten()
+    }
+
+    fn count_matching(&self, start_seq: u64, filter: Option<&str>) -> u64 {
+        self.with(|s| s.count_matching(start_seq, filter))
+            .unwrap_or(0)
+    }
+
+    fn seq_for_time(&self, time: i64) -> u64 {
+        self.with(|s| s.seq_for_time(time)).unwrap_or(0)
+    }
+
+    fn expire_older_than(&mut self, cutoff_time: i64) -> Result<u64, StoreError> {
+        self.with_mut(|s| s.expire_older_than(cutoff_time))
+    }
+
+    fn set_first_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.with_mut(|s| s.set_first_seq(seq))
+    }
+
+    fn first_seq(&self) -> u64 {
+        self.with(|s| s.first_seq()).unwrap_or(0)
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.with(|s| s.last_seq()).unwrap_or(0)
+    }
+
+    fn delete_all(self: Box<Self>) -> Result<(), StoreError> {
+        let inner = self.write().take();
+        match inner {
+            Some(s) => s.delete_all(),
+            None => Err(closed()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    #[test]
+    fn readers_see_the_owners_writes_and_a_closed_store_after_drop() {
+        let mut owner = SharedStore::new(Box::new(MemStore::new()));
+        let reader = owner.reader();
+        let seq = owner.append("kv.a", None, b"1", 1).unwrap();
+        let got = reader
+            .with(|s| s.get(seq).unwrap().unwrap().payload)
+            .unwrap();
+        assert_eq!(&got[..], b"1");
+        assert_eq!(
+            reader.with(|s| s.last_seq_for_subject("kv.a")),
+            Some(Some(seq))
+        );
+        drop(owner);
+        assert!(reader.with(|s| s.last_seq()).is_none());
+    }
+}
