@@ -5,7 +5,7 @@ use std::fs;
 
 use super::file::FileStore;
 use super::index::PurgePlan;
-use super::{MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
+use super::{MsgStore, PendingSync, StoreError, StoreState, StoredMsg, SubjectState};
 
 impl MsgStore for FileStore {
     fn append(
@@ -28,6 +28,20 @@ impl MsgStore for FileStore {
             self.write_checkpoint();
         }
         Ok(())
+    }
+
+    fn begin_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
+        self.guard()?;
+        self.absorb_corrupt()?;
+        self.active.begin_sync().map_err(|e| self.poison(e))
+    }
+
+    fn end_sync(&mut self, synced: std::io::Result<()>) -> Result<(), StoreError> {
+        if let Err(e) = synced {
+            return Err(self.poison(e));
+        }
+        self.active.synced();
+        self.sync()
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

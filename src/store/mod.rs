@@ -17,6 +17,9 @@
 //! trait MsgStore: Send
 //!   append(&mut, subject, headers: Option<&[u8]>, payload, time) -> Result<u64>  next seq, not yet durable
 //!   sync(&mut) -> Result<()>                     every append/remove/purge so far is durable
+//!   begin_sync(&mut) -> Result<Option<PendingSync>>, end_sync(&mut, io::Result<()>)
+//!                                                the same sync in two halves, so the fdatasync
+//!                                                (PendingSync::wait) can run unborrowed
 //!   checkpoint(&mut) -> Result<()>               sync + persist the index (call before shutdown)
 //!   get(&, seq) -> Result<Option<StoredMsg>>     CRC-verified; a damaged record is Err(Corrupt)
 //!                                                and is dropped (lost) at the next mutating call
@@ -97,6 +100,7 @@ mod tests_file;
 
 pub use file::{FileStore, FileStoreOptions};
 pub use mem::MemStore;
+pub use segment::PendingSync;
 pub use shared::{SharedStore, StoreReader};
 pub use subjects::subject_matches;
 
@@ -264,6 +268,21 @@ pub trait MsgStore: Send {
     /// Makes every change so far durable (one `fdatasync` of the active segment) and reclaims
     /// segments whose messages are all gone.
     fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// The first half of a `sync` that lets the caller wait for the disk without holding the
+    /// store: buffered bytes are written and the returned [`PendingSync`] is the `fdatasync`
+    /// still to do; `end_sync` with its result completes the sync. `None` (the default) means
+    /// there is nothing to wait for and `end_sync(Ok(()))` finishes the work.
+    fn begin_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
+        Ok(None)
+    }
+
+    /// Completes a sync begun with `begin_sync`, given how its `PendingSync::wait` went. A
+    /// failure poisons the store like a failed `sync`.
+    fn end_sync(&mut self, synced: std::io::Result<()>) -> Result<(), StoreError> {
+        synced?;
+        self.sync()
+    }
 
     /// `sync` plus persisting the index, so the next open replays nothing. Call at shutdown.
     fn checkpoint(&mut self) -> Result<(), StoreError> {

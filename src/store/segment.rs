@@ -7,7 +7,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Read handles kept open.
 const READERS: usize = 16;
@@ -55,7 +55,8 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
 /// bytes below `flushed` are in the file, the rest are read straight from `buf`.
 pub(crate) struct ActiveWriter {
     pub(crate) first: u64,
-    file: File,
+    /// Shared so an fsync can run while the store is unlocked ([`PendingSync`]).
+    file: Arc<File>,
     flushed: u64,
     buf: Vec<u8>,
     /// Bytes written since the last `sync_data`.
@@ -72,7 +73,7 @@ impl ActiveWriter {
             .open(seg_file(dir, first, "log"))?;
         Ok(ActiveWriter {
             first,
-            file,
+            file: Arc::new(file),
             flushed: 0,
             buf: Vec::new(),
             unsynced: false,
@@ -91,7 +92,7 @@ impl ActiveWriter {
         file.seek(SeekFrom::Start(len))?;
         Ok(ActiveWriter {
             first,
-            file,
+            file: Arc::new(file),
             flushed: len,
             buf: Vec::new(),
             unsynced: true,
@@ -122,9 +123,10 @@ impl ActiveWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
-            let _ = self.file.set_len(self.flushed);
-            let _ = self.file.seek(SeekFrom::Start(self.flushed));
+        let mut file = &*self.file;
+        if let Err(e) = file.write_all(&self.buf) {
+            let _ = file.set_len(self.flushed);
+            let _ = file.seek(SeekFrom::Start(self.flushed));
             return Err(e);
         }
         self.flushed += self.buf.len() as u64;
@@ -142,6 +144,18 @@ impl ActiveWriter {
         Ok(())
     }
 
+    /// Flushes and hands out what `fdatasync` must cover, if anything was written since the
+    /// last sync; [`ActiveWriter::synced`] records that it completed.
+    pub(crate) fn begin_sync(&mut self) -> io::Result<Option<PendingSync>> {
+        self.flush()?;
+        Ok(self.unsynced.then(|| PendingSync(self.file.clone())))
+    }
+
+    /// Everything handed out by the last `begin_sync` is durable.
+    pub(crate) fn synced(&mut self) {
+        self.unsynced = false;
+    }
+
     /// Copies `len` bytes at `offset` if they are still in the buffer.
     pub(crate) fn read_buffered(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
         let at = usize::try_from(offset.checked_sub(self.flushed)?).ok()?;
@@ -151,6 +165,17 @@ impl ActiveWriter {
     /// True if `offset` is below the flushed length.
     pub(crate) fn is_flushed(&self, offset: u64) -> bool {
         offset < self.flushed
+    }
+}
+
+/// An `fdatasync` of the active segment that runs without the store borrowed (and so, behind a
+/// [`super::SharedStore`], without its lock held: readers go on while the disk flushes).
+pub struct PendingSync(Arc<File>);
+
+impl PendingSync {
+    /// Waits for the disk.
+    pub fn wait(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 
