@@ -103,12 +103,13 @@ enum Scenario {
     JsSyncPub,
     JsPullConsume,
     KvPut,
+    KvPutConcurrent,
     KvGet,
     KvWatch,
     KvRss,
 }
 
-const ALL_SCENARIOS: [Scenario; 11] = [
+const ALL_SCENARIOS: [Scenario; 12] = [
     Scenario::PubSub,
     Scenario::FanOut,
     Scenario::Queue,
@@ -117,6 +118,7 @@ const ALL_SCENARIOS: [Scenario; 11] = [
     Scenario::JsSyncPub,
     Scenario::JsPullConsume,
     Scenario::KvPut,
+    Scenario::KvPutConcurrent,
     Scenario::KvGet,
     Scenario::KvWatch,
     Scenario::KvRss,
@@ -136,6 +138,7 @@ impl Scenario {
             Scenario::JsSyncPub => "js-sync-pub",
             Scenario::JsPullConsume => "js-pull-consume",
             Scenario::KvPut => "kv-put",
+            Scenario::KvPutConcurrent => "kv-put-8",
             Scenario::KvGet => "kv-get",
             Scenario::KvWatch => "kv-watch",
             Scenario::KvRss => "kv-rss",
@@ -153,7 +156,11 @@ impl Scenario {
     fn is_kv(self) -> bool {
         matches!(
             self,
-            Scenario::KvPut | Scenario::KvGet | Scenario::KvWatch | Scenario::KvRss
+            Scenario::KvPut
+                | Scenario::KvPutConcurrent
+                | Scenario::KvGet
+                | Scenario::KvWatch
+                | Scenario::KvRss
         )
     }
 
@@ -179,6 +186,11 @@ impl Scenario {
                 ("KV put p50, µs", true),
                 ("KV put p99, µs", true),
                 ("KV put, ops/s", false),
+            ],
+            Scenario::KvPutConcurrent => &[
+                ("KV put, 8 writers p50, µs", true),
+                ("KV put, 8 writers p99, µs", true),
+                ("KV put, 8 writers, ops/s", false),
             ],
             Scenario::KvGet => &[
                 ("KV get (direct) p50, µs", true),
@@ -576,9 +588,11 @@ async fn run_once(
             Ok(vec![l.p50_us, l.p99_us, l.per_sec])
         }
         Scenario::JsPullConsume => Ok(vec![js::pull_consume(addr, &js).await?]),
-        Scenario::KvPut | Scenario::KvGet | Scenario::KvWatch | Scenario::KvRss => {
-            run_kv(config, scenario, payload, target, id).await
-        }
+        Scenario::KvPut
+        | Scenario::KvPutConcurrent
+        | Scenario::KvGet
+        | Scenario::KvWatch
+        | Scenario::KvRss => run_kv(config, scenario, payload, target, id).await,
     }
 }
 
@@ -603,6 +617,10 @@ async fn run_kv(
     match scenario {
         Scenario::KvPut => {
             let l = kv::put(addr, &spec(0)).await?;
+            Ok(vec![l.p50_us, l.p99_us, l.per_sec])
+        }
+        Scenario::KvPutConcurrent => {
+            let l = kv::put_concurrent(addr, &spec(0)).await?;
             Ok(vec![l.p50_us, l.p99_us, l.per_sec])
         }
         Scenario::KvGet => {

@@ -4,6 +4,8 @@
 //!
 //! * `kv-put`: one put at a time (a publish to `$KV.BENCH.k<i>` awaiting
 //!   its ack), distinct keys;
+//! * `kv-put-8`: the same from [`WRITERS`] connections at once, each one put
+//!   at a time (how many services sharing a bucket write);
 //! * `kv-get`: loads keys, then gets them one at a time with direct gets
 //!   (`$JS.API.DIRECT.GET.KV_BENCH.$KV.BENCH.k<i>`), checking every value;
 //! * `kv-watch`: loads keys, then watches the whole bucket like a client's
@@ -29,6 +31,8 @@ use crate::proto::{Conn, Frame};
 
 /// The bucket's stream; it captures `$KV.BENCH.>`.
 pub const STREAM: &str = "KV_BENCH";
+/// Connections putting at once in `kv-put-8`.
+pub const WRITERS: u64 = 8;
 /// Subject prefix of the bucket's keys.
 const KEYS: &str = "$KV.BENCH.";
 
@@ -85,9 +89,23 @@ async fn sequential(
     total: u64,
     warmup: u64,
     deadline: Instant,
+    frame: impl FnMut(u64, &str, &mut Vec<u8>),
+    check: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<SyncPub> {
+    let (nanos, wall) = timed(js, total, warmup, deadline, frame, check).await?;
+    Ok(SyncPub::from_nanos(nanos, wall))
+}
+
+/// [`sequential`]'s measurement: each measured operation's latency in
+/// nanoseconds, and the time they took together.
+async fn timed(
+    js: &mut JsConn,
+    total: u64,
+    warmup: u64,
+    deadline: Instant,
     mut frame: impl FnMut(u64, &str, &mut Vec<u8>),
     mut check: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<SyncPub> {
+) -> Result<(Vec<u64>, Duration)> {
     let mut nanos = Vec::with_capacity(total.saturating_sub(warmup) as usize);
     let mut buf = Vec::with_capacity(512);
     let mut start = Instant::now();
@@ -112,7 +130,51 @@ async fn sequential(
     if nanos.is_empty() {
         bail!("no measured operations");
     }
-    Ok(SyncPub::from_nanos(nanos, start.elapsed()))
+    Ok((nanos, start.elapsed()))
+}
+
+/// `kv-put-8`: [`WRITERS`] connections, each putting `spec.puts / WRITERS`
+/// distinct keys one at a time (after its share of the warm-up); latency
+/// percentiles over every measured put, ops/s over the slowest writer's time.
+pub async fn put_concurrent(addr: SocketAddr, spec: &KvSpec) -> Result<SyncPub> {
+    with_bucket(addr, spec, async |_js| {
+        let deadline = Instant::now() + spec.timeout;
+        let value = js::payload_of(spec.value);
+        let (each, warmup) = ((spec.puts / WRITERS).max(1), spec.warmup / WRITERS);
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let mut conn = JsConn::connect(addr, &format!("{}w{w}", spec.id)).await?;
+            let value = value.clone();
+            tasks.push(tokio::spawn(async move {
+                let frame = |i: u64, inbox: &str, buf: &mut Vec<u8>| {
+                    let _ = write!(buf, "PUB {KEYS}w{w}k{i} {inbox} {}\r\n", value.len());
+                    buf.extend_from_slice(&value);
+                    buf.extend_from_slice(b"\r\n");
+                };
+                let check = |i: u64, ack: &[u8]| {
+                    if js::status_code(ack).is_some()
+                        || js::is_error(ack)
+                        || js::ack_seq(ack).is_none()
+                    {
+                        bail!(
+                            "writer {w} put {i} answered {}",
+                            String::from_utf8_lossy(ack)
+                        );
+                    }
+                    Ok(())
+                };
+                timed(&mut conn, warmup + each, warmup, deadline, frame, check).await
+            }));
+        }
+        let (mut nanos, mut wall) = (Vec::new(), Duration::ZERO);
+        for t in tasks {
+            let (n, w) = t.await.context("writer task")??;
+            nanos.extend(n);
+            wall = wall.max(w);
+        }
+        Ok(SyncPub::from_nanos(nanos, wall))
+    })
+    .await
 }
 
 /// `kv-put`: `spec.warmup + spec.puts` puts of distinct keys, each waiting
