@@ -345,7 +345,7 @@ impl FileStore {
     /// Seals the active segment (sync, `.idx`) and starts segment `next`.
     pub(super) fn roll_to(&mut self, next: u64) -> Result<(), StoreError> {
         let first = self.active.first;
-        if let Err(e) = self.active.sync() {
+        if let Err(e) = self.active.trim() {
             return Err(self.poison(e));
         }
         let log_len = self.active.len();

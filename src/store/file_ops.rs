@@ -46,6 +46,10 @@ impl MsgStore for FileStore {
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.sync()?;
+        // At rest (shutdown), the active log is exactly as long as its records.
+        if let Err(e) = self.active.trim() {
+            return Err(self.poison(e));
+        }
         self.write_checkpoint();
         Ok(())
     }

@@ -467,7 +467,10 @@ fn scan_segment(
         Scanned::Damaged(at, len) => damaged.push((at, len)),
     });
     image.log_len = bytes.len() as u64;
-    if end < bytes.len() {
+    if bytes[end..].iter().all(|&b| b == 0) {
+        // Preallocated space the writer never reached (segment.rs): not data, not damage.
+        image.log_len = end as u64;
+    } else if end < bytes.len() {
         if is_active {
             let cut = (bytes.len() - end) as u64;
             tracing::warn!(

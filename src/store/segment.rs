@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex};
 
 /// Read handles kept open.
 const READERS: usize = 16;
+/// The active segment is preallocated ahead of its writes in steps that double from this...
+const PREALLOC_MIN: u64 = 64 << 10;
+/// ...up to this.
+const PREALLOC_MAX: u64 = 4 << 20;
 
 /// `<dir>/<first:020>.<ext>`.
 pub(crate) fn seg_file(dir: &Path, first: u64, ext: &str) -> PathBuf {
@@ -53,11 +57,22 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
 
 /// The segment being appended to. Records collect in `buf` and reach the file on `flush`;
 /// bytes below `flushed` are in the file, the rest are read straight from `buf`.
+///
+/// The file is preallocated ahead of the writes (`fallocate`: blocks reserved, size extended,
+/// contents zero), so that the `fdatasync` after an append does not also have to commit a new
+/// file size and block allocation: on the ext4 disk this was measured on, 200-byte appends
+/// with an `fdatasync` each took 160-190 µs (p50) over preallocated space against 215-280 µs
+/// growing the file. The zeros past the last record are not data: recovery treats a tail of
+/// zeros as unwritten space, and sealing (`trim`) cuts it off.
 pub(crate) struct ActiveWriter {
     pub(crate) first: u64,
     /// Shared so an fsync can run while the store is unlocked ([`PendingSync`]).
     file: Arc<File>,
     flushed: u64,
+    /// The file's size: `flushed..allocated` is preallocated space.
+    allocated: u64,
+    /// False once `fallocate` failed (a filesystem without it): the file then just grows.
+    preallocate: bool,
     buf: Vec<u8>,
     /// Bytes written since the last `sync_data`.
     unsynced: bool,
@@ -75,12 +90,15 @@ impl ActiveWriter {
             first,
             file: Arc::new(file),
             flushed: 0,
+            allocated: 0,
+            preallocate: true,
             buf: Vec::new(),
             unsynced: false,
         })
     }
 
-    /// Opens an existing segment to append after its first `len` bytes (anything beyond is cut).
+    /// Opens an existing segment to append after its first `len` bytes (anything beyond, such
+    /// as preallocated space, is cut).
     pub(crate) fn reopen(dir: &Path, first: u64, len: u64) -> io::Result<ActiveWriter> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -94,6 +112,8 @@ impl ActiveWriter {
             first,
             file: Arc::new(file),
             flushed: len,
+            allocated: len,
+            preallocate: true,
             buf: Vec::new(),
             unsynced: true,
         })
@@ -123,14 +143,44 @@ impl ActiveWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let end = self.flushed + self.buf.len() as u64;
+        if self.preallocate && end > self.allocated {
+            self.grow(end);
+        }
         let mut file = &*self.file;
         if let Err(e) = file.write_all(&self.buf) {
             let _ = file.set_len(self.flushed);
             let _ = file.seek(SeekFrom::Start(self.flushed));
+            self.allocated = self.flushed;
             return Err(e);
         }
         self.flushed += self.buf.len() as u64;
         self.buf.clear();
+        Ok(())
+    }
+
+    /// Preallocates at least up to `end`, a step (doubling, 64 KiB to 4 MiB) past what is.
+    fn grow(&mut self, end: u64) {
+        let step = self.allocated.clamp(PREALLOC_MIN, PREALLOC_MAX);
+        let target = end.max(self.allocated + step);
+        match fallocate(&self.file, self.allocated, target - self.allocated) {
+            Ok(()) => self.allocated = target,
+            Err(e) => {
+                tracing::debug!(segment = self.first, error = %e, "no preallocation");
+                self.preallocate = false;
+            }
+        }
+    }
+
+    /// Syncs and cuts the preallocated space off, leaving a file exactly as long as its
+    /// records (before the segment is sealed, and at checkpoints).
+    pub(crate) fn trim(&mut self) -> io::Result<()> {
+        self.sync()?;
+        if self.allocated > self.flushed {
+            self.file.set_len(self.flushed)?;
+            self.file.sync_all()?;
+            self.allocated = self.flushed;
+        }
         Ok(())
     }
 
@@ -166,6 +216,27 @@ impl ActiveWriter {
     pub(crate) fn is_flushed(&self, offset: u64) -> bool {
         offset < self.flushed
     }
+}
+
+/// Reserves `len` bytes at `offset` (zero-filled, file size extended).
+#[cfg(target_os = "linux")]
+fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::other("preallocation out of range"));
+    };
+    // SAFETY: a plain syscall on a descriptor `file` keeps open for the duration.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fallocate(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// An `fdatasync` of the active segment that runs without the store borrowed (and so, behind a

@@ -95,13 +95,15 @@ fn torn_tail_is_cut() {
     let (mut s, _) = open(dir.path());
     fill(&mut s, 40);
     s.sync().unwrap();
+    // The records end here; the file goes on with preallocated zeros.
+    let len = s.active.len();
     drop(s);
     let last = *segments(dir.path()).last().unwrap();
     let file = fs::OpenOptions::new()
         .write(true)
         .open(log_path(dir.path(), last))
         .unwrap();
-    let len = file.metadata().unwrap().len();
+    assert!(file.metadata().unwrap().len() > len, "preallocated");
     file.set_len(len - 3).unwrap();
     drop(file);
     let (mut s, report) = open(dir.path());
@@ -480,4 +482,36 @@ fn many_subjects_reopen() {
             report.replayed_records
         );
     }
+}
+
+#[test]
+fn preallocated_space_is_neither_data_nor_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 300);
+    s.sync().unwrap();
+    let active_len = s.active.len();
+    drop(s); // a crash: the active log keeps its preallocated zeros
+    let segs = segments(dir.path());
+    assert!(segs.len() > 2);
+    for &first in &segs[..segs.len() - 1] {
+        // Sealed logs were cut to their records: a scan reads every byte as a record.
+        let bytes = fs::read(log_path(dir.path(), first)).unwrap();
+        assert_eq!(record::scan(&bytes, |_| {}), bytes.len(), "segment {first}");
+    }
+    let last = log_path(dir.path(), *segs.last().unwrap());
+    assert!(fs::metadata(&last).unwrap().len() > active_len);
+    let (mut s, report) = open(dir.path());
+    assert_eq!(report.truncated_bytes, 0);
+    assert!(report.corrupt_records.is_empty() && report.lost_seqs.is_empty());
+    assert_intact(&s, 1..=300);
+    // More appends reuse the space; a checkpoint leaves the log exactly as long as its records.
+    fill(&mut s, 5);
+    s.checkpoint().unwrap();
+    let len = s.active.len();
+    drop(s);
+    assert_eq!(fs::metadata(&last).unwrap().len(), len);
+    let (s, report) = open(dir.path());
+    assert_eq!(report.truncated_bytes, 0);
+    assert_intact(&s, 1..=305);
 }
