@@ -122,16 +122,20 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
             stream.persist_consumers(true);
             last_persist = Instant::now();
         }
+        // One batch: each connection gets its acks and replies in one write.
+        let mut batch = ctx.client.batch();
         for (reply, body) in replies {
-            ctx.client.publish_sync(&reply, None, None, &body);
+            batch.publish(&reply, None, None, &body);
         }
+        drop(batch);
         if let Some(reply) = exit {
             finish(stream, reply, &ctx);
             return;
         }
         housekeeping(&mut stream, &ctx, &mut out);
+        let mut batch = ctx.client.batch();
         for o in out {
-            ctx.client.publish_routed(
+            batch.publish_routed(
                 &o.to,
                 &o.subject,
                 o.reply.as_deref(),
@@ -139,6 +143,7 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
                 &o.payload,
             );
         }
+        drop(batch);
         if last_persist.elapsed() >= PERSIST_EVERY {
             stream.persist_consumers(false);
             last_persist = Instant::now();

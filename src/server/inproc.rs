@@ -113,8 +113,7 @@ impl Client {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> usize {
-        self.publish_inner(subj, reply, headers, payload)
-            .unwrap_or(0)
+        self.batch().publish(subj, reply, headers, payload)
     }
 
     /// Publishes a message routed by `to` but shown to receivers as `subject` (consumer
@@ -127,25 +126,31 @@ impl Client {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> usize {
+        self.batch()
+            .publish_routed(to, subj, reply, headers, payload)
+    }
+
+    /// A batch of publishes whose receiving connections are flushed once, when it is dropped:
+    /// a stream thread sending a batch of acks or deliveries makes one write per connection,
+    /// not one per message.
+    pub(crate) fn batch(&self) -> Batch<'_> {
+        Batch {
+            client: self,
+            dirty: Dirty::default(),
+        }
+    }
+
+    fn route(&self, to: &str, msg: &Publish<'_>, dirty: &mut Dirty) -> usize {
         let matches = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&self.shared.router, to.as_bytes());
-        let msg = Publish {
-            subject: subj.as_bytes(),
-            reply: reply.map(str::as_bytes),
-            headers,
-            payload,
-        };
-        let mut dirty = Dirty::default();
         let origin = Origin {
             cid: self.cid,
             echo: true,
         };
-        let n = deliver(&self.shared.router, &matches, &msg, origin, &mut dirty);
-        dirty.flush();
-        n
+        deliver(&self.shared.router, &matches, msg, origin, dirty)
     }
 
     /// True if some subscription matches `subj`.
@@ -192,22 +197,7 @@ impl Client {
         headers: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<usize, ClientError> {
-        if self.shared.shutdown.is_cancelled() {
-            return Err(ClientError::ServerClosed);
-        }
-        if !subject::is_valid_literal_subject(subj.as_bytes()) {
-            return Err(ClientError::InvalidSubject);
-        }
-        if payload.len() + headers.map_or(0, <[u8]>::len) > self.shared.config.max_payload {
-            return Err(ClientError::MaxPayload);
-        }
-        let n = self.publish_routed(subj, subj, reply, headers, payload);
-        let stats = &self.shared.stats;
-        stats.in_msgs.fetch_add(1, Ordering::Relaxed);
-        stats
-            .in_bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        Ok(n)
+        self.batch().checked(subj, reply, headers, payload)
     }
 
     /// Subscribes to a subject (wildcards allowed).
@@ -312,5 +302,75 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.shared.router.remove(&self.sub);
+    }
+}
+
+/// Publishes from [`Client::batch`]; flushes the connections it touched when dropped.
+pub(crate) struct Batch<'a> {
+    client: &'a Client,
+    dirty: Dirty,
+}
+
+impl Batch<'_> {
+    /// Publishes like [`Client::publish_sync`].
+    pub(crate) fn publish(
+        &mut self,
+        subj: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> usize {
+        self.checked(subj, reply, headers, payload).unwrap_or(0)
+    }
+
+    /// Publishes like [`Client::publish_routed`].
+    pub(crate) fn publish_routed(
+        &mut self,
+        to: &str,
+        subj: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> usize {
+        let msg = Publish {
+            subject: subj.as_bytes(),
+            reply: reply.map(str::as_bytes),
+            headers,
+            payload,
+        };
+        self.client.route(to, &msg, &mut self.dirty)
+    }
+
+    /// A publish with the checks a client's publish gets, counted in the server's stats.
+    fn checked(
+        &mut self,
+        subj: &str,
+        reply: Option<&str>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Result<usize, ClientError> {
+        let shared = &self.client.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(ClientError::ServerClosed);
+        }
+        if !subject::is_valid_literal_subject(subj.as_bytes()) {
+            return Err(ClientError::InvalidSubject);
+        }
+        if payload.len() + headers.map_or(0, <[u8]>::len) > shared.config.max_payload {
+            return Err(ClientError::MaxPayload);
+        }
+        let n = self.publish_routed(subj, subj, reply, headers, payload);
+        let stats = &shared.stats;
+        stats.in_msgs.fetch_add(1, Ordering::Relaxed);
+        stats
+            .in_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.dirty.flush();
     }
 }
