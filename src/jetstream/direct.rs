@@ -2,10 +2,16 @@
 //! messages with `Nats-Stream`/`Nats-Subject`/`Nats-Sequence`/`Nats-Time-Stamp` headers, the
 //! way Key-Value clients read keys.
 //!
-//! A single get (by sequence, last by subject, next by subject) is answered right where the
-//! request arrives — on the requesting connection's task — through a [`StoreReader`], without
-//! a hop to the stream's thread ([`handler`]). Batched and multi-last gets, which walk the
-//! index, go to the stream's thread, which answers them with [`get`].
+//! A single get (by sequence, last by subject, next by subject, literal subjects) is answered
+//! right where the request arrives — on the requesting connection's task — through a
+//! [`StoreReader`], without a hop to the stream's thread ([`handler`]). Batched, multi-last and
+//! wildcard gets, which walk the index, and gets that find the store locked (a segment roll),
+//! go to the stream's thread, which answers them with [`get`].
+//!
+//! Ordering, as with nats-server: a get answered here sees every publish that was acknowledged
+//! before it was sent, but may overtake a publish still queued for the stream (pipelined without
+//! waiting for its ack), an earlier batched get to the same inbox, and a message can be seen
+//! between its append and its batch's fdatasync.
 
 use serde::Deserialize;
 
@@ -13,6 +19,7 @@ use super::consumer::{status, Outgoing};
 use super::headers;
 use super::runner::Input;
 use super::time::rfc3339;
+use crate::protocol::subject::has_wildcard;
 use crate::server::{Client, InternalHandler, Message};
 use crate::store::{MsgStore, StoreReader, StoredMsg};
 
@@ -46,6 +53,13 @@ impl MsgGetReq {
     fn is_single(&self) -> bool {
         self.batch == 0 && self.multi_last.is_empty()
     }
+
+    /// A single get that is one index lookup (no wildcard to match against every subject):
+    /// cheap enough to answer on a connection's task.
+    fn is_lookup(&self) -> bool {
+        let literal = |s: &Option<String>| s.as_deref().is_none_or(|s| !has_wildcard(s.as_bytes()));
+        self.is_single() && literal(&self.last_by_subj) && literal(&self.next_by_subj)
+    }
 }
 
 /// The internal subscription handler for a stream's direct-get subjects: single gets are
@@ -60,17 +74,20 @@ pub(crate) fn handler(
     let prefix = format!("$JS.API.DIRECT.GET.{stream}.");
     std::sync::Arc::new(move |m: Message| {
         let subj = m.subject.strip_prefix(&prefix).map(str::to_string);
+        // Without a reply subject there is nobody to answer (nats-server ignores it too).
         if let Some(reply) = m.reply.as_deref() {
             let req = MsgGetReq::from_request(subj.as_deref(), &m.payload);
             let answer = match &req {
                 None => Some(status(reply, 408, "Bad Request", &[])),
-                Some(req) if req.is_single() => reader.with(|s| single(&stream, s, req, reply)),
+                Some(req) if req.is_lookup() => reader.try_with(|s| single(&stream, s, req, reply)),
                 Some(_) => None,
             };
             if let Some(o) = answer {
                 client.publish_routed(&o.to, &o.subject, None, o.headers.as_deref(), &o.payload);
                 return true;
             }
+        } else {
+            return false;
         }
         forward(Input::Api(super::api::Call::DirectGet(subj), m))
     })
@@ -100,9 +117,7 @@ pub(crate) fn find_msg(
 ) -> Option<StoredMsg> {
     let seq = match (seq, last, next) {
         // A literal subject is one lookup in the per-subject index (KV gets take this path).
-        (_, Some(subj), _) if !crate::protocol::subject::has_wildcard(subj.as_bytes()) => {
-            store.last_seq_for_subject(subj)?
-        }
+        (_, Some(subj), _) if !has_wildcard(subj.as_bytes()) => store.last_seq_for_subject(subj)?,
         (_, Some(subj), _) => store
             .subjects_matching(subj)
             .into_iter()

@@ -131,7 +131,12 @@ fn send(router: &Router, sub: &Arc<Subscription>, msg: &Publish<'_>, dirty: &mut
                 Push::Closed => false,
             }
         }
-        Sink::Internal(handler) => handler(msg.to_message()),
+        Sink::Internal(handler) => {
+            // A handler can wait (a full stream queue holds its publisher back): what this
+            // batch already queued for other connections goes out first.
+            dirty.flush();
+            handler(msg.to_message())
+        }
         Sink::Local(tx) => match tx.try_send(msg.to_message()) {
             Ok(()) => true,
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {

@@ -56,7 +56,9 @@ pub(crate) enum Push {
 }
 
 /// Buffers at most this large are written inline by [`Outbound::flush`]; larger ones are left
-/// to the writer task, so a publisher fanning out does not do every subscriber's write itself.
+/// to the writer task, so big bursts are written beside the publisher, not by it. (Small
+/// messages fanned out to many connections are still written by the publisher, one write per
+/// connection per read batch.)
 const INLINE_WRITE_MAX: usize = 32 * 1024;
 
 struct State {
@@ -229,6 +231,9 @@ impl Outbound {
 pub(crate) async fn writer(out: Arc<Outbound>, sock: OwnedWriteHalf, write_deadline: Duration) {
     let sock = Arc::new(sock);
     out.lock().sock = Some(sock.clone());
+    // However this task ends (returns, panics, is dropped at shutdown), the Outbound lets go
+    // of the socket, so the last handle closes it.
+    let _release = Release(&out);
     let mut spare = BytesMut::with_capacity(64 * 1024);
     loop {
         let closing = {
@@ -286,13 +291,17 @@ pub(crate) async fn writer(out: Arc<Outbound>, sock: OwnedWriteHalf, write_deadl
         }
         out.wake.notified().await;
     }
-    {
-        let mut st = out.lock();
+}
+
+/// Takes the socket away from an [`Outbound`] when the writer task ends.
+struct Release<'a>(&'a Outbound);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
         st.sock = None;
         st.writing = false;
     }
-    // The last handle going shuts the write half down.
-    drop(sock);
 }
 
 /// Writes all of `data`, waiting for the socket to become writable as needed.

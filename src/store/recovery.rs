@@ -467,12 +467,14 @@ fn scan_segment(
         Scanned::Damaged(at, len) => damaged.push((at, len)),
     });
     image.log_len = bytes.len() as u64;
-    if bytes[end..].iter().all(|&b| b == 0) {
-        // Preallocated space the writer never reached (segment.rs): not data, not damage.
+    // Past the last byte written, the active segment holds preallocated zeros (segment.rs):
+    // not data, not damage. Sealed segments are trimmed, so zeros at their end are lost records.
+    let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    if is_active && written <= end {
         image.log_len = end as u64;
     } else if end < bytes.len() {
         if is_active {
-            let cut = (bytes.len() - end) as u64;
+            let cut = (written - end) as u64;
             tracing::warn!(
                 segment = first,
                 offset = end,

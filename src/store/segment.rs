@@ -5,7 +5,7 @@
 //! sequences starting at the name. Only the newest segment (the active one) is ever written.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -168,6 +168,10 @@ impl ActiveWriter {
             Err(e) => {
                 tracing::debug!(segment = self.first, error = %e, "no preallocation");
                 self.preallocate = false;
+                // A failed fallocate may still have extended the file (ENOSPC part way).
+                if let Ok(m) = self.file.metadata() {
+                    self.allocated = m.len().max(self.flushed);
+                }
             }
         }
     }
@@ -253,11 +257,12 @@ impl PendingSync {
 /// Open read handles, most recently used last.
 #[derive(Default)]
 pub(crate) struct Readers {
-    open: Mutex<Vec<(u64, File)>>,
+    open: Mutex<Vec<(u64, Arc<File>)>>,
 }
 
 impl Readers {
-    /// Reads `len` bytes at `offset` of segment `first`.
+    /// Reads `len` bytes at `offset` of segment `first`. The cache's lock is held only to find
+    /// the handle; the read itself is a positioned read, so concurrent readers do not queue.
     pub(crate) fn read(
         &self,
         dir: &Path,
@@ -265,26 +270,26 @@ impl Readers {
         offset: u64,
         len: usize,
     ) -> io::Result<Vec<u8>> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let pos = match open.iter().position(|(f, _)| *f == first) {
-            Some(pos) => pos,
-            None => {
-                if open.len() >= READERS {
-                    open.remove(0);
+        let file = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let pos = match open.iter().position(|(f, _)| *f == first) {
+                Some(pos) => pos,
+                None => {
+                    if open.len() >= READERS {
+                        open.remove(0);
+                    }
+                    let file = File::open(seg_file(dir, first, "log"))?;
+                    open.push((first, Arc::new(file)));
+                    open.len() - 1
                 }
-                open.push((first, File::open(seg_file(dir, first, "log"))?));
-                open.len() - 1
-            }
+            };
+            let entry = open.remove(pos);
+            let file = entry.1.clone();
+            open.push(entry);
+            file
         };
-        let entry = open.remove(pos);
-        open.push(entry);
-        let file = &mut open
-            .last_mut()
-            .ok_or_else(|| io::Error::other("reader cache"))?
-            .1;
-        file.seek(SeekFrom::Start(offset))?;
         let mut out = vec![0u8; len];
-        file.read_exact(&mut out)?;
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut out, offset)?;
         Ok(out)
     }
 

@@ -7,6 +7,10 @@
 //! of the owner's calls, never in the middle of one (`sync` is two calls, with the `fdatasync`
 //! between them done unlocked). Dropping the owner closes the store (the
 //! inner store is dropped then, whatever readers still exist; they find it closed).
+//!
+//! One stream operation can be several store calls (an append, then a rollup's purge or a
+//! limit's removal), so a reader can briefly see the state between them, e.g. a rolled-up
+//! subject's old messages next to the rollup; it never sees a half-applied call.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -80,6 +84,18 @@ impl StoreReader {
     /// Runs `f` on the store with the read lock held; `None` once the owner has closed it.
     pub fn with<T>(&self, f: impl FnOnce(&dyn MsgStore) -> T) -> Option<T> {
         let guard = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_deref().map(|s| f(s))
+    }
+
+    /// Like [`StoreReader::with`], but `None` instead of waiting when the owner holds the lock
+    /// (a segment roll or checkpoint can hold it across several fsyncs): for callers on an
+    /// async runtime's threads, which have somewhere else to send the work.
+    pub fn try_with<T>(&self, f: impl FnOnce(&dyn MsgStore) -> T) -> Option<T> {
+        let guard = match self.inner.try_read() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         guard.as_deref().map(|s| f(s))
     }
 }
