@@ -330,6 +330,59 @@ impl SyncPub {
     }
 }
 
+/// Runs `total` request/reply exchanges one at a time: `frame` writes the
+/// request for operation `i` to the given buffer, with the given reply
+/// subject; `check` validates its reply. The first `warmup` are not
+/// measured.
+pub async fn sequential(
+    js: &mut JsConn,
+    total: u64,
+    warmup: u64,
+    deadline: Instant,
+    frame: impl FnMut(u64, &str, &mut Vec<u8>),
+    check: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<SyncPub> {
+    let (nanos, wall) = timed(js, total, warmup, deadline, frame, check).await?;
+    Ok(SyncPub::from_nanos(nanos, wall))
+}
+
+/// [`sequential`]'s measurement: each measured operation's latency in
+/// nanoseconds, and the time they took together.
+pub async fn timed(
+    js: &mut JsConn,
+    total: u64,
+    warmup: u64,
+    deadline: Instant,
+    mut frame: impl FnMut(u64, &str, &mut Vec<u8>),
+    mut check: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<(Vec<u64>, Duration)> {
+    let mut nanos = Vec::with_capacity(total.saturating_sub(warmup) as usize);
+    let mut buf = Vec::with_capacity(512);
+    let mut start = Instant::now();
+    for i in 0..total {
+        if i == warmup {
+            start = Instant::now();
+        }
+        let inbox = format!("{}op{i}", js.inbox);
+        buf.clear();
+        frame(i, &inbox, &mut buf);
+        let sent = Instant::now();
+        let reply = js
+            .round_trip(&buf, &inbox, deadline)
+            .await?
+            .with_context(|| format!("time limit hit: {i} of {total} operations answered"))?;
+        let elapsed = sent.elapsed();
+        check(i, &reply)?;
+        if i >= warmup {
+            nanos.push(elapsed.as_nanos() as u64);
+        }
+    }
+    if nanos.is_empty() {
+        bail!("no measured operations");
+    }
+    Ok((nanos, start.elapsed()))
+}
+
 /// `js-sync-pub`: `spec.warmup + spec.sync_msgs` publishes, each waiting
 /// for its ack; latency percentiles over the measured ones.
 pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
@@ -338,36 +391,22 @@ pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
         let subject = format!("bench.js.{}", spec.id);
         let body = payload_of(spec.payload);
         let total = spec.warmup + spec.sync_msgs;
-        let mut nanos = Vec::with_capacity(spec.sync_msgs as usize);
-        let mut frame = Vec::with_capacity(body.len() + 128);
-        let mut start = Instant::now();
-        for i in 0..total {
-            if i == spec.warmup {
-                start = Instant::now();
-            }
-            let inbox = format!("{}{i}", js.inbox);
-            frame.clear();
-            let _ = write!(frame, "PUB {subject} {inbox} {}\r\n", body.len());
-            frame.extend_from_slice(&body);
-            frame.extend_from_slice(b"\r\n");
-            let sent = Instant::now();
-            let ack = js
-                .round_trip(&frame, &inbox, deadline)
-                .await?
-                .with_context(|| format!("time limit hit: {i} of {total} publishes acked"))?;
-            let elapsed = sent.elapsed();
-            if status_code(&ack).is_some() || is_error(&ack) || ack_seq(&ack) != Some(i + 1) {
+        let frame = |_: u64, inbox: &str, buf: &mut Vec<u8>| {
+            let _ = write!(buf, "PUB {subject} {inbox} {}\r\n", body.len());
+            buf.extend_from_slice(&body);
+            buf.extend_from_slice(b"\r\n");
+        };
+        let check = |i: u64, ack: &[u8]| {
+            if status_code(ack).is_some() || is_error(ack) || ack_seq(ack) != Some(i + 1) {
                 bail!(
                     "publish {} answered {}",
                     i + 1,
-                    String::from_utf8_lossy(&ack)
+                    String::from_utf8_lossy(ack)
                 );
             }
-            if i >= spec.warmup {
-                nanos.push(elapsed.as_nanos() as u64);
-            }
-        }
-        Ok(SyncPub::from_nanos(nanos, start.elapsed()))
+            Ok(())
+        };
+        sequential(&mut js, total, spec.warmup, deadline, frame, check).await
     })
     .await
 }

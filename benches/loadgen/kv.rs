@@ -26,7 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use memchr::memmem;
 use tokio::time::{sleep, timeout_at, Instant};
 
-use crate::js::{self, JsConn, SyncPub};
+use crate::js::{self, sequential, timed, JsConn, SyncPub};
 use crate::proto::{Conn, Frame};
 
 /// The bucket's stream; it captures `$KV.BENCH.>`.
@@ -78,59 +78,6 @@ async fn load(js: &mut JsConn, spec: &KvSpec, value: &[u8]) -> Result<()> {
     .await
     .with_context(|| format!("loading {} keys", spec.keys))?;
     Ok(())
-}
-
-/// Runs `total` request/reply exchanges one at a time: `frame` writes the
-/// request for operation `i` to the given buffer, with the given reply
-/// subject; `check` validates its reply. The first `warmup` are not
-/// measured.
-async fn sequential(
-    js: &mut JsConn,
-    total: u64,
-    warmup: u64,
-    deadline: Instant,
-    frame: impl FnMut(u64, &str, &mut Vec<u8>),
-    check: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<SyncPub> {
-    let (nanos, wall) = timed(js, total, warmup, deadline, frame, check).await?;
-    Ok(SyncPub::from_nanos(nanos, wall))
-}
-
-/// [`sequential`]'s measurement: each measured operation's latency in
-/// nanoseconds, and the time they took together.
-async fn timed(
-    js: &mut JsConn,
-    total: u64,
-    warmup: u64,
-    deadline: Instant,
-    mut frame: impl FnMut(u64, &str, &mut Vec<u8>),
-    mut check: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<(Vec<u64>, Duration)> {
-    let mut nanos = Vec::with_capacity(total.saturating_sub(warmup) as usize);
-    let mut buf = Vec::with_capacity(512);
-    let mut start = Instant::now();
-    for i in 0..total {
-        if i == warmup {
-            start = Instant::now();
-        }
-        let inbox = format!("{}op{i}", js.inbox);
-        buf.clear();
-        frame(i, &inbox, &mut buf);
-        let sent = Instant::now();
-        let reply = js
-            .round_trip(&buf, &inbox, deadline)
-            .await?
-            .with_context(|| format!("time limit hit: {i} of {total} operations answered"))?;
-        let elapsed = sent.elapsed();
-        check(i, &reply)?;
-        if i >= warmup {
-            nanos.push(elapsed.as_nanos() as u64);
-        }
-    }
-    if nanos.is_empty() {
-        bail!("no measured operations");
-    }
-    Ok((nanos, start.elapsed()))
 }
 
 /// `kv-put-8`: [`WRITERS`] connections, each putting `spec.puts / WRITERS`
@@ -198,7 +145,7 @@ pub async fn put(addr: SocketAddr, spec: &KvSpec) -> Result<SyncPub> {
             }
             Ok(())
         };
-        sequential(&mut js, total, spec.warmup, deadline, frame, check).await
+        js::sequential(&mut js, total, spec.warmup, deadline, frame, check).await
     })
     .await
 }
