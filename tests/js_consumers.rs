@@ -360,3 +360,46 @@ async fn messages_stream_consumes_everything() {
     .await;
     env.stop().await;
 }
+
+/// Positions of a fresh consumer as nats-server 2.9.10 reports them (checked side by side):
+/// `delivered.stream_seq` is just before the next message to deliver, also for the initial
+/// last-per-subject set, and nothing acked is an ack floor of 0/0.
+#[tokio::test]
+async fn fresh_consumer_positions_match_nats_server() {
+    let env = JsEnv::new().await;
+    env.stream(json!({"name": "P", "subjects": ["p.>"], "max_msgs_per_subject": 2}))
+        .await;
+    for s in ["p.a", "p.b", "p.a", "p.c", "p.b"] {
+        env.publish(s, "x").await;
+    }
+    // Last per subject: p.a=3, p.c=4, p.b=5.
+    for (policy, delivered, pending) in [
+        ("last_per_subject", 2, 3),
+        ("last", 4, 1),
+        ("new", 5, 0),
+        ("all", 0, 5),
+    ] {
+        let name = format!("c{}", policy.replace('_', ""));
+        let v = env
+            .api_ok(
+                "CONSUMER.CREATE.P",
+                json!({"stream_name": "P", "config": {
+                    "name": name, "deliver_policy": policy, "ack_policy": "explicit"}}),
+            )
+            .await;
+        assert_eq!(
+            (
+                &v["delivered"]["stream_seq"],
+                &v["ack_floor"],
+                &v["num_pending"]
+            ),
+            (
+                &json!(delivered),
+                &json!({"consumer_seq": 0, "stream_seq": 0}),
+                &json!(pending)
+            ),
+            "{policy}: {v}"
+        );
+    }
+    env.stop().await;
+}

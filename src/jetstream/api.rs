@@ -90,12 +90,20 @@ pub(crate) fn stream_info(s: &Stream, server_name: &str) -> Value {
 /// Full consumer info.
 pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, server_name: &str) -> Value {
     let (floor_c, floor_s) = c.ack_floor();
+    // As nats-server shows them: nothing acked yet is a floor of 0/0, and while the initial
+    // last-per-subject set is being delivered, the stream position is just before its next one.
+    let floor_s = if floor_c == 0 { 0 } else { floor_s };
+    let delivered_s = c
+        .state
+        .initial
+        .front()
+        .map_or(c.state.sseq, |next| next.saturating_sub(1));
     let mut v = json!({
         "stream_name": stream.name(),
         "name": c.name,
         "created": rfc3339(c.created),
         "config": c.config,
-        "delivered": { "consumer_seq": c.state.dseq, "stream_seq": c.state.sseq },
+        "delivered": { "consumer_seq": c.state.dseq, "stream_seq": delivered_s },
         "ack_floor": { "consumer_seq": floor_c, "stream_seq": floor_s },
         "num_ack_pending": c.state.pending.len(),
         "num_redelivered": c.state.num_redelivered,
