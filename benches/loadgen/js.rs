@@ -141,6 +141,27 @@ impl JsConn {
     }
 }
 
+/// Writes `PUB <subject> <inbox> <len>\r\n<body>\r\n` to `buf`.
+pub fn write_pub(buf: &mut Vec<u8>, subject: impl std::fmt::Display, inbox: &str, body: &[u8]) {
+    let _ = write!(buf, "PUB {subject} {inbox} {}\r\n", body.len());
+    buf.extend_from_slice(body);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Accepts a publish ack (with sequence `want`, if given); anything else (a status, an error,
+/// no sequence) fails with `what` in the message.
+pub fn check_ack(ack: &[u8], want: Option<u64>, what: impl std::fmt::Display) -> Result<()> {
+    let seq = ack_seq(ack);
+    if status_code(ack).is_some()
+        || is_error(ack)
+        || seq.is_none()
+        || want.is_some_and(|w| seq != Some(w))
+    {
+        bail!("{what} answered {}", String::from_utf8_lossy(ack));
+    }
+    Ok(())
+}
+
 /// The status code of a status message (`NATS/1.0 408 ...` headers).
 pub fn status_code(payload: &[u8]) -> Option<u16> {
     let rest = payload.strip_prefix(b"NATS/1.0 ")?;
@@ -391,21 +412,8 @@ pub async fn sync_pub(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
         let subject = format!("bench.js.{}", spec.id);
         let body = payload_of(spec.payload);
         let total = spec.warmup + spec.sync_msgs;
-        let frame = |_: u64, inbox: &str, buf: &mut Vec<u8>| {
-            let _ = write!(buf, "PUB {subject} {inbox} {}\r\n", body.len());
-            buf.extend_from_slice(&body);
-            buf.extend_from_slice(b"\r\n");
-        };
-        let check = |i: u64, ack: &[u8]| {
-            if status_code(ack).is_some() || is_error(ack) || ack_seq(ack) != Some(i + 1) {
-                bail!(
-                    "publish {} answered {}",
-                    i + 1,
-                    String::from_utf8_lossy(ack)
-                );
-            }
-            Ok(())
-        };
+        let frame = |_: u64, inbox: &str, buf: &mut Vec<u8>| write_pub(buf, &subject, inbox, &body);
+        let check = |i: u64, ack: &[u8]| check_ack(ack, Some(i + 1), format!("publish {}", i + 1));
         sequential(&mut js, total, spec.warmup, deadline, frame, check).await
     })
     .await

@@ -94,22 +94,10 @@ pub async fn put_concurrent(addr: SocketAddr, spec: &KvSpec) -> Result<SyncPub> 
             let value = value.clone();
             tasks.push(tokio::spawn(async move {
                 let frame = |i: u64, inbox: &str, buf: &mut Vec<u8>| {
-                    let _ = write!(buf, "PUB {KEYS}w{w}k{i} {inbox} {}\r\n", value.len());
-                    buf.extend_from_slice(&value);
-                    buf.extend_from_slice(b"\r\n");
+                    js::write_pub(buf, format_args!("{KEYS}w{w}k{i}"), inbox, &value)
                 };
-                let check = |i: u64, ack: &[u8]| {
-                    if js::status_code(ack).is_some()
-                        || js::is_error(ack)
-                        || js::ack_seq(ack).is_none()
-                    {
-                        bail!(
-                            "writer {w} put {i} answered {}",
-                            String::from_utf8_lossy(ack)
-                        );
-                    }
-                    Ok(())
-                };
+                let check =
+                    |i: u64, ack: &[u8]| js::check_ack(ack, None, format!("writer {w} put {i}"));
                 timed(&mut conn, warmup + each, warmup, deadline, frame, check).await
             }));
         }
@@ -132,19 +120,9 @@ pub async fn put(addr: SocketAddr, spec: &KvSpec) -> Result<SyncPub> {
         let value = js::payload_of(spec.value);
         let total = spec.warmup + spec.puts;
         let frame = |i: u64, inbox: &str, buf: &mut Vec<u8>| {
-            let _ = write!(buf, "PUB {KEYS}k{i} {inbox} {}\r\n", value.len());
-            buf.extend_from_slice(&value);
-            buf.extend_from_slice(b"\r\n");
+            js::write_pub(buf, format_args!("{KEYS}k{i}"), inbox, &value)
         };
-        let check = |i: u64, ack: &[u8]| {
-            if js::status_code(ack).is_some()
-                || js::is_error(ack)
-                || js::ack_seq(ack) != Some(i + 1)
-            {
-                bail!("put {} answered {}", i + 1, String::from_utf8_lossy(ack));
-            }
-            Ok(())
-        };
+        let check = |i: u64, ack: &[u8]| js::check_ack(ack, Some(i + 1), format!("put {}", i + 1));
         js::sequential(&mut js, total, spec.warmup, deadline, frame, check).await
     })
     .await
