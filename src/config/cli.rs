@@ -51,7 +51,7 @@ pub struct Args {
     /// Authorization token required for connections.
     #[arg(long = "auth", value_name = "TOKEN")]
     pub auth: Option<String>,
-    /// Enable JetStream (also `-js`). The binary enables it anyway unless `-c` is given.
+    /// Enable JetStream (also `-js`).
     #[arg(long = "jetstream", visible_alias = "js")]
     pub jetstream: bool,
     /// JetStream storage directory (also `-sd`).
@@ -79,7 +79,7 @@ pub struct Args {
     #[arg(long = "sync", value_name = "always|never|DURATION", value_parser = sync_arg)]
     pub sync: Option<SyncPolicy>,
     /// Print the version and exit.
-    #[arg(long = "version")]
+    #[arg(short = 'v', long = "version")]
     pub version: bool,
 }
 
@@ -181,17 +181,11 @@ impl Args {
     }
 
     /// Builds the configuration: the `-c` file (or the defaults), with the flags on top.
-    ///
-    /// Without `-c`, JetStream is enabled (store in `./data` unless `-sd` says otherwise):
-    /// the binary runs with JetStream on by default.
+    /// As with nats-server, JetStream is on only when asked (`-js`, or a `jetstream` block).
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let mut cfg = match &self.config {
             Some(path) => from_file(path)?,
-            None => {
-                let mut cfg = Config::default();
-                cfg.jetstream.enabled = true;
-                cfg
-            }
+            None => Config::default(),
         };
         if let Some(addr) = self.addr {
             cfg.host = addr;
@@ -437,16 +431,25 @@ mod tests {
     fn version_flag_is_a_plain_bool() {
         assert!(ok(&["causeway", "--version"]).version);
         assert!(ok(&["causeway", "-version"]).version);
+        assert!(ok(&["causeway", "-v"]).version);
         assert!(!ok(&["causeway"]).version);
     }
 
     #[test]
-    fn binary_defaults_enable_jetstream() {
+    fn binary_defaults_are_nats_servers() {
+        // nats-server: all interfaces, port 4222, JetStream only when asked.
         let cfg = ok(&["causeway"]).into_config().unwrap();
-        let mut want = Config::default();
-        want.jetstream.enabled = true;
-        assert_eq!(cfg, want);
+        assert_eq!(cfg, Config::default());
+        assert_eq!((cfg.host.as_str(), cfg.port), ("0.0.0.0", 4222));
+        assert!(!cfg.jetstream.enabled);
+        let cfg = ok(&["causeway", "-js"]).into_config().unwrap();
+        assert!(cfg.jetstream.enabled);
         assert_eq!(cfg.jetstream.store_dir, PathBuf::from("./data"));
+        // -a moves the monitoring listener too, unless the config names its own host.
+        let cfg = ok(&["causeway", "-a", "10.1.2.3", "-m", "8222"])
+            .into_config()
+            .unwrap();
+        assert_eq!(cfg.monitor_host(), "10.1.2.3");
     }
 
     #[test]

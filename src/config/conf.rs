@@ -9,6 +9,7 @@
 //! `include <path>` directives that merge another file's keys into the current map.
 //! Interpreting the tree (durations, host/port pairs, ...) is left to the loader.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
@@ -77,7 +78,18 @@ impl Value {
 /// `base_dir` is the directory relative `include` paths are resolved against (normally the
 /// directory holding the config file); `None` means the current directory.
 pub fn parse(text: &str, base_dir: Option<&Path>) -> Result<Value, ConfigError> {
-    parse_nested(text, base_dir, 0)
+    parse_tracking(text, base_dir).map(|(v, _)| v)
+}
+
+/// Like [`parse`], also returning the names of the keys that `$VARIABLE` references used (a
+/// key defined only to be referenced is no unknown configuration key, as in nats-server).
+pub fn parse_tracking(
+    text: &str,
+    base_dir: Option<&Path>,
+) -> Result<(Value, HashSet<String>), ConfigError> {
+    let mut parser = Parser::new(text, base_dir, 0);
+    let value = parser.document()?;
+    Ok((value, parser.used))
 }
 
 /// Parses a size such as `1024`, `64MiB`, `128KB` or `1K` into bytes, using nats-server's
@@ -116,15 +128,7 @@ pub fn parse_size(text: &str) -> Option<i64> {
 }
 
 fn parse_nested(text: &str, base_dir: Option<&Path>, depth: usize) -> Result<Value, ConfigError> {
-    let mut parser = Parser {
-        chars: text.chars().collect(),
-        pos: 0,
-        line: 1,
-        scopes: Vec::new(),
-        base_dir: base_dir.map(Path::to_path_buf),
-        depth,
-    };
-    parser.document()
+    Parser::new(text, base_dir, depth).document()
 }
 
 struct Parser {
@@ -135,6 +139,22 @@ struct Parser {
     scopes: Vec<Vec<(String, Value)>>,
     base_dir: Option<PathBuf>,
     depth: usize,
+    /// Keys that variable references resolved to.
+    used: HashSet<String>,
+}
+
+impl Parser {
+    fn new(text: &str, base_dir: Option<&Path>, depth: usize) -> Self {
+        Parser {
+            chars: text.chars().collect(),
+            pos: 0,
+            line: 1,
+            scopes: Vec::new(),
+            base_dir: base_dir.map(Path::to_path_buf),
+            depth,
+            used: HashSet::new(),
+        }
+    }
 }
 
 /// Characters that end a bare (unquoted) value.
@@ -509,7 +529,9 @@ impl Parser {
         }
         for scope in self.scopes.iter().rev() {
             if let Some((_, v)) = scope.iter().rev().find(|(k, _)| k == name) {
-                return Ok(v.clone());
+                let v = v.clone();
+                self.used.insert(name.to_string());
+                return Ok(v);
             }
         }
         match std::env::var(name) {
@@ -525,14 +547,7 @@ fn is_size_suffix(s: &str) -> bool {
 
 /// An environment variable's text, typed as if it had been written unquoted in the file.
 fn env_value(text: String) -> Value {
-    let mut parser = Parser {
-        chars: text.chars().collect(),
-        pos: 0,
-        line: 1,
-        scopes: Vec::new(),
-        base_dir: None,
-        depth: MAX_INCLUDE_DEPTH,
-    };
+    let mut parser = Parser::new(&text, None, MAX_INCLUDE_DEPTH);
     parser.skip_inline_space();
     let parsed = match parser.peek() {
         Some('$') | None => None,

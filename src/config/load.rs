@@ -1,16 +1,18 @@
 //! Turns a parsed config file (a [`Value`] tree from `conf`) into a [`Config`]: key names and
 //! their aliases, value checking, durations, sizes, host/port pairs, and the `authorization`
-//! and `jetstream` blocks. Key names are matched case-insensitively, like nats-server;
-//! unknown keys are ignored with a warning, known keys with bad values are errors.
+//! and `jetstream` blocks. Key names are matched case-insensitively, like nats-server. An
+//! unknown key is an error naming it (as nats-server); a key nats-server knows but causeway
+//! does not implement yet is an error too ("<key> is not supported yet"), unless ignoring it is
+//! harmless, which warns; known keys with bad values are errors.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing::warn;
-
 use super::conf::{self, Value};
 use super::{
-    Config, ConfigError, JetStreamConfig, Permissions, SubjectPermission, SyncPolicy, User,
+    AuthConfig, Config, ConfigError, Permissions, ResponsePermission, SubjectPermission,
+    SyncPolicy, User,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -19,9 +21,10 @@ type Result<T> = std::result::Result<T, ConfigError>;
 ///
 /// `base_dir` is where relative `include` paths are resolved.
 pub fn from_conf_text(text: &str, base_dir: Option<&Path>) -> Result<Config> {
-    let top = conf::parse(text, base_dir)?;
+    let (top, used) = conf::parse_tracking(text, base_dir)?;
     let mut cfg = Config::default();
-    apply(&mut cfg, &top)?;
+    apply(&mut cfg, &top, &used)?;
+    check_no_auth_user(&cfg.auth)?;
     Ok(cfg)
 }
 
@@ -34,8 +37,71 @@ pub fn from_file(path: &Path) -> Result<Config> {
     from_conf_text(&text, path.parent())
 }
 
+/// Top-level keys of nats-server that causeway does not implement yet: a file that sets them
+/// asks for protection (TLS, accounts, other listeners) that would silently be missing.
+const UNSUPPORTED_TOP: &[&str] = &[
+    "tls",
+    "websocket",
+    "ws",
+    "cluster",
+    "gateway",
+    "leafnodes",
+    "leaf",
+    "mqtt",
+    "accounts",
+    "operator",
+    "operators",
+    "resolver",
+    "resolver_preload",
+    "resolver_tls",
+    "resolver_pinned_accounts",
+    "system_account",
+    "system",
+    "trusted",
+    "trusted_keys",
+    "nkey",
+    "https",
+    "https_port",
+    "http_base_path",
+    "http_tls",
+    "ocsp",
+    "ocsp_cache",
+    "no_sys_acc",
+    "mappings",
+    "accounts_mappings",
+    "default_js_domain",
+];
+
+/// Top-level keys that change nothing causeway would do differently for a client's safety or
+/// data: accepted with a warning.
+const HARMLESS_TOP: &[&str] = &[
+    "server_tags",
+    "server_metadata",
+    "logtime",
+    "logtime_utc",
+    "log_size_limit",
+    "logfile_size_limit",
+    "logfile_max_num",
+    "max_traced_msg_len",
+    "trace_verbose",
+    "syslog",
+    "remote_syslog",
+    "connect_error_reports",
+    "reconnect_error_reports",
+    "disable_sublist_cache",
+    "no_fast_producer_stall",
+    "max_closed_clients",
+    "prof_port",
+    "prof_block_rate",
+    "allow_non_tls",
+    "client_advertise",
+    "max_subscription_tokens",
+    "no_header_support",
+];
+
 /// Applies the keys of a parsed top-level map to `cfg`, in the order they were written.
-pub(crate) fn apply(cfg: &mut Config, top: &Value) -> Result<()> {
+/// Top-level keys in `variables` (referenced as `$NAME`) need not be configuration keys.
+pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) -> Result<()> {
     let entries = map("<top level>", top)?;
     for (key, value) in entries {
         let key = key.as_str();
@@ -53,11 +119,12 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value) -> Result<()> {
             "http" | "monitor" => {
                 let (host, port) = host_port(key, value)?;
                 if let Some(host) = host {
-                    cfg.http_host = host;
+                    cfg.http_host = Some(host);
                 }
                 cfg.http_port = Some(port);
             }
             "http_port" | "monitor_port" => cfg.http_port = Some(port(key, value)?),
+            "http_host" => cfg.http_host = Some(text(key, value)?),
             "max_payload" => cfg.max_payload = positive_size(key, value)?,
             "max_control_line" => cfg.max_control_line = positive_size(key, value)?,
             "max_pending" => cfg.max_pending = positive_size(key, value)?,
@@ -74,9 +141,59 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value) -> Result<()> {
             "pid_file" | "pidfile" => cfg.pid_file = Some(file_path(key, value)?),
             "ports_file_dir" => cfg.ports_file_dir = Some(file_path(key, value)?),
             "authorization" => apply_authorization(cfg, key, value)?,
-            "jetstream" => apply_jetstream(&mut cfg.jetstream, key, value)?,
-            _ => warn!(key, "ignoring unsupported configuration key"),
+            "no_auth_user" => cfg.auth.no_auth_user = Some(text(key, value)?),
+            "jetstream" => apply_jetstream(cfg, key, value)?,
+            _ if variables.contains(key) => {}
+            lower => other_key(key, lower, UNSUPPORTED_TOP, HARMLESS_TOP, &mut cfg.warnings)?,
         }
+    }
+    Ok(())
+}
+
+/// A key no arm of a block's match took: harmless (a warning in `warnings`), or else an error
+/// (see [`reject`]).
+fn other_key(
+    path: &str,
+    lower: &str,
+    unsupported: &[&str],
+    harmless: &[&str],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    if harmless.contains(&lower) {
+        warnings.push(format!("{path} is not implemented; ignored"));
+        return Ok(());
+    }
+    reject(path, lower, unsupported)
+}
+
+/// A key no arm of a block's match took: not supported yet, or unknown (as nats-server).
+fn reject(path: &str, lower: &str, unsupported: &[&str]) -> Result<()> {
+    let key = path.to_string();
+    Err(if unsupported.contains(&lower) {
+        ConfigError::Unsupported { key }
+    } else {
+        ConfigError::Unknown { key }
+    })
+}
+
+/// `no_auth_user` must name a user of the users list (nats-server's start-up errors).
+fn check_no_auth_user(auth: &AuthConfig) -> Result<()> {
+    let Some(name) = &auth.no_auth_user else {
+        return Ok(());
+    };
+    if auth.users.is_empty() {
+        return Err(invalid(
+            "no_auth_user",
+            format!("no_auth_user: \"{name}\" present, but users/nkeys are not defined"),
+        ));
+    }
+    if !auth.users.iter().any(|u| &u.user == name) {
+        return Err(invalid(
+            "no_auth_user",
+            format!(
+                "no_auth_user: \"{name}\" not present as user or nkey in authorization block or account configuration"
+            ),
+        ));
     }
     Ok(())
 }
@@ -94,7 +211,10 @@ fn apply_authorization(cfg: &mut Config, path: &str, value: &Value) -> Result<()
                 cfg.auth_timeout = timeout;
             }
             "users" => cfg.auth.users = users(&kp, value)?,
-            _ => warn!(key = kp, "ignoring unsupported authorization key"),
+            "default_permissions" | "default_permission" => {
+                cfg.auth.default_permissions = Some(permissions(&kp, value)?);
+            }
+            lower => reject(&kp, lower, &["nkeys", "auth_callout", "accounts"])?,
         }
     }
     if !cfg.auth.users.is_empty() {
@@ -119,7 +239,7 @@ fn users(path: &str, value: &Value) -> Result<Vec<User>> {
     for (i, item) in items.iter().enumerate() {
         let up = format!("{path}[{i}]");
         let mut user = User::default();
-        let (mut named, mut nkey) = (false, false);
+        let mut named = false;
         for (key, value) in map(&up, item)? {
             let kp = format!("{up}.{key}");
             match key.to_ascii_lowercase().as_str() {
@@ -129,15 +249,20 @@ fn users(path: &str, value: &Value) -> Result<Vec<User>> {
                 }
                 "password" | "pass" => user.password = text(&kp, value)?,
                 "permissions" | "permission" => user.permissions = Some(permissions(&kp, value)?),
-                "nkey" => nkey = true,
-                _ => warn!(key = kp, "ignoring unsupported user key"),
+                "allowed_connection_types" | "connection_types" | "clients" => {
+                    user.allowed_connection_types = Some(
+                        subjects(&kp, value)?
+                            .into_iter()
+                            .map(|t| t.to_ascii_uppercase())
+                            .collect(),
+                    );
+                }
+                // An nkey user, or a user of an account, cannot be honoured yet: skipping
+                // it would leave the server open to clients the file meant to keep out.
+                lower => reject(&kp, lower, &["nkey", "account", "proxy_required"])?,
             }
         }
         if !named {
-            if nkey {
-                warn!(key = up, "nkey users are not supported; skipping");
-                continue;
-            }
             return Err(invalid(&format!("{up}.user"), "missing user name"));
         }
         users.push(user);
@@ -152,10 +277,44 @@ fn permissions(path: &str, value: &Value) -> Result<Permissions> {
         match key.to_ascii_lowercase().as_str() {
             "publish" | "pub" => perms.publish = Some(subject_permission(&kp, value)?),
             "subscribe" | "sub" => perms.subscribe = Some(subject_permission(&kp, value)?),
-            _ => warn!(key = kp, "ignoring unsupported permission key"),
+            "allow_responses" | "allow_response" => {
+                perms.allow_responses = response_permission(&kp, value)?;
+            }
+            lower => reject(&kp, lower, &[])?,
         }
     }
     Ok(perms)
+}
+
+/// `allow_responses: true | false | { max: N, expires: "1s" }`.
+fn response_permission(path: &str, value: &Value) -> Result<Option<ResponsePermission>> {
+    let mut rp = ResponsePermission::default();
+    match value {
+        Value::Bool(false) => return Ok(None),
+        Value::Bool(true) => {}
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                let kp = format!("{path}.{key}");
+                match key.to_ascii_lowercase().as_str() {
+                    "max" | "max_msgs" | "max_messages" | "max_responses" => {
+                        rp.max = count(&kp, value)?;
+                        if rp.max == 0 {
+                            rp.max = ResponsePermission::default().max;
+                        }
+                    }
+                    "expires" | "expiration" | "ttl" => {
+                        rp.expires = duration(&kp, value)?;
+                        if rp.expires.is_zero() {
+                            rp.expires = ResponsePermission::default().expires;
+                        }
+                    }
+                    lower => reject(&kp, lower, &[])?,
+                }
+            }
+        }
+        other => return Err(wrong_type(path, "a boolean or a {max, expires} map", other)),
+    }
+    Ok(Some(rp))
 }
 
 /// `"subj"`, `["a", "b"]` (both meaning allow) or `{ allow: ..., deny: ... }`.
@@ -169,7 +328,7 @@ fn subject_permission(path: &str, value: &Value) -> Result<SubjectPermission> {
                 match key.to_ascii_lowercase().as_str() {
                     "allow" => perm.allow = subjects(&kp, value)?,
                     "deny" => perm.deny = subjects(&kp, value)?,
-                    _ => warn!(key = kp, "ignoring unsupported permission key"),
+                    lower => reject(&kp, lower, &[])?,
                 }
             }
         }
@@ -200,7 +359,37 @@ fn subjects(path: &str, value: &Value) -> Result<Vec<String>> {
     }
 }
 
-fn apply_jetstream(js: &mut JetStreamConfig, path: &str, value: &Value) -> Result<()> {
+/// JetStream keys nats-server knows that causeway does not implement yet (encryption, domains,
+/// account-level limits, cluster placement).
+const UNSUPPORTED_JS: &[&str] = &[
+    "domain",
+    "key",
+    "ek",
+    "encryption_key",
+    "prev_key",
+    "prev_ek",
+    "prev_encryption_key",
+    "cipher",
+    "tpm",
+    "limits",
+    "unique_tag",
+];
+
+/// JetStream tuning keys with no effect on what causeway stores or acknowledges.
+const HARMLESS_JS: &[&str] = &[
+    "strict",
+    "max_buffered_msgs",
+    "max_buffered_size",
+    "request_queue_limit",
+    "max_outstanding_catchup",
+    "max_catchup",
+    "max_ha_assets",
+    "extension_hint",
+    "compress_ok",
+];
+
+fn apply_jetstream(cfg: &mut Config, path: &str, value: &Value) -> Result<()> {
+    let js = &mut cfg.jetstream;
     match value {
         Value::Bool(b) => js.enabled = *b,
         Value::String(s) => {
@@ -221,13 +410,13 @@ fn apply_jetstream(js: &mut JetStreamConfig, path: &str, value: &Value) -> Resul
                 let kp = format!("{path}.{key}");
                 match key.to_ascii_lowercase().as_str() {
                     "enabled" | "enable" => js.enabled = boolean(&kp, value)?,
-                    "store_dir" | "storedir" => js.store_dir = file_path(&kp, value)?,
+                    "store_dir" | "storedir" | "store" => js.store_dir = file_path(&kp, value)?,
                     "max_mem" | "max_memory_store" | "max_mem_store" => {
                         js.max_memory = limit(&kp, value)?;
                     }
                     "max_file" | "max_file_store" => js.max_file = limit(&kp, value)?,
                     "sync" | "sync_interval" => js.sync = sync_policy(&kp, value)?,
-                    _ => warn!(key = kp, "ignoring unsupported jetstream key"),
+                    lower => other_key(&kp, lower, UNSUPPORTED_JS, HARMLESS_JS, &mut cfg.warnings)?,
                 }
             }
         }
@@ -469,339 +658,5 @@ fn duration(key: &str, value: &Value) -> Result<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str) -> Config {
-        match from_conf_text(text, None) {
-            Ok(cfg) => cfg,
-            Err(e) => panic!("load failed: {e}\n{text}"),
-        }
-    }
-
-    /// The key named by an `Invalid` error.
-    fn bad_key(text: &str) -> String {
-        match from_conf_text(text, None) {
-            Err(ConfigError::Invalid { key, .. }) => key,
-            other => panic!("expected an invalid-value error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn durations() {
-        let cases = [
-            ("0", Duration::ZERO),
-            ("2m", Duration::from_secs(120)),
-            ("1h30m", Duration::from_secs(5400)),
-            ("100ms", Duration::from_millis(100)),
-            ("1.5s", Duration::from_millis(1500)),
-            ("10us", Duration::from_micros(10)),
-            ("10µs", Duration::from_micros(10)),
-            ("250ns", Duration::from_nanos(250)),
-            (".5s", Duration::from_millis(500)),
-            ("+3s", Duration::from_secs(3)),
-            ("1h0m0.25s", Duration::from_millis(3_600_250)),
-        ];
-        for (text, want) in cases {
-            assert_eq!(parse_duration(text), Some(want), "{text}");
-        }
-        for bad in ["", "5", "-1s", "1x", "s", "1.s.", "1..5s", "ms10", "1 s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn defaults_when_empty() {
-        assert_eq!(load("# nothing\n"), Config::default());
-    }
-
-    #[test]
-    fn listen_keys() {
-        let cfg = load("host: 127.0.0.1\nport: 4333");
-        assert_eq!((cfg.host.as_str(), cfg.port), ("127.0.0.1", 4333));
-        let cfg = load("net: '::1'\nport: -1");
-        assert_eq!((cfg.host.as_str(), cfg.port), ("::1", 0));
-        let cfg = load("listen: 10.0.0.1:5222");
-        assert_eq!((cfg.host.as_str(), cfg.port), ("10.0.0.1", 5222));
-        let cfg = load("host: h\nlisten: \":6222\"");
-        assert_eq!((cfg.host.as_str(), cfg.port), ("h", 6222));
-        let cfg = load("listen: 7222");
-        assert_eq!(cfg.port, 7222);
-        let cfg = load("listen: \"[::1]:4222\"");
-        assert_eq!((cfg.host.as_str(), cfg.port), ("::1", 4222));
-        let cfg = load("LISTEN: localhost:1\nPort: 2");
-        assert_eq!((cfg.host.as_str(), cfg.port), ("localhost", 2));
-        assert_eq!(bad_key("port: 70000"), "port");
-        assert_eq!(bad_key("port: abc"), "port");
-        assert_eq!(bad_key("port: true"), "port");
-        assert_eq!(bad_key("listen: \"host:x\""), "listen");
-        assert_eq!(bad_key("host: [1]"), "host");
-    }
-
-    #[test]
-    fn name_and_monitoring() {
-        let cfg = load("server_name: alpha\nhttp: 127.0.0.1:8222");
-        assert_eq!(cfg.server_name.as_deref(), Some("alpha"));
-        assert_eq!(
-            (cfg.http_host.as_str(), cfg.http_port),
-            ("127.0.0.1", Some(8222))
-        );
-        assert_eq!(load("name: beta").server_name.as_deref(), Some("beta"));
-        assert_eq!(load("monitor: 9000").http_port, Some(9000));
-        assert_eq!(load("http_port: 8223").http_port, Some(8223));
-        assert_eq!(load("http_port: -1").http_port, Some(0));
-        assert_eq!(bad_key("http: {}"), "http");
-        assert_eq!(bad_key("http_port: 99999"), "http_port");
-    }
-
-    #[test]
-    fn limits() {
-        let cfg = load(
-            "max_payload: 2MB\nmax_control_line: \"8KB\"\nmax_pending: 128MiB\n\
-             max_connections: 100\nmax_subscriptions: 10\nping_max: 5",
-        );
-        assert_eq!(cfg.max_payload, 2 << 20);
-        assert_eq!(cfg.max_control_line, 8 << 10);
-        assert_eq!(cfg.max_pending, 128 << 20);
-        assert_eq!(cfg.max_connections, 100);
-        assert_eq!(cfg.max_subs, 10);
-        assert_eq!(cfg.ping_max, 5);
-        let cfg = load("max_conn: 7\nmax_subs: 8\nmax_payload: 1000");
-        assert_eq!(
-            (cfg.max_connections, cfg.max_subs, cfg.max_payload),
-            (7, 8, 1000)
-        );
-        assert_eq!(bad_key("max_payload: 0"), "max_payload");
-        assert_eq!(bad_key("max_payload: -5"), "max_payload");
-        assert_eq!(bad_key("max_payload: \"lots\""), "max_payload");
-        assert_eq!(bad_key("max_connections: -1"), "max_connections");
-        assert_eq!(bad_key("ping_max: 1.5"), "ping_max");
-    }
-
-    #[test]
-    fn timing() {
-        let cfg = load(
-            "ping_interval: \"30s\"\nwrite_deadline: \"2s\"\nlame_duck_duration: \"1m\"\n\
-             lame_duck_grace_period: 5",
-        );
-        assert_eq!(cfg.ping_interval, Duration::from_secs(30));
-        assert_eq!(cfg.write_deadline, Duration::from_secs(2));
-        assert_eq!(cfg.lame_duck_duration, Duration::from_secs(60));
-        assert_eq!(cfg.lame_duck_grace_period, Duration::from_secs(5));
-        // Bare integers are seconds; unquoted `100ms` lexes as a string.
-        assert_eq!(
-            load("ping_interval: 20").ping_interval,
-            Duration::from_secs(20)
-        );
-        assert_eq!(
-            load("write_deadline: 100ms").write_deadline,
-            Duration::from_millis(100)
-        );
-        assert_eq!(
-            load("write_deadline: 0.5").write_deadline,
-            Duration::from_millis(500)
-        );
-        assert_eq!(bad_key("ping_interval: \"soon\""), "ping_interval");
-        assert_eq!(bad_key("ping_interval: -3"), "ping_interval");
-    }
-
-    #[test]
-    fn logging_and_files() {
-        let cfg = load(
-            "debug: true\ntrace: on\nlog_file: /tmp/c.log\npid_file: \"/tmp/c.pid\"\n\
-             ports_file_dir: /tmp",
-        );
-        assert!(cfg.debug && cfg.trace);
-        assert_eq!(cfg.log_file, Some(PathBuf::from("/tmp/c.log")));
-        assert_eq!(cfg.pid_file, Some(PathBuf::from("/tmp/c.pid")));
-        assert_eq!(cfg.ports_file_dir, Some(PathBuf::from("/tmp")));
-        assert!(!load("debug: \"false\"").debug);
-        assert_eq!(bad_key("debug: 1"), "debug");
-        assert_eq!(bad_key("trace: maybe"), "trace");
-        assert_eq!(bad_key("log_file: \"\""), "log_file");
-    }
-
-    #[test]
-    fn unknown_keys_are_ignored() {
-        let cfg = load("cluster { name: c }\nserver_tags: [a]\nTOKEN: x\nport: 1\nnonsense: {}");
-        assert_eq!(cfg.port, 1);
-    }
-
-    #[test]
-    fn single_user_and_token() {
-        let cfg = load("authorization {\n  user: alice\n  password: s3cret\n  timeout: 1.5\n}");
-        assert_eq!(cfg.auth.user.as_deref(), Some("alice"));
-        assert_eq!(cfg.auth.password.as_deref(), Some("s3cret"));
-        assert_eq!(cfg.auth.timeout, Some(Duration::from_millis(1500)));
-        assert_eq!(cfg.auth_timeout, Duration::from_millis(1500));
-        assert!(cfg.auth.required());
-        let cfg = load("authorization: { username = bob, pass = 'x' }");
-        assert_eq!(cfg.auth.user.as_deref(), Some("bob"));
-        assert_eq!(cfg.auth.password.as_deref(), Some("x"));
-        let cfg = load("TOK: abc\nauthorization { token: $TOK, timeout: \"3s\" }");
-        assert_eq!(cfg.auth.token.as_deref(), Some("abc"));
-        assert_eq!(cfg.auth.timeout, Some(Duration::from_secs(3)));
-        let cfg = load("authorization { token: 12345 }");
-        assert_eq!(cfg.auth.token.as_deref(), Some("12345"));
-        assert_eq!(bad_key("authorization: 5"), "authorization");
-        assert_eq!(bad_key("authorization { user: [x] }"), "authorization.user");
-        assert_eq!(
-            bad_key("authorization { timeout: never }"),
-            "authorization.timeout"
-        );
-    }
-
-    #[test]
-    fn users_and_permissions() {
-        let text = r#"
-authorization {
-  users: [
-    { user: admin, password: "$2a$11$abc" }
-    { username: pub, pass: p, permissions: { publish: "orders.>", subscribe: ["_INBOX.>", "x"] } }
-    { user: mixed, password: m, permission {
-        publish { allow: ["a.*"], deny: "a.secret" }
-        subscribe { deny: [">"] }
-        allow_responses: true
-    } }
-  ]
-}"#;
-        let cfg = load(text);
-        let users = &cfg.auth.users;
-        assert_eq!(users.len(), 3);
-        assert_eq!(users[0].user, "admin");
-        assert_eq!(users[0].password, "$2a$11$abc");
-        assert_eq!(users[0].permissions, None);
-        let p1 = users[1].permissions.as_ref().unwrap();
-        assert_eq!(p1.publish.as_ref().unwrap().allow, ["orders.>"]);
-        assert_eq!(p1.subscribe.as_ref().unwrap().allow, ["_INBOX.>", "x"]);
-        assert!(p1.subscribe.as_ref().unwrap().deny.is_empty());
-        let p2 = users[2].permissions.as_ref().unwrap();
-        assert_eq!(
-            p2.publish,
-            Some(SubjectPermission {
-                allow: vec!["a.*".into()],
-                deny: vec!["a.secret".into()]
-            })
-        );
-        assert_eq!(p2.subscribe.as_ref().unwrap().deny, [">"]);
-        assert!(cfg.auth.required());
-    }
-
-    #[test]
-    fn bad_users_name_the_path() {
-        let key = bad_key(
-            "authorization { users: [ {user: a, password: b}, {user: c, password: [1]} ] }",
-        );
-        assert_eq!(key, "authorization.users[1].password");
-        let key = bad_key("authorization { users: [ {password: b} ] }");
-        assert_eq!(key, "authorization.users[0].user");
-        let key = bad_key("authorization { users: [ 5 ] }");
-        assert_eq!(key, "authorization.users[0]");
-        let key = bad_key("authorization { users: { user: a } }");
-        assert_eq!(key, "authorization.users");
-        let key = bad_key("authorization { users: [ {user: a, permissions: {publish: [1]}} ] }");
-        assert_eq!(key, "authorization.users[0].permissions.publish[0]");
-        let key = bad_key(
-            "authorization { users: [ {user: a, permissions: {subscribe: {deny: true}}} ] }",
-        );
-        assert_eq!(key, "authorization.users[0].permissions.subscribe.deny");
-        let key = bad_key("authorization { token: t, users: [ {user: a} ] }");
-        assert_eq!(key, "authorization");
-        // nkey-only users are skipped with a warning.
-        let cfg = load("authorization { users: [ {nkey: UABC}, {user: a, password: b} ] }");
-        assert_eq!(cfg.auth.users.len(), 1);
-    }
-
-    #[test]
-    fn jetstream_forms() {
-        assert!(load("jetstream: enabled").jetstream.enabled);
-        assert!(load("jetstream: true").jetstream.enabled);
-        assert!(load("jetstream {}").jetstream.enabled);
-        assert!(!load("jetstream: disabled").jetstream.enabled);
-        assert!(!load("jetstream: false").jetstream.enabled);
-        assert!(!load("jetstream { enabled: false }").jetstream.enabled);
-        assert_eq!(bad_key("jetstream: sometimes"), "jetstream");
-        assert_eq!(bad_key("jetstream: 1"), "jetstream");
-    }
-
-    #[test]
-    fn jetstream_block() {
-        let cfg = load(
-            "jetstream {\n  store_dir: /var/lib/causeway\n  max_mem: 1G\n  max_file_store: 10GiB\n\
-             \x20 sync: always\n  domain: hub\n}",
-        );
-        let js = &cfg.jetstream;
-        assert!(js.enabled);
-        assert_eq!(js.store_dir, PathBuf::from("/var/lib/causeway"));
-        assert_eq!(js.max_memory, 1_000_000_000);
-        assert_eq!(js.max_file, 10 << 30);
-        assert_eq!(js.sync, SyncPolicy::Always);
-        let js =
-            load("jetstream { max_memory_store: -1, max_file: \"1MB\", sync_interval: \"2m\" }")
-                .jetstream;
-        assert_eq!((js.max_memory, js.max_file), (-1, 1 << 20));
-        assert_eq!(js.sync, SyncPolicy::Interval(Duration::from_secs(120)));
-        let js = load("jetstream { max_mem_store: 64MiB, sync: never }").jetstream;
-        assert_eq!((js.max_memory, js.sync), (64 << 20, SyncPolicy::Never));
-        assert_eq!(
-            load("jetstream { sync: 5 }").jetstream.sync,
-            SyncPolicy::Interval(Duration::from_secs(5))
-        );
-        assert_eq!(bad_key("jetstream { sync: \"0s\" }"), "jetstream.sync");
-        assert_eq!(bad_key("jetstream { sync: sometimes }"), "jetstream.sync");
-        assert_eq!(bad_key("jetstream { max_mem: -2 }"), "jetstream.max_mem");
-        assert_eq!(
-            bad_key("jetstream { store_dir: {} }"),
-            "jetstream.store_dir"
-        );
-    }
-
-    #[test]
-    fn sync_policy_strings() {
-        assert_eq!(parse_sync_policy("ALWAYS"), Some(SyncPolicy::Always));
-        assert_eq!(parse_sync_policy("never"), Some(SyncPolicy::Never));
-        assert_eq!(
-            parse_sync_policy("100ms"),
-            Some(SyncPolicy::Interval(Duration::from_millis(100)))
-        );
-        assert_eq!(parse_sync_policy("0"), None);
-        assert_eq!(parse_sync_policy("often"), None);
-    }
-
-    #[test]
-    fn host_port_strings() {
-        assert_eq!(split_host_port("a:1"), Some((Some("a".into()), 1)));
-        assert_eq!(split_host_port(":2"), Some((None, 2)));
-        assert_eq!(split_host_port("3"), Some((None, 3)));
-        assert_eq!(split_host_port("[::]:4"), Some((Some("::".into()), 4)));
-        assert_eq!(split_host_port("h:-1"), Some((Some("h".into()), 0)));
-        assert_eq!(split_host_port("::1"), None);
-        assert_eq!(split_host_port("h:65536"), None);
-    }
-
-    #[test]
-    fn files_and_includes() {
-        let dir = std::env::temp_dir().join(format!("causeway-load-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("users.conf"),
-            "users: [ {user: u, password: p} ]\n",
-        )
-        .unwrap();
-        let main = dir.join("server.conf");
-        std::fs::write(
-            &main,
-            "port: 4999\nauthorization {\n  include users.conf\n}\n",
-        )
-        .unwrap();
-        let cfg = from_file(&main).unwrap();
-        assert_eq!(cfg.port, 4999);
-        assert_eq!(cfg.auth.users[0].user, "u");
-        let err = from_file(&dir.join("missing.conf")).unwrap_err();
-        assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
-        std::fs::write(&main, "port: 4999\nbroken: [\n").unwrap();
-        let err = from_file(&main).unwrap_err().to_string();
-        assert!(err.contains("Parse error"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+#[path = "load_tests.rs"]
+mod tests;

@@ -44,6 +44,19 @@ pub enum ConfigError {
         /// What is wrong.
         msg: String,
     },
+    /// A key nats-server does not know either (a typo, or a key of a newer server).
+    #[error("unknown field \"{key}\"")]
+    Unknown {
+        /// The key, as a dotted path for nested blocks.
+        key: String,
+    },
+    /// A key nats-server knows that causeway does not implement yet. Starting without it could
+    /// serve plaintext or unauthenticated what the file asked to protect, so it is an error.
+    #[error("{key} is not supported yet")]
+    Unsupported {
+        /// The key, as a dotted path for nested blocks.
+        key: String,
+    },
     /// A key holds a value of the wrong kind or out of range.
     #[error("invalid value for '{key}': {msg}")]
     Invalid {
@@ -63,13 +76,36 @@ pub struct SubjectPermission {
     pub deny: Vec<String>,
 }
 
+/// `allow_responses`: the user may publish to the reply subject of a message it received,
+/// at most `max` times and within `expires` of the delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponsePermission {
+    /// Replies allowed per received reply subject (nats-server's default: 1).
+    pub max: usize,
+    /// How long after the delivery a reply is allowed (nats-server's default: 2 minutes).
+    pub expires: Duration,
+}
+
+impl Default for ResponsePermission {
+    fn default() -> Self {
+        Self {
+            max: 1,
+            expires: Duration::from_secs(120),
+        }
+    }
+}
+
 /// Per-user permissions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Permissions {
     /// Who may publish where.
     pub publish: Option<SubjectPermission>,
-    /// Who may subscribe where.
+    /// Who may subscribe where. An entry may name a queue group after a space
+    /// (`"work.> workers"`): it then applies to subscriptions in that group only.
     pub subscribe: Option<SubjectPermission>,
+    /// Replies to received requests; when set, publishing is otherwise limited to the
+    /// `publish.allow` list (nothing, if there is none).
+    pub allow_responses: Option<ResponsePermission>,
 }
 
 /// One entry of `authorization { users: [...] }`.
@@ -79,8 +115,11 @@ pub struct User {
     pub user: String,
     /// Password, plain text or a bcrypt hash (`$2a$...`, `$2b$...`).
     pub password: String,
-    /// Optional permissions; `None` means everything is permitted.
+    /// Optional permissions; `None` means the `default_permissions` (or everything).
     pub permissions: Option<Permissions>,
+    /// `allowed_connection_types`; `None` allows every kind causeway serves. A list without
+    /// `STANDARD` keeps the user off plain client connections.
+    pub allowed_connection_types: Option<Vec<String>>,
 }
 
 /// Client authentication settings.
@@ -96,12 +135,22 @@ pub struct AuthConfig {
     pub users: Vec<User>,
     /// How long a client has to send CONNECT when auth is required.
     pub timeout: Option<Duration>,
+    /// Permissions of users in `users` that have none of their own.
+    pub default_permissions: Option<Permissions>,
+    /// The user (from `users`) a client that sends no credentials is logged in as.
+    pub no_auth_user: Option<String>,
 }
 
 impl AuthConfig {
     /// True when any form of authentication is configured.
     pub fn required(&self) -> bool {
         self.user.is_some() || self.token.is_some() || !self.users.is_empty()
+    }
+
+    /// True when clients must send credentials (no `no_auth_user` to fall back on); INFO's
+    /// `auth_required`.
+    pub fn credentials_required(&self) -> bool {
+        self.required() && self.no_auth_user.is_none()
     }
 }
 
@@ -155,8 +204,8 @@ pub struct Config {
     pub server_name: Option<String>,
     /// HTTP monitoring port; `None` disables monitoring, `Some(0)` picks an ephemeral port.
     pub http_port: Option<u16>,
-    /// Interface for the monitoring listener.
-    pub http_host: String,
+    /// Interface for the monitoring listener; `None` uses `host`, as nats-server does.
+    pub http_host: Option<String>,
     /// Maximum message payload in bytes.
     pub max_payload: usize,
     /// Maximum protocol control line in bytes.
@@ -193,16 +242,19 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// Directory where a `<name>_<pid>.ports` file is written.
     pub ports_file_dir: Option<PathBuf>,
+    /// What loading the configuration found worth a warning (keys ignored as harmless);
+    /// [`crate::Server::start`] logs them.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            host: "127.0.0.1".to_string(),
+            host: "0.0.0.0".to_string(),
             port: DEFAULT_PORT,
             server_name: None,
             http_port: None,
-            http_host: "127.0.0.1".to_string(),
+            http_host: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_control_line: DEFAULT_MAX_CONTROL_LINE,
             max_pending: DEFAULT_MAX_PENDING,
@@ -221,6 +273,7 @@ impl Default for Config {
             trace: false,
             pid_file: None,
             ports_file_dir: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -233,5 +286,18 @@ impl Config {
             port: 0,
             ..Self::default()
         }
+    }
+
+    /// Turns JetStream on, with its data under `store_dir`:
+    /// `Config::loopback().with_jetstream("./data")`.
+    pub fn with_jetstream(mut self, store_dir: impl Into<PathBuf>) -> Self {
+        self.jetstream.enabled = true;
+        self.jetstream.store_dir = store_dir.into();
+        self
+    }
+
+    /// The interface the monitoring listener binds: `http_host`, else `host`.
+    pub fn monitor_host(&self) -> &str {
+        self.http_host.as_deref().unwrap_or(&self.host)
     }
 }

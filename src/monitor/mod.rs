@@ -21,7 +21,7 @@ use crate::Error;
 
 /// Binds the monitoring listener and serves it until shutdown; returns its address.
 pub(crate) async fn start(shared: Arc<Shared>, port: u16) -> Result<SocketAddr, Error> {
-    let listener = crate::server::bind(&shared.config.http_host, port).await?;
+    let listener = crate::server::bind(shared.config.monitor_host(), port).await?;
     let addr = listener.local_addr()?;
     tracing::info!("Starting http monitor on http://{addr}");
     let tasks = shared.tasks.clone();

@@ -51,24 +51,34 @@ fn yes() -> bool {
     true
 }
 
+/// A boolean where `null` keeps the default `true` (Go's decoder leaves the field alone).
+fn null_true<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
+}
+
+/// A boolean where `null` keeps the default `false`.
+fn null_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
 /// The `CONNECT` options a client sends. Omitted `verbose`, `pedantic` and `echo` default to
 /// true, as in nats-server.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConnectOptions {
     /// Reply `+OK` to every accepted operation.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "null_true")]
     pub verbose: bool,
     /// Strict subject checking on publish.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "null_true")]
     pub pedantic: bool,
     /// Deliver the client's own publications to its own subscriptions.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "null_true")]
     pub echo: bool,
     /// Client understands HMSG.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_false")]
     pub headers: bool,
     /// Client wants 503 status messages when a request reaches nobody.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_false")]
     pub no_responders: bool,
     /// Client name.
     #[serde(default)]
@@ -91,6 +101,12 @@ pub struct ConnectOptions {
     /// Token.
     #[serde(default)]
     pub auth_token: Option<String>,
+    /// Public nkey (not supported yet: such a client is refused unless auth is off).
+    #[serde(default)]
+    pub nkey: Option<String>,
+    /// User JWT (not supported yet, as `nkey`).
+    #[serde(default)]
+    pub jwt: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -108,6 +124,8 @@ impl Default for ConnectOptions {
             user: None,
             pass: None,
             auth_token: None,
+            nkey: None,
+            jwt: None,
         }
     }
 }

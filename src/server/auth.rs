@@ -1,55 +1,168 @@
-//! Client authentication (user/password, token, users list; plain or bcrypt secrets) and the
-//! per-user publish/subscribe permissions checked on every PUB and SUB.
+//! Client authentication (user/password, token, users list; plain or bcrypt secrets;
+//! `no_auth_user`) and the per-user permissions checked on every PUB and SUB: publish and
+//! subscribe allow/deny lists (subscribe entries may name a queue group: `"work.> workers"`),
+//! `default_permissions`, and `allow_responses` (see [`Responses`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crate::config::{AuthConfig, Permissions, SubjectPermission};
+use rustc_hash::FxHashMap;
+
+use crate::config::{AuthConfig, Permissions, ResponsePermission, User};
 use crate::protocol::info::ConnectOptions;
 use crate::protocol::subject;
+
+/// One subscribe permission entry: a subject pattern, optionally limited to one queue group
+/// (itself a pattern, as nats-server allows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SubRule {
+    subject: String,
+    queue: Option<String>,
+}
+
+impl SubRule {
+    fn parse(entry: &str) -> Self {
+        let mut parts = entry.split_whitespace();
+        let subject = parts.next().unwrap_or_default().to_string();
+        let queue = parts.next().map(str::to_string);
+        Self { subject, queue }
+    }
+
+    /// Does this allow entry permit subscribing to `subj` (in `queue`)? An entry without a
+    /// queue permits any queue; one with a queue permits only that queue.
+    fn allows(&self, subj: &str, queue: Option<&str>) -> bool {
+        subject::covers(&self.subject, subj)
+            && match (&self.queue, queue) {
+                (None, _) => true,
+                (Some(q), Some(given)) => subject::matches(q, given),
+                (Some(_), None) => false,
+            }
+    }
+
+    /// Does this deny entry apply to a subscription in `queue`? One without a queue applies
+    /// to every subscription, one with a queue only to that queue's.
+    fn applies_to(&self, queue: Option<&str>) -> bool {
+        match (&self.queue, queue) {
+            (None, _) => true,
+            (Some(q), Some(given)) => subject::matches(q, given),
+            (Some(_), None) => false,
+        }
+    }
+}
 
 /// Compiled permissions of one user.
 #[derive(Debug, Default)]
 pub(crate) struct Perms {
-    publish: Option<SubjectPermission>,
-    subscribe: Option<SubjectPermission>,
-    /// Deny patterns applied at delivery to subscriptions that only partly overlap them.
-    pub sub_deny: Option<Arc<[String]>>,
+    /// `None`: any subject; `Some(list)`: only these (an empty list: none).
+    pub_allow: Option<Vec<String>>,
+    pub_deny: Vec<String>,
+    sub_allow: Option<Vec<SubRule>>,
+    sub_deny: Vec<SubRule>,
+    /// `allow_responses`, if set.
+    pub responses: Option<ResponsePermission>,
 }
 
 impl Perms {
     fn new(p: &Permissions) -> Self {
-        let sub_deny = p
-            .subscribe
-            .as_ref()
-            .filter(|s| !s.deny.is_empty())
-            .map(|s| Arc::from(s.deny.clone()));
+        let publish = p.publish.clone().unwrap_or_default();
+        // With allow_responses, publishing is limited to the allow list: nothing else, if the
+        // user has none (nats-server empties it).
+        let pub_allow = if !publish.allow.is_empty() || p.allow_responses.is_some() {
+            Some(publish.allow)
+        } else {
+            None
+        };
+        let subscribe = p.subscribe.clone().unwrap_or_default();
+        let rules = |list: &[String]| list.iter().map(|e| SubRule::parse(e)).collect::<Vec<_>>();
         Self {
-            publish: p.publish.clone(),
-            subscribe: p.subscribe.clone(),
-            sub_deny,
+            pub_allow,
+            pub_deny: publish.deny,
+            sub_allow: (!subscribe.allow.is_empty()).then(|| rules(&subscribe.allow)),
+            sub_deny: rules(&subscribe.deny),
+            responses: p.allow_responses,
         }
     }
 
-    /// May this user publish to the literal `subj`?
+    /// May this user publish to the literal `subj` (replies under allow_responses aside)?
     pub fn can_publish(&self, subj: &str) -> bool {
-        match &self.publish {
-            None => true,
-            Some(p) => {
-                (p.allow.is_empty() || p.allow.iter().any(|a| subject::matches(a, subj)))
-                    && !p.deny.iter().any(|d| subject::matches(d, subj))
-            }
-        }
+        self.pub_allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|a| subject::matches(a, subj)))
+            && !self.pub_deny.iter().any(|d| subject::matches(d, subj))
     }
 
-    /// May this user subscribe to `subj` (which may hold wildcards)?
-    pub fn can_subscribe(&self, subj: &str) -> bool {
-        match &self.subscribe {
-            None => true,
-            Some(p) => {
-                (p.allow.is_empty() || p.allow.iter().any(|a| subject::covers(a, subj)))
-                    && !p.deny.iter().any(|d| subject::covers(d, subj))
-            }
+    /// May this user subscribe to `subj` (which may hold wildcards), in `queue` if given?
+    pub fn can_subscribe(&self, subj: &str, queue: Option<&str>) -> bool {
+        self.sub_allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|r| r.allows(subj, queue)))
+            && !self
+                .sub_deny
+                .iter()
+                .any(|r| r.applies_to(queue) && subject::covers(&r.subject, subj))
+    }
+
+    /// The deny patterns to apply at delivery to a subscription in `queue` that only partly
+    /// overlaps them (a `>` subscription of a user denied `secret.>`).
+    pub fn delivery_deny(&self, queue: Option<&str>) -> Option<Arc<[String]>> {
+        let list: Vec<String> = self
+            .sub_deny
+            .iter()
+            .filter(|r| r.applies_to(queue))
+            .map(|r| r.subject.clone())
+            .collect();
+        (!list.is_empty()).then(|| Arc::from(list))
+    }
+}
+
+/// The reply subjects a user with `allow_responses` may publish to: each message delivered to
+/// it with a reply subject opens one entry, good for `max` replies within `expires`.
+#[derive(Debug)]
+pub(crate) struct Responses {
+    perm: ResponsePermission,
+    open: Mutex<FxHashMap<Box<[u8]>, (usize, Instant)>>,
+}
+
+/// Entries kept before expired ones are swept.
+const RESPONSES_SWEEP: usize = 1024;
+
+impl Responses {
+    pub fn new(perm: ResponsePermission) -> Arc<Self> {
+        Arc::new(Self {
+            perm,
+            open: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<Box<[u8]>, (usize, Instant)>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A message with reply subject `reply` was delivered to the user.
+    pub fn delivered(&self, reply: &[u8]) {
+        let now = Instant::now();
+        let mut open = self.lock();
+        if open.len() >= RESPONSES_SWEEP {
+            open.retain(|_, (_, deadline)| *deadline > now);
         }
+        open.insert(reply.into(), (self.perm.max, now + self.perm.expires));
+    }
+
+    /// Uses up one reply to `subj`, if one is open.
+    pub fn take(&self, subj: &[u8]) -> bool {
+        let mut open = self.lock();
+        let Some((left, deadline)) = open.get_mut(subj) else {
+            return false;
+        };
+        if *deadline <= Instant::now() {
+            open.remove(subj);
+            return false;
+        }
+        *left -= 1;
+        if *left == 0 {
+            open.remove(subj);
+        }
+        true
     }
 }
 
@@ -72,7 +185,12 @@ impl Authenticator {
         let perms = cfg
             .users
             .iter()
-            .map(|u| u.permissions.as_ref().map(|p| Arc::new(Perms::new(p))))
+            .map(|u| {
+                u.permissions
+                    .as_ref()
+                    .or(cfg.default_permissions.as_ref())
+                    .map(|p| Arc::new(Perms::new(p)))
+            })
             .collect();
         Self {
             cfg: cfg.clone(),
@@ -80,9 +198,14 @@ impl Authenticator {
         }
     }
 
-    /// True when clients must authenticate.
+    /// True when any authentication is configured.
     pub fn required(&self) -> bool {
         self.cfg.required()
+    }
+
+    /// True when clients must send credentials (INFO `auth_required`).
+    pub fn credentials_required(&self) -> bool {
+        self.cfg.credentials_required()
     }
 
     /// True when any configured secret is a bcrypt hash (checking it is slow: run it off the
@@ -112,6 +235,10 @@ impl Authenticator {
                     user: None,
                 });
         }
+        if let Some(name) = self.anonymous_as(opts) {
+            let i = self.cfg.users.iter().position(|u| u.user == name)?;
+            return self.user_at(i);
+        }
         let user = opts.user.as_deref()?;
         let pass = opts.pass.as_deref().unwrap_or("");
         if let Some(u) = &self.cfg.user {
@@ -126,9 +253,29 @@ impl Authenticator {
         if !secret_matches(&self.cfg.users[i].password, pass) {
             return None;
         }
-        Some(Authenticated {
+        self.user_at(i)
+    }
+
+    /// The `no_auth_user` a client that sent no credentials at all is logged in as.
+    fn anonymous_as(&self, opts: &ConnectOptions) -> Option<&str> {
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(str::is_empty);
+        let anonymous = blank(&opts.user)
+            && blank(&opts.pass)
+            && blank(&opts.auth_token)
+            && blank(&opts.nkey)
+            && blank(&opts.jwt);
+        self.cfg.no_auth_user.as_deref().filter(|_| anonymous)
+    }
+
+    fn user_at(&self, i: usize) -> Option<Authenticated> {
+        let user: &User = &self.cfg.users[i];
+        let plain_ok = user
+            .allowed_connection_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == "STANDARD"));
+        plain_ok.then(|| Authenticated {
             perms: self.perms[i].clone(),
-            user: Some(user.to_string()),
+            user: Some(user.user.clone()),
         })
     }
 }
@@ -152,7 +299,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::User;
+    use crate::config::SubjectPermission;
 
     fn opts(user: &str, pass: &str) -> ConnectOptions {
         ConnectOptions {
@@ -179,12 +326,15 @@ mod tests {
                             allow: vec![],
                             deny: vec!["private.>".into()],
                         }),
+                        allow_responses: None,
                     }),
+                    allowed_connection_types: None,
                 },
                 User {
                     user: "b".into(),
                     password: hash,
                     permissions: None,
+                    allowed_connection_types: None,
                 },
             ],
             ..Default::default()
@@ -201,8 +351,9 @@ mod tests {
         assert!(p.can_publish("foo.bar"));
         assert!(!p.can_publish("foo.secret"));
         assert!(!p.can_publish("bar"));
-        assert!(p.can_subscribe(">"));
-        assert!(!p.can_subscribe("private.x"));
+        assert!(p.can_subscribe(">", None));
+        assert!(!p.can_subscribe("private.x", None));
+        assert!(!p.can_subscribe("private.x", Some("q")));
     }
 
     #[test]
@@ -215,5 +366,134 @@ mod tests {
         assert!(auth.check(&o).is_none());
         o.auth_token = Some("t0k".into());
         assert!(auth.check(&o).is_some());
+    }
+
+    fn perms(publish: &[&str], subscribe: &[&str], deny: &[&str]) -> Perms {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Perms::new(&Permissions {
+            publish: (!publish.is_empty()).then(|| SubjectPermission {
+                allow: list(publish),
+                deny: vec![],
+            }),
+            subscribe: Some(SubjectPermission {
+                allow: list(subscribe),
+                deny: list(deny),
+            }),
+            allow_responses: None,
+        })
+    }
+
+    #[test]
+    fn queue_qualified_subscribe_rules() {
+        let p = perms(&[], &["work.> workers", "plain.>"], &[]);
+        assert!(p.can_subscribe("work.a", Some("workers")));
+        assert!(p.can_subscribe("work.*", Some("workers")));
+        assert!(!p.can_subscribe("work.a", Some("other")));
+        assert!(!p.can_subscribe("work.a", None));
+        assert!(!p.can_subscribe(">", Some("workers")));
+        assert!(p.can_subscribe("plain.a", None));
+        assert!(p.can_subscribe("plain.a", Some("anyq")));
+        let d = perms(&[], &[">"], &["work.> bad"]);
+        assert!(!d.can_subscribe("work.a", Some("bad")));
+        assert!(d.can_subscribe("work.a", Some("good")));
+        assert!(d.can_subscribe("work.a", None));
+        assert!(d.can_subscribe(">", Some("bad")));
+        assert_eq!(
+            d.delivery_deny(Some("bad")).as_deref(),
+            Some(&["work.>".to_string()][..])
+        );
+        assert_eq!(d.delivery_deny(None), None);
+    }
+
+    #[test]
+    fn allow_responses_limits_publish() {
+        let mut p = Permissions {
+            allow_responses: Some(ResponsePermission {
+                max: 2,
+                expires: std::time::Duration::from_millis(200),
+            }),
+            ..Default::default()
+        };
+        assert!(!Perms::new(&p).can_publish("anything"));
+        p.publish = Some(SubjectPermission {
+            allow: vec![],
+            deny: vec!["bar".into()],
+        });
+        assert!(!Perms::new(&p).can_publish("other"));
+        p.publish = Some(SubjectPermission {
+            allow: vec!["foo".into()],
+            deny: vec![],
+        });
+        let compiled = Perms::new(&p);
+        assert!(compiled.can_publish("foo") && !compiled.can_publish("foo.bar"));
+        let r = Responses::new(compiled.responses.expect("responses"));
+        assert!(!r.take(b"_INBOX.1"));
+        r.delivered(b"_INBOX.1");
+        assert!(r.take(b"_INBOX.1") && r.take(b"_INBOX.1"));
+        assert!(!r.take(b"_INBOX.1"), "max 2 replies");
+        r.delivered(b"_INBOX.2");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        assert!(!r.take(b"_INBOX.2"), "expired");
+    }
+
+    #[test]
+    fn default_permissions_and_no_auth_user() {
+        let cfg = AuthConfig {
+            users: vec![
+                User {
+                    user: "a".into(),
+                    password: "p".into(),
+                    ..Default::default()
+                },
+                User {
+                    user: "b".into(),
+                    password: "p".into(),
+                    permissions: Some(Permissions::default()),
+                    ..Default::default()
+                },
+                User {
+                    user: "ws".into(),
+                    password: "p".into(),
+                    allowed_connection_types: Some(vec!["WEBSOCKET".into()]),
+                    ..Default::default()
+                },
+            ],
+            default_permissions: Some(Permissions {
+                publish: Some(SubjectPermission {
+                    allow: vec!["pub.>".into()],
+                    deny: vec![],
+                }),
+                ..Default::default()
+            }),
+            no_auth_user: Some("a".into()),
+            ..Default::default()
+        };
+        let auth = Authenticator::new(&cfg);
+        assert!(auth.required() && !auth.credentials_required());
+        let a = auth
+            .check(&opts("a", "p"))
+            .and_then(|a| a.perms)
+            .expect("a");
+        assert!(a.can_publish("pub.x") && !a.can_publish("other"));
+        let b = auth
+            .check(&opts("b", "p"))
+            .and_then(|a| a.perms)
+            .expect("b");
+        assert!(
+            b.can_publish("other"),
+            "own permissions replace the defaults"
+        );
+        let anon = auth
+            .check(&ConnectOptions::default())
+            .expect("no_auth_user");
+        assert_eq!(anon.user.as_deref(), Some("a"));
+        assert!(
+            auth.check(&opts("a", "bad")).is_none(),
+            "no fallback on bad credentials"
+        );
+        assert!(
+            auth.check(&opts("ws", "p")).is_none(),
+            "websocket-only user"
+        );
     }
 }

@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use super::auth::{Authenticated, Perms};
+use super::auth::{Authenticated, Perms, Responses};
 use super::deliver::{deliver, Dirty, Origin, Publish};
 use super::outbound::{writer, CloseReason, Outbound};
 use super::sublist::{MatchCache, Sink, Subscription};
@@ -58,6 +58,8 @@ struct Conn {
     opts: ConnectOptions,
     connected: bool,
     perms: Option<Arc<Perms>>,
+    /// Reply subjects this client may answer (`allow_responses`).
+    responses: Option<Arc<Responses>>,
     pub_perm_cache: FxHashMap<Box<[u8]>, bool>,
     subs: FxHashMap<Box<[u8]>, Arc<Subscription>>,
     cache: MatchCache,
@@ -84,6 +86,7 @@ impl Conn {
             opts: ConnectOptions::default(),
             connected: false,
             perms: None,
+            responses: None,
             pub_perm_cache: FxHashMap::default(),
             subs: FxHashMap::default(),
             cache: MatchCache::default(),
@@ -255,6 +258,11 @@ impl Conn {
             self.err("Authorization Violation");
             return Next::Close(CloseReason::AuthFailure);
         };
+        self.responses = who
+            .perms
+            .as_ref()
+            .and_then(|p| p.responses)
+            .map(Responses::new);
         self.perms = who.perms;
         self.pub_perm_cache.clear();
         tracing::debug!(name = ?opts.name, lang = ?opts.lang, version = ?opts.version, user = ?who.user, "CONNECT");
@@ -334,15 +342,18 @@ impl Conn {
         let Some(perms) = &self.perms else {
             return true;
         };
-        if let Some(&ok) = self.pub_perm_cache.get(subj) {
-            return ok;
-        }
-        let ok = perms.can_publish(&String::from_utf8_lossy(subj));
-        if self.pub_perm_cache.len() > 4096 {
-            self.pub_perm_cache.clear();
-        }
-        self.pub_perm_cache.insert(subj.into(), ok);
-        ok
+        let ok = match self.pub_perm_cache.get(subj) {
+            Some(&ok) => ok,
+            None => {
+                let ok = perms.can_publish(&String::from_utf8_lossy(subj));
+                if self.pub_perm_cache.len() > 4096 {
+                    self.pub_perm_cache.clear();
+                }
+                self.pub_perm_cache.insert(subj.into(), ok);
+                ok
+            }
+        };
+        ok || self.responses.as_ref().is_some_and(|r| r.take(subj))
     }
 
     fn on_sub(&mut self, subj: &[u8], queue: Option<&[u8]>, sid: &[u8]) -> Next {
@@ -350,12 +361,16 @@ impl Conn {
             self.err("Invalid Subject");
             return Next::Continue;
         }
+        let queue_name = queue.map(String::from_utf8_lossy);
         if let Some(perms) = &self.perms {
-            if !perms.can_subscribe(&String::from_utf8_lossy(subj)) {
-                let text = format!(
+            if !perms.can_subscribe(&String::from_utf8_lossy(subj), queue_name.as_deref()) {
+                let mut text = format!(
                     "Permissions Violation for Subscription to \"{}\"",
                     String::from_utf8_lossy(subj)
                 );
+                if let Some(q) = &queue_name {
+                    text.push_str(&format!(" using queue \"{q}\""));
+                }
                 tracing::warn!("{text}");
                 self.err(&text);
                 return Next::Continue;
@@ -380,7 +395,11 @@ impl Conn {
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             removed: Default::default(),
-            deny: self.perms.as_ref().and_then(|p| p.sub_deny.clone()),
+            deny: self
+                .perms
+                .as_ref()
+                .and_then(|p| p.delivery_deny(queue_name.as_deref())),
+            responses: self.responses.clone(),
         });
         self.subs.insert(sid.into(), sub.clone());
         self.shared.router.insert(sub);

@@ -126,6 +126,9 @@ fn send(router: &Router, sub: &Arc<Subscription>, msg: &Publish<'_>, dirty: &mut
                     if was_empty {
                         dirty.add(out);
                     }
+                    if let (Some(responses), Some(reply)) = (&sub.responses, msg.reply) {
+                        responses.delivered(reply);
+                    }
                     true
                 }
                 Push::Closed => false,

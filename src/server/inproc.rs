@@ -180,6 +180,7 @@ impl Client {
             delivered: AtomicU64::new(0),
             removed: Default::default(),
             deny: None,
+            responses: None,
         });
         self.shared.router.insert(sub.clone());
         sub
@@ -241,6 +242,7 @@ impl Client {
             delivered: AtomicU64::new(0),
             removed: Default::default(),
             deny: None,
+            responses: None,
         });
         self.shared.router.insert(sub.clone());
         Ok(Subscriber {

@@ -111,7 +111,7 @@ impl Shared {
             headers: true,
             max_payload: self.config.max_payload,
             proto: 1,
-            auth_required: self.auth.required(),
+            auth_required: self.auth.credentials_required(),
             jetstream: self.config.jetstream.enabled,
             ldm: self.lame_duck.load(Ordering::Relaxed),
             ..ServerInfo::default()
@@ -147,6 +147,9 @@ pub struct Server;
 impl Server {
     /// Binds the listener and starts serving on the caller's tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, Error> {
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
         let listener = bind(&config.host, config.port).await?;
         let addr = listener.local_addr()?;
         let server_id = new_server_id();

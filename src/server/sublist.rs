@@ -48,6 +48,9 @@ pub(crate) struct Subscription {
     pub removed: AtomicBool,
     /// Subjects this subscriber may not receive (permissions with partial overlap).
     pub deny: Option<Arc<[String]>>,
+    /// The owner's `allow_responses` table: replies to what this subscription receives are
+    /// recorded there.
+    pub responses: Option<Arc<super::auth::Responses>>,
 }
 
 /// What one delivery attempt to a subscription may do.
@@ -417,6 +420,7 @@ mod tests {
             delivered: AtomicU64::new(0),
             removed: AtomicBool::new(false),
             deny: None,
+            responses: None,
         })
     }
 

@@ -2,7 +2,8 @@
 //! bounded waits, and (in `raw.rs`) a raw TCP client that speaks the NATS text protocol with
 //! MSG/HMSG frame parsing. `js.rs` has the JetStream helpers (embedded server on a temporary
 //! store, raw `$JS.API` requests, err_code assertions), `child.rs` runs the binary as a child
-//! process (kill -9, captured log).
+//! process (kill -9, captured log), `reference.rs` runs nats-server 2.15.1 beside it for
+//! answers compared live.
 //!
 //! Every wait in here is bounded by [`TIMEOUT`] (or an explicit duration) so that a broken
 //! server makes a test fail instead of hanging it.
@@ -18,6 +19,7 @@ pub mod child;
 pub mod js;
 pub mod kv;
 mod raw;
+pub mod reference;
 pub mod suites;
 #[allow(unused_imports)] // not every test crate uses all of these
 pub use raw::{parse_msgs, RawClient, RawMsg};

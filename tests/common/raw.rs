@@ -161,6 +161,33 @@ impl RawClient {
         res.unwrap_or_else(|_| Err(format!("timeout after {dur:?}")))
     }
 
+    /// Sends `bytes`, then a `PING` as a fence (servers answer in order), and returns what came
+    /// back before its `PONG`, and whether the server closed the connection instead.
+    pub async fn exchange(&mut self, bytes: &[u8]) -> (String, bool) {
+        let mut frame = bytes.to_vec();
+        frame.extend_from_slice(b"PING\r\n");
+        if self.try_send(&frame).await.is_err() {
+            return (
+                String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into(),
+                true,
+            );
+        }
+        match self.try_read_until(b"PONG\r\n", TIMEOUT).await {
+            Ok(got) => {
+                let text = String::from_utf8_lossy(&got[..got.len() - 6]).into_owned();
+                (text, false)
+            }
+            Err(e) if e.starts_with("EOF") || e.starts_with("I/O") => (
+                String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into(),
+                true,
+            ),
+            Err(e) => panic!(
+                "{e} waiting for PONG; got {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+
     /// Reads exactly `n` bytes.
     pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
         within(TIMEOUT, "exact bytes", async {
