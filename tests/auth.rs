@@ -167,6 +167,7 @@ fn users_config() -> Config {
             allow: strings(&["feed.*", "shared"]),
             deny: strings(&["feed.private"]),
         }),
+        ..Permissions::default()
     };
     let no_secrets = Permissions {
         publish: None,
@@ -174,6 +175,7 @@ fn users_config() -> Config {
             allow: Vec::new(),
             deny: strings(&["secret.>"]),
         }),
+        ..Permissions::default()
     };
     with_auth(AuthConfig {
         users: vec![
@@ -181,16 +183,19 @@ fn users_config() -> Config {
                 user: "admin".into(),
                 password: "admin-pw".into(),
                 permissions: None,
+                ..User::default()
             },
             User {
                 user: "limited".into(),
                 password: "limited-pw".into(),
                 permissions: Some(restricted),
+                ..User::default()
             },
             User {
                 user: "nosecrets".into(),
                 password: "ns-pw".into(),
                 permissions: Some(no_secrets),
+                ..User::default()
             },
         ],
         ..AuthConfig::default()
