@@ -13,8 +13,11 @@ use super::config::StreamConfig;
 use super::errors::ApiError;
 use super::runner::Input;
 use super::{consumer, time};
-use super::{lock, JetStream};
+use super::{enqueue, lock, JetStream};
 use crate::server::Message;
+
+/// How long the manager waits for a stream to apply (and sync) a configuration update.
+const UPDATE_PATIENCE: Duration = Duration::from_secs(10);
 
 impl JetStream {
     fn reply(&self, m: &Message, kind: &str, body: Result<Value, ApiError>) {
@@ -188,8 +191,9 @@ impl JetStream {
             .ok_or_else(ApiError::stream_not_found)
     }
 
-    /// Validates an update against the current config and the other streams, re-subscribes
-    /// changed subjects, then lets the stream thread apply it.
+    /// Validates an update against the current config and the other streams, lets the stream
+    /// thread apply it (durably), and only then re-subscribes changed subjects, takes the new
+    /// config as the manager's copy and answers.
     fn update_stream(&self, name: &str, m: Message) {
         let checked = serde_json::from_slice::<StreamConfig>(&m.payload)
             .map_err(|e| ApiError::invalid_json(&e.to_string()))
@@ -199,8 +203,8 @@ impl JetStream {
                 }
                 cfg.normalize()
             });
-        let mut streams = lock(&self.streams);
         let result = checked.and_then(|cfg| {
+            let streams = lock(&self.streams);
             let old = streams.get(name).ok_or_else(ApiError::stream_not_found)?;
             api::check_update(&old.config, &cfg)?;
             let overlap = streams.iter().any(|(n, h)| {
@@ -214,26 +218,31 @@ impl JetStream {
             if overlap {
                 return Err(ApiError::subjects_overlap());
             }
-            Ok(cfg)
+            Ok((cfg, old.tx.clone()))
         });
-        let cfg = match result {
-            Ok(cfg) => cfg,
-            Err(e) => {
-                drop(streams);
-                self.reply(&m, "stream_update", Err(e));
-                return;
+        let result = result.and_then(|(cfg, tx)| {
+            let (done_tx, done_rx) = sync_channel(1);
+            if !enqueue(&tx, Input::Update(Box::new(cfg.clone()), done_tx)) {
+                return Err(ApiError::store_failed(
+                    "stream is too busy to take the update; nothing was changed",
+                ));
             }
-        };
-        if let Some(h) = streams.get_mut(name) {
-            if h.config.subjects != cfg.subjects || h.config.allow_direct != cfg.allow_direct {
-                for s in h.subs.drain(..) {
-                    self.client.unsubscribe_internal(&s);
+            let info = done_rx
+                .recv_timeout(UPDATE_PATIENCE)
+                .map_err(|_| ApiError::store_failed("stream did not answer the update"))??;
+            let mut streams = lock(&self.streams);
+            if let Some(h) = streams.get_mut(name) {
+                if h.config.subjects != cfg.subjects || h.config.allow_direct != cfg.allow_direct {
+                    for s in h.subs.drain(..) {
+                        self.client.unsubscribe_internal(&s);
+                    }
+                    h.subs = self.subscribe_stream(&cfg, &h.tx, h.reader.clone());
                 }
-                h.subs = self.subscribe_stream(&cfg, &h.tx, h.reader.clone());
+                h.config = cfg;
             }
-            h.config = cfg;
-            let _ = h.tx.try_send(Input::Api(Call::Update, m));
-        }
+            Ok(info)
+        });
+        self.reply(&m, "stream_update", result);
     }
 
     fn delete_stream(&self, name: &str, m: Message) {

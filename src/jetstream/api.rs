@@ -16,7 +16,6 @@ use super::time::{now_nanos, rfc3339};
 #[derive(Debug, Clone)]
 pub(crate) enum Call {
     Info,
-    Update,
     Purge,
     MsgGet,
     MsgDelete,
@@ -192,10 +191,6 @@ pub(crate) fn handle(
 ) -> Reply {
     match call {
         Call::Info => Reply::json("stream_info", Ok(stream_info(s, server_name)), false),
-        Call::Update => {
-            let r = update(s, body).map(|_| stream_info(s, server_name));
-            Reply::json("stream_update", r, true)
-        }
         Call::Purge => {
             let r = purge(s, body).map(|n| json!({ "success": true, "purged": n }));
             Reply::json("stream_purge", r, true)
@@ -319,13 +314,12 @@ pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(),
     Ok(())
 }
 
-fn update(s: &mut Stream, body: &[u8]) -> Result<(), ApiError> {
-    let cfg: StreamConfig = parse(body)?;
-    if cfg.name != s.config.name {
-        return Err(ApiError::stream_mismatch());
-    }
-    let cfg = cfg.normalize()?;
+/// Applies a normalised configuration update, saving it to `meta.json` first so that a
+/// restart finds what was acknowledged.
+pub(crate) fn update(s: &mut Stream, cfg: StreamConfig) -> Result<(), ApiError> {
     check_update(&s.config, &cfg)?;
+    s.save_meta(&cfg)
+        .map_err(|e| ApiError::store_failed(&e.to_string()))?;
     s.apply(Op::UpdateConfig(Box::new(cfg))).map(|_| ())
 }
 

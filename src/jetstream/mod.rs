@@ -27,15 +27,13 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::JetStreamConfig;
 use crate::server::{Client, Message};
 use crate::store::{FileStore, FileStoreOptions, MemStore, MsgStore, SharedStore, StoreReader};
 use config::{Storage, StreamConfig};
 use errors::ApiError;
 use runner::{Ctx, Input};
-use stream::Stream;
+use stream::{Stream, StreamMeta};
 
 /// Queue depth of a stream thread; publishes beyond it are dropped (the publisher gets no ack
 /// and retries), so a slow disk cannot grow memory without bound.
@@ -57,12 +55,6 @@ pub(crate) struct JetStream {
     server_name: String,
     streams: Mutex<BTreeMap<String, Handle>>,
     api_sub: Mutex<Option<Arc<crate::server::Subscription>>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StreamMeta {
-    config: StreamConfig,
-    created: i64,
 }
 
 impl JetStream {
@@ -132,10 +124,7 @@ impl JetStream {
         };
         for e in entries.flatten() {
             let path = e.path();
-            let meta: StreamMeta = match std::fs::read(path.join("meta.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
+            let meta: StreamMeta = match StreamMeta::read(&path) {
                 Some(m) => m,
                 None => {
                     tracing::error!(dir = %path.display(), "stream metadata unreadable; stream skipped");
@@ -163,31 +152,27 @@ impl JetStream {
             Storage::File => {
                 if fresh {
                     std::fs::create_dir_all(&dir).map_err(io)?;
-                    write_meta(
-                        &dir,
-                        &StreamMeta {
-                            config: config.clone(),
-                            created,
-                        },
-                    )
+                    StreamMeta {
+                        config: config.clone(),
+                        created,
+                    }
+                    .write(&dir)
                     .map_err(io)?;
                 }
-                let (fs, report) = FileStore::open(&dir.join("store"), FileStoreOptions::default())
+                let (fs, report) = open_file_store(&name, &dir)
                     .map_err(|e| ApiError::store_failed(&e.to_string()))?;
-                if report.truncated_bytes > 0 || !report.corrupt_records.is_empty() {
-                    tracing::error!(
-                        stream = %name,
-                        truncated = report.truncated_bytes,
-                        corrupt = report.corrupt_records.len(),
-                        lost = report.lost_seqs.len(),
-                        "stream recovered with damage"
-                    );
-                }
                 lost = report.lost_seqs;
                 (Box::new(fs), Some(dir))
             }
         };
-        let store = SharedStore::new(store);
+        let mut store = SharedStore::new(store);
+        if let Some(dir) = &dir {
+            let (name, dir) = (name.clone(), dir.clone());
+            store = store.reopen_with(Box::new(move || {
+                let (fs, _) = open_file_store(&name, &dir)?;
+                Ok(Box::new(fs) as Box<dyn MsgStore + Sync>)
+            }));
+        }
         let reader = store.reader();
         let mut stream = Stream::new(config.clone(), created, Box::new(store), dir);
         stream.lost = lost;
@@ -293,21 +278,28 @@ fn enqueue(tx: &SyncSender<Input>, input: Input) -> bool {
     }
 }
 
+/// Opens (or creates) a stream's file store under `dir`, logging any damage recovery found.
+fn open_file_store(
+    name: &str,
+    dir: &Path,
+) -> Result<(FileStore, crate::store::RecoveryReport), crate::store::StoreError> {
+    let (fs, report) = FileStore::open(&dir.join("store"), FileStoreOptions::default())?;
+    if report.truncated_bytes > 0 || !report.corrupt_records.is_empty() {
+        tracing::error!(
+            stream = %name,
+            truncated = report.truncated_bytes,
+            corrupt = report.corrupt_records.len(),
+            lost = report.lost_seqs.len(),
+            "stream recovered with damage"
+        );
+    }
+    Ok((fs, report))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn streams_dir(store_dir: &Path) -> PathBuf {
     store_dir.join("jetstream").join("streams")
-}
-
-/// Writes the stream's metadata durably: temp file, fsync, rename, fsync the directory.
-fn write_meta(dir: &Path, meta: &StreamMeta) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = dir.join("meta.json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join("meta.json"))?;
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::api::{self, Call};
+use super::config::StreamConfig;
 use super::consumer::{AckOutcome, Outgoing};
+use super::errors::ApiError;
 use super::stream::{Applied, Decision, PubAck, Stream};
 use super::time::now_nanos;
 use crate::config::SyncPolicy;
@@ -27,6 +29,12 @@ pub(crate) enum Input {
     FlowControl(Message),
     /// Stream info for listings (sent back on the channel).
     Info(SyncSender<serde_json::Value>),
+    /// A validated configuration update; the outcome (stream info, or the error) is sent back
+    /// once it is durable, so the manager changes its copy only for an accepted update.
+    Update(
+        Box<StreamConfig>,
+        SyncSender<Result<serde_json::Value, ApiError>>,
+    ),
     /// Delete the stream and its data, reply to the given subject, and exit.
     Delete(Option<String>),
     /// Exit (server shutdown).
@@ -42,6 +50,62 @@ pub(crate) struct Ctx {
 
 const MAX_BATCH: usize = 4096;
 const PERSIST_EVERY: Duration = Duration::from_millis(100);
+/// How often a stream whose store failed tries to reopen it.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// What a batch sends once it is durable.
+pub(crate) struct Reply {
+    to: String,
+    body: Vec<u8>,
+    kind: Kind,
+}
+
+/// What becomes of a reply when the batch could not be made durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A pub ack or an API response: turned into a store error.
+    Answer,
+    /// An AckSync confirmation or an advisory: not sent (the client retries its ack).
+    Confirm,
+}
+
+/// The replies of one batch.
+#[derive(Default)]
+pub(crate) struct Replies(Vec<Reply>);
+
+impl Replies {
+    /// A pub ack or API response.
+    pub fn answer(&mut self, to: String, body: Vec<u8>) {
+        self.0.push(Reply {
+            to,
+            body,
+            kind: Kind::Answer,
+        });
+    }
+
+    /// Something only sent if the batch became durable.
+    pub fn confirm(&mut self, to: String, body: Vec<u8>) {
+        self.0.push(Reply {
+            to,
+            body,
+            kind: Kind::Confirm,
+        });
+    }
+
+    /// The batch is not durable: every answer becomes `err`, confirmations are dropped.
+    fn fail(&mut self, err: &ApiError) {
+        let body = serde_json::to_vec(&json!({ "error": err })).unwrap_or_default();
+        self.0.retain(|r| r.kind == Kind::Answer);
+        for r in &mut self.0 {
+            r.body = body.clone();
+        }
+    }
+
+    /// Drops the confirmations (an AckSync whose state could not be made durable).
+    fn drop_confirms(&mut self) {
+        self.0.retain(|r| r.kind == Kind::Answer);
+    }
+}
 
 /// Runs the stream until it is deleted or stopped.
 pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
@@ -49,6 +113,8 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
     let mut last_sync = Instant::now();
     let mut last_persist = Instant::now();
     let mut unsynced = false;
+    let mut needs_reopen = false;
+    let mut last_reopen = Instant::now();
     let mut batch = Vec::with_capacity(64);
     loop {
         let wait = next_wakeup(&stream, unsynced, &ctx)
@@ -65,11 +131,16 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
                 Err(_) => break,
             }
         }
-        let mut replies: Vec<(String, Vec<u8>)> = Vec::new();
+        if needs_reopen && last_reopen.elapsed() >= REOPEN_EVERY {
+            last_reopen = Instant::now();
+            needs_reopen = !reopen(&mut stream);
+        }
+        let mut replies = Replies::default();
         let mut out: Vec<Outgoing> = Vec::new();
         let mut mutated = false;
         let mut durable_acks = false;
         let mut exit = None;
+        let mut updates = Vec::new();
         for input in batch.drain(..) {
             match input {
                 Input::Publish(m) => {
@@ -86,7 +157,7 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
                     );
                     mutated |= r.mutated;
                     if let (Some(body), Some(reply)) = (r.body, m.reply) {
-                        replies.push((reply, body));
+                        replies.answer(reply, body);
                     }
                 }
                 Input::Ack(m) => {
@@ -104,6 +175,12 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
                 Input::Info(tx) => {
                     let _ = tx.try_send(api::stream_info(&stream, &ctx.server_name));
                 }
+                Input::Update(cfg, done) => {
+                    let r = api::update(&mut stream, *cfg)
+                        .map(|_| api::stream_info(&stream, &ctx.server_name));
+                    mutated |= r.is_ok();
+                    updates.push((done, r));
+                }
                 Input::Delete(reply) => exit = Some(reply),
                 Input::Stop => exit = Some(None),
             }
@@ -111,26 +188,47 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         if mutated {
             unsynced = true;
         }
+        let mut failed = false;
         if unsynced && sync_due(ctx.sync, last_sync) {
             if let Err(e) = stream.store.sync() {
-                tracing::error!("sync failed: {e}");
+                // Nothing in this batch is on disk: no ack may say it is. The store is
+                // reopened to what is, and what the batch appended is forgotten.
+                tracing::error!("sync failed: {e}; the batch is answered with errors");
+                let err = ApiError::store_failed(&e.to_string());
+                replies.fail(&err);
+                for (_, r) in &mut updates {
+                    *r = Err(err.clone());
+                }
+                out.clear();
+                failed = true;
+                last_reopen = Instant::now();
+                needs_reopen = !reopen(&mut stream);
             }
             unsynced = false;
             last_sync = Instant::now();
         }
-        if durable_acks {
-            stream.persist_consumers(true);
+        if durable_acks && !failed {
+            if let Err(e) = stream.persist_consumers(true) {
+                tracing::error!("consumer state not durable: {e}; AckSync not confirmed");
+                replies.drop_confirms();
+            }
             last_persist = Instant::now();
+        }
+        for (done, r) in updates {
+            let _ = done.try_send(r);
         }
         // One batch: each connection gets its acks and replies in one write.
         let mut batch = ctx.client.batch();
-        for (reply, body) in replies {
-            batch.publish(&reply, None, None, &body);
+        for r in replies.0 {
+            batch.publish(&r.to, None, None, &r.body);
         }
         drop(batch);
         if let Some(reply) = exit {
             finish(stream, reply, &ctx);
             return;
+        }
+        if failed {
+            continue;
         }
         housekeeping(&mut stream, &ctx, &mut out);
         let mut batch = ctx.client.batch();
@@ -145,11 +243,25 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         }
         drop(batch);
         if last_persist.elapsed() >= PERSIST_EVERY {
-            stream.persist_consumers(false);
+            let _ = stream.persist_consumers(false);
             last_persist = Instant::now();
         }
     }
-    stream.persist_consumers(true);
+    let _ = stream.persist_consumers(true);
+}
+
+/// Reopens a stream's store after a failure; true once it is usable again.
+fn reopen(stream: &mut Stream) -> bool {
+    match stream.recover() {
+        Ok(()) => {
+            tracing::warn!("store reopened; last_seq {}", stream.store.last_seq());
+            true
+        }
+        Err(e) => {
+            tracing::error!("store can't be reopened yet: {e}");
+            false
+        }
+    }
 }
 
 fn sync_due(policy: SyncPolicy, last: Instant) -> bool {
@@ -188,13 +300,13 @@ fn next_wakeup(stream: &Stream, unsynced: bool, ctx: &Ctx) -> Option<Instant> {
 fn publish(
     stream: &mut Stream,
     m: Message,
-    replies: &mut Vec<(String, Vec<u8>)>,
+    replies: &mut Replies,
     out: &mut Vec<Outgoing>,
 ) -> bool {
     let no_ack = stream.config.no_ack;
-    let answer = |replies: &mut Vec<(String, Vec<u8>)>, body: Vec<u8>| {
+    let answer = |replies: &mut Replies, body: Vec<u8>| {
         if let (Some(reply), false) = (&m.reply, no_ack) {
-            replies.push((reply.clone(), body));
+            replies.answer(reply.clone(), body);
         }
     };
     let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
@@ -239,12 +351,7 @@ fn publish(
 }
 
 /// Handles `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`.
-fn ack(
-    stream: &mut Stream,
-    m: Message,
-    out: &mut Vec<Outgoing>,
-    replies: &mut Vec<(String, Vec<u8>)>,
-) -> bool {
+fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut Replies) -> bool {
     let tokens: Vec<&str> = m.subject.split('.').collect();
     if tokens.len() < 9 {
         return false;
@@ -277,14 +384,14 @@ fn ack(
                 "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{}.{name}",
                 stream.name()
             );
-            replies.push((subj, serde_json::to_vec(&adv).unwrap_or_default()));
+            replies.confirm(subj, serde_json::to_vec(&adv).unwrap_or_default());
             if let Some(reply) = &m.reply {
-                replies.push((reply.clone(), Vec::new()));
+                replies.confirm(reply.clone(), Vec::new());
             }
         }
         AckOutcome::Acked | AckOutcome::Other => {
             if let Some(reply) = &m.reply {
-                replies.push((reply.clone(), Vec::new()));
+                replies.confirm(reply.clone(), Vec::new());
             }
         }
     }
@@ -379,7 +486,7 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
                 Ok(()) => stream.save_derived(),
                 Err(e) => tracing::error!("checkpoint at shutdown failed: {e}"),
             }
-            stream.persist_consumers(true);
+            let _ = stream.persist_consumers(true);
         }
     }
 }

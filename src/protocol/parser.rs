@@ -189,12 +189,12 @@ fn parse_pub<'a>(
     if buf.len() < end + 2 {
         return Ok(Parsed::Incomplete(end + 2));
     }
-    // The payload is followed by CRLF; tolerate a bare LF like nats-server does.
-    let consumed = match &buf[end..end + 2] {
-        b"\r\n" => end + 2,
-        [b'\n', _] => end + 1,
-        _ => return Err(ParseError::BadArgs(name)),
-    };
+    // The payload is followed by exactly CRLF (nats-server: anything else, a bare LF
+    // included, is an unknown operation).
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(ParseError::UnknownOp);
+    }
+    let consumed = end + 2;
     let data = &buf[after..end];
     let (headers, payload) = if with_headers {
         (Some(&data[..hdr_len]), &data[hdr_len..])
@@ -212,16 +212,15 @@ fn parse_pub<'a>(
     ))
 }
 
-/// True if the start of an unterminated line could still become a known operation.
+/// True if the start of an unterminated line could still become a known operation. A line
+/// starts with its keyword: leading whitespace is an unknown operation, as on nats-server.
 fn could_be_op(buf: &[u8]) -> bool {
     const OPS: [&[u8]; 9] = [
         b"PUB", b"HPUB", b"SUB", b"UNSUB", b"PING", b"PONG", b"CONNECT", b"+OK", b"-ERR",
     ];
-    let start = buf.iter().position(|&b| !is_ws(b)).unwrap_or(buf.len());
-    let word = &buf[start..];
-    let word = &word[..word.iter().position(|&b| is_ws(b)).unwrap_or(word.len())];
-    let complete = word.len() < buf.len() - start;
-    word.is_empty()
+    let word = &buf[..buf.iter().position(|&b| is_ws(b)).unwrap_or(buf.len())];
+    let complete = word.len() < buf.len();
+    buf.is_empty()
         || OPS.iter().any(|op| {
             if complete {
                 eq_ci(word, op)
@@ -244,10 +243,8 @@ fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
-/// Splits the operation keyword from the rest of the line.
+/// Splits the operation keyword (at the very start of the line) from the rest of the line.
 fn split_op(line: &[u8]) -> (&[u8], &[u8]) {
-    let start = line.iter().position(|&b| !is_ws(b)).unwrap_or(line.len());
-    let line = &line[start..];
     let end = line.iter().position(|&b| is_ws(b)).unwrap_or(line.len());
     (&line[..end], &line[end..])
 }

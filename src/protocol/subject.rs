@@ -31,6 +31,15 @@ pub fn is_valid_literal_subject(s: &[u8]) -> bool {
     is_valid_subject(s) && s.split(|&b| b == b'.').all(|t| t != b"*" && t != b">")
 }
 
+/// True if the subject has an empty token (`foo..bar`, `foo.`, `.foo`, `.`, or is empty):
+/// nats-server delivers such a publish to no one, whatever the subscriptions.
+#[inline]
+pub fn has_empty_token(s: &[u8]) -> bool {
+    s.first().is_none_or(|&b| b == b'.')
+        || s.last() == Some(&b'.')
+        || memchr::memmem::find(s, b"..").is_some()
+}
+
 /// True if the subject contains a wildcard token.
 pub fn has_wildcard(s: &[u8]) -> bool {
     s.split(|&b| b == b'.').any(|t| t == b"*" || t == b">")

@@ -234,13 +234,13 @@ impl Conn {
     }
 
     fn on_connect(&mut self, json: &[u8]) -> Next {
-        let opts: ConnectOptions = match serde_json::from_slice(json) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::debug!("malformed CONNECT: {e}");
-                return Next::Close(CloseReason::ProtocolViolation);
-            }
+        let Some(opts) = parse_connect(json) else {
+            return Next::Close(CloseReason::ProtocolViolation);
         };
+        if opts.protocol.is_some_and(|p| !(0..=1).contains(&p)) {
+            self.err("invalid client protocol");
+            return Next::Close(CloseReason::ProtocolViolation);
+        }
         if opts.no_responders && !opts.headers {
             self.err("no responders requires headers support");
             return Next::Close(CloseReason::ProtocolViolation);
@@ -283,7 +283,12 @@ impl Conn {
         self.in_msgs += 1;
         self.in_bytes += (payload.len() + headers.map_or(0, <[u8]>::len)) as u64;
         if self.opts.pedantic && !subject::is_valid_literal_subject(subj) {
+            // nats-server reports it and still routes it (a wildcard token matches literally).
             self.err("Invalid Publish Subject");
+        }
+        if subject::has_empty_token(subj) {
+            // Matches no subscription on nats-server: never delivered, never stored.
+            self.ok();
             return Next::Continue;
         }
         if !self.may_publish(subj) {
@@ -455,6 +460,21 @@ impl Conn {
         }
         self.flush_stats();
     }
+}
+
+/// CONNECT's JSON as nats-server reads it: invalid UTF-8 inside strings is replaced (Go's
+/// decoder does that) and `null` is all defaults; anything else malformed closes the connection without an `-ERR`.
+fn parse_connect(json: &[u8]) -> Option<ConnectOptions> {
+    if json == b"null" {
+        return Some(ConnectOptions::default());
+    }
+    let parsed = match std::str::from_utf8(json) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_str(&String::from_utf8_lossy(json)),
+    };
+    parsed
+        .map_err(|e| tracing::debug!("malformed CONNECT: {e}"))
+        .ok()
 }
 
 /// How many bytes the frame at the front of `buf` needs in total, if it is incomplete.

@@ -345,4 +345,11 @@ pub trait MsgStore: Send {
 
     /// Deletes the store and everything it keeps on disk.
     fn delete_all(self: Box<Self>) -> Result<(), StoreError>;
+
+    /// Drops what is in memory and reopens the store from disk, recovering the state its
+    /// last successful `sync` made durable: the way out after a failed write or sync poisoned
+    /// it. Stores with nothing on disk have nothing to recover and keep their state.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

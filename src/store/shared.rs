@@ -18,9 +18,13 @@ use super::{MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
 
 type Inner = Arc<RwLock<Option<Box<dyn MsgStore + Sync>>>>;
 
+/// Opens the store again from disk (see [`SharedStore::reopen_with`]).
+pub type Opener = Box<dyn Fn() -> Result<Box<dyn MsgStore + Sync>, StoreError> + Send>;
+
 /// The owning handle: the store itself, as far as the stream is concerned.
 pub struct SharedStore {
     inner: Inner,
+    opener: Option<Opener>,
 }
 
 /// A read-only handle for another thread or task.
@@ -38,7 +42,16 @@ impl SharedStore {
     pub fn new(store: Box<dyn MsgStore + Sync>) -> SharedStore {
         SharedStore {
             inner: Arc::new(RwLock::new(Some(store))),
+            opener: None,
         }
+    }
+
+    /// Sets how [`MsgStore::reopen`] opens the store again: the old one is closed first (a
+    /// directory is open in one store at a time), so until the opener succeeds readers find
+    /// the store closed.
+    pub fn reopen_with(mut self, opener: Opener) -> SharedStore {
+        self.opener = Some(opener);
+        self
     }
 
     /// A handle that can read the store from elsewhere while the owner lives.
@@ -190,6 +203,16 @@ impl MsgStore for SharedStore {
         self.with(|s| s.last_seq()).unwrap_or(0)
     }
 
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        let Some(opener) = &self.opener else {
+            return self.with_mut(|s| s.reopen());
+        };
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        drop(guard.take());
+        *guard = Some(opener()?);
+        Ok(())
+    }
+
     fn delete_all(self: Box<Self>) -> Result<(), StoreError> {
         let inner = self.write().take();
         match inner {
@@ -219,6 +242,27 @@ mod tests {
         );
         drop(owner);
         assert!(reader.with(|s| s.last_seq()).is_none());
+    }
+
+    #[test]
+    fn reopen_recovers_what_was_synced() {
+        use crate::store::{FileStore, FileStoreOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let open = move || -> Result<Box<dyn MsgStore + Sync>, StoreError> {
+            Ok(Box::new(
+                FileStore::open(&path, FileStoreOptions::default())?.0,
+            ))
+        };
+        let mut owner = SharedStore::new(open().unwrap()).reopen_with(Box::new(open));
+        let reader = owner.reader();
+        owner.append("s", None, b"kept", 1).unwrap();
+        owner.sync().unwrap();
+        owner.append("s", None, b"not synced", 2).unwrap();
+        owner.reopen().unwrap();
+        assert_eq!(owner.state().msgs, 1, "only the synced append survives");
+        assert_eq!(reader.with(|s| s.last_seq()), Some(1));
+        assert_eq!(owner.append("s", None, b"next", 3).unwrap(), 2);
     }
 
     #[test]

@@ -36,6 +36,19 @@ impl Stream {
         }
     }
 
+    /// Reopens the store from disk after a failed write or sync and rebuilds what this stream
+    /// derives from it (the dedup window, the TTL index): what the failed batch appended is
+    /// gone, and nothing may still point at it.
+    pub fn recover(&mut self) -> Result<(), crate::store::StoreError> {
+        self.store.reopen()?;
+        self.dedup = Dedup::new();
+        self.last_msg_id = None;
+        self.ttl.clear();
+        self.rebuild_dedup(0);
+        self.rebuild_ttl(0);
+        Ok(())
+    }
+
     /// Loads what [`Stream::save_derived`] wrote (and removes it); returns the first sequence
     /// still to scan.
     pub(super) fn load_derived(&mut self) -> u64 {

@@ -17,6 +17,7 @@ mod republish;
 
 pub(crate) use derived::parse_ttl;
 use derived::Dedup;
+pub(crate) use persist::StreamMeta;
 
 use crate::jetstream::config::{ConsumerConfig, Discard, Retention, StreamConfig};
 use crate::jetstream::consumer::Consumer;

@@ -1,48 +1,62 @@
-//! Durable consumers on disk: one JSON file per consumer (config, created time and state),
-//! written to a temporary file and renamed, fsynced when an AckSync is being confirmed.
+//! Consumers on disk: one JSON file per consumer (name, config, created time and state),
+//! written to a temporary file and renamed; the file and its directory are fsynced when an
+//! AckSync is being confirmed.
 
 use serde::{Deserialize, Serialize};
 
 use super::Stream;
-use crate::jetstream::config::ConsumerConfig;
+use crate::jetstream::config::{ConsumerConfig, StreamConfig};
 use crate::jetstream::consumer::{Consumer, ConsumerState};
 
 impl Stream {
-    /// Persists the consumers whose state changed (write-to-temp and rename; with `durable`,
-    /// the file is fsynced before the rename).
-    pub fn persist_consumers(&mut self, durable: bool) {
+    /// Persists the consumers whose state changed: durable and ephemeral ones alike, so that
+    /// after a restart a client's push or ordered consumer (a KV watcher) resumes at once
+    /// instead of waiting to notice it is gone. Each file is written to a temporary file and
+    /// renamed; with `durable`, the file is fsynced before the rename and the directory after
+    /// it, so a confirmed AckSync survives power loss. Returns the first error.
+    pub fn persist_consumers(&mut self, durable: bool) -> std::io::Result<()> {
         let Some(dir) = &self.dir else {
             for c in self.consumers.values_mut() {
                 c.dirty = false;
             }
-            return;
+            return Ok(());
         };
         let cdir = dir.join("consumers");
+        let mut result = Ok(());
+        let mut renamed = false;
         for c in self.consumers.values_mut().filter(|c| c.dirty) {
-            c.dirty = false;
-            if c.config.durable_name.is_none() {
-                continue;
-            }
             let rec = ConsumerRecord {
+                name: Some(c.name.clone()),
                 config: c.config.clone(),
                 created: c.created,
                 state: c.state.clone(),
             };
-            let Ok(json) = serde_json::to_vec(&rec) else {
-                continue;
-            };
+            let json = serde_json::to_vec(&rec).map_err(std::io::Error::other)?;
             let tmp = cdir.join(format!("{}.json.tmp", c.name));
             let dst = cdir.join(format!("{}.json", c.name));
             let res = std::fs::create_dir_all(&cdir)
                 .and_then(|_| write_file(&tmp, &json, durable))
                 .and_then(|_| std::fs::rename(&tmp, &dst));
-            if let Err(e) = res {
-                tracing::error!(stream = %self.config.name, consumer = %c.name, "can't persist consumer state: {e}");
+            match res {
+                Ok(()) => {
+                    c.dirty = false;
+                    renamed = true;
+                }
+                Err(e) => {
+                    tracing::error!(stream = %self.config.name, consumer = %c.name, "can't persist consumer state: {e}");
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
             }
         }
+        if durable && renamed {
+            result = result.and(sync_dir(&cdir));
+        }
+        result
     }
 
-    /// Loads persisted durable consumers.
+    /// Loads the persisted consumers (durable and ephemeral).
     pub fn load_consumers(&mut self) {
         let Some(dir) = &self.dir else { return };
         let Ok(entries) = std::fs::read_dir(dir.join("consumers")) else {
@@ -63,7 +77,11 @@ impl Stream {
                     continue;
                 }
             };
-            let Some(name) = rec.config.effective_name().map(str::to_string) else {
+            let Some(name) = rec
+                .name
+                .clone()
+                .or_else(|| rec.config.effective_name().map(str::to_string))
+            else {
                 continue;
             };
             let mut c = Consumer::new(
@@ -81,6 +99,9 @@ impl Stream {
 
 #[derive(Serialize, Deserialize)]
 struct ConsumerRecord {
+    /// The consumer's name (server-chosen for most ephemerals; absent in older files).
+    #[serde(default)]
+    name: Option<String>,
     config: ConsumerConfig,
     created: i64,
     state: ConsumerState,
@@ -98,4 +119,45 @@ pub(super) fn write_file(
         f.sync_data()?;
     }
     Ok(())
+}
+
+/// fsyncs a directory, so the renames in it survive power loss.
+pub(super) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A stream's `meta.json`: its configuration and creation time, the first thing read at start.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct StreamMeta {
+    pub config: StreamConfig,
+    pub created: i64,
+}
+
+impl StreamMeta {
+    /// Reads `<dir>/meta.json`; `None` if missing or unreadable.
+    pub fn read(dir: &std::path::Path) -> Option<StreamMeta> {
+        let bytes = std::fs::read(dir.join("meta.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Writes `<dir>/meta.json` durably: temp file, fsync, rename, fsync the directory.
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = dir.join("meta.json.tmp");
+        write_file(&tmp, &json, true)?;
+        std::fs::rename(&tmp, dir.join("meta.json"))?;
+        sync_dir(dir)
+    }
+}
+
+impl Stream {
+    /// Saves the current configuration to `meta.json` (file streams), durably.
+    pub fn save_meta(&self, config: &StreamConfig) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        StreamMeta {
+            config: config.clone(),
+            created: self.created,
+        }
+        .write(dir)
+    }
 }
