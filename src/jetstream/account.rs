@@ -5,10 +5,9 @@
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::{self, response, Call};
+use super::api::{self, response, Call, ListReq, LIST_LIMIT, NAMES_LIMIT};
 use super::config::StreamConfig;
 use super::errors::ApiError;
 use super::runner::Input;
@@ -151,14 +150,13 @@ impl JetStream {
     }
 
     fn create_stream(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        let cfg: StreamConfig =
-            serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
-        if cfg.name.is_empty() {
-            return Err(ApiError::stream_name_required());
-        }
-        if cfg.name != name {
-            return Err(ApiError::stream_mismatch());
-        }
+        // nats-server's order: decode (an empty body is `null`), then the name in the
+        // subject, then the config itself.
+        let cfg: Option<StreamConfig> =
+            serde_json::from_slice(api::body_or_null(body)).map_err(|e| ApiError::from_json(&e))?;
+        let cfg = cfg
+            .filter(|c| c.name == name)
+            .ok_or_else(ApiError::stream_mismatch)?;
         let cfg = cfg.normalize()?;
         if cfg.sealed {
             return Err(ApiError::invalid_config(
@@ -185,7 +183,11 @@ impl JetStream {
                 }
             }
         }
-        self.open_stream(cfg, time::now_nanos(), true)?;
+        self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
+        if let Err(e) = self.open_stream(cfg, time::now_nanos(), true) {
+            self.resources.release(name);
+            return Err(e);
+        }
         let tx = lock(&self.streams).get(name).map(|h| h.tx.clone());
         tx.and_then(|tx| self.query_info(&tx))
             .ok_or_else(ApiError::stream_not_found)
@@ -218,18 +220,15 @@ impl JetStream {
             if overlap {
                 return Err(ApiError::subjects_overlap());
             }
-            Ok((cfg, old.tx.clone()))
+            Ok((cfg, old.config.max_bytes, old.tx.clone()))
         });
-        let result = result.and_then(|(cfg, tx)| {
-            let (done_tx, done_rx) = sync_channel(1);
-            if !enqueue(&tx, Input::Update(Box::new(cfg.clone()), done_tx)) {
-                return Err(ApiError::store_failed(
-                    "stream is too busy to take the update; nothing was changed",
-                ));
+        let result = result.and_then(|(cfg, old_max_bytes, tx)| {
+            self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
+            let applied = self.apply_update(&tx, &cfg);
+            if applied.is_err() {
+                let _ = self.resources.reserve(name, cfg.storage, old_max_bytes);
             }
-            let info = done_rx
-                .recv_timeout(UPDATE_PATIENCE)
-                .map_err(|_| ApiError::store_failed("stream did not answer the update"))??;
+            let info = applied?;
             let mut streams = lock(&self.streams);
             if let Some(h) = streams.get_mut(name) {
                 if h.config.subjects != cfg.subjects || h.config.allow_direct != cfg.allow_direct {
@@ -245,12 +244,26 @@ impl JetStream {
         self.reply(&m, "stream_update", result);
     }
 
+    /// Hands a validated update to the stream thread and waits for its durable outcome.
+    fn apply_update(&self, tx: &SyncSender<Input>, cfg: &StreamConfig) -> Result<Value, ApiError> {
+        let (done_tx, done_rx) = sync_channel(1);
+        if !enqueue(tx, Input::Update(Box::new(cfg.clone()), done_tx)) {
+            return Err(ApiError::store_failed(
+                "stream is too busy to take the update; nothing was changed",
+            ));
+        }
+        done_rx
+            .recv_timeout(UPDATE_PATIENCE)
+            .map_err(|_| ApiError::store_failed("stream did not answer the update"))?
+    }
+
     fn delete_stream(&self, name: &str, m: Message) {
         let handle = lock(&self.streams).remove(name);
         let Some(mut h) = handle else {
             self.reply(&m, "stream_delete", Err(ApiError::stream_not_found()));
             return;
         };
+        self.resources.release(name);
         for s in &h.subs {
             self.client.unsubscribe_internal(s);
         }
@@ -266,17 +279,11 @@ impl JetStream {
         rrx.recv_timeout(Duration::from_secs(5)).ok()
     }
 
-    fn matching_names(&self, body: &[u8]) -> Vec<(String, SyncSender<Input>)> {
-        #[derive(Deserialize, Default)]
-        struct Req {
-            #[serde(default)]
-            subject: Option<String>,
-        }
-        let req: Req = serde_json::from_slice(body).unwrap_or_default();
+    fn matching_names(&self, filter: Option<&str>) -> Vec<(String, SyncSender<Input>)> {
         lock(&self.streams)
             .iter()
             .filter(|(_, h)| {
-                req.subject.as_deref().is_none_or(|s| {
+                filter.is_none_or(|s| {
                     h.config
                         .subjects
                         .iter()
@@ -287,35 +294,36 @@ impl JetStream {
             .collect()
     }
 
-    fn offset(body: &[u8]) -> usize {
-        serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v.get("offset").and_then(Value::as_u64))
-            .unwrap_or(0) as usize
-    }
-
+    /// STREAM.NAMES: `{total, offset, limit, streams}`; an empty page is `null` there, as on
+    /// nats-server.
     fn names(&self, body: &[u8]) -> Value {
-        let all = self.matching_names(body);
-        let offset = Self::offset(body);
-        let names: Vec<String> = all
-            .iter()
-            .skip(offset)
-            .take(1024)
-            .map(|(n, _)| n.clone())
-            .collect();
-        json!({ "total": all.len(), "offset": offset, "limit": 1024, "streams": names })
+        let req = match ListReq::parse(body) {
+            Ok(r) => r,
+            Err(e) => return ListReq::error(e, "streams", Value::Null),
+        };
+        let all = self.matching_names(req.subject.as_deref());
+        let (offset, page) = req.page(&all, NAMES_LIMIT);
+        let names: Vec<&String> = page.iter().map(|(n, _)| n).collect();
+        let streams = if names.is_empty() {
+            Value::Null
+        } else {
+            json!(names)
+        };
+        json!({ "total": all.len(), "offset": offset, "limit": NAMES_LIMIT, "streams": streams })
     }
 
     fn list(&self, body: &[u8]) -> Value {
-        let all = self.matching_names(body);
-        let offset = Self::offset(body);
-        let infos: Vec<Value> = all
+        let req = match ListReq::parse(body) {
+            Ok(r) => r,
+            Err(e) => return ListReq::error(e, "streams", json!([])),
+        };
+        let all = self.matching_names(req.subject.as_deref());
+        let (offset, page) = req.page(&all, LIST_LIMIT);
+        let infos: Vec<Value> = page
             .iter()
-            .skip(offset)
-            .take(256)
             .filter_map(|(_, tx)| self.query_info(tx))
             .collect();
-        json!({ "total": all.len(), "offset": offset, "limit": 256, "streams": infos })
+        json!({ "total": all.len(), "offset": offset, "limit": LIST_LIMIT, "streams": infos })
     }
 
     fn account_info(&self) -> Value {
@@ -337,8 +345,8 @@ impl JetStream {
         json!({
             "memory": memory,
             "storage": storage,
-            "reserved_memory": 0,
-            "reserved_storage": 0,
+            "reserved_memory": self.resources.reserved(super::config::Storage::Memory),
+            "reserved_storage": self.resources.reserved(super::config::Storage::File),
             "streams": streams,
             "consumers": consumers,
             "limits": {

@@ -119,7 +119,16 @@ pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, server_name: &str) ->
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))
+    serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))
+}
+
+/// An empty body reads as JSON `null`, as nats-server treats it.
+pub(crate) fn body_or_null(body: &[u8]) -> &[u8] {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        body
+    }
 }
 
 fn parse_or_default<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
@@ -143,13 +152,18 @@ struct MsgDeleteReq {
     no_erase: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct CreateConsumerReq {
-    #[allow(dead_code)]
     stream_name: Option<String>,
     config: Option<ConsumerConfig>,
     #[serde(default)]
     action: String,
+    /// nats-server 2.11+: refuse instead of defaulting (not implemented: accepted, defaults
+    /// are applied as without it).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pedantic: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -157,10 +171,42 @@ struct PauseReq {
     pause_until: Option<String>,
 }
 
+/// Page size of the NAMES requests.
+pub(crate) const NAMES_LIMIT: usize = 1024;
+/// Page size of the LIST requests.
+pub(crate) const LIST_LIMIT: usize = 256;
+
+/// The body of the NAMES and LIST requests (streams and consumers).
 #[derive(Deserialize, Default)]
-struct ListReq {
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListReq {
     #[serde(default)]
-    offset: usize,
+    offset: i64,
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+impl ListReq {
+    /// Decodes a request body; an empty body or `null` is the first page.
+    pub fn parse(body: &[u8]) -> Result<ListReq, ApiError> {
+        let req: Option<ListReq> =
+            serde_json::from_slice(body_or_null(body)).map_err(|e| ApiError::from_json(&e))?;
+        Ok(req.unwrap_or_default())
+    }
+
+    /// The page of `all` this request asks for, and its offset clamped to the total.
+    pub fn page<'a, T>(&self, all: &'a [T], limit: usize) -> (usize, &'a [T]) {
+        let offset = usize::try_from(self.offset.max(0))
+            .unwrap_or(usize::MAX)
+            .min(all.len());
+        let end = offset.saturating_add(limit).min(all.len());
+        (offset, &all[offset..end])
+    }
+
+    /// A refused listing still carries its paging fields, zeroed (`empty` is the list).
+    pub fn error(e: ApiError, field: &str, empty: Value) -> Value {
+        json!({ "error": e, "total": 0, "offset": 0, "limit": 0, field: empty })
+    }
 }
 
 /// What a stream-bound call produced.
@@ -245,25 +291,29 @@ pub(crate) fn handle(
             Reply::json("consumer_delete", r, true)
         }
         Call::ConsumerNames => {
-            let offset = parse_or_default::<ListReq>(body)
-                .map(|r| r.offset)
-                .unwrap_or(0);
-            let names: Vec<&String> = s.consumers.keys().skip(offset).take(1024).collect();
-            let r = json!({ "total": s.consumers.len(), "offset": offset, "limit": 1024, "consumers": names });
+            let r = match ListReq::parse(body) {
+                Ok(req) => {
+                    let names: Vec<&String> = s.consumers.keys().collect();
+                    let (offset, page) = req.page(&names, NAMES_LIMIT);
+                    json!({ "total": names.len(), "offset": offset, "limit": NAMES_LIMIT, "consumers": page })
+                }
+                Err(e) => ListReq::error(e, "consumers", json!([])),
+            };
             Reply::json("consumer_names", Ok(r), false)
         }
         Call::ConsumerList => {
-            let offset = parse_or_default::<ListReq>(body)
-                .map(|r| r.offset)
-                .unwrap_or(0);
-            let infos: Vec<Value> = s
-                .consumers
-                .values()
-                .skip(offset)
-                .take(256)
-                .map(|c| consumer_info(s, c, server_name))
-                .collect();
-            let r = json!({ "total": s.consumers.len(), "offset": offset, "limit": 256, "consumers": infos });
+            let r = match ListReq::parse(body) {
+                Ok(req) => {
+                    let all: Vec<&Consumer> = s.consumers.values().collect();
+                    let (offset, page) = req.page(&all, LIST_LIMIT);
+                    let infos: Vec<Value> = page
+                        .iter()
+                        .map(|c| consumer_info(s, c, server_name))
+                        .collect();
+                    json!({ "total": all.len(), "offset": offset, "limit": LIST_LIMIT, "consumers": infos })
+                }
+                Err(e) => ListReq::error(e, "consumers", json!([])),
+            };
             Reply::json("consumer_list", Ok(r), false)
         }
         Call::ConsumerNext(name) => {
@@ -398,21 +448,31 @@ fn create_consumer(
     durable_subject: bool,
     body: &[u8],
 ) -> Result<String, ApiError> {
-    let req: CreateConsumerReq = parse(body)?;
-    let mut cfg = req.config.ok_or_else(ApiError::consumer_config_required)?;
-    if durable_subject {
-        match (&cfg.durable_name, &subj_name) {
-            (Some(d), Some(n)) if d != n => return Err(ApiError::consumer_durable_mismatch()),
-            (None, Some(n)) => cfg.durable_name = Some(n.clone()),
-            _ => {}
+    let req: Option<CreateConsumerReq> = parse(body_or_null(body))?;
+    let req = req.unwrap_or_default();
+    if req.stream_name.as_deref() != Some(s.name()) {
+        return Err(ApiError::stream_mismatch());
+    }
+    // A request without a config asks for nats-server's zero config: no acks.
+    let mut cfg = req.config.unwrap_or_else(|| ConsumerConfig {
+        ack_policy: super::config::AckPolicy::None,
+        ..ConsumerConfig::default()
+    });
+    match (&subj_name, durable_subject) {
+        (None, _) if cfg.durable_name.is_some() => {
+            return Err(ApiError::consumer_ephemeral_with_durable())
         }
-    } else if let Some(n) = &subj_name {
-        if cfg.name.as_deref().is_some_and(|c| c != n)
-            || cfg.durable_name.as_deref().is_some_and(|d| d != n)
-        {
-            return Err(ApiError::consumer_durable_mismatch());
-        }
-        if cfg.name.is_none() {
+        (None, _) => {}
+        (Some(n), true) => match &cfg.durable_name {
+            None => return Err(ApiError::consumer_durable_name_missing()),
+            Some(d) if d != n => return Err(ApiError::consumer_durable_mismatch()),
+            Some(_) => {}
+        },
+        (Some(n), false) => {
+            if cfg.durable_name.as_deref().is_some_and(|d| d != n) {
+                return Err(ApiError::consumer_durable_mismatch());
+            }
+            // The name in the subject wins over a different `name` in the body.
             cfg.name = Some(n.clone());
         }
     }

@@ -129,27 +129,96 @@ pub struct StreamConfig {
     pub consumer_limits: Option<Value>,
 }
 
+/// What is wrong with a stream or consumer name, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameProblem {
+    /// Empty, or has `.`, `*`, `>` or whitespace.
+    Invalid,
+    /// Has `/` or `\\`.
+    PathSeparator,
+    /// Longer than 255 bytes.
+    TooLong,
+    /// Has a NUL byte (no directory can be named so).
+    Nul,
+}
+
+/// Checks a stream or consumer name as nats-server does.
+pub fn name_problem(name: &str) -> Option<NameProblem> {
+    if name.contains(['/', '\\']) {
+        Some(NameProblem::PathSeparator)
+    } else if name.is_empty()
+        || name
+            .chars()
+            .any(|c| matches!(c, '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n'))
+    {
+        Some(NameProblem::Invalid)
+    } else if name.len() > 255 {
+        Some(NameProblem::TooLong)
+    } else if name.contains('\0') {
+        Some(NameProblem::Nul)
+    } else {
+        None
+    }
+}
+
 /// True if `name` is a valid stream or consumer name.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name
-            .chars()
-            .any(|c| matches!(c, '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n' | '/' | '\\'))
+    name_problem(name).is_none()
+}
+
+/// The error for a bad stream name.
+pub fn stream_name_error(problem: NameProblem) -> ApiError {
+    match problem {
+        NameProblem::PathSeparator => ApiError::stream_name_invalid(),
+        NameProblem::Invalid => ApiError::invalid_config(
+            "stream name is required and can not contain '.', '*', '>', '\\', '/'",
+        ),
+        NameProblem::TooLong => {
+            ApiError::invalid_config("stream name is too long, maximum allowed is 255")
+        }
+        NameProblem::Nul => ApiError::stream_store_failed(),
+    }
+}
+
+/// The error for a bad consumer name.
+pub fn consumer_name_error(problem: NameProblem) -> ApiError {
+    match problem {
+        NameProblem::PathSeparator => ApiError::consumer_name_path_separators(),
+        NameProblem::Invalid => ApiError::consumer_name_invalid(),
+        NameProblem::TooLong => ApiError::consumer_name_too_long(),
+        NameProblem::Nul => ApiError::consumer_store_failed(),
+    }
+}
+
+/// Subjects a stream may only capture with `no_ack` (its acks would answer them): `>`, the
+/// JetStream API and internal subjects (bar its advisories), the system API.
+fn api_overlap(subj: &str) -> Option<&'static str> {
+    if subj == ">" {
+        return Some("capturing all subjects requires no-ack to be true");
+    }
+    let js = ["$JS.>", "$JSC.>", "$NRG.>"]
+        .iter()
+        .any(|api| subject::overlaps(subj, api))
+        && !subject::covers("$JS.EVENT.>", subj);
+    if js {
+        return Some("subjects that overlap with jetstream api require no-ack to be true");
+    }
+    subject::overlaps(subj, "$SYS.>")
+        .then_some("subjects that overlap with system api require no-ack to be true")
+}
+
+/// A limit where nats-server takes 0 and every negative number for "unlimited" (-1).
+fn unlimited_if_not_positive(n: &mut i64) {
+    if *n <= 0 {
+        *n = -1;
+    }
 }
 
 impl StreamConfig {
     /// Applies nats-server's defaults and validates; `Err` carries the API error to return.
     pub fn normalize(mut self) -> Result<Self, ApiError> {
-        if self.name.is_empty() {
-            return Err(ApiError::stream_name_required());
-        }
-        if !is_valid_name(&self.name) {
-            return Err(if self.name.contains(['/', '\\']) {
-                ApiError::stream_name_invalid()
-            } else {
-                ApiError::invalid_config("stream name can not contain whitespace, '.', '*', '>'")
-            });
+        if let Some(problem) = name_problem(&self.name) {
+            return Err(stream_name_error(problem));
         }
         if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
             self.subjects = vec![self.name.clone()];
@@ -159,11 +228,19 @@ impl StreamConfig {
         }
         for (i, s) in self.subjects.iter().enumerate() {
             if !subject::is_valid_subject(s.as_bytes()) {
-                return Err(ApiError::invalid_config(&format!("invalid subject: {s:?}")));
+                return Err(ApiError::invalid_config("invalid subject"));
             }
-            if self.subjects[..i].iter().any(|o| subject::overlaps(o, s)) {
-                return Err(ApiError::bad_request("duplicate subjects detected"));
+            if let Some(earlier) = self.subjects[..i].iter().find(|o| subject::overlaps(o, s)) {
+                return Err(ApiError::invalid_config(&format!(
+                    "subject {earlier:?} overlaps with {s:?}"
+                )));
             }
+            if let Some(text) = api_overlap(s).filter(|_| !self.no_ack) {
+                return Err(ApiError::invalid_config(text));
+            }
+        }
+        if self.num_replicas < 0 {
+            return Err(ApiError::replicas_negative());
         }
         if self.num_replicas == 0 {
             self.num_replicas = 1;
@@ -174,24 +251,21 @@ impl StreamConfig {
         if self.num_replicas > 1 {
             return Err(ApiError::replicas_not_supported());
         }
-        if self.max_msgs == 0 {
-            self.max_msgs = -1;
+        for limit in [
+            &mut self.max_msgs,
+            &mut self.max_bytes,
+            &mut self.max_msgs_per_subject,
+            &mut self.max_msg_size,
+            &mut self.max_consumers,
+        ] {
+            unlimited_if_not_positive(limit);
         }
-        if self.max_bytes == 0 {
-            self.max_bytes = -1;
+        if self.max_age < 0 {
+            return Err(ApiError::invalid_config("max age can not be negative"));
         }
-        if self.max_msgs_per_subject == 0 {
-            self.max_msgs_per_subject = -1;
-        }
-        if self.max_msg_size == 0 {
-            self.max_msg_size = -1;
-        }
-        if self.max_consumers == 0 {
-            self.max_consumers = -1;
-        }
-        if self.max_age < 0 || self.duplicate_window < 0 {
+        if self.duplicate_window < 0 {
             return Err(ApiError::invalid_config(
-                "negative durations are not allowed",
+                "duplicates window can not be negative",
             ));
         }
         if self.duplicate_window == 0 {
@@ -371,9 +445,12 @@ impl ConsumerConfig {
     /// Applies nats-server's defaults and validates.
     pub fn normalize(mut self) -> Result<Self, ApiError> {
         for n in [&self.name, &self.durable_name].into_iter().flatten() {
-            if !is_valid_name(n) {
-                return Err(ApiError::consumer_name_invalid());
+            if let Some(problem) = name_problem(n) {
+                return Err(consumer_name_error(problem));
             }
+        }
+        if self.ack_wait < 0 {
+            return Err(ApiError::ack_wait_negative());
         }
         if let (Some(n), Some(d)) = (&self.name, &self.durable_name) {
             if n != d {
@@ -410,12 +487,10 @@ impl ConsumerConfig {
             }
             _ => {}
         }
-        if self.ack_wait <= 0 {
+        if self.ack_wait == 0 {
             self.ack_wait = self.backoff.first().copied().unwrap_or(DEFAULT_ACK_WAIT);
         }
-        if self.max_deliver == 0 {
-            self.max_deliver = -1;
-        }
+        unlimited_if_not_positive(&mut self.max_deliver);
         if !self.backoff.is_empty()
             && self.max_deliver > 0
             && self.max_deliver <= self.backoff.len() as i64
@@ -428,9 +503,11 @@ impl ConsumerConfig {
             self.max_ack_pending = 0;
         } else if self.max_ack_pending == 0 {
             self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
+        } else if self.max_ack_pending < 0 {
+            self.max_ack_pending = -1;
         }
         if self.is_pull() {
-            if self.max_waiting == 0 {
+            if self.max_waiting <= 0 {
                 self.max_waiting = DEFAULT_MAX_WAITING;
             }
             if self.idle_heartbeat > 0 {

@@ -42,7 +42,7 @@ api_errors! {
     consumer_name_exist => (400, 10013, "consumer name already in use");
     consumer_already_exists => (400, 10148, "consumer already exists");
     consumer_does_not_exist => (400, 10149, "consumer does not exist");
-    consumer_name_invalid => (400, 10103, "durable name can not contain '.', '*', '>'");
+    consumer_name_invalid => (500, 10052, "consumer name can not contain '.', '*', '>', '\\', '/'");
     consumer_config_required => (400, 10078, "consumer config required");
     consumer_durable_mismatch => (400, 10017, "consumer name in subject does not match durable name in request");
     consumer_create_filter_mismatch => (400, 10131, "Consumer create request did not match filtered subject from create subject");
@@ -63,6 +63,17 @@ api_errors! {
     ttl_invalid => (400, 10165, "invalid per-message TTL");
     ttl_disabled => (400, 10166, "per-message TTL is disabled");
     empty_request_expected => (400, 10038, "expected an empty request payload");
+    insufficient_storage => (500, 10047, "insufficient storage resources available");
+    insufficient_memory => (500, 10028, "insufficient memory resources available");
+    insufficient_resources => (503, 10023, "insufficient resources");
+    replicas_negative => (400, 10133, "replicas count cannot be negative");
+    ack_wait_negative => (400, 10183, "consumer ack wait needs to be positive");
+    stream_store_failed => (500, 10049, "error creating store for stream");
+    consumer_store_failed => (500, 10012, "error creating store for consumer");
+    consumer_ephemeral_with_durable => (400, 10020, "consumer expected to be ephemeral but a durable name was set in request");
+    consumer_durable_name_missing => (400, 10018, "consumer expected to be durable but a durable name was not set");
+    consumer_name_path_separators => (400, 10127, "Consumer name can not contain path separators");
+    consumer_name_too_long => (400, 10102, "consumer name is too long, maximum allowed is 255");
 }
 
 impl ApiError {
@@ -91,6 +102,21 @@ impl ApiError {
             err_code: 10025,
             description: format!("invalid JSON: {err}"),
         }
+    }
+
+    /// 10025 for a request body serde could not decode, worded as nats-server's Go decoder:
+    /// `invalid JSON: json: unknown field "x"`, `invalid JSON: unexpected EOF`.
+    pub fn from_json(e: &serde_json::Error) -> Self {
+        let text = e.to_string();
+        if let Some(rest) = text.strip_prefix("unknown field `") {
+            if let Some((field, _)) = rest.split_once('`') {
+                return Self::invalid_json(&format!("json: unknown field \"{field}\""));
+            }
+        }
+        if e.is_eof() {
+            return Self::invalid_json("unexpected EOF");
+        }
+        Self::invalid_json(&text)
     }
 
     /// 10071 wrong last sequence.

@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod direct;
 pub mod errors;
 pub mod headers;
+mod limits;
 pub mod runner;
 pub mod stream;
 pub mod time;
@@ -55,6 +56,7 @@ pub(crate) struct JetStream {
     server_name: String,
     streams: Mutex<BTreeMap<String, Handle>>,
     api_sub: Mutex<Option<Arc<crate::server::Subscription>>>,
+    resources: Arc<limits::Resources>,
 }
 
 impl JetStream {
@@ -67,7 +69,9 @@ impl JetStream {
         std::fs::create_dir_all(streams_dir(&cfg.store_dir))?;
         tracing::info!("Starting JetStream");
         tracing::info!("Store Directory: \"{}\"", cfg.store_dir.display());
+        let resources = limits::Resources::new(&cfg);
         let js = Arc::new(Self {
+            resources,
             cfg,
             client,
             server_name,
@@ -132,6 +136,12 @@ impl JetStream {
                 }
             };
             let name = meta.config.name.clone();
+            if let Err(e) =
+                self.resources
+                    .reserve(&name, meta.config.storage, meta.config.max_bytes)
+            {
+                tracing::warn!(stream = %name, "{}", e.description);
+            }
             match self.open_stream(meta.config, meta.created, false) {
                 Ok(()) => tracing::info!(stream = %name, "Restored stream"),
                 Err(e) => {
@@ -185,6 +195,7 @@ impl JetStream {
             client: self.client.clone(),
             server_name: self.server_name.clone(),
             sync: self.cfg.sync,
+            resources: self.resources.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("stream-{name}"))

@@ -46,6 +46,8 @@ pub(crate) struct Ctx {
     pub client: Client,
     pub server_name: String,
     pub sync: SyncPolicy,
+    /// Server-wide storage limits and usage.
+    pub resources: std::sync::Arc<super::limits::Resources>,
 }
 
 const MAX_BATCH: usize = 4096;
@@ -115,6 +117,9 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
     let mut unsynced = false;
     let mut needs_reopen = false;
     let mut last_reopen = Instant::now();
+    let storage = stream.config.storage;
+    let mut stored_bytes = stream.store.state().bytes as i64;
+    ctx.resources.add_used(storage, stored_bytes);
     let mut batch = Vec::with_capacity(64);
     loop {
         let wait = next_wakeup(&stream, unsynced, &ctx)
@@ -144,7 +149,11 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         for input in batch.drain(..) {
             match input {
                 Input::Publish(m) => {
-                    mutated |= publish(&mut stream, m, &mut replies, &mut out);
+                    if ctx.resources.exhausted(storage) {
+                        refuse(&stream, &m, &mut replies);
+                    } else {
+                        mutated |= publish(&mut stream, m, &mut replies, &mut out);
+                    }
                 }
                 Input::Api(call, m) => {
                     let r = api::handle(
@@ -217,6 +226,9 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         for (done, r) in updates {
             let _ = done.try_send(r);
         }
+        let now_bytes = stream.store.state().bytes as i64;
+        ctx.resources.add_used(storage, now_bytes - stored_bytes);
+        stored_bytes = now_bytes;
         // One batch: each connection gets its acks and replies in one write.
         let mut batch = ctx.client.batch();
         for r in replies.0 {
@@ -224,6 +236,7 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         }
         drop(batch);
         if let Some(reply) = exit {
+            ctx.resources.add_used(storage, -stored_bytes);
             finish(stream, reply, &ctx);
             return;
         }
@@ -347,6 +360,14 @@ fn publish(
             );
             false
         }
+    }
+}
+
+/// Answers a publish the server has no room for (`10023`, as nats-server).
+fn refuse(stream: &Stream, m: &Message, replies: &mut Replies) {
+    if let (Some(reply), false) = (&m.reply, stream.config.no_ack) {
+        let body = json!({ "error": ApiError::insufficient_resources(), "stream": stream.name(), "seq": 0 });
+        replies.answer(reply.clone(), serde_json::to_vec(&body).unwrap_or_default());
     }
 }
 

@@ -11,8 +11,6 @@ pub const PING: &[u8] = b"PING\r\n";
 pub const PONG: &[u8] = b"PONG\r\n";
 /// `+OK\r\n`.
 pub const OK: &[u8] = b"+OK\r\n";
-/// Header block of the no-responders status message.
-pub const NO_RESPONDERS_HDR: &[u8] = b"NATS/1.0 503\r\n\r\n";
 
 /// Number of bytes [`write_msg`] will append.
 #[inline]

@@ -314,15 +314,16 @@ impl Conn {
         let n = deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty);
         if n == 0 && self.opts.no_responders && self.opts.headers {
             if let Some(reply) = reply {
-                self.no_responders(reply);
+                self.no_responders(subj, reply);
             }
         }
         self.ok();
         Next::Continue
     }
 
-    /// Sends the 503 status to this client's own subscription that matches the reply subject.
-    fn no_responders(&mut self, reply: &[u8]) {
+    /// Sends the 503 status (naming the request's subject in `Nats-Subject`, as nats-server)
+    /// to this client's own subscription that matches the reply subject.
+    fn no_responders(&mut self, subj: &[u8], reply: &[u8]) {
         let matches = self.cache.get(&self.shared.router, reply);
         let mine = matches
             .psubs
@@ -330,16 +331,12 @@ impl Conn {
             .chain(matches.qsubs.iter().flatten())
             .find(|s| s.client_id == self.out.cid);
         if let Some(sub) = mine {
-            self.out.send(|b| {
-                encode::write_msg(
-                    b,
-                    reply,
-                    &sub.sid,
-                    None,
-                    Some(encode::NO_RESPONDERS_HDR),
-                    &[],
-                )
-            });
+            let mut hdr = Vec::with_capacity(40 + subj.len());
+            hdr.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+            hdr.extend_from_slice(subj);
+            hdr.extend_from_slice(b"\r\n\r\n");
+            self.out
+                .send(|b| encode::write_msg(b, reply, &sub.sid, None, Some(&hdr), &[]));
         }
     }
 

@@ -44,11 +44,13 @@ impl Consumer {
         if self.is_pull() {
             self.expire_pulls(store, now, out);
         }
-        let max_pending = if self.config.ack_policy == AckPolicy::None {
-            u64::MAX
-        } else {
-            self.config.max_ack_pending.max(1) as u64
-        };
+        // No acks, or max_ack_pending -1: no limit.
+        let max_pending =
+            if self.config.ack_policy == AckPolicy::None || self.config.max_ack_pending < 0 {
+                u64::MAX
+            } else {
+                self.config.max_ack_pending.max(1) as u64
+            };
         let mut pending_left: Option<u64> = None;
         loop {
             let target = if self.is_pull() {
