@@ -299,3 +299,62 @@ async fn log_file_flag_receives_the_log() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn configuration_causeway_does_not_implement_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        ("bogus_key: 1\n", "unknown field \"bogus_key\""),
+        ("jetstream { bogus: 1 }\n", "unknown field \"jetstream.bogus\""),
+        (
+            "tls { cert_file: c.pem, key_file: k.pem }\n",
+            "tls is not supported yet",
+        ),
+        ("websocket { port: 8080 }\n", "websocket is not supported yet"),
+        ("cluster { name: c, listen: 6222 }\n", "cluster is not supported yet"),
+        (
+            "accounts { A: { users: [ {user: u, password: p} ] } }\n",
+            "accounts is not supported yet",
+        ),
+        (
+            "authorization { users: [ {nkey: UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4} ] }\n",
+            "authorization.users[0].nkey is not supported yet",
+        ),
+        ("jetstream { domain: hub }\n", "jetstream.domain is not supported yet"),
+        (
+            "no_auth_user: nosuch\n",
+            "no_auth_user: \"nosuch\" present, but users/nkeys are not defined",
+        ),
+    ] {
+        let path = write_conf(&dir, text);
+        let out = run_to_exit(&["-c", &path, "-a", "127.0.0.1", "-p", "-1"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text:?} started: {err}");
+        assert!(err.contains(want), "{text:?}: {err:?} does not say {want:?}");
+        assert!(
+            !err.contains("Server is ready"),
+            "{text:?}: served before refusing: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn config_warnings_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_conf(&dir, "server_tags: [\"a\"]\nlogtime: false\n");
+    let mut child = Guard::spawn(&["-c", &path, "-a", "127.0.0.1", "-p", "-1"]);
+    let line = child.wait_for_line("server_tags is not implemented; ignored");
+    assert!(line.contains("[WRN]"), "{line}");
+    child.wait_ready();
+}
+
+#[tokio::test]
+async fn addr_flag_moves_the_monitoring_listener_and_v_prints_the_version() {
+    let mut child = Guard::spawn(&["-a", "127.0.0.2", "-p", "-1", "-m", "-1"]);
+    let line = child.wait_for_line("Starting http monitor on");
+    assert!(line.contains("127.0.0.2:"), "{line}");
+    drop(child);
+    let out = run_to_exit(&["-v"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}

@@ -59,7 +59,6 @@ async fn malformed_json_is_invalid_json() {
         10025,
         &[
             ("CONSUMER.CREATE.S", b"{bad"),
-            ("CONSUMER.CREATE.S", b""),
             ("CONSUMER.CREATE.S.C", b"{\"config\":"),
             (
                 "CONSUMER.CREATE.S",
@@ -111,10 +110,26 @@ async fn malformed_json_is_invalid_json() {
 }
 
 #[tokio::test]
-async fn empty_stream_create_body_is_invalid_json() {
-    // nats-server unmarshals the empty body and answers 10025 "invalid JSON".
+async fn empty_or_null_create_bodies_are_a_name_mismatch() {
+    // nats-server 2.15 decodes an empty body as null: no name, so the name in the subject
+    // does not match (10056), for streams and consumers alike.
     let env = JsEnv::new().await;
-    expect_all(&env, "stream_create", 10025, &[("STREAM.CREATE.X", b"")]).await;
+    let cases: [(&str, &[u8]); 3] = [
+        ("STREAM.CREATE.X", b""),
+        ("STREAM.CREATE.X", b"null"),
+        ("STREAM.CREATE.X", b"{}"),
+    ];
+    expect_all(&env, "stream_create", 10056, &cases).await;
+    env.stream(json!({"name": "S", "subjects": ["s.>"]})).await;
+    let cases: [(&str, &[u8]); 3] = [
+        ("CONSUMER.CREATE.S", b""),
+        ("CONSUMER.CREATE.S", b"null"),
+        (
+            "CONSUMER.CREATE.S",
+            br#"{"stream_name":"OTHER","config":{}}"#,
+        ),
+    ];
+    expect_all(&env, "consumer_create", 10056, &cases).await;
     still_works(&env).await;
     env.stop().await;
 }
@@ -123,22 +138,35 @@ async fn empty_stream_create_body_is_invalid_json() {
 async fn invalid_names_are_refused() {
     let env = JsEnv::new().await;
     env.stream(json!({"name": "S", "subjects": ["s.>"]})).await;
-    // Consumer names with '.', '*', '>': 10103.
-    for name in ["a.b", "a*", "x>y", "*", ">"] {
-        for key in ["name", "durable_name"] {
-            let body = json!({"stream_name": "S", "config": {key: name}}).to_string();
-            let v = env.api("CONSUMER.CREATE.S", body).await;
-            assert_type(&v, "consumer_create");
-            assert_err(&v, 10103);
-        }
+    // Consumer names with '.', '*', '>' or whitespace: 10052 (nats-server 2.15); a durable
+    // name on the ephemeral create subject is 10020 whatever it is.
+    for name in ["a.b", "a*", "x>y", "*", ">", "a b", "a\tb"] {
+        let body = json!({"stream_name": "S", "config": {"name": name}}).to_string();
+        let v = env.api("CONSUMER.CREATE.S", body).await;
+        assert_type(&v, "consumer_create");
+        assert_err(&v, 10052);
+        let body = json!({"stream_name": "S", "config": {"durable_name": name}}).to_string();
+        assert_err(&env.api("CONSUMER.CREATE.S", body).await, 10020);
     }
     for name in ["x*", "x>"] {
         let body = json!({"stream_name": "S", "config": {"durable_name": name}}).to_string();
         let v = env
             .api(&format!("CONSUMER.DURABLE.CREATE.S.{name}"), body)
             .await;
-        assert_err(&v, 10103);
+        assert_err(&v, 10052);
     }
+    // Path separators (10127), NUL (10012), too long (10102).
+    for (name, code) in [("a/b", 10127), ("a\\b", 10127), ("na\u{0}me", 10012)] {
+        let body = json!({"stream_name": "S", "config": {"name": name}}).to_string();
+        assert_err(&env.api("CONSUMER.CREATE.S", body).await, code);
+    }
+    let long = "x".repeat(300);
+    let body = json!({"stream_name": "S", "config": {"durable_name": long}}).to_string();
+    assert_err(
+        &env.api(&format!("CONSUMER.DURABLE.CREATE.S.{long}"), body)
+            .await,
+        10102,
+    );
     // A stream name with a '.' cannot be addressed by a create subject; the server still
     // answers (nats-server stays silent here; an error response is better than a hang).
     let v = env
@@ -218,14 +246,34 @@ async fn invalid_consumer_configs_are_refused() {
         )
         .await;
     assert!(v.get("error").is_some(), "{v}");
+    // A durable name that differs from the subject's: 10017; a durable create without one:
+    // 10018; a different `name` in the body: the subject's name wins (nats-server 2.15).
+    let v = env
+        .api(
+            "CONSUMER.CREATE.S.C",
+            json!({"stream_name": "S", "config": {"durable_name": "OTHER"}}).to_string(),
+        )
+        .await;
+    assert_err(&v, 10017);
+    let v = env
+        .api(
+            "CONSUMER.DURABLE.CREATE.S.D",
+            json!({"stream_name": "S", "config": {"name": "D"}}).to_string(),
+        )
+        .await;
+    assert_err(&v, 10018);
+    let v = env
+        .api("CONSUMER.CREATE.S.C", create(json!({"ack_wait": -1})))
+        .await;
+    assert_err(&v, 10183);
     let v = env
         .api(
             "CONSUMER.CREATE.S.C",
             json!({"stream_name": "S", "config": {"name": "OTHER"}}).to_string(),
         )
         .await;
-    assert!(v.get("error").is_some(), "name mismatch accepted: {v}");
-    assert_eq!(env.api("CONSUMER.NAMES.S", "").await["total"], 0);
+    assert_eq!(v["name"], "C", "{v}");
+    assert_eq!(env.api("CONSUMER.NAMES.S", "").await["total"], 1);
     still_works(&env).await;
     env.stop().await;
 }

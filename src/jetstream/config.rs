@@ -59,8 +59,11 @@ pub enum Storage {
     Memory,
 }
 
-/// A stream's configuration.
+/// A stream's configuration. Unknown fields are refused (`10025`), as nats-server does; the
+/// fields of nats-server 2.15 that causeway does not implement are known, and refused by
+/// [`StreamConfig::normalize`] when set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +130,19 @@ pub struct StreamConfig {
     pub subject_transform: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_limits: Option<Value>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_msg_counter: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_atomic: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_msg_schedules: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_batched: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist_mode: Option<String>,
+    /// A request field (refuse rather than default); not part of the stored config.
+    #[serde(default, skip_serializing)]
+    pub pedantic: bool,
 }
 
 /// What is wrong with a stream or consumer name, if anything.
@@ -207,6 +223,17 @@ fn api_overlap(subj: &str) -> Option<&'static str> {
         .then_some("subjects that overlap with system api require no-ack to be true")
 }
 
+/// True for a JSON value that sets nothing (`null`, `{}`, `[]`, `""`).
+fn is_unset(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.is_empty(),
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::String(s)) => s.is_empty(),
+        Some(_) => false,
+    }
+}
+
 /// A limit where nats-server takes 0 and every negative number for "unlimited" (-1).
 fn unlimited_if_not_positive(n: &mut i64) {
     if *n <= 0 {
@@ -215,6 +242,29 @@ fn unlimited_if_not_positive(n: &mut i64) {
 }
 
 impl StreamConfig {
+    /// Fields of nats-server 2.15 that causeway does not implement yet: set, they are refused
+    /// with an error naming them, never silently ignored.
+    fn refuse_unimplemented(&mut self) -> Result<(), ApiError> {
+        let flags = [
+            (self.allow_msg_counter, "allow_msg_counter"),
+            (self.allow_atomic, "allow_atomic"),
+            (self.allow_msg_schedules, "allow_msg_schedules"),
+            (self.allow_batched, "allow_batched"),
+            (!is_unset(&self.subject_transform), "subject_transform"),
+            (!is_unset(&self.consumer_limits), "consumer_limits"),
+        ];
+        if let Some((_, name)) = flags.iter().find(|(set, _)| *set) {
+            return Err(ApiError::not_implemented(&format!("stream {name}")));
+        }
+        match self.persist_mode.as_deref() {
+            None | Some("" | "default") => self.persist_mode = None,
+            Some(_) => return Err(ApiError::not_implemented("stream persist_mode async")),
+        }
+        self.subject_transform = None;
+        self.consumer_limits = None;
+        Ok(())
+    }
+
     /// Applies nats-server's defaults and validates; `Err` carries the API error to return.
     pub fn normalize(mut self) -> Result<Self, ApiError> {
         if let Some(problem) = name_problem(&self.name) {
@@ -226,6 +276,7 @@ impl StreamConfig {
         if self.mirror.is_some() || self.sources.is_some() {
             return Err(ApiError::not_implemented("stream mirrors and sources"));
         }
+        self.refuse_unimplemented()?;
         for (i, s) in self.subjects.iter().enumerate() {
             if !subject::is_valid_subject(s.as_bytes()) {
                 return Err(ApiError::invalid_config("invalid subject"));
@@ -344,8 +395,9 @@ pub enum ReplayPolicy {
     Original,
 }
 
-/// A consumer's configuration.
+/// A consumer's configuration; unknown fields are refused (`10025`) as on nats-server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -407,6 +459,16 @@ pub struct ConsumerConfig {
     pub metadata: Option<serde_json::Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_until: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub direct: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sourcing: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priority_groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority_timeout: i64,
 }
 
 /// Default ack wait: 30 s.
@@ -451,6 +513,11 @@ impl ConsumerConfig {
         }
         if self.ack_wait < 0 {
             return Err(ApiError::ack_wait_negative());
+        }
+        if !self.priority_groups.is_empty()
+            || self.priority_policy.as_deref().is_some_and(|p| p != "none")
+        {
+            return Err(ApiError::not_implemented("consumer priority groups"));
         }
         if let (Some(n), Some(d)) = (&self.name, &self.durable_name) {
             if n != d {

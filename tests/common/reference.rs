@@ -66,3 +66,95 @@ impl Drop for RefServer {
         let _ = self.child.wait();
     }
 }
+
+/// What a server answers to `bytes` sent right after its INFO (see [`RawClient::exchange`]).
+pub async fn answer(addr: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut c = super::RawClient::connect(addr).await;
+    c.exchange(bytes).await
+}
+
+/// A raw client connected to a server (`CONNECT` with headers, no verbose) with an inbox
+/// subscription, for `$JS.API` requests answered as JSON.
+pub struct ApiClient {
+    raw: super::RawClient,
+}
+
+impl ApiClient {
+    pub async fn connect(addr: SocketAddr) -> ApiClient {
+        let mut raw = super::RawClient::connect(addr).await;
+        raw.send(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\nSUB _INBOX.api 1\r\n")
+            .await;
+        raw.ping_pong().await;
+        ApiClient { raw }
+    }
+
+    /// Sends `body` to `$JS.API.<subject>` and returns the JSON reply.
+    pub async fn api(&mut self, subject: &str, body: &[u8]) -> serde_json::Value {
+        let mut frame = format!("PUB $JS.API.{subject} _INBOX.api {}\r\n", body.len()).into_bytes();
+        frame.extend_from_slice(body);
+        frame.extend_from_slice(b"\r\n");
+        self.raw.send(&frame).await;
+        let msg = self.raw.read_msg().await;
+        serde_json::from_slice(&msg.payload)
+            .unwrap_or_else(|e| panic!("reply to {subject} is not JSON ({e}): {msg:?}"))
+    }
+
+    /// Publishes to `subject` with a reply subject and returns the raw reply (a pub ack).
+    pub async fn request(&mut self, subject: &str, body: &[u8]) -> super::RawMsg {
+        let mut frame = format!("PUB {subject} _INBOX.api {}\r\n", body.len()).into_bytes();
+        frame.extend_from_slice(body);
+        frame.extend_from_slice(b"\r\n");
+        self.raw.send(&frame).await;
+        self.raw.read_msg().await
+    }
+}
+
+/// Runs a script of `(connection, bytes)` steps against a server: each connection is opened at
+/// its first step, every step is fenced by a PING, and the answer of each step (what came back
+/// before the PONG, and whether the connection closed) is returned in order. Deliveries to a
+/// connection show up in that connection's next step.
+pub async fn run_script(addr: SocketAddr, steps: &[(usize, &[u8])]) -> Vec<(String, bool)> {
+    let mut conns: Vec<Option<super::RawClient>> = Vec::new();
+    let mut closed: Vec<bool> = Vec::new();
+    let mut out = Vec::new();
+    for &(i, bytes) in steps {
+        while conns.len() <= i {
+            conns.push(None);
+            closed.push(false);
+        }
+        if closed[i] {
+            out.push((String::new(), true));
+            continue;
+        }
+        if conns[i].is_none() {
+            conns[i] = Some(super::RawClient::connect(addr).await);
+        }
+        let c = conns[i].as_mut().expect("connected");
+        let got = c.exchange(bytes).await;
+        closed[i] = got.1;
+        out.push(got);
+    }
+    out
+}
+
+/// Runs `steps` against causeway at `ours` and nats-server at `theirs` and asserts that every
+/// step got the same answer; returns causeway's answers for further checks.
+pub async fn same_answers(
+    what: &str,
+    ours: SocketAddr,
+    theirs: SocketAddr,
+    steps: &[(usize, &[u8])],
+) -> Vec<(String, bool)> {
+    let a = run_script(ours, steps).await;
+    let b = run_script(theirs, steps).await;
+    for (i, ((x, y), step)) in a.iter().zip(&b).zip(steps).enumerate() {
+        assert_eq!(
+            x,
+            y,
+            "{what}, step {i} on connection {} ({:?}): causeway vs nats-server 2.15.1",
+            step.0,
+            String::from_utf8_lossy(step.1)
+        );
+    }
+    a
+}
