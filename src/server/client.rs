@@ -465,6 +465,10 @@ fn parse_connect(json: &[u8]) -> Option<ConnectOptions> {
     if json == b"null" {
         return Some(ConnectOptions::default());
     }
+    if json.first() != Some(&b'{') {
+        // serde would read a struct from an array; Go's decoder refuses anything but an object.
+        return None;
+    }
     let parsed = match std::str::from_utf8(json) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_str(&String::from_utf8_lossy(json)),

@@ -22,9 +22,15 @@ pub struct ChildServer {
 impl ChildServer {
     /// Starts `bin` with `-a 127.0.0.1 -p <port> -js -sd <dir>`; `port` -1 picks a random one.
     pub fn spawn(bin: &str, store_dir: &Path, port: i32) -> ChildServer {
+        let port = port.to_string();
+        let dir = store_dir.to_string_lossy();
+        Self::spawn_args(bin, &["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir])
+    }
+
+    /// Starts `bin` with these arguments.
+    pub fn spawn_args(bin: &str, args: &[&str]) -> ChildServer {
         let mut child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store_dir)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
