@@ -77,7 +77,7 @@ async fn parser_edges_match_nats_server() {
         assert_eq!(got[1], (want.to_string(), true), "{what}");
     }
     // A control line that ends in LF alone is fine on both.
-    let steps: [(usize, &[u8]); 2] = [(0, QUIET), (0, b"PUB foo 2\nhi\r\nPING\n")];
+    let steps: [(usize, &[u8]); 2] = [(0, QUIET), (0, b"SUB foo 1\nPUB foo 2\nhi\r\n")];
     let got = same_answers(
         "LF-only control line",
         ours.local_addr(),
@@ -85,7 +85,7 @@ async fn parser_edges_match_nats_server() {
         &steps,
     )
     .await;
-    assert_eq!(got[1], ("PONG\r\n".to_string(), false));
+    assert_eq!(got[1], ("MSG foo 1 2\r\nhi\r\n".to_string(), false));
     ours.shutdown().await;
 }
 

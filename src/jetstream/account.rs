@@ -152,8 +152,7 @@ impl JetStream {
     fn create_stream(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
         // nats-server's order: decode (an empty body is `null`), then the name in the
         // subject, then the config itself.
-        let cfg: Option<StreamConfig> =
-            serde_json::from_slice(api::body_or_null(body)).map_err(|e| ApiError::from_json(&e))?;
+        let cfg: Option<StreamConfig> = api::parse_object(body)?;
         let cfg = cfg
             .filter(|c| c.name == name)
             .ok_or_else(ApiError::stream_mismatch)?;

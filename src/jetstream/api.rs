@@ -122,12 +122,18 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))
 }
 
-/// An empty body reads as JSON `null`, as nats-server treats it.
-pub(crate) fn body_or_null(body: &[u8]) -> &[u8] {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        b"null"
-    } else {
-        body
+/// Decodes a request body that must be a JSON object, or `null` (also what an empty body
+/// reads as, as on nats-server). serde would accept an array for a struct; Go refuses it.
+pub(crate) fn parse_object<T: for<'de> Deserialize<'de>>(
+    body: &[u8],
+) -> Result<Option<T>, ApiError> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    match start.map(|i| body[i]) {
+        None => Ok(None),
+        Some(b'{' | b'n') => parse(body),
+        Some(_) => Err(ApiError::invalid_json(
+            "json: cannot unmarshal non-object into the request",
+        )),
     }
 }
 
@@ -189,9 +195,7 @@ pub(crate) struct ListReq {
 impl ListReq {
     /// Decodes a request body; an empty body or `null` is the first page.
     pub fn parse(body: &[u8]) -> Result<ListReq, ApiError> {
-        let req: Option<ListReq> =
-            serde_json::from_slice(body_or_null(body)).map_err(|e| ApiError::from_json(&e))?;
-        Ok(req.unwrap_or_default())
+        Ok(parse_object::<ListReq>(body)?.unwrap_or_default())
     }
 
     /// The page of `all` this request asks for, and its offset clamped to the total.
@@ -448,7 +452,7 @@ fn create_consumer(
     durable_subject: bool,
     body: &[u8],
 ) -> Result<String, ApiError> {
-    let req: Option<CreateConsumerReq> = parse(body_or_null(body))?;
+    let req: Option<CreateConsumerReq> = parse_object(body)?;
     let req = req.unwrap_or_default();
     if req.stream_name.as_deref() != Some(s.name()) {
         return Err(ApiError::stream_mismatch());

@@ -143,7 +143,7 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
         let mut replies = Replies::default();
         let mut out: Vec<Outgoing> = Vec::new();
         let mut mutated = false;
-        let mut durable_acks = false;
+        let mut durable_state = false;
         let mut exit = None;
         let mut updates = Vec::new();
         for input in batch.drain(..) {
@@ -156,6 +156,9 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
                     }
                 }
                 Input::Api(call, m) => {
+                    // A new consumer is on disk before it is acknowledged (as on
+                    // nats-server), so a restart right after finds it.
+                    let creates = matches!(call, Call::ConsumerCreate { .. });
                     let r = api::handle(
                         &mut stream,
                         call,
@@ -165,13 +168,14 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
                         &mut out,
                     );
                     mutated |= r.mutated;
+                    durable_state |= creates && r.mutated;
                     if let (Some(body), Some(reply)) = (r.body, m.reply) {
                         replies.answer(reply, body);
                     }
                 }
                 Input::Ack(m) => {
                     // An AckSync (ack sent as a request) is confirmed only once it is durable.
-                    durable_acks |= m.reply.is_some();
+                    durable_state |= m.reply.is_some();
                     mutated |= ack(&mut stream, m, &mut out, &mut replies);
                 }
                 Input::FlowControl(m) => {
@@ -216,7 +220,7 @@ pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
             unsynced = false;
             last_sync = Instant::now();
         }
-        if durable_acks && !failed {
+        if durable_state && !failed {
             if let Err(e) = stream.persist_consumers(true) {
                 tracing::error!("consumer state not durable: {e}; AckSync not confirmed");
                 replies.drop_confirms();
