@@ -17,6 +17,9 @@ pub enum Error {
     /// An in-process client operation failed.
     #[error(transparent)]
     Client(#[from] crate::server::ClientError),
+    /// The JetStream store directory holds data causeway cannot read (nats-server's layout).
+    #[error("{0}")]
+    Store(String),
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

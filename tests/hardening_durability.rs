@@ -235,3 +235,42 @@ async fn store_limits_answer_as_nats_server() {
     assert_eq!(a[3]["error"]["err_code"], 10023);
     ours.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_store_directory_written_by_nats_server_is_named_not_served_empty() {
+    let theirs = RefServer::jetstream();
+    let mut c = ApiClient::connect(theirs.addr).await;
+    let v = c
+        .api("STREAM.CREATE.S", br#"{"name":"S","subjects":["s.>"]}"#)
+        .await;
+    assert!(v.get("error").is_none(), "{v}");
+    let store = theirs.dir.path().join("store");
+    assert!(store
+        .join("jetstream")
+        .join("$G")
+        .join("streams")
+        .join("S")
+        .is_dir());
+    let mut child = Command::new(BIN)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+        .arg(&store)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run causeway");
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("causeway kept running on nats-server's data");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started on nats-server's data: {err}"
+    );
+    assert!(err.contains("holds nats-server's JetStream data"), "{err}");
+    assert!(!err.contains("Server is ready"), "{err}");
+}

@@ -66,6 +66,7 @@ impl JetStream {
         client: Client,
         server_name: String,
     ) -> Result<Arc<Self>, crate::Error> {
+        refuse_foreign_layout(&cfg.store_dir)?;
         std::fs::create_dir_all(streams_dir(&cfg.store_dir))?;
         tracing::info!("Starting JetStream");
         tracing::info!("Store Directory: \"{}\"", cfg.store_dir.display());
@@ -309,6 +310,26 @@ fn open_file_store(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// nats-server keeps streams under `jetstream/<account>/streams/<name>/meta.inf`; causeway
+/// cannot read that format, and starting empty on top of it would look like lost data.
+fn refuse_foreign_layout(store_dir: &Path) -> Result<(), crate::Error> {
+    let Ok(entries) = std::fs::read_dir(store_dir.join("jetstream")) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let account = e.path();
+        if e.file_name() != "streams" && account.join("streams").is_dir() {
+            return Err(crate::Error::Store(format!(
+                "{} holds nats-server's JetStream data (account {:?}: {}/streams/...), which causeway can't read; give -sd a directory of its own",
+                store_dir.display(),
+                e.file_name(),
+                account.display(),
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn streams_dir(store_dir: &Path) -> PathBuf {

@@ -120,8 +120,11 @@ impl Perms {
 #[derive(Debug)]
 pub(crate) struct Responses {
     perm: ResponsePermission,
-    open: Mutex<FxHashMap<Box<[u8]>, (usize, Instant)>>,
+    open: Mutex<OpenReplies>,
 }
+
+/// Reply subject -> (replies left, deadline).
+type OpenReplies = FxHashMap<Box<[u8]>, (usize, Instant)>;
 
 /// Entries kept before expired ones are swept.
 const RESPONSES_SWEEP: usize = 1024;
@@ -134,7 +137,7 @@ impl Responses {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<Box<[u8]>, (usize, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenReplies> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
