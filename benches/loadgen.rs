@@ -91,6 +91,9 @@ struct Config {
     kv_load_timeout: Duration,
     /// Extra command-line arguments for causeway (`LOADGEN_CAUSEWAY_ARGS`).
     causeway_args: Vec<String>,
+    /// Extra command-line arguments for nats-server (`LOADGEN_NATS_ARGS`), e.g. `-c` with a
+    /// file holding `jetstream { sync_interval: always }`.
+    nats_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -286,11 +289,8 @@ impl Config {
             kv_rss_rounds: env_num("LOADGEN_KV_RSS_ROUNDS", 1)?,
             kv_window: env_num("LOADGEN_KV_WINDOW", 1_000)?,
             kv_load_timeout: Duration::from_secs(env_num("LOADGEN_KV_LOAD_TIMEOUT_SECS", 180)?),
-            causeway_args: std::env::var("LOADGEN_CAUSEWAY_ARGS")
-                .unwrap_or_default()
-                .split_whitespace()
-                .map(String::from)
-                .collect(),
+            causeway_args: env_args("LOADGEN_CAUSEWAY_ARGS"),
+            nats_args: env_args("LOADGEN_NATS_ARGS"),
         };
         if config.rounds == 0 || config.msgs < 8 || config.reqs == 0 || config.threads == 0 {
             bail!(
@@ -416,7 +416,7 @@ fn launch_server(
     let log = out_dir.join(format!("loadgen-{name}{log_suffix}.log"));
     let (bin, extra_args) = match name {
         "causeway" => (causeway_bin(), &config.causeway_args[..]),
-        "nats-server" => (nats_server_bin(), &[][..]),
+        "nats-server" => (nats_server_bin(), &config.nats_args[..]),
         _ => bail!("can only start causeway or nats-server, not {name:?}"),
     };
     if name == "causeway" && !bin.is_file() {
@@ -435,6 +435,15 @@ fn launch_server(
         return target.context("is nats-server installed? (set NATS_SERVER_BIN to its path)");
     }
     target
+}
+
+/// An environment variable's value split at whitespace (empty when unset).
+fn env_args(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 fn causeway_bin() -> PathBuf {

@@ -110,6 +110,13 @@ pub fn render(config: &Config, targets: &[Target], rows: &[Row]) -> String {
             config.causeway_args.join(" ")
         );
     }
+    if !config.nats_args.is_empty() {
+        let _ = writeln!(
+            s,
+            "nats-server started with extra arguments `{}`.\n",
+            config.nats_args.join(" ")
+        );
+    }
     let compare = targets.len() == 2;
     let mut header = String::from("| Scenario | Payload |");
     let mut rule = String::from("|---|---:|");
