@@ -6,8 +6,10 @@
 //! ## Layout
 //! - [`protocol`]: the client wire protocol — zero-copy parser, frame encoders, subject syntax,
 //!   INFO/CONNECT JSON.
-//! - [`server`]: listeners, connections, subject routing, delivery, auth, the in-process client
-//!   and the embeddable [`Server`] / [`ServerHandle`].
+//! - [`server`]: the broker core — listener, connections, subject routing, delivery, auth, the
+//!   in-process client. It knows nothing of JetStream or monitoring.
+//! - `node`: the embeddable [`Server`] / [`ServerHandle`], which start the core, JetStream and
+//!   monitoring and stop them in order.
 //! - [`config`]: [`Config`] with nats-server's defaults, its config-file syntax and CLI flags.
 //! - [`jetstream`]: the `$JS.API` surface, streams and consumers (state machines driven
 //!   through one `apply(op)` path per stream).
@@ -30,10 +32,12 @@ mod error;
 pub mod jetstream;
 pub mod logging;
 pub mod monitor;
+mod node;
 pub mod protocol;
 pub mod server;
 pub mod store;
 
 pub use config::Config;
 pub use error::Error;
-pub use server::{Client, ClientError, Message, Server, ServerHandle, Subscriber};
+pub use node::{Server, ServerHandle};
+pub use server::{Client, ClientError, Message, Subscriber};

@@ -15,12 +15,17 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
+use crate::jetstream::JetStream;
 use crate::protocol::info::PROTOCOL_VERSION;
 use crate::server::Shared;
 use crate::Error;
 
 /// Binds the monitoring listener and serves it until shutdown; returns its address.
-pub(crate) async fn start(shared: Arc<Shared>, port: u16) -> Result<SocketAddr, Error> {
+pub(crate) async fn start(
+    shared: Arc<Shared>,
+    jetstream: Option<Arc<JetStream>>,
+    port: u16,
+) -> Result<SocketAddr, Error> {
     let listener = crate::server::bind(shared.config.monitor_host(), port).await?;
     let addr = listener.local_addr()?;
     tracing::info!("Starting http monitor on http://{addr}");
@@ -32,11 +37,11 @@ pub(crate) async fn start(shared: Arc<Shared>, port: u16) -> Result<SocketAddr, 
                 r = listener.accept() => r,
             };
             let Ok((stream, _)) = accepted else { continue };
-            let shared = shared.clone();
+            let (shared, js) = (shared.clone(), jetstream.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(route(&shared, &req)) }
+                    let (shared, js) = (shared.clone(), js.clone());
+                    async move { Ok::<_, Infallible>(route(&shared, js.as_deref(), &req)) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -47,7 +52,11 @@ pub(crate) async fn start(shared: Arc<Shared>, port: u16) -> Result<SocketAddr, 
     Ok(addr)
 }
 
-fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    shared: &Shared,
+    js: Option<&JetStream>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let body = match req.uri().path() {
         "/healthz" => json!({"status": "ok"}),
         "/varz" => varz(shared),
@@ -62,7 +71,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "server_id": shared.server_id,
             "num_subscriptions": shared.num_subscriptions(),
         }),
-        "/jsz" => jsz(shared),
+        "/jsz" => jsz(shared, js),
         "/" => json!({"endpoints": ["/varz", "/connz", "/subsz", "/jsz", "/healthz"]}),
         _ => {
             return Response::builder()
@@ -77,7 +86,7 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         .unwrap_or_default()
 }
 
-fn jsz(shared: &Shared) -> serde_json::Value {
+fn jsz(shared: &Shared, js_state: Option<&JetStream>) -> serde_json::Value {
     let js = &shared.config.jetstream;
     json!({
         "server_id": shared.server_id,
@@ -87,7 +96,7 @@ fn jsz(shared: &Shared) -> serde_json::Value {
             "max_memory": js.max_memory,
             "max_storage": js.max_file,
         },
-        "streams": shared.num_streams(),
+        "streams": js_state.map_or(0, JetStream::num_streams),
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rand::Rng;
 
-use super::inproc::Message;
+use super::message::Message;
 use super::outbound::{Outbound, Push};
 use super::sublist::{MatchResult, Router, Sink, Subscription, Take};
 use crate::protocol::subject;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::deliver::{deliver, Dirty, Origin, Publish};
+use super::message::Message;
 use super::sublist::{MatchCache, Sink, Subscription};
 use super::Shared;
 use crate::protocol::subject;
@@ -18,19 +19,6 @@ use crate::protocol::subject;
 const SUBSCRIBER_CAPACITY: usize = 64 * 1024;
 /// How long [`Client::request`] waits for a reply.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A message received by an in-process subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// Subject it was published to.
-    pub subject: String,
-    /// Reply subject, if any.
-    pub reply: Option<String>,
-    /// Raw `NATS/1.0` header block, if the message had headers.
-    pub headers: Option<Bytes>,
-    /// Body.
-    pub payload: Bytes,
-}
 
 /// Errors of the in-process client.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

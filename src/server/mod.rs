@@ -1,14 +1,16 @@
-//! The broker core: listeners, client connections, subject routing and delivery, and the
-//! embeddable [`Server`] with its [`ServerHandle`].
+//! The broker core: the client listener, client connections, subject routing and delivery. It
+//! knows nothing of JetStream or monitoring: the `node` module composes them around it.
 //!
 //! Layout: [`client`] reads and acts on one connection, [`outbound`] buffers and writes what it
 //! is sent, [`sublist`] routes subjects to subscriptions, [`deliver`] fans one message out,
-//! [`auth`] checks credentials and permissions, [`inproc`] is the socket-less client.
+//! [`auth`] checks credentials and permissions, [`inproc`] is the socket-less client, `message`
+//! the owned message type they share.
 
 mod auth;
 mod client;
 mod deliver;
 pub mod inproc;
+mod message;
 mod outbound;
 mod sublist;
 
@@ -27,7 +29,8 @@ use crate::config::Config;
 use crate::protocol::encode;
 use crate::protocol::info::{ServerInfo, PROTOCOL_VERSION};
 use crate::Error;
-pub use inproc::{Client, ClientError, Message, Subscriber};
+pub use inproc::{Client, ClientError, Subscriber};
+pub use message::Message;
 pub use outbound::CloseReason;
 use outbound::Outbound;
 use sublist::Router;
@@ -56,7 +59,6 @@ pub(crate) struct Shared {
     next_cid: AtomicU64,
     lame_duck: AtomicBool,
     addr: SocketAddr,
-    jetstream: Mutex<Option<Arc<crate::jetstream::JetStream>>>,
 }
 
 impl Shared {
@@ -80,15 +82,6 @@ impl Shared {
     /// Number of open client connections.
     pub fn num_connections(&self) -> usize {
         self.lock_clients().len()
-    }
-
-    /// Number of JetStream streams.
-    pub fn num_streams(&self) -> usize {
-        self.jetstream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map_or(0, |js| js.num_streams())
     }
 
     /// Number of subscriptions.
@@ -129,137 +122,68 @@ impl Shared {
     }
 }
 
-/// Entry point for running a causeway server, standalone or embedded.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), causeway::Error> {
-/// let server = causeway::Server::start(causeway::Config::loopback()).await?;
-/// println!("clients connect to {}", server.client_url());
-/// let client = server.client();
-/// let mut sub = client.subscribe("greet.*").await?;
-/// client.publish("greet.joe", "hello".into()).await?;
-/// let msg = sub.next().await;
-/// server.shutdown().await;
-/// # Ok(()) }
-/// ```
-pub struct Server;
+/// A server whose client listener is bound but not yet accepting: what the node starts its
+/// other parts (JetStream, monitoring) against before it serves.
+pub(crate) struct Bound {
+    /// The server's shared state.
+    pub shared: Arc<Shared>,
+    listener: TcpListener,
+}
 
-impl Server {
-    /// Binds the listener and starts serving on the caller's tokio runtime.
-    pub async fn start(config: Config) -> Result<ServerHandle, Error> {
-        for w in &config.warnings {
-            tracing::warn!("{w}");
-        }
-        let listener = bind(&config.host, config.port).await?;
-        let addr = listener.local_addr()?;
-        let server_id = new_server_id();
-        let shared = Arc::new(Shared {
-            server_name: config
-                .server_name
-                .clone()
-                .unwrap_or_else(|| server_id.clone()),
-            server_id,
-            router: Router::default(),
-            auth: auth::Authenticator::new(&config.auth),
-            stats: Stats::default(),
-            shutdown: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-            start_time: SystemTime::now(),
-            clients: Mutex::default(),
-            next_cid: AtomicU64::new(1),
-            lame_duck: AtomicBool::new(false),
-            addr,
-            config,
-            jetstream: Mutex::new(None),
-        });
-        if shared.config.jetstream.enabled {
-            let js = crate::jetstream::JetStream::start(
-                shared.config.jetstream.clone(),
-                Client::new(shared.clone()),
-                shared.server_name.clone(),
-            )?;
-            *shared.jetstream.lock().unwrap_or_else(|e| e.into_inner()) = Some(js);
-        }
-        tracing::info!("Listening for client connections on {addr}");
-        let monitor_addr = match shared.config.http_port {
-            Some(port) => Some(crate::monitor::start(shared.clone(), port).await?),
-            None => None,
-        };
-        shared.tasks.spawn(accept_loop(shared.clone(), listener));
-        tracing::info!("Server is ready");
-        Ok(ServerHandle {
-            shared,
-            addr,
-            monitor_addr,
-        })
+/// Binds the client listener and builds the server's state (nothing is accepted yet).
+pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let listener = bind(&config.host, config.port).await?;
+    let addr = listener.local_addr()?;
+    let server_id = new_server_id();
+    let shared = Arc::new(Shared {
+        server_name: config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| server_id.clone()),
+        server_id,
+        router: Router::default(),
+        auth: auth::Authenticator::new(&config.auth),
+        stats: Stats::default(),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        start_time: SystemTime::now(),
+        clients: Mutex::default(),
+        next_cid: AtomicU64::new(1),
+        lame_duck: AtomicBool::new(false),
+        addr,
+        config,
+    });
+    Ok(Bound { shared, listener })
+}
+
+impl Bound {
+    /// Starts accepting clients.
+    pub fn serve(self) -> Arc<Shared> {
+        tracing::info!("Listening for client connections on {}", self.shared.addr);
+        self.shared
+            .tasks
+            .spawn(accept_loop(self.shared.clone(), self.listener));
+        self.shared
     }
 }
 
-/// A running server. Dropping the handle leaves the server running until the runtime stops;
-/// call [`ServerHandle::shutdown`] for an orderly stop.
-pub struct ServerHandle {
-    shared: Arc<Shared>,
-    addr: SocketAddr,
-    monitor_addr: Option<SocketAddr>,
-}
-
-impl ServerHandle {
-    /// Address of the client listener.
+impl Shared {
+    /// The client listener's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `nats://host:port` for clients.
-    pub fn client_url(&self) -> String {
-        format!("nats://{}", self.addr)
-    }
-
-    /// Address of the HTTP monitoring listener, if enabled.
-    pub fn monitor_addr(&self) -> Option<SocketAddr> {
-        self.monitor_addr
-    }
-
-    /// The server's unique id.
-    pub fn server_id(&self) -> &str {
-        &self.shared.server_id
-    }
-
-    /// An in-process client that needs no socket.
-    pub fn client(&self) -> Client {
-        Client::new(self.shared.clone())
-    }
-
-    /// Number of open client connections.
-    pub fn num_connections(&self) -> usize {
-        self.shared.num_connections()
-    }
-
-    /// Resolves when shutdown has been requested (by [`ServerHandle::shutdown`] or lame duck).
-    pub async fn stopped(&self) {
-        self.shared.shutdown.cancelled().await
-    }
-
-    /// Graceful shutdown: stop accepting, tell clients (INFO with `ldm`), flush what is queued
-    /// to them, close every connection and wait for the tasks to finish.
-    pub async fn shutdown(self) {
-        self.stop(Duration::ZERO, Duration::ZERO).await;
-    }
-
-    /// Lame-duck mode: stop accepting, announce `ldm` to clients so they move elsewhere, wait
-    /// the grace period, then close clients spread over the lame-duck duration.
-    pub async fn lame_duck(self) {
-        let cfg = &self.shared.config;
-        let (grace, spread) = (cfg.lame_duck_grace_period, cfg.lame_duck_duration);
-        self.stop(grace, spread).await;
-    }
-
-    async fn stop(self, grace: Duration, spread: Duration) {
-        let shared = &self.shared;
+    /// First half of a stop: stop accepting, announce lame duck (INFO `ldm`), wait `grace`,
+    /// then close the clients spread over `spread`.
+    pub(crate) async fn close_clients(&self, grace: Duration, spread: Duration) {
         tracing::info!("Entering lame duck mode, stop accepting new clients");
-        shared.lame_duck.store(true, Ordering::Relaxed);
-        shared.shutdown.cancel();
-        let clients: Vec<Arc<Outbound>> = shared.lock_clients().values().cloned().collect();
-        let info = serde_json::to_string(&shared.base_info()).unwrap_or_default();
+        self.lame_duck.store(true, Ordering::Relaxed);
+        self.shutdown.cancel();
+        let clients: Vec<Arc<Outbound>> = self.lock_clients().values().cloned().collect();
+        let info = serde_json::to_string(&self.base_info()).unwrap_or_default();
         for out in &clients {
             out.send(|b| encode::write_info(b, &info));
         }
@@ -277,17 +201,12 @@ impl ServerHandle {
                 tokio::time::sleep(pause.min(Duration::from_secs(1))).await;
             }
         }
-        let js = shared
-            .jetstream
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(js) = js {
-            // Stream threads sync and persist before they exit.
-            let _ = tokio::task::spawn_blocking(move || js.shutdown()).await;
-        }
-        shared.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(10), shared.tasks.wait())
+    }
+
+    /// Second half of a stop: wait (bounded) for every connection task to end.
+    pub(crate) async fn finish(&self) {
+        self.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tasks.wait())
             .await
             .is_err()
         {

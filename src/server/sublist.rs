@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 
 use rustc_hash::FxHashMap;
 
+use super::message::Message;
 use super::outbound::Outbound;
-use crate::server::inproc::Message;
 
 /// Where a subscription's messages go.
 pub(crate) enum Sink {

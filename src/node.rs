@@ -1,0 +1,132 @@
+//! A causeway node: the composition root that starts the broker core ([`crate::server`]),
+//! JetStream (when enabled) and HTTP monitoring around it, and stops them in order. The core
+//! knows nothing of the other two; JetStream plugs into routing through an in-process client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::jetstream::JetStream;
+use crate::server::{bind_server, Client, Shared};
+use crate::Error;
+
+/// Entry point for running a causeway server, standalone or embedded.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), causeway::Error> {
+/// let server = causeway::Server::start(causeway::Config::loopback()).await?;
+/// println!("clients connect to {}", server.client_url());
+/// let client = server.client();
+/// let mut sub = client.subscribe("greet.*").await?;
+/// client.publish("greet.joe", "hello".into()).await?;
+/// let msg = sub.next().await;
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Server;
+
+impl Server {
+    /// Binds the listener, restores JetStream (off the caller's runtime thread), starts
+    /// monitoring, and serves on the caller's tokio runtime.
+    pub async fn start(config: Config) -> Result<ServerHandle, Error> {
+        let bound = bind_server(config).await?;
+        let shared = bound.shared.clone();
+        let jetstream = if shared.config.jetstream.enabled {
+            let (cfg, client, name) = (
+                shared.config.jetstream.clone(),
+                Client::new(shared.clone()),
+                shared.server_name.clone(),
+            );
+            let started = tokio::task::spawn_blocking(move || JetStream::start(cfg, client, name))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+            Some(started)
+        } else {
+            None
+        };
+        let monitor_addr = match shared.config.http_port {
+            Some(port) => {
+                Some(crate::monitor::start(shared.clone(), jetstream.clone(), port).await?)
+            }
+            None => None,
+        };
+        let shared = bound.serve();
+        tracing::info!("Server is ready");
+        Ok(ServerHandle {
+            addr: shared.local_addr(),
+            shared,
+            monitor_addr,
+            jetstream,
+        })
+    }
+}
+
+/// A running server. Dropping the handle leaves the server running until the runtime stops;
+/// call [`ServerHandle::shutdown`] for an orderly stop.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    monitor_addr: Option<SocketAddr>,
+    jetstream: Option<Arc<JetStream>>,
+}
+
+impl ServerHandle {
+    /// Address of the client listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `nats://host:port` for clients.
+    pub fn client_url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Address of the HTTP monitoring listener, if enabled.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor_addr
+    }
+
+    /// The server's unique id.
+    pub fn server_id(&self) -> &str {
+        &self.shared.server_id
+    }
+
+    /// An in-process client that needs no socket.
+    pub fn client(&self) -> Client {
+        Client::new(self.shared.clone())
+    }
+
+    /// Number of open client connections.
+    pub fn num_connections(&self) -> usize {
+        self.shared.num_connections()
+    }
+
+    /// Resolves when shutdown has been requested (by [`ServerHandle::shutdown`] or lame duck).
+    pub async fn stopped(&self) {
+        self.shared.shutdown.cancelled().await
+    }
+
+    /// Graceful shutdown: stop accepting, tell clients (INFO with `ldm`), flush what is queued
+    /// to them, close every connection, let every stream sync, and wait for the tasks to end.
+    pub async fn shutdown(self) {
+        self.stop(Duration::ZERO, Duration::ZERO).await;
+    }
+
+    /// Lame-duck mode: stop accepting, announce `ldm` to clients so they move elsewhere, wait
+    /// the grace period, then close clients spread over the lame-duck duration.
+    pub async fn lame_duck(self) {
+        let cfg = &self.shared.config;
+        let (grace, spread) = (cfg.lame_duck_grace_period, cfg.lame_duck_duration);
+        self.stop(grace, spread).await;
+    }
+
+    async fn stop(self, grace: Duration, spread: Duration) {
+        self.shared.close_clients(grace, spread).await;
+        if let Some(js) = self.jetstream {
+            // Stream threads sync and persist before they exit.
+            let _ = tokio::task::spawn_blocking(move || js.shutdown()).await;
+        }
+        self.shared.finish().await;
+    }
+}
