@@ -556,6 +556,7 @@ fn create_consumer(
     s.apply(Op::ConsumerCreate {
         name: name.clone(),
         config: Box::new(cfg),
+        created: now_nanos(),
     })?;
     Ok(name)
 }
@@ -566,6 +567,7 @@ fn pause(s: &mut Stream, name: &str, body: &[u8]) -> Result<Value, ApiError> {
         return Err(ApiError::consumer_not_found());
     };
     let mut cfg = c.config.clone();
+    let created = c.created;
     cfg.pause_until = req
         .pause_until
         .filter(|p| super::time::parse_rfc3339(p).is_some_and(|t| t > now_nanos()));
@@ -574,6 +576,7 @@ fn pause(s: &mut Stream, name: &str, body: &[u8]) -> Result<Value, ApiError> {
     s.apply(Op::ConsumerCreate {
         name: name.to_string(),
         config: Box::new(cfg),
+        created,
     })?;
     let mut v = json!({ "paused": paused, "pause_until": until.unwrap_or_else(|| rfc3339(0)) });
     if paused {

@@ -100,6 +100,7 @@ impl Consumer {
         store: &dyn MsgStore,
         start_time: Option<i64>,
         stream_subjects: &[String],
+        created: i64,
     ) -> Self {
         let filters = effective_filters(&config, stream_subjects);
         let st = store.state();
@@ -151,7 +152,7 @@ impl Consumer {
         Self {
             name,
             config,
-            created: now_nanos(),
+            created,
             state,
             filters,
             deadlines: BTreeMap::new(),
@@ -179,13 +180,12 @@ impl Consumer {
 
     /// Restores a consumer from persisted state; pending acks are due for redelivery after
     /// their ack wait.
-    pub fn restore(&mut self, state: ConsumerState, created: i64) {
+    pub fn restore(&mut self, state: ConsumerState) {
         let due = Instant::now() + self.ack_wait(1);
         for &sseq in state.pending.keys() {
             self.deadlines.insert(sseq, due);
         }
         self.state = state;
-        self.created = created;
         self.dirty = false;
     }
 

@@ -11,7 +11,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+// The replicated log's entry format: only the tests and the determinism harness use it until
+// the Raft log (next issue) does.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod codec;
 mod derived;
+#[cfg(test)]
+mod determinism_tests;
 mod persist;
 mod republish;
 
@@ -28,7 +34,7 @@ use crate::store::MsgStore;
 
 /// A state change of a stream. Applying the same ops in the same order to the same starting
 /// state gives the same stream: this is what Raft replicates.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Op {
     /// Store a message.
     Append {
@@ -51,10 +57,12 @@ pub(crate) enum Op {
     Expire { before: i64 },
     /// Replace the configuration.
     UpdateConfig(Box<StreamConfig>),
-    /// Add or replace a consumer.
+    /// Add or replace a consumer; `created` is stamped by whoever proposes the op (apply
+    /// reads no clock).
     ConsumerCreate {
         name: String,
         config: Box<ConsumerConfig>,
+        created: i64,
     },
     /// Remove a consumer.
     ConsumerDelete { name: String },
@@ -157,9 +165,12 @@ impl Stream {
         let now = now_nanos();
         let msg_id = get(headers::MSG_ID).filter(|s| !s.is_empty());
         if let Some(id) = msg_id {
-            self.dedup.expire(now, cfg.duplicate_window);
-            if let Some(&(seq, _)) = self.dedup.ids.get(id) {
-                return Ok(Decision::Duplicate(seq));
+            // Entries past the window are dropped by apply (from op times); until then the
+            // window is checked here against the clock.
+            if let Some(&(seq, t)) = self.dedup.ids.get(id) {
+                if now - t <= cfg.duplicate_window {
+                    return Ok(Decision::Duplicate(seq));
+                }
             }
         }
         if let Some(expected) = get(headers::EXPECTED_STREAM) {
@@ -268,6 +279,9 @@ impl Stream {
                     .append(&subject, headers.as_deref(), &payload, time)
                     .map_err(store_err)?;
                 self.track_ttl(headers.as_deref(), seq, time);
+                // The window moves with the ops' own times, so every replica forgets the
+                // same ids at the same op.
+                self.dedup.expire(time, self.config.duplicate_window);
                 if let Some(id) = msg_id {
                     self.dedup.insert(id.clone(), seq, time);
                     self.last_msg_id = Some(id);
@@ -306,7 +320,11 @@ impl Stream {
                 self.enforce_all_limits().map_err(store_err)?;
                 Ok(Applied::Done)
             }
-            Op::ConsumerCreate { name, config } => {
+            Op::ConsumerCreate {
+                name,
+                config,
+                created,
+            } => {
                 match self.consumers.get_mut(&name) {
                     Some(existing) => existing.set_config(*config, &self.config.subjects),
                     None => {
@@ -320,6 +338,7 @@ impl Stream {
                             self.store.as_ref(),
                             start,
                             &self.config.subjects,
+                            created,
                         );
                         self.consumers.insert(name, c);
                     }

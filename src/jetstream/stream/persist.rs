@@ -90,8 +90,9 @@ impl Stream {
                 self.store.as_ref(),
                 None,
                 &self.config.subjects,
+                rec.created,
             );
-            c.restore(rec.state, rec.created);
+            c.restore(rec.state);
             self.consumers.insert(name, c);
         }
     }

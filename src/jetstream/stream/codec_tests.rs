@@ -1,0 +1,164 @@
+//! The entry codec: every op round-trips, the bytes match the golden file (so the replicated
+//! format cannot drift silently; rewrite it with `CAUSEWAY_BLESS=1` when a change is meant),
+//! an `Append` stays compact, and damaged entries are errors, never panics.
+
+use super::*;
+use crate::jetstream::config::{ConsumerConfig, StreamConfig};
+
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/jetstream/stream/golden/ops_v1.hex"
+);
+
+fn stream_config() -> StreamConfig {
+    let cfg: StreamConfig = serde_json::from_str(
+        r#"{"name":"S","subjects":["s.>"],"max_msgs_per_subject":5,"allow_rollup_hdrs":true,
+            "allow_msg_ttl":true,"metadata":{"k":"v"}}"#,
+    )
+    .unwrap();
+    cfg.normalize().unwrap()
+}
+
+fn consumer_config() -> ConsumerConfig {
+    let cfg: ConsumerConfig = serde_json::from_str(
+        r#"{"durable_name":"D","filter_subjects":["s.a","s.b"],"ack_wait":1000000000,
+            "backoff":[1000000000,2000000000],"max_deliver":3}"#,
+    )
+    .unwrap();
+    cfg.normalize().unwrap()
+}
+
+/// One op of each kind, with the optional parts both absent and present.
+pub(super) fn samples() -> Vec<(&'static str, Op)> {
+    vec![
+        (
+            "append",
+            Op::Append {
+                subject: "s.a".into(),
+                headers: None,
+                payload: b"hello".to_vec(),
+                time: 1_700_000_000_000_000_000,
+                msg_id: None,
+                rollup: None,
+            },
+        ),
+        (
+            "append-full",
+            Op::Append {
+                subject: "s.b".into(),
+                headers: Some(b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n".to_vec()),
+                payload: vec![0, 1, 2, 255],
+                time: -5,
+                msg_id: Some("m1".into()),
+                rollup: Some(Rollup::Subject),
+            },
+        ),
+        (
+            "append-rollup-all",
+            Op::Append {
+                subject: "s.c".into(),
+                headers: Some(Vec::new()),
+                payload: Vec::new(),
+                time: 0,
+                msg_id: Some(String::new()),
+                rollup: Some(Rollup::All),
+            },
+        ),
+        ("delete", Op::Delete { seq: u64::MAX }),
+        (
+            "purge",
+            Op::Purge {
+                filter: None,
+                seq: None,
+                keep: None,
+            },
+        ),
+        (
+            "purge-full",
+            Op::Purge {
+                filter: Some("s.*".into()),
+                seq: Some(10),
+                keep: Some(2),
+            },
+        ),
+        ("expire", Op::Expire { before: 42 }),
+        ("update", Op::UpdateConfig(Box::new(stream_config()))),
+        (
+            "consumer-create",
+            Op::ConsumerCreate {
+                name: "D".into(),
+                config: Box::new(consumer_config()),
+                created: 1_700_000_000_123_456_789,
+            },
+        ),
+        ("consumer-delete", Op::ConsumerDelete { name: "D".into() }),
+    ]
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn every_op_round_trips() {
+    for (name, op) in samples() {
+        let bytes = encode(&op);
+        assert_eq!(bytes[0], VERSION, "{name}");
+        assert_eq!(decode(&bytes).as_ref(), Ok(&op), "{name}");
+    }
+}
+
+#[test]
+fn entries_match_the_golden_file() {
+    let now: String = samples()
+        .iter()
+        .map(|(name, op)| format!("{name} {}\n", hex(&encode(op))))
+        .collect();
+    if std::env::var_os("CAUSEWAY_BLESS").is_some() {
+        std::fs::write(GOLDEN, &now).unwrap();
+    }
+    let golden = std::fs::read_to_string(GOLDEN).expect("golden file (CAUSEWAY_BLESS=1 writes it)");
+    assert_eq!(
+        now, golden,
+        "the entry format changed: bump VERSION and keep decoding v1, or bless the file"
+    );
+}
+
+#[test]
+fn an_append_is_compact() {
+    let op = Op::Append {
+        subject: "bench.js.x".into(),
+        headers: None,
+        payload: vec![b'x'; 128],
+        time: 1,
+        msg_id: None,
+        rollup: None,
+    };
+    let n = encode(&op).len();
+    assert!(n <= 128 + 40, "a 128-byte append encodes to {n} bytes");
+}
+
+#[test]
+fn damaged_entries_are_errors() {
+    for (name, op) in samples() {
+        let bytes = encode(&op);
+        for cut in 0..bytes.len() {
+            assert!(
+                decode(&bytes[..cut]).is_err(),
+                "{name} cut at {cut} decoded"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(decode(&long), Err(CodecError::Trailing(1)), "{name}");
+    }
+    assert_eq!(decode(&[2, 1]), Err(CodecError::Version(2)));
+    assert_eq!(decode(&[VERSION, 99]), Err(CodecError::Tag(99)));
+    let mut bad_flag = encode(&Op::Purge {
+        filter: None,
+        seq: None,
+        keep: None,
+    });
+    bad_flag[2] = 7;
+    assert_eq!(decode(&bad_flag), Err(CodecError::Malformed("option flag")));
+}
