@@ -124,10 +124,13 @@ impl Gen {
     }
 }
 
+/// One stored message: seq, subject, payload, headers, time.
+type Stored = (u64, String, Vec<u8>, Option<Vec<u8>>, i64);
+
 /// Everything two replicas must agree on.
 #[derive(Debug, PartialEq)]
 struct Snapshot {
-    msgs: Vec<(u64, String, Vec<u8>, Option<Vec<u8>>, i64)>,
+    msgs: Vec<Stored>,
     first_seq: u64,
     last_seq: u64,
     subjects: Vec<(String, crate::store::SubjectState)>,
