@@ -2,7 +2,7 @@
 //! every request (stream-bound ones are forwarded to the owning stream's thread), stream
 //! create/update/delete, stream names and list, and account info.
 
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::api::{self, response, Call, ListReq, LIST_LIMIT, NAMES_LIMIT};
 use super::config::StreamConfig;
 use super::errors::ApiError;
+use super::queue::Tx;
 use super::runner::Input;
 use super::{consumer, time};
 use super::{enqueue, lock, JetStream};
@@ -244,7 +245,7 @@ impl JetStream {
     }
 
     /// Hands a validated update to the stream thread and waits for its durable outcome.
-    fn apply_update(&self, tx: &SyncSender<Input>, cfg: &StreamConfig) -> Result<Value, ApiError> {
+    fn apply_update(&self, tx: &Tx<Input>, cfg: &StreamConfig) -> Result<Value, ApiError> {
         let (done_tx, done_rx) = sync_channel(1);
         if !enqueue(tx, Input::Update(Box::new(cfg.clone()), done_tx)) {
             return Err(ApiError::store_failed(
@@ -272,13 +273,13 @@ impl JetStream {
         }
     }
 
-    fn query_info(&self, tx: &SyncSender<Input>) -> Option<Value> {
+    fn query_info(&self, tx: &Tx<Input>) -> Option<Value> {
         let (rtx, rrx) = sync_channel(1);
         tx.send(Input::Info(rtx)).ok()?;
         rrx.recv_timeout(Duration::from_secs(5)).ok()
     }
 
-    fn matching_names(&self, filter: Option<&str>) -> Vec<(String, SyncSender<Input>)> {
+    fn matching_names(&self, filter: Option<&str>) -> Vec<(String, Tx<Input>)> {
         lock(&self.streams)
             .iter()
             .filter(|(_, h)| {
@@ -326,8 +327,7 @@ impl JetStream {
     }
 
     fn account_info(&self) -> Value {
-        let txs: Vec<SyncSender<Input>> =
-            lock(&self.streams).values().map(|h| h.tx.clone()).collect();
+        let txs: Vec<Tx<Input>> = lock(&self.streams).values().map(|h| h.tx.clone()).collect();
         let (mut memory, mut storage, mut consumers) = (0u64, 0u64, 0u64);
         let streams = txs.len();
         for tx in txs {

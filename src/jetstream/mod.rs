@@ -18,13 +18,13 @@ pub mod direct;
 pub mod errors;
 pub mod headers;
 mod limits;
+mod queue;
 pub mod runner;
 pub mod stream;
 pub mod time;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,12 +36,13 @@ use errors::ApiError;
 use runner::{Ctx, Input};
 use stream::{Stream, StreamMeta};
 
-/// Queue depth of a stream thread; publishes beyond it are dropped (the publisher gets no ack
-/// and retries), so a slow disk cannot grow memory without bound.
+/// Queue depth of a stream thread: a publisher finding it full is held back, then dropped (no
+/// ack, it retries), so a slow disk cannot grow memory without bound. The queue allocates as
+/// it fills, so an idle stream costs little.
 const STREAM_QUEUE: usize = 64 * 1024;
 
 struct Handle {
-    tx: SyncSender<Input>,
+    tx: queue::Tx<Input>,
     config: StreamConfig,
     subs: Vec<Arc<crate::server::Subscription>>,
     /// Reads the stream's store from connection tasks (direct gets).
@@ -80,7 +81,7 @@ impl JetStream {
             api_sub: Mutex::new(None),
         });
         js.restore();
-        let (tx, rx) = sync_channel::<Message>(STREAM_QUEUE);
+        let (tx, rx) = queue::queue::<Message>(STREAM_QUEUE);
         // Direct gets are answered by the streams' own subscriptions (see `direct`); taking
         // them here too would wake this thread for nothing, and a stream without direct gets
         // must leave the requester with "no responders", as nats-server does.
@@ -191,7 +192,7 @@ impl JetStream {
             let _ = stream.store.set_first_seq(config.first_seq);
         }
         stream.load_consumers();
-        let (tx, rx) = sync_channel(STREAM_QUEUE);
+        let (tx, rx) = queue::queue(STREAM_QUEUE);
         let ctx = Ctx {
             client: self.client.clone(),
             server_name: self.server_name.clone(),
@@ -219,7 +220,7 @@ impl JetStream {
     fn subscribe_stream(
         &self,
         config: &StreamConfig,
-        tx: &SyncSender<Input>,
+        tx: &queue::Tx<Input>,
         reader: StoreReader,
     ) -> Vec<Arc<crate::server::Subscription>> {
         let mut subs = Vec::new();
@@ -267,7 +268,7 @@ const ENQUEUE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Queues work for a stream thread. A full queue is back-pressure: the publishing connection's
 /// reader waits (briefly, in small sleeps) for room instead of growing memory without bound.
-fn enqueue(tx: &SyncSender<Input>, input: Input) -> bool {
+fn enqueue(tx: &queue::Tx<Input>, input: Input) -> bool {
     let mut input = match tx.try_send(input) {
         Ok(()) => return true,
         Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,

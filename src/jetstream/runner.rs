@@ -3,7 +3,7 @@
 //! the pub acks and API replies and lets consumers deliver: nothing is acknowledged or delivered
 //! before it is on disk.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -110,7 +110,7 @@ impl Replies {
 }
 
 /// Runs the stream until it is deleted or stopped.
-pub(crate) fn run(mut stream: Stream, rx: Receiver<Input>, ctx: Ctx) {
+pub(crate) fn run(mut stream: Stream, rx: super::queue::Rx<Input>, ctx: Ctx) {
     let _span = tracing::info_span!("stream", name = %stream.name()).entered();
     let mut last_sync = Instant::now();
     let mut last_persist = Instant::now();
