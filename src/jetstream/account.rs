@@ -259,7 +259,7 @@ impl JetStream {
 
     fn delete_stream(&self, name: &str, m: Message) {
         let handle = lock(&self.streams).remove(name);
-        let Some(mut h) = handle else {
+        let Some(h) = handle else {
             self.reply(&m, "stream_delete", Err(ApiError::stream_not_found()));
             return;
         };
@@ -268,9 +268,7 @@ impl JetStream {
             self.client.unsubscribe_internal(s);
         }
         let _ = h.tx.send(Input::Delete(m.reply.clone()));
-        if let Some(t) = h.thread.take() {
-            let _ = t.join();
-        }
+        h.wait_done();
     }
 
     fn query_info(&self, tx: &Tx<Input>) -> Option<Value> {

@@ -47,7 +47,8 @@ struct Handle {
     subs: Vec<Arc<crate::server::Subscription>>,
     /// Reads the stream's store from connection tasks (direct gets).
     reader: StoreReader,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Signalled when the stream's task has finished (after its final sync).
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 /// The JetStream manager of one server.
@@ -58,6 +59,8 @@ pub(crate) struct JetStream {
     streams: Mutex<BTreeMap<String, Handle>>,
     api_sub: Mutex<Option<Arc<crate::server::Subscription>>>,
     resources: Arc<limits::Resources>,
+    /// The runtime the streams' tasks run on.
+    runtime: tokio::runtime::Handle,
 }
 
 impl JetStream {
@@ -72,8 +75,11 @@ impl JetStream {
         tracing::info!("Starting JetStream");
         tracing::info!("Store Directory: \"{}\"", cfg.store_dir.display());
         let resources = limits::Resources::new(&cfg);
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?;
         let js = Arc::new(Self {
             resources,
+            runtime,
             cfg,
             client,
             server_name,
@@ -81,7 +87,7 @@ impl JetStream {
             api_sub: Mutex::new(None),
         });
         js.restore();
-        let (tx, rx) = queue::queue::<Message>(STREAM_QUEUE);
+        let (tx, mut rx) = queue::queue::<Message>(STREAM_QUEUE);
         // Direct gets are answered by the streams' own subscriptions (see `direct`); taking
         // them here too would wake this thread for nothing, and a stream without direct gets
         // must leave the requester with "no responders", as nats-server does.
@@ -94,7 +100,7 @@ impl JetStream {
         std::thread::Builder::new()
             .name("jetstream-api".into())
             .spawn(move || {
-                while let Ok(m) = rx.recv() {
+                while let Some(m) = rx.blocking_recv() {
                     worker.dispatch(m);
                 }
             })?;
@@ -112,14 +118,12 @@ impl JetStream {
             self.client.unsubscribe_internal(&sub);
         }
         let mut streams = lock(&self.streams);
-        for (_, mut h) in std::mem::take(&mut *streams) {
+        for (_, h) in std::mem::take(&mut *streams) {
             for s in &h.subs {
                 self.client.unsubscribe_internal(s);
             }
             let _ = h.tx.send(Input::Stop);
-            if let Some(t) = h.thread.take() {
-                let _ = t.join();
-            }
+            h.wait_done();
         }
     }
 
@@ -153,7 +157,7 @@ impl JetStream {
         }
     }
 
-    /// Opens (or creates) the store and thread of a stream and subscribes it.
+    /// Opens (or creates) the store and task of a stream and subscribes it.
     fn open_stream(&self, config: StreamConfig, created: i64, fresh: bool) -> Result<(), ApiError> {
         let name = config.name.clone();
         let dir = streams_dir(&self.cfg.store_dir).join(&name);
@@ -199,10 +203,12 @@ impl JetStream {
             sync: self.cfg.sync,
             resources: self.resources.clone(),
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("stream-{name}"))
-            .spawn(move || runner::run(stream, rx, ctx))
-            .map_err(io)?;
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let runner = runner::Runner::new(stream, ctx);
+        self.runtime.spawn(async move {
+            runner::drive(runner, rx).await;
+            let _ = done_tx.send(());
+        });
         let subs = self.subscribe_stream(&config, &tx, reader.clone());
         lock(&self.streams).insert(
             name,
@@ -211,7 +217,7 @@ impl JetStream {
                 config,
                 subs,
                 reader,
-                thread: Some(thread),
+                done,
             },
         );
         Ok(())
@@ -259,6 +265,15 @@ impl JetStream {
             ));
         }
         subs
+    }
+}
+
+impl Handle {
+    /// Waits (bounded) for the stream's task to finish after a Stop or Delete.
+    fn wait_done(&self) {
+        if self.done.recv_timeout(Duration::from_secs(30)).is_err() {
+            tracing::warn!(stream = %self.config.name, "stream did not stop within 30 s");
+        }
     }
 }
 

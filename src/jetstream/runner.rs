@@ -1,9 +1,10 @@
-//! The thread that owns one stream. It drains whatever is queued (publishes, acks, API calls),
-//! applies it, syncs the store once for the whole batch (group commit), and only then sends
-//! the pub acks and API replies and lets consumers deliver: nothing is acknowledged or delivered
-//! before it is on disk.
+//! What owns one stream: a task ([`drive`]) that waits for whatever is queued (publishes, acks,
+//! API calls) and hands each batch to [`Runner::step`] on a blocking thread, which applies it,
+//! syncs the store once for the whole batch (group commit), and only then sends the pub acks
+//! and API replies and lets consumers deliver: nothing is acknowledged or delivered before it
+//! is on disk. An idle stream holds no thread.
 
-use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -109,147 +110,129 @@ impl Replies {
     }
 }
 
-/// Runs the stream until it is deleted or stopped.
-pub(crate) fn run(mut stream: Stream, rx: super::queue::Rx<Input>, ctx: Ctx) {
-    let _span = tracing::info_span!("stream", name = %stream.name()).entered();
-    let mut last_sync = Instant::now();
-    let mut last_persist = Instant::now();
-    let mut unsynced = false;
-    let mut needs_reopen = false;
-    let mut last_reopen = Instant::now();
-    let storage = stream.config.storage;
-    let mut stored_bytes = stream.store.state().bytes as i64;
-    ctx.resources.add_used(storage, stored_bytes);
-    let mut batch = Vec::with_capacity(64);
+/// One stream and what its loop keeps between batches. [`drive`] feeds it batches; each
+/// [`Runner::step`] runs on a blocking thread (it appends, fsyncs and writes files), so a stream
+/// holds no OS thread while it is idle.
+pub(crate) struct Runner {
+    stream: Stream,
+    ctx: Ctx,
+    last_sync: Instant,
+    last_persist: Instant,
+    unsynced: bool,
+    needs_reopen: bool,
+    last_reopen: Instant,
+    storage: super::config::Storage,
+    stored_bytes: i64,
+}
+
+/// What one batch produced, before it is sent.
+#[derive(Default)]
+struct Batch {
+    replies: Replies,
+    out: Vec<Outgoing>,
+    mutated: bool,
+    durable_state: bool,
+    exit: Option<Option<String>>,
+    updates: Vec<(Answer, Result<serde_json::Value, ApiError>)>,
+}
+
+/// Where the outcome of a configuration update goes.
+type Answer = SyncSender<Result<serde_json::Value, ApiError>>;
+
+/// Receives batches for `runner` until the stream is deleted, stopped or its queue closes.
+pub(crate) async fn drive(runner: Runner, mut rx: super::queue::Rx<Input>) {
+    let mut runner = Some(runner);
     loop {
-        let wait = next_wakeup(&stream, unsynced, &ctx)
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(1));
-        match rx.recv_timeout(wait) {
-            Ok(i) => batch.push(i),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        let Some(r) = runner.take() else { return };
+        let mut batch = Vec::with_capacity(64);
+        match tokio::time::timeout(r.next_wait(), rx.recv()).await {
+            Ok(Some(i)) => batch.push(i),
+            Ok(None) => batch.push(Input::Stop),
+            Err(_) => {}
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(i) => batch.push(i),
-                Err(_) => break,
+                Some(i) => batch.push(i),
+                None => break,
             }
         }
-        if needs_reopen && last_reopen.elapsed() >= REOPEN_EVERY {
-            last_reopen = Instant::now();
-            needs_reopen = !reopen(&mut stream);
-        }
-        let mut replies = Replies::default();
-        let mut out: Vec<Outgoing> = Vec::new();
-        let mut mutated = false;
-        let mut durable_state = false;
-        let mut exit = None;
-        let mut updates = Vec::new();
-        for input in batch.drain(..) {
-            match input {
-                Input::Publish(m) => {
-                    if ctx.resources.exhausted(storage) {
-                        refuse(&stream, &m, &mut replies);
-                    } else {
-                        mutated |= publish(&mut stream, m, &mut replies, &mut out);
-                    }
-                }
-                Input::Api(call, m) => {
-                    // A new consumer is on disk before it is acknowledged (as on
-                    // nats-server), so a restart right after finds it.
-                    let creates = matches!(call, Call::ConsumerCreate { .. });
-                    let r = api::handle(
-                        &mut stream,
-                        call,
-                        m.reply.as_deref(),
-                        &m.payload,
-                        &ctx.server_name,
-                        &mut out,
-                    );
-                    mutated |= r.mutated;
-                    durable_state |= creates && r.mutated;
-                    if let (Some(body), Some(reply)) = (r.body, m.reply) {
-                        replies.answer(reply, body);
-                    }
-                }
-                Input::Ack(m) => {
-                    // An AckSync (ack sent as a request) is confirmed only once it is durable.
-                    durable_state |= m.reply.is_some();
-                    mutated |= ack(&mut stream, m, &mut out, &mut replies);
-                }
-                Input::FlowControl(m) => {
-                    if let Some(name) = m.subject.split('.').nth(3) {
-                        if let Some(c) = stream.consumers.get_mut(name) {
-                            c.on_flow_control(&m.subject);
-                        }
-                    }
-                }
-                Input::Info(tx) => {
-                    let _ = tx.try_send(api::stream_info(&stream, &ctx.server_name));
-                }
-                Input::Update(cfg, done) => {
-                    let r = api::update(&mut stream, *cfg)
-                        .map(|_| api::stream_info(&stream, &ctx.server_name));
-                    mutated |= r.is_ok();
-                    updates.push((done, r));
-                }
-                Input::Delete(reply) => exit = Some(reply),
-                Input::Stop => exit = Some(None),
+        let stepped = tokio::task::spawn_blocking(move || r.step(batch)).await;
+        match stepped {
+            Ok(Some(r)) => runner = Some(r),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("stream step failed: {e}");
+                return;
             }
         }
-        if mutated {
-            unsynced = true;
+    }
+}
+
+impl Runner {
+    pub fn new(stream: Stream, ctx: Ctx) -> Runner {
+        let storage = stream.config.storage;
+        let stored_bytes = stream.store.state().bytes as i64;
+        ctx.resources.add_used(storage, stored_bytes);
+        Runner {
+            stream,
+            ctx,
+            last_sync: Instant::now(),
+            last_persist: Instant::now(),
+            unsynced: false,
+            needs_reopen: false,
+            last_reopen: Instant::now(),
+            storage,
+            stored_bytes,
         }
-        let mut failed = false;
-        if unsynced && sync_due(ctx.sync, last_sync) {
-            if let Err(e) = stream.store.sync() {
-                // Nothing in this batch is on disk: no ack may say it is. The store is
-                // reopened to what is, and what the batch appended is forgotten.
-                tracing::error!("sync failed: {e}; the batch is answered with errors");
-                let err = ApiError::store_failed(&e.to_string());
-                replies.fail(&err);
-                for (_, r) in &mut updates {
-                    *r = Err(err.clone());
-                }
-                out.clear();
-                failed = true;
-                last_reopen = Instant::now();
-                needs_reopen = !reopen(&mut stream);
-            }
-            unsynced = false;
-            last_sync = Instant::now();
+    }
+
+    /// How long to wait for input before the next timer (redelivery, expiry, sync) is due.
+    fn next_wait(&self) -> Duration {
+        next_wakeup(&self.stream, self.unsynced, &self.ctx)
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Applies one batch, makes it durable, answers it and delivers; `None` once the stream
+    /// is gone (deleted or stopped).
+    fn step(mut self, inputs: Vec<Input>) -> Option<Runner> {
+        let _span = tracing::info_span!("stream", name = %self.stream.name()).entered();
+        if self.needs_reopen && self.last_reopen.elapsed() >= REOPEN_EVERY {
+            self.last_reopen = Instant::now();
+            self.needs_reopen = !reopen(&mut self.stream);
         }
-        if durable_state && !failed {
-            if let Err(e) = stream.persist_consumers(true) {
-                tracing::error!("consumer state not durable: {e}; AckSync not confirmed");
-                replies.drop_confirms();
-            }
-            last_persist = Instant::now();
+        let mut b = Batch::default();
+        for input in inputs {
+            self.input(input, &mut b);
         }
-        for (done, r) in updates {
+        let failed = self.commit(&mut b);
+        for (done, r) in b.updates {
             let _ = done.try_send(r);
         }
-        let now_bytes = stream.store.state().bytes as i64;
-        ctx.resources.add_used(storage, now_bytes - stored_bytes);
-        stored_bytes = now_bytes;
+        let now_bytes = self.stream.store.state().bytes as i64;
+        self.ctx
+            .resources
+            .add_used(self.storage, now_bytes - self.stored_bytes);
+        self.stored_bytes = now_bytes;
         // One batch: each connection gets its acks and replies in one write.
-        let mut batch = ctx.client.batch();
-        for r in replies.0 {
+        let mut batch = self.ctx.client.batch();
+        for r in b.replies.0 {
             batch.publish(&r.to, None, None, &r.body);
         }
         drop(batch);
-        if let Some(reply) = exit {
-            ctx.resources.add_used(storage, -stored_bytes);
-            finish(stream, reply, &ctx);
-            return;
+        if let Some(reply) = b.exit {
+            self.ctx
+                .resources
+                .add_used(self.storage, -self.stored_bytes);
+            finish(self.stream, reply, &self.ctx);
+            return None;
         }
         if failed {
-            continue;
+            return Some(self);
         }
-        housekeeping(&mut stream, &ctx, &mut out);
-        let mut batch = ctx.client.batch();
-        for o in out {
+        housekeeping(&mut self.stream, &self.ctx, &mut b.out);
+        let mut batch = self.ctx.client.batch();
+        for o in b.out {
             batch.publish_routed(
                 &o.to,
                 &o.subject,
@@ -259,12 +242,100 @@ pub(crate) fn run(mut stream: Stream, rx: super::queue::Rx<Input>, ctx: Ctx) {
             );
         }
         drop(batch);
-        if last_persist.elapsed() >= PERSIST_EVERY {
-            let _ = stream.persist_consumers(false);
-            last_persist = Instant::now();
+        if self.last_persist.elapsed() >= PERSIST_EVERY {
+            let _ = self.stream.persist_consumers(false);
+            self.last_persist = Instant::now();
+        }
+        Some(self)
+    }
+
+    /// Applies one input to the stream.
+    fn input(&mut self, input: Input, b: &mut Batch) {
+        let (stream, ctx) = (&mut self.stream, &self.ctx);
+        match input {
+            Input::Publish(m) => {
+                if ctx.resources.exhausted(self.storage) {
+                    refuse(stream, &m, &mut b.replies);
+                } else {
+                    b.mutated |= publish(stream, m, &mut b.replies, &mut b.out);
+                }
+            }
+            Input::Api(call, m) => {
+                // A new consumer is on disk before it is acknowledged (as on nats-server),
+                // so a restart right after finds it.
+                let creates = matches!(call, Call::ConsumerCreate { .. });
+                let r = api::handle(
+                    stream,
+                    call,
+                    m.reply.as_deref(),
+                    &m.payload,
+                    &ctx.server_name,
+                    &mut b.out,
+                );
+                b.mutated |= r.mutated;
+                b.durable_state |= creates && r.mutated;
+                if let (Some(body), Some(reply)) = (r.body, m.reply) {
+                    b.replies.answer(reply, body);
+                }
+            }
+            Input::Ack(m) => {
+                // An AckSync (ack sent as a request) is confirmed only once it is durable.
+                b.durable_state |= m.reply.is_some();
+                b.mutated |= ack(stream, m, &mut b.out, &mut b.replies);
+            }
+            Input::FlowControl(m) => {
+                if let Some(name) = m.subject.split('.').nth(3) {
+                    if let Some(c) = stream.consumers.get_mut(name) {
+                        c.on_flow_control(&m.subject);
+                    }
+                }
+            }
+            Input::Info(tx) => {
+                let _ = tx.try_send(api::stream_info(stream, &ctx.server_name));
+            }
+            Input::Update(cfg, done) => {
+                let r =
+                    api::update(stream, *cfg).map(|_| api::stream_info(stream, &ctx.server_name));
+                b.mutated |= r.is_ok();
+                b.updates.push((done, r));
+            }
+            Input::Delete(reply) => b.exit = Some(reply),
+            Input::Stop => b.exit = b.exit.take().or(Some(None)),
         }
     }
-    let _ = stream.persist_consumers(true);
+
+    /// Makes the batch durable (group commit); on failure its answers become errors and the
+    /// store is reopened. Returns whether it failed.
+    fn commit(&mut self, b: &mut Batch) -> bool {
+        self.unsynced |= b.mutated;
+        let mut failed = false;
+        if self.unsynced && sync_due(self.ctx.sync, self.last_sync) {
+            if let Err(e) = self.stream.store.sync() {
+                // Nothing in this batch is on disk: no ack may say it is. The store is
+                // reopened to what is, and what the batch appended is forgotten.
+                tracing::error!("sync failed: {e}; the batch is answered with errors");
+                let err = ApiError::store_failed(&e.to_string());
+                b.replies.fail(&err);
+                for (_, r) in &mut b.updates {
+                    *r = Err(err.clone());
+                }
+                b.out.clear();
+                failed = true;
+                self.last_reopen = Instant::now();
+                self.needs_reopen = !reopen(&mut self.stream);
+            }
+            self.unsynced = false;
+            self.last_sync = Instant::now();
+        }
+        if b.durable_state && !failed {
+            if let Err(e) = self.stream.persist_consumers(true) {
+                tracing::error!("consumer state not durable: {e}; AckSync not confirmed");
+                b.replies.drop_confirms();
+            }
+            self.last_persist = Instant::now();
+        }
+        failed
+    }
 }
 
 /// Reopens a stream's store after a failure; true once it is usable again.
