@@ -1,33 +1,46 @@
 //! The bounded queue in front of a stream's task (and the API thread). std's bounded channel
 //! allocates its whole capacity up front, which made every stream cost about 10 MB of memory
-//! before its first message; this one is an unbounded tokio channel plus a counter, so memory
-//! follows what is actually queued while the bound (back-pressure) stays the same. Senders are
-//! synchronous; the receiver awaits (a stream's task) or blocks (the API thread).
+//! before its first message; this one is an unbounded channel plus a counter, so memory
+//! follows what is actually queued while the bound (back-pressure) stays the same.
+//!
+//! Senders are synchronous. The receiver can await the next item (an idle stream's task holds
+//! no thread), or block for it with a timeout (a busy stream lingers on its blocking thread
+//! instead of paying a hand-off per batch), or block without one (the API thread).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{SendError, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 /// A queue of at most `capacity` items (for [`Tx::try_send`]).
 pub(crate) fn queue<T>(capacity: usize) -> (Tx<T>, Rx<T>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let len = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        len: AtomicUsize::new(0),
+        notify: Notify::new(),
+    });
     (
         Tx {
             tx,
-            len: len.clone(),
+            shared: shared.clone(),
             capacity,
         },
-        Rx { rx, len },
+        Rx { rx, shared },
     )
+}
+
+struct Shared {
+    len: AtomicUsize,
+    /// Wakes an awaiting receiver (a permit is kept if nobody waits yet).
+    notify: Notify,
 }
 
 /// The sending side; cheap to clone.
 pub(crate) struct Tx<T> {
-    tx: mpsc::UnboundedSender<T>,
-    len: Arc<AtomicUsize>,
+    tx: mpsc::Sender<T>,
+    shared: Arc<Shared>,
     capacity: usize,
 }
 
@@ -35,7 +48,7 @@ impl<T> Clone for Tx<T> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
-            len: self.len.clone(),
+            shared: self.shared.clone(),
             capacity: self.capacity,
         }
     }
@@ -44,56 +57,79 @@ impl<T> Clone for Tx<T> {
 impl<T> Tx<T> {
     /// Queues `v` unless the queue is full or closed.
     pub fn try_send(&self, v: T) -> Result<(), TrySendError<T>> {
-        if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
-            self.len.fetch_sub(1, Ordering::AcqRel);
+        if self.shared.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.shared.len.fetch_sub(1, Ordering::AcqRel);
             return Err(TrySendError::Full(v));
         }
-        self.tx.send(v).map_err(|e| {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            TrySendError::Disconnected(e.0)
-        })
+        self.push(v)
+            .map_err(|SendError(v)| TrySendError::Disconnected(v))
     }
 
     /// Queues a control message (stop, delete, info) even past the bound: there are few.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
-        self.len.fetch_add(1, Ordering::AcqRel);
-        self.tx.send(v).map_err(|e| {
-            self.len.fetch_sub(1, Ordering::AcqRel);
-            SendError(e.0)
-        })
+        self.shared.len.fetch_add(1, Ordering::AcqRel);
+        self.push(v)
+    }
+
+    fn push(&self, v: T) -> Result<(), SendError<T>> {
+        match self.tx.send(v) {
+            Ok(()) => {
+                self.shared.notify.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.len.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
     }
 }
 
 /// The receiving side (one task or thread).
 pub(crate) struct Rx<T> {
-    rx: mpsc::UnboundedReceiver<T>,
-    len: Arc<AtomicUsize>,
+    rx: mpsc::Receiver<T>,
+    shared: Arc<Shared>,
 }
 
 impl<T> Rx<T> {
-    fn took(&self, v: Option<T>) -> Option<T> {
-        if v.is_some() {
-            self.len.fetch_sub(1, Ordering::AcqRel);
+    fn took<E>(&self, r: Result<T, E>) -> Result<T, E> {
+        if r.is_ok() {
+            self.shared.len.fetch_sub(1, Ordering::AcqRel);
         }
-        v
+        r
     }
 
-    /// Waits for the next item; `None` once every sender is gone.
+    /// Awaits the next item; `None` once every sender is gone.
     pub async fn recv(&mut self) -> Option<T> {
-        let v = self.rx.recv().await;
-        self.took(v)
+        loop {
+            match self.try_recv_inner() {
+                Ok(v) => return Some(v),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => self.shared.notify.notified().await,
+            }
+        }
     }
 
-    /// Blocks (outside any async runtime thread) for the next item.
+    /// Blocks (off the async runtime's threads) for the next item, at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        let r = self.rx.recv_timeout(timeout);
+        self.took(r)
+    }
+
+    /// Blocks (off the async runtime's threads) for the next item.
     pub fn blocking_recv(&mut self) -> Option<T> {
-        let v = self.rx.blocking_recv();
-        self.took(v)
+        let r = self.rx.recv();
+        self.took(r).ok()
     }
 
     /// The next item, if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
-        let v = self.rx.try_recv().ok();
-        self.took(v)
+        self.try_recv_inner().ok()
+    }
+
+    fn try_recv_inner(&mut self) -> Result<T, TryRecvError> {
+        let r = self.rx.try_recv();
+        self.took(r)
     }
 }
 
@@ -112,10 +148,24 @@ mod tests {
         assert!(matches!(tx.try_send(5), Err(TrySendError::Full(5))));
         assert_eq!(rx.blocking_recv(), Some(2));
         tx.try_send(6).unwrap();
-        assert_eq!(rx.try_recv(), Some(4));
+        assert_eq!(rx.recv_timeout(Duration::from_millis(1)), Ok(4));
         assert_eq!(rx.try_recv(), Some(6));
         assert_eq!(rx.try_recv(), None);
         drop(rx);
         assert!(matches!(tx.try_send(7), Err(TrySendError::Disconnected(7))));
+    }
+
+    #[tokio::test]
+    async fn an_awaiting_receiver_wakes_for_a_sync_send() {
+        let (tx, mut rx) = queue(8);
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.try_send(42).unwrap();
+            tx
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(got, Ok(Some(42)));
+        drop(sender.join().unwrap());
+        assert_eq!(rx.recv().await, None);
     }
 }

@@ -139,31 +139,60 @@ struct Batch {
 /// Where the outcome of a configuration update goes.
 type Answer = SyncSender<Result<serde_json::Value, ApiError>>;
 
+/// How long a stream stays on its blocking thread waiting for more input before it goes back
+/// to awaiting (and frees the thread).
+const LINGER: Duration = Duration::from_millis(2);
+
 /// Receives batches for `runner` until the stream is deleted, stopped or its queue closes.
-pub(crate) async fn drive(runner: Runner, mut rx: super::queue::Rx<Input>) {
-    let mut runner = Some(runner);
+/// While input keeps arriving the stream stays on its blocking thread, batch after batch (as a
+/// dedicated thread would, lingering [`LINGER`] for more); once its queue stays empty it goes
+/// back to awaiting, holding no thread.
+pub(crate) async fn drive(runner: Runner, rx: super::queue::Rx<Input>) {
+    let (mut runner, mut rx) = (runner, rx);
     loop {
-        let Some(r) = runner.take() else { return };
         let mut batch = Vec::with_capacity(64);
-        match tokio::time::timeout(r.next_wait(), rx.recv()).await {
+        match tokio::time::timeout(runner.next_wait(), rx.recv()).await {
             Ok(Some(i)) => batch.push(i),
             Ok(None) => batch.push(Input::Stop),
             Err(_) => {}
         }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Some(i) => batch.push(i),
-                None => break,
+        drain(&mut rx, &mut batch);
+        let stepped = tokio::task::spawn_blocking(move || {
+            let mut r = runner;
+            loop {
+                r = r.step(batch)?;
+                batch = Vec::new();
+                match rx.recv_timeout(LINGER.min(r.next_wait())) {
+                    Ok(i) => batch.push(i),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if r.timer_due() {
+                            continue;
+                        }
+                        return Some((r, rx));
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => batch.push(Input::Stop),
+                }
+                drain(&mut rx, &mut batch);
             }
-        }
-        let stepped = tokio::task::spawn_blocking(move || r.step(batch)).await;
+        })
+        .await;
         match stepped {
-            Ok(Some(r)) => runner = Some(r),
+            Ok(Some((r, queue))) => (runner, rx) = (r, queue),
             Ok(None) => return,
             Err(e) => {
                 tracing::error!("stream step failed: {e}");
                 return;
             }
+        }
+    }
+}
+
+/// Moves what is queued (up to a batch) into `batch`.
+fn drain(rx: &mut super::queue::Rx<Input>, batch: &mut Vec<Input>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Some(i) => batch.push(i),
+            None => break,
         }
     }
 }
@@ -184,6 +213,11 @@ impl Runner {
             storage,
             stored_bytes,
         }
+    }
+
+    /// True when a timer (redelivery, expiry, sync) is due now.
+    fn timer_due(&self) -> bool {
+        self.next_wait().is_zero()
     }
 
     /// How long to wait for input before the next timer (redelivery, expiry, sync) is due.
