@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         eprintln!("causeway: {e:#}");
         return ExitCode::from(1);
     }
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,6 +60,26 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("causeway: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as Go programs (nats-server among them)
+/// do at start: every file stream holds a few descriptors, and a soft limit of 1,024 would
+/// cap a server at a few hundred streams.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let soft = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("can't raise the open-file limit above {soft}");
+            }
         }
     }
 }
