@@ -139,6 +139,9 @@ struct Batch {
 /// Where the outcome of a configuration update goes.
 type Answer = SyncSender<Result<serde_json::Value, ApiError>>;
 
+/// How long a stream with no consumers and no timers waits for input before it looks again.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
 /// How long a stream stays on its blocking thread waiting for more input before it goes back
 /// to awaiting (and frees the thread).
 const LINGER: Duration = Duration::from_millis(2);
@@ -222,9 +225,16 @@ impl Runner {
 
     /// How long to wait for input before the next timer (redelivery, expiry, sync) is due.
     fn next_wait(&self) -> Duration {
+        // Consumers are looked at every second anyway (a push consumer's subscriber may have
+        // appeared, a pause may have ended); a stream without any sleeps until input comes.
+        let idle = if self.stream.consumers.is_empty() {
+            IDLE_WAIT
+        } else {
+            Duration::from_secs(1)
+        };
         next_wakeup(&self.stream, self.unsynced, &self.ctx)
             .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(1))
+            .unwrap_or(idle)
     }
 
     /// Applies one batch, makes it durable, answers it and delivers; `None` once the stream
