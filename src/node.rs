@@ -87,9 +87,15 @@ impl ServerHandle {
         self.monitor_addr
     }
 
-    /// The server's unique id.
+    /// The server's unique id (new at every start, as nats-server's).
     pub fn server_id(&self) -> &str {
         &self.shared.server_id
+    }
+
+    /// The node's persistent identity, kept in the JetStream store directory (`None` without
+    /// JetStream): the same store is the same node across restarts.
+    pub fn node_id(&self) -> Option<&str> {
+        self.jetstream.as_deref().map(JetStream::node_id)
     }
 
     /// An in-process client that needs no socket.

@@ -177,3 +177,27 @@ async fn deletes_purges_and_removed_assets_stay_removed() {
     assert_ack(&env.publish("f.odd", "p11").await, "F", 11);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_node_id_is_kept_in_the_store_directory() {
+    let env = JsEnv::new().await;
+    let id = env.server.node_id().expect("node id").to_string();
+    assert!(id.len() >= 16, "{id}");
+    let env = env.restart().await;
+    assert_eq!(
+        env.server.node_id(),
+        Some(id.as_str()),
+        "same store, same node"
+    );
+    let other = JsEnv::new().await;
+    assert_ne!(
+        other.server.node_id(),
+        Some(id.as_str()),
+        "another store, another node"
+    );
+    other.stop().await;
+    env.stop().await;
+    let plain = common::start_default().await;
+    assert_eq!(plain.node_id(), None, "no JetStream, no store, no node id");
+    plain.shutdown().await;
+}

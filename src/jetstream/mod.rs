@@ -61,6 +61,8 @@ pub(crate) struct JetStream {
     resources: Arc<limits::Resources>,
     /// The runtime the streams' tasks run on.
     runtime: tokio::runtime::Handle,
+    /// This node's persistent identity (what Raft membership will name it by).
+    node_id: String,
 }
 
 impl JetStream {
@@ -74,12 +76,15 @@ impl JetStream {
         std::fs::create_dir_all(streams_dir(&cfg.store_dir))?;
         tracing::info!("Starting JetStream");
         tracing::info!("Store Directory: \"{}\"", cfg.store_dir.display());
+        let node_id = node_id(&cfg.store_dir)?;
+        tracing::info!("  Node ID:         {node_id}");
         let resources = limits::Resources::new(&cfg);
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?;
         let js = Arc::new(Self {
             resources,
             runtime,
+            node_id,
             cfg,
             client,
             server_name,
@@ -105,6 +110,11 @@ impl JetStream {
                 }
             })?;
         Ok(js)
+    }
+
+    /// This node's persistent identity, kept in the store directory.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     /// Number of streams.
@@ -326,6 +336,33 @@ fn open_file_store(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The node's identity: `<store_dir>/jetstream/node_id`, created (durably) on first start, so
+/// the same store is the same node across restarts.
+fn node_id(store_dir: &Path) -> Result<String, crate::Error> {
+    use rand::Rng;
+    let dir = store_dir.join("jetstream");
+    let path = dir.join("node_id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(id.to_string());
+        }
+        tracing::warn!(path = %path.display(), "node id unreadable; a new one is made");
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let id: String = (0..16)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join("node_id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(id)
 }
 
 /// nats-server keeps streams under `jetstream/<account>/streams/<name>/meta.inf`; causeway
