@@ -291,29 +291,29 @@ impl Handle {
 /// dropped (it then gets no pub ack and retries).
 const ENQUEUE_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Queues work for a stream thread. A full queue is back-pressure: the publishing connection's
-/// reader waits (briefly, in small sleeps) for room instead of growing memory without bound.
+/// Queues work for a stream. A full queue is back-pressure: the publisher waits for room (up
+/// to [`ENQUEUE_PATIENCE`], woken as soon as the stream takes an item) instead of growing
+/// memory without bound. On a multi-threaded runtime the wait is announced to tokio
+/// (`block_in_place`), which moves the worker's other tasks elsewhere, so a slow disk never
+/// parks the runtime's workers.
 fn enqueue(tx: &queue::Tx<Input>, input: Input) -> bool {
-    let mut input = match tx.try_send(input) {
+    let input = match tx.try_send(input) {
         Ok(()) => return true,
         Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
         Err(std::sync::mpsc::TrySendError::Full(i)) => i,
     };
-    let deadline = std::time::Instant::now() + ENQUEUE_PATIENCE;
-    loop {
-        std::thread::sleep(Duration::from_micros(200));
-        match tx.try_send(input) {
-            Ok(()) => return true,
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
-            Err(std::sync::mpsc::TrySendError::Full(i)) => {
-                if std::time::Instant::now() >= deadline {
-                    tracing::warn!("stream queue full for {ENQUEUE_PATIENCE:?}; message dropped");
-                    return false;
-                }
-                input = i;
-            }
-        }
+    let wait = || tx.send_waiting(input, ENQUEUE_PATIENCE);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let sent = if multi_thread {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    };
+    if !sent {
+        tracing::warn!("stream queue full for {ENQUEUE_PATIENCE:?}; message dropped");
     }
+    sent
 }
 
 /// Opens (or creates) a stream's file store under `dir`, logging any damage recovery found.

@@ -9,8 +9,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SendError, TryRecvError, TrySendError};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -20,6 +20,8 @@ pub(crate) fn queue<T>(capacity: usize) -> (Tx<T>, Rx<T>) {
     let shared = Arc::new(Shared {
         len: AtomicUsize::new(0),
         notify: Notify::new(),
+        capacity,
+        room: (Mutex::new(()), Condvar::new()),
     });
     (
         Tx {
@@ -35,6 +37,9 @@ struct Shared {
     len: AtomicUsize,
     /// Wakes an awaiting receiver (a permit is kept if nobody waits yet).
     notify: Notify,
+    capacity: usize,
+    /// Signalled when an item leaves a full queue (for [`Tx::send_waiting`]).
+    room: (Mutex<()>, Condvar),
 }
 
 /// The sending side; cheap to clone.
@@ -65,6 +70,31 @@ impl<T> Tx<T> {
             .map_err(|SendError(v)| TrySendError::Disconnected(v))
     }
 
+    /// Like [`Tx::try_send`], but waits (blocking, at most `patience`) for room in a full
+    /// queue; false if there was none in time or the queue is closed.
+    pub fn send_waiting(&self, v: T, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        let mut v = v;
+        loop {
+            match self.try_send(v) {
+                Ok(()) => return true,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(back)) => v = back,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let (lock, cvar) = &self.shared.room;
+            let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if self.shared.len.load(Ordering::Acquire) >= self.capacity {
+                // Bounded, so a wake-up lost between the check and the wait costs at most this.
+                let wait = (deadline - now).min(Duration::from_millis(5));
+                let _ = cvar.wait_timeout(guard, wait);
+            }
+        }
+    }
+
     /// Queues a control message (stop, delete, info) even past the bound: there are few.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
         self.shared.len.fetch_add(1, Ordering::AcqRel);
@@ -93,8 +123,10 @@ pub(crate) struct Rx<T> {
 
 impl<T> Rx<T> {
     fn took<E>(&self, r: Result<T, E>) -> Result<T, E> {
-        if r.is_ok() {
-            self.shared.len.fetch_sub(1, Ordering::AcqRel);
+        if r.is_ok() && self.shared.len.fetch_sub(1, Ordering::AcqRel) >= self.shared.capacity {
+            let (lock, cvar) = &self.shared.room;
+            drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
+            cvar.notify_all();
         }
         r
     }
@@ -153,6 +185,24 @@ mod tests {
         assert_eq!(rx.try_recv(), None);
         drop(rx);
         assert!(matches!(tx.try_send(7), Err(TrySendError::Disconnected(7))));
+    }
+
+    #[test]
+    fn a_waiting_sender_gets_in_when_room_is_made() {
+        let (tx, mut rx) = queue(1);
+        tx.try_send(1).unwrap();
+        assert!(
+            !tx.send_waiting(2, Duration::from_millis(20)),
+            "no room, no wait forever"
+        );
+        let waiter = {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send_waiting(3, Duration::from_secs(5)))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(waiter.join().unwrap());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(1)), Ok(3));
     }
 
     #[tokio::test]
