@@ -63,6 +63,8 @@ pub(crate) struct JetStream {
     runtime: tokio::runtime::Handle,
     /// This node's persistent identity (what Raft membership will name it by).
     node_id: String,
+    /// The sled database every file stream keeps its index tree in.
+    index: Option<sled::Db>,
 }
 
 impl JetStream {
@@ -77,6 +79,10 @@ impl JetStream {
         tracing::info!("Starting JetStream");
         tracing::info!("Store Directory: \"{}\"", cfg.store_dir.display());
         let node_id = node_id(&cfg.store_dir)?;
+        let index =
+            crate::store::open_shared_index(&cfg.store_dir.join("jetstream").join("index.sled"))
+                .map_err(|e| tracing::error!("running without a sled index: {e}"))
+                .ok();
         tracing::info!("  Node ID:         {node_id}");
         let resources = limits::Resources::new(&cfg);
         let runtime = tokio::runtime::Handle::try_current()
@@ -85,6 +91,7 @@ impl JetStream {
             resources,
             runtime,
             node_id,
+            index,
             cfg,
             client,
             server_name,
@@ -185,7 +192,7 @@ impl JetStream {
                     .write(&dir)
                     .map_err(io)?;
                 }
-                let (fs, report) = open_file_store(&name, &dir)
+                let (fs, report) = open_file_store(&name, &dir, self.index.clone())
                     .map_err(|e| ApiError::store_failed(&e.to_string()))?;
                 lost = report.lost_seqs;
                 (Box::new(fs), Some(dir))
@@ -193,9 +200,9 @@ impl JetStream {
         };
         let mut store = SharedStore::new(store);
         if let Some(dir) = &dir {
-            let (name, dir) = (name.clone(), dir.clone());
+            let (name, dir, index) = (name.clone(), dir.clone(), self.index.clone());
             store = store.reopen_with(Box::new(move || {
-                let (fs, _) = open_file_store(&name, &dir)?;
+                let (fs, _) = open_file_store(&name, &dir, index.clone())?;
                 Ok(Box::new(fs) as Box<dyn MsgStore + Sync>)
             }));
         }
@@ -320,8 +327,13 @@ fn enqueue(tx: &queue::Tx<Input>, input: Input) -> bool {
 fn open_file_store(
     name: &str,
     dir: &Path,
+    index: Option<sled::Db>,
 ) -> Result<(FileStore, crate::store::RecoveryReport), crate::store::StoreError> {
-    let (fs, report) = FileStore::open(&dir.join("store"), FileStoreOptions::default())?;
+    let opts = FileStoreOptions {
+        shared_index: index,
+        ..FileStoreOptions::default()
+    };
+    let (fs, report) = FileStore::open(&dir.join("store"), opts)?;
     if report.truncated_bytes > 0 || !report.corrupt_records.is_empty() {
         tracing::error!(
             stream = %name,

@@ -607,7 +607,10 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
         Some(reply) => {
             let name = stream.name().to_string();
             let dir = stream.dir.clone();
-            let result = stream.store.purge(None, None, None).map(|_| ());
+            // The store goes whole, with its tree in the shared sled.
+            let store =
+                std::mem::replace(&mut stream.store, Box::new(crate::store::MemStore::new()));
+            let result = store.delete_all();
             drop(stream);
             if let Some(dir) = dir {
                 let _ = std::fs::remove_dir_all(&dir);

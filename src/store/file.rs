@@ -72,6 +72,9 @@ pub struct FileStoreOptions {
     pub write_buffer_bytes: usize,
     /// sled's cache size (default 4 MiB).
     pub index_cache_bytes: u64,
+    /// A sled database shared by many stores (each keeps a tree named after its identity);
+    /// `None`: the store opens its own in `index.sled/`.
+    pub shared_index: Option<sled::Db>,
 }
 
 impl Default for FileStoreOptions {
@@ -80,6 +83,7 @@ impl Default for FileStoreOptions {
             segment_bytes: 8 << 20,
             write_buffer_bytes: 256 << 10,
             index_cache_bytes: 4 << 20,
+            shared_index: None,
         }
     }
 }

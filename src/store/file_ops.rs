@@ -117,9 +117,14 @@ impl MsgStore for FileStore {
 
     fn delete_all(self: Box<Self>) -> Result<(), StoreError> {
         let dir = self.dir.clone();
-        // Close sled and every file handle before removing the directory. The identity goes
-        // first, so a half-finished removal never leaves a sled that a new stream would trust.
-        drop(self);
+        let mut this = self;
+        // A tree in a shared sled goes with the store; a store's own sled with its directory.
+        if let Some(meta) = this.meta.take() {
+            meta.drop_shared()?;
+        }
+        // Close every file handle before removing the directory. The identity goes first, so
+        // a half-finished removal never leaves a sled that a new stream would trust.
+        drop(this);
         super::segment::remove_if_present(&dir.join("STREAM_ID"))?;
         super::segment::fsync_dir(&dir)?;
         match fs::remove_dir_all(&dir) {

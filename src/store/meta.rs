@@ -1,5 +1,6 @@
-//! The stream's sled database (`index.sled/`): a cache of what the logs and sidecars say, kept
-//! so that opening a stream reads neither the sealed logs nor their tombstones.
+//! The stream's sled database (`index.sled/`, or the stream's tree in a sled shared by a
+//! server's streams): a cache of what the logs and sidecars say, kept so that opening a stream
+//! reads neither the sealed logs nor their tombstones.
 //!
 //! Keys (one tree, so one `sled::Batch` updates everything atomically):
 //! - `"c"` → [`Checkpoint`]: the stream's identity and last_seq/last_time/floor as of the
@@ -97,9 +98,27 @@ fn wait_for_lock(file: &Path) {
     }
 }
 
-/// The open database.
+/// Opens (or creates) a sled database at `path` with a small cache and no flusher thread.
+pub(crate) fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    wait_for_lock(&path.join("db"));
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::LowSpace)
+        .flush_every_ms(None)
+        .open()
+        .map_err(index_err)
+}
+
+/// The open database: a stream's own sled (`index.sled/`), or its tree in a sled shared by
+/// every stream of a server (one database open for the server's lifetime: sled 0.34 does not
+/// give back all the memory of a database that is opened and dropped, and each one holds
+/// descriptors).
 pub(crate) struct MetaDb {
     db: sled::Db,
+    tree: sled::Tree,
+    /// The tree's name in a shared database (`None` for a stream's own sled).
+    shared_name: Option<String>,
 }
 
 /// What a checkpoint holds.
@@ -122,20 +141,36 @@ pub(crate) struct Update {
 impl MetaDb {
     /// Opens (or creates) the database at `path` with a small cache and no flusher thread.
     pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<MetaDb, StoreError> {
-        wait_for_lock(&path.join("db"));
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::LowSpace)
-            .flush_every_ms(None)
-            .open()
-            .map_err(index_err)?;
-        Ok(MetaDb { db })
+        let db = open_db(path, cache_bytes)?;
+        let tree = (*db).clone();
+        Ok(MetaDb {
+            db,
+            tree,
+            shared_name: None,
+        })
+    }
+
+    /// The tree `name` of a database shared by a server's streams.
+    pub(crate) fn in_shared(db: &sled::Db, name: &str) -> Result<MetaDb, StoreError> {
+        let tree = db.open_tree(name).map_err(index_err)?;
+        Ok(MetaDb {
+            db: db.clone(),
+            tree,
+            shared_name: Some(name.to_string()),
+        })
+    }
+
+    /// Removes this stream's tree from a shared database (its store is being deleted).
+    pub(crate) fn drop_shared(self) -> Result<(), StoreError> {
+        if let Some(name) = &self.shared_name {
+            self.db.drop_tree(name).map_err(index_err)?;
+        }
+        Ok(())
     }
 
     /// The last checkpoint, or `None` if there is none or it does not decode.
     pub(crate) fn load(&self) -> Result<Option<Loaded>, StoreError> {
-        let Some(raw) = self.db.get(CHECKPOINT_KEY).map_err(index_err)? else {
+        let Some(raw) = self.tree.get(CHECKPOINT_KEY).map_err(index_err)? else {
             return Ok(None);
         };
         let Ok(checkpoint) = codec().deserialize::<Checkpoint>(&raw) else {
@@ -145,7 +180,7 @@ impl MetaDb {
             return Ok(None);
         }
         let mut segments = BTreeMap::new();
-        for item in self.db.scan_prefix([SEGMENT_PREFIX]) {
+        for item in self.tree.scan_prefix([SEGMENT_PREFIX]) {
             let (key, value) = item.map_err(index_err)?;
             let (Ok(first), Ok(cat)) = (
                 <[u8; 8]>::try_from(&key[1..]).map(u64::from_be_bytes),
@@ -155,7 +190,7 @@ impl MetaDb {
             };
             segments.insert(first, cat);
         }
-        let subjects = self.db.get(SUBJECTS_KEY).map_err(index_err)?;
+        let subjects = self.tree.get(SUBJECTS_KEY).map_err(index_err)?;
         let subjects = subjects
             .and_then(|raw| <[u8; 8]>::try_from(&raw[..]).ok())
             .map_or(0, u64::from_le_bytes);
@@ -168,8 +203,8 @@ impl MetaDb {
 
     /// Drops everything (before a rebuild repopulates it).
     pub(crate) fn clear(&self) -> Result<(), StoreError> {
-        self.db.clear().map_err(index_err)?;
-        self.db.flush().map_err(index_err)?;
+        self.tree.clear().map_err(index_err)?;
+        self.tree.flush().map_err(index_err)?;
         Ok(())
     }
 
@@ -190,8 +225,8 @@ impl MetaDb {
             CHECKPOINT_KEY,
             codec().serialize(checkpoint).map_err(index_err)?,
         );
-        self.db.apply_batch(batch).map_err(index_err)?;
-        self.db.flush().map_err(index_err)?;
+        self.tree.apply_batch(batch).map_err(index_err)?;
+        self.tree.flush().map_err(index_err)?;
         Ok(())
     }
 }

@@ -75,6 +75,17 @@
 //! The on-disk layout is described in `file.rs`, the record format in `record.rs`, the
 //! sidecars in `sidecar.rs`, sled's content in `meta.rs` and recovery in `recovery.rs`.
 
+/// Opens the sled database a server's file stores share (`FileStoreOptions::shared_index`),
+/// recreating it once if it is damaged (everything in it can be rebuilt from the logs).
+pub fn open_shared_index(path: &std::path::Path) -> Result<sled::Db, StoreError> {
+    const CACHE: u64 = 16 << 20;
+    meta::open_db(path, CACHE).or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "shared sled index damaged; recreating");
+        let _ = std::fs::remove_dir_all(path);
+        meta::open_db(path, CACHE)
+    })
+}
+
 mod file;
 mod file_ops;
 mod index;

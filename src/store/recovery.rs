@@ -84,7 +84,10 @@ impl FileStore {
         fs::create_dir_all(&seg_dir)?;
         let lock = lock_dir(dir)?;
         let (stream_id, fresh_id) = read_or_create_id(dir)?;
-        let meta = open_meta(&dir.join("index.sled"), opts.index_cache_bytes);
+        let meta = match &opts.shared_index {
+            Some(db) => shared_meta(db, dir, stream_id),
+            None => open_meta(&dir.join("index.sled"), opts.index_cache_bytes),
+        };
         let names = list_segments(&seg_dir)?;
 
         let loaded = match meta.as_ref().map(MetaDb::load).transpose() {
@@ -187,6 +190,18 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         ))),
         Err(TryLockError::Error(e)) => Err(StoreError::Io(e)),
     }
+}
+
+/// This store's tree in a shared sled (named after its identity, so a recreated directory
+/// never reads an old tree); a stream's own `index.sled/` from before is removed.
+fn shared_meta(db: &sled::Db, dir: &Path, stream_id: u64) -> Option<MetaDb> {
+    let own = dir.join("index.sled");
+    if own.exists() {
+        let _ = fs::remove_dir_all(&own);
+    }
+    MetaDb::in_shared(db, &format!("{stream_id:016x}"))
+        .map_err(|e| tracing::warn!(error = %e, "running without a sled index"))
+        .ok()
 }
 
 /// Opens sled, recreating it once if it is damaged; `None` if even that fails.
