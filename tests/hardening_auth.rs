@@ -102,6 +102,7 @@ async fn default_permissions_no_auth_user_and_queue_rules() {
         (0, anonymous),
         (0, b"PUB pub.x 1\r\nx\r\n"),
         (0, b"PUB other 1\r\nx\r\n"),
+        (0, b"PUB other..x 1\r\nx\r\n"),
         (0, b"SUB secret.x 1\r\n"),
         (0, b"SUB secret.* grp 2\r\n"),
         (0, b"SUB > 3\r\n"),
@@ -123,29 +124,34 @@ async fn default_permissions_no_auth_user_and_queue_rules() {
     assert_eq!(got[2].0, pub_violation("other"));
     assert_eq!(
         got[3].0,
-        "-ERR 'Permissions Violation for Subscription to \"secret.x\"'\r\n"
+        pub_violation("other..x"),
+        "an empty token is no way around it"
     );
     assert_eq!(
         got[4].0,
+        "-ERR 'Permissions Violation for Subscription to \"secret.x\"'\r\n"
+    );
+    assert_eq!(
+        got[5].0,
         "-ERR 'Permissions Violation for Subscription to \"secret.*\" using queue \"grp\"'\r\n"
     );
     assert_eq!(
-        got[8].0, "MSG pub.y 3 1\r\np\r\n",
+        got[9].0, "MSG pub.y 3 1\r\np\r\n",
         "deny filtered at delivery"
     );
-    assert_eq!(got[10].0, "");
+    assert_eq!(got[11].0, "");
     assert_eq!(
-        got[11].0,
+        got[12].0,
         "-ERR 'Permissions Violation for Subscription to \"work.a\" using queue \"other\"'\r\n"
     );
     assert_eq!(
-        got[12].0,
+        got[13].0,
         "-ERR 'Permissions Violation for Subscription to \"work.a\"'\r\n"
     );
-    assert_eq!(got[14].0, pub_violation("foo.secret"));
-    assert_eq!(got[16].0, "", "foo..secret reached no one");
+    assert_eq!(got[15].0, pub_violation("foo.secret"));
+    assert_eq!(got[17].0, "", "foo..secret reached no one");
     assert_eq!(
-        got[17],
+        got[18],
         ("-ERR 'Authorization Violation'\r\n".to_string(), true),
         "bad credentials do not fall back to no_auth_user"
     );

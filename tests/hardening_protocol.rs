@@ -135,6 +135,11 @@ async fn empty_tokens_are_delivered_to_no_one() {
         (2, b"PUB foo..bar 1\r\nx\r\n"),
         (2, b"SUB foo..bar 9\r\n"),
         (0, b""),
+        (
+            3,
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true}\r\n",
+        ),
+        (3, b"SUB _INBOX.x 1\r\nPUB foo..bar _INBOX.x 1\r\nx\r\n"),
     ];
     let got = same_answers("empty tokens", ours.local_addr(), theirs.addr, &steps).await;
     assert_eq!(got[3], (String::new(), false), "accepted without a word");
@@ -145,5 +150,9 @@ async fn empty_tokens_are_delivered_to_no_one() {
     assert_eq!(got[7].0, "-ERR 'Invalid Publish Subject'\r\n+OK\r\n");
     assert_eq!(got[8].0, "-ERR 'Invalid Subject'\r\n");
     assert_eq!(got[9].0, "", "nothing reached the subscriber");
+    assert_eq!(
+        got[11].0, "HMSG _INBOX.x 1 40 40\r\nNATS/1.0 503\r\nNats-Subject: foo..bar\r\n\r\n\r\n",
+        "a request to it still gets no-responders"
+    );
     ours.shutdown().await;
 }

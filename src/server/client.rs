@@ -286,11 +286,6 @@ impl Conn {
             // nats-server reports it and still routes it (a wildcard token matches literally).
             self.err("Invalid Publish Subject");
         }
-        if subject::has_empty_token(subj) {
-            // Matches no subscription on nats-server: never delivered, never stored.
-            self.ok();
-            return Next::Continue;
-        }
         if !self.may_publish(subj) {
             let text = format!(
                 "Permissions Violation for Publish to \"{}\"",
@@ -311,7 +306,13 @@ impl Conn {
             cid: self.out.cid,
             echo: self.opts.echo,
         };
-        let n = deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty);
+        // A subject with an empty token matches no subscription on nats-server: never
+        // delivered, never stored (a request still gets its no-responders status).
+        let n = if subject::has_empty_token(subj) {
+            0
+        } else {
+            deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty)
+        };
         if n == 0 && self.opts.no_responders && self.opts.headers {
             if let Some(reply) = reply {
                 self.no_responders(subj, reply);
