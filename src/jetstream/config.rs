@@ -178,11 +178,6 @@ pub fn name_problem(name: &str) -> Option<NameProblem> {
     }
 }
 
-/// True if `name` is a valid stream or consumer name.
-pub fn is_valid_name(name: &str) -> bool {
-    name_problem(name).is_none()
-}
-
 /// The error for a bad stream name.
 pub fn stream_name_error(problem: NameProblem) -> ApiError {
     match problem {

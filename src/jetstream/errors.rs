@@ -32,7 +32,6 @@ api_errors! {
     not_enabled => (503, 10076, "JetStream not enabled");
     stream_not_found => (404, 10059, "stream not found");
     stream_name_exist => (400, 10058, "stream name already in use with a different configuration");
-    stream_name_required => (400, 10003, "stream name is required");
     stream_name_invalid => (400, 10128, "Stream name can not contain path separators");
     subjects_overlap => (400, 10065, "subjects overlap with an existing stream");
     stream_mismatch => (400, 10056, "stream name in subject does not match request");
@@ -43,7 +42,6 @@ api_errors! {
     consumer_already_exists => (400, 10148, "consumer already exists");
     consumer_does_not_exist => (400, 10149, "consumer does not exist");
     consumer_name_invalid => (500, 10052, "consumer name can not contain '.', '*', '>', '\\', '/'");
-    consumer_config_required => (400, 10078, "consumer config required");
     consumer_durable_mismatch => (400, 10017, "consumer name in subject does not match durable name in request");
     consumer_create_filter_mismatch => (400, 10131, "Consumer create request did not match filtered subject from create subject");
     consumer_deliver_wildcards => (400, 10079, "consumer deliver subject has wildcards");
