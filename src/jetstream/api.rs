@@ -93,19 +93,19 @@ pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, server_name: &str) ->
     // last-per-subject set is being delivered, the stream position is just before its next one.
     let floor_s = if floor_c == 0 { 0 } else { floor_s };
     let delivered_s = c
-        .state
+        .state()
         .initial
         .front()
-        .map_or(c.state.sseq, |next| next.saturating_sub(1));
+        .map_or(c.state().sseq, |next| next.saturating_sub(1));
     let mut v = json!({
         "stream_name": stream.name(),
         "name": c.name,
         "created": rfc3339(c.created),
         "config": c.config,
-        "delivered": { "consumer_seq": c.state.dseq, "stream_seq": delivered_s },
+        "delivered": { "consumer_seq": c.state().dseq, "stream_seq": delivered_s },
         "ack_floor": { "consumer_seq": floor_c, "stream_seq": floor_s },
-        "num_ack_pending": c.state.pending.len(),
-        "num_redelivered": c.state.num_redelivered,
+        "num_ack_pending": c.state().pending.len(),
+        "num_redelivered": c.state().num_redelivered,
         "num_waiting": c.num_waiting(),
         "num_pending": c.num_pending(stream.store.as_ref()),
         "cluster": { "leader": server_name },

@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::api::{self, Call};
 use super::config::StreamConfig;
-use super::consumer::{AckOutcome, Outgoing};
+use super::consumer::{AckKind, AckRequest, Outgoing};
 use super::errors::ApiError;
-use super::stream::{Applied, Decision, PubAck, Stream};
+use super::stream::{Applied, Decision, Op, PubAck, Stream};
 use super::time::now_nanos;
 use crate::config::SyncPolicy;
 use crate::server::{Client, Message};
@@ -52,7 +52,6 @@ pub(crate) struct Ctx {
 }
 
 const MAX_BATCH: usize = 4096;
-const PERSIST_EVERY: Duration = Duration::from_millis(100);
 /// How often a stream whose store failed tries to reopen it.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -117,7 +116,6 @@ pub(crate) struct Runner {
     stream: Stream,
     ctx: Ctx,
     last_sync: Instant,
-    last_persist: Instant,
     unsynced: bool,
     needs_reopen: bool,
     last_reopen: Instant,
@@ -131,7 +129,10 @@ struct Batch {
     replies: Replies,
     out: Vec<Outgoing>,
     mutated: bool,
-    durable_state: bool,
+    /// A consumer was created or changed: its snapshot is written durably before the answer.
+    new_consumer: bool,
+    /// An AckSync waits: the journal is fsynced before it is confirmed.
+    confirm_acks: bool,
     exit: Option<Option<String>>,
     updates: Vec<(Answer, Result<serde_json::Value, ApiError>)>,
 }
@@ -209,7 +210,6 @@ impl Runner {
             stream,
             ctx,
             last_sync: Instant::now(),
-            last_persist: Instant::now(),
             unsynced: false,
             needs_reopen: false,
             last_reopen: Instant::now(),
@@ -286,9 +286,10 @@ impl Runner {
             );
         }
         drop(batch);
-        if self.last_persist.elapsed() >= PERSIST_EVERY {
-            let _ = self.stream.persist_consumers(false);
-            self.last_persist = Instant::now();
+        // What the pumps handed out is written at once (it survives kill -9); it is fsynced
+        // with the next batch that syncs.
+        if let Err(e) = self.stream.write_journal(false) {
+            tracing::error!("consumer journal: {e}");
         }
         Some(self)
     }
@@ -317,14 +318,14 @@ impl Runner {
                     &mut b.out,
                 );
                 b.mutated |= r.mutated;
-                b.durable_state |= creates && r.mutated;
+                b.new_consumer |= creates && r.mutated;
                 if let (Some(body), Some(reply)) = (r.body, m.reply) {
                     b.replies.answer(reply, body);
                 }
             }
             Input::Ack(m) => {
                 // An AckSync (ack sent as a request) is confirmed only once it is durable.
-                b.durable_state |= m.reply.is_some();
+                b.confirm_acks |= m.reply.is_some();
                 b.mutated |= ack(stream, m, &mut b.out, &mut b.replies);
             }
             Input::FlowControl(m) => {
@@ -353,7 +354,9 @@ impl Runner {
     fn commit(&mut self, b: &mut Batch) -> bool {
         self.unsynced |= b.mutated;
         let mut failed = false;
+        let mut synced = false;
         if self.unsynced && sync_due(self.ctx.sync, self.last_sync) {
+            synced = true;
             if let Err(e) = self.stream.store.sync() {
                 // Nothing in this batch is on disk: no ack may say it is. The store is
                 // reopened to what is, and what the batch appended is forgotten.
@@ -371,14 +374,26 @@ impl Runner {
             self.unsynced = false;
             self.last_sync = Instant::now();
         }
-        if b.durable_state && !failed {
-            if let Err(e) = self.stream.persist_consumers(true) {
-                tracing::error!("consumer state not durable: {e}; AckSync not confirmed");
-                b.replies.drop_confirms();
-            }
-            self.last_persist = Instant::now();
+        if failed {
+            return true;
         }
-        failed
+        if b.new_consumer {
+            if let Err(e) = self.stream.persist_consumers(true) {
+                tracing::error!("consumer snapshot not durable: {e}");
+            }
+        }
+        // Acks and deliveries are in the journal, written with every batch (they survive
+        // kill -9). It is fsynced when an AckSync waits on it, and with the store's interval
+        // sync; with `sync: always` a plain ack lost to power failure is redelivered.
+        let interval = matches!(self.ctx.sync, SyncPolicy::Interval(_));
+        if let Err(e) = self
+            .stream
+            .write_journal(b.confirm_acks || (synced && interval))
+        {
+            tracing::error!("consumer journal not durable: {e}; AckSync not confirmed");
+            b.replies.drop_confirms();
+        }
+        false
     }
 }
 
@@ -460,9 +475,6 @@ fn publish(
             if let Some(r) = stream.republish(seq, &m) {
                 out.push(r);
             }
-            if let Err(e) = stream.drop_uninterested(seq, &m.subject) {
-                tracing::error!("interest retention: {e}");
-            }
             let ack = PubAck {
                 stream: stream.name(),
                 seq,
@@ -490,7 +502,9 @@ fn refuse(stream: &Stream, m: &Message, replies: &mut Replies) {
     }
 }
 
-/// Handles `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`.
+/// Handles `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`: acks and
+/// terms are `Ack` ops; NAK and progress only move the leader's timers. Returns whether the
+/// store changed (retention removed messages).
 fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut Replies) -> bool {
     let tokens: Vec<&str> = m.subject.split('.').collect();
     if tokens.len() < 9 {
@@ -500,10 +514,39 @@ fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut R
     let Some(c) = stream.consumers.get_mut(name) else {
         return false;
     };
-    let outcome = c.on_ack(sseq, &m.payload);
-    let acked = std::mem::take(&mut c.acked);
-    match outcome {
-        AckOutcome::Next(body) => {
+    c.touch();
+    let request = AckRequest::parse(&m.payload);
+    let kind = match &request {
+        AckRequest::Ack | AckRequest::Next(_) => AckKind::Ack,
+        AckRequest::Term(_) => AckKind::Term,
+        AckRequest::Nak(delay) => {
+            c.nak(sseq, *delay);
+            return confirm(&m, replies);
+        }
+        AckRequest::Progress => {
+            c.progress(sseq);
+            return confirm(&m, replies);
+        }
+        AckRequest::Unknown => return confirm(&m, replies),
+    };
+    let op = Op::Ack {
+        consumer: name.to_string(),
+        seq: sseq,
+        kind,
+    };
+    let (settled, removed) = match stream.apply(op) {
+        Ok(Applied::Acked { settled, removed }) => (settled, removed),
+        Ok(_) => (Vec::new(), false),
+        Err(e) => {
+            tracing::error!("ack: {}", e.description);
+            return false;
+        }
+    };
+    if let Some(c) = stream.consumers.get_mut(name) {
+        c.settle(&settled);
+    }
+    match request {
+        AckRequest::Next(body) => {
             if let Some(reply) = &m.reply {
                 let store = stream.store.as_ref();
                 if let Some(c) = stream.consumers.get_mut(name) {
@@ -513,7 +556,7 @@ fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut R
                 }
             }
         }
-        AckOutcome::Terminated(reason) => {
+        AckRequest::Term(reason) if !settled.is_empty() => {
             let adv = json!({
                 "type": "io.nats.jetstream.advisory.v1.terminated",
                 "stream": stream.name(), "consumer": name, "consumer_seq": tokens[6].parse::<u64>().unwrap_or(0),
@@ -525,23 +568,22 @@ fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut R
                 stream.name()
             );
             replies.confirm(subj, serde_json::to_vec(&adv).unwrap_or_default());
-            if let Some(reply) = &m.reply {
-                replies.confirm(reply.clone(), Vec::new());
-            }
+            confirm(&m, replies);
         }
-        AckOutcome::Acked | AckOutcome::Other => {
-            if let Some(reply) = &m.reply {
-                replies.confirm(reply.clone(), Vec::new());
-            }
+        _ => {
+            confirm(&m, replies);
         }
     }
-    match stream.retire_acked(&acked) {
-        Ok(removed) => removed,
-        Err(e) => {
-            tracing::error!("retention: {e}");
-            false
-        }
+    removed
+}
+
+/// Confirms an AckSync (an empty reply, sent once the batch is durable); returns false (the
+/// store did not change).
+fn confirm(m: &Message, replies: &mut Replies) -> bool {
+    if let Some(reply) = &m.reply {
+        replies.confirm(reply.clone(), Vec::new());
     }
+    false
 }
 
 fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
@@ -569,7 +611,19 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
         if push_active || c.num_waiting() > 0 {
             c.last_active = Instant::now();
         }
-        let exceeded = c.pump(&stream.config.name, store, push_active, out);
+        let (exceeded, deliveries) = c.pump(&stream.config.name, store, push_active, out);
+        if !deliveries.is_empty(c.state()) {
+            let op = Op::Delivered {
+                consumer: name.clone(),
+                deliveries,
+            };
+            if let Err(e) = stream.apply(op) {
+                tracing::error!(consumer = %name, "deliveries: {}", e.description);
+            }
+        }
+        let Some(c) = stream.consumers.get_mut(&name) else {
+            continue;
+        };
         for ex in exceeded {
             let adv = json!({
                 "type": "io.nats.jetstream.advisory.v1.max_deliver",
@@ -597,7 +651,7 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
     }
     for name in gone {
         tracing::debug!(consumer = %name, "ephemeral consumer inactive; deleted");
-        let _ = stream.apply(super::stream::Op::ConsumerDelete { name });
+        let _ = stream.apply(Op::ConsumerDelete { name });
     }
 }
 
@@ -629,7 +683,9 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
                 Ok(()) => stream.save_derived(),
                 Err(e) => tracing::error!("checkpoint at shutdown failed: {e}"),
             }
-            let _ = stream.persist_consumers(true);
+            if let Err(e) = stream.compact_journal() {
+                tracing::error!("consumer snapshots at shutdown: {e}");
+            }
         }
     }
 }

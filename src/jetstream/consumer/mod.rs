@@ -1,23 +1,27 @@
 //! A consumer as a state machine over its stream's store: where it is in the stream, which
 //! deliveries await acks, what to redeliver and when, and the waiting pull requests.
 //!
-//! The owning stream thread drives it: [`Consumer::on_ack`] and friends change state,
-//! [`Consumer::pump`] (in `pump`) produces the deliveries and status messages that are due now;
-//! `pull` parses pull requests and NAK delays.
+//! Its replicated state (`state`: cursor, pending acks, redelivery count) changes only by the
+//! stream's ops `Delivered` and `Ack`; everything else here is leader-local delivery (ack
+//! deadlines, the redelivery queue, waiting pulls, heartbeats, flow control, rate limit), which a
+//! new leader rebuilds from the replicated state. [`Consumer::pump`] (in `pump`) works out what is
+//! due now and returns it as a `Delivered` op for the stream to apply; `pull` parses pull
+//! requests and NAK delays.
 
 mod pull;
 mod pump;
+mod state;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use pull::{parse_nak_delay, parse_pull};
 use pump::RateLimiter;
+pub(crate) use state::{AckKind, ConsumerState, Deliveries, Sent};
 
-use super::config::{AckPolicy, ConsumerConfig, DeliverPolicy};
+use super::config::{ConsumerConfig, DeliverPolicy};
 use super::headers;
 use crate::protocol::subject;
 use crate::store::MsgStore;
@@ -32,21 +36,6 @@ pub(crate) struct Outgoing {
     pub reply: Option<String>,
     pub headers: Option<Vec<u8>>,
     pub payload: Bytes,
-}
-
-/// Persistent consumer state (what survives a restart).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub(crate) struct ConsumerState {
-    /// Last stream sequence handed out (the delivery cursor).
-    pub sseq: u64,
-    /// Last consumer sequence handed out.
-    pub dseq: u64,
-    /// Pending acks: stream seq -> (consumer seq, delivery count, publish time).
-    pub pending: BTreeMap<u64, (u64, u64, i64)>,
-    /// Messages redelivered at least once.
-    pub num_redelivered: u64,
-    /// Last-per-subject sequences still to deliver first.
-    pub initial: VecDeque<u64>,
 }
 
 struct PullRequest {
@@ -65,7 +54,11 @@ pub(crate) struct Consumer {
     pub name: String,
     pub config: ConsumerConfig,
     pub created: i64,
-    pub state: ConsumerState,
+    /// Replicated state: changed only through the stream's ops (see `state`).
+    state: ConsumerState,
+    /// The stream journal's index this consumer's state includes (its last snapshot's, or the
+    /// last entry replayed into it).
+    pub applied: u64,
     filters: Vec<String>,
     deadlines: BTreeMap<u64, Instant>,
     redeliver: BTreeSet<u64>,
@@ -79,10 +72,9 @@ pub(crate) struct Consumer {
     /// When a message held back by `replay_policy: original` or `rate_limit_bps` becomes due.
     replay_due: Option<Instant>,
     rate: RateLimiter,
-    /// Set when persisted state changed.
+    /// Set when the snapshot on disk is out of date in a way the journal does not cover (a new
+    /// consumer, a new configuration).
     pub dirty: bool,
-    /// Set when the consumer wants to send the stream advisories or remove messages.
-    pub acked: Vec<u64>,
 }
 
 fn now_nanos() -> i64 {
@@ -154,6 +146,7 @@ impl Consumer {
             config,
             created,
             state,
+            applied: 0,
             filters,
             deadlines: BTreeMap::new(),
             redeliver: BTreeSet::new(),
@@ -167,7 +160,6 @@ impl Consumer {
             replay_due: None,
             rate: RateLimiter::default(),
             dirty: true,
-            acked: Vec::new(),
         }
     }
 
@@ -178,15 +170,36 @@ impl Consumer {
         self.dirty = true;
     }
 
-    /// Restores a consumer from persisted state; pending acks are due for redelivery after
-    /// their ack wait.
-    pub fn restore(&mut self, state: ConsumerState) {
-        let due = Instant::now() + self.ack_wait(1);
-        for &sseq in state.pending.keys() {
-            self.deadlines.insert(sseq, due);
-        }
+    /// Restores a consumer from a snapshot taken at journal index `applied`; pending acks are
+    /// due for redelivery after their ack wait.
+    pub fn restore(&mut self, state: ConsumerState, applied: u64) {
         self.state = state;
+        self.applied = applied;
         self.dirty = false;
+        self.rearm();
+    }
+
+    /// Leader-local timers from the replicated state alone (after a restore or a replay, or
+    /// when this replica becomes the leader): every pending ack is due after its ack wait.
+    pub fn rearm(&mut self) {
+        let due = Instant::now() + self.ack_wait(1);
+        self.deadlines = self.state.pending.keys().map(|&s| (s, due)).collect();
+        self.redeliver.clear();
+    }
+
+    /// The replicated state (read-only: it changes through the stream's ops).
+    pub fn state(&self) -> &ConsumerState {
+        &self.state
+    }
+
+    /// Applies a `Delivered` op (called by the stream's `apply` only).
+    pub(crate) fn apply_delivered(&mut self, d: &Deliveries) {
+        self.state.apply_delivered(d, self.config.ack_policy);
+    }
+
+    /// Applies an `Ack` op (called by the stream's `apply` only); returns what it settled.
+    pub(crate) fn apply_ack(&mut self, seq: u64, kind: AckKind) -> Vec<u64> {
+        self.state.apply_ack(seq, kind, self.config.ack_policy)
     }
 
     fn ack_wait(&self, delivery_count: u64) -> Duration {
@@ -211,7 +224,12 @@ impl Consumer {
 
     /// Messages not yet delivered.
     pub fn num_pending(&self, store: &dyn MsgStore) -> u64 {
-        let start = self.state.sseq + 1;
+        self.pending_after(store, self.state.sseq, self.state.initial.len())
+    }
+
+    /// Messages after `cursor` plus `initial` left of the last-per-subject set.
+    fn pending_after(&self, store: &dyn MsgStore, cursor: u64, initial: usize) -> u64 {
+        let start = cursor + 1;
         let tail = if self.filters.is_empty() {
             store.count_matching(start, None)
         } else {
@@ -220,7 +238,7 @@ impl Consumer {
                 .map(|f| store.count_matching(start, Some(f)))
                 .sum()
         };
-        tail + self.state.initial.len() as u64
+        tail + initial as u64
     }
 
     /// Number of waiting pull requests.
@@ -246,79 +264,41 @@ impl Consumer {
             .min()
     }
 
-    /// Handles an ack on `$JS.ACK...` for stream sequence `sseq`; returns the reply to send for
-    /// AckSync (an empty message) if `reply` is set.
-    pub fn on_ack(&mut self, sseq: u64, body: &[u8]) -> AckOutcome {
-        let body = std::str::from_utf8(body).unwrap_or("").trim();
-        let (kind, rest) = body.split_once(' ').unwrap_or((body, ""));
-        self.last_active = Instant::now();
-        match kind {
-            "" | "+ACK" | "+OK" => {
-                self.ack(sseq);
-                AckOutcome::Acked
-            }
-            "+NXT" => {
-                self.ack(sseq);
-                AckOutcome::Next(rest.trim().to_string())
-            }
-            "-NAK" => {
-                if self.state.pending.contains_key(&sseq) {
-                    let delay = parse_nak_delay(rest);
-                    match delay {
-                        Some(d) if !d.is_zero() => {
-                            self.deadlines.insert(sseq, Instant::now() + d);
-                        }
-                        _ => {
-                            self.deadlines.remove(&sseq);
-                            self.redeliver.insert(sseq);
-                        }
-                    }
-                }
-                AckOutcome::Other
-            }
-            "+WPI" => {
-                if let Some(&(_, count, _)) = self.state.pending.get(&sseq) {
-                    let d = self.ack_wait(count);
-                    self.deadlines.insert(sseq, Instant::now() + d);
-                }
-                AckOutcome::Other
-            }
-            "+TERM" => {
-                let known = self.state.pending.remove(&sseq).is_some();
-                self.deadlines.remove(&sseq);
-                self.redeliver.remove(&sseq);
-                self.dirty = true;
-                if known {
-                    self.acked.push(sseq);
-                    AckOutcome::Terminated(rest.to_string())
-                } else {
-                    AckOutcome::Other
-                }
-            }
-            _ => AckOutcome::Other,
+    /// Leader-local bookkeeping once an `Ack` op settled these sequences.
+    pub fn settle(&mut self, seqs: &[u64]) {
+        for s in seqs {
+            self.deadlines.remove(s);
+            self.redeliver.remove(s);
         }
     }
 
-    fn ack(&mut self, sseq: u64) {
-        match self.config.ack_policy {
-            AckPolicy::All => {
-                let done: Vec<u64> = self.state.pending.range(..=sseq).map(|(s, _)| *s).collect();
-                for s in done {
-                    self.state.pending.remove(&s);
-                    self.deadlines.remove(&s);
-                    self.redeliver.remove(&s);
-                    self.acked.push(s);
-                }
+    /// Marks the consumer active (an ack, a pull, a flow-control reply).
+    pub fn touch(&mut self) {
+        self.last_active = Instant::now();
+    }
+
+    /// `-NAK`: redeliver `sseq` now, or after `delay` (leader-local: only timing changes).
+    pub fn nak(&mut self, sseq: u64, delay: Option<Duration>) {
+        if !self.state.pending.contains_key(&sseq) {
+            return;
+        }
+        match delay {
+            Some(d) if !d.is_zero() => {
+                self.deadlines.insert(sseq, Instant::now() + d);
             }
             _ => {
-                if self.state.pending.remove(&sseq).is_some() {
-                    self.acked.push(sseq);
-                }
                 self.deadlines.remove(&sseq);
-                self.redeliver.remove(&sseq);
+                self.redeliver.insert(sseq);
             }
         }
-        self.dirty = true;
+    }
+
+    /// `+WPI`: the ack deadline of `sseq` starts again (leader-local).
+    pub fn progress(&mut self, sseq: u64) {
+        if let Some(&(_, count, _)) = self.state.pending.get(&sseq) {
+            let d = self.ack_wait(count);
+            self.deadlines.insert(sseq, Instant::now() + d);
+        }
     }
 
     /// Queues a pull request (`$JS.API.CONSUMER.MSG.NEXT`); returns a status to send at once
@@ -432,12 +412,37 @@ pub(crate) struct MaxDeliveries {
     pub deliveries: u64,
 }
 
-/// What an ack did.
-pub(crate) enum AckOutcome {
-    Acked,
+/// What the body of an ack on `$JS.ACK...` asks for.
+#[derive(Debug, PartialEq)]
+pub(crate) enum AckRequest {
+    /// `+ACK`, `+OK` or an empty body.
+    Ack,
+    /// `+NXT`: ack, then the rest is a pull request.
     Next(String),
-    Terminated(String),
-    Other,
+    /// `-NAK`, with an optional delay.
+    Nak(Option<Duration>),
+    /// `+WPI`.
+    Progress,
+    /// `+TERM`, with an optional reason.
+    Term(String),
+    /// Anything else: ignored.
+    Unknown,
+}
+
+impl AckRequest {
+    /// Parses an ack body.
+    pub fn parse(body: &[u8]) -> AckRequest {
+        let body = std::str::from_utf8(body).unwrap_or("").trim();
+        let (kind, rest) = body.split_once(' ').unwrap_or((body, ""));
+        match kind {
+            "" | "+ACK" | "+OK" => AckRequest::Ack,
+            "+NXT" => AckRequest::Next(rest.trim().to_string()),
+            "-NAK" => AckRequest::Nak(parse_nak_delay(rest)),
+            "+WPI" => AckRequest::Progress,
+            "+TERM" => AckRequest::Term(rest.to_string()),
+            _ => AckRequest::Unknown,
+        }
+    }
 }
 
 /// A status message (`NATS/1.0 <code> <text>`) with no payload.

@@ -1,12 +1,14 @@
 //! Delivery: turning a consumer's state into the messages due now — redeliveries, new
-//! messages, pull-request statuses, heartbeats, flow control and `rate_limit_bps` pacing.
+//! messages, pull-request statuses, heartbeats, flow control and `rate_limit_bps` pacing. The
+//! pump reads the replicated state and changes only leader-local state; what it handed out is
+//! returned as [`Deliveries`], the `Delivered` op the stream applies.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{now_nanos, status, Consumer, MaxDeliveries, Outgoing};
+use super::{now_nanos, status, Consumer, Deliveries, MaxDeliveries, Outgoing, Sent};
 use crate::jetstream::config::{AckPolicy, ReplayPolicy};
 use crate::jetstream::headers;
 use crate::store::MsgStore;
@@ -15,21 +17,27 @@ use crate::store::MsgStore;
 const FC_EVERY: u64 = 2 * 1024 * 1024;
 
 impl Consumer {
-    /// Produces every delivery and status message that is due now.
+    /// Produces every delivery and status message that is due now, the messages that reached
+    /// `max_deliver`, and the `Delivered` op that records what was handed out.
     pub fn pump(
         &mut self,
         stream: &str,
         store: &dyn MsgStore,
         push_active: bool,
         out: &mut Vec<Outgoing>,
-    ) -> Vec<MaxDeliveries> {
+    ) -> (Vec<MaxDeliveries>, Deliveries) {
         let now = Instant::now();
         let mut exceeded = Vec::new();
+        let mut d = Deliveries {
+            cursor: self.state.sseq,
+            dseq: self.state.dseq,
+            ..Deliveries::default()
+        };
         // Ack deadlines that passed become redeliveries.
         let due: Vec<u64> = self
             .deadlines
             .iter()
-            .filter(|(_, d)| **d <= now)
+            .filter(|(_, t)| **t <= now)
             .map(|(s, _)| *s)
             .collect();
         for s in due {
@@ -38,19 +46,53 @@ impl Consumer {
         }
         if let Some(until) = self.paused_until() {
             if until > now_nanos() {
-                return exceeded;
+                return (exceeded, d);
             }
         }
         if self.is_pull() {
-            self.expire_pulls(store, now, out);
+            self.expire_pulls(now, out);
         }
+        self.deliver(stream, store, push_active, now, out, &mut d, &mut exceeded);
+        // No-wait requests end once nothing more is available.
+        if self.is_pull() {
+            let initial_left = self.state.initial.len() - d.initial_taken as usize;
+            let left =
+                self.redeliver.len() as u64 + self.pending_after(store, d.cursor, initial_left);
+            while let Some(r) = self.waiting.front() {
+                if r.no_wait && left == 0 {
+                    let reply = r.reply.clone();
+                    self.waiting.pop_front();
+                    out.push(status(&reply, 404, "No Messages", &[]));
+                } else {
+                    break;
+                }
+            }
+        }
+        self.heartbeats(now, d.dseq, d.cursor, out);
+        (exceeded, d)
+    }
+
+    /// The delivery loop of [`Consumer::pump`]: redeliveries first, then the initial
+    /// last-per-subject set, then new messages, while a target and room for pending acks last.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        stream: &str,
+        store: &dyn MsgStore,
+        push_active: bool,
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+        d: &mut Deliveries,
+        exceeded: &mut Vec<MaxDeliveries>,
+    ) {
+        let tracked = self.config.ack_policy != AckPolicy::None;
         // No acks, or max_ack_pending -1: no limit.
-        let max_pending =
-            if self.config.ack_policy == AckPolicy::None || self.config.max_ack_pending < 0 {
-                u64::MAX
-            } else {
-                self.config.max_ack_pending.max(1) as u64
-            };
+        let max_pending = if !tracked || self.config.max_ack_pending < 0 {
+            u64::MAX
+        } else {
+            self.config.max_ack_pending.max(1) as u64
+        };
+        let mut pending_len = self.state.pending.len() as u64;
         let mut pending_left: Option<u64> = None;
         loop {
             let target = if self.is_pull() {
@@ -63,27 +105,27 @@ impl Consumer {
                     break;
                 }
                 match &self.config.deliver_subject {
-                    Some(d) => d.clone(),
+                    Some(t) => t.clone(),
                     None => break,
                 }
             };
-            // Redeliveries first, then the initial last-per-subject set, then new messages.
             let mut from_initial = false;
             let (sseq, redelivery) = if let Some(&s) = self.redeliver.iter().next() {
                 self.redeliver.remove(&s);
-                if !self.state.pending.contains_key(&s) {
+                if !self.state.pending.contains_key(&s) || d.dropped.contains(&s) {
                     continue;
                 }
                 (s, true)
             } else {
-                if self.state.pending.len() as u64 >= max_pending {
+                if pending_len >= max_pending {
                     break;
                 }
-                if let Some(s) = self.state.initial.pop_front() {
+                if let Some(&s) = self.state.initial.get(d.initial_taken as usize) {
                     from_initial = true;
+                    d.initial_taken += 1;
                     (s, false)
                 } else {
-                    match self.next_seq(store, self.state.sseq) {
+                    match self.next_seq(store, d.cursor) {
                         Some(s) => (s, false),
                         None => break,
                     }
@@ -93,62 +135,63 @@ impl Consumer {
                 Ok(Some(m)) => m,
                 _ => {
                     // Gone (deleted or damaged): skip it.
-                    self.state.pending.remove(&sseq);
+                    if self.state.pending.contains_key(&sseq) {
+                        d.dropped.push(sseq);
+                        pending_len = pending_len.saturating_sub(1);
+                    }
                     if !redelivery {
-                        self.state.sseq = self.state.sseq.max(sseq);
+                        d.cursor = d.cursor.max(sseq);
                     }
                     continue;
                 }
             };
             if !redelivery && !self.matches(&msg.subject) {
-                self.state.sseq = self.state.sseq.max(sseq);
+                d.cursor = d.cursor.max(sseq);
                 continue;
             }
+            // Held back (replay_policy: original, rate_limit_bps): leave it where it came from
+            // and wake up when it is due.
+            let hold = |c: &mut Self, d: &mut Deliveries, until: Instant| {
+                if redelivery {
+                    c.redeliver.insert(sseq);
+                } else if from_initial {
+                    d.initial_taken -= 1;
+                }
+                c.replay_due = Some(until);
+            };
             if self.config.replay_policy == ReplayPolicy::Original && !redelivery {
                 if let Some((prev_ts, at)) = self.last_delivery_time {
                     let gap = Duration::from_nanos(msg.time.saturating_sub(prev_ts).max(0) as u64);
                     if at + gap > now {
-                        // Not due yet: leave it where it came from and wake up when it is.
-                        if from_initial {
-                            self.state.initial.push_front(sseq);
-                        }
-                        self.replay_due = Some(at + gap);
+                        hold(self, d, at + gap);
                         break;
                     }
                 }
                 self.last_delivery_time = Some((msg.time, now));
                 self.replay_due = None;
             }
+            let size = (msg.payload.len() + msg.headers.as_ref().map_or(0, |h| h.len())) as u64;
             if self.config.rate_limit_bps > 0 && !self.is_pull() {
-                let size = (msg.payload.len() + msg.headers.as_ref().map_or(0, |h| h.len())) as u64;
                 if let Some(wait) = self.rate.take(size, self.config.rate_limit_bps, now) {
-                    // Over the rate: put the message back and wake up when it fits.
-                    if redelivery {
-                        self.redeliver.insert(sseq);
-                    } else if from_initial {
-                        self.state.initial.push_front(sseq);
-                    }
-                    self.replay_due = Some(now + wait);
+                    hold(self, d, now + wait);
                     break;
                 }
             }
             let count = if redelivery {
                 let entry = self.state.pending.get(&sseq).map(|p| p.1).unwrap_or(1);
                 if self.config.max_deliver > 0 && entry >= self.config.max_deliver as u64 {
-                    self.state.pending.remove(&sseq);
-                    self.dirty = true;
+                    d.dropped.push(sseq);
+                    pending_len = pending_len.saturating_sub(1);
                     exceeded.push(MaxDeliveries {
                         stream_seq: sseq,
                         deliveries: entry,
                     });
                     continue;
                 }
-                self.state.num_redelivered += u64::from(entry == 1);
                 entry + 1
             } else {
                 1
             };
-            let size = (msg.payload.len() + msg.headers.as_ref().map_or(0, |h| h.len())) as u64;
             if self.is_pull() {
                 if let Some(r) = self.waiting.front() {
                     if r.max_bytes > 0 && size > r.max_bytes {
@@ -157,33 +200,43 @@ impl Consumer {
                         out.push(status(&reply, 409, "Message Size Exceeds MaxBytes", &[]));
                         if redelivery {
                             self.redeliver.insert(sseq);
+                        } else if from_initial {
+                            d.initial_taken -= 1;
                         }
                         // A new message stays behind the cursor and is offered again.
                         continue;
                     }
                 }
             }
-            let dseq = self.state.dseq + 1;
-            self.state.dseq = dseq;
+            d.dseq += 1;
+            let dseq = d.dseq;
             if !redelivery {
-                self.state.sseq = self.state.sseq.max(sseq);
+                d.cursor = d.cursor.max(sseq);
             }
             // Counting is O(subjects) for wildcard filters: count once per pump, then step down.
             let pending = match pending_left {
                 Some(p) if !redelivery => p.saturating_sub(1),
                 Some(p) => p,
-                None => self.num_pending(store),
+                None => {
+                    let initial_left = self.state.initial.len() - d.initial_taken as usize;
+                    self.pending_after(store, d.cursor, initial_left)
+                }
             };
             pending_left = Some(pending);
             let reply = format!(
                 "$JS.ACK.{stream}.{}.{count}.{sseq}.{dseq}.{}.{pending}",
                 self.name, msg.time
             );
-            if self.config.ack_policy != AckPolicy::None {
-                self.state.pending.insert(sseq, (dseq, count, msg.time));
+            if tracked {
+                d.sent.push(Sent {
+                    sseq,
+                    dseq,
+                    count,
+                    time: msg.time,
+                });
+                pending_len += u64::from(!redelivery);
                 self.deadlines.insert(sseq, now + self.ack_wait(count));
             }
-            self.dirty = true;
             let (hdrs, payload) = if self.config.headers_only {
                 let len = msg.payload.len().to_string();
                 (
@@ -207,48 +260,38 @@ impl Consumer {
                 payload,
             });
             self.last_hb = now;
-            if self.is_pull() {
-                if let Some(r) = self.waiting.front_mut() {
-                    r.delivered += 1;
-                    r.batch -= 1;
-                    if r.max_bytes > 0 {
-                        r.max_bytes = r.max_bytes.saturating_sub(size);
-                    }
-                    if r.batch == 0 {
-                        self.waiting.pop_front();
-                    }
-                }
-            } else if self.config.flow_control {
-                self.since_fc += size;
-                if self.since_fc >= FC_EVERY {
-                    self.since_fc = 0;
-                    self.fc_counter += 1;
-                    let fc = format!("$JS.FC.{stream}.{}.{}", self.name, self.fc_counter);
-                    self.fc_outstanding = Some(fc.clone());
-                    let mut m = status(&target, 100, "FlowControl Request", &[]);
-                    m.reply = Some(fc);
-                    out.push(m);
-                }
-            }
+            self.account_delivery(stream, &target, size, out);
         }
-        // No-wait requests end once nothing more is available.
-        if self.is_pull() {
-            while let Some(r) = self.waiting.front() {
-                if r.no_wait && self.available(store) == 0 {
-                    let reply = r.reply.clone();
-                    self.waiting.pop_front();
-                    out.push(status(&reply, 404, "No Messages", &[]));
-                } else {
-                    break;
-                }
-            }
-        }
-        self.heartbeats(now, out);
-        exceeded
     }
 
-    fn expire_pulls(&mut self, store: &dyn MsgStore, now: Instant, out: &mut Vec<Outgoing>) {
-        let _ = store;
+    /// After one delivery: the pull request's batch and bytes, or push flow control.
+    fn account_delivery(&mut self, stream: &str, target: &str, size: u64, out: &mut Vec<Outgoing>) {
+        if self.is_pull() {
+            if let Some(r) = self.waiting.front_mut() {
+                r.delivered += 1;
+                r.batch -= 1;
+                if r.max_bytes > 0 {
+                    r.max_bytes = r.max_bytes.saturating_sub(size);
+                }
+                if r.batch == 0 {
+                    self.waiting.pop_front();
+                }
+            }
+        } else if self.config.flow_control {
+            self.since_fc += size;
+            if self.since_fc >= FC_EVERY {
+                self.since_fc = 0;
+                self.fc_counter += 1;
+                let fc = format!("$JS.FC.{stream}.{}.{}", self.name, self.fc_counter);
+                self.fc_outstanding = Some(fc.clone());
+                let mut m = status(target, 100, "FlowControl Request", &[]);
+                m.reply = Some(fc);
+                out.push(m);
+            }
+        }
+    }
+
+    fn expire_pulls(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         let mut kept = VecDeque::with_capacity(self.waiting.len());
         for r in self.waiting.drain(..) {
             if r.expires.is_some_and(|e| e <= now) {
@@ -270,8 +313,8 @@ impl Consumer {
         self.waiting = kept;
     }
 
-    fn heartbeats(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        let last = (self.state.dseq.to_string(), self.state.sseq.to_string());
+    fn heartbeats(&mut self, now: Instant, dseq: u64, sseq: u64, out: &mut Vec<Outgoing>) {
+        let last = (dseq.to_string(), sseq.to_string());
         let pairs = [
             ("Nats-Last-Consumer", last.0.as_str()),
             ("Nats-Last-Stream", last.1.as_str()),

@@ -15,9 +15,13 @@
 //! UpdateConfig(5)   config:blob (JSON)
 //! ConsumerCreate(6) name:str created:i64 config:blob (JSON)
 //! ConsumerDelete(7) name:str
+//! Ack(8)            consumer:str seq:u64 kind:u8 (0 ack, 1 term)
+//! Delivered(9)      consumer:str cursor:u64 dseq:u64 initial_taken:u32
+//!                   sent:count:u32 (sseq:u64 dseq:u64 count:u64 time:i64)* dropped:count:u32 u64*
 //! ```
 
 use super::{Op, Rollup};
+use crate::jetstream::consumer::{AckKind, Deliveries, Sent};
 
 /// The entry format this build writes.
 pub(crate) const VERSION: u8 = 1;
@@ -102,6 +106,40 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
             w.u8(7);
             w.blob(name.as_bytes());
         }
+        Op::Ack {
+            consumer,
+            seq,
+            kind,
+        } => {
+            w.u8(8);
+            w.blob(consumer.as_bytes());
+            w.u64(*seq);
+            w.u8(match kind {
+                AckKind::Ack => 0,
+                AckKind::Term => 1,
+            });
+        }
+        Op::Delivered {
+            consumer,
+            deliveries: d,
+        } => {
+            w.u8(9);
+            w.blob(consumer.as_bytes());
+            w.u64(d.cursor);
+            w.u64(d.dseq);
+            w.u32(d.initial_taken);
+            w.u32(count(d.sent.len()));
+            for s in &d.sent {
+                w.u64(s.sseq);
+                w.u64(s.dseq);
+                w.u64(s.count);
+                w.i64(s.time);
+            }
+            w.u32(count(d.dropped.len()));
+            for s in &d.dropped {
+                w.u64(*s);
+            }
+        }
     }
     w.0
 }
@@ -141,12 +179,56 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Op, CodecError> {
             config: Box::new(from_json(r.blob()?)?),
         },
         7 => Op::ConsumerDelete { name: r.string()? },
+        8 => Op::Ack {
+            consumer: r.string()?,
+            seq: r.u64()?,
+            kind: match r.u8()? {
+                0 => AckKind::Ack,
+                1 => AckKind::Term,
+                _ => return Err(CodecError::Malformed("ack kind")),
+            },
+        },
+        9 => Op::Delivered {
+            consumer: r.string()?,
+            deliveries: deliveries(&mut r)?,
+        },
         tag => return Err(CodecError::Tag(tag)),
     };
     match r.0.len() {
         0 => Ok(op),
         n => Err(CodecError::Trailing(n)),
     }
+}
+
+fn deliveries(r: &mut Reader<'_>) -> Result<Deliveries, CodecError> {
+    let (cursor, dseq, initial_taken) = (r.u64()?, r.u64()?, r.u32()?);
+    let n = r.len(32)?;
+    let mut sent = Vec::with_capacity(n);
+    for _ in 0..n {
+        sent.push(Sent {
+            sseq: r.u64()?,
+            dseq: r.u64()?,
+            count: r.u64()?,
+            time: r.i64()?,
+        });
+    }
+    let n = r.len(8)?;
+    let mut dropped = Vec::with_capacity(n);
+    for _ in 0..n {
+        dropped.push(r.u64()?);
+    }
+    Ok(Deliveries {
+        cursor,
+        dseq,
+        initial_taken,
+        sent,
+        dropped,
+    })
+}
+
+/// A list's length as framed (lists are bounded by a pump's batch, far under 4 billion).
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -163,6 +245,9 @@ struct Writer(Vec<u8>);
 impl Writer {
     fn u8(&mut self, v: u8) {
         self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
@@ -204,8 +289,20 @@ impl<'a> Reader<'a> {
     fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
         self.take(N)?.try_into().map_err(|_| CodecError::Truncated)
     }
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
     fn u64(&mut self) -> Result<u64, CodecError> {
         Ok(u64::from_le_bytes(self.array()?))
+    }
+    /// A list length whose items take at least `item` bytes each: checked against what is
+    /// left, so a damaged count cannot ask for a huge allocation.
+    fn len(&mut self, item: usize) -> Result<usize, CodecError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(item) > self.0.len() {
+            return Err(CodecError::Truncated);
+        }
+        Ok(n)
     }
     fn i64(&mut self) -> Result<i64, CodecError> {
         Ok(i64::from_le_bytes(self.array()?))

@@ -92,6 +92,47 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
             },
         ),
         ("consumer-delete", Op::ConsumerDelete { name: "D".into() }),
+        (
+            "ack",
+            Op::Ack {
+                consumer: "D".into(),
+                seq: 7,
+                kind: crate::jetstream::consumer::AckKind::Ack,
+            },
+        ),
+        (
+            "ack-term",
+            Op::Ack {
+                consumer: "D".into(),
+                seq: u64::MAX,
+                kind: crate::jetstream::consumer::AckKind::Term,
+            },
+        ),
+        (
+            "delivered",
+            Op::Delivered {
+                consumer: "D".into(),
+                deliveries: crate::jetstream::consumer::Deliveries {
+                    cursor: 9,
+                    dseq: 12,
+                    initial_taken: 2,
+                    sent: vec![crate::jetstream::consumer::Sent {
+                        sseq: 9,
+                        dseq: 12,
+                        count: 2,
+                        time: -1,
+                    }],
+                    dropped: vec![3, 4],
+                },
+            },
+        ),
+        (
+            "delivered-empty",
+            Op::Delivered {
+                consumer: String::new(),
+                deliveries: crate::jetstream::consumer::Deliveries::default(),
+            },
+        ),
     ]
 }
 

@@ -3,21 +3,22 @@
 //! Every state change goes through [`Stream::apply`] with an [`Op`], the unit a replication
 //! layer will later agree on; publish checks ([`Stream::check_publish`]) decide which op a
 //! publish becomes, or which error it gets, without changing anything. Derived state (dedup,
-//! TTL, expiry) is in `derived`, durable consumers on disk in `persist`, republish in
-//! `republish`.
+//! TTL, expiry) is in `derived`, the consumer ops (deliveries, acks and the retention they
+//! drive) in `consumer_ops`, their journal in `journal`, consumer snapshots on disk in
+//! `persist`, republish in `republish`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-// The replicated log's entry format: only the tests and the determinism harness use it until
-// the Raft log (next issue) does.
-#[cfg_attr(not(test), allow(dead_code))]
+/// The replicated log's entry format (today the consumer journal's; the Raft log's next).
 pub(crate) mod codec;
+mod consumer_ops;
 mod derived;
 #[cfg(test)]
 mod determinism_tests;
+mod journal;
 mod persist;
 mod republish;
 
@@ -25,8 +26,8 @@ pub(crate) use derived::parse_ttl;
 use derived::Dedup;
 pub(crate) use persist::StreamMeta;
 
-use crate::jetstream::config::{ConsumerConfig, Discard, Retention, StreamConfig};
-use crate::jetstream::consumer::Consumer;
+use crate::jetstream::config::{ConsumerConfig, Discard, StreamConfig};
+use crate::jetstream::consumer::{AckKind, Consumer, Deliveries};
 use crate::jetstream::errors::ApiError;
 use crate::jetstream::headers;
 use crate::jetstream::time::now_nanos;
@@ -66,6 +67,17 @@ pub(crate) enum Op {
     },
     /// Remove a consumer.
     ConsumerDelete { name: String },
+    /// A consumer's acknowledgement of `seq` (with `ack_policy: all`, of everything up to it).
+    Ack {
+        consumer: String,
+        seq: u64,
+        kind: AckKind,
+    },
+    /// What a consumer's delivery pump handed out.
+    Delivered {
+        consumer: String,
+        deliveries: Deliveries,
+    },
 }
 
 /// What a rollup header asked for.
@@ -83,6 +95,11 @@ pub(crate) enum Applied {
     Stored(u64),
     Deleted(bool),
     Purged(u64),
+    /// An ack settled these sequences; `removed` if retention removed messages for it.
+    Acked {
+        settled: Vec<u64>,
+        removed: bool,
+    },
     Done,
 }
 
@@ -116,6 +133,8 @@ pub(crate) struct Stream {
     ttl: std::collections::BTreeSet<(i64, u64)>,
     /// Sequences found damaged at recovery (reported in stream info as `lost`).
     pub lost: Vec<u64>,
+    /// The journal of consumer ops (file streams, once their consumers are loaded).
+    journal: Option<journal::Journal>,
 }
 
 impl Stream {
@@ -135,6 +154,7 @@ impl Stream {
             last_msg_id: None,
             ttl: std::collections::BTreeSet::new(),
             lost: Vec::new(),
+            journal: None,
         };
         let from = s.load_derived();
         s.rebuild_dedup(from);
@@ -262,8 +282,22 @@ impl Stream {
         }))
     }
 
-    /// Applies one state change.
+    /// Applies one state change. Consumer ops that changed something are also queued to the
+    /// journal (file streams), which the runner writes with the batch.
     pub fn apply(&mut self, op: Op) -> Result<Applied, ApiError> {
+        let entry = (self.journal.is_some() && matches!(op, Op::Ack { .. } | Op::Delivered { .. }))
+            .then(|| codec::encode(&op));
+        let applied = self.apply_op(op)?;
+        if let (Some(entry), Some(journal)) = (entry, &mut self.journal) {
+            if !matches!(&applied, Applied::Acked { settled, .. } if settled.is_empty()) {
+                journal.push(&entry);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Applies one op to the state (also the journal's replay).
+    fn apply_op(&mut self, op: Op) -> Result<Applied, ApiError> {
         let store_err = |e: crate::store::StoreError| ApiError::store_failed(&e.to_string());
         match op {
             Op::Append {
@@ -298,6 +332,7 @@ impl Stream {
                     None => {}
                 }
                 self.enforce_limits(&subject).map_err(store_err)?;
+                self.drop_uninterested(seq, &subject).map_err(store_err)?;
                 Ok(Applied::Stored(seq))
             }
             Op::Delete { seq } => {
@@ -353,6 +388,20 @@ impl Stream {
                 }
                 Ok(Applied::Done)
             }
+            Op::Ack {
+                consumer,
+                seq,
+                kind,
+            } => self.apply_ack(&consumer, seq, kind).map_err(store_err),
+            Op::Delivered {
+                consumer,
+                deliveries,
+            } => {
+                if let Some(c) = self.consumers.get_mut(&consumer) {
+                    c.apply_delivered(&deliveries);
+                }
+                Ok(Applied::Done)
+            }
         }
     }
 
@@ -399,41 +448,5 @@ impl Stream {
             }
         }
         self.enforce_totals()
-    }
-
-    /// Removes messages every interested consumer has acknowledged (interest and workqueue
-    /// retention).
-    pub fn retire_acked(&mut self, seqs: &[u64]) -> Result<bool, crate::store::StoreError> {
-        if self.config.retention == Retention::Limits || seqs.is_empty() {
-            return Ok(false);
-        }
-        let mut removed = false;
-        for &seq in seqs {
-            let Ok(Some(msg)) = self.store.get(seq) else {
-                continue;
-            };
-            let still_wanted = self.consumers.values().any(|c| {
-                c.matches(&msg.subject)
-                    && (c.state.pending.contains_key(&seq) || c.state.sseq < seq)
-            });
-            if !still_wanted {
-                removed |= self.store.remove(seq)?;
-            }
-        }
-        Ok(removed)
-    }
-
-    /// For interest retention: drops a just-stored message no consumer is interested in.
-    pub fn drop_uninterested(
-        &mut self,
-        seq: u64,
-        subj: &str,
-    ) -> Result<(), crate::store::StoreError> {
-        if self.config.retention == Retention::Interest
-            && !self.consumers.values().any(|c| c.matches(subj))
-        {
-            self.store.remove(seq)?;
-        }
-        Ok(())
     }
 }

@@ -1,6 +1,7 @@
-//! Consumers on disk: one JSON file per consumer (name, config, created time and state),
-//! written to a temporary file and renamed; the file and its directory are fsynced when an
-//! AckSync is being confirmed.
+//! Consumer snapshots on disk: one JSON file per consumer (name, config, created time, state and
+//! the journal index that state includes), written to a temporary file, fsynced and renamed.
+//! They are written when a consumer is created or changed and when the journal is compacted;
+//! in between, deliveries and acks go to the journal.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,12 +10,13 @@ use crate::jetstream::config::{ConsumerConfig, StreamConfig};
 use crate::jetstream::consumer::{Consumer, ConsumerState};
 
 impl Stream {
-    /// Persists the consumers whose state changed: durable and ephemeral ones alike, so that
-    /// after a restart a client's push or ordered consumer (a KV watcher) resumes at once
-    /// instead of waiting to notice it is gone. Each file is written to a temporary file and
-    /// renamed; with `durable`, the file is fsynced before the rename and the directory after
-    /// it, so a confirmed AckSync survives power loss. Returns the first error.
+    /// Snapshots the consumers marked dirty: durable and ephemeral ones alike, so that after a
+    /// restart a client's push or ordered consumer (a KV watcher) resumes at once instead of
+    /// waiting to notice it is gone. Each file is written to a temporary file and renamed; with
+    /// `durable`, the file is fsynced before the rename and the directory after it. Returns the
+    /// first error.
     pub fn persist_consumers(&mut self, durable: bool) -> std::io::Result<()> {
+        let applied = self.journal_index();
         let Some(dir) = &self.dir else {
             for c in self.consumers.values_mut() {
                 c.dirty = false;
@@ -29,7 +31,8 @@ impl Stream {
                 name: Some(c.name.clone()),
                 config: c.config.clone(),
                 created: c.created,
-                state: c.state.clone(),
+                state: c.state().clone(),
+                applied,
             };
             let json = serde_json::to_vec(&rec).map_err(std::io::Error::other)?;
             let tmp = cdir.join(format!("{}.json.tmp", c.name));
@@ -40,6 +43,7 @@ impl Stream {
             match res {
                 Ok(()) => {
                     c.dirty = false;
+                    c.applied = applied;
                     renamed = true;
                 }
                 Err(e) => {
@@ -56,8 +60,14 @@ impl Stream {
         result
     }
 
-    /// Loads the persisted consumers (durable and ephemeral).
+    /// Loads the persisted consumers (durable and ephemeral), then replays the journal into
+    /// them.
     pub fn load_consumers(&mut self) {
+        self.load_snapshots();
+        self.replay_journal();
+    }
+
+    fn load_snapshots(&mut self) {
         let Some(dir) = &self.dir else { return };
         let Ok(entries) = std::fs::read_dir(dir.join("consumers")) else {
             return;
@@ -92,7 +102,7 @@ impl Stream {
                 &self.config.subjects,
                 rec.created,
             );
-            c.restore(rec.state);
+            c.restore(rec.state, rec.applied);
             self.consumers.insert(name, c);
         }
     }
@@ -106,6 +116,9 @@ struct ConsumerRecord {
     config: ConsumerConfig,
     created: i64,
     state: ConsumerState,
+    /// The journal index `state` includes (absent in files from before the journal).
+    #[serde(default)]
+    applied: u64,
 }
 
 pub(super) fn write_file(

@@ -1,0 +1,233 @@
+//! The stream's journal of the ops its message store does not record itself: consumer
+//! deliveries and acks (`consumers.log` beside the store). Each entry is an op in the entry
+//! codec with an index; consumer snapshots (`consumers/<name>.json`) say which index they
+//! include, so a replay applies each entry at most once. Entries are written at the end of
+//! every batch (they survive kill -9) and fsynced with the batch when an AckSync waits on them
+//! (then they survive power loss). Once the journal grows past [`COMPACT_AT`] the consumers are
+//! snapshotted durably and it starts again empty.
+//!
+//! ```text
+//! record = len:u32le crc32:u32le index:u64le entry     (crc over index and entry; len of entry)
+//! ```
+//! A torn or damaged record ends the journal: it and what follows are cut off at open.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Journal size at which the consumers are snapshotted and the journal emptied.
+pub(super) const COMPACT_AT: u64 = 8 * 1024 * 1024;
+
+const HEADER: usize = 16;
+
+/// The entries read back: (index, entry bytes), in order.
+pub(super) type Entries = Vec<(u64, Vec<u8>)>;
+
+/// An open journal.
+pub(super) struct Journal {
+    path: PathBuf,
+    file: Option<File>,
+    buf: Vec<u8>,
+    /// Index of the last entry pushed (entries are numbered from 1, and never reused).
+    last: u64,
+    /// Bytes in the file.
+    size: u64,
+    /// Entries written but not fsynced.
+    unsynced: bool,
+}
+
+impl Journal {
+    /// The journal in `dir`, with its entries (index, entry bytes) in order; a damaged tail is
+    /// cut off. Opening creates nothing: the file appears with the first entry.
+    pub fn open(dir: &Path) -> std::io::Result<(Journal, Entries)> {
+        let path = dir.join("consumers.log");
+        let mut entries = Vec::new();
+        let mut size = 0u64;
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(mut f) => {
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes)?;
+                let good = parse(&bytes, &mut entries);
+                if good < bytes.len() {
+                    tracing::warn!(path = %path.display(), "journal damaged at byte {good}; the rest is dropped");
+                    f.set_len(good as u64)?;
+                    f.sync_data()?;
+                }
+                f.seek(SeekFrom::Start(good as u64))?;
+                size = good as u64;
+                Some(f)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let last = entries.last().map_or(0, |(i, _)| *i);
+        let journal = Journal {
+            path,
+            file,
+            buf: Vec::new(),
+            last,
+            size,
+            unsynced: false,
+        };
+        Ok((journal, entries))
+    }
+
+    /// Index of the last entry pushed.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Makes sure the next index is above `applied` (a snapshot may be newer than the file).
+    pub fn skip_to(&mut self, applied: u64) {
+        self.last = self.last.max(applied);
+    }
+
+    /// Queues one entry; returns its index.
+    pub fn push(&mut self, entry: &[u8]) -> u64 {
+        self.last += 1;
+        let index = self.last.to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&index);
+        crc.update(entry);
+        // Entries are small ops (acks, delivery batches), far under 4 GiB.
+        let len = u32::try_from(entry.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&len.to_le_bytes());
+        self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
+        self.buf.extend_from_slice(&index);
+        self.buf.extend_from_slice(entry);
+        self.last
+    }
+
+    /// Writes the queued entries to the file (no fsync).
+    pub fn write(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            ),
+        };
+        file.write_all(&self.buf)?;
+        self.size += self.buf.len() as u64;
+        self.buf.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Writes the queued entries and fsyncs them.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.write()?;
+        if self.unsynced {
+            if let Some(f) = &self.file {
+                f.sync_data()?;
+            }
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// True once the file is big enough to compact.
+    pub fn wants_compaction(&self) -> bool {
+        self.size + self.buf.len() as u64 >= COMPACT_AT
+    }
+
+    /// Empties the journal once every consumer's snapshot includes all of it (the caller has
+    /// just written them durably); indexes go on from where they were.
+    pub fn reset(&mut self) -> std::io::Result<()> {
+        self.buf.clear();
+        if let Some(f) = &mut self.file {
+            f.set_len(0)?;
+            f.seek(SeekFrom::Start(0))?;
+            f.sync_data()?;
+        }
+        self.size = 0;
+        self.unsynced = false;
+        Ok(())
+    }
+}
+
+/// Parses records into `out`; returns the length of the good prefix.
+fn parse(bytes: &[u8], out: &mut Entries) -> usize {
+    let mut at = 0;
+    while bytes.len() - at >= HEADER {
+        let h = &bytes[at..at + HEADER];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let Some(end) = (at + HEADER).checked_add(len).filter(|e| *e <= bytes.len()) else {
+            break;
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&h[8..16]);
+        hasher.update(&bytes[at + HEADER..end]);
+        if hasher.finalize() != crc {
+            break;
+        }
+        let mut index = [0u8; 8];
+        index.copy_from_slice(&h[8..16]);
+        out.push((u64::from_le_bytes(index), bytes[at + HEADER..end].to_vec()));
+        at = end;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_survive_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, entries) = Journal::open(dir.path()).unwrap();
+        assert!(entries.is_empty());
+        assert!(!dir.path().join("consumers.log").exists());
+        assert_eq!(j.push(b"one"), 1);
+        assert_eq!(j.push(b"two"), 2);
+        j.sync().unwrap();
+        j.push(b"three");
+        j.write().unwrap();
+        drop(j);
+        // A torn last record: its final byte is missing.
+        let path = dir.path().join("consumers.log");
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+        let (mut j, entries) = Journal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
+        assert_eq!(j.push(b"four"), 3);
+        j.sync().unwrap();
+        let (_, entries) = Journal::open(dir.path()).unwrap();
+        assert_eq!(entries.last(), Some(&(3, b"four".to_vec())));
+    }
+
+    #[test]
+    fn reset_keeps_numbering_and_damage_ends_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        j.push(b"a");
+        j.push(b"b");
+        j.sync().unwrap();
+        j.reset().unwrap();
+        assert_eq!(j.push(b"c"), 3);
+        j.push(b"d");
+        j.sync().unwrap();
+        drop(j);
+        let path = dir.path().join("consumers.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 2 * (HEADER + 1));
+        bytes[HEADER + 1 + HEADER] ^= 0xff; // the second record's entry
+        std::fs::write(&path, &bytes).unwrap();
+        let (j, entries) = Journal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![(3, b"c".to_vec())]);
+        assert_eq!(j.last(), 3);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), (HEADER + 1) as u64);
+    }
+}
