@@ -21,7 +21,10 @@
 //! * `js-sync-pub`: one publish at a time, each awaiting its ack; p50 / p99
 //!   latency in µs and msgs/s;
 //! * `js-pull-consume`: drains a pre-filled stream through a durable pull
-//!   consumer, acking every message; consumed+acked msgs/s.
+//!   consumer, acking every message; consumed+acked msgs/s;
+//! * `js-ack-sync`: takes messages one at a time from a durable pull
+//!   consumer and confirms each with an AckSync (ack as a request); p50 /
+//!   p99 latency of the AckSync alone, in µs, and acks/s.
 //!
 //! Key-Value scenarios on a bucket `BENCH` (128 B values), see
 //! `loadgen/kv.rs`: `kv-put` (sequential puts), `kv-get` (sequential direct
@@ -105,6 +108,7 @@ enum Scenario {
     JsAsyncPub,
     JsSyncPub,
     JsPullConsume,
+    JsAckSync,
     KvPut,
     KvPutConcurrent,
     KvGet,
@@ -112,7 +116,7 @@ enum Scenario {
     KvRss,
 }
 
-const ALL_SCENARIOS: [Scenario; 12] = [
+const ALL_SCENARIOS: [Scenario; 13] = [
     Scenario::PubSub,
     Scenario::FanOut,
     Scenario::Queue,
@@ -120,6 +124,7 @@ const ALL_SCENARIOS: [Scenario; 12] = [
     Scenario::JsAsyncPub,
     Scenario::JsSyncPub,
     Scenario::JsPullConsume,
+    Scenario::JsAckSync,
     Scenario::KvPut,
     Scenario::KvPutConcurrent,
     Scenario::KvGet,
@@ -140,6 +145,7 @@ impl Scenario {
             Scenario::JsAsyncPub => "js-async-pub",
             Scenario::JsSyncPub => "js-sync-pub",
             Scenario::JsPullConsume => "js-pull-consume",
+            Scenario::JsAckSync => "js-ack-sync",
             Scenario::KvPut => "kv-put",
             Scenario::KvPutConcurrent => "kv-put-8",
             Scenario::KvGet => "kv-get",
@@ -185,6 +191,11 @@ impl Scenario {
                 ("JS sync publish, msgs/s", false),
             ],
             Scenario::JsPullConsume => &[("JS pull consume + ack, msgs/s", false)],
+            Scenario::JsAckSync => &[
+                ("JS AckSync p50, µs", true),
+                ("JS AckSync p99, µs", true),
+                ("JS AckSync, acks/s", false),
+            ],
             Scenario::KvPut => &[
                 ("KV put p50, µs", true),
                 ("KV put p99, µs", true),
@@ -597,6 +608,10 @@ async fn run_once(
             Ok(vec![l.p50_us, l.p99_us, l.per_sec])
         }
         Scenario::JsPullConsume => Ok(vec![js::pull_consume(addr, &js).await?]),
+        Scenario::JsAckSync => {
+            let l = js::ack_sync(addr, &js).await?;
+            Ok(vec![l.p50_us, l.p99_us, l.per_sec])
+        }
         Scenario::KvPut
         | Scenario::KvPutConcurrent
         | Scenario::KvGet

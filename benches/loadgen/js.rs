@@ -609,3 +609,101 @@ async fn check_all_acked(js: &mut JsConn, msgs: u64, deadline: Instant) -> Resul
         sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `js-ack-sync`: pre-fills the stream with `spec.warmup + spec.sync_msgs` messages, then takes
+/// them one at a time from a durable explicit-ack pull consumer and confirms each with an
+/// AckSync (the ack sent as a request; the empty reply says it is durable). Latency percentiles
+/// of the measured AckSyncs alone (from writing the ack to its confirmation).
+pub async fn ack_sync(addr: SocketAddr, spec: &JsSpec) -> Result<SyncPub> {
+    with_stream(addr, spec, async |mut js| {
+        let deadline = Instant::now() + spec.timeout;
+        let total = spec.warmup + spec.sync_msgs;
+        let body = payload_of(spec.payload);
+        let subject = format!("bench.js.{}", spec.id);
+        publish_acked_to(&mut js, total, spec.window, &body, deadline, |out, _| {
+            out.extend_from_slice(subject.as_bytes())
+        })
+        .await
+        .context("pre-filling the stream")?;
+        let create = format!("$JS.API.CONSUMER.CREATE.{STREAM}.{CONSUMER}");
+        let config = format!(
+            r#"{{"stream_name":"{STREAM}","config":{{"durable_name":"{CONSUMER}","ack_policy":"explicit"}}}}"#
+        );
+        js.api(&create, &config, deadline).await?;
+        let next = format!("$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{CONSUMER}");
+        let mut nanos = Vec::with_capacity(spec.sync_msgs as usize);
+        let mut start = Instant::now();
+        for i in 0..total {
+            if i == spec.warmup {
+                start = Instant::now();
+            }
+            let inbox = format!("{}next{i}", js.inbox);
+            let req = format!("PUB {next} {inbox} 11\r\n{{\"batch\":1}}\r\n");
+            let reply = next_reply(&mut js, req.as_bytes(), &inbox, deadline)
+                .await?
+                .with_context(|| format!("message {} not delivered in time", i + 1))?;
+            if ack_stream_seq(reply.as_bytes()) != Some(i + 1) {
+                bail!("message {} delivered as {reply}", i + 1);
+            }
+            let inbox = format!("{}ack{i}", js.inbox);
+            let ack = format!("PUB {reply} {inbox} 0\r\n\r\n");
+            let sent = Instant::now();
+            js.round_trip(ack.as_bytes(), &inbox, deadline)
+                .await?
+                .with_context(|| format!("AckSync {} not confirmed in time", i + 1))?;
+            if i >= spec.warmup {
+                nanos.push(sent.elapsed().as_nanos() as u64);
+            }
+        }
+        if nanos.is_empty() {
+            bail!("no measured AckSyncs");
+        }
+        let wall = start.elapsed();
+        check_all_acked(&mut js, total, deadline).await?;
+        Ok(SyncPub::from_nanos(nanos, wall))
+    })
+    .await
+}
+
+/// Writes `frame` and returns the reply subject of the first message then received on `inbox`
+/// (a delivery's `$JS.ACK...` subject); `Ok(None)` if the deadline passes first.
+async fn next_reply(
+    js: &mut JsConn,
+    frame: &[u8],
+    inbox: &str,
+    deadline: Instant,
+) -> Result<Option<String>> {
+    let mut found: Option<Result<String>> = None;
+    let exchange = async {
+        js.conn.write_all(frame).await?;
+        while found.is_none() {
+            js.conn
+                .read_frames(|f, _| {
+                    if let Frame::Msg {
+                        subject,
+                        reply,
+                        payload,
+                        ..
+                    } = f
+                    {
+                        if *subject == inbox.as_bytes() && found.is_none() {
+                            found = Some(match reply {
+                                Some(r) => Ok(String::from_utf8_lossy(r).into_owned()),
+                                None => Err(anyhow!(
+                                    "pull answered {}",
+                                    String::from_utf8_lossy(payload)
+                                )),
+                            });
+                        }
+                    }
+                })
+                .await?;
+        }
+        anyhow::Ok(())
+    };
+    match timeout_at(deadline, exchange).await {
+        Err(_) => Ok(None),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => found.transpose(),
+    }
+}

@@ -458,19 +458,20 @@ fn publish(
     };
     let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
     let result = match decision {
-        Ok(Decision::Duplicate(seq)) => {
+        Ok(Decision::Duplicate(seq)) => Ok(Applied::Duplicate(seq)),
+        Ok(Decision::Append(op)) => stream.apply(op),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Applied::Duplicate(seq)) => {
             let ack = PubAck {
                 stream: stream.name(),
                 seq,
                 duplicate: true,
             };
             answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
-            return false;
+            false
         }
-        Ok(Decision::Append(op)) => stream.apply(op),
-        Err(e) => Err(e),
-    };
-    match result {
         Ok(Applied::Stored(seq)) => {
             if let Some(r) = stream.republish(seq, &m) {
                 out.push(r);

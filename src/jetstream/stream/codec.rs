@@ -9,6 +9,7 @@
 //! str     = len:u32le bytes (UTF-8)        blob = len:u32le bytes
 //! opt<T>  = 0 | 1 T                        num  = u64le / i64le
 //! Append(1)         subject:str headers:opt<blob> payload:blob time:i64 msg_id:opt<str> rollup:u8 (0 none, 1 subject, 2 all)
+//!                   expect_last_seq:opt<u64> expect_subject_seq:opt<u64> expect_subject:opt<str> expect_msg_id:opt<str>
 //! Delete(2)         seq:u64
 //! Purge(3)          filter:opt<str> seq:opt<u64> keep:opt<u64>
 //! Expire(4)         before:i64
@@ -20,7 +21,7 @@
 //!                   sent:count:u32 (sseq:u64 dseq:u64 count:u64 time:i64)* dropped:count:u32 u64*
 //! ```
 
-use super::{Op, Rollup};
+use super::{Expect, Op, Rollup};
 use crate::jetstream::consumer::{AckKind, Deliveries, Sent};
 
 /// The entry format this build writes.
@@ -61,6 +62,7 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
             time,
             msg_id,
             rollup,
+            expect,
         } => {
             w.u8(1);
             w.blob(subject.as_bytes());
@@ -73,6 +75,16 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
                 Some(Rollup::Subject) => 1,
                 Some(Rollup::All) => 2,
             });
+            w.opt(expect.last_seq, Writer::u64);
+            w.opt(expect.last_subject_seq, Writer::u64);
+            w.opt(
+                expect.last_subject.as_deref().map(str::as_bytes),
+                Writer::blob,
+            );
+            w.opt(
+                expect.last_msg_id.as_deref().map(str::as_bytes),
+                Writer::blob,
+            );
         }
         Op::Delete { seq } => {
             w.u8(2);
@@ -163,6 +175,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Op, CodecError> {
                 1 => Some(Rollup::Subject),
                 2 => Some(Rollup::All),
                 _ => return Err(CodecError::Malformed("rollup")),
+            },
+            expect: Expect {
+                last_seq: r.opt(Reader::u64)?,
+                last_subject_seq: r.opt(Reader::u64)?,
+                last_subject: r.opt(Reader::string)?,
+                last_msg_id: r.opt(Reader::string)?,
             },
         },
         2 => Op::Delete { seq: r.u64()? },

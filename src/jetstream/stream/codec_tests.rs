@@ -40,6 +40,7 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
                 time: 1_700_000_000_000_000_000,
                 msg_id: None,
                 rollup: None,
+                expect: Expect::default(),
             },
         ),
         (
@@ -51,6 +52,12 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
                 time: -5,
                 msg_id: Some("m1".into()),
                 rollup: Some(Rollup::Subject),
+                expect: Expect {
+                    last_seq: Some(3),
+                    last_subject_seq: Some(2),
+                    last_subject: Some("s.x".into()),
+                    last_msg_id: Some("m0".into()),
+                },
             },
         ),
         (
@@ -62,6 +69,7 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
                 time: 0,
                 msg_id: Some(String::new()),
                 rollup: Some(Rollup::All),
+                expect: Expect::default(),
             },
         ),
         ("delete", Op::Delete { seq: u64::MAX }),
@@ -174,6 +182,7 @@ fn an_append_is_compact() {
         time: 1,
         msg_id: None,
         rollup: None,
+        expect: Expect::default(),
     };
     let n = encode(&op).len();
     assert!(n <= 128 + 40, "a 128-byte append encodes to {n} bytes");

@@ -169,6 +169,7 @@ impl Stream {
                 time: now,
                 msg_id: None,
                 rollup: None,
+                expect: super::Expect::default(),
             })?;
             changed = true;
         }
@@ -181,6 +182,7 @@ impl Stream {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct Dedup {
     pub(super) ids: HashMap<String, (u64, i64)>,
     order: VecDeque<(i64, String)>,

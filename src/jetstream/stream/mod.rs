@@ -45,6 +45,8 @@ pub(crate) enum Op {
         time: i64,
         msg_id: Option<String>,
         rollup: Option<Rollup>,
+        /// What the publisher expects of the stream; apply refuses the append otherwise.
+        expect: Expect,
     },
     /// Delete one message.
     Delete { seq: u64 },
@@ -80,6 +82,18 @@ pub(crate) enum Op {
     },
 }
 
+/// A publish's conditions on the stream (`Nats-Expected-Last-Sequence`, `-Last-Subject-Sequence`
+/// with `-Last-Subject-Sequence-Subject`, `-Last-Msg-Id`): checked inside apply against the
+/// applied state, so every replica accepts or refuses the same append.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Expect {
+    pub last_seq: Option<u64>,
+    pub last_subject_seq: Option<u64>,
+    /// The subject `last_subject_seq` is about; the message's own when absent.
+    pub last_subject: Option<String>,
+    pub last_msg_id: Option<String>,
+}
+
 /// What a rollup header asked for.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) enum Rollup {
@@ -93,6 +107,8 @@ pub(crate) enum Rollup {
 #[derive(Debug)]
 pub(crate) enum Applied {
     Stored(u64),
+    /// A message id seen inside the duplicate window: nothing stored, the earlier sequence.
+    Duplicate(u64),
     Deleted(bool),
     Purged(u64),
     /// An ack settled these sequences; `removed` if retention removed messages for it.
@@ -184,46 +200,35 @@ impl Stream {
         let get = |k: &str| hdrs.and_then(|h| headers::get(h, k));
         let now = now_nanos();
         let msg_id = get(headers::MSG_ID).filter(|s| !s.is_empty());
-        if let Some(id) = msg_id {
-            // Entries past the window are dropped by apply (from op times); until then the
-            // window is checked here against the clock.
-            if let Some(&(seq, t)) = self.dedup.ids.get(id) {
-                if now - t <= cfg.duplicate_window {
-                    return Ok(Decision::Duplicate(seq));
-                }
-            }
+        // The same checks run again inside apply against the applied state; here they are the
+        // leader's fast path (an answer without an op).
+        if let Some(seq) = msg_id.and_then(|id| self.duplicate_of(id, now)) {
+            return Ok(Decision::Duplicate(seq));
         }
         if let Some(expected) = get(headers::EXPECTED_STREAM) {
             if expected != cfg.name {
                 return Err(ApiError::expected_stream_mismatch());
             }
         }
+        let expect = Expect {
+            last_seq: get(headers::EXPECTED_LAST_SEQ)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| ApiError::bad_request("invalid expected last sequence"))
+                })
+                .transpose()?,
+            last_subject_seq: get(headers::EXPECTED_LAST_SUBJ_SEQ)
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        ApiError::bad_request("invalid expected last subject sequence")
+                    })
+                })
+                .transpose()?,
+            last_subject: get(headers::EXPECTED_LAST_SUBJ_SEQ_SUBJ).map(str::to_string),
+            last_msg_id: get(headers::EXPECTED_LAST_MSG_ID).map(str::to_string),
+        };
+        self.unmet(&expect, subj)?;
         let state = self.store.state();
-        if let Some(v) = get(headers::EXPECTED_LAST_SEQ) {
-            let want: u64 = v
-                .parse()
-                .map_err(|_| ApiError::bad_request("invalid expected last sequence"))?;
-            if want != state.last_seq {
-                return Err(ApiError::wrong_last_sequence(state.last_seq));
-            }
-        }
-        if let Some(v) = get(headers::EXPECTED_LAST_SUBJ_SEQ) {
-            let want: u64 = v
-                .parse()
-                .map_err(|_| ApiError::bad_request("invalid expected last subject sequence"))?;
-            let on = get(headers::EXPECTED_LAST_SUBJ_SEQ_SUBJ).unwrap_or(subj);
-            let last = self.store.last_seq_for_subject(on).unwrap_or(0);
-            if want != last {
-                return Err(ApiError::wrong_last_sequence(last));
-            }
-        }
-        if let Some(v) = get(headers::EXPECTED_LAST_MSG_ID) {
-            if self.last_msg_id.as_deref() != Some(v) {
-                return Err(ApiError::wrong_last_msg_id(
-                    self.last_msg_id.as_deref().unwrap_or(""),
-                ));
-            }
-        }
         let rollup = match get(headers::ROLLUP) {
             None => None,
             Some(r) => {
@@ -279,7 +284,39 @@ impl Stream {
             time: now,
             msg_id: msg_id.map(str::to_string),
             rollup,
+            expect,
         }))
+    }
+
+    /// The sequence stored under `id` if it is inside the duplicate window at `time`.
+    fn duplicate_of(&self, id: &str, time: i64) -> Option<u64> {
+        let &(seq, t) = self.dedup.ids.get(id)?;
+        (time - t <= self.config.duplicate_window).then_some(seq)
+    }
+
+    /// The error for the first of `expect`'s conditions the stream does not meet.
+    fn unmet(&self, expect: &Expect, subject: &str) -> Result<(), ApiError> {
+        if let Some(want) = expect.last_seq {
+            let last = self.store.last_seq();
+            if want != last {
+                return Err(ApiError::wrong_last_sequence(last));
+            }
+        }
+        if let Some(want) = expect.last_subject_seq {
+            let on = expect.last_subject.as_deref().unwrap_or(subject);
+            let last = self.store.last_seq_for_subject(on).unwrap_or(0);
+            if want != last {
+                return Err(ApiError::wrong_last_sequence(last));
+            }
+        }
+        if let Some(want) = &expect.last_msg_id {
+            if self.last_msg_id.as_deref() != Some(want.as_str()) {
+                return Err(ApiError::wrong_last_msg_id(
+                    self.last_msg_id.as_deref().unwrap_or(""),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Applies one state change. Consumer ops that changed something are also queued to the
@@ -307,7 +344,12 @@ impl Stream {
                 time,
                 msg_id,
                 rollup,
+                expect,
             } => {
+                if let Some(seq) = msg_id.as_deref().and_then(|id| self.duplicate_of(id, time)) {
+                    return Ok(Applied::Duplicate(seq));
+                }
+                self.unmet(&expect, &subject)?;
                 let seq = self
                     .store
                     .append(&subject, headers.as_deref(), &payload, time)
