@@ -686,14 +686,16 @@ async fn next_reply(
                         ..
                     } = f
                     {
-                        if *subject == inbox.as_bytes() && found.is_none() {
-                            found = Some(match reply {
-                                Some(r) => Ok(String::from_utf8_lossy(r).into_owned()),
-                                None => Err(anyhow!(
-                                    "pull answered {}",
-                                    String::from_utf8_lossy(payload)
-                                )),
-                            });
+                        // A delivery keeps its stream subject (the inbox only routes it);
+                        // a status comes on the inbox itself.
+                        let delivery = reply.filter(|r| r.starts_with(b"$JS.ACK."));
+                        if let (None, Some(r)) = (&found, delivery) {
+                            found = Some(Ok(String::from_utf8_lossy(r).into_owned()));
+                        } else if found.is_none() && *subject == inbox.as_bytes() {
+                            found = Some(Err(anyhow!(
+                                "pull answered {}",
+                                String::from_utf8_lossy(payload)
+                            )));
                         }
                     }
                 })

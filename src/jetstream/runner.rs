@@ -378,7 +378,7 @@ impl Runner {
             return true;
         }
         if b.new_consumer {
-            if let Err(e) = self.stream.persist_consumers(true) {
+            if let Err(e) = self.stream.persist_consumers() {
                 tracing::error!("consumer snapshot not durable: {e}");
             }
         }

@@ -136,7 +136,7 @@ impl Stream {
         for c in self.consumers.values_mut() {
             c.dirty = true;
         }
-        self.persist_consumers(true)?;
+        self.persist_consumers()?;
         match &mut self.journal {
             Some(j) => j.reset(),
             None => Ok(()),

@@ -281,7 +281,7 @@ fn open_file_replica(dir: &std::path::Path, cfg: StreamConfig) -> Stream {
 /// the journal written, now and then compacted.
 fn like_the_runner(s: &mut Stream, op_was_create: bool, compact: bool) {
     if op_was_create {
-        s.persist_consumers(true).unwrap();
+        s.persist_consumers().unwrap();
     }
     s.write_journal(false).unwrap();
     if compact {

@@ -105,12 +105,17 @@ impl Journal {
         }
         let file = match &mut self.file {
             Some(f) => f,
-            None => self.file.insert(
-                OpenOptions::new()
+            None => {
+                let f = OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&self.path)?,
-            ),
+                    .open(&self.path)?;
+                // The new file's directory entry must survive power loss too.
+                if let Some(dir) = self.path.parent() {
+                    File::open(dir)?.sync_all()?;
+                }
+                self.file.insert(f)
+            }
         };
         file.write_all(&self.buf)?;
         self.size += self.buf.len() as u64;

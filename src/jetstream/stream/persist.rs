@@ -12,10 +12,9 @@ use crate::jetstream::consumer::{Consumer, ConsumerState};
 impl Stream {
     /// Snapshots the consumers marked dirty: durable and ephemeral ones alike, so that after a
     /// restart a client's push or ordered consumer (a KV watcher) resumes at once instead of
-    /// waiting to notice it is gone. Each file is written to a temporary file and renamed; with
-    /// `durable`, the file is fsynced before the rename and the directory after it. Returns the
-    /// first error.
-    pub fn persist_consumers(&mut self, durable: bool) -> std::io::Result<()> {
+    /// waiting to notice it is gone. Each file is written to a temporary file, fsynced and
+    /// renamed, and the directory fsynced after. Returns the first error.
+    pub fn persist_consumers(&mut self) -> std::io::Result<()> {
         let applied = self.journal_index();
         let Some(dir) = &self.dir else {
             for c in self.consumers.values_mut() {
@@ -38,7 +37,7 @@ impl Stream {
             let tmp = cdir.join(format!("{}.json.tmp", c.name));
             let dst = cdir.join(format!("{}.json", c.name));
             let res = std::fs::create_dir_all(&cdir)
-                .and_then(|_| write_file(&tmp, &json, durable))
+                .and_then(|_| write_file(&tmp, &json, true))
                 .and_then(|_| std::fs::rename(&tmp, &dst));
             match res {
                 Ok(()) => {
@@ -54,7 +53,7 @@ impl Stream {
                 }
             }
         }
-        if durable && renamed {
+        if renamed {
             result = result.and(sync_dir(&cdir));
         }
         result
