@@ -1,4 +1,5 @@
-//! An acknowledgement is a promise: a stream update survives kill -9, a full disk never costs
+//! An acknowledgement is a promise: a stream update and consumer state (a pause, the delivery
+//! cursor, plain acks in the journal) survive kill -9, a full disk never costs
 //! an acknowledged message (before or after a restart on the still-full disk), and the store
 //! limits answer as nats-server 2.15.1 does (`10047`, `10028`, `10023`; compared live).
 //!
@@ -273,4 +274,69 @@ async fn a_store_directory_written_by_nats_server_is_named_not_served_empty() {
     );
     assert!(err.contains("holds nats-server's JetStream data"), "{err}");
     assert!(!err.contains("Server is ready"), "{err}");
+}
+
+/// Consumer changes that are not creates, and the journal's plain acks and deliveries, survive
+/// kill -9: a pause (a config change, snapshotted before its answer), a delivery cursor and
+/// plain (unconfirmed) acks written at the end of their batch.
+#[tokio::test]
+async fn consumer_pause_acks_and_cursor_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port() as i32;
+    let mut child = ChildServer::spawn(BIN, dir.path(), port);
+    let addr = child.wait_ready().await;
+    let mut c = ApiClient::connect(addr).await;
+    let create = json!({"name": "K", "subjects": ["k.>"]});
+    let v = c
+        .api("STREAM.CREATE.K", create.to_string().as_bytes())
+        .await;
+    assert!(v.get("error").is_none(), "{v}");
+    for i in 1..=5 {
+        let ack = c.request("k.a", format!("m{i}").as_bytes()).await;
+        let ack: Value = serde_json::from_slice(&ack.payload).unwrap();
+        assert_ack(&ack, "K", i);
+    }
+    for name in ["A", "P"] {
+        let cfg =
+            json!({"stream_name": "K", "config": {"durable_name": name, "ack_policy": "explicit"}});
+        let v = c
+            .api(
+                &format!("CONSUMER.CREATE.K.{name}"),
+                cfg.to_string().as_bytes(),
+            )
+            .await;
+        assert!(v.get("error").is_none(), "{v}");
+    }
+    // A takes 3 messages and acks 2 of them with plain acks (no confirmation asked).
+    for _ in 0..3 {
+        let m = c.request("$JS.API.CONSUMER.MSG.NEXT.K.A", b"").await;
+        let reply = m.reply.clone().expect("a delivery with an ack subject");
+        if m.payload != b"m3" {
+            c.publish(&reply, b"+ACK").await;
+        }
+    }
+    let until = "2099-01-01T00:00:00Z";
+    let v = c
+        .api(
+            "CONSUMER.PAUSE.K.P",
+            json!({"pause_until": until}).to_string().as_bytes(),
+        )
+        .await;
+    assert_eq!(v["paused"], true, "{v}");
+    // The plain acks were read before this answer (one connection, in order).
+    let info = c.api("CONSUMER.INFO.K.A", b"").await;
+    assert_eq!(info["num_ack_pending"], 1, "{info}");
+    child.kill9();
+
+    let mut child = ChildServer::spawn(BIN, dir.path(), port);
+    let addr = child.wait_ready().await;
+    let mut c = ApiClient::connect(addr).await;
+    let info = c.api("CONSUMER.INFO.K.A", b"").await;
+    assert_eq!(info["delivered"]["stream_seq"], 3, "{info}");
+    assert_eq!(info["num_ack_pending"], 1, "{info}");
+    assert_eq!(info["num_pending"], 2, "{info}");
+    let info = c.api("CONSUMER.INFO.K.P", b"").await;
+    assert_eq!(info["paused"], true, "{info}");
+    assert_eq!(info["config"]["pause_until"], until, "{info}");
+    child.terminate().await;
 }

@@ -129,8 +129,6 @@ struct Batch {
     replies: Replies,
     out: Vec<Outgoing>,
     mutated: bool,
-    /// A consumer was created or changed: its snapshot is written durably before the answer.
-    new_consumer: bool,
     /// An AckSync waits: the journal is fsynced before it is confirmed.
     confirm_acks: bool,
     exit: Option<Option<String>>,
@@ -306,9 +304,8 @@ impl Runner {
                 }
             }
             Input::Api(call, m) => {
-                // A new consumer is on disk before it is acknowledged (as on nats-server),
-                // so a restart right after finds it.
-                let creates = matches!(call, Call::ConsumerCreate { .. });
+                // A new or changed consumer is on disk before it is acknowledged (as on
+                // nats-server), so a restart right after finds it (see `commit`).
                 let r = api::handle(
                     stream,
                     call,
@@ -318,7 +315,6 @@ impl Runner {
                     &mut b.out,
                 );
                 b.mutated |= r.mutated;
-                b.new_consumer |= creates && r.mutated;
                 if let (Some(body), Some(reply)) = (r.body, m.reply) {
                     b.replies.answer(reply, body);
                 }
@@ -377,10 +373,10 @@ impl Runner {
         if failed {
             return true;
         }
-        if b.new_consumer {
-            if let Err(e) = self.stream.persist_consumers() {
-                tracing::error!("consumer snapshot not durable: {e}");
-            }
+        // A consumer created or changed (create, update, pause) is snapshotted before the
+        // answer; only those marked dirty are written.
+        if let Err(e) = self.stream.persist_consumers() {
+            tracing::error!("consumer snapshot not durable: {e}");
         }
         // Acks and deliveries are in the journal, written with every batch (they survive
         // kill -9). It is fsynced when an AckSync waits on it, and with the store's interval

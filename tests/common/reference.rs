@@ -99,6 +99,15 @@ impl ApiClient {
             .unwrap_or_else(|e| panic!("reply to {subject} is not JSON ({e}): {msg:?}"))
     }
 
+    /// Publishes to `subject` without a reply subject, fenced by a PING (the server has read it).
+    pub async fn publish(&mut self, subject: &str, body: &[u8]) {
+        let mut frame = format!("PUB {subject} {}\r\n", body.len()).into_bytes();
+        frame.extend_from_slice(body);
+        frame.extend_from_slice(b"\r\n");
+        self.raw.send(&frame).await;
+        self.raw.ping_pong().await;
+    }
+
     /// Publishes to `subject` with a reply subject and returns the raw reply (a pub ack).
     pub async fn request(&mut self, subject: &str, body: &[u8]) -> super::RawMsg {
         let mut frame = format!("PUB {subject} _INBOX.api {}\r\n", body.len()).into_bytes();
