@@ -16,6 +16,7 @@
 //! UpdateConfig(5)   config:blob (JSON)
 //! ConsumerCreate(6) name:str created:i64 config:blob (JSON)
 //! ConsumerDelete(7) name:str
+//! ExpireTtl(10)     now:i64
 //! Ack(8)            consumer:str seq:u64 kind:u8 (0 ack, 1 term)
 //! Delivered(9)      consumer:str cursor:u64 dseq:u64 initial_taken:u32
 //!                   sent:count:u32 (sseq:u64 dseq:u64 count:u64 time:i64)* dropped:count:u32 u64*
@@ -99,6 +100,10 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
         Op::Expire { before } => {
             w.u8(4);
             w.i64(*before);
+        }
+        Op::ExpireTtl { now } => {
+            w.u8(10);
+            w.i64(*now);
         }
         Op::UpdateConfig(cfg) => {
             w.u8(5);
@@ -190,6 +195,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Op, CodecError> {
             keep: r.opt(Reader::u64)?,
         },
         4 => Op::Expire { before: r.i64()? },
+        10 => Op::ExpireTtl { now: r.i64()? },
         5 => Op::UpdateConfig(Box::new(from_json(r.blob()?)?)),
         6 => Op::ConsumerCreate {
             name: r.string()?,

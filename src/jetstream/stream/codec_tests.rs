@@ -90,6 +90,7 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
             },
         ),
         ("expire", Op::Expire { before: 42 }),
+        ("expire-ttl", Op::ExpireTtl { now: -42 }),
         ("update", Op::UpdateConfig(Box::new(stream_config()))),
         (
             "consumer-create",

@@ -116,29 +116,20 @@ impl Stream {
         }
     }
 
-    /// Removes messages whose TTL or max_age passed, through [`Stream::apply`]. When the
-    /// stream asks for subject delete markers, a subject emptied by expiry gets a marker (an
-    /// expiring marker itself leaves none). Returns whether anything changed.
+    /// Removes messages whose TTL or max_age passed, through [`Stream::apply`]: one
+    /// `ExpireTtl` op when a TTL is due (apply itself pops the TTL index, so every replica
+    /// decides the same), one `Expire` for max_age. When the stream asks for subject delete
+    /// markers, a subject emptied by expiry gets a marker (an expiring marker itself leaves
+    /// none). Returns whether anything changed.
     pub fn expire(&mut self, now: i64) -> Result<bool, ApiError> {
-        let marker_ttl = self.config.subject_delete_marker_ttl;
-        let mut emptied: Vec<String> = Vec::new();
         let mut changed = false;
-        while let Some(&(at, seq)) = self.ttl.iter().next() {
-            if at > now {
-                break;
-            }
-            self.ttl.remove(&(at, seq));
-            let Ok(Some(m)) = self.store.get(seq) else {
-                continue;
-            };
-            if marker_ttl > 0 && !is_marker(m.headers.as_deref()) {
-                emptied.push(m.subject);
-            }
-            changed |= matches!(self.apply(Op::Delete { seq })?, Applied::Deleted(true));
+        if self.next_ttl().is_some_and(|at| at <= now) {
+            changed |= matches!(self.apply(Op::ExpireTtl { now })?, Applied::Purged(n) if n > 0);
         }
         if self.config.max_age > 0 {
             let before = now - self.config.max_age;
-            if marker_ttl > 0 {
+            let mut emptied = Vec::new();
+            if self.config.subject_delete_marker_ttl > 0 {
                 let mut seq = 0;
                 while let Some(next) = self.store.next_seq_matching(seq, None) {
                     match self.store.get(next) {
@@ -150,19 +141,59 @@ impl Stream {
                 }
             }
             changed |= matches!(self.apply(Op::Expire { before })?, Applied::Purged(n) if n > 0);
+            changed |= self.add_markers(emptied, now, "MaxAge")?;
         }
-        emptied.sort();
-        emptied.dedup();
-        let ttl = format!("{}s", (marker_ttl / 1_000_000_000).max(1));
-        for subject in emptied {
+        Ok(changed)
+    }
+
+    /// Applies `ExpireTtl`: removes every message whose TTL passed at `now` and marks the
+    /// subjects that emptied (inside apply: the TTL index is state every replica derives from
+    /// the same appends).
+    pub(super) fn apply_expire_ttl(&mut self, now: i64) -> Result<Applied, ApiError> {
+        let store_err = |e: crate::store::StoreError| ApiError::store_failed(&e.to_string());
+        let mut emptied: Vec<String> = Vec::new();
+        let mut removed = 0;
+        while let Some(&(at, seq)) = self.ttl.iter().next() {
+            if at > now {
+                break;
+            }
+            self.ttl.remove(&(at, seq));
+            let Ok(Some(m)) = self.store.get(seq) else {
+                continue;
+            };
+            if self.config.subject_delete_marker_ttl > 0 && !is_marker(m.headers.as_deref()) {
+                emptied.push(m.subject);
+            }
+            removed += u64::from(self.store.remove(seq).map_err(store_err)?);
+        }
+        self.add_markers(emptied, now, "MaxAge")?;
+        Ok(Applied::Purged(removed))
+    }
+
+    /// Appends a delete marker (with the stream's marker TTL) on each of `subjects` that holds
+    /// no message now; returns whether it appended any.
+    fn add_markers(
+        &mut self,
+        mut subjects: Vec<String>,
+        now: i64,
+        reason: &str,
+    ) -> Result<bool, ApiError> {
+        subjects.sort();
+        subjects.dedup();
+        let ttl = format!(
+            "{}s",
+            (self.config.subject_delete_marker_ttl / 1_000_000_000).max(1)
+        );
+        let mut added = false;
+        for subject in subjects {
             if self.store.subject_state(&subject).is_some() {
                 continue;
             }
             let hdrs = headers::build(
                 None,
-                &[("Nats-Marker-Reason", "MaxAge"), (headers::TTL, &ttl)],
+                &[("Nats-Marker-Reason", reason), (headers::TTL, &ttl)],
             );
-            self.apply(Op::Append {
+            self.apply_op(Op::Append {
                 subject,
                 headers: Some(hdrs),
                 payload: Vec::new(),
@@ -171,9 +202,9 @@ impl Stream {
                 rollup: None,
                 expect: super::Expect::default(),
             })?;
-            changed = true;
+            added = true;
         }
-        Ok(changed)
+        Ok(added)
     }
 
     /// Earliest pending TTL expiry.

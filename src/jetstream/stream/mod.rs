@@ -58,6 +58,8 @@ pub(crate) enum Op {
     },
     /// Remove messages older than this time (max_age).
     Expire { before: i64 },
+    /// Remove the messages whose per-message TTL passed at `now` (apply pops the TTL index).
+    ExpireTtl { now: i64 },
     /// Replace the configuration.
     UpdateConfig(Box<StreamConfig>),
     /// Add or replace a consumer; `created` is stamped by whoever proposes the op (apply
@@ -392,6 +394,7 @@ impl Stream {
                 let n = self.store.expire_older_than(before).map_err(store_err)?;
                 Ok(Applied::Purged(n))
             }
+            Op::ExpireTtl { now } => self.apply_expire_ttl(now),
             Op::UpdateConfig(cfg) => {
                 self.config = *cfg;
                 self.enforce_all_limits().map_err(store_err)?;
