@@ -149,14 +149,18 @@ impl Consumer {
                 d.cursor = d.cursor.max(sseq);
                 continue;
             }
-            // Held back (replay_policy: original, rate_limit_bps): leave it where it came from
-            // and wake up when it is due.
-            let hold = |c: &mut Self, d: &mut Deliveries, until: Instant| {
+            // Not delivered now: leave it where it came from (a new message stays behind the
+            // cursor), to be offered again.
+            let put_back = |c: &mut Self, d: &mut Deliveries| {
                 if redelivery {
                     c.redeliver.insert(sseq);
                 } else if from_initial {
                     d.initial_taken -= 1;
                 }
+            };
+            // Held back (replay_policy: original, rate_limit_bps): wake up when it is due.
+            let hold = |c: &mut Self, d: &mut Deliveries, until: Instant| {
+                put_back(c, d);
                 c.replay_due = Some(until);
             };
             if self.config.replay_policy == ReplayPolicy::Original && !redelivery {
@@ -198,12 +202,7 @@ impl Consumer {
                         let reply = r.reply.clone();
                         self.waiting.pop_front();
                         out.push(status(&reply, 409, "Message Size Exceeds MaxBytes", &[]));
-                        if redelivery {
-                            self.redeliver.insert(sseq);
-                        } else if from_initial {
-                            d.initial_taken -= 1;
-                        }
-                        // A new message stays behind the cursor and is offered again.
+                        put_back(self, d);
                         continue;
                     }
                 }

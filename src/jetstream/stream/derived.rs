@@ -30,7 +30,7 @@ impl Stream {
         };
         let res = serde_json::to_vec(&derived)
             .map_err(std::io::Error::other)
-            .and_then(|json| write_file(&dir.join("derived.json"), &json, true));
+            .and_then(|json| write_file(&dir.join("derived.json"), &json));
         if let Err(e) = res {
             tracing::warn!(stream = %self.config.name, "can't save derived state: {e}");
         }

@@ -37,7 +37,7 @@ impl Stream {
             let tmp = cdir.join(format!("{}.json.tmp", c.name));
             let dst = cdir.join(format!("{}.json", c.name));
             let res = std::fs::create_dir_all(&cdir)
-                .and_then(|_| write_file(&tmp, &json, true))
+                .and_then(|_| write_file(&tmp, &json))
                 .and_then(|_| std::fs::rename(&tmp, &dst));
             match res {
                 Ok(()) => {
@@ -120,18 +120,12 @@ struct ConsumerRecord {
     applied: u64,
 }
 
-pub(super) fn write_file(
-    path: &std::path::Path,
-    data: &[u8],
-    durable: bool,
-) -> std::io::Result<()> {
+/// Writes `data` to a new file at `path` and fsyncs it.
+pub(super) fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
     f.write_all(data)?;
-    if durable {
-        f.sync_data()?;
-    }
-    Ok(())
+    f.sync_data()
 }
 
 /// fsyncs a directory, so the renames in it survive power loss.
@@ -157,7 +151,7 @@ impl StreamMeta {
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         let tmp = dir.join("meta.json.tmp");
-        write_file(&tmp, &json, true)?;
+        write_file(&tmp, &json)?;
         std::fs::rename(&tmp, dir.join("meta.json"))?;
         sync_dir(dir)
     }
