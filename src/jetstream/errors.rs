@@ -117,6 +117,16 @@ impl ApiError {
         Self::invalid_json(&text)
     }
 
+    /// 10063 the op's assigned sequence is not the stream's next (nats-server's answer when a
+    /// replica's sequence does not match its leader's).
+    pub fn sequence_mismatch() -> Self {
+        Self {
+            code: 503,
+            err_code: 10063,
+            description: "expected stream sequence does not match".to_string(),
+        }
+    }
+
     /// 10071 wrong last sequence.
     pub fn wrong_last_sequence(seq: u64) -> Self {
         Self {

@@ -8,7 +8,7 @@
 //! entry   = version:u8 (1) tag:u8 body
 //! str     = len:u32le bytes (UTF-8)        blob = len:u32le bytes
 //! opt<T>  = 0 | 1 T                        num  = u64le / i64le
-//! Append(1)         subject:str headers:opt<blob> payload:blob time:i64 msg_id:opt<str> rollup:u8 (0 none, 1 subject, 2 all)
+//! Append(1)         seq:u64 subject:str headers:opt<blob> payload:blob time:i64 msg_id:opt<str> rollup:u8 (0 none, 1 subject, 2 all)
 //!                   expect_last_seq:opt<u64> expect_subject_seq:opt<u64> expect_subject:opt<str> expect_msg_id:opt<str>
 //! Delete(2)         seq:u64
 //! Purge(3)          filter:opt<str> seq:opt<u64> keep:opt<u64>
@@ -57,6 +57,7 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
     w.u8(VERSION);
     match op {
         Op::Append {
+            seq,
             subject,
             headers,
             payload,
@@ -66,6 +67,7 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
             expect,
         } => {
             w.u8(1);
+            w.u64(*seq);
             w.blob(subject.as_bytes());
             w.opt(headers.as_deref(), Writer::blob);
             w.blob(payload);
@@ -170,6 +172,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Op, CodecError> {
     }
     let op = match r.u8()? {
         1 => Op::Append {
+            seq: r.u64()?,
             subject: r.string()?,
             headers: r.opt(|r| r.blob().map(<[u8]>::to_vec))?,
             payload: r.blob()?.to_vec(),

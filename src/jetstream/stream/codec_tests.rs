@@ -34,6 +34,7 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
         (
             "append",
             Op::Append {
+                seq: 1,
                 subject: "s.a".into(),
                 headers: None,
                 payload: b"hello".to_vec(),
@@ -46,6 +47,7 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
         (
             "append-full",
             Op::Append {
+                seq: u64::MAX,
                 subject: "s.b".into(),
                 headers: Some(b"NATS/1.0\r\nNats-Msg-Id: m1\r\n\r\n".to_vec()),
                 payload: vec![0, 1, 2, 255],
@@ -63,6 +65,7 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
         (
             "append-rollup-all",
             Op::Append {
+                seq: 0,
                 subject: "s.c".into(),
                 headers: Some(Vec::new()),
                 payload: Vec::new(),
@@ -177,6 +180,7 @@ fn entries_match_the_golden_file() {
 #[test]
 fn an_append_is_compact() {
     let op = Op::Append {
+        seq: 1,
         subject: "bench.js.x".into(),
         headers: None,
         payload: vec![b'x'; 128],
@@ -186,7 +190,7 @@ fn an_append_is_compact() {
         expect: Expect::default(),
     };
     let n = encode(&op).len();
-    assert!(n <= 128 + 40, "a 128-byte append encodes to {n} bytes");
+    assert!(n <= 128 + 48, "a 128-byte append encodes to {n} bytes");
 }
 
 #[test]

@@ -80,6 +80,8 @@ impl Stream {
             .max()
             .unwrap_or(0);
         journal.skip_to(newest);
+        // Indexes go on after the journal's (locally the op counter restarts from there).
+        self.applied = self.applied.max(journal.last());
         for (index, bytes) in entries {
             let op = match codec::decode(&bytes) {
                 Ok(op @ (Op::Ack { .. } | Op::Delivered { .. })) => op,

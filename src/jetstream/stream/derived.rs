@@ -194,6 +194,7 @@ impl Stream {
                 &[("Nats-Marker-Reason", reason), (headers::TTL, &ttl)],
             );
             self.apply_op(Op::Append {
+                seq: self.store.last_seq() + 1,
                 subject,
                 headers: Some(hdrs),
                 payload: Vec::new(),

@@ -193,6 +193,8 @@ impl Gen {
         };
         self.last_seq += 1;
         Op::Append {
+            // The harness assigns it from the leader's state (see `assign`).
+            seq: 0,
             subject,
             headers: (!hdrs.is_empty()).then(|| format!("NATS/1.0\r\n{hdrs}\r\n").into_bytes()),
             payload,
@@ -291,6 +293,20 @@ fn like_the_runner(s: &mut Stream, op_was_create: bool, compact: bool) {
     }
 }
 
+/// Gives an append the sequence a leader would assign from its applied state: nearly always
+/// the next one; now and then one behind (a replayed append: skipped) or ahead (a leader that
+/// ran past a refused op: refused), which every replica must treat alike.
+fn assign(op: &mut Op, leader: &Stream, rng: &mut StdRng) {
+    if let Op::Append { seq, .. } = op {
+        let next = leader.store.last_seq() + 1;
+        *seq = match rng.random_range(0..100) {
+            0 => next.saturating_sub(1),
+            1 => next + 1,
+            _ => next,
+        };
+    }
+}
+
 /// Runs one seed; returns the most pending acks any consumer had.
 fn run(seed: u64, ops: usize, retention: Retention) -> usize {
     let dir = tempfile::tempdir().unwrap();
@@ -301,18 +317,40 @@ fn run(seed: u64, ops: usize, retention: Retention) -> usize {
     let mut gen = Gen::new(seed, retention);
     let mut peak = 0;
     let mut pending_peak = 0;
+    let mut previous: Option<(u64, Op)> = None;
+    // Its own generator, so the op stream is the same as without sequence faults and replays.
+    let mut side = StdRng::seed_from_u64(!seed);
     for i in 0..ops {
-        let op = gen.op();
+        let index = i as u64 + 1;
+        let mut op = gen.op();
+        assign(&mut op, &mem, &mut side);
         let creates = matches!(op, Op::ConsumerCreate { .. });
         let replicated = codec::decode(&codec::encode(&op)).unwrap();
-        let a = mem.apply(op.clone()).map(|r| format!("{r:?}"));
-        let b = file.apply(replicated).map(|r| format!("{r:?}"));
-        let c = crashing.apply(op).map(|r| format!("{r:?}"));
+        let a = mem.apply_at(index, op.clone()).map(|r| format!("{r:?}"));
+        let b = file.apply_at(index, replicated).map(|r| format!("{r:?}"));
+        let c = crashing
+            .apply_at(index, op.clone())
+            .map(|r| format!("{r:?}"));
         assert_eq!(a, b, "seed {seed}, op {i}: different outcomes");
         assert_eq!(
             a, c,
             "seed {seed}, op {i}: different outcomes after a crash"
         );
+        // A replayed entry (at or below the applied index) changes nothing anywhere.
+        if let Some((at, again)) = previous.replace((index, op)) {
+            if side.random_bool(0.05) {
+                let before = snapshot(&mem);
+                for r in [&mut mem, &mut file, &mut crashing] {
+                    let replayed = r.apply_at(at, again.clone()).map(|r| format!("{r:?}"));
+                    assert_eq!(replayed, Ok("Skipped".to_string()), "seed {seed}, op {i}");
+                }
+                assert_eq!(
+                    before,
+                    snapshot(&mem),
+                    "seed {seed}: a replay changed state"
+                );
+            }
+        }
         let pending = mem.consumers.values().map(|c| c.state().pending.len());
         pending_peak = pending_peak.max(pending.max().unwrap_or(0));
         like_the_runner(&mut file, creates, false);
@@ -338,6 +376,7 @@ fn run(seed: u64, ops: usize, retention: Retention) -> usize {
         }
     }
     assert_eq!(snapshot(&mem), snapshot(&file), "seed {seed}, at the end");
+    assert_eq!((mem.applied(), file.applied()), (ops as u64, ops as u64));
     // An interest stream drops what no consumer matches, so it holds fewer.
     let least = if retention == Retention::Limits {
         10

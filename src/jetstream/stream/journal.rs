@@ -82,10 +82,10 @@ impl Journal {
         self.last = self.last.max(applied);
     }
 
-    /// Queues one entry; returns its index.
-    pub fn push(&mut self, entry: &[u8]) -> u64 {
-        self.last += 1;
-        let index = self.last.to_le_bytes();
+    /// Queues one entry under the stream's op `index` (above every earlier one).
+    pub fn push(&mut self, index: u64, entry: &[u8]) {
+        self.last = self.last.max(index);
+        let index = index.to_le_bytes();
         let mut crc = crc32fast::Hasher::new();
         crc.update(&index);
         crc.update(entry);
@@ -95,7 +95,6 @@ impl Journal {
         self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
         self.buf.extend_from_slice(&index);
         self.buf.extend_from_slice(entry);
-        self.last
     }
 
     /// Writes the queued entries to the file (no fsync).
@@ -190,10 +189,11 @@ mod tests {
         let (mut j, entries) = Journal::open(dir.path()).unwrap();
         assert!(entries.is_empty());
         assert!(!dir.path().join("consumers.log").exists());
-        assert_eq!(j.push(b"one"), 1);
-        assert_eq!(j.push(b"two"), 2);
+        j.push(1, b"one");
+        j.push(5, b"two");
+        assert_eq!(j.last(), 5);
         j.sync().unwrap();
-        j.push(b"three");
+        j.push(6, b"three");
         j.write().unwrap();
         drop(j);
         // A torn last record: its final byte is missing.
@@ -206,23 +206,25 @@ mod tests {
             .set_len(len - 1)
             .unwrap();
         let (mut j, entries) = Journal::open(dir.path()).unwrap();
-        assert_eq!(entries, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
-        assert_eq!(j.push(b"four"), 3);
+        assert_eq!(entries, vec![(1, b"one".to_vec()), (5, b"two".to_vec())]);
+        assert_eq!(j.last(), 5);
+        j.push(6, b"four");
         j.sync().unwrap();
         let (_, entries) = Journal::open(dir.path()).unwrap();
-        assert_eq!(entries.last(), Some(&(3, b"four".to_vec())));
+        assert_eq!(entries.last(), Some(&(6, b"four".to_vec())));
     }
 
     #[test]
     fn reset_keeps_numbering_and_damage_ends_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path()).unwrap();
-        j.push(b"a");
-        j.push(b"b");
+        j.push(1, b"a");
+        j.push(2, b"b");
         j.sync().unwrap();
         j.reset().unwrap();
-        assert_eq!(j.push(b"c"), 3);
-        j.push(b"d");
+        assert_eq!(j.last(), 2);
+        j.push(3, b"c");
+        j.push(4, b"d");
         j.sync().unwrap();
         drop(j);
         let path = dir.path().join("consumers.log");

@@ -37,8 +37,11 @@ use crate::store::MsgStore;
 /// state gives the same stream: this is what Raft replicates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Op {
-    /// Store a message.
+    /// Store a message as `seq`: the sequence the proposer assigned (the applied state's
+    /// next). Apply refuses any other (a proposer that ran ahead of a refused op), except one
+    /// already stored, which it skips (a replay).
     Append {
+        seq: u64,
         subject: String,
         headers: Option<Vec<u8>>,
         payload: Vec<u8>,
@@ -119,6 +122,9 @@ pub(crate) enum Applied {
         removed: bool,
     },
     Done,
+    /// Already applied (an index at or below the applied one, or an append of a stored
+    /// sequence): nothing changed.
+    Skipped,
 }
 
 /// What a publish turns into.
@@ -153,6 +159,8 @@ pub(crate) struct Stream {
     pub lost: Vec<u64>,
     /// The journal of consumer ops (file streams, once their consumers are loaded).
     journal: Option<journal::Journal>,
+    /// Index of the last op applied (the replicated log's index; locally, a counter).
+    applied: u64,
 }
 
 impl Stream {
@@ -173,6 +181,7 @@ impl Stream {
             ttl: std::collections::BTreeSet::new(),
             lost: Vec::new(),
             journal: None,
+            applied: 0,
         };
         let from = s.load_derived();
         s.rebuild_dedup(from);
@@ -280,6 +289,7 @@ impl Stream {
             }
         }
         Ok(Decision::Append(Op::Append {
+            seq: self.store.last_seq() + 1,
             subject: subj.to_string(),
             headers: hdrs.map(<[u8]>::to_vec),
             payload: payload.to_vec(),
@@ -321,15 +331,33 @@ impl Stream {
         Ok(())
     }
 
-    /// Applies one state change. Consumer ops that changed something are also queued to the
-    /// journal (file streams), which the runner writes with the batch.
+    /// Index of the last op applied (read by the tests; the Raft glue will report it).
+    #[cfg(test)]
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Applies one state change as the next index (the local log: every op committed as it
+    /// is proposed).
     pub fn apply(&mut self, op: Op) -> Result<Applied, ApiError> {
+        self.apply_at(self.applied + 1, op)
+    }
+
+    /// Applies the op at log index `index`; one at or below the applied index is skipped, so
+    /// a replay is idempotent. A refused op still uses its index (every replica refuses it
+    /// alike). Consumer ops that changed something are also queued to the journal (file
+    /// streams) under their index; the runner writes it with the batch.
+    pub fn apply_at(&mut self, index: u64, op: Op) -> Result<Applied, ApiError> {
+        if index <= self.applied {
+            return Ok(Applied::Skipped);
+        }
+        self.applied = index;
         let entry = (self.journal.is_some() && matches!(op, Op::Ack { .. } | Op::Delivered { .. }))
             .then(|| codec::encode(&op));
         let applied = self.apply_op(op)?;
         if let (Some(entry), Some(journal)) = (entry, &mut self.journal) {
             if !matches!(&applied, Applied::Acked { settled, .. } if settled.is_empty()) {
-                journal.push(&entry);
+                journal.push(index, &entry);
             }
         }
         Ok(applied)
@@ -340,6 +368,7 @@ impl Stream {
         let store_err = |e: crate::store::StoreError| ApiError::store_failed(&e.to_string());
         match op {
             Op::Append {
+                seq: assigned,
                 subject,
                 headers,
                 payload,
@@ -348,6 +377,13 @@ impl Stream {
                 rollup,
                 expect,
             } => {
+                let next = self.store.last_seq() + 1;
+                if assigned < next {
+                    return Ok(Applied::Skipped);
+                }
+                if assigned > next {
+                    return Err(ApiError::sequence_mismatch());
+                }
                 if let Some(seq) = msg_id.as_deref().and_then(|id| self.duplicate_of(id, time)) {
                     return Ok(Applied::Duplicate(seq));
                 }
