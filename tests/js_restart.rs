@@ -201,3 +201,68 @@ async fn the_node_id_is_kept_in_the_store_directory() {
     assert_eq!(plain.node_id(), None, "no JetStream, no store, no node id");
     plain.shutdown().await;
 }
+
+/// The stream catalogue (`jetstream/meta.log`) is what says which streams exist: a store of
+/// the earlier layout (a `meta.json` in each stream's directory) is taken over with its data;
+/// memory streams do not outlive the process (as on nats-server) and can be created anew with
+/// another configuration; a directory no stream owns is set aside, not served or destroyed,
+/// when a stream of that name is created.
+#[tokio::test]
+async fn the_catalogue_decides_which_streams_exist() {
+    let env = JsEnv::new().await;
+    let cfg = json!({"name": "OLD", "subjects": ["old.>"], "max_msgs": 1000});
+    let created = env.stream(cfg).await["created"].clone();
+    for i in 1..=3u64 {
+        assert_ack(&env.publish("old.x", format!("m{i}")).await, "OLD", i);
+    }
+    env.stream(json!({"name": "MEM", "subjects": ["mem"], "storage": "memory"}))
+        .await;
+    let info = env.info("OLD").await;
+    let dir = env.stop().await;
+    let js = dir.path().join("jetstream");
+    assert!(js.join("meta.log").exists(), "the catalogue's log");
+    // Back to the layout before the catalogue: no catalogue, a meta.json per stream.
+    std::fs::remove_file(js.join("meta.log")).unwrap();
+    let old = json!({"config": info["config"], "created": 1_700_000_000_000_000_000i64});
+    std::fs::write(js.join("streams/OLD/meta.json"), old.to_string()).unwrap();
+    // A directory a crash left behind, as if a deleted stream's data was not yet removed.
+    std::fs::create_dir_all(js.join("streams/GONE/store")).unwrap();
+    std::fs::write(js.join("streams/GONE/store/leftover"), b"x").unwrap();
+
+    let env = JsEnv::on(dir).await;
+    let after = env.info("OLD").await;
+    assert_eq!(after["config"], info["config"]);
+    assert_eq!(after["created"], "2023-11-14T22:13:20Z", "{after}");
+    assert_ne!(after["created"], created);
+    assert_eq!(after["state"]["messages"], 3);
+    assert!(!js.join("streams/OLD/meta.json").exists(), "taken over");
+    assert!(js.join("meta.log").exists());
+    assert_err(&env.api("STREAM.INFO.MEM", "").await, 10059);
+    assert_err(&env.api("STREAM.INFO.GONE", "").await, 10059);
+    let mem = env
+        .stream(json!({"name": "MEM", "subjects": ["mem2"], "storage": "memory"}))
+        .await;
+    assert_eq!(mem["config"]["subjects"], json!(["mem2"]));
+    let gone = env
+        .stream(json!({"name": "GONE", "subjects": ["gone"]}))
+        .await;
+    assert_eq!(gone["state"]["messages"], 0);
+    let aside: Vec<String> = std::fs::read_dir(js.join("streams"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("GONE.orphan."))
+        .collect();
+    assert_eq!(aside.len(), 1, "the old directory is set aside");
+    assert!(js
+        .join("streams")
+        .join(&aside[0])
+        .join("store/leftover")
+        .exists());
+    // Deleted streams stay deleted; the others come back again from the catalogue alone.
+    assert_eq!(env.api("STREAM.DELETE.GONE", "").await["success"], true);
+    let env = env.restart().await;
+    assert_eq!(env.info("OLD").await["state"]["messages"], 3);
+    assert_err(&env.api("STREAM.INFO.GONE", "").await, 10059);
+    let names = env.api("STREAM.NAMES", "").await;
+    assert_eq!(names["streams"], json!(["OLD"]), "{names}");
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::api::{self, response, Call, ListReq, LIST_LIMIT, NAMES_LIMIT};
+use super::catalogue::{MetaApplied, MetaOp};
 use super::config::StreamConfig;
 use super::errors::ApiError;
 use super::queue::Tx;
@@ -163,31 +164,29 @@ impl JetStream {
                 "stream configuration for create can not be sealed",
             ));
         }
-        {
-            let streams = lock(&self.streams);
-            if let Some(existing) = streams.get(name) {
-                if existing.config == cfg {
-                    let tx = existing.tx.clone();
-                    drop(streams);
-                    return self.query_info(&tx).ok_or_else(ApiError::stream_not_found);
-                }
-                return Err(ApiError::stream_name_exist());
-            }
-            for h in streams.values() {
-                if h.config.subjects.iter().any(|a| {
-                    cfg.subjects
-                        .iter()
-                        .any(|b| crate::protocol::subject::overlaps(a, b))
-                }) {
-                    return Err(ApiError::subjects_overlap());
-                }
+        let mut catalogue = lock(&self.catalogue);
+        let create = MetaOp::CreateStream {
+            config: cfg.clone(),
+            created: time::now_nanos(),
+        };
+        // Refusals (name taken, subjects overlapping) come before any reservation.
+        if catalogue.catalogue().check(&create)? == MetaApplied::Changed {
+            self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
+            let opened = catalogue.commit(create).and_then(|_| {
+                let created = catalogue.catalogue().get(name).map_or(0, |a| a.created);
+                self.open_stream(cfg, created, true).inspect_err(|_| {
+                    let undo = MetaOp::DeleteStream { name: name.to_string() };
+                    if let Err(e) = catalogue.commit(undo) {
+                        tracing::error!(stream = %name, "catalogue keeps a stream that did not open: {}", e.description);
+                    }
+                })
+            });
+            if let Err(e) = opened {
+                self.resources.release(name);
+                return Err(e);
             }
         }
-        self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
-        if let Err(e) = self.open_stream(cfg, time::now_nanos(), true) {
-            self.resources.release(name);
-            return Err(e);
-        }
+        drop(catalogue);
         let tx = lock(&self.streams).get(name).map(|h| h.tx.clone());
         tx.and_then(|tx| self.query_info(&tx))
             .ok_or_else(ApiError::stream_not_found)
@@ -205,43 +204,59 @@ impl JetStream {
                 }
                 cfg.normalize()
             });
-        let result = checked.and_then(|cfg| {
-            let streams = lock(&self.streams);
-            let old = streams.get(name).ok_or_else(ApiError::stream_not_found)?;
-            api::check_update(&old.config, &cfg)?;
-            let overlap = streams.iter().any(|(n, h)| {
-                n != name
-                    && h.config.subjects.iter().any(|a| {
-                        cfg.subjects
-                            .iter()
-                            .any(|b| crate::protocol::subject::overlaps(a, b))
-                    })
-            });
-            if overlap {
-                return Err(ApiError::subjects_overlap());
+        let result = checked.and_then(|cfg| self.commit_update(name, cfg));
+        self.reply(&m, "stream_update", result);
+    }
+
+    /// Commits an update to the catalogue, has the stream apply it (durably) and resubscribes
+    /// changed subjects; if the stream refuses it, the catalogue takes the old config back.
+    fn commit_update(&self, name: &str, cfg: StreamConfig) -> Result<Value, ApiError> {
+        let mut catalogue = lock(&self.catalogue);
+        let old = catalogue
+            .catalogue()
+            .get(name)
+            .map(|a| a.config.clone())
+            .ok_or_else(ApiError::stream_not_found)?;
+        api::check_update(&old, &cfg)?;
+        let tx = lock(&self.streams)
+            .get(name)
+            .map(|h| h.tx.clone())
+            .ok_or_else(ApiError::stream_not_found)?;
+        let update = MetaOp::UpdateStream {
+            config: cfg.clone(),
+        };
+        catalogue.catalogue().check(&update)?;
+        self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
+        let applied = catalogue
+            .commit(update)
+            .and_then(|_| self.apply_update(&tx, &cfg));
+        let info = match applied {
+            Ok(info) => info,
+            Err(e) => {
+                let _ = self.resources.reserve(name, old.storage, old.max_bytes);
+                if catalogue
+                    .catalogue()
+                    .get(name)
+                    .is_some_and(|a| a.config == cfg)
+                {
+                    let back = MetaOp::UpdateStream { config: old };
+                    if let Err(e) = catalogue.commit(back) {
+                        tracing::error!(stream = %name, "catalogue keeps an update the stream refused: {}", e.description);
+                    }
+                }
+                return Err(e);
             }
-            Ok((cfg, old.config.max_bytes, old.tx.clone()))
-        });
-        let result = result.and_then(|(cfg, old_max_bytes, tx)| {
-            self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
-            let applied = self.apply_update(&tx, &cfg);
-            if applied.is_err() {
-                let _ = self.resources.reserve(name, cfg.storage, old_max_bytes);
-            }
-            let info = applied?;
+        };
+        if old.subjects != cfg.subjects || old.allow_direct != cfg.allow_direct {
             let mut streams = lock(&self.streams);
             if let Some(h) = streams.get_mut(name) {
-                if h.config.subjects != cfg.subjects || h.config.allow_direct != cfg.allow_direct {
-                    for s in h.subs.drain(..) {
-                        self.client.unsubscribe_internal(&s);
-                    }
-                    h.subs = self.subscribe_stream(&cfg, &h.tx, h.reader.clone());
+                for s in h.subs.drain(..) {
+                    self.client.unsubscribe_internal(&s);
                 }
-                h.config = cfg;
+                h.subs = self.subscribe_stream(&cfg, &h.tx, h.reader.clone());
             }
-            Ok(info)
-        });
-        self.reply(&m, "stream_update", result);
+        }
+        Ok(info)
     }
 
     /// Hands a validated update to the stream thread and waits for its durable outcome.
@@ -257,7 +272,16 @@ impl JetStream {
             .map_err(|_| ApiError::store_failed("stream did not answer the update"))?
     }
 
+    /// Deletes the stream from the catalogue, then stops it and removes its data (a crash in
+    /// between leaves a directory no stream owns, reported at start).
     fn delete_stream(&self, name: &str, m: Message) {
+        let delete = MetaOp::DeleteStream {
+            name: name.to_string(),
+        };
+        if let Err(e) = lock(&self.catalogue).commit(delete) {
+            self.reply(&m, "stream_delete", Err(e));
+            return;
+        }
         let handle = lock(&self.streams).remove(name);
         let Some(h) = handle else {
             self.reply(&m, "stream_delete", Err(ApiError::stream_not_found()));
@@ -268,7 +292,7 @@ impl JetStream {
             self.client.unsubscribe_internal(s);
         }
         let _ = h.tx.send(Input::Delete(m.reply.clone()));
-        h.wait_done();
+        h.wait_done(name);
     }
 
     fn query_info(&self, tx: &Tx<Input>) -> Option<Value> {
@@ -278,17 +302,20 @@ impl JetStream {
     }
 
     fn matching_names(&self, filter: Option<&str>) -> Vec<(String, Tx<Input>)> {
-        lock(&self.streams)
-            .iter()
-            .filter(|(_, h)| {
+        let catalogue = lock(&self.catalogue);
+        let streams = lock(&self.streams);
+        catalogue
+            .catalogue()
+            .streams()
+            .filter(|(_, a)| {
                 filter.is_none_or(|s| {
-                    h.config
+                    a.config
                         .subjects
                         .iter()
                         .any(|p| crate::protocol::subject::overlaps(p, s))
                 })
             })
-            .map(|(n, h)| (n.clone(), h.tx.clone()))
+            .filter_map(|(n, _)| Some((n.clone(), streams.get(n)?.tx.clone())))
             .collect()
     }
 

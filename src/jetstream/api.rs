@@ -368,12 +368,10 @@ pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(),
     Ok(())
 }
 
-/// Applies a normalised configuration update, saving it to `meta.json` first so that a
-/// restart finds what was acknowledged.
+/// Applies a normalised configuration update (the catalogue has it durably already, so a
+/// restart finds what was acknowledged).
 pub(crate) fn update(s: &mut Stream, cfg: StreamConfig) -> Result<(), ApiError> {
     check_update(&s.config, &cfg)?;
-    s.save_meta(&cfg)
-        .map_err(|e| ApiError::store_failed(&e.to_string()))?;
     s.apply(Op::UpdateConfig(Box::new(cfg))).map(|_| ())
 }
 

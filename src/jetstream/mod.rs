@@ -12,13 +12,16 @@
 
 mod account;
 pub mod api;
+mod catalogue;
 pub mod config;
 pub mod consumer;
 pub mod direct;
 pub mod errors;
 pub mod headers;
+mod journal;
 mod limits;
 mod queue;
+mod restore;
 pub mod runner;
 pub mod stream;
 pub mod time;
@@ -34,16 +37,16 @@ use crate::store::{FileStore, FileStoreOptions, MemStore, MsgStore, SharedStore,
 use config::{Storage, StreamConfig};
 use errors::ApiError;
 use runner::{Ctx, Input};
-use stream::{Stream, StreamMeta};
+use stream::Stream;
 
 /// Queue depth of a stream thread: a publisher finding it full is held back, then dropped (no
 /// ack, it retries), so a slow disk cannot grow memory without bound. The queue allocates as
 /// it fills, so an idle stream costs little.
 const STREAM_QUEUE: usize = 64 * 1024;
 
+/// A running stream (its configuration is the catalogue's).
 struct Handle {
     tx: queue::Tx<Input>,
-    config: StreamConfig,
     subs: Vec<Arc<crate::server::Subscription>>,
     /// Reads the stream's store from connection tasks (direct gets).
     reader: StoreReader,
@@ -56,6 +59,8 @@ pub(crate) struct JetStream {
     cfg: JetStreamConfig,
     client: Client,
     server_name: String,
+    /// Which streams exist (the replicated truth); lock it before `streams`.
+    catalogue: Mutex<catalogue::Durable>,
     streams: Mutex<BTreeMap<String, Handle>>,
     api_sub: Mutex<Option<Arc<crate::server::Subscription>>>,
     resources: Arc<limits::Resources>,
@@ -84,6 +89,7 @@ impl JetStream {
                 .map_err(|e| tracing::error!("running without a sled index: {e}"))
                 .ok();
         tracing::info!("  Node ID:         {node_id}");
+        let catalogue = restore::open_catalogue(&cfg.store_dir)?;
         let resources = limits::Resources::new(&cfg);
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?;
@@ -95,10 +101,11 @@ impl JetStream {
             cfg,
             client,
             server_name,
+            catalogue: Mutex::new(catalogue),
             streams: Mutex::new(BTreeMap::new()),
             api_sub: Mutex::new(None),
         });
-        js.restore();
+        js.restore_streams();
         let (tx, mut rx) = queue::queue::<Message>(STREAM_QUEUE);
         // Direct gets are answered by the streams' own subscriptions (see `direct`); taking
         // them here too would wake this thread for nothing, and a stream without direct gets
@@ -135,42 +142,12 @@ impl JetStream {
             self.client.unsubscribe_internal(&sub);
         }
         let mut streams = lock(&self.streams);
-        for (_, h) in std::mem::take(&mut *streams) {
+        for (name, h) in std::mem::take(&mut *streams) {
             for s in &h.subs {
                 self.client.unsubscribe_internal(s);
             }
             let _ = h.tx.send(Input::Stop);
-            h.wait_done();
-        }
-    }
-
-    fn restore(&self) {
-        let dir = streams_dir(&self.cfg.store_dir);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let meta: StreamMeta = match StreamMeta::read(&path) {
-                Some(m) => m,
-                None => {
-                    tracing::error!(dir = %path.display(), "stream metadata unreadable; stream skipped");
-                    continue;
-                }
-            };
-            let name = meta.config.name.clone();
-            if let Err(e) =
-                self.resources
-                    .reserve(&name, meta.config.storage, meta.config.max_bytes)
-            {
-                tracing::warn!(stream = %name, "{}", e.description);
-            }
-            match self.open_stream(meta.config, meta.created, false) {
-                Ok(()) => tracing::info!(stream = %name, "Restored stream"),
-                Err(e) => {
-                    tracing::error!(stream = %name, "can't restore stream: {}", e.description)
-                }
-            }
+            h.wait_done(&name);
         }
     }
 
@@ -184,14 +161,9 @@ impl JetStream {
             Storage::Memory => (Box::new(MemStore::new()), None),
             Storage::File => {
                 if fresh {
-                    std::fs::create_dir_all(&dir).map_err(io)?;
-                    StreamMeta {
-                        config: config.clone(),
-                        created,
-                    }
-                    .write(&dir)
-                    .map_err(io)?;
+                    restore::set_aside(&dir);
                 }
+                std::fs::create_dir_all(&dir).map_err(io)?;
                 let (fs, report) = open_file_store(&name, &dir, self.index.clone())
                     .map_err(|e| ApiError::store_failed(&e.to_string()))?;
                 lost = report.lost_seqs;
@@ -209,8 +181,18 @@ impl JetStream {
         let reader = store.reader();
         let mut stream = Stream::new(config.clone(), created, Box::new(store), dir);
         stream.lost = lost;
-        if config.first_seq > 1 && fresh {
-            let _ = stream.store.set_first_seq(config.first_seq);
+        // Derived from the configuration on every open, so a crash right after the catalogue
+        // took the stream cannot lose it: a store that never held anything starts there.
+        if config.first_seq > 1 && stream.store.last_seq() == 0 {
+            stream
+                .store
+                .set_first_seq(config.first_seq)
+                .map_err(|e| ApiError::store_failed(&e.to_string()))?;
+        }
+        if !fresh {
+            // The catalogue's configuration may be newer than what the stream applied before
+            // a crash (an update is committed there first): apply it again (idempotent).
+            stream.apply(stream::Op::UpdateConfig(Box::new(config.clone())))?;
         }
         stream.load_consumers();
         let (tx, rx) = queue::queue(STREAM_QUEUE);
@@ -231,7 +213,6 @@ impl JetStream {
             name,
             Handle {
                 tx,
-                config,
                 subs,
                 reader,
                 done,
@@ -287,9 +268,9 @@ impl JetStream {
 
 impl Handle {
     /// Waits (bounded) for the stream's task to finish after a Stop or Delete.
-    fn wait_done(&self) {
+    fn wait_done(&self, name: &str) {
         if self.done.recv_timeout(Duration::from_secs(30)).is_err() {
-            tracing::warn!(stream = %self.config.name, "stream did not stop within 30 s");
+            tracing::warn!(stream = %name, "stream did not stop within 30 s");
         }
     }
 }

@@ -4,10 +4,10 @@
 //! queued by `apply`, written and fsynced by the runner with its batch, replayed at load,
 //! compacted into consumer snapshots.
 
-use super::journal::Journal;
 use super::{codec, Applied, Op, Stream};
 use crate::jetstream::config::Retention;
 use crate::jetstream::consumer::AckKind;
+use crate::jetstream::journal::Journal;
 use crate::store::StoreError;
 
 impl Stream {
@@ -66,7 +66,7 @@ impl Stream {
     /// their snapshots do not include.
     pub(super) fn replay_journal(&mut self) {
         let Some(dir) = self.dir.clone() else { return };
-        let (mut journal, entries) = match Journal::open(&dir) {
+        let (mut journal, entries) = match Journal::open(&dir.join("consumers.log")) {
             Ok(j) => j,
             Err(e) => {
                 tracing::error!(stream = %self.config.name, "consumer journal unreadable: {e}; consumers keep their snapshots");

@@ -18,13 +18,12 @@ mod consumer_ops;
 mod derived;
 #[cfg(test)]
 mod determinism_tests;
-mod journal;
 mod persist;
 mod republish;
 
 pub(crate) use derived::parse_ttl;
 use derived::Dedup;
-pub(crate) use persist::StreamMeta;
+pub(crate) use persist::{sync_dir, write_file, StreamMeta};
 
 use crate::jetstream::config::{ConsumerConfig, Discard, StreamConfig};
 use crate::jetstream::consumer::{AckKind, Consumer, Deliveries};
@@ -158,7 +157,7 @@ pub(crate) struct Stream {
     /// Sequences found damaged at recovery (reported in stream info as `lost`).
     pub lost: Vec<u64>,
     /// The journal of consumer ops (file streams, once their consumers are loaded).
-    journal: Option<journal::Journal>,
+    journal: Option<crate::jetstream::journal::Journal>,
     /// Index of the last op applied (the replicated log's index; locally, a counter).
     applied: u64,
 }

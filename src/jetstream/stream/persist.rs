@@ -121,7 +121,7 @@ struct ConsumerRecord {
 }
 
 /// Writes `data` to a new file at `path` and fsyncs it.
-pub(super) fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
     f.write_all(data)?;
@@ -129,11 +129,12 @@ pub(super) fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result
 }
 
 /// fsyncs a directory, so the renames in it survive power loss.
-pub(super) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// A stream's `meta.json`: its configuration and creation time, the first thing read at start.
+/// A stream's `meta.json` as stores written before the catalogue have it (read once, when
+/// the catalogue takes them over).
 #[derive(Serialize, Deserialize)]
 pub(crate) struct StreamMeta {
     pub config: StreamConfig,
@@ -145,26 +146,5 @@ impl StreamMeta {
     pub fn read(dir: &std::path::Path) -> Option<StreamMeta> {
         let bytes = std::fs::read(dir.join("meta.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
-    }
-
-    /// Writes `<dir>/meta.json` durably: temp file, fsync, rename, fsync the directory.
-    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = dir.join("meta.json.tmp");
-        write_file(&tmp, &json)?;
-        std::fs::rename(&tmp, dir.join("meta.json"))?;
-        sync_dir(dir)
-    }
-}
-
-impl Stream {
-    /// Saves the current configuration to `meta.json` (file streams), durably.
-    pub fn save_meta(&self, config: &StreamConfig) -> std::io::Result<()> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        StreamMeta {
-            config: config.clone(),
-            created: self.created,
-        }
-        .write(dir)
     }
 }

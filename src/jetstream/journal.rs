@@ -1,10 +1,10 @@
-//! The stream's journal of the ops its message store does not record itself: consumer
-//! deliveries and acks (`consumers.log` beside the store). Each entry is an op in the entry
-//! codec with an index; consumer snapshots (`consumers/<name>.json`) say which index they
-//! include, so a replay applies each entry at most once. Entries are written at the end of
-//! every batch (they survive kill -9) and fsynced with the batch when an AckSync waits on them
-//! (then they survive power loss). Once the journal grows past [`COMPACT_AT`] the consumers are
-//! snapshotted durably and it starts again empty.
+//! An append-only journal of indexed entries, for state no message store records itself: a
+//! stream's consumer deliveries and acks (`consumers.log` beside its store; consumer snapshots
+//! say which index they include) and the stream catalogue's ops (`meta.log`, see
+//! `catalogue`). A replay applies each entry above its snapshot's index once. Entries are
+//! written with [`Journal::write`] (they survive kill -9) and fsynced with [`Journal::sync`]
+//! (then they survive power loss); once the file passes [`COMPACT_AT`] the owner snapshots
+//! durably and [`Journal::reset`]s it.
 //!
 //! ```text
 //! record = len:u32le crc32:u32le index:u64le entry     (crc over index and entry; len of entry)
@@ -16,15 +16,15 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Journal size at which the consumers are snapshotted and the journal emptied.
-pub(super) const COMPACT_AT: u64 = 8 * 1024 * 1024;
+pub(crate) const COMPACT_AT: u64 = 8 * 1024 * 1024;
 
 const HEADER: usize = 16;
 
 /// The entries read back: (index, entry bytes), in order.
-pub(super) type Entries = Vec<(u64, Vec<u8>)>;
+pub(crate) type Entries = Vec<(u64, Vec<u8>)>;
 
 /// An open journal.
-pub(super) struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     file: Option<File>,
     buf: Vec<u8>,
@@ -37,10 +37,10 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    /// The journal in `dir`, with its entries (index, entry bytes) in order; a damaged tail is
-    /// cut off. Opening creates nothing: the file appears with the first entry.
-    pub fn open(dir: &Path) -> std::io::Result<(Journal, Entries)> {
-        let path = dir.join("consumers.log");
+    /// The journal file `path`, with its entries (index, entry bytes) in order; a damaged
+    /// tail is cut off. Opening creates nothing: the file appears with the first entry.
+    pub fn open(path: &Path) -> std::io::Result<(Journal, Entries)> {
+        let path = path.to_path_buf();
         let mut entries = Vec::new();
         let mut size = 0u64;
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn entries_survive_reopen_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, entries) = Journal::open(dir.path()).unwrap();
+        let (mut j, entries) = Journal::open(&dir.path().join("consumers.log")).unwrap();
         assert!(entries.is_empty());
         assert!(!dir.path().join("consumers.log").exists());
         j.push(1, b"one");
@@ -205,19 +205,19 @@ mod tests {
             .unwrap()
             .set_len(len - 1)
             .unwrap();
-        let (mut j, entries) = Journal::open(dir.path()).unwrap();
+        let (mut j, entries) = Journal::open(&dir.path().join("consumers.log")).unwrap();
         assert_eq!(entries, vec![(1, b"one".to_vec()), (5, b"two".to_vec())]);
         assert_eq!(j.last(), 5);
         j.push(6, b"four");
         j.sync().unwrap();
-        let (_, entries) = Journal::open(dir.path()).unwrap();
+        let (_, entries) = Journal::open(&dir.path().join("consumers.log")).unwrap();
         assert_eq!(entries.last(), Some(&(6, b"four".to_vec())));
     }
 
     #[test]
     fn reset_keeps_numbering_and_damage_ends_the_journal() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path()).unwrap();
+        let (mut j, _) = Journal::open(&dir.path().join("consumers.log")).unwrap();
         j.push(1, b"a");
         j.push(2, b"b");
         j.sync().unwrap();
@@ -232,7 +232,7 @@ mod tests {
         assert_eq!(bytes.len(), 2 * (HEADER + 1));
         bytes[HEADER + 1 + HEADER] ^= 0xff; // the second record's entry
         std::fs::write(&path, &bytes).unwrap();
-        let (j, entries) = Journal::open(dir.path()).unwrap();
+        let (j, entries) = Journal::open(&dir.path().join("consumers.log")).unwrap();
         assert_eq!(entries, vec![(3, b"c".to_vec())]);
         assert_eq!(j.last(), 3);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), (HEADER + 1) as u64);
