@@ -3,6 +3,7 @@
 //!
 //! The reader routes every publish itself, appending frames straight into subscribers' outbound
 //! buffers; the matching writer task ([`super::outbound::writer`]) owns the socket's write half.
+//! Both are generic over the [`Transport`] the connection runs on.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,14 +12,15 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use rustc_hash::FxHashMap;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::Instrument;
 
 use super::auth::{Authenticated, Perms, Responses};
 use super::deliver::{deliver, Dirty, Origin, Publish};
+use super::kind::ConnKind;
 use super::outbound::{writer, CloseReason, Outbound};
 use super::sublist::{MatchCache, Sink, Subscription};
+use super::transport::Transport;
 use super::Shared;
 use crate::protocol::encode;
 use crate::protocol::info::ConnectOptions;
@@ -27,25 +29,30 @@ use crate::protocol::subject;
 
 const READ_BUF: usize = 64 * 1024;
 
-/// Serves one accepted TCP connection until it closes.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, cid: u64) {
-    let span = tracing::debug_span!("conn", cid, %peer);
+/// Serves one accepted client connection until it closes. Its kind is always
+/// [`ConnKind::Client`]: this is the client protocol, whatever the transport.
+pub(crate) async fn serve<T: Transport>(
+    shared: Arc<Shared>,
+    stream: T,
+    peer: SocketAddr,
+    cid: u64,
+) {
+    let out = Outbound::new(cid, ConnKind::Client, shared.config.max_pending);
+    let span = tracing::debug_span!("conn", cid, kind = %out.kind, %peer);
     async move {
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
-        let out = Outbound::new(cid, shared.config.max_pending);
+        let (rd, wr) = stream.split();
         shared.register(&out);
         shared
             .tasks
             .spawn(writer(out.clone(), wr, shared.config.write_deadline));
         out.send(|b| encode::write_info(b, &shared.info_for(cid, &peer)));
-        tracing::debug!("Client connection created");
+        tracing::debug!("{} connection created", out.kind);
         let mut conn = Conn::new(shared.clone(), out.clone());
         let reason = conn.run(rd).await;
         conn.cleanup();
         out.close(reason);
         shared.unregister(cid);
-        tracing::debug!(?reason, "Client connection closed");
+        tracing::debug!(?reason, "{} connection closed", out.kind);
     }
     .instrument(span)
     .await
@@ -98,7 +105,7 @@ impl Conn {
         }
     }
 
-    async fn run(&mut self, mut rd: tokio::net::tcp::OwnedReadHalf) -> CloseReason {
+    async fn run<R: AsyncRead + Unpin>(&mut self, mut rd: R) -> CloseReason {
         let cfg = &self.shared.config;
         let limits = Limits {
             max_control_line: cfg.max_control_line,

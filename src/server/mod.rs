@@ -2,17 +2,20 @@
 //! knows nothing of JetStream or monitoring: the `node` module composes them around it.
 //!
 //! Layout: [`client`] reads and acts on one connection, [`outbound`] buffers and writes what it
-//! is sent, [`sublist`] routes subjects to subscriptions, [`deliver`] fans one message out,
-//! [`auth`] checks credentials and permissions, [`inproc`] is the socket-less client, `message`
-//! the owned message type they share.
+//! is sent, [`transport`] is the byte stream both run over (TCP today), `kind` says what the
+//! peer is ([`ConnKind`]), [`sublist`] routes subjects to subscriptions and reports interest
+//! changes, [`deliver`] fans one message out, [`auth`] checks credentials and permissions,
+//! [`inproc`] is the socket-less client, `message` the owned message type they share.
 
 mod auth;
 mod client;
 mod deliver;
 pub mod inproc;
+mod kind;
 mod message;
 mod outbound;
 mod sublist;
+mod transport;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +33,7 @@ use crate::protocol::encode;
 use crate::protocol::info::{ServerInfo, PROTOCOL_VERSION};
 use crate::Error;
 pub use inproc::{Client, ClientError, Subscriber};
+pub use kind::ConnKind;
 pub use message::Message;
 pub use outbound::CloseReason;
 use outbound::Outbound;

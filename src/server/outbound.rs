@@ -10,17 +10,19 @@
 //! A small buffer is written by whoever wakes the writer ([`Outbound::flush`]): a non-blocking
 //! `try_write` straight to the socket, under the buffer's lock, when the writer task is not in
 //! the middle of a write. A reply then leaves from the thread that produced it without a task
-//! wake-up; whatever the socket does not take right away is left to the writer task.
+//! wake-up; whatever the socket does not take right away is left to the writer task. The socket
+//! is any [`TransportWriter`]; one without a [`TryWrite`] handle always goes through the task.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::kind::ConnKind;
+use super::transport::{TransportWriter, TryWrite};
 use crate::protocol::encode;
 
 /// Why a connection was closed.
@@ -65,8 +67,9 @@ struct State {
     buf: BytesMut,
     closed: Option<CloseReason>,
     flush_on_close: bool,
-    /// The socket, while the writer task runs (it takes it away when it ends).
-    sock: Option<Arc<OwnedWriteHalf>>,
+    /// The socket's non-blocking writes, while the writer task runs (it takes them away when
+    /// it ends); `None` for a transport without them.
+    sock: Option<Arc<dyn TryWrite>>,
     /// The writer task holds bytes taken from `buf` that are not yet fully written: nobody
     /// else may write to the socket until it is done, or bytes would be reordered.
     writing: bool,
@@ -76,6 +79,8 @@ struct State {
 pub(crate) struct Outbound {
     /// Connection id.
     pub cid: u64,
+    /// What the peer is to this server.
+    pub kind: ConnKind,
     state: Mutex<State>,
     wake: Notify,
     /// Cancelled when the connection closes; the reader task watches it.
@@ -90,9 +95,10 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(cid: u64, max_pending: usize) -> Arc<Self> {
+    pub fn new(cid: u64, kind: ConnKind, max_pending: usize) -> Arc<Self> {
         Arc::new(Self {
             cid,
+            kind,
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(4096),
                 closed: None,
@@ -228,9 +234,12 @@ impl Outbound {
 }
 
 /// Drains `out` to the socket until the connection closes.
-pub(crate) async fn writer(out: Arc<Outbound>, sock: OwnedWriteHalf, write_deadline: Duration) {
-    let sock = Arc::new(sock);
-    out.lock().sock = Some(sock.clone());
+pub(crate) async fn writer<W: TransportWriter>(
+    out: Arc<Outbound>,
+    mut sock: W,
+    write_deadline: Duration,
+) {
+    out.lock().sock = sock.try_writer();
     // However this task ends (returns, panics, is dropped at shutdown), the Outbound lets go
     // of the socket, so the last handle closes it.
     let _release = Release(&out);
@@ -247,7 +256,7 @@ pub(crate) async fn writer(out: Arc<Outbound>, sock: OwnedWriteHalf, write_deadl
         }
         if !spare.is_empty() {
             let result = {
-                let write = tokio::time::timeout(write_deadline, write_all(&sock, &spare));
+                let write = tokio::time::timeout(write_deadline, sock.write_all(&spare));
                 tokio::pin!(write);
                 let mut cancel_seen = false;
                 loop {
@@ -304,16 +313,145 @@ impl Drop for Release<'_> {
     }
 }
 
-/// Writes all of `data`, waiting for the socket to become writable as needed.
-async fn write_all(sock: &OwnedWriteHalf, mut data: &[u8]) -> std::io::Result<()> {
-    while !data.is_empty() {
-        sock.writable().await?;
-        match sock.try_write(data) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// What a mock transport received, and by which path.
+    #[derive(Default)]
+    struct Wire {
+        bytes: Mutex<Vec<u8>>,
+        inline_calls: AtomicUsize,
+        task_writes: AtomicUsize,
+    }
+
+    impl Wire {
+        fn bytes(&self) -> Vec<u8> {
+            self.bytes.lock().expect("wire").clone()
         }
     }
-    Ok(())
+
+    /// How the mock's non-blocking write behaves.
+    #[derive(Clone, Copy)]
+    enum Inline {
+        /// No handle at all.
+        Absent,
+        /// Takes at most this many bytes per call.
+        Takes(usize),
+        WouldBlock,
+        Unsupported,
+    }
+
+    struct MockTry {
+        wire: Arc<Wire>,
+        inline: Inline,
+    }
+
+    impl TryWrite for MockTry {
+        fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+            self.wire.inline_calls.fetch_add(1, Ordering::Relaxed);
+            match self.inline {
+                Inline::Takes(n) => {
+                    let n = n.min(data.len());
+                    self.wire.bytes.lock().expect("wire").extend(&data[..n]);
+                    Ok(n)
+                }
+                Inline::WouldBlock => Err(io::ErrorKind::WouldBlock.into()),
+                Inline::Absent | Inline::Unsupported => Err(io::ErrorKind::Unsupported.into()),
+            }
+        }
+    }
+
+    struct MockWriter(Arc<MockTry>);
+
+    impl TransportWriter for MockWriter {
+        async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+            let wire = &self.0.wire;
+            wire.task_writes.fetch_add(1, Ordering::Relaxed);
+            wire.bytes.lock().expect("wire").extend(data);
+            Ok(())
+        }
+
+        fn try_writer(&self) -> Option<Arc<dyn TryWrite>> {
+            match self.0.inline {
+                Inline::Absent => None,
+                _ => Some(self.0.clone()),
+            }
+        }
+    }
+
+    /// Sends `frames` through an [`Outbound`] whose writer task runs on the mock; returns the
+    /// wire once everything arrived and the writer ended.
+    async fn send_through(inline: Inline, frames: &[&[u8]]) -> Arc<Wire> {
+        let wire = Arc::new(Wire::default());
+        let sock = MockWriter(Arc::new(MockTry {
+            wire: wire.clone(),
+            inline,
+        }));
+        let out = Outbound::new(7, ConnKind::Client, 1 << 20);
+        let task = tokio::spawn(writer(out.clone(), sock, Duration::from_secs(5)));
+        while !matches!(inline, Inline::Absent) && out.lock().sock.is_none() {
+            tokio::task::yield_now().await;
+        }
+        for frame in frames {
+            out.send(|b| b.extend_from_slice(frame));
+        }
+        let total: usize = frames.iter().map(|f| f.len()).sum();
+        let arrived = async {
+            while wire.bytes().len() < total {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), arrived)
+            .await
+            .expect("everything arrives");
+        out.close(CloseReason::ServerShutdown);
+        task.await.expect("writer");
+        assert!(
+            out.lock().sock.is_none(),
+            "the writer lets go of the socket"
+        );
+        wire
+    }
+
+    fn calls(n: &AtomicUsize) -> usize {
+        n.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn small_flushes_are_written_inline() {
+        let wire = send_through(Inline::Takes(usize::MAX), &[b"PONG\r\n", b"+OK\r\n"]).await;
+        assert_eq!(wire.bytes(), b"PONG\r\n+OK\r\n");
+        assert_eq!(calls(&wire.inline_calls), 2);
+        assert_eq!(calls(&wire.task_writes), 0);
+    }
+
+    #[tokio::test]
+    async fn what_the_inline_write_leaves_goes_through_the_writer_in_order() {
+        let wire = send_through(Inline::Takes(3), &[b"hello world"]).await;
+        assert_eq!(wire.bytes(), b"hello world");
+        assert_eq!(calls(&wire.inline_calls), 1);
+        assert_eq!(calls(&wire.task_writes), 1);
+    }
+
+    #[tokio::test]
+    async fn would_block_and_unsupported_leave_everything_to_the_writer() {
+        for inline in [Inline::WouldBlock, Inline::Unsupported] {
+            let wire = send_through(inline, &[b"PING\r\n"]).await;
+            assert_eq!(wire.bytes(), b"PING\r\n");
+            assert_eq!(calls(&wire.inline_calls), 1);
+            assert_eq!(calls(&wire.task_writes), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transport_without_try_write_is_never_written_inline() {
+        let wire = send_through(Inline::Absent, &[b"PING\r\n", b"PONG\r\n"]).await;
+        assert_eq!(wire.bytes(), b"PING\r\nPONG\r\n");
+        assert_eq!(calls(&wire.inline_calls), 0);
+        assert!(calls(&wire.task_writes) >= 1);
+    }
 }

@@ -5,11 +5,18 @@
 //! outnumber writes, so [`Router`] keeps the trie behind an `RwLock` plus a generation counter;
 //! each connection keeps a [`MatchCache`] of recent subject -> result lookups that it throws away
 //! whenever the generation moves.
+//!
+//! The router also reports interest ([`Router::watch_interest`]): an [`InterestChange`] when
+//! the first subscription on a (subject, queue) pair arrives or the last one leaves, which
+//! routes and gateways propagate to other servers. A trie node holds exactly one subject's
+//! subscriptions, so its lists count them per pair.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
+use tokio::sync::mpsc;
 
 use super::message::Message;
 use super::outbound::Outbound;
@@ -96,6 +103,17 @@ pub(crate) struct MatchResult {
 
 type QueueGroups = Vec<(Box<[u8]>, Vec<Arc<Subscription>>)>;
 
+/// What removing a subscription from the trie did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removed {
+    /// It was not there.
+    Absent,
+    /// Removed; others remain on its (subject, queue).
+    Remaining,
+    /// Removed; it was the last on its (subject, queue).
+    Last,
+}
+
 #[derive(Default)]
 struct Node {
     next: Option<Box<Level>>,
@@ -132,14 +150,14 @@ pub(crate) struct Sublist {
 }
 
 impl Sublist {
-    /// Adds a subscription.
-    pub fn insert(&mut self, sub: Arc<Subscription>) {
+    /// Adds a subscription; returns true if it is the first on its (subject, queue).
+    pub fn insert(&mut self, sub: Arc<Subscription>) -> bool {
         let subject = sub.subject.clone();
         let mut level = &mut self.root;
         let mut tokens = subject.split(|&b| b == b'.').peekable();
         let node = loop {
             let Some(tok) = tokens.next() else {
-                return; // empty subject: rejected before reaching here
+                return false; // empty subject: rejected before reaching here
             };
             let node: &mut Node = match tok {
                 b"*" => level.pwc.get_or_insert_with(Default::default),
@@ -151,24 +169,39 @@ impl Sublist {
             }
             level = node.next.get_or_insert_with(Default::default);
         };
-        match &sub.queue {
-            None => node.psubs.push(sub),
+        let first = match &sub.queue {
+            None => {
+                node.psubs.push(sub);
+                node.psubs.len() == 1
+            }
             Some(q) => match node.qsubs.iter_mut().find(|(name, _)| name == q) {
-                Some((_, members)) => members.push(sub),
-                None => node.qsubs.push((q.clone(), vec![sub])),
+                Some((_, members)) => {
+                    members.push(sub);
+                    false
+                }
+                None => {
+                    node.qsubs.push((q.clone(), vec![sub]));
+                    true
+                }
             },
-        }
+        };
         self.count += 1;
+        first
     }
 
-    /// Removes a subscription; returns whether it was present.
-    pub fn remove(&mut self, sub: &Arc<Subscription>) -> bool {
+    /// Removes a subscription.
+    pub fn remove(&mut self, sub: &Arc<Subscription>) -> Removed {
         let tokens: Vec<&[u8]> = sub.subject.split(|&b| b == b'.').collect();
-        let found = remove_in(&mut self.root, &tokens, sub);
-        if found {
+        let removed = remove_in(&mut self.root, &tokens, sub);
+        if removed != Removed::Absent {
             self.count -= 1;
         }
-        found
+        removed
+    }
+
+    /// Calls `f` with every (subject, queue) that has subscriptions.
+    fn for_each_interest(&self, f: &mut impl FnMut(&[u8], Option<&[u8]>)) {
+        walk_interest(&self.root, &mut Vec::new(), false, f);
     }
 
     /// Number of subscriptions.
@@ -259,23 +292,54 @@ fn match_node(node: &Node, rest: &[&[u8]], out: &mut MatchResult) {
     }
 }
 
-fn remove_in(level: &mut Level, tokens: &[&[u8]], sub: &Arc<Subscription>) -> bool {
+/// Visits the nodes of `level` and below, `prefix` holding the subject of the level's parent.
+fn walk_interest(
+    level: &Level,
+    prefix: &mut Vec<u8>,
+    nested: bool,
+    f: &mut impl FnMut(&[u8], Option<&[u8]>),
+) {
+    let wildcards = [(&b"*"[..], &level.pwc), (&b">"[..], &level.fwc)];
+    let literals = level.literal.iter().map(|(tok, node)| (&tok[..], node));
+    let wildcards = wildcards
+        .into_iter()
+        .filter_map(|(tok, node)| node.as_deref().map(|n| (tok, n)));
+    for (tok, node) in literals.chain(wildcards) {
+        let len = prefix.len();
+        if nested {
+            prefix.push(b'.');
+        }
+        prefix.extend_from_slice(tok);
+        if !node.psubs.is_empty() {
+            f(prefix, None);
+        }
+        for (queue, _) in &node.qsubs {
+            f(prefix, Some(queue));
+        }
+        if let Some(next) = &node.next {
+            walk_interest(next, prefix, true, f);
+        }
+        prefix.truncate(len);
+    }
+}
+
+fn remove_in(level: &mut Level, tokens: &[&[u8]], sub: &Arc<Subscription>) -> Removed {
     let Some((tok, rest)) = tokens.split_first() else {
-        return false;
+        return Removed::Absent;
     };
     let (found, empty) = {
         let node: &mut Node = match *tok {
             b"*" => match level.pwc.as_deref_mut() {
                 Some(n) => n,
-                None => return false,
+                None => return Removed::Absent,
             },
             b">" => match level.fwc.as_deref_mut() {
                 Some(n) => n,
-                None => return false,
+                None => return Removed::Absent,
             },
             _ => match level.literal.get_mut(*tok) {
                 Some(n) => n,
-                None => return false,
+                None => return Removed::Absent,
             },
         };
         let found = if rest.is_empty() {
@@ -289,7 +353,7 @@ fn remove_in(level: &mut Level, tokens: &[&[u8]], sub: &Arc<Subscription>) -> bo
                     }
                     f
                 }
-                None => false,
+                None => Removed::Absent,
             }
         };
         (found, node.is_empty())
@@ -306,44 +370,117 @@ fn remove_in(level: &mut Level, tokens: &[&[u8]], sub: &Arc<Subscription>) -> bo
     found
 }
 
-fn remove_from_node(node: &mut Node, sub: &Arc<Subscription>) -> bool {
+fn remove_from_node(node: &mut Node, sub: &Arc<Subscription>) -> Removed {
     match &sub.queue {
         None => match node.psubs.iter().position(|s| Arc::ptr_eq(s, sub)) {
             Some(i) => {
                 node.psubs.swap_remove(i);
-                true
+                removed_last(node.psubs.is_empty())
             }
-            None => false,
+            None => Removed::Absent,
         },
         Some(q) => {
             let Some(gi) = node.qsubs.iter().position(|(name, _)| name == q) else {
-                return false;
+                return Removed::Absent;
             };
             let members = &mut node.qsubs[gi].1;
             let Some(i) = members.iter().position(|s| Arc::ptr_eq(s, sub)) else {
-                return false;
+                return Removed::Absent;
             };
             members.swap_remove(i);
-            if members.is_empty() {
+            let last = members.is_empty();
+            if last {
                 node.qsubs.swap_remove(gi);
             }
-            true
+            removed_last(last)
+        }
+    }
+}
+
+fn removed_last(last: bool) -> Removed {
+    if last {
+        Removed::Last
+    } else {
+        Removed::Remaining
+    }
+}
+
+/// A change in whether a (subject, queue) pair has any subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InterestChange {
+    /// The subscriptions' subject, wildcards as written.
+    pub subject: Bytes,
+    /// Their queue group; `None` for plain subscriptions.
+    pub queue: Option<Bytes>,
+    /// True when the first subscription arrived, false when the last one left.
+    pub present: bool,
+}
+
+impl InterestChange {
+    fn new(subject: &[u8], queue: Option<&[u8]>, present: bool) -> Self {
+        Self {
+            subject: Bytes::copy_from_slice(subject),
+            queue: queue.map(Bytes::copy_from_slice),
+            present,
+        }
+    }
+}
+
+/// The listeners of [`Router::watch_interest`].
+#[derive(Default)]
+struct Watchers {
+    /// Whether there are listeners: read before any change is built, so that nobody
+    /// listening costs one relaxed load per first or last subscription. It is only read and
+    /// written under the trie's lock (read lock to add, write lock otherwise), which orders it.
+    active: AtomicBool,
+    senders: Mutex<Vec<mpsc::UnboundedSender<InterestChange>>>,
+}
+
+impl Watchers {
+    #[inline]
+    fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<InterestChange>>> {
+        self.senders.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, tx: mpsc::UnboundedSender<InterestChange>) {
+        self.lock().push(tx);
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    /// Sends the change to every listener, dropping those that went away.
+    fn send(&self, sub: &Subscription, present: bool) {
+        let change = InterestChange::new(&sub.subject, sub.queue.as_deref(), present);
+        let mut senders = self.lock();
+        senders.retain(|tx| tx.send(change.clone()).is_ok());
+        if senders.is_empty() {
+            self.active.store(false, Ordering::Relaxed);
         }
     }
 }
 
 /// The shared routing table: the trie plus a generation number that moves on every change.
+///
+/// Interest changes are sent while the trie's write lock is held, so that every listener sees
+/// them in the order they happened (a first and a last of one pair never swap); the channels
+/// are unbounded, so sending never waits.
 #[derive(Default)]
 pub(crate) struct Router {
     list: RwLock<Sublist>,
     generation: AtomicU64,
+    watchers: Watchers,
 }
 
 impl Router {
     /// Adds a subscription.
     pub fn insert(&self, sub: Arc<Subscription>) {
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        list.insert(sub);
+        if list.insert(sub.clone()) && self.watchers.active() {
+            self.watchers.send(&sub, true);
+        }
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -353,8 +490,33 @@ impl Router {
             return;
         }
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        list.remove(sub);
+        if list.remove(sub) == Removed::Last && self.watchers.active() {
+            self.watchers.send(sub, false);
+        }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Follows interest: the receiver first gets a `present: true` change for every
+    /// (subject, queue) that has subscriptions now, then every change as it happens. A
+    /// listener must keep draining it (the channel is unbounded); dropping the receiver stops
+    /// the changes (noticed at the next one).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "routes and gateways (later issues) are its callers"
+        )
+    )]
+    pub fn watch_interest(&self) -> mpsc::UnboundedReceiver<InterestChange> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The read lock keeps changes out between the snapshot and the registration.
+        let list = self.list.read().unwrap_or_else(|e| e.into_inner());
+        list.for_each_interest(&mut |subject, queue| {
+            let _ = tx.send(InterestChange::new(subject, queue, true));
+        });
+        self.watchers.add(tx);
+        drop(list);
+        rx
     }
 
     /// Current generation.
@@ -440,7 +602,7 @@ mod tests {
         assert_eq!(count(&sl, "foo"), 2); // > *
         assert_eq!(count(&sl, "x.y.z.w"), 1); // >
         for s in &subs {
-            assert!(sl.remove(s));
+            assert_eq!(sl.remove(s), Removed::Last);
         }
         assert_eq!(sl.len(), 0);
         assert!(sl.root.is_empty());
@@ -459,8 +621,152 @@ mod tests {
         let m = sl.matches(b"foo.bar");
         assert_eq!(m.qsubs.len(), 2);
         assert_eq!(m.qsubs.iter().map(|g| g.len()).sum::<usize>(), 3);
-        assert!(sl.remove(&b));
-        assert!(!sl.remove(&b));
+        assert_eq!(sl.remove(&b), Removed::Last);
+        assert_eq!(sl.remove(&b), Removed::Absent);
         assert_eq!(sl.matches(b"foo.bar").qsubs.len(), 2);
+    }
+
+    /// Everything received so far, as (subject, queue, present).
+    fn drain(
+        rx: &mut mpsc::UnboundedReceiver<InterestChange>,
+    ) -> Vec<(String, Option<String>, bool)> {
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| (text(&c.subject), c.queue.as_ref().map(text), c.present))
+            .collect()
+    }
+
+    fn change(subject: &str, queue: Option<&str>, present: bool) -> (String, Option<String>, bool) {
+        (subject.to_string(), queue.map(str::to_string), present)
+    }
+
+    #[test]
+    fn insert_and_remove_report_first_and_last_per_pair() {
+        let mut sl = Sublist::default();
+        let (a, b, q) = (sub("foo", None), sub("foo", None), sub("foo", Some("q")));
+        assert!(sl.insert(a.clone()));
+        assert!(!sl.insert(b.clone()));
+        assert!(sl.insert(q.clone()));
+        assert_eq!(sl.remove(&a), Removed::Remaining);
+        assert_eq!(sl.remove(&q), Removed::Last);
+        assert_eq!(sl.remove(&b), Removed::Last);
+        assert_eq!(sl.remove(&b), Removed::Absent);
+    }
+
+    #[test]
+    fn duplicate_subscriptions_change_interest_once() {
+        let router = Router::default();
+        let mut rx = router.watch_interest();
+        let (a, b) = (sub("foo", None), sub("foo", None));
+        router.insert(a.clone());
+        router.insert(b.clone());
+        assert_eq!(drain(&mut rx), [change("foo", None, true)]);
+        router.remove(&a);
+        assert_eq!(drain(&mut rx), []);
+        router.remove(&a); // idempotent: no second event
+        router.remove(&b);
+        assert_eq!(drain(&mut rx), [change("foo", None, false)]);
+    }
+
+    #[test]
+    fn queue_groups_are_separate_pairs() {
+        let router = Router::default();
+        let mut rx = router.watch_interest();
+        let plain = sub("foo", None);
+        let (q1a, q1b, q2) = (
+            sub("foo", Some("q1")),
+            sub("foo", Some("q1")),
+            sub("foo", Some("q2")),
+        );
+        for s in [&plain, &q1a, &q1b, &q2] {
+            router.insert(s.clone());
+        }
+        assert_eq!(
+            drain(&mut rx),
+            [
+                change("foo", None, true),
+                change("foo", Some("q1"), true),
+                change("foo", Some("q2"), true),
+            ]
+        );
+        router.remove(&q1a);
+        router.remove(&plain);
+        assert_eq!(drain(&mut rx), [change("foo", None, false)]);
+        router.remove(&q2);
+        router.remove(&q1b);
+        assert_eq!(
+            drain(&mut rx),
+            [
+                change("foo", Some("q2"), false),
+                change("foo", Some("q1"), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_subjects_are_reported_as_written() {
+        let router = Router::default();
+        let mut rx = router.watch_interest();
+        let subs: Vec<_> = ["foo.*", "foo.>", ">", "foo.bar"]
+            .iter()
+            .map(|s| sub(s, None))
+            .collect();
+        for s in &subs {
+            router.insert(s.clone());
+        }
+        let expected: Vec<_> = ["foo.*", "foo.>", ">", "foo.bar"]
+            .iter()
+            .map(|s| change(s, None, true))
+            .collect();
+        assert_eq!(drain(&mut rx), expected);
+        router.remove(&subs[0]);
+        assert_eq!(drain(&mut rx), [change("foo.*", None, false)]);
+    }
+
+    #[test]
+    fn a_new_watcher_first_gets_current_interest() {
+        let router = Router::default();
+        let subs: Vec<_> = [
+            ("a", None),
+            ("a.b.c", None),
+            ("*.b", Some("q")),
+            ("a.>", None),
+            ("a.b.c", None),
+        ]
+        .iter()
+        .map(|(s, q)| sub(s, *q))
+        .collect();
+        for s in &subs {
+            router.insert(s.clone());
+        }
+        let mut rx = router.watch_interest();
+        let mut snapshot = drain(&mut rx);
+        snapshot.sort();
+        let mut expected = vec![
+            change("a", None, true),
+            change("a.b.c", None, true),
+            change("*.b", Some("q"), true),
+            change("a.>", None, true),
+        ];
+        expected.sort();
+        assert_eq!(snapshot, expected);
+        router.remove(&subs[0]);
+        assert_eq!(drain(&mut rx), [change("a", None, false)]);
+    }
+
+    #[test]
+    fn every_watcher_gets_changes_and_dropped_ones_are_forgotten() {
+        let router = Router::default();
+        assert!(!router.watchers.active());
+        let mut kept = router.watch_interest();
+        let dropped = router.watch_interest();
+        drop(dropped);
+        router.insert(sub("foo", None));
+        assert_eq!(drain(&mut kept), [change("foo", None, true)]);
+        assert_eq!(router.watchers.lock().len(), 1);
+        drop(kept);
+        router.insert(sub("bar", None));
+        assert!(!router.watchers.active());
+        assert!(router.watchers.lock().is_empty());
     }
 }
