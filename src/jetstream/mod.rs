@@ -3,12 +3,12 @@
 //! Layout: [`config`] (stream/consumer JSON and defaults), [`errors`] (nats-server's error
 //! codes), [`stream`] (one stream's state and its `apply(op)` path), [`consumer`] (consumer
 //! state machine), [`api`] (stream-bound request handlers and response shapes), [`runner`]
-//! (the thread that owns a stream: batching, group commit, delivery), [`headers`], [`time`].
+//! (the task that owns a stream: batching, group commit, delivery), [`headers`], [`time`].
 //!
-//! This module is the manager: it opens streams (at create, and from the store directory at
-//! start) with their threads and subscriptions, and stops them; [`account`] answers the
-//! account-level requests (`INFO`, stream create, delete, names, list) and routes everything
-//! stream-bound to the owning stream's thread; [`direct`] answers direct gets.
+//! This module is the manager: it opens streams (at create, and from the [`catalogue`] at
+//! start, see [`restore`]) with their tasks and subscriptions, and stops them; [`account`]
+//! answers the account-level requests (`INFO`, stream create, delete, names, list) and routes
+//! everything stream-bound to the owning stream's task; [`direct`] answers direct gets.
 
 mod account;
 pub mod api;

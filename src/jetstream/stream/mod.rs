@@ -1,10 +1,11 @@
 //! One stream: its configuration, its store, its consumers and the de-duplication window.
 //!
-//! Every state change goes through [`Stream::apply`] with an [`Op`], the unit a replication
-//! layer will later agree on; publish checks ([`Stream::check_publish`]) decide which op a
-//! publish becomes, or which error it gets, without changing anything. Derived state (dedup,
+//! Every state change goes through [`Stream::apply_at`] with an [`Op`] and its log index, the
+//! unit a replication layer will later agree on ([`Stream::apply`] is the local log); publish
+//! checks ([`Stream::check_publish`]) decide which op a publish becomes, or which error it
+//! gets, without changing anything. Derived state (dedup,
 //! TTL, expiry) is in `derived`, the consumer ops (deliveries, acks and the retention they
-//! drive) in `consumer_ops`, their journal in `journal`, consumer snapshots on disk in
+//! drive) in `consumer_ops` (journaled by `jetstream::journal`), consumer snapshots on disk in
 //! `persist`, republish in `republish`.
 
 use std::collections::BTreeMap;
