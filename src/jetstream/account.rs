@@ -208,8 +208,10 @@ impl JetStream {
         self.reply(&m, "stream_update", result);
     }
 
-    /// Commits an update to the catalogue, has the stream apply it (durably) and resubscribes
-    /// changed subjects; if the stream refuses it, the catalogue takes the old config back.
+    /// Has the stream apply an update (durably), then commits it to the catalogue and
+    /// resubscribes changed subjects; if the catalogue cannot take it, the stream goes back to
+    /// the old config. In this order every crash point leaves a store that fits the catalogue's
+    /// config: a stream holds no more under the new limits than the old ones allowed.
     fn commit_update(&self, name: &str, cfg: StreamConfig) -> Result<Value, ApiError> {
         let mut catalogue = lock(&self.catalogue);
         let old = catalogue
@@ -227,23 +229,17 @@ impl JetStream {
         };
         catalogue.catalogue().check(&update)?;
         self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
-        let applied = catalogue
-            .commit(update)
-            .and_then(|_| self.apply_update(&tx, &cfg));
-        let info = match applied {
+        let committed = self.apply_update(&tx, &cfg).and_then(|info| {
+            catalogue.commit(update).map(|_| info).inspect_err(|_| {
+                if let Err(e) = self.apply_update(&tx, &old) {
+                    tracing::error!(stream = %name, "stream keeps an update the catalogue refused: {}", e.description);
+                }
+            })
+        });
+        let info = match committed {
             Ok(info) => info,
             Err(e) => {
                 let _ = self.resources.reserve(name, old.storage, old.max_bytes);
-                if catalogue
-                    .catalogue()
-                    .get(name)
-                    .is_some_and(|a| a.config == cfg)
-                {
-                    let back = MetaOp::UpdateStream { config: old };
-                    if let Err(e) = catalogue.commit(back) {
-                        tracing::error!(stream = %name, "catalogue keeps an update the stream refused: {}", e.description);
-                    }
-                }
                 return Err(e);
             }
         };

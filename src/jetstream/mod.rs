@@ -189,11 +189,6 @@ impl JetStream {
                 .set_first_seq(config.first_seq)
                 .map_err(|e| ApiError::store_failed(&e.to_string()))?;
         }
-        if !fresh {
-            // The catalogue's configuration may be newer than what the stream applied before
-            // a crash (an update is committed there first): apply it again (idempotent).
-            stream.apply(stream::Op::UpdateConfig(Box::new(config.clone())))?;
-        }
         stream.load_consumers();
         let (tx, rx) = queue::queue(STREAM_QUEUE);
         let ctx = Ctx {
