@@ -432,7 +432,16 @@ impl FileStore {
         let bytes = if segment == self.active.first && !self.active.is_flushed(offset) {
             self.active.read_buffered(offset, len)
         } else {
-            match self.readers.read(&self.seg_dir, segment, offset, len) {
+            // Below this the segment's bytes are written and never change.
+            let valid_end = match self.segs.get(&segment) {
+                Some(seg) if seg.sealed => seg.log_len,
+                _ if segment == self.active.first => self.active.flushed(),
+                _ => offset + len as u64,
+            };
+            match self
+                .readers
+                .read(&self.seg_dir, segment, offset, len, valid_end)
+            {
                 Ok(b) => Some(b),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
                 Err(e) => return Err(StoreError::Io(e)),

@@ -220,6 +220,11 @@ impl ActiveWriter {
     pub(crate) fn is_flushed(&self, offset: u64) -> bool {
         offset < self.flushed
     }
+
+    /// Bytes written to the file (the rest is in the buffer).
+    pub(crate) fn flushed(&self) -> u64 {
+        self.flushed
+    }
 }
 
 /// Reserves `len` bytes at `offset` (zero-filled, file size extended).
@@ -254,48 +259,130 @@ impl PendingSync {
     }
 }
 
-/// Open read handles, most recently used last.
+/// Bytes read at once when a read starts where the previous one of its segment ended (a
+/// consumer or watcher walking the log): one positioned read then serves the records that
+/// follow, instead of one system call each.
+const READ_AHEAD: usize = 32 * 1024;
+
+/// Open read handles (most recently used last) and one read-ahead block.
 #[derive(Default)]
 pub(crate) struct Readers {
     open: Mutex<Vec<(u64, Arc<File>)>>,
+    ahead: Mutex<Ahead>,
+}
+
+/// The read-ahead block and where the last read ended.
+#[derive(Default)]
+struct Ahead {
+    /// Segment the block and `next` are about.
+    first: u64,
+    /// Offset of `bytes` in the segment.
+    at: u64,
+    bytes: Vec<u8>,
+    /// End of the last read of segment `first`.
+    next: u64,
+}
+
+impl Ahead {
+    /// The bytes `[offset, offset+len)` of segment `first` if the block holds them.
+    fn take(&mut self, first: u64, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let start = usize::try_from(offset.checked_sub(self.at)?).ok()?;
+        let end = start.checked_add(len)?;
+        let out = (self.first == first)
+            .then(|| self.bytes.get(start..end))??
+            .to_vec();
+        self.next = offset + len as u64;
+        if end == self.bytes.len() {
+            // Used up (a reader that reached the end of what is written ends here): an idle
+            // stream keeps no block.
+            self.bytes = Vec::new();
+        }
+        Some(out)
+    }
+
+    /// True if a read at `offset` continues the last read of segment `first`.
+    fn continues(&self, first: u64, offset: u64) -> bool {
+        self.first == first && self.next == offset && offset > 0
+    }
 }
 
 impl Readers {
-    /// Reads `len` bytes at `offset` of segment `first`. The cache's lock is held only to find
-    /// the handle; the read itself is a positioned read, so concurrent readers do not queue.
+    /// Reads `len` bytes at `offset` of segment `first`, whose bytes below `valid_end` are
+    /// written and never change (a sealed segment's length, or the active one's flushed
+    /// length: read-ahead never sees space written later). The locks are held only to find the
+    /// handle and to copy from the block; reads are positioned, so readers do not queue.
     pub(crate) fn read(
         &self,
         dir: &Path,
         first: u64,
         offset: u64,
         len: usize,
+        valid_end: u64,
     ) -> io::Result<Vec<u8>> {
-        let file = {
-            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            let pos = match open.iter().position(|(f, _)| *f == first) {
-                Some(pos) => pos,
-                None => {
-                    if open.len() >= READERS {
-                        open.remove(0);
-                    }
-                    let file = File::open(seg_file(dir, first, "log"))?;
-                    open.push((first, Arc::new(file)));
-                    open.len() - 1
+        let sequential = {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(out) = ahead.take(first, offset, len) {
+                return Ok(out);
+            }
+            let sequential = ahead.continues(first, offset);
+            if !sequential {
+                // A random read (a direct get, say): remember where it ends, read nothing more.
+                if ahead.first != first {
+                    *ahead = Ahead::default();
+                    ahead.first = first;
                 }
-            };
-            let entry = open.remove(pos);
-            let file = entry.1.clone();
-            open.push(entry);
-            file
+                ahead.next = offset + len as u64;
+            }
+            sequential
         };
-        let mut out = vec![0u8; len];
-        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut out, offset)?;
+        let file = self.handle(dir, first)?;
+        let room = usize::try_from(valid_end.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let block = READ_AHEAD.min(room);
+        if !sequential || block <= len {
+            let mut out = vec![0u8; len];
+            std::os::unix::fs::FileExt::read_exact_at(&*file, &mut out, offset)?;
+            return Ok(out);
+        }
+        let mut bytes = vec![0u8; block];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut bytes, offset)?;
+        let out = bytes[..len].to_vec();
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        *ahead = Ahead {
+            first,
+            at: offset,
+            bytes,
+            next: offset + len as u64,
+        };
         Ok(out)
+    }
+
+    /// The open handle of segment `first`, opened if need be.
+    fn handle(&self, dir: &Path, first: u64) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let pos = match open.iter().position(|(f, _)| *f == first) {
+            Some(pos) => pos,
+            None => {
+                if open.len() >= READERS {
+                    open.remove(0);
+                }
+                let file = File::open(seg_file(dir, first, "log"))?;
+                open.push((first, Arc::new(file)));
+                open.len() - 1
+            }
+        };
+        let entry = open.remove(pos);
+        let file = entry.1.clone();
+        open.push(entry);
+        Ok(file)
     }
 
     /// Closes the handle of a segment (before it is unlinked or truncated).
     pub(crate) fn forget(&self, first: u64) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|(f, _)| *f != first);
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if ahead.first == first {
+            *ahead = Ahead::default();
+        }
     }
 }
