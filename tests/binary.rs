@@ -358,3 +358,21 @@ async fn addr_flag_moves_the_monitoring_listener_and_v_prints_the_version() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// One server per store directory: a second one on it refuses to start, naming the
+/// directory, and leaves the first one's index alone (it used to take the busy sled for a
+/// damaged one and recreate it under the running server).
+#[test]
+fn a_second_server_on_the_same_store_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().to_str().unwrap();
+    let mut first = Guard::spawn(&["-js", "-sd", store, "-a", "127.0.0.1", "-p", "-1"]);
+    first.wait_ready();
+    let second = run_to_exit(&["-js", "-sd", store, "-a", "127.0.0.1", "-p", "-1"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(stderr.contains("in use by another server"), "{stderr}");
+    assert!(stderr.contains(store), "{stderr}");
+    assert!(!stderr.contains("recreating"), "{stderr}");
+    assert!(dir.path().join("jetstream/index.sled").exists());
+}

@@ -70,6 +70,10 @@ pub(crate) struct JetStream {
     node_id: String,
     /// The sled database every file stream keeps its index tree in.
     index: Option<sled::Db>,
+    /// The store directory's lock (`jetstream/LOCK`): one server per store directory, so the
+    /// streams need no lock file of their own. Released by [`JetStream::shutdown`] once every
+    /// stream has stopped (handles to the manager may outlive it).
+    store_lock: Mutex<Option<crate::store::DirLock>>,
 }
 
 impl JetStream {
@@ -81,6 +85,7 @@ impl JetStream {
     ) -> Result<Arc<Self>, crate::Error> {
         refuse_foreign_layout(&cfg.store_dir)?;
         std::fs::create_dir_all(streams_dir(&cfg.store_dir))?;
+        let store_lock = lock_store(&cfg.store_dir)?;
         tracing::info!("Starting JetStream");
         tracing::info!("Store Directory: \"{}\"", cfg.store_dir.display());
         let node_id = node_id(&cfg.store_dir)?;
@@ -94,6 +99,7 @@ impl JetStream {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| crate::Error::Io(std::io::Error::other(e)))?;
         let js = Arc::new(Self {
+            store_lock: Mutex::new(Some(store_lock)),
             resources,
             runtime,
             node_id,
@@ -149,6 +155,8 @@ impl JetStream {
             let _ = h.tx.send(Input::Stop);
             h.wait_done(&name);
         }
+        drop(streams);
+        lock(&self.store_lock).take();
     }
 
     /// Opens (or creates) the store and task of a stream and subscribes it.
@@ -371,6 +379,18 @@ fn refuse_foreign_layout(store_dir: &Path) -> Result<(), crate::Error> {
         }
     }
     Ok(())
+}
+
+/// Takes `<store_dir>/jetstream/LOCK`; another process holding it is an error naming the
+/// directory (a second server on it would rebuild the first one's index under it).
+fn lock_store(store_dir: &Path) -> Result<crate::store::DirLock, crate::Error> {
+    let dir = store_dir.join("jetstream");
+    crate::store::DirLock::take(&dir, false).map_err(|e| {
+        crate::Error::Store(format!(
+            "store directory {} is in use by another server ({e})",
+            store_dir.display()
+        ))
+    })
 }
 
 fn streams_dir(store_dir: &Path) -> PathBuf {

@@ -8,7 +8,7 @@
 //! segments/<first:020>.del   deletion facts carried over from unlinked segments (rare)
 //! index.sled/                checkpoint, sealed-segment catalogue, deletion bitmaps (meta.rs)
 //! STREAM_ID                  random identity, echoed in sled's checkpoint
-//! LOCK                       advisory lock held while the store is open
+//! LOCK                       advisory lock held while the store is open (own sled only)
 //! ```
 //! The logs (with the `.del` files) are the truth; the `.idx` files and sled make opening
 //! fast, and sled adds a second record of deletions.
@@ -145,8 +145,8 @@ pub struct FileStore {
     pub(super) poisoned: Option<String>,
     /// The stream's identity, also recorded in every sled checkpoint.
     pub(super) stream_id: u64,
-    /// Held for the store's lifetime: the directory's advisory lock.
-    pub(super) _lock: std::fs::File,
+    /// Held for the store's lifetime: the directory's lock.
+    pub(super) _lock: super::dirlock::DirLock,
 }
 
 impl FileStore {

@@ -86,6 +86,7 @@ pub fn open_shared_index(path: &std::path::Path) -> Result<sled::Db, StoreError>
     })
 }
 
+mod dirlock;
 mod file;
 mod file_ops;
 mod index;
@@ -109,6 +110,7 @@ mod tests_damage;
 #[cfg(test)]
 mod tests_file;
 
+pub(crate) use dirlock::DirLock;
 pub use file::{FileStore, FileStoreOptions};
 pub use mem::MemStore;
 pub use segment::PendingSync;

@@ -31,7 +31,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::Path;
@@ -40,6 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustc_hash::FxHashMap;
 
+use super::dirlock::DirLock;
 use super::file::{FileStore, FileStoreOptions, SegMeta};
 use super::index::Index;
 use super::meta::{self, MetaDb};
@@ -82,7 +83,7 @@ impl FileStore {
         opts.segment_bytes = opts.segment_bytes.clamp(1, MAX_SEGMENT);
         let seg_dir = dir.join("segments");
         fs::create_dir_all(&seg_dir)?;
-        let lock = lock_dir(dir)?;
+        let lock = DirLock::take(dir, opts.shared_index.is_some())?;
         let (stream_id, fresh_id) = read_or_create_id(dir)?;
         let meta = match &opts.shared_index {
             Some(db) => shared_meta(db, dir, stream_id),
@@ -171,24 +172,6 @@ impl FileStore {
         store.unlink_doomed()?;
         store.write_checkpoint();
         Ok((store, report))
-    }
-}
-
-/// Takes the stream directory's advisory lock, so one directory has one store (and a sled
-/// that is merely busy is never mistaken for a damaged one).
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(StoreError::Invalid(format!(
-            "{} is already open",
-            dir.display()
-        ))),
-        Err(TryLockError::Error(e)) => Err(StoreError::Io(e)),
     }
 }
 
