@@ -1,9 +1,10 @@
-//! Load generator comparing causeway with the reference `nats-server`.
+//! Load generator comparing causeway with one or more reference
+//! `nats-server`s (`LOADGEN_REFS`, see `loadgen/refs.rs`).
 //!
 //! Run with `cargo bench --bench loadgen` (see `benches/README.md` for the
-//! environment variables). Both servers are started as child processes on
+//! environment variables). All servers are started as child processes on
 //! free ports of 127.0.0.1 and driven by hand-written clients speaking the
-//! core NATS text protocol over plain TCP (no client library), so both see
+//! core NATS text protocol over plain TCP (no client library), so all see
 //! exactly the same traffic. Scenarios, each at 16 B and 128 B payloads:
 //!
 //! * `pubsub`: 1 publisher → 1 subscriber, delivered msgs/s;
@@ -34,11 +35,13 @@
 //! Throughput is messages received divided by the time from the first
 //! publish to the last delivery. The publisher writes ~64 KiB batches of
 //! `PUB`s but stays at most a window of messages ahead of its subscribers
-//! (the same for both servers), so no server has to buffer unbounded data
-//! and neither cuts the subscriber off as a slow consumer. Every scenario
-//! runs several rounds, alternating which server goes first, and the report
-//! gives the median of each figure plus the ratio causeway / nats-server.
-//! The markdown table goes to stdout and to `target/bench-results.md`.
+//! (the same for every server), so no server has to buffer unbounded data
+//! and none cuts the subscriber off as a slow consumer. Every scenario runs
+//! several rounds, each server once per round, in the opposite order every
+//! other round, and the report gives the median of each figure per server
+//! plus the ratio causeway ÷ each reference; a failed run leaves the others
+//! standing and is noted under the table. The markdown table goes to stdout
+//! and to `target/bench-results.md`.
 
 #[path = "loadgen/js.rs"]
 mod js;
@@ -46,6 +49,8 @@ mod js;
 mod kv;
 #[path = "loadgen/proto.rs"]
 mod proto;
+#[path = "loadgen/refs.rs"]
+mod refs;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/scenarios.rs"]
@@ -63,7 +68,10 @@ use js::JsSpec;
 use kv::KvSpec;
 use report::fmt_num;
 use scenarios::PubSubSpec;
-use server::{Launch, Target};
+use server::{ServerSpec, Target};
+
+/// The label of the server under test; no reference may take it.
+const CAUSEWAY: &str = "causeway";
 
 /// Benchmark settings, read from `LOADGEN_*` environment variables.
 struct Config {
@@ -92,11 +100,10 @@ struct Config {
     kv_rss_rounds: usize,
     kv_window: u64,
     kv_load_timeout: Duration,
-    /// Extra command-line arguments for causeway (`LOADGEN_CAUSEWAY_ARGS`).
+    /// Extra command-line arguments for causeway (`LOADGEN_CAUSEWAY_ARGS`);
+    /// those of the references are part of `LOADGEN_REFS` (or
+    /// `LOADGEN_NATS_ARGS`), see `loadgen/refs.rs`.
     causeway_args: Vec<String>,
-    /// Extra command-line arguments for nats-server (`LOADGEN_NATS_ARGS`), e.g. `-c` with a
-    /// file holding `jetstream { sync_interval: always }`.
-    nats_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -301,7 +308,6 @@ impl Config {
             kv_window: env_num("LOADGEN_KV_WINDOW", 1_000)?,
             kv_load_timeout: Duration::from_secs(env_num("LOADGEN_KV_LOAD_TIMEOUT_SECS", 180)?),
             causeway_args: env_args("LOADGEN_CAUSEWAY_ARGS"),
-            nats_args: env_args("LOADGEN_NATS_ARGS"),
         };
         if config.rounds == 0 || config.msgs < 8 || config.reqs == 0 || config.threads == 0 {
             bail!(
@@ -339,6 +345,25 @@ impl Config {
         // Roughly the size of one delivered `MSG` frame.
         self.window_bytes / (payload as u64 + 40)
     }
+
+    /// The payload (or value) sizes a scenario runs at.
+    fn sizes_of(&self, scenario: Scenario) -> Vec<usize> {
+        if scenario.is_kv() {
+            vec![self.kv_value]
+        } else if scenario.is_js() {
+            self.js_sizes.clone()
+        } else {
+            self.sizes.clone()
+        }
+    }
+
+    /// Rounds per server of a scenario.
+    fn rounds_of(&self, scenario: Scenario) -> usize {
+        match scenario {
+            Scenario::KvRss => self.kv_rss_rounds,
+            _ => self.rounds,
+        }
+    }
 }
 
 /// Collected samples of one report row.
@@ -349,6 +374,22 @@ struct Row {
     /// Samples per target, in `targets` order.
     samples: Vec<Vec<f64>>,
     failures: Vec<usize>,
+}
+
+/// A failed run, for the notes under the table.
+struct Failure {
+    scenario: Scenario,
+    payload: usize,
+    /// Index into `targets`.
+    target: usize,
+    error: String,
+}
+
+/// Everything [`measure`] collected.
+#[derive(Default)]
+struct Results {
+    rows: Vec<Row>,
+    failures: Vec<Failure>,
 }
 
 fn main() -> ExitCode {
@@ -372,13 +413,13 @@ fn run() -> Result<bool> {
         .worker_threads(config.threads)
         .enable_all()
         .build()?;
-    let rows = runtime.block_on(measure(&config, &targets));
-    let report = report::render(&config, &targets, &rows);
+    let results = runtime.block_on(measure(&config, &targets));
+    let report = report::render(&config, &targets, &results);
     print!("{report}");
     let path = out_dir.join("bench-results.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("loadgen: report written to {}", path.display());
-    Ok(rows.iter().all(|r| r.failures.iter().all(|f| *f == 0)))
+    Ok(results.failures.is_empty())
 }
 
 fn target_dir() -> PathBuf {
@@ -388,64 +429,75 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// Starts (or, with `LOADGEN_NATS_URL`, locates) the servers to compare;
-/// with JetStream if any JetStream scenario is selected.
+/// Starts (or, with `LOADGEN_NATS_URL`, locates) the servers to compare:
+/// causeway first, then the references; with JetStream if any JetStream
+/// scenario is selected.
 fn start_targets(config: &Config, out_dir: &Path) -> Result<Vec<Target>> {
     if let Ok(url) = std::env::var("LOADGEN_NATS_URL") {
         return Ok(vec![server::external(&url)?]);
     }
-    let only = std::env::var("LOADGEN_ONLY").ok();
-    if let Some(only) = only.as_deref() {
-        if only != "causeway" && only != "nats-server" {
-            bail!("LOADGEN_ONLY={only:?}: expected causeway or nats-server");
-        }
-    }
-    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let js = config.scenarios.iter().any(|s| s.is_js());
-    let mut targets = Vec::new();
-    for name in ["causeway", "nats-server"] {
-        if wanted(name) {
-            targets.push(launch_server(config, out_dir, name, js, "")?);
-        }
-    }
-    Ok(targets)
+    selected_servers(config, out_dir)?
+        .iter()
+        .map(|spec| launch_server(spec, out_dir, js, ""))
+        .collect()
 }
 
-/// Starts server `name` (`causeway` or `nats-server`), with JetStream if
-/// `js`, logging to `<out_dir>/loadgen-<name><log_suffix>.log`.
-fn launch_server(
-    config: &Config,
-    out_dir: &Path,
-    name: &str,
-    js: bool,
-    log_suffix: &str,
-) -> Result<Target> {
+/// causeway and the references, narrowed by `LOADGEN_ONLY`: `causeway`,
+/// `nats-server` (every reference) or one reference's label.
+fn selected_servers(config: &Config, out_dir: &Path) -> Result<Vec<ServerSpec>> {
+    let causeway = ServerSpec::new(CAUSEWAY, causeway_bin(), config.causeway_args.clone());
+    let only = std::env::var("LOADGEN_ONLY").ok();
+    if only.as_deref() == Some(CAUSEWAY) {
+        return Ok(vec![causeway]);
+    }
+    let refs = refs::from_env(out_dir)?;
+    let Some(only) = only else {
+        return Ok(std::iter::once(causeway).chain(refs).collect());
+    };
+    if only == refs::DEFAULT_LABEL {
+        return Ok(refs);
+    }
+    let labels: Vec<&str> = refs.iter().map(|r| r.label.as_str()).collect();
+    let choices = format!(
+        "causeway, nats-server (all references) or {}",
+        labels.join(", ")
+    );
+    let one: Vec<ServerSpec> = refs.iter().filter(|r| r.label == only).cloned().collect();
+    if one.is_empty() {
+        bail!("LOADGEN_ONLY={only:?}: expected {choices}");
+    }
+    Ok(one)
+}
+
+/// Starts `spec`, with JetStream if `js`, logging to
+/// `<out_dir>/loadgen-<label><log_suffix>.log`.
+fn launch_server(spec: &ServerSpec, out_dir: &Path, js: bool, log_suffix: &str) -> Result<Target> {
     let store_parent = match std::env::var_os("LOADGEN_STORE_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => out_dir.to_path_buf(),
     };
-    let log = out_dir.join(format!("loadgen-{name}{log_suffix}.log"));
-    let (bin, extra_args) = match name {
-        "causeway" => (causeway_bin(), &config.causeway_args[..]),
-        "nats-server" => (nats_server_bin(), &config.nats_args[..]),
-        _ => bail!("can only start causeway or nats-server, not {name:?}"),
-    };
-    if name == "causeway" && !bin.is_file() {
+    let log = out_dir.join(format!("loadgen-{}{log_suffix}.log", spec.slug()));
+    let is_causeway = spec.label == CAUSEWAY;
+    if is_causeway && !spec.program.is_file() {
         bail!(
             "causeway binary not found at {} — run `cargo build --release` first \
              (or set CAUSEWAY_BIN, or LOADGEN_ONLY=nats-server)",
-            bin.display()
+            spec.program.display()
         );
     }
-    let launch = Launch {
-        js_store_in: js.then_some(store_parent.as_path()),
-        extra_args,
-    };
-    let target = server::launch(name, &bin, &log, &launch);
-    if name == "nats-server" {
-        return target.context("is nats-server installed? (set NATS_SERVER_BIN to its path)");
+    let target = server::start(spec, &log, js.then_some(store_parent.as_path()));
+    if is_causeway {
+        return target;
     }
-    target
+    target.with_context(|| {
+        format!(
+            "reference {}: is nats-server installed at {}? (set NATS_SERVER_BIN, \
+             or the path in LOADGEN_REFS)",
+            spec.label,
+            spec.program.display()
+        )
+    })
 }
 
 /// An environment variable's value split at whitespace (empty when unset).
@@ -468,85 +520,102 @@ fn causeway_bin() -> PathBuf {
     }
 }
 
-fn nats_server_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(bin);
-    }
-    let debian = Path::new("/usr/sbin/nats-server");
-    if debian.is_file() {
-        debian.to_path_buf()
-    } else {
-        PathBuf::from("nats-server")
-    }
-}
-
-/// Runs every scenario for every payload size, `rounds` times per target,
-/// alternating which target goes first.
-async fn measure(config: &Config, targets: &[Target]) -> Vec<Row> {
-    let mut rows = Vec::new();
+/// Runs every scenario for every payload size, `rounds` times per target
+/// (see [`round_order`]).
+async fn measure(config: &Config, targets: &[Target]) -> Results {
+    let mut results = Results::default();
     let mut run_id = 0u64;
     for &scenario in &config.scenarios {
-        let kv_sizes = [config.kv_value];
-        let sizes = if scenario.is_kv() {
-            &kv_sizes[..]
-        } else if scenario.is_js() {
-            &config.js_sizes
-        } else {
-            &config.sizes
-        };
-        let rounds = match scenario {
-            Scenario::KvRss => config.kv_rss_rounds,
-            _ => config.rounds,
-        };
-        for &payload in sizes {
-            let first = rows.len();
-            for &(label, lower_is_better) in scenario.metrics() {
-                rows.push(Row {
-                    label,
-                    lower_is_better,
-                    payload,
-                    samples: vec![Vec::new(); targets.len()],
-                    failures: vec![0; targets.len()],
-                });
-            }
+        for payload in config.sizes_of(scenario) {
+            let first_row = results.add_rows(scenario, payload, targets.len());
+            let rounds = config.rounds_of(scenario);
             for round in 0..rounds {
-                let mut order: Vec<usize> = (0..targets.len()).collect();
-                if round % 2 == 1 {
-                    order.reverse();
-                }
-                for t in order {
+                for target in round_order(targets.len(), round) {
                     run_id += 1;
                     let id = format!("{}_{run_id}", std::process::id());
-                    let result = run_once(config, scenario, payload, &targets[t], &id).await;
-                    let name = &targets[t].name;
+                    let result = run_once(config, scenario, payload, &targets[target], &id).await;
                     let what = format!(
-                        "[{}/{}] {} {payload} B on {name}",
+                        "[{}/{rounds}] {} {payload} B on {}",
                         round + 1,
-                        rounds,
-                        scenario.name()
+                        scenario.name(),
+                        targets[target].name
                     );
-                    match result {
-                        Ok(values) => {
-                            let shown: Vec<String> = values.iter().map(|v| fmt_num(*v)).collect();
-                            eprintln!("{what}: {}", shown.join(" / "));
-                            for (row, v) in rows[first..].iter_mut().zip(values) {
-                                row.samples[t].push(v);
-                            }
-                        }
-                        Err(e) => {
-                            eprintln!("{what}: FAILED: {e:#}");
-                            for row in &mut rows[first..] {
-                                row.failures[t] += 1;
-                            }
-                        }
-                    }
+                    let run = Run {
+                        scenario,
+                        payload,
+                        target,
+                        first_row,
+                    };
+                    results.record(&run, &what, result);
                     // Let the server settle (close connections, free buffers).
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
     }
-    rows
+    results
+}
+
+/// Every target once per round, in the opposite order every other round
+/// (causeway, ref1, ref2, then ref2, ref1, causeway, ...).
+fn round_order(targets: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..targets).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// Which run a result belongs to.
+struct Run {
+    scenario: Scenario,
+    payload: usize,
+    target: usize,
+    /// The scenario's first row in [`Results::rows`] for this payload.
+    first_row: usize,
+}
+
+impl Results {
+    /// Adds the empty rows of one scenario and payload; returns the first.
+    fn add_rows(&mut self, scenario: Scenario, payload: usize, targets: usize) -> usize {
+        let first = self.rows.len();
+        for &(label, lower_is_better) in scenario.metrics() {
+            self.rows.push(Row {
+                label,
+                lower_is_better,
+                payload,
+                samples: vec![Vec::new(); targets],
+                failures: vec![0; targets],
+            });
+        }
+        first
+    }
+
+    /// Files one run's values (or its failure) under its rows, and logs it.
+    fn record(&mut self, run: &Run, what: &str, result: Result<Vec<f64>>) {
+        let rows = &mut self.rows[run.first_row..];
+        match result {
+            Ok(values) => {
+                let shown: Vec<String> = values.iter().map(|v| fmt_num(*v)).collect();
+                eprintln!("{what}: {}", shown.join(" / "));
+                for (row, v) in rows.iter_mut().zip(values) {
+                    row.samples[run.target].push(v);
+                }
+            }
+            Err(e) => {
+                eprintln!("{what}: FAILED: {e:#}");
+                for row in rows {
+                    row.failures[run.target] += 1;
+                }
+                self.failures.push(Failure {
+                    scenario: run.scenario,
+                    payload: run.payload,
+                    target: run.target,
+                    error: format!("{e:#}"),
+                });
+            }
+        }
+    }
 }
 
 /// One run of one scenario against one target; returns one value per
@@ -657,13 +726,12 @@ async fn run_kv(
         }
         _ => {
             // Measured on a server of its own, so earlier runs leave no trace.
-            if target.pid().is_none() {
+            let Some(server) = target.spec.as_ref() else {
                 bail!("kv-rss needs a server started by the load generator");
-            }
+            };
             let out_dir = target_dir();
-            let fresh = tokio::task::block_in_place(|| {
-                launch_server(config, &out_dir, &target.name, true, "-rss")
-            })?;
+            let fresh =
+                tokio::task::block_in_place(|| launch_server(server, &out_dir, true, "-rss"))?;
             let pid = fresh.pid().context("no pid")?;
             let r = kv::rss(fresh.addr, pid, &spec(config.kv_rss_keys)).await;
             tokio::task::block_in_place(|| drop(fresh));

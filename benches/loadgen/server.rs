@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,10 +13,51 @@ use tempfile::TempDir;
 /// How long a freshly started server gets to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A server the load generator starts: its label in the report, its
+/// binary, extra arguments and (for a nats-server) its reported version.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    pub label: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub version: Option<String>,
+}
+
+impl ServerSpec {
+    pub fn new(label: &str, program: impl Into<PathBuf>, args: Vec<String>) -> ServerSpec {
+        ServerSpec {
+            label: label.to_string(),
+            program: program.into(),
+            args,
+            version: None,
+        }
+    }
+
+    /// The label made safe for file names (`2.15.1 durable` → `2.15.1-durable`).
+    pub fn slug(&self) -> String {
+        self.label
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+                _ => '-',
+            })
+            .collect()
+    }
+
+    /// The command line after the program, as given (no `-a`/`-p`/`-js`).
+    pub fn command(&self) -> String {
+        let mut words = vec![self.program.display().to_string()];
+        words.extend(self.args.iter().cloned());
+        words.join(" ")
+    }
+}
+
 /// A server under test: a name for the report and a loopback address.
 pub struct Target {
     pub name: String,
     pub addr: SocketAddr,
+    /// How it was started (`None` for an external server).
+    pub spec: Option<ServerSpec>,
     /// Kills the child process (if we started one) when dropped. Declared
     /// before `_store` so the server is gone before its store is removed.
     _guard: Option<ChildGuard>,
@@ -71,6 +112,7 @@ pub fn external(url: &str) -> Result<Target> {
     Ok(Target {
         name: format!("external {addr}"),
         addr,
+        spec: None,
         _guard: None,
         _store: None,
     })
@@ -110,9 +152,23 @@ pub fn launch(name: &str, program: &Path, log: &Path, how: &Launch<'_>) -> Resul
     Ok(Target {
         name: name.to_string(),
         addr,
+        spec: None,
         _guard: Some(guard),
         _store: store,
     })
+}
+
+/// Starts `spec` like [`launch`] (its label as the name, its arguments
+/// appended), with JetStream in a fresh store under `js_store_in` if given.
+pub fn start(spec: &ServerSpec, log: &Path, js_store_in: Option<&Path>) -> Result<Target> {
+    let how = Launch {
+        js_store_in,
+        extra_args: &spec.args,
+    };
+    let mut target = launch(&spec.slug(), &spec.program, log, &how)?;
+    target.name = spec.label.clone();
+    target.spec = Some(spec.clone());
+    Ok(target)
 }
 
 /// Asks the kernel to SIGKILL the child if the benchmark dies without
