@@ -229,13 +229,16 @@ impl JetStream {
         };
         catalogue.catalogue().check(&update)?;
         self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
-        let committed = self.apply_update(&tx, &cfg).and_then(|info| {
-            catalogue.commit(update).map(|_| info).inspect_err(|_| {
+        let committed = self
+            .apply_update(&tx, &cfg)
+            .and_then(|info| catalogue.commit(update).map(|_| info))
+            .inspect_err(|_| {
+                // The stream may hold the new config even when it answered an error (a late
+                // answer, a failed sync): give it the old one back (its queue is in order).
                 if let Err(e) = self.apply_update(&tx, &old) {
-                    tracing::error!(stream = %name, "stream keeps an update the catalogue refused: {}", e.description);
+                    tracing::error!(stream = %name, "stream may keep an update the catalogue does not have: {}", e.description);
                 }
-            })
-        });
+            });
         let info = match committed {
             Ok(info) => info,
             Err(e) => {

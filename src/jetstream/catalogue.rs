@@ -146,6 +146,8 @@ pub(crate) struct Durable {
     catalogue: Catalogue,
     journal: Journal,
     dir: PathBuf,
+    /// A failed write could not be undone: further commits are refused.
+    broken: bool,
 }
 
 impl Durable {
@@ -160,6 +162,7 @@ impl Durable {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Catalogue::default(),
             Err(e) => return Err(e),
         };
+        keep_a_copy_if_damaged(&dir.join("meta.log"))?;
         let (mut journal, entries) = Journal::open(&dir.join("meta.log"))?;
         journal.skip_to(catalogue.applied);
         for (index, bytes) in entries {
@@ -174,6 +177,7 @@ impl Durable {
             catalogue,
             journal,
             dir: dir.to_path_buf(),
+            broken: false,
         })
     }
 
@@ -190,12 +194,20 @@ impl Durable {
         }
         let io = |e: io::Error| ApiError::store_failed(&e.to_string());
         let entry = serde_json::to_vec(&op).map_err(|e| io(io::Error::other(e)))?;
+        if self.broken {
+            return Err(ApiError::store_failed(
+                "the stream catalogue could not be written; restart the server",
+            ));
+        }
         let index = self.catalogue.applied + 1;
+        let before = self.journal.size();
         self.journal.push(index, &entry);
         if let Err(e) = self.journal.sync() {
-            // Not committed: forget the entry (the next write rewrites from a clean tail).
-            self.journal = Journal::open(&self.dir.join("meta.log")).map_err(io)?.0;
-            self.journal.skip_to(self.catalogue.applied);
+            // Not committed: the entry must not be read back (its index goes to the next op).
+            if let Err(cut) = self.journal.cut_to(before) {
+                tracing::error!("catalogue log can't be cut back after a failed write: {cut}; no more changes until restart");
+                self.broken = true;
+            }
             return Err(io(e));
         }
         let applied = self.catalogue.apply_at(index, op);
@@ -216,11 +228,30 @@ impl Durable {
         super::stream::sync_dir(&self.dir)?;
         self.journal.reset()
     }
+}
 
-    /// True if neither a snapshot nor a log exists yet (a new or pre-catalogue store).
-    pub fn is_new(dir: &Path) -> bool {
-        !dir.join("meta.json").exists() && !dir.join("meta.log").exists()
+/// The journal cuts a damaged log at its first bad record: right for a torn last entry (never
+/// answered), but damage further back would drop committed ops. Before that happens, the whole
+/// file is copied to `meta.log.damaged.<ns>` and the loss is logged as an error.
+fn keep_a_copy_if_damaged(log: &Path) -> io::Result<()> {
+    let bytes = match std::fs::read(log) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let good = super::journal::good_prefix(&bytes);
+    if good == bytes.len() {
+        return Ok(());
     }
+    let copy = log.with_extension(format!("log.damaged.{}", super::time::now_nanos()));
+    std::fs::write(&copy, &bytes)?;
+    tracing::error!(
+        log = %log.display(),
+        copy = %copy.display(),
+        "stream catalogue damaged at byte {good} of {}; ops after it are dropped (the whole log is kept in the copy)",
+        bytes.len()
+    );
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,7 +306,6 @@ mod tests {
     fn committed_ops_survive_reopen_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let mut d = Durable::open(dir.path()).unwrap();
-        assert!(Durable::is_new(dir.path()));
         d.commit(create("A", &["a"])).unwrap();
         assert!(d.commit(create("A2", &["a"])).is_err());
         d.commit(create("B", &["b"])).unwrap();
@@ -288,6 +318,31 @@ mod tests {
         assert_eq!(reopened.catalogue(), d.catalogue());
         assert!(reopened.catalogue().get("A").is_none());
         assert_eq!(reopened.catalogue().applied(), 3);
+    }
+
+    #[test]
+    fn a_damaged_log_is_copied_before_it_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Durable::open(dir.path()).unwrap();
+        d.commit(create("A", &["a"])).unwrap();
+        d.commit(create("B", &["b"])).unwrap();
+        drop(d);
+        let log = dir.path().join("meta.log");
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[20] ^= 0xff; // inside the first entry
+        std::fs::write(&log, &bytes).unwrap();
+        let d = Durable::open(dir.path()).unwrap();
+        assert!(
+            d.catalogue().get("B").is_none(),
+            "the journal cuts at the damage"
+        );
+        let copies: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".damaged."))
+            .collect();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(std::fs::read(copies[0].path()).unwrap(), bytes);
     }
 
     #[test]

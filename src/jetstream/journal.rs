@@ -135,6 +135,25 @@ impl Journal {
         Ok(())
     }
 
+    /// Bytes written to the file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Forgets everything after the first `size` bytes: queued entries and what was written
+    /// since (an entry whose fsync failed must not be read back as committed).
+    pub fn cut_to(&mut self, size: u64) -> std::io::Result<()> {
+        self.buf.clear();
+        if let Some(f) = &mut self.file {
+            f.set_len(size)?;
+            f.seek(SeekFrom::Start(size))?;
+            f.sync_data()?;
+        }
+        self.size = size;
+        self.unsynced = false;
+        Ok(())
+    }
+
     /// True once the file is big enough to compact.
     pub fn wants_compaction(&self) -> bool {
         self.size + self.buf.len() as u64 >= COMPACT_AT
@@ -153,6 +172,11 @@ impl Journal {
         self.unsynced = false;
         Ok(())
     }
+}
+
+/// The length of the good prefix of a journal file's bytes (what [`Journal::open`] keeps).
+pub(crate) fn good_prefix(bytes: &[u8]) -> usize {
+    parse(bytes, &mut Vec::new())
 }
 
 /// Parses records into `out`; returns the length of the good prefix.

@@ -8,9 +8,10 @@ use super::config::Storage;
 use super::stream::StreamMeta;
 use super::{lock, streams_dir, JetStream};
 
-/// Opens `<store_dir>/jetstream`'s catalogue. The first time, the streams found on disk (each
-/// with its `meta.json`) are committed to it, and their `meta.json` files removed once it holds
-/// them durably.
+/// Opens `<store_dir>/jetstream`'s catalogue. Streams found on disk with a `meta.json` (the
+/// layout before the catalogue, or a takeover a crash cut short) are committed to it (a
+/// stream it already holds as such is `Exists`), and their `meta.json` files removed once it
+/// holds them durably; one that cannot be taken over keeps its file and is retried next start.
 pub(super) fn open_catalogue(store_dir: &Path) -> Result<Durable, crate::Error> {
     let dir = store_dir.join("jetstream");
     let unreadable = |e: std::io::Error| {
@@ -19,17 +20,16 @@ pub(super) fn open_catalogue(store_dir: &Path) -> Result<Durable, crate::Error> 
             dir.display()
         ))
     };
-    let fresh = Durable::is_new(&dir);
     let mut catalogue = Durable::open(&dir).map_err(unreadable)?;
-    if !fresh {
-        return Ok(catalogue);
-    }
     let Ok(entries) = std::fs::read_dir(streams_dir(store_dir)) else {
         return Ok(catalogue);
     };
     let mut taken = Vec::new();
     for e in entries.flatten() {
         let path = e.path();
+        if !path.join("meta.json").exists() {
+            continue;
+        }
         let Some(meta) = StreamMeta::read(&path) else {
             tracing::error!(dir = %path.display(), "stream metadata unreadable; stream skipped");
             continue;

@@ -10,30 +10,30 @@ use std::sync::Mutex;
 
 use super::StoreError;
 
-/// Directories claimed by stores of this process that hold no `LOCK` file.
+/// Directories claimed by the stores (and servers) of this process.
 static CLAIMED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
-/// Held for a store's lifetime.
+/// Held for a store's lifetime: the in-process claim on its directory and, for a store with
+/// its own sled, the advisory lock on `<dir>/LOCK` (held while the descriptor is open).
 #[derive(Debug)]
-pub(crate) enum DirLock {
-    /// The advisory lock on `<dir>/LOCK` (held while the descriptor is open).
-    File(#[allow(dead_code)] File),
-    /// An in-process claim on the directory, released on drop.
-    Claim(PathBuf),
+pub(crate) struct DirLock {
+    path: PathBuf,
+    _file: Option<File>,
 }
 
 impl DirLock {
     /// Locks `dir` (an existing directory); `shared_index` says another lock already keeps
-    /// other processes out.
+    /// other processes out. Inside the process a directory is claimed once, whichever kind.
     pub(crate) fn take(dir: &Path, shared_index: bool) -> Result<DirLock, StoreError> {
         let busy = || StoreError::Invalid(format!("{} is already open", dir.display()));
+        let path = std::fs::canonicalize(dir)?;
+        if !claimed().insert(path.clone()) {
+            return Err(busy());
+        }
+        // From here on, dropping `lock` gives the claim back.
+        let mut lock = DirLock { path, _file: None };
         if shared_index {
-            let path = std::fs::canonicalize(dir)?;
-            let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-            if !claimed.insert(path.clone()) {
-                return Err(busy());
-            }
-            return Ok(DirLock::Claim(path));
+            return Ok(lock);
         }
         let file = OpenOptions::new()
             .create(true)
@@ -41,21 +41,23 @@ impl DirLock {
             .write(true)
             .open(dir.join("LOCK"))?;
         match file.try_lock() {
-            Ok(()) => Ok(DirLock::File(file)),
+            Ok(()) => {
+                lock._file = Some(file);
+                Ok(lock)
+            }
             Err(TryLockError::WouldBlock) => Err(busy()),
             Err(TryLockError::Error(e)) => Err(StoreError::Io(e)),
         }
     }
 }
 
+fn claimed() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    CLAIMED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Drop for DirLock {
     fn drop(&mut self) {
-        if let DirLock::Claim(path) = self {
-            CLAIMED
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(path);
-        }
+        claimed().remove(&self.path);
     }
 }
 
@@ -74,6 +76,11 @@ mod tests {
         drop(again);
         let file = DirLock::take(dir.path(), false).unwrap();
         assert!(DirLock::take(dir.path(), false).is_err());
+        assert!(
+            DirLock::take(dir.path(), true).is_err(),
+            "a claim excludes a file lock too"
+        );
         drop(file);
+        assert!(DirLock::take(dir.path(), true).is_ok());
     }
 }

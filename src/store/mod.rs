@@ -80,6 +80,10 @@
 pub fn open_shared_index(path: &std::path::Path) -> Result<sled::Db, StoreError> {
     const CACHE: u64 = 16 << 20;
     meta::open_db(path, CACHE).or_else(|e| {
+        // Held by another handle (a server still shutting down): not damage, nothing to delete.
+        if e.to_string().contains("could not acquire lock") {
+            return Err(e);
+        }
         tracing::warn!(path = %path.display(), error = %e, "shared sled index damaged; recreating");
         let _ = std::fs::remove_dir_all(path);
         meta::open_db(path, CACHE)
