@@ -162,8 +162,7 @@ impl Durable {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Catalogue::default(),
             Err(e) => return Err(e),
         };
-        keep_a_copy_if_damaged(&dir.join("meta.log"))?;
-        let (mut journal, entries) = Journal::open(&dir.join("meta.log"))?;
+        let (mut journal, entries) = Journal::open_keeping_damage(&dir.join("meta.log"))?;
         journal.skip_to(catalogue.applied);
         for (index, bytes) in entries {
             let op: MetaOp = serde_json::from_slice(&bytes)
@@ -228,30 +227,6 @@ impl Durable {
         super::stream::sync_dir(&self.dir)?;
         self.journal.reset()
     }
-}
-
-/// The journal cuts a damaged log at its first bad record: right for a torn last entry (never
-/// answered), but damage further back would drop committed ops. Before that happens, the whole
-/// file is copied to `meta.log.damaged.<ns>` and the loss is logged as an error.
-fn keep_a_copy_if_damaged(log: &Path) -> io::Result<()> {
-    let bytes = match std::fs::read(log) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let good = super::journal::good_prefix(&bytes);
-    if good == bytes.len() {
-        return Ok(());
-    }
-    let copy = log.with_extension(format!("log.damaged.{}", super::time::now_nanos()));
-    std::fs::write(&copy, &bytes)?;
-    tracing::error!(
-        log = %log.display(),
-        copy = %copy.display(),
-        "stream catalogue damaged at byte {good} of {}; ops after it are dropped (the whole log is kept in the copy)",
-        bytes.len()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -40,6 +40,17 @@ impl Journal {
     /// The journal file `path`, with its entries (index, entry bytes) in order; a damaged
     /// tail is cut off. Opening creates nothing: the file appears with the first entry.
     pub fn open(path: &Path) -> std::io::Result<(Journal, Entries)> {
+        Self::open_with(path, false)
+    }
+
+    /// Like [`Journal::open`], but a damaged file is first copied whole to
+    /// `<path>.damaged.<ns>`: for a journal whose every entry was answered (the stream
+    /// catalogue), where damage before the tail drops committed entries.
+    pub fn open_keeping_damage(path: &Path) -> std::io::Result<(Journal, Entries)> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, keep_damaged: bool) -> std::io::Result<(Journal, Entries)> {
         let path = path.to_path_buf();
         let mut entries = Vec::new();
         let mut size = 0u64;
@@ -50,6 +61,12 @@ impl Journal {
                 let good = parse(&bytes, &mut entries);
                 if good < bytes.len() {
                     tracing::warn!(path = %path.display(), "journal damaged at byte {good}; the rest is dropped");
+                    if keep_damaged {
+                        let mut copy = path.clone().into_os_string();
+                        copy.push(format!(".damaged.{}", super::time::now_nanos()));
+                        std::fs::write(&copy, &bytes)?;
+                        tracing::error!(path = %path.display(), copy = ?copy, "entries after byte {good} are dropped; the whole file is kept in the copy");
+                    }
                     f.set_len(good as u64)?;
                     f.sync_data()?;
                 }
@@ -172,11 +189,6 @@ impl Journal {
         self.unsynced = false;
         Ok(())
     }
-}
-
-/// The length of the good prefix of a journal file's bytes (what [`Journal::open`] keeps).
-pub(crate) fn good_prefix(bytes: &[u8]) -> usize {
-    parse(bytes, &mut Vec::new())
 }
 
 /// Parses records into `out`; returns the length of the good prefix.
