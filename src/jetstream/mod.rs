@@ -21,6 +21,7 @@ pub mod headers;
 mod journal;
 mod limits;
 mod queue;
+mod replication;
 mod restore;
 pub mod runner;
 pub mod stream;

@@ -154,6 +154,11 @@ impl<T> Rx<T> {
         self.took(r).ok()
     }
 
+    /// True if nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.shared.len.load(Ordering::Acquire) == 0
+    }
+
     /// The next item, if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
         self.try_recv_inner().ok()

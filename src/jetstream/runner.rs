@@ -1,8 +1,11 @@
 //! What owns one stream: a task ([`drive`]) that waits for whatever is queued (publishes, acks,
 //! API calls) and hands each batch to [`Runner::step`] on a blocking thread, which applies it,
-//! syncs the store once for the whole batch (group commit), and only then sends the pub acks
-//! and API replies and lets consumers deliver: nothing is acknowledged or delivered before it
-//! is on disk. An idle stream holds no thread.
+//! commits the whole batch at once through the [`Replication`] seam (group commit: one
+//! `fdatasync`), and only then sends the pub acks and API replies and lets consumers deliver:
+//! nothing is acknowledged or delivered before it is committed. Under load the commit is
+//! pipelined: while one batch of publishes and acks is in `fdatasync` on another thread, the
+//! next is applied; consumers deliver up to the commit watermark. An idle stream holds no
+//! thread.
 
 use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
@@ -13,6 +16,7 @@ use super::api::{self, Call};
 use super::config::StreamConfig;
 use super::consumer::{AckKind, AckRequest, Outgoing};
 use super::errors::ApiError;
+use super::replication::{Commit, Local, Replication};
 use super::stream::{Applied, Decision, Op, PubAck, Stream};
 use super::time::now_nanos;
 use crate::config::SyncPolicy;
@@ -115,6 +119,12 @@ impl Replies {
 pub(crate) struct Runner {
     stream: Stream,
     ctx: Ctx,
+    /// The commit seam (the single node's: the store, synced).
+    repl: Box<dyn Replication>,
+    /// A batch whose commit is under way on another thread: applied, not yet answered.
+    inflight: Option<(Batch, Commit)>,
+    /// The commit watermark: the last sequence committed (consumers deliver up to it).
+    committed: u64,
     last_sync: Instant,
     unsynced: bool,
     needs_reopen: bool,
@@ -129,6 +139,11 @@ struct Batch {
     replies: Replies,
     out: Vec<Outgoing>,
     mutated: bool,
+    /// Something other than publishes and plain acks came in (an API call, an AckSync, an
+    /// update, a stop): the batch is committed before the next one is applied.
+    barrier: bool,
+    /// Its commit (or the one before it) failed: its answers are errors already.
+    failed: bool,
     /// An AckSync waits: the journal is fsynced before it is confirmed.
     confirm_acks: bool,
     exit: Option<Option<String>>,
@@ -162,8 +177,15 @@ pub(crate) async fn drive(runner: Runner, rx: super::queue::Rx<Input>) {
         let stepped = tokio::task::spawn_blocking(move || {
             let mut r = runner;
             loop {
-                r = r.step(batch)?;
+                r = r.step(batch, &rx)?;
                 batch = Vec::new();
+                if r.inflight.is_some() {
+                    drain(&mut rx, &mut batch);
+                    if !batch.is_empty() {
+                        continue;
+                    }
+                    r.settle();
+                }
                 match rx.recv_timeout(LINGER.min(r.next_wait())) {
                     Ok(i) => batch.push(i),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -204,9 +226,14 @@ impl Runner {
         let storage = stream.config.storage;
         let stored_bytes = stream.store.state().bytes as i64;
         ctx.resources.add_used(storage, stored_bytes);
+        // What recovery found is on disk, as far as this node can tell.
+        let committed = stream.store.last_seq();
         Runner {
             stream,
             ctx,
+            repl: Box::new(Local),
+            inflight: None,
+            committed,
             last_sync: Instant::now(),
             unsynced: false,
             needs_reopen: false,
@@ -235,9 +262,11 @@ impl Runner {
             .unwrap_or(idle)
     }
 
-    /// Applies one batch, makes it durable, answers it and delivers; `None` once the stream
-    /// is gone (deleted or stopped).
-    fn step(mut self, inputs: Vec<Input>) -> Option<Runner> {
+    /// Applies one batch, commits it, answers it and delivers; `None` once the stream is gone
+    /// (deleted or stopped). With more input `queued` behind it, a batch of publishes and
+    /// plain acks is left committing on another thread (see [`Runner::settle`]) while the
+    /// next is applied.
+    fn step(mut self, inputs: Vec<Input>, queued: &super::queue::Rx<Input>) -> Option<Runner> {
         let _span = tracing::info_span!("stream", name = %self.stream.name()).entered();
         if self.needs_reopen && self.last_reopen.elapsed() >= REOPEN_EVERY {
             self.last_reopen = Instant::now();
@@ -247,7 +276,89 @@ impl Runner {
         for input in inputs {
             self.input(input, &mut b);
         }
-        let failed = self.commit(&mut b);
+        if let Some(prev) = self.inflight.take() {
+            self.complete(prev, &mut b);
+        }
+        let overlap = !b.barrier && !b.failed && b.mutated && self.ctx.sync == SyncPolicy::Always;
+        if overlap && !queued.is_empty() {
+            match self.repl.start(&mut self.stream, true) {
+                Ok(commit) if commit.is_away() => {
+                    tracing::trace!("commit in flight; applying the next batch");
+                    self.inflight = Some((b, commit));
+                    self.unsynced = false;
+                    self.last_sync = Instant::now();
+                    self.deliver_committed();
+                    return Some(self);
+                }
+                Ok(commit) => self.finish(commit, &mut b),
+                Err(e) => self.fail(e, &mut b),
+            }
+        }
+        let failed = b.failed || self.commit(&mut b);
+        let exit = b.exit.take();
+        self.release(b);
+        if let Some(reply) = exit {
+            self.ctx
+                .resources
+                .add_used(self.storage, -self.stored_bytes);
+            finish(self.stream, reply, &self.ctx);
+            return None;
+        }
+        if !failed {
+            self.deliver_committed();
+        }
+        Some(self)
+    }
+
+    /// Completes the batch whose commit is under way (if any), answers it and delivers.
+    fn settle(&mut self) {
+        if let Some(prev) = self.inflight.take() {
+            let mut none = Batch::default();
+            self.complete(prev, &mut none);
+            self.deliver_committed();
+        }
+    }
+
+    /// Waits for `prev`'s commit and answers it; if it failed, `next` (applied on top of it)
+    /// fails too.
+    fn complete(&mut self, (mut prev, commit): (Batch, Commit), next: &mut Batch) {
+        match self.repl.finish(&mut self.stream, commit) {
+            Ok(seq) => self.committed = self.committed.max(seq),
+            Err(e) => {
+                self.fail(e, &mut prev);
+                let err = ApiError::store_failed("an earlier batch could not be committed");
+                fail_batch(next, &err);
+            }
+        }
+        self.release(prev);
+    }
+
+    /// Waits for a commit started for `b` (not sent away).
+    fn finish(&mut self, commit: Commit, b: &mut Batch) {
+        match self.repl.finish(&mut self.stream, commit) {
+            Ok(seq) => {
+                self.committed = self.committed.max(seq);
+                self.unsynced = false;
+                self.last_sync = Instant::now();
+            }
+            Err(e) => self.fail(e, b),
+        }
+    }
+
+    /// A commit failed: nothing in `b` is durable, so no answer may say it is; the store is
+    /// reopened to what is on disk, and what was appended since is forgotten.
+    fn fail(&mut self, e: crate::store::StoreError, b: &mut Batch) {
+        tracing::error!("sync failed: {e}; the batch is answered with errors");
+        fail_batch(b, &ApiError::store_failed(&e.to_string()));
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        self.last_reopen = Instant::now();
+        self.needs_reopen = !reopen(&mut self.stream);
+        self.committed = self.stream.store.last_seq();
+    }
+
+    /// Sends a committed (or failed) batch's answers and what it published.
+    fn release(&mut self, b: Batch) {
         for (done, r) in b.updates {
             let _ = done.try_send(r);
         }
@@ -261,20 +372,31 @@ impl Runner {
         for r in b.replies.0 {
             batch.publish(&r.to, None, None, &r.body);
         }
-        drop(batch);
-        if let Some(reply) = b.exit {
-            self.ctx
-                .resources
-                .add_used(self.storage, -self.stored_bytes);
-            finish(self.stream, reply, &self.ctx);
-            return None;
+        for o in &b.out {
+            batch.publish_routed(
+                &o.to,
+                &o.subject,
+                o.reply.as_deref(),
+                o.headers.as_deref(),
+                &o.payload,
+            );
         }
-        if failed {
-            return Some(self);
+    }
+
+    /// Timers, expiry and the consumers' deliveries (up to the commit watermark), then the
+    /// journal of what they handed out.
+    fn deliver_committed(&mut self) {
+        let committed = match self.ctx.sync {
+            SyncPolicy::Always => self.committed,
+            // Without a sync per batch, whatever is applied is as committed as it gets.
+            _ => u64::MAX,
+        };
+        let mut out = Vec::new();
+        if housekeeping(&mut self.stream, &self.ctx, &mut out, committed) {
+            self.committed = self.committed.max(self.stream.store.last_seq());
         }
-        housekeeping(&mut self.stream, &self.ctx, &mut b.out);
         let mut batch = self.ctx.client.batch();
-        for o in b.out {
+        for o in out {
             batch.publish_routed(
                 &o.to,
                 &o.subject,
@@ -289,7 +411,6 @@ impl Runner {
         if let Err(e) = self.stream.write_journal(false) {
             tracing::error!("consumer journal: {e}");
         }
-        Some(self)
     }
 
     /// Applies one input to the stream.
@@ -304,6 +425,7 @@ impl Runner {
                 }
             }
             Input::Api(call, m) => {
+                b.barrier = true;
                 // A new or changed consumer is on disk before it is acknowledged (as on
                 // nats-server), so a restart right after finds it (see `commit`).
                 let r = api::handle(
@@ -322,6 +444,7 @@ impl Runner {
             Input::Ack(m) => {
                 // An AckSync (ack sent as a request) is confirmed only once it is durable.
                 b.confirm_acks |= m.reply.is_some();
+                b.barrier |= m.reply.is_some();
                 b.mutated |= ack(stream, m, &mut b.out, &mut b.replies);
             }
             Input::FlowControl(m) => {
@@ -332,46 +455,41 @@ impl Runner {
                 }
             }
             Input::Info(tx) => {
+                b.barrier = true;
                 let _ = tx.try_send(api::stream_info(stream, &ctx.server_name));
             }
             Input::Update(cfg, done) => {
+                b.barrier = true;
                 let r =
                     api::update(stream, *cfg).map(|_| api::stream_info(stream, &ctx.server_name));
                 b.mutated |= r.is_ok();
                 b.updates.push((done, r));
             }
-            Input::Delete(reply) => b.exit = Some(reply),
-            Input::Stop => b.exit = b.exit.take().or(Some(None)),
+            Input::Delete(reply) => {
+                b.barrier = true;
+                b.exit = Some(reply);
+            }
+            Input::Stop => {
+                b.barrier = true;
+                b.exit = b.exit.take().or(Some(None));
+            }
         }
     }
 
-    /// Makes the batch durable (group commit); on failure its answers become errors and the
-    /// store is reopened. Returns whether it failed.
+    /// Commits the batch (group commit) and waits for it; on failure its answers become
+    /// errors and the store is reopened. Returns whether it failed.
     fn commit(&mut self, b: &mut Batch) -> bool {
         self.unsynced |= b.mutated;
-        let mut failed = false;
         let mut synced = false;
         if self.unsynced && sync_due(self.ctx.sync, self.last_sync) {
             synced = true;
-            if let Err(e) = self.stream.store.sync() {
-                // Nothing in this batch is on disk: no ack may say it is. The store is
-                // reopened to what is, and what the batch appended is forgotten.
-                tracing::error!("sync failed: {e}; the batch is answered with errors");
-                let err = ApiError::store_failed(&e.to_string());
-                b.replies.fail(&err);
-                for (_, r) in &mut b.updates {
-                    *r = Err(err.clone());
-                }
-                b.out.clear();
-                failed = true;
-                self.last_reopen = Instant::now();
-                self.needs_reopen = !reopen(&mut self.stream);
+            match self.repl.start(&mut self.stream, false) {
+                Ok(commit) => self.finish(commit, b),
+                Err(e) => self.fail(e, b),
             }
-            self.unsynced = false;
-            self.last_sync = Instant::now();
-        }
-        if failed {
-            return true;
+            if b.failed {
+                return true;
+            }
         }
         // A consumer created or changed (create, update, pause) is snapshotted before the
         // answer; only those marked dirty are written.
@@ -391,6 +509,17 @@ impl Runner {
         }
         false
     }
+}
+
+/// A batch that cannot be committed: every answer becomes `err`, confirmations, updates'
+/// outcomes and what it would have published are dropped or failed.
+fn fail_batch(b: &mut Batch, err: &ApiError) {
+    b.replies.fail(err);
+    for (_, r) in &mut b.updates {
+        *r = Err(err.clone());
+    }
+    b.out.clear();
+    b.failed = true;
 }
 
 /// Reopens a stream's store after a failure; true once it is usable again.
@@ -583,13 +712,15 @@ fn confirm(m: &Message, replies: &mut Replies) -> bool {
     false
 }
 
-fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
+/// Expiry, then each consumer's deliveries up to `committed`; true if expiry changed the
+/// store and synced it (which commits everything applied so far).
+fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>, committed: u64) -> bool {
+    let mut synced = false;
     match stream.expire(now_nanos()) {
-        Ok(true) => {
-            if let Err(e) = stream.store.sync() {
-                tracing::error!("sync after expiry failed: {e}");
-            }
-        }
+        Ok(true) => match stream.store.sync() {
+            Ok(()) => synced = true,
+            Err(e) => tracing::error!("sync after expiry failed: {e}"),
+        },
         Ok(false) => {}
         Err(e) => tracing::error!("expiry: {}", e.description),
     }
@@ -608,7 +739,8 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
         if push_active || c.num_waiting() > 0 {
             c.last_active = Instant::now();
         }
-        let (exceeded, deliveries) = c.pump(&stream.config.name, store, push_active, out);
+        let target = (push_active, committed);
+        let (exceeded, deliveries) = c.pump(&stream.config.name, store, target, out);
         if !deliveries.is_empty(c.state()) {
             let op = Op::Delivered {
                 consumer: name.clone(),
@@ -650,6 +782,7 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>) {
         tracing::debug!(consumer = %name, "ephemeral consumer inactive; deleted");
         let _ = stream.apply(Op::ConsumerDelete { name });
     }
+    synced
 }
 
 fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {

@@ -30,18 +30,30 @@ impl MsgStore for FileStore {
         Ok(())
     }
 
-    fn begin_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
+    fn begin_sync(&mut self) -> Result<PendingSync, StoreError> {
         self.guard()?;
         self.absorb_corrupt()?;
-        self.active.begin_sync().map_err(|e| self.poison(e))
+        let (file, covered) = self.active.begin_sync().map_err(|e| self.poison(e))?;
+        let doomed = self.doomed.iter().copied().collect();
+        let at = (self.active.first, covered);
+        Ok(PendingSync::new(file, at, self.last_seq, doomed))
     }
 
-    fn end_sync(&mut self, synced: std::io::Result<()>) -> Result<(), StoreError> {
+    fn end_sync(
+        &mut self,
+        pending: PendingSync,
+        synced: std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
         if let Err(e) = synced {
             return Err(self.poison(e));
         }
-        self.active.synced();
-        self.sync()
+        self.guard()?;
+        let (seg, covered) = pending.covers();
+        self.active.synced_upto(seg, covered);
+        if self.unlink_covered(&pending.doomed)? {
+            self.write_checkpoint();
+        }
+        Ok(pending.seq())
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -17,9 +17,11 @@
 //! trait MsgStore: Send
 //!   append(&mut, subject, headers: Option<&[u8]>, payload, time) -> Result<u64>  next seq, not yet durable
 //!   sync(&mut) -> Result<()>                     every append/remove/purge so far is durable
-//!   begin_sync(&mut) -> Result<Option<PendingSync>>, end_sync(&mut, io::Result<()>)
+//!   begin_sync(&mut) -> Result<PendingSync>, end_sync(&mut, PendingSync, io::Result<()>) -> Result<u64>
 //!                                                the same sync in two halves, so the fdatasync
-//!                                                (PendingSync::wait) can run unborrowed
+//!                                                (PendingSync::wait) can run unborrowed while
+//!                                                the owner appends more; end_sync returns the
+//!                                                sequence now durable (the commit watermark)
 //!   checkpoint(&mut) -> Result<()>               sync + persist the index (call before shutdown)
 //!   get(&, seq) -> Result<Option<StoredMsg>>     CRC-verified; a damaged record is Err(Corrupt)
 //!                                                and is dropped (lost) at the next mutating call
@@ -96,6 +98,7 @@ mod file_ops;
 mod index;
 mod mem;
 mod meta;
+mod prealloc;
 mod reclaim;
 mod record;
 mod recovery;
@@ -117,6 +120,7 @@ mod tests_file;
 pub(crate) use dirlock::DirLock;
 pub use file::{FileStore, FileStoreOptions};
 pub use mem::MemStore;
+pub(crate) use prealloc::Prealloc;
 pub use segment::PendingSync;
 pub use shared::{SharedStore, StoreReader};
 pub use subjects::subject_matches;
@@ -288,17 +292,24 @@ pub trait MsgStore: Send {
 
     /// The first half of a `sync` that lets the caller wait for the disk without holding the
     /// store: buffered bytes are written and the returned [`PendingSync`] is the `fdatasync`
-    /// still to do; `end_sync` with its result completes the sync. `None` (the default) means
-    /// there is nothing to wait for and `end_sync(Ok(()))` finishes the work.
-    fn begin_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
-        Ok(None)
+    /// still to do. The owner may go on appending before it calls `end_sync` with the wait's
+    /// result; what it appended after `begin_sync` is not covered. One sync at a time is in
+    /// flight. The default syncs at once and leaves nothing to wait for.
+    fn begin_sync(&mut self) -> Result<PendingSync, StoreError> {
+        self.sync()?;
+        Ok(PendingSync::done(self.last_seq()))
     }
 
-    /// Completes a sync begun with `begin_sync`, given how its `PendingSync::wait` went. A
-    /// failure poisons the store like a failed `sync`.
-    fn end_sync(&mut self, synced: std::io::Result<()>) -> Result<(), StoreError> {
+    /// Completes a sync begun with `begin_sync`, given how its `PendingSync::wait` went, and
+    /// returns the last sequence it made durable; segments whose removals it covered are
+    /// reclaimed. A failure poisons the store like a failed `sync`.
+    fn end_sync(
+        &mut self,
+        pending: PendingSync,
+        synced: std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
         synced?;
-        self.sync()
+        Ok(pending.seq())
     }
 
     /// `sync` plus persisting the index, so the next open replays nothing. Call at shutdown.

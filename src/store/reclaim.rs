@@ -2,7 +2,7 @@
 //! gone (after carrying their still-relevant deletion facts to `.del` files) and writing sled
 //! checkpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::file::{FileStore, SegMeta};
 use super::meta::{Checkpoint, SegCatalog, Update, META_VERSION};
@@ -14,7 +14,23 @@ use super::StoreError;
 impl FileStore {
     /// Unlinks the doomed segments; true if any went. Call only once the log is synced.
     pub(super) fn unlink_doomed(&mut self) -> Result<bool, StoreError> {
-        let doomed: Vec<u64> = std::mem::take(&mut self.doomed)
+        let doomed = std::mem::take(&mut self.doomed);
+        self.unlink_segments(doomed)
+    }
+
+    /// Unlinks those of `covered` still doomed (their removal records are synced; segments
+    /// doomed by removals written since stay doomed until a sync covers them).
+    pub(super) fn unlink_covered(&mut self, covered: &[u64]) -> Result<bool, StoreError> {
+        let ours: BTreeSet<u64> = covered
+            .iter()
+            .copied()
+            .filter(|f| self.doomed.remove(f))
+            .collect();
+        self.unlink_segments(ours)
+    }
+
+    fn unlink_segments(&mut self, doomed: BTreeSet<u64>) -> Result<bool, StoreError> {
+        let doomed: Vec<u64> = doomed
             .into_iter()
             .filter(|f| *f != self.active.first && self.segs.get(f).is_some_and(|s| s.live == 0))
             .collect();

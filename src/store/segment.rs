@@ -9,12 +9,10 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::prealloc::Prealloc;
+
 /// Read handles kept open.
 const READERS: usize = 16;
-/// The active segment is preallocated ahead of its writes in steps that double from this...
-const PREALLOC_MIN: u64 = 64 << 10;
-/// ...up to this.
-const PREALLOC_MAX: u64 = 4 << 20;
 
 /// `<dir>/<first:020>.<ext>`.
 pub(crate) fn seg_file(dir: &Path, first: u64, ext: &str) -> PathBuf {
@@ -58,21 +56,15 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
 /// The segment being appended to. Records collect in `buf` and reach the file on `flush`;
 /// bytes below `flushed` are in the file, the rest are read straight from `buf`.
 ///
-/// The file is preallocated ahead of the writes (`fallocate`: blocks reserved, size extended,
-/// contents zero), so that the `fdatasync` after an append does not also have to commit a new
-/// file size and block allocation: on the ext4 disk this was measured on, 200-byte appends
-/// with an `fdatasync` each took 160-190 µs (p50) over preallocated space against 215-280 µs
-/// growing the file. The zeros past the last record are not data: recovery treats a tail of
+/// The file is preallocated ahead of the writes ([`Prealloc`]); recovery treats a tail of
 /// zeros as unwritten space, and sealing (`trim`) cuts it off.
 pub(crate) struct ActiveWriter {
     pub(crate) first: u64,
     /// Shared so an fsync can run while the store is unlocked ([`PendingSync`]).
     file: Arc<File>,
     flushed: u64,
-    /// The file's size: `flushed..allocated` is preallocated space.
-    allocated: u64,
-    /// False once `fallocate` failed (a filesystem without it): the file then just grows.
-    preallocate: bool,
+    /// The file's size: `flushed..` it is preallocated space.
+    prealloc: Prealloc,
     buf: Vec<u8>,
     /// Bytes written since the last `sync_data`.
     unsynced: bool,
@@ -90,8 +82,7 @@ impl ActiveWriter {
             first,
             file: Arc::new(file),
             flushed: 0,
-            allocated: 0,
-            preallocate: true,
+            prealloc: Prealloc::new(0),
             buf: Vec::new(),
             unsynced: false,
         })
@@ -112,8 +103,7 @@ impl ActiveWriter {
             first,
             file: Arc::new(file),
             flushed: len,
-            allocated: len,
-            preallocate: true,
+            prealloc: Prealloc::new(len),
             buf: Vec::new(),
             unsynced: true,
         })
@@ -144,14 +134,12 @@ impl ActiveWriter {
             return Ok(());
         }
         let end = self.flushed + self.buf.len() as u64;
-        if self.preallocate && end > self.allocated {
-            self.grow(end);
-        }
+        self.prealloc.ensure(&self.file, end);
         let mut file = &*self.file;
         if let Err(e) = file.write_all(&self.buf) {
             let _ = file.set_len(self.flushed);
             let _ = file.seek(SeekFrom::Start(self.flushed));
-            self.allocated = self.flushed;
+            self.prealloc.cut(self.flushed);
             return Err(e);
         }
         self.flushed += self.buf.len() as u64;
@@ -159,31 +147,14 @@ impl ActiveWriter {
         Ok(())
     }
 
-    /// Preallocates at least up to `end`, a step (doubling, 64 KiB to 4 MiB) past what is.
-    fn grow(&mut self, end: u64) {
-        let step = self.allocated.clamp(PREALLOC_MIN, PREALLOC_MAX);
-        let target = end.max(self.allocated + step);
-        match fallocate(&self.file, self.allocated, target - self.allocated) {
-            Ok(()) => self.allocated = target,
-            Err(e) => {
-                tracing::debug!(segment = self.first, error = %e, "no preallocation");
-                self.preallocate = false;
-                // A failed fallocate may still have extended the file (ENOSPC part way).
-                if let Ok(m) = self.file.metadata() {
-                    self.allocated = m.len().max(self.flushed);
-                }
-            }
-        }
-    }
-
     /// Syncs and cuts the preallocated space off, leaving a file exactly as long as its
     /// records (before the segment is sealed, and at checkpoints).
     pub(crate) fn trim(&mut self) -> io::Result<()> {
         self.sync()?;
-        if self.allocated > self.flushed {
+        if self.prealloc.allocated() > self.flushed {
             self.file.set_len(self.flushed)?;
             self.file.sync_all()?;
-            self.allocated = self.flushed;
+            self.prealloc.cut(self.flushed);
         }
         Ok(())
     }
@@ -198,16 +169,20 @@ impl ActiveWriter {
         Ok(())
     }
 
-    /// Flushes and hands out what `fdatasync` must cover, if anything was written since the
-    /// last sync; [`ActiveWriter::synced`] records that it completed.
-    pub(crate) fn begin_sync(&mut self) -> io::Result<Option<PendingSync>> {
+    /// Flushes and hands out the file to `fdatasync` (if anything was written since the last
+    /// sync) and the length that sync covers; [`ActiveWriter::synced_upto`] records that it
+    /// completed.
+    pub(crate) fn begin_sync(&mut self) -> io::Result<(Option<Arc<File>>, u64)> {
         self.flush()?;
-        Ok(self.unsynced.then(|| PendingSync(self.file.clone())))
+        Ok((self.unsynced.then(|| self.file.clone()), self.flushed))
     }
 
-    /// Everything handed out by the last `begin_sync` is durable.
-    pub(crate) fn synced(&mut self) {
-        self.unsynced = false;
+    /// A sync of segment `first` covering its first `covered` bytes completed: the segment
+    /// is synced unless more was written since (appends go on while a sync is in flight).
+    pub(crate) fn synced_upto(&mut self, first: u64, covered: u64) {
+        if self.first == first && self.len() == covered {
+            self.unsynced = false;
+        }
     }
 
     /// Copies `len` bytes at `offset` if they are still in the buffer.
@@ -227,35 +202,74 @@ impl ActiveWriter {
     }
 }
 
-/// Reserves `len` bytes at `offset` (zero-filled, file size extended).
-#[cfg(target_os = "linux")]
-fn fallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
-        return Err(io::Error::other("preallocation out of range"));
-    };
-    // SAFETY: a plain syscall on a descriptor `file` keeps open for the duration.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// A sync begun with [`super::MsgStore::begin_sync`]: what it covers and the `fdatasync` still
+/// to do, which runs without the store borrowed (behind a [`super::SharedStore`], without its
+/// lock held: readers go on while the disk flushes; and the owner may append more meanwhile,
+/// which this sync does not cover).
+pub struct PendingSync {
+    file: Option<Arc<File>>,
+    /// The active segment and its length when the sync began.
+    seg: u64,
+    covered: u64,
+    /// Every message up to this sequence is durable once the sync completes.
+    seq: u64,
+    /// Segments whose last removal is recorded in what the sync covers: unlinked after it.
+    pub(crate) doomed: Vec<u64>,
 }
-
-#[cfg(not(target_os = "linux"))]
-fn fallocate(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
-/// An `fdatasync` of the active segment that runs without the store borrowed (and so, behind a
-/// [`super::SharedStore`], without its lock held: readers go on while the disk flushes).
-pub struct PendingSync(Arc<File>);
 
 impl PendingSync {
-    /// Waits for the disk.
+    /// A sync of the active segment `seg` up to `covered` bytes, `file` if it needs an
+    /// `fdatasync`.
+    pub(crate) fn new(
+        file: Option<Arc<File>>,
+        (seg, covered): (u64, u64),
+        seq: u64,
+        doomed: Vec<u64>,
+    ) -> PendingSync {
+        PendingSync {
+            file,
+            seg,
+            covered,
+            seq,
+            doomed,
+        }
+    }
+
+    /// A sync with nothing left to wait for: everything up to `seq` is durable already.
+    pub fn done(seq: u64) -> PendingSync {
+        PendingSync::new(None, (0, 0), seq, Vec::new())
+    }
+
+    /// True if [`PendingSync::wait`] has a disk to wait for.
+    pub fn needs_wait(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// The last sequence this sync makes durable.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The segment and length it covers.
+    pub(crate) fn covers(&self) -> (u64, u64) {
+        (self.seg, self.covered)
+    }
+
+    /// The wait, to run on another thread while the owner goes on.
+    pub fn waiter(&self) -> impl FnOnce() -> io::Result<()> + Send + 'static {
+        let file = self.file.clone();
+        move || match file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the disk (from any thread).
     pub fn wait(&self) -> io::Result<()> {
-        self.0.sync_data()
+        match &self.file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
     }
 }
 

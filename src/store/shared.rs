@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{MsgStore, StoreError, StoreState, StoredMsg, SubjectState};
+use super::{MsgStore, PendingSync, StoreError, StoreState, StoredMsg, SubjectState};
 
 type Inner = Arc<RwLock<Option<Box<dyn MsgStore + Sync>>>>;
 
@@ -126,13 +126,21 @@ impl MsgStore for SharedStore {
 
     /// Waits for the disk with the lock released, so direct gets are not held up by fsyncs.
     fn sync(&mut self) -> Result<(), StoreError> {
-        match self.with_mut(|s| s.begin_sync())? {
-            Some(pending) => {
-                let synced = pending.wait();
-                self.with_mut(|s| s.end_sync(synced))
-            }
-            None => self.with_mut(|s| s.sync()),
-        }
+        let pending = self.begin_sync()?;
+        let synced = pending.wait();
+        self.end_sync(pending, synced).map(|_| ())
+    }
+
+    fn begin_sync(&mut self) -> Result<PendingSync, StoreError> {
+        self.with_mut(|s| s.begin_sync())
+    }
+
+    fn end_sync(
+        &mut self,
+        pending: PendingSync,
+        synced: std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        self.with_mut(|s| s.end_sync(pending, synced))
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -335,6 +335,50 @@ fn segments_roll_and_dead_ones_are_unlinked() {
     assert_eq!(s.state().msgs, 120 - (segs[2] - segs[1]));
 }
 
+/// A sync begun before more appends and removals (the runner applies the next batch while the
+/// previous one is in `fdatasync`) covers only what came before it: it reports that sequence
+/// as durable, leaves the store unsynced for the rest, and does not unlink a segment emptied by
+/// removals written after it began (their tombstones are not on disk yet).
+#[test]
+fn a_sync_in_flight_covers_only_what_came_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    fill(&mut s, 120);
+    s.sync().unwrap();
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3);
+    fill(&mut s, 1);
+    let pending = s.begin_sync().unwrap();
+    assert!(pending.needs_wait());
+    assert_eq!(pending.seq(), 121);
+    let wait = pending.waiter();
+    let synced = std::thread::spawn(wait).join().unwrap();
+    // Meanwhile: more appends, and removals that empty the second segment.
+    fill(&mut s, 1);
+    for seq in segs[1]..segs[2] {
+        s.remove(seq).unwrap();
+    }
+    assert_eq!(s.end_sync(pending, synced).unwrap(), 121);
+    assert!(
+        log_path(dir.path(), segs[1]).exists(),
+        "a segment emptied after the sync began was unlinked by it"
+    );
+    assert!(
+        s.active.begin_sync().unwrap().0.is_some(),
+        "what came after is unsynced"
+    );
+    let pending = s.begin_sync().unwrap();
+    assert_eq!(pending.seq(), 122);
+    let synced = pending.wait();
+    assert_eq!(s.end_sync(pending, synced).unwrap(), 122);
+    assert!(!log_path(dir.path(), segs[1]).exists());
+    assert!(s.active.begin_sync().unwrap().0.is_none());
+    drop(s);
+    let (s, _) = open(dir.path());
+    assert_eq!(s.last_seq(), 122);
+    assert_intact(&s, (1..segs[1]).chain(segs[2]..=122));
+}
+
 #[test]
 fn purge_all_drops_every_segment_file() {
     let dir = tempfile::tempdir().unwrap();

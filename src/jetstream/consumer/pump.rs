@@ -18,12 +18,13 @@ const FC_EVERY: u64 = 2 * 1024 * 1024;
 
 impl Consumer {
     /// Produces every delivery and status message that is due now, the messages that reached
-    /// `max_deliver`, and the `Delivered` op that records what was handed out.
+    /// `max_deliver`, and the `Delivered` op that records what was handed out. Nothing above
+    /// `committed` (the stream's commit watermark) is delivered yet.
     pub fn pump(
         &mut self,
         stream: &str,
         store: &dyn MsgStore,
-        push_active: bool,
+        (push_active, committed): (bool, u64),
         out: &mut Vec<Outgoing>,
     ) -> (Vec<MaxDeliveries>, Deliveries) {
         let now = Instant::now();
@@ -52,7 +53,8 @@ impl Consumer {
         if self.is_pull() {
             self.expire_pulls(now, out);
         }
-        self.deliver(stream, store, push_active, now, out, &mut d, &mut exceeded);
+        let target = (push_active, committed);
+        self.deliver(stream, store, target, now, out, &mut d, &mut exceeded);
         // No-wait requests end once nothing more is available.
         if self.is_pull() {
             let initial_left = self.state.initial.len() - d.initial_taken as usize;
@@ -73,13 +75,14 @@ impl Consumer {
     }
 
     /// The delivery loop of [`Consumer::pump`]: redeliveries first, then the initial
-    /// last-per-subject set, then new messages, while a target and room for pending acks last.
+    /// last-per-subject set, then new messages up to `committed`, while a target and room for
+    /// pending acks last.
     #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         stream: &str,
         store: &dyn MsgStore,
-        push_active: bool,
+        (push_active, committed): (bool, u64),
         now: Instant,
         out: &mut Vec<Outgoing>,
         d: &mut Deliveries,
@@ -121,13 +124,16 @@ impl Consumer {
                     break;
                 }
                 if let Some(&s) = self.state.initial.get(d.initial_taken as usize) {
+                    if s > committed {
+                        break;
+                    }
                     from_initial = true;
                     d.initial_taken += 1;
                     (s, false)
                 } else {
                     match self.next_seq(store, d.cursor) {
-                        Some(s) => (s, false),
-                        None => break,
+                        Some(s) if s <= committed => (s, false),
+                        _ => break,
                     }
                 }
             };
@@ -371,5 +377,41 @@ impl RateLimiter {
                 (size as f64 - self.tokens) / per_sec,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    /// A pull consumer never hands out a message above the commit watermark (appended, not yet
+    /// durable: the runner applies the next batch while the previous one is in `fdatasync`);
+    /// once the watermark passes it, it is delivered in order.
+    #[test]
+    fn nothing_above_the_commit_watermark_is_delivered() {
+        let mut store = MemStore::new();
+        for i in 1..=10 {
+            store.append("s.a", None, b"x", i).unwrap();
+        }
+        let config = serde_json::from_value(serde_json::json!({
+            "durable_name": "d", "ack_policy": "explicit", "max_ack_pending": -1,
+            "ack_wait": 30_000_000_000u64,
+        }))
+        .unwrap();
+        let mut c = Consumer::new("d".into(), config, &store, None, &["s.>".into()], 0);
+        assert!(c
+            .add_pull("inbox".into(), br#"{"batch":100}"#, &store)
+            .is_none());
+        let mut out = Vec::new();
+        let (_, d) = c.pump("S", &store, (false, 6), &mut out);
+        let seqs: Vec<u64> = d.sent.iter().map(|s| s.sseq).collect();
+        assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+        assert_eq!(d.cursor, 6);
+        c.state.apply_delivered(&d, c.config.ack_policy);
+        let mut out = Vec::new();
+        let (_, d) = c.pump("S", &store, (false, 10), &mut out);
+        let seqs: Vec<u64> = d.sent.iter().map(|s| s.sseq).collect();
+        assert_eq!(seqs, (7..=10).collect::<Vec<_>>());
     }
 }
