@@ -271,6 +271,8 @@ impl Runner {
         if self.needs_reopen && self.last_reopen.elapsed() >= REOPEN_EVERY {
             self.last_reopen = Instant::now();
             self.needs_reopen = !reopen(&mut self.stream);
+            // What the store reopened to is on disk.
+            self.committed = self.stream.store.last_seq();
         }
         let mut b = Batch::default();
         for input in inputs {
