@@ -30,6 +30,8 @@ pub(crate) struct Commit {
     pending: PendingSync,
     /// The result of the wait running elsewhere, if it was sent away.
     away: Option<mpsc::Receiver<std::io::Result<()>>>,
+    /// That result, once it came.
+    came: Option<std::io::Result<()>>,
 }
 
 impl Commit {
@@ -37,6 +39,24 @@ impl Commit {
     pub fn is_away(&self) -> bool {
         self.away.is_some()
     }
+
+    /// True once the wait sent away has returned ([`Replication::finish`] then waits no more).
+    pub fn is_done(&mut self) -> bool {
+        if self.came.is_none() {
+            if let Some(rx) = &self.away {
+                match rx.try_recv() {
+                    Ok(r) => self.came = Some(r),
+                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(mpsc::TryRecvError::Disconnected) => self.came = Some(Err(lost())),
+                }
+            }
+        }
+        self.came.is_some() || self.away.is_none()
+    }
+}
+
+fn lost() -> std::io::Error {
+    std::io::Error::other("sync thread lost")
 }
 
 /// The single node's commit: the stream's own store, synced.
@@ -49,16 +69,23 @@ impl Replication for Local {
         let away = (overlap && pending.needs_wait())
             .then(|| send_away(pending.waiter()))
             .flatten();
-        Ok(Commit { pending, away })
+        Ok(Commit {
+            pending,
+            away,
+            came: None,
+        })
     }
 
     fn finish(&mut self, stream: &mut Stream, commit: Commit) -> Result<u64, StoreError> {
-        let Commit { pending, away } = commit;
-        let synced = match away {
-            Some(rx) => rx
-                .recv()
-                .unwrap_or_else(|_| Err(std::io::Error::other("sync thread lost"))),
-            None => pending.wait(),
+        let Commit {
+            pending,
+            away,
+            came,
+        } = commit;
+        let synced = match (came, away) {
+            (Some(r), _) => r,
+            (None, Some(rx)) => rx.recv().unwrap_or_else(|_| Err(lost())),
+            (None, None) => pending.wait(),
         };
         stream.store.end_sync(pending, synced)
     }

@@ -142,8 +142,8 @@ struct Batch {
     /// Something other than publishes and plain acks came in (an API call, an AckSync, an
     /// update, a stop): the batch is committed before the next one is applied.
     barrier: bool,
-    /// Its commit (or the one before it) failed: its answers are errors already.
-    failed: bool,
+    /// Its commit (or the one before it) failed: every answer is this error.
+    failed: Option<ApiError>,
     /// An AckSync waits: the journal is fsynced before it is confirmed.
     confirm_acks: bool,
     exit: Option<Option<String>>,
@@ -275,13 +275,25 @@ impl Runner {
             self.committed = self.stream.store.last_seq();
         }
         let mut b = Batch::default();
-        for input in inputs {
+        for (i, input) in inputs.into_iter().enumerate() {
             self.input(input, &mut b);
+            // The batch before is answered as soon as its sync is back, not only after this
+            // one is applied: its publishers can send more meanwhile.
+            if i % 16 == 15 && self.inflight.as_mut().is_some_and(|(_, c)| c.is_done()) {
+                if let Some(prev) = self.inflight.take() {
+                    self.complete(prev, &mut b);
+                }
+            }
         }
         if let Some(prev) = self.inflight.take() {
             self.complete(prev, &mut b);
         }
-        let overlap = !b.barrier && !b.failed && b.mutated && self.ctx.sync == SyncPolicy::Always;
+        if let Some(err) = b.failed.clone() {
+            // Inputs applied after the failure was found are answered with it too.
+            fail_batch(&mut b, &err);
+        }
+        let overlap =
+            b.failed.is_none() && !b.barrier && b.mutated && self.ctx.sync == SyncPolicy::Always;
         if overlap && !queued.is_empty() {
             match self.repl.start(&mut self.stream, true) {
                 Ok(commit) if commit.is_away() => {
@@ -296,7 +308,7 @@ impl Runner {
                 Err(e) => self.fail(e, &mut b),
             }
         }
-        let failed = b.failed || self.commit(&mut b);
+        let failed = b.failed.is_some() || self.commit(&mut b);
         let exit = b.exit.take();
         self.release(b);
         if let Some(reply) = exit {
@@ -489,7 +501,7 @@ impl Runner {
                 Ok(commit) => self.finish(commit, b),
                 Err(e) => self.fail(e, b),
             }
-            if b.failed {
+            if b.failed.is_some() {
                 return true;
             }
         }
@@ -521,7 +533,7 @@ fn fail_batch(b: &mut Batch, err: &ApiError) {
         *r = Err(err.clone());
     }
     b.out.clear();
-    b.failed = true;
+    b.failed = Some(err.clone());
 }
 
 /// Reopens a stream's store after a failure; true once it is usable again.
