@@ -104,6 +104,8 @@ pub(crate) struct SegMeta {
     /// Highest purge floor in this segment's log, and the time it carried.
     pub(crate) floor: u64,
     pub(crate) marker_time: i64,
+    /// Highest applied index recorded in this segment's log.
+    pub(crate) applied: u64,
 }
 
 impl SegMeta {
@@ -117,6 +119,7 @@ impl SegMeta {
             tombs: Vec::new(),
             floor: 0,
             marker_time: 0,
+            applied: 0,
         }
     }
 }
@@ -134,6 +137,10 @@ pub struct FileStore {
     pub(super) last_seq: u64,
     pub(super) last_time: i64,
     pub(super) floor: u64,
+    /// The op index the owner marked applied (`MsgStore::mark_applied`), and the highest
+    /// written to the log.
+    pub(super) applied: u64,
+    pub(super) applied_written: u64,
     /// Sealed segments whose catalogue entry in sled is missing or stale.
     pub(super) dirty: BTreeSet<u64>,
     /// Unlinked segments still in sled's catalogue.
@@ -247,7 +254,21 @@ impl FileStore {
                 meta.floor = meta.floor.max(seq);
                 meta.marker_time = meta.marker_time.max(time);
             }
+            Kind::Applied => {
+                let meta = self.active_meta();
+                meta.applied = meta.applied.max(seq);
+            }
             Kind::Msg => {}
+        }
+        Ok(())
+    }
+
+    /// Records the applied index marked since the last one written (before a sync, so the
+    /// marker is durable with the changes it describes).
+    pub(super) fn write_applied(&mut self) -> Result<(), StoreError> {
+        if self.applied > self.applied_written {
+            self.write_marker(Kind::Applied, self.applied, 0)?;
+            self.applied_written = self.applied;
         }
         Ok(())
     }
@@ -373,6 +394,17 @@ impl FileStore {
             fresh.marker_time = self.last_time;
         }
         self.segs.insert(next, fresh);
+        if self.applied_written > 0 {
+            // Restated, so the active log always holds the newest marker (older segments
+            // may be unlinked below).
+            let applied = self.applied_written;
+            self.active
+                .append(|b| record::encode_marker(b, Kind::Applied, applied, 0));
+            self.active_meta().applied = applied;
+            if let Err(e) = self.active.sync() {
+                return Err(self.poison(e));
+            }
+        }
         if let Some(seg) = self.segs.get_mut(&first) {
             seg.sealed = true;
             seg.log_len = log_len;
@@ -416,6 +448,7 @@ impl FileStore {
         image.tombs = seg.tombs.clone();
         image.floor = seg.floor;
         image.marker_time = seg.marker_time;
+        image.applied = seg.applied;
         image
     }
 

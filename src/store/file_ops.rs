@@ -21,6 +21,7 @@ impl MsgStore for FileStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         self.guard()?;
         self.absorb_corrupt()?;
+        self.write_applied()?;
         if let Err(e) = self.active.sync() {
             return Err(self.poison(e));
         }
@@ -33,6 +34,7 @@ impl MsgStore for FileStore {
     fn begin_sync(&mut self) -> Result<PendingSync, StoreError> {
         self.guard()?;
         self.absorb_corrupt()?;
+        self.write_applied()?;
         let (file, covered) = self.active.begin_sync().map_err(|e| self.poison(e))?;
         let doomed = self.doomed.iter().copied().collect();
         let at = (self.active.first, covered);
@@ -54,6 +56,14 @@ impl MsgStore for FileStore {
             self.write_checkpoint();
         }
         Ok(pending.seq())
+    }
+
+    fn mark_applied(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied
     }
 
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -20,6 +20,7 @@ pub struct MemStore {
     index: Index,
     last_seq: u64,
     last_time: i64,
+    applied: u64,
 }
 
 impl MemStore {
@@ -71,6 +72,14 @@ impl MsgStore for MemStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn mark_applied(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.applied
     }
 
     fn get(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {

@@ -23,6 +23,8 @@
 //!                                                the owner appends more; end_sync returns the
 //!                                                sequence now durable (the commit watermark)
 //!   checkpoint(&mut) -> Result<()>               sync + persist the index (call before shutdown)
+//!   mark_applied(&mut, index), applied_index(&) -> u64   "ops applied through index", recorded
+//!                                                in the log with the next sync
 //!   get(&, seq) -> Result<Option<StoredMsg>>     CRC-verified; a damaged record is Err(Corrupt)
 //!                                                and is dropped (lost) at the next mutating call
 //!   remove(&mut, seq) -> Result<bool>            delete one message (no rewrite)
@@ -311,6 +313,15 @@ pub trait MsgStore: Send {
         synced?;
         Ok(pending.seq())
     }
+
+    /// Marks the stream's ops applied through `index`: the store records it with the next
+    /// sync, in the same log as the changes, so after a crash [`MsgStore::applied_index`] is
+    /// an index whose changes (and all before it) survived. Replaying the ops after it on what
+    /// survived is idempotent (appends carry their sequence).
+    fn mark_applied(&mut self, index: u64);
+
+    /// The highest applied index recorded (0 if none).
+    fn applied_index(&self) -> u64;
 
     /// `sync` plus persisting the index, so the next open replays nothing. Call at shutdown.
     fn checkpoint(&mut self) -> Result<(), StoreError> {

@@ -39,6 +39,9 @@ pub(crate) enum Kind {
     Msg = 1,
     Tombstone = 2,
     Purge = 3,
+    /// "The stream's ops are applied through this index" (in the `seq` field): written with
+    /// each sync, so the log says how far it reflects the replicated op log.
+    Applied = 4,
 }
 
 /// A decoded record borrowing from the buffer it was read from.
@@ -149,6 +152,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<RecordRef<'_>, DecodeError> {
         1 => Kind::Msg,
         2 => Kind::Tombstone,
         3 => Kind::Purge,
+        4 => Kind::Applied,
         _ => return Err(DecodeError::Invalid("unknown record kind")),
     };
     let flags = b[5];

@@ -67,6 +67,8 @@ struct Recovered {
     last_seq: u64,
     last_time: i64,
     floor: u64,
+    /// The highest applied index any segment records.
+    applied: u64,
     active_len: u64,
     /// Sealed segments whose catalogue entry must be (re)written.
     dirty: BTreeSet<u64>,
@@ -146,6 +148,8 @@ impl FileStore {
             last_seq: rec.last_seq,
             last_time: rec.last_time,
             floor: rec.floor,
+            applied: rec.applied,
+            applied_written: rec.applied,
             dirty: rec.dirty,
             uncatalog,
             doomed: BTreeSet::new(),
@@ -291,6 +295,7 @@ fn load(
         }
         tombs.extend_from_slice(&image.tombs);
         rec.floor = rec.floor.max(image.floor);
+        rec.applied = rec.applied.max(image.applied);
         marker_time = marker_time.max(image.marker_time);
         log_last = log_last.max(first - 1).max(image.last());
         if is_active {
@@ -307,6 +312,7 @@ fn load(
                 tombs: std::mem::take(&mut image.tombs),
                 floor: image.floor,
                 marker_time: image.marker_time,
+                applied: image.applied,
             },
         );
     }
@@ -318,7 +324,7 @@ fn load(
                     rec.floor = rec.floor.max(seq);
                     marker_time = marker_time.max(time);
                 }
-                Kind::Msg => {}
+                Kind::Msg | Kind::Applied => {}
             }
         }
     }
@@ -429,6 +435,7 @@ fn scan_segment(
                     image.floor = image.floor.max(rec.seq);
                     image.marker_time = image.marker_time.max(rec.time);
                 }
+                Kind::Applied => image.applied = image.applied.max(rec.seq),
                 Kind::Msg => {
                     let next = first + image.entries.len() as u64;
                     // Sequences run consecutively from the segment's name; a gap can only come

@@ -147,6 +147,17 @@ impl MsgStore for SharedStore {
         self.with_mut(|s| s.checkpoint())
     }
 
+    fn mark_applied(&mut self, index: u64) {
+        let _ = self.with_mut(|s| {
+            s.mark_applied(index);
+            Ok(())
+        });
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.with(|s| s.applied_index()).unwrap_or(0)
+    }
+
     fn get(&self, seq: u64) -> Result<Option<StoredMsg>, StoreError> {
         self.with(|s| s.get(seq)).unwrap_or_else(|| Err(closed()))
     }

@@ -10,7 +10,9 @@
 //! first u64, log_len u64,
 //! subject count u64, then per subject: length u64, UTF-8 bytes,
 //! entry count u64, then per entry: offset u32, subject u32, size u32, time i64,
-//! tombstone count u64, then the tombstones u64, floor u64, marker_time i64
+//! tombstone count u64, then the tombstones u64, floor u64, marker_time i64,
+//! applied u64                  (new in version 2: a file of another version is not trusted, so
+//!                               its segment is scanned once and the file rewritten)
 //! ```
 //! It is encoded and decoded by hand, straight into the image's one-buffer subject list, so
 //! loading a sidecar costs no allocation per subject.
@@ -26,7 +28,7 @@ use std::path::Path;
 use super::record::{self, Kind, Scanned};
 
 const IDX_MAGIC: [u8; 4] = *b"CWIX";
-const IDX_VERSION: u32 = 1;
+const IDX_VERSION: u32 = 2;
 const IDX_HEADER: usize = 20;
 /// Encoded size of an [`IdxEntry`].
 const ENTRY_BYTES: usize = 20;
@@ -66,6 +68,8 @@ pub(crate) struct SegImage {
     pub(crate) floor: u64,
     /// Highest time carried by a purge record (the stream's last_time at the purge).
     pub(crate) marker_time: i64,
+    /// Highest applied index recorded in this segment's log (0 if none).
+    pub(crate) applied: u64,
 }
 
 impl SegImage {
@@ -146,6 +150,7 @@ fn encode(image: &SegImage, out: &mut Vec<u8>) {
     }
     put(&image.floor.to_le_bytes());
     put(&image.marker_time.to_le_bytes());
+    put(&image.applied.to_le_bytes());
 }
 
 /// Reads little-endian fields off a payload; `None` once it runs short.
@@ -245,6 +250,7 @@ fn decode_into(payload: &[u8], image: &mut SegImage) -> Option<()> {
     }
     image.floor = f.u64()?;
     image.marker_time = f.i64()?;
+    image.applied = f.u64()?;
     f.0.is_empty().then_some(())
 }
 
@@ -351,18 +357,19 @@ mod tests {
         image.tombs = vec![6];
         image.floor = 3;
         image.marker_time = 9;
+        image.applied = 11;
         image
     }
 
-    /// The payload is byte for byte what bincode made of the serde-derived image the store
-    /// used to write, so existing sidecars stay valid.
+    /// The payload is byte for byte what bincode makes of the serde-derived image the store
+    /// first wrote, with the applied index (version 2) after it.
     #[test]
     fn payload_matches_the_bincode_layout() {
         use bincode::Options;
         #[derive(serde::Serialize)]
         struct Entry(u32, u32, u32, i64);
         #[derive(serde::Serialize)]
-        struct Old(u64, u64, Vec<String>, Vec<Entry>, Vec<u64>, u64, i64);
+        struct Old(u64, u64, Vec<String>, Vec<Entry>, Vec<u64>, u64, i64, u64);
         let image = sample();
         let old = Old(
             5,
@@ -372,6 +379,7 @@ mod tests {
             vec![6],
             3,
             9,
+            11,
         );
         let codec = bincode::DefaultOptions::new()
             .with_fixint_encoding()

@@ -379,6 +379,60 @@ fn a_sync_in_flight_covers_only_what_came_before_it() {
     assert_intact(&s, (1..segs[1]).chain(segs[2]..=122));
 }
 
+/// The applied index is recorded in the log with the sync after it is marked: it survives
+/// reopening (also when the segments that recorded it were unlinked, and without sled or the
+/// sidecars), and a mark that no sync covered is gone after a crash, like the changes it
+/// would describe.
+#[test]
+fn the_applied_index_is_durable_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(dir.path());
+    assert_eq!(s.applied_index(), 0);
+    fill(&mut s, 10);
+    s.mark_applied(10);
+    s.sync().unwrap();
+    fill(&mut s, 1);
+    s.mark_applied(11);
+    drop(s); // a crash: neither the append nor the mark was synced
+    let (mut s, _) = open(dir.path());
+    assert_eq!(s.applied_index(), 10);
+    // Through several segments: each mark goes with its sync.
+    for i in 0..12u64 {
+        fill(&mut s, 10);
+        s.mark_applied(100 + i);
+        s.sync().unwrap();
+    }
+    assert!(segments(dir.path()).len() >= 3);
+    drop(s);
+    let (mut s, _) = open(dir.path());
+    assert_eq!(s.applied_index(), 111);
+    // Every segment with a mark in it goes; the active one restated it when it began.
+    assert!(s.purge(None, None, None).unwrap() > 0);
+    s.sync().unwrap();
+    drop(s);
+    let (s, _) = open(dir.path());
+    assert_eq!(s.applied_index(), 111);
+    drop(s);
+    // Without sled and the sidecars, the logs alone say it.
+    fs::remove_dir_all(dir.path().join("index.sled")).unwrap();
+    let (mut s, report) = open(dir.path());
+    assert!(report.index_rebuilt);
+    assert_eq!(s.applied_index(), 111);
+    fill(&mut s, 120);
+    s.mark_applied(200);
+    s.checkpoint().unwrap();
+    drop(s);
+    for f in fs::read_dir(dir.path().join("segments")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|e| e == "idx") {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    fs::remove_dir_all(dir.path().join("index.sled")).unwrap();
+    let (s, _) = open(dir.path());
+    assert_eq!(s.applied_index(), 200);
+}
+
 #[test]
 fn purge_all_drops_every_segment_file() {
     let dir = tempfile::tempdir().unwrap();

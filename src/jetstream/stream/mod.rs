@@ -170,6 +170,8 @@ impl Stream {
         store: Box<dyn MsgStore>,
         dir: Option<PathBuf>,
     ) -> Self {
+        // Ops are numbered on from the last index the store recorded as applied.
+        let applied = store.applied_index();
         let mut s = Self {
             config,
             created,
@@ -181,7 +183,7 @@ impl Stream {
             ttl: std::collections::BTreeSet::new(),
             lost: Vec::new(),
             journal: None,
-            applied: 0,
+            applied,
         };
         let from = s.load_derived();
         s.rebuild_dedup(from);
@@ -352,6 +354,7 @@ impl Stream {
             return Ok(Applied::Skipped);
         }
         self.applied = index;
+        self.store.mark_applied(index);
         let entry = (self.journal.is_some() && matches!(op, Op::Ack { .. } | Op::Delivered { .. }))
             .then(|| codec::encode(&op));
         let applied = self.apply_op(op)?;
