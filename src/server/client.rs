@@ -70,6 +70,8 @@ struct Conn {
     pub_perm_cache: FxHashMap<Box<[u8]>, bool>,
     subs: FxHashMap<Box<[u8]>, Arc<Subscription>>,
     cache: MatchCache,
+    /// Matches against other servers' interest (used only in a cluster).
+    remote_cache: MatchCache,
     dirty: Dirty,
     pings_out: u32,
     last_read: Instant,
@@ -97,6 +99,7 @@ impl Conn {
             pub_perm_cache: FxHashMap::default(),
             subs: FxHashMap::default(),
             cache: MatchCache::default(),
+            remote_cache: MatchCache::default(),
             dirty: Dirty::default(),
             pings_out: 0,
             last_read: Instant::now(),
@@ -318,7 +321,15 @@ impl Conn {
         let n = if subject::has_empty_token(subj) {
             0
         } else {
-            deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty)
+            let local = deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty);
+            // The one cost of clustering on a single server: this branch.
+            match &self.shared.remote {
+                None => local,
+                Some(remote) => {
+                    let cache = Some(&mut self.remote_cache);
+                    local + remote.forward(cache, &matches, &msg, &mut self.dirty)
+                }
+            }
         };
         if n == 0 && self.opts.no_responders && self.opts.headers {
             if let Some(reply) = reply {
