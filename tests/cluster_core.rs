@@ -18,7 +18,9 @@ use bytes::Bytes;
 use causeway::config::ClusterConfig;
 use causeway::{Config, Server, ServerHandle};
 use common::child::ChildServer;
-use common::{assert_no_msg, free_port, next_msg, nats_client, start, within, TIMEOUT};
+use common::{
+    assert_no_msg, free_port, next_msg, nats_client, start, within, RawClient, TIMEOUT,
+};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -340,16 +342,24 @@ async fn restarted_nodes_rejoin_and_traffic_resumes() {
     assert_eq!(next_msg(&mut on_c).await.payload, "hello");
 }
 
-/// Waits until `client`'s latest INFO satisfies `ok` (servers send INFO as the cluster changes).
-async fn info_until(client: &async_nats::Client, what: &str, ok: impl Fn(&[String]) -> bool) {
+/// Reads `client`'s INFO lines (servers send one as the cluster changes; async-nats keeps
+/// only the first) until one's `connect_urls` satisfy `ok`.
+async fn info_until(client: &mut RawClient, what: &str, ok: impl Fn(&[String]) -> bool) {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let urls = client.server_info().connect_urls;
+        assert!(Instant::now() < deadline, "{what}: no such INFO");
+        let line = within(TIMEOUT, what, client.read_line()).await;
+        let Some(json) = line.strip_prefix("INFO ") else {
+            continue;
+        };
+        let info: serde_json::Value = serde_json::from_str(json).expect("INFO JSON");
+        let urls: Vec<String> = info["connect_urls"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|u| u.as_str().map(String::from)).collect())
+            .unwrap_or_default();
         if ok(&urls) {
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: connect_urls {urls:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -365,13 +375,14 @@ async fn clients_learn_the_other_nodes_client_urls() {
     let b_url = b.local_addr().to_string();
     assert!(info.connect_urls.contains(&b_url), "{info:?}");
 
-    // A node joins, then leaves: the connected client is told both times.
+    // A node joins, then leaves: a connected client is told both times.
+    let mut raw = RawClient::connect_ready(a.local_addr()).await;
     let c = start(node_config(0, &seed)).await;
     full_mesh(&[&a, &b, &c]).await;
     let c_url = c.local_addr().to_string();
-    info_until(&ca, "C joined", |u| u.contains(&c_url) && u.contains(&b_url)).await;
+    info_until(&mut raw, "C joined", |u| u.contains(&c_url) && u.contains(&b_url)).await;
     c.shutdown().await;
-    info_until(&ca, "C left", |u| !u.contains(&c_url) && u.contains(&b_url)).await;
+    info_until(&mut raw, "C left", |u| !u.contains(&c_url) && u.contains(&b_url)).await;
 
     // no_advertise keeps a node's client URL out of the others' INFO.
     let mut quiet = ClusterConfig::loopback("core").with_routes(seed.iter().cloned());
