@@ -18,9 +18,7 @@ use bytes::Bytes;
 use causeway::config::ClusterConfig;
 use causeway::{Config, Server, ServerHandle};
 use common::child::ChildServer;
-use common::{
-    assert_no_msg, free_port, next_msg, nats_client, start, within, RawClient, TIMEOUT,
-};
+use common::{assert_no_msg, free_port, nats_client, next_msg, start, within, RawClient, TIMEOUT};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -196,7 +194,11 @@ async fn a_queue_group_gets_one_copy_cluster_wide_and_prefers_local_members() {
     let mut per_node = [0usize; 2];
     let deadline = Instant::now() + TIMEOUT;
     while seen.len() < n {
-        assert!(Instant::now() < deadline, "only {} of {n} arrived", seen.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} arrived",
+            seen.len()
+        );
         tokio::select! {
             Some(m) = qb.next() => { per_node[0] += 1; assert!(seen.insert(m.payload), "duplicate"); }
             Some(m) = qc.next() => { per_node[1] += 1; assert!(seen.insert(m.payload), "duplicate"); }
@@ -288,11 +290,8 @@ async fn unsubscribing_or_losing_a_node_removes_its_interest() {
     let mut sub = cb.subscribe("gone.x").await.unwrap();
     propagated(&cb, &[&ca]).await;
     // With interest on B, a request from A is forwarded: no 503 (it times out instead).
-    let r = tokio::time::timeout(
-        Duration::from_millis(300),
-        ca.request("gone.x", "x".into()),
-    )
-    .await;
+    let r =
+        tokio::time::timeout(Duration::from_millis(300), ca.request("gone.x", "x".into())).await;
     assert!(r.is_err(), "forwarded, so no immediate answer: {r:?}");
     next_msg(&mut sub).await;
     sub.unsubscribe().await.unwrap();
@@ -355,7 +354,11 @@ async fn info_until(client: &mut RawClient, what: &str, ok: impl Fn(&[String]) -
         let info: serde_json::Value = serde_json::from_str(json).expect("INFO JSON");
         let urls: Vec<String> = info["connect_urls"]
             .as_array()
-            .map(|a| a.iter().filter_map(|u| u.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if ok(&urls) {
             return;
@@ -380,9 +383,15 @@ async fn clients_learn_the_other_nodes_client_urls() {
     let c = start(node_config(0, &seed)).await;
     full_mesh(&[&a, &b, &c]).await;
     let c_url = c.local_addr().to_string();
-    info_until(&mut raw, "C joined", |u| u.contains(&c_url) && u.contains(&b_url)).await;
+    info_until(&mut raw, "C joined", |u| {
+        u.contains(&c_url) && u.contains(&b_url)
+    })
+    .await;
     c.shutdown().await;
-    info_until(&mut raw, "C left", |u| !u.contains(&c_url) && u.contains(&b_url)).await;
+    info_until(&mut raw, "C left", |u| {
+        !u.contains(&c_url) && u.contains(&b_url)
+    })
+    .await;
 
     // no_advertise keeps a node's client URL out of the others' INFO.
     let mut quiet = ClusterConfig::loopback("core").with_routes(seed.iter().cloned());
@@ -436,7 +445,9 @@ async fn a_route_peer_that_stops_reading_is_cut() {
     let mut junk = tokio::net::TcpStream::connect(a.cluster_addr().unwrap())
         .await
         .unwrap();
-    junk.write_all(b"RMSG $G\r\n\xff\xfe garbage\r\n").await.unwrap();
+    junk.write_all(b"RMSG $G\r\n\xff\xfe garbage\r\n")
+        .await
+        .unwrap();
     let mut sink = Vec::new();
     let closed = tokio::time::timeout(TIMEOUT, junk.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "garbage did not close the route connection");
@@ -455,14 +466,26 @@ async fn config_errors_name_the_key() {
         "{err}"
     );
     for (text, want) in [
-        ("cluster { port: -1, tls { cert_file: a } }", "cluster.tls is not supported yet"),
-        ("cluster { port: -1, pool_size: 3 }", "cluster.pool_size is not supported yet"),
-        ("cluster { port: -1, bogus: 1 }", "unknown field \"cluster.bogus\""),
+        (
+            "cluster { port: -1, tls { cert_file: a } }",
+            "cluster.tls is not supported yet",
+        ),
+        (
+            "cluster { port: -1, pool_size: 3 }",
+            "cluster.pool_size is not supported yet",
+        ),
+        (
+            "cluster { port: -1, bogus: 1 }",
+            "unknown field \"cluster.bogus\"",
+        ),
         (
             "cluster { port: -1 }\njetstream { store_dir: /tmp/x }",
             "jetstream in a cluster is not supported yet",
         ),
-        ("cluster { routes: [\"nats-route://nohost\"] }", "cluster.routes[0]"),
+        (
+            "cluster { routes: [\"nats-route://nohost\"] }",
+            "cluster.routes[0]",
+        ),
     ] {
         let err = causeway::config::from_conf_text(text, None).expect_err(text);
         assert!(err.to_string().contains(want), "{text}: {err}");
@@ -485,19 +508,35 @@ async fn the_binary_forms_a_cluster_from_nats_server_flags() {
         let mut child = ChildServer::spawn_args(
             BIN,
             &[
-                "-a", "127.0.0.1", "-p", "-1", "--cluster", &cluster, "--cluster_name", "bin",
-                "--routes", &routes,
+                "-a",
+                "127.0.0.1",
+                "-p",
+                "-1",
+                "--cluster",
+                &cluster,
+                "--cluster_name",
+                "bin",
+                "--routes",
+                &routes,
             ],
         );
         addrs.push(child.wait_ready().await);
         children.push(child);
     }
-    let first = within(TIMEOUT, "connect", async_nats::connect(addrs[0].to_string()))
-        .await
-        .unwrap();
-    let last = within(TIMEOUT, "connect", async_nats::connect(addrs[2].to_string()))
-        .await
-        .unwrap();
+    let first = within(
+        TIMEOUT,
+        "connect",
+        async_nats::connect(addrs[0].to_string()),
+    )
+    .await
+    .unwrap();
+    let last = within(
+        TIMEOUT,
+        "connect",
+        async_nats::connect(addrs[2].to_string()),
+    )
+    .await
+    .unwrap();
     let mut sub = last.subscribe("bin.hello").await.unwrap();
     propagated(&last, &[&first]).await;
     first.publish("bin.hello", "crossed".into()).await.unwrap();

@@ -278,9 +278,7 @@ impl RouteConn {
             RouteOp::Connect(json) => return self.on_connect(json),
             RouteOp::Info(json) => return self.on_info(json),
             RouteOp::Sub { subject, queue } => return self.on_interest(subject, queue, true),
-            RouteOp::Unsub { subject, queue } => {
-                return self.on_interest(subject, queue, false)
-            }
+            RouteOp::Unsub { subject, queue } => return self.on_interest(subject, queue, false),
             RouteOp::Msg {
                 subject,
                 reply,
@@ -302,7 +300,9 @@ impl RouteConn {
             Phase::Live { .. } => return Ok(()), // nothing to change on a live route
             Phase::Handshake { connect, .. } => {
                 if !matches!(self.side, Side::Accepted) || connect.is_some() {
-                    return Err(RouteEnd::Failed(HandshakeError::Early("unexpected CONNECT")));
+                    return Err(RouteEnd::Failed(HandshakeError::Early(
+                        "unexpected CONNECT",
+                    )));
                 }
             }
         }
@@ -393,9 +393,9 @@ impl RouteConn {
         };
         let peer_id = info.server_id.clone();
         let name = info.server_name.clone();
-        if let Err(reject) =
-            self.inner
-                .register(self.out.cid, &self.out, key, info, self.local_ip)
+        if let Err(reject) = self
+            .inner
+            .register(self.out.cid, &self.out, key, info, self.local_ip)
         {
             match &reject {
                 Reject::SelfRoute | Reject::Duplicate(_) => {

@@ -57,8 +57,7 @@ async fn dial_once(inner: &Arc<Inner>, url: &str) -> Outcome {
         tracing::error!(%url, "invalid route URL");
         return Outcome::Myself;
     };
-    let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&target.addr)).await
-    {
+    let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&target.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%url, "error trying to connect to route: {e}");
@@ -137,7 +136,7 @@ pub(super) async fn explicit(inner: Arc<Inner>, url: String) {
             Outcome::Failed => {
                 failures += 1;
                 // nats-server's cadence for reporting connect errors: the first, then rarely.
-                if failures == 1 || failures % 60 == 0 {
+                if failures == 1 || failures.is_multiple_of(60) {
                     tracing::info!(%url, attempts = failures, "waiting for route");
                 }
                 backoff.step()

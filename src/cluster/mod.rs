@@ -65,7 +65,10 @@ pub(crate) struct Inner {
 impl Cluster {
     /// Binds the route listener and starts accepting and dialing routes; the tasks end with
     /// the server (its shutdown token).
-    pub(crate) async fn start(shared: Arc<Shared>, config: ClusterConfig) -> Result<Cluster, Error> {
+    pub(crate) async fn start(
+        shared: Arc<Shared>,
+        config: ClusterConfig,
+    ) -> Result<Cluster, Error> {
         let listener = crate::server::bind(&config.host, config.port).await?;
         let listen = listener.local_addr()?;
         tracing::info!("Listening for route connections on {listen}");

@@ -265,11 +265,17 @@ impl Args {
             msg: "needs a cluster listener (--cluster or a cluster block)".to_string(),
         };
         if let Some(name) = self.cluster_name {
-            let cluster = cfg.cluster.as_mut().ok_or_else(|| needs_cluster("cluster_name"))?;
+            let cluster = cfg
+                .cluster
+                .as_mut()
+                .ok_or_else(|| needs_cluster("cluster_name"))?;
             cluster.name = Some(name).filter(|n| !n.is_empty());
         }
         if let Some(routes) = self.routes {
-            let cluster = cfg.cluster.as_mut().ok_or_else(|| needs_cluster("routes"))?;
+            let cluster = cfg
+                .cluster
+                .as_mut()
+                .ok_or_else(|| needs_cluster("routes"))?;
             cluster.routes = routes
                 .split(',')
                 .map(str::trim)
@@ -285,7 +291,10 @@ impl Args {
             cluster.advertise = Some(adv);
         }
         if self.no_advertise {
-            let cluster = cfg.cluster.as_mut().ok_or_else(|| needs_cluster("no_advertise"))?;
+            let cluster = cfg
+                .cluster
+                .as_mut()
+                .ok_or_else(|| needs_cluster("no_advertise"))?;
             cluster.no_advertise = true;
         }
         cfg.validate()?;
@@ -516,7 +525,10 @@ mod tests {
         let c = cfg.cluster.expect("cluster");
         assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 0));
         assert_eq!(c.name.as_deref(), Some("east"));
-        assert_eq!(c.routes, ["nats-route://10.0.0.2:6222", "nats://10.0.0.3:6222"]);
+        assert_eq!(
+            c.routes,
+            ["nats-route://10.0.0.2:6222", "nats://10.0.0.3:6222"]
+        );
         assert_eq!(c.advertise.as_deref(), Some("east1:6222"));
         assert!(c.no_advertise);
         assert_eq!(cfg.server_name.as_deref(), Some("n1"));
@@ -531,7 +543,13 @@ mod tests {
             &["x", "--routes", "nats://h:1"][..],
             &["x", "--cluster_name", "c"],
             &["x", "--cluster", "nats://127.0.0.1:6222", "-js"],
-            &["x", "--cluster", "nats://127.0.0.1:6222", "--routes", "nats://nohost"],
+            &[
+                "x",
+                "--cluster",
+                "nats://127.0.0.1:6222",
+                "--routes",
+                "nats://nohost",
+            ],
         ] {
             assert!(ok(bad).into_config().is_err(), "{bad:?}");
         }

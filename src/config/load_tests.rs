@@ -194,7 +194,10 @@ fn unimplemented_blocks_refuse_to_start() {
         ("cluster { pool_size: 3 }", "cluster.pool_size"),
         ("cluster { compression: s2_auto }", "cluster.compression"),
         ("cluster { accounts: [A] }", "cluster.accounts"),
-        ("cluster { permissions { import: \">\" } }", "cluster.permissions"),
+        (
+            "cluster { permissions { import: \">\" } }",
+            "cluster.permissions",
+        ),
         (
             "cluster { authorization { user: u, password: p, token: t } }",
             "cluster.authorization.token",
@@ -487,7 +490,10 @@ fn cluster_block() {
     assert!(c.no_advertise);
     assert_eq!(c.connect_retries, 5);
     let auth = c.auth.expect("route authorization");
-    assert_eq!((auth.user.as_str(), auth.password.as_str()), ("ruser", "rpass"));
+    assert_eq!(
+        (auth.user.as_str(), auth.password.as_str()),
+        ("ruser", "rpass")
+    );
     assert_eq!(auth.timeout, Some(Duration::from_millis(500)));
 
     // host + port, -1 for a random port; defaults otherwise.
@@ -498,11 +504,23 @@ fn cluster_block() {
     assert_eq!(c.port, DEFAULT_CLUSTER_PORT);
     assert!(load("port: 1").cluster.is_none());
 
-    assert_eq!(bad_key("cluster { routes: [\"nats-route://h\"] }"), "cluster.routes[0]");
-    assert_eq!(bad_key("cluster { routes: \"nats-route://h:1\" }"), "cluster.routes");
-    assert_eq!(bad_key("cluster { advertise: \"1234\" }"), "cluster.advertise");
+    assert_eq!(
+        bad_key("cluster { routes: [\"nats-route://h\"] }"),
+        "cluster.routes[0]"
+    );
+    assert_eq!(
+        bad_key("cluster { routes: \"nats-route://h:1\" }"),
+        "cluster.routes"
+    );
+    assert_eq!(
+        bad_key("cluster { advertise: \"1234\" }"),
+        "cluster.advertise"
+    );
     assert_eq!(bad_key("cluster { port: 99999 }"), "cluster.port");
-    assert_eq!(bad_key("cluster { no_advertise: maybe }"), "cluster.no_advertise");
+    assert_eq!(
+        bad_key("cluster { no_advertise: maybe }"),
+        "cluster.no_advertise"
+    );
     assert_eq!(
         bad_key("cluster { authorization { password: p } }"),
         "cluster.authorization.user"
@@ -521,7 +539,9 @@ fn jetstream_in_a_cluster_refuses_to_start() {
     ] {
         let e = error(text);
         assert!(matches!(e, ConfigError::ClusterJetStream), "{text}: {e:?}");
-        assert!(e.to_string().contains("jetstream in a cluster is not supported yet"));
+        assert!(e
+            .to_string()
+            .contains("jetstream in a cluster is not supported yet"));
     }
     // Either alone is fine.
     assert!(load("jetstream: enabled").jetstream.enabled);
@@ -538,7 +558,13 @@ fn route_urls() {
     );
     assert_eq!(parse_route_url("nats://h:1").unwrap().addr, "h:1");
     assert_eq!(parse_route_url("[::1]:7").unwrap().addr, "[::1]:7");
-    for bad in ["nats-route://h", "nats-route://:6222", "nats://h:0", "nats://h:x", ""] {
+    for bad in [
+        "nats-route://h",
+        "nats-route://:6222",
+        "nats://h:0",
+        "nats://h:x",
+        "",
+    ] {
         assert!(parse_route_url(bad).is_none(), "{bad}");
     }
 }

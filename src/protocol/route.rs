@@ -469,7 +469,11 @@ mod tests {
             b"BOGUS\r\n",
             b"RMSG $G foo 1\r\nxyz",
         ] {
-            assert!(parse(bad, &LIMITS).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse(bad, &LIMITS).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -63,7 +63,10 @@ impl Remote {
             }
             let pick = &group[rand::rng().random_range(0..group.len())];
             let name = name.unwrap_or_default();
-            match targets.iter_mut().find(|(t, _)| t.client_id == pick.client_id) {
+            match targets
+                .iter_mut()
+                .find(|(t, _)| t.client_id == pick.client_id)
+            {
                 Some((_, queues)) => queues.push(name),
                 None => targets.push((pick, vec![name])),
             }
@@ -124,13 +127,16 @@ pub(crate) enum RouteError {
     InvalidInterest,
 }
 
+/// A peer's (subject, queue) interest.
+type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
+
 /// One route as the broker core sees it; the cluster layer holds it for the route's life.
 /// Dropping it removes the peer's interest and stops sending this server's.
 pub(crate) struct RouteLink {
     shared: Arc<Shared>,
     remote: Arc<Remote>,
     out: Arc<Outbound>,
-    subs: FxHashMap<(Box<[u8]>, Option<Box<[u8]>>), Arc<Subscription>>,
+    subs: FxHashMap<InterestKey, Arc<Subscription>>,
     writer: Arc<InterestWriter>,
     cache: MatchCache,
     dirty: Dirty,
