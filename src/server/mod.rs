@@ -133,6 +133,16 @@ impl Shared {
         }
     }
 
+    /// The cluster name and client `connect_urls` clients are told (empty without a cluster).
+    pub(crate) fn cluster_view(&self) -> (Option<String>, Vec<String>) {
+        let view = self
+            .cluster_view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (view.name, view.connect_urls)
+    }
+
     fn base_info(&self) -> ServerInfo {
         let view = self
             .cluster_view
