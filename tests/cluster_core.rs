@@ -158,6 +158,38 @@ async fn echo_false_and_max_payload_hold_across_routes() {
 }
 
 #[tokio::test]
+async fn permissions_hold_across_routes() {
+    let conf = "authorization { users: [ {user: u, password: p, permissions: { \
+                publish: { deny: \"blocked.>\" }, subscribe: { deny: \"orders.secret\" } } } ] }";
+    let node = |routes: &[String]| {
+        let mut cfg = causeway::config::from_conf_text(conf, None).expect("conf");
+        let base = node_config(0, routes);
+        (cfg.host, cfg.port, cfg.cluster) = (base.host, base.port, base.cluster);
+        cfg
+    };
+    let a = start(node(&[])).await;
+    let b = start(node(&[route_url(&a)])).await;
+    full_mesh(&[&a, &b]).await;
+    let login = || async_nats::ConnectOptions::with_user_and_password("u".into(), "p".into());
+    let ca = login().connect(a.client_url()).await.unwrap();
+    let cb = login().connect(b.client_url()).await.unwrap();
+    // B's subscriber may not receive orders.secret, even through a wildcard and a route.
+    let mut orders = cb.subscribe("orders.*").await.unwrap();
+    let mut blocked = cb.subscribe("blocked.x").await.unwrap();
+    propagated(&cb, &[&ca]).await;
+    ca.publish("orders.secret", "no".into()).await.unwrap();
+    ca.publish("blocked.x", "no".into()).await.unwrap();
+    ca.publish("orders.open", "yes".into()).await.unwrap();
+    let got = next_msg(&mut orders).await;
+    assert_eq!(
+        (got.subject.as_str(), &got.payload[..]),
+        ("orders.open", &b"yes"[..])
+    );
+    assert_no_msg(&mut orders, Duration::from_millis(200)).await;
+    assert_no_msg(&mut blocked, Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
 async fn a_queue_group_gets_one_copy_cluster_wide_and_prefers_local_members() {
     let (a, b, c) = three().await;
     let (ca, cb, cc) = (
