@@ -8,6 +8,7 @@
 //!   INFO/CONNECT JSON.
 //! - [`server`]: the broker core — listener, connections, subject routing, delivery, auth, the
 //!   in-process client. It knows nothing of JetStream or monitoring.
+//! - `cluster`: routes between the servers of a cluster (core NATS interest and messages).
 //! - `node`: the embeddable [`Server`] / [`ServerHandle`], which start the core, JetStream and
 //!   monitoring and stop them in order.
 //! - [`config`]: [`Config`] with nats-server's defaults, its config-file syntax and CLI flags.
@@ -27,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 pub mod config;
 mod error;
 pub mod jetstream;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::jetstream::JetStream;
 use crate::server::{bind_server, Client, Shared};
@@ -30,6 +31,7 @@ impl Server {
     /// Binds the listener, restores JetStream (off the caller's runtime thread), starts
     /// monitoring, and serves on the caller's tokio runtime.
     pub async fn start(config: Config) -> Result<ServerHandle, Error> {
+        config.validate()?;
         let bound = bind_server(config).await?;
         let shared = bound.shared.clone();
         let jetstream = if shared.config.jetstream.enabled {
@@ -51,6 +53,10 @@ impl Server {
             }
             None => None,
         };
+        let cluster = match shared.config.cluster.clone() {
+            Some(cfg) => Some(Cluster::start(shared.clone(), cfg).await?),
+            None => None,
+        };
         let shared = bound.serve();
         tracing::info!("Server is ready");
         Ok(ServerHandle {
@@ -58,6 +64,7 @@ impl Server {
             shared,
             monitor_addr,
             jetstream,
+            cluster,
         })
     }
 }
@@ -69,6 +76,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     monitor_addr: Option<SocketAddr>,
     jetstream: Option<Arc<JetStream>>,
+    cluster: Option<Cluster>,
 }
 
 impl ServerHandle {
@@ -85,6 +93,16 @@ impl ServerHandle {
     /// Address of the HTTP monitoring listener, if enabled.
     pub fn monitor_addr(&self) -> Option<SocketAddr> {
         self.monitor_addr
+    }
+
+    /// Address of the route listener, if a cluster is configured.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(Cluster::local_addr)
+    }
+
+    /// Number of live routes to other servers of the cluster.
+    pub fn num_routes(&self) -> usize {
+        self.cluster.as_ref().map_or(0, Cluster::num_routes)
     }
 
     /// The server's unique id (new at every start, as nats-server's).

@@ -311,7 +311,11 @@ fn configuration_causeway_does_not_implement_refuses_to_start() {
             "tls is not supported yet",
         ),
         ("websocket { port: 8080 }\n", "websocket is not supported yet"),
-        ("cluster { name: c, listen: 6222 }\n", "cluster is not supported yet"),
+        ("cluster { listen: -1, tls { cert_file: c.pem } }\n", "cluster.tls is not supported yet"),
+        (
+            "cluster { listen: -1 }\njetstream: enabled\n",
+            "jetstream in a cluster is not supported yet",
+        ),
         (
             "accounts { A: { users: [ {user: u, password: p} ] } }\n",
             "accounts is not supported yet",

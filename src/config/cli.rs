@@ -78,6 +78,22 @@ pub struct Args {
     /// JetStream disk sync policy: always, never, or an interval such as 1s.
     #[arg(long = "sync", value_name = "always|never|DURATION", value_parser = sync_arg)]
     pub sync: Option<SyncPolicy>,
+    /// Cluster (route) listener URL, e.g. nats://0.0.0.0:6222 (port -1 picks a random one).
+    #[arg(long = "cluster", visible_alias = "cluster_listen", value_name = "URL",
+          value_parser = cluster_arg)]
+    pub cluster: Option<(Option<String>, u16)>,
+    /// Cluster name.
+    #[arg(long = "cluster_name", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Routes to dial, comma separated (nats-route://host:port,...).
+    #[arg(long = "routes", value_name = "URLS")]
+    pub routes: Option<String>,
+    /// host:port other servers dial to reach this one.
+    #[arg(long = "cluster_advertise", value_name = "HOST:PORT")]
+    pub cluster_advertise: Option<String>,
+    /// Do not advertise this server's client URL to the cluster.
+    #[arg(long = "no_advertise")]
+    pub no_advertise: bool,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
@@ -108,6 +124,12 @@ const LONG_FLAGS: &[(&str, &str, bool)] = &[
     ("max_payload", "max_payload", true),
     ("ping_interval", "ping_interval", true),
     ("sync", "sync", true),
+    ("cluster", "cluster", true),
+    ("cluster_listen", "cluster_listen", true),
+    ("cluster_name", "cluster_name", true),
+    ("routes", "routes", true),
+    ("cluster_advertise", "cluster_advertise", true),
+    ("no_advertise", "no_advertise", false),
     ("version", "version", false),
     ("help", "help", false),
 ];
@@ -231,12 +253,67 @@ impl Args {
         if let Some(interval) = self.ping_interval {
             cfg.ping_interval = interval;
         }
+        if let Some((host, port)) = self.cluster {
+            let cluster = cfg.cluster.get_or_insert_with(Default::default);
+            if let Some(host) = host {
+                cluster.host = host;
+            }
+            cluster.port = port;
+        }
+        let needs_cluster = |flag: &str| ConfigError::Invalid {
+            key: flag.to_string(),
+            msg: "needs a cluster listener (--cluster or a cluster block)".to_string(),
+        };
+        if let Some(name) = self.cluster_name {
+            let cluster = cfg
+                .cluster
+                .as_mut()
+                .ok_or_else(|| needs_cluster("cluster_name"))?;
+            cluster.name = Some(name).filter(|n| !n.is_empty());
+        }
+        if let Some(routes) = self.routes {
+            let cluster = cfg
+                .cluster
+                .as_mut()
+                .ok_or_else(|| needs_cluster("routes"))?;
+            cluster.routes = routes
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(adv) = self.cluster_advertise {
+            let cluster = cfg
+                .cluster
+                .as_mut()
+                .ok_or_else(|| needs_cluster("cluster_advertise"))?;
+            cluster.advertise = Some(adv);
+        }
+        if self.no_advertise {
+            let cluster = cfg
+                .cluster
+                .as_mut()
+                .ok_or_else(|| needs_cluster("no_advertise"))?;
+            cluster.no_advertise = true;
+        }
+        cfg.validate()?;
         Ok(cfg)
     }
 }
 
 fn port_arg(s: &str) -> Result<u16, String> {
     parse_port(s).ok_or_else(|| format!("invalid port '{s}' (0-65535, or -1 for random)"))
+}
+
+/// `nats://host:port`, `nats-route://host:port` or `host:port`; port -1 picks a random one.
+fn cluster_arg(s: &str) -> Result<(Option<String>, u16), String> {
+    let rest = ["nats-route://", "nats://", "route://"]
+        .iter()
+        .find_map(|p| s.trim().strip_prefix(p))
+        .unwrap_or(s.trim());
+    super::load::split_host_port(rest.trim_end_matches('/'))
+        .ok_or_else(|| format!("invalid cluster URL '{s}' (e.g. nats://0.0.0.0:6222)"))
 }
 
 fn size_arg(s: &str) -> Result<usize, String> {
@@ -425,6 +502,58 @@ mod tests {
         ] {
             assert!(args(bad).is_err(), "{bad:?} should fail");
         }
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let cfg = ok(&[
+            "causeway",
+            "-cluster",
+            "nats://127.0.0.1:-1",
+            "--cluster_name",
+            "east",
+            "-routes",
+            "nats-route://10.0.0.2:6222, nats://10.0.0.3:6222",
+            "--cluster_advertise",
+            "east1:6222",
+            "--no_advertise",
+            "-n",
+            "n1",
+        ])
+        .into_config()
+        .unwrap();
+        let c = cfg.cluster.expect("cluster");
+        assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 0));
+        assert_eq!(c.name.as_deref(), Some("east"));
+        assert_eq!(
+            c.routes,
+            ["nats-route://10.0.0.2:6222", "nats://10.0.0.3:6222"]
+        );
+        assert_eq!(c.advertise.as_deref(), Some("east1:6222"));
+        assert!(c.no_advertise);
+        assert_eq!(cfg.server_name.as_deref(), Some("n1"));
+        let c = ok(&["x", "--cluster_listen", "nats-route://0.0.0.0:6333"])
+            .into_config()
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 6333));
+        // Cluster flags need a cluster listener; JetStream and a cluster refuse to start.
+        for bad in [
+            &["x", "--routes", "nats://h:1"][..],
+            &["x", "--cluster_name", "c"],
+            &["x", "--cluster", "nats://127.0.0.1:6222", "-js"],
+            &[
+                "x",
+                "--cluster",
+                "nats://127.0.0.1:6222",
+                "--routes",
+                "nats://nohost",
+            ],
+        ] {
+            assert!(ok(bad).into_config().is_err(), "{bad:?}");
+        }
+        assert!(args(&["x", "--cluster", "nats://h:port"]).is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub fn from_conf_text(text: &str, base_dir: Option<&Path>) -> Result<Config> {
     let mut cfg = Config::default();
     apply(&mut cfg, &top, &used)?;
     check_no_auth_user(&cfg.auth)?;
+    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -43,7 +44,6 @@ const UNSUPPORTED_TOP: &[&str] = &[
     "tls",
     "websocket",
     "ws",
-    "cluster",
     "gateway",
     "leafnodes",
     "leaf",
@@ -143,6 +143,7 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
             "authorization" => apply_authorization(cfg, key, value)?,
             "no_auth_user" => cfg.auth.no_auth_user = Some(text(key, value)?),
             "jetstream" => apply_jetstream(cfg, key, value)?,
+            "cluster" => apply_cluster(cfg, key, value)?,
             _ if variables.contains(key) => {}
             lower => other_key(key, lower, UNSUPPORTED_TOP, HARMLESS_TOP, &mut cfg.warnings)?,
         }
@@ -357,6 +358,84 @@ fn subjects(path: &str, value: &Value) -> Result<Vec<String>> {
             .collect(),
         other => Ok(vec![one(path, other)?]),
     }
+}
+
+/// Cluster keys nats-server knows that causeway does not implement yet: TLS and route
+/// permissions would protect what causeway would otherwise send in the clear or unfiltered;
+/// pooling, compression and pinned accounts change the wire.
+const UNSUPPORTED_CLUSTER: &[&str] = &[
+    "tls",
+    "pool_size",
+    "compression",
+    "accounts",
+    "pinned_accounts",
+    "permissions",
+    "import",
+    "export",
+];
+
+fn apply_cluster(cfg: &mut Config, path: &str, value: &Value) -> Result<()> {
+    let cluster = cfg.cluster.get_or_insert_with(Default::default);
+    for (key, value) in map(path, value)? {
+        let kp = format!("{path}.{key}");
+        match key.to_ascii_lowercase().as_str() {
+            "name" => cluster.name = Some(text(&kp, value)?).filter(|n| !n.is_empty()),
+            "host" | "net" => cluster.host = text(&kp, value)?,
+            "port" => cluster.port = port(&kp, value)?,
+            "listen" => {
+                let (host, port) = host_port(&kp, value)?;
+                if let Some(host) = host {
+                    cluster.host = host;
+                }
+                cluster.port = port;
+            }
+            "routes" => {
+                let Value::Array(items) = value else {
+                    return Err(wrong_type(&kp, "a list of route URLs", value));
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let ip = format!("{kp}[{i}]");
+                    let url = text(&ip, item)?;
+                    if super::parse_route_url(&url).is_none() {
+                        return Err(invalid(
+                            &ip,
+                            format!("expected nats-route://host:port, got '{url}'"),
+                        ));
+                    }
+                    cluster.routes.push(url);
+                }
+            }
+            "advertise" | "cluster_advertise" => {
+                let adv = text(&kp, value)?;
+                if split_host_port(&adv).is_none_or(|(h, _)| h.is_none()) {
+                    return Err(invalid(&kp, format!("expected host:port, got '{adv}'")));
+                }
+                cluster.advertise = Some(adv);
+            }
+            "no_advertise" => cluster.no_advertise = boolean(&kp, value)?,
+            "connect_retries" => cluster.connect_retries = count(&kp, value)?,
+            "authorization" => cluster.auth = Some(route_auth(&kp, value)?),
+            lower => reject(&kp, lower, UNSUPPORTED_CLUSTER)?,
+        }
+    }
+    Ok(())
+}
+
+fn route_auth(path: &str, value: &Value) -> Result<super::RouteAuth> {
+    let mut auth = super::RouteAuth::default();
+    for (key, value) in map(path, value)? {
+        let kp = format!("{path}.{key}");
+        match key.to_ascii_lowercase().as_str() {
+            "user" | "username" => auth.user = text(&kp, value)?,
+            "password" | "pass" => auth.password = text(&kp, value)?,
+            "timeout" => auth.timeout = Some(duration(&kp, value)?),
+            lower => reject(&kp, lower, &["token", "users", "nkeys", "auth_callout"])?,
+        }
+    }
+    if auth.user.is_empty() {
+        return Err(invalid(&format!("{path}.user"), "missing user name"));
+    }
+    Ok(auth)
 }
 
 /// JetStream keys nats-server knows that causeway does not implement yet (encryption, domains,

@@ -1,6 +1,7 @@
 //! Tests of the config-file loader (`load`): every key, its aliases and its errors.
 
 use super::*;
+use crate::config::{parse_route_url, ClusterConfig, DEFAULT_CLUSTER_PORT};
 
 fn load(text: &str) -> Config {
     match from_conf_text(text, None) {
@@ -189,7 +190,18 @@ fn unimplemented_blocks_refuse_to_start() {
     for (text, key) in [
         ("tls { cert_file: a.pem, key_file: k.pem }", "tls"),
         ("websocket { port: 8080 }", "websocket"),
-        ("cluster { name: c }", "cluster"),
+        ("cluster { name: c, tls { cert_file: a } }", "cluster.tls"),
+        ("cluster { pool_size: 3 }", "cluster.pool_size"),
+        ("cluster { compression: s2_auto }", "cluster.compression"),
+        ("cluster { accounts: [A] }", "cluster.accounts"),
+        (
+            "cluster { permissions { import: \">\" } }",
+            "cluster.permissions",
+        ),
+        (
+            "cluster { authorization { user: u, password: p, token: t } }",
+            "cluster.authorization.token",
+        ),
         ("gateway { name: g }", "gateway"),
         ("leafnodes { port: 7422 }", "leafnodes"),
         ("mqtt { port: 1883 }", "mqtt"),
@@ -450,4 +462,109 @@ fn files_and_includes() {
     let err = from_file(&main).unwrap_err().to_string();
     assert!(err.contains("Parse error"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cluster_block() {
+    let cfg = load(
+        "server_name: n1\n\
+         cluster {\n\
+           name: east\n\
+           listen: 127.0.0.1:6333\n\
+           routes: [nats-route://10.0.0.2:6222, \"nats://u:p@10.0.0.3:6222\"]\n\
+           advertise: \"east1.example:6222\"\n\
+           no_advertise: true\n\
+           connect_retries: 5\n\
+           authorization { user: ruser, password: rpass, timeout: 0.5 }\n\
+         }",
+    );
+    assert_eq!(cfg.server_name.as_deref(), Some("n1"));
+    let c = cfg.cluster.expect("cluster");
+    assert_eq!(c.name.as_deref(), Some("east"));
+    assert_eq!((c.host.as_str(), c.port), ("127.0.0.1", 6333));
+    assert_eq!(
+        c.routes,
+        ["nats-route://10.0.0.2:6222", "nats://u:p@10.0.0.3:6222"]
+    );
+    assert_eq!(c.advertise.as_deref(), Some("east1.example:6222"));
+    assert!(c.no_advertise);
+    assert_eq!(c.connect_retries, 5);
+    let auth = c.auth.expect("route authorization");
+    assert_eq!(
+        (auth.user.as_str(), auth.password.as_str()),
+        ("ruser", "rpass")
+    );
+    assert_eq!(auth.timeout, Some(Duration::from_millis(500)));
+
+    // host + port, -1 for a random port; defaults otherwise.
+    let c = load("cluster { host: 0.0.0.0, port: -1 }").cluster.unwrap();
+    assert_eq!((c.host.as_str(), c.port, c.name), ("0.0.0.0", 0, None));
+    let c = load("cluster {}").cluster.unwrap();
+    assert_eq!(c, ClusterConfig::default());
+    assert_eq!(c.port, DEFAULT_CLUSTER_PORT);
+    assert!(load("port: 1").cluster.is_none());
+
+    assert_eq!(
+        bad_key("cluster { routes: [\"nats-route://h\"] }"),
+        "cluster.routes[0]"
+    );
+    assert_eq!(
+        bad_key("cluster { routes: \"nats-route://h:1\" }"),
+        "cluster.routes"
+    );
+    assert_eq!(
+        bad_key("cluster { advertise: \"1234\" }"),
+        "cluster.advertise"
+    );
+    assert_eq!(bad_key("cluster { port: 99999 }"), "cluster.port");
+    assert_eq!(
+        bad_key("cluster { no_advertise: maybe }"),
+        "cluster.no_advertise"
+    );
+    assert_eq!(
+        bad_key("cluster { authorization { password: p } }"),
+        "cluster.authorization.user"
+    );
+    assert!(matches!(
+        error("cluster { bogus: 1 }"),
+        ConfigError::Unknown { key } if key == "cluster.bogus"
+    ));
+}
+
+#[test]
+fn jetstream_in_a_cluster_refuses_to_start() {
+    for text in [
+        "cluster { port: -1 }\njetstream: enabled",
+        "jetstream { store_dir: /tmp/x }\ncluster { port: -1 }",
+    ] {
+        let e = error(text);
+        assert!(matches!(e, ConfigError::ClusterJetStream), "{text}: {e:?}");
+        assert!(e
+            .to_string()
+            .contains("jetstream in a cluster is not supported yet"));
+    }
+    // Either alone is fine.
+    assert!(load("jetstream: enabled").jetstream.enabled);
+    assert!(load("cluster { port: -1 }").cluster.is_some());
+}
+
+#[test]
+fn route_urls() {
+    let u = parse_route_url("nats-route://user:secret@10.1.2.3:6222/").unwrap();
+    assert_eq!(u.addr, "10.1.2.3:6222");
+    assert_eq!(
+        (u.user.as_deref(), u.password.as_deref()),
+        (Some("user"), Some("secret"))
+    );
+    assert_eq!(parse_route_url("nats://h:1").unwrap().addr, "h:1");
+    assert_eq!(parse_route_url("[::1]:7").unwrap().addr, "[::1]:7");
+    for bad in [
+        "nats-route://h",
+        "nats-route://:6222",
+        "nats://h:0",
+        "nats://h:x",
+        "",
+    ] {
+        assert!(parse_route_url(bad).is_none(), "{bad}");
+    }
 }

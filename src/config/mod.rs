@@ -12,6 +12,53 @@ use std::time::Duration;
 
 pub use load::{from_conf_text, from_file, parse_duration};
 
+/// A parsed route URL: where to dial and the credentials it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUrl {
+    /// `host:port` to dial.
+    pub addr: String,
+    /// User from the URL.
+    pub user: Option<String>,
+    /// Password from the URL.
+    pub password: Option<String>,
+}
+
+/// Parses `nats-route://[user:pass@]host:port` (also `nats://`, or a bare `host:port`).
+pub fn parse_route_url(url: &str) -> Option<RouteUrl> {
+    let url = url.trim();
+    let rest = ["nats-route://", "nats://", "route://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p))
+        .unwrap_or(url);
+    let rest = rest.trim_end_matches('/');
+    let (creds, hostport) = match rest.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, rest),
+    };
+    let (user, password) = match creds {
+        Some(c) => match c.split_once(':') {
+            Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+            None => (Some(c.to_string()), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = load::split_host_port(hostport)?;
+    let host = host?;
+    if port == 0 || host.contains('/') {
+        return None;
+    }
+    let addr = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Some(RouteUrl {
+        addr,
+        user,
+        password,
+    })
+}
+
 /// Default client port.
 pub const DEFAULT_PORT: u16 = 4222;
 /// Default HTTP monitoring port when `-m` is given without a value in the config.
@@ -22,6 +69,8 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
 /// Default per-connection outbound pending limit: 64 MiB.
 pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
+/// Default cluster (route) port.
+pub const DEFAULT_CLUSTER_PORT: u16 = 6222;
 /// Default maximum concurrent client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64 * 1024;
 
@@ -57,6 +106,10 @@ pub enum ConfigError {
         /// The key, as a dotted path for nested blocks.
         key: String,
     },
+    /// JetStream and a cluster were both asked for: each node would run its own JetStream and
+    /// answer the same `$JS.API` requests, so the start is refused until replication lands.
+    #[error("jetstream in a cluster is not supported yet (remove the 'cluster' block or the 'jetstream' setting)")]
+    ClusterJetStream,
     /// A key holds a value of the wrong kind or out of range.
     #[error("invalid value for '{key}': {msg}")]
     Invalid {
@@ -193,6 +246,74 @@ impl Default for JetStreamConfig {
     }
 }
 
+/// Credentials routes must present (`cluster { authorization { user, password, timeout } }`);
+/// outbound routes send them too, unless their URL carries its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteAuth {
+    /// User name.
+    pub user: String,
+    /// Password (plain text or bcrypt).
+    pub password: String,
+    /// How long an accepted route has to send CONNECT.
+    pub timeout: Option<Duration>,
+}
+
+/// Cluster settings: the route listener and the routes to dial (nats-server's `cluster` block
+/// and `--cluster`, `--routes`, ... flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Cluster name; every route must carry the same. `None`: take the first peer's.
+    pub name: Option<String>,
+    /// Interface of the route listener.
+    pub host: String,
+    /// Route port; 0 picks an ephemeral port.
+    pub port: u16,
+    /// Route URLs to dial (`nats-route://host:port` or `nats://host:port`, credentials allowed).
+    pub routes: Vec<String>,
+    /// `host:port` other servers should dial to reach this one, instead of the listener's.
+    pub advertise: Option<String>,
+    /// Do not advertise this server's client URL to the cluster (so not to clients either).
+    pub no_advertise: bool,
+    /// How many times a route learnt from a peer (not configured) is retried before it is
+    /// given up; configured routes are retried forever.
+    pub connect_retries: u32,
+    /// Route authentication.
+    pub auth: Option<RouteAuth>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: None,
+            host: "0.0.0.0".to_string(),
+            port: DEFAULT_CLUSTER_PORT,
+            routes: Vec::new(),
+            advertise: None,
+            no_advertise: false,
+            connect_retries: 0,
+            auth: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// A cluster on loopback with an ephemeral route port: `ClusterConfig::loopback("c1")`.
+    pub fn loopback(name: impl Into<String>) -> Self {
+        Self {
+            name: Some(name.into()),
+            host: "127.0.0.1".to_string(),
+            port: 0,
+            ..Self::default()
+        }
+    }
+
+    /// Adds routes to dial.
+    pub fn with_routes<S: Into<String>>(mut self, routes: impl IntoIterator<Item = S>) -> Self {
+        self.routes.extend(routes.into_iter().map(Into::into));
+        self
+    }
+}
+
 /// Everything the server needs to start. Defaults match nats-server's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -232,6 +353,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// JetStream.
     pub jetstream: JetStreamConfig,
+    /// Cluster routes; `None` runs a single server.
+    pub cluster: Option<ClusterConfig>,
     /// Log file (`-l`); `None` logs to stderr.
     pub log_file: Option<PathBuf>,
     /// Debug logging (`-D`).
@@ -268,6 +391,7 @@ impl Default for Config {
             lame_duck_grace_period: Duration::from_secs(10),
             auth: AuthConfig::default(),
             jetstream: JetStreamConfig::default(),
+            cluster: None,
             log_file: None,
             debug: false,
             trace: false,
@@ -294,6 +418,31 @@ impl Config {
         self.jetstream.enabled = true;
         self.jetstream.store_dir = store_dir.into();
         self
+    }
+
+    /// Joins a cluster: `Config::loopback().with_cluster(ClusterConfig::loopback("c1"))`.
+    pub fn with_cluster(mut self, cluster: ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Checks settings that only conflict in combination (each key was checked as it was
+    /// read): today, JetStream in a cluster.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster.is_some() && self.jetstream.enabled {
+            return Err(ConfigError::ClusterJetStream);
+        }
+        if let Some(cluster) = &self.cluster {
+            for (i, url) in cluster.routes.iter().enumerate() {
+                if parse_route_url(url).is_none() {
+                    return Err(ConfigError::Invalid {
+                        key: format!("cluster.routes[{i}]"),
+                        msg: format!("expected nats-route://host:port, got '{url}'"),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The interface the monitoring listener binds: `http_host`, else `host`.

@@ -103,6 +103,11 @@ fn jsz(shared: &Shared, js_state: Option<&JetStream>) -> serde_json::Value {
 fn varz(shared: &Shared) -> serde_json::Value {
     let cfg = &shared.config;
     let uptime = shared.start_time.elapsed().unwrap_or_default();
+    let (cluster_name, connect_urls) = shared.cluster_view();
+    let cluster = match (&cfg.cluster, cluster_name) {
+        (Some(c), name) => json!({ "name": name, "addr": c.host, "cluster_port": c.port }),
+        (None, _) => json!({}),
+    };
     json!({
         "server_id": shared.server_id,
         "server_name": shared.server_name,
@@ -124,6 +129,7 @@ fn varz(shared: &Shared) -> serde_json::Value {
         "in_msgs": shared.stats.in_msgs.load(Ordering::Relaxed),
         "in_bytes": shared.stats.in_bytes.load(Ordering::Relaxed),
         "uptime": format!("{}s", uptime.as_secs()),
-        "connect_urls": [],
+        "connect_urls": connect_urls,
+        "cluster": cluster,
     })
 }

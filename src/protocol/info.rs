@@ -39,8 +39,11 @@ pub struct ServerInfo {
     /// JetStream enabled.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub jetstream: bool,
+    /// Name of the cluster this server belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Other URLs clients may connect to (cluster members).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connect_urls: Vec<String>,
     /// Lame-duck mode: the server is going away, reconnect elsewhere.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -231,7 +231,7 @@ fn could_be_op(buf: &[u8]) -> bool {
 }
 
 #[inline]
-fn eq_ci(a: &[u8], upper: &[u8]) -> bool {
+pub(crate) fn eq_ci(a: &[u8], upper: &[u8]) -> bool {
     a.len() == upper.len()
         && a.iter()
             .zip(upper)
@@ -244,12 +244,12 @@ fn is_ws(b: u8) -> bool {
 }
 
 /// Splits the operation keyword (at the very start of the line) from the rest of the line.
-fn split_op(line: &[u8]) -> (&[u8], &[u8]) {
+pub(crate) fn split_op(line: &[u8]) -> (&[u8], &[u8]) {
     let end = line.iter().position(|&b| is_ws(b)).unwrap_or(line.len());
     (&line[..end], &line[end..])
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+pub(crate) fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_ws(b)).unwrap_or(s.len());
     let end = s.iter().rposition(|&b| !is_ws(b)).map_or(start, |e| e + 1);
     &s[start..end.max(start)]
@@ -257,7 +257,7 @@ fn trim(s: &[u8]) -> &[u8] {
 
 /// Splits whitespace-separated arguments into `out`; returns how many there were (which may
 /// exceed `out.len()`, meaning too many).
-fn split_args<'a>(s: &'a [u8], out: &mut [&'a [u8]]) -> usize {
+pub(crate) fn split_args<'a>(s: &'a [u8], out: &mut [&'a [u8]]) -> usize {
     let mut n = 0;
     let mut i = 0;
     while i < s.len() {
@@ -279,7 +279,7 @@ fn split_args<'a>(s: &'a [u8], out: &mut [&'a [u8]]) -> usize {
     n
 }
 
-fn parse_u64(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
         return None;
     }

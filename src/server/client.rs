@@ -19,7 +19,7 @@ use super::auth::{Authenticated, Perms, Responses};
 use super::deliver::{deliver, Dirty, Origin, Publish};
 use super::kind::ConnKind;
 use super::outbound::{writer, CloseReason, Outbound};
-use super::sublist::{MatchCache, Sink, Subscription};
+use super::sublist::{MatchCache, MatchResult, Sink, Subscription};
 use super::transport::Transport;
 use super::Shared;
 use crate::protocol::encode;
@@ -70,6 +70,8 @@ struct Conn {
     pub_perm_cache: FxHashMap<Box<[u8]>, bool>,
     subs: FxHashMap<Box<[u8]>, Arc<Subscription>>,
     cache: MatchCache,
+    /// Matches against other servers' interest (made at the first publish in a cluster).
+    remote_cache: Option<Box<MatchCache>>,
     dirty: Dirty,
     pings_out: u32,
     last_read: Instant,
@@ -97,6 +99,7 @@ impl Conn {
             pub_perm_cache: FxHashMap::default(),
             subs: FxHashMap::default(),
             cache: MatchCache::default(),
+            remote_cache: None,
             dirty: Dirty::default(),
             pings_out: 0,
             last_read: Instant::now(),
@@ -318,7 +321,13 @@ impl Conn {
         let n = if subject::has_empty_token(subj) {
             0
         } else {
-            deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty)
+            let local = deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty);
+            // The one cost of clustering on a single server: this branch.
+            if self.shared.remote.is_none() {
+                local
+            } else {
+                local + self.forward_to_routes(&matches, &msg)
+            }
         };
         if n == 0 && self.opts.no_responders && self.opts.headers {
             if let Some(reply) = reply {
@@ -327,6 +336,18 @@ impl Conn {
         }
         self.ok();
         Next::Continue
+    }
+
+    /// Forwards a publish to the routes whose peers have matching interest (in a cluster);
+    /// kept out of line so that a single server's publish path stays as it was.
+    #[cold]
+    #[inline(never)]
+    fn forward_to_routes(&mut self, local: &MatchResult, msg: &Publish<'_>) -> usize {
+        let Some(remote) = &self.shared.remote else {
+            return 0;
+        };
+        let cache = self.remote_cache.get_or_insert_with(Box::default);
+        remote.forward(Some(cache), local, msg, &mut self.dirty)
     }
 
     /// Sends the 503 status (naming the request's subject in `Nats-Subject`, as nats-server)

@@ -43,7 +43,7 @@ pub(crate) struct Dirty {
 
 impl Dirty {
     #[inline]
-    fn add(&mut self, out: &Arc<Outbound>) {
+    pub(crate) fn add(&mut self, out: &Arc<Outbound>) {
         if self.list.len() < 64 && self.list.iter().any(|o| Arc::ptr_eq(o, out)) {
             return;
         }
@@ -97,6 +97,46 @@ pub(crate) fn deliver(
                 continue;
             }
             if send(router, sub, msg, dirty) {
+                delivered += 1;
+                break;
+            }
+        }
+    }
+    delivered
+}
+
+/// Delivers a message that came over a route: to every plain subscriber, and to one member
+/// of each queue group named in `queues` (the sending server chose this one for them); never
+/// onwards to another route. Returns how many subscriptions received it.
+pub(crate) fn deliver_routed(
+    router: &Router,
+    matches: &MatchResult,
+    msg: &Publish<'_>,
+    queues: &[u8],
+    dirty: &mut Dirty,
+) -> usize {
+    let mut delivered = 0;
+    for sub in &matches.psubs {
+        if send(router, sub, msg, dirty) {
+            delivered += 1;
+        }
+    }
+    if queues.is_empty() {
+        return delivered;
+    }
+    for group in &matches.qsubs {
+        let name = group[0].queue.as_deref().unwrap_or_default();
+        if !crate::protocol::route::queue_names(queues).any(|q| q == name) {
+            continue;
+        }
+        let n = group.len();
+        let start = if n > 1 {
+            rand::rng().random_range(0..n)
+        } else {
+            0
+        };
+        for i in 0..n {
+            if send(router, &group[(start + i) % n], msg, dirty) {
                 delivered += 1;
                 break;
             }

@@ -138,7 +138,15 @@ impl Client {
             cid: self.cid,
             echo: true,
         };
-        deliver(&self.shared.router, &matches, msg, origin, dirty)
+        let local = deliver(&self.shared.router, &matches, msg, origin, dirty);
+        match &self.shared.remote {
+            // Routed deliveries (`to` differs from the subject) stay local: other servers
+            // would route them by the subject they show.
+            Some(remote) if to.as_bytes() == msg.subject => {
+                local + remote.forward(None, &matches, msg, dirty)
+            }
+            _ => local,
+        }
     }
 
     /// True if some subscription matches `subj`.
@@ -148,7 +156,13 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&self.shared.router, subj.as_bytes());
-        !m.psubs.is_empty() || !m.qsubs.is_empty()
+        !m.psubs.is_empty()
+            || !m.qsubs.is_empty()
+            || self
+                .shared
+                .remote
+                .as_ref()
+                .is_some_and(|r| r.has_interest(subj.as_bytes()))
     }
 
     /// Registers a server-internal handler for `subject` (wildcards allowed).

@@ -1,7 +1,7 @@
 //! What a connection's peer is to this server. Every connection records its [`ConnKind`] (in
-//! its outbound state and its tracing span). Only clients are served today: the client
-//! listener's connections are the only ones made, and they are always [`ConnKind::Client`];
-//! routes, gateways and leaf nodes get their own listeners and protocol handlers later.
+//! its outbound state and its tracing span). The client listener's connections are always
+//! [`ConnKind::Client`]; the cluster layer's route connections are [`ConnKind::Route`];
+//! gateways and leaf nodes get their own listeners and protocol handlers later.
 
 use std::fmt;
 

@@ -5,7 +5,10 @@
 //! is sent, [`transport`] is the byte stream both run over (TCP today), `kind` says what the
 //! peer is ([`ConnKind`]), [`sublist`] routes subjects to subscriptions and reports interest
 //! changes, [`deliver`] fans one message out, [`auth`] checks credentials and permissions,
-//! [`inproc`] is the socket-less client, `message` the owned message type they share.
+//! [`inproc`] is the socket-less client, `message` the owned message type they share, and
+//! `remote` the core's side of cluster routes: other servers' interest, forwarding a local
+//! publish to them, and local-only delivery of what a route brings (the API the cluster
+//! layer uses; this module never imports it).
 
 mod auth;
 mod client;
@@ -14,6 +17,7 @@ pub mod inproc;
 mod kind;
 mod message;
 mod outbound;
+mod remote;
 mod sublist;
 mod transport;
 
@@ -36,9 +40,11 @@ pub use inproc::{Client, ClientError, Subscriber};
 pub use kind::ConnKind;
 pub use message::Message;
 pub use outbound::CloseReason;
-use outbound::Outbound;
+pub(crate) use outbound::{writer, Outbound};
+pub(crate) use remote::{Remote, RouteLink};
 use sublist::Router;
 pub(crate) use sublist::{InternalHandler, Subscription};
+pub(crate) use transport::Transport;
 
 /// Server-wide counters, read by monitoring.
 #[derive(Default)]
@@ -46,6 +52,13 @@ pub(crate) struct Stats {
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     pub total_connections: AtomicU64,
+}
+
+/// The cluster as clients see it in INFO.
+#[derive(Default, Clone, PartialEq, Eq)]
+struct ClusterView {
+    name: Option<String>,
+    connect_urls: Vec<String>,
 }
 
 /// State shared by every task of one server.
@@ -59,6 +72,11 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
     pub start_time: SystemTime,
+    /// Other servers' interest: `Some` exactly when a cluster is configured, so that the
+    /// publish path of a single server pays one branch for routes.
+    pub remote: Option<Arc<Remote>>,
+    /// What clients are told of the cluster (INFO `cluster`, `connect_urls`).
+    cluster_view: Mutex<ClusterView>,
     clients: Mutex<FxHashMap<u64, Arc<Outbound>>>,
     next_cid: AtomicU64,
     lame_duck: AtomicBool,
@@ -97,8 +115,43 @@ impl Shared {
         self.config.auth.timeout.unwrap_or(self.config.auth_timeout)
     }
 
+    /// Sets what clients are told of the cluster; when it changed, every connected client
+    /// gets an INFO with it (nats-server's async INFO on cluster changes).
+    pub(crate) fn set_cluster_view(&self, name: Option<String>, connect_urls: Vec<String>) {
+        let view = ClusterView { name, connect_urls };
+        {
+            let mut cur = self.cluster_view.lock().unwrap_or_else(|e| e.into_inner());
+            if *cur == view {
+                return;
+            }
+            *cur = view;
+        }
+        let info = serde_json::to_string(&self.base_info()).unwrap_or_default();
+        let clients: Vec<Arc<Outbound>> = self.lock_clients().values().cloned().collect();
+        for out in clients {
+            out.send(|b| encode::write_info(b, &info));
+        }
+    }
+
+    /// The cluster name and client `connect_urls` clients are told (empty without a cluster).
+    pub(crate) fn cluster_view(&self) -> (Option<String>, Vec<String>) {
+        let view = self
+            .cluster_view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (view.name, view.connect_urls)
+    }
+
     fn base_info(&self) -> ServerInfo {
+        let view = self
+            .cluster_view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         ServerInfo {
+            cluster: view.name,
+            connect_urls: view.connect_urls,
             server_id: self.server_id.clone(),
             server_name: self.server_name.clone(),
             version: PROTOCOL_VERSION.to_string(),
@@ -154,6 +207,8 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         start_time: SystemTime::now(),
+        remote: config.cluster.is_some().then(Arc::default),
+        cluster_view: Mutex::default(),
         clients: Mutex::default(),
         next_cid: AtomicU64::new(1),
         lame_duck: AtomicBool::new(false),

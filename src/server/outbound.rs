@@ -46,6 +46,8 @@ pub enum CloseReason {
     MaxConnections,
     /// A socket error.
     WriteError,
+    /// A second route to the same server: one of the two is kept.
+    DuplicateRoute,
 }
 
 /// Result of appending to an outbound buffer.
@@ -149,6 +151,34 @@ impl Outbound {
         let was_empty = st.buf.is_empty();
         let before = st.buf.len();
         encode::write_msg(&mut st.buf, subject, sid, reply, headers, payload);
+        let written = st.buf.len() - before;
+        drop(st);
+        self.out_msgs.fetch_add(1, Ordering::Relaxed);
+        self.out_bytes.fetch_add(written as u64, Ordering::Relaxed);
+        Push::Queued(was_empty)
+    }
+
+    /// Appends one frame of `len` bytes at most, written by `f` (a route's `RMSG`), under the
+    /// same `max_pending` limit as [`Outbound::push_msg`]; the caller wakes the writer.
+    pub fn push_frame(&self, len: usize, f: impl FnOnce(&mut BytesMut)) -> Push {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return Push::Closed;
+        }
+        if st.buf.len() + len > self.max_pending {
+            drop(st);
+            tracing::warn!(
+                cid = self.cid,
+                kind = %self.kind,
+                "Slow Consumer Detected: MaxPending of {} Exceeded",
+                self.max_pending
+            );
+            self.close_now(CloseReason::SlowConsumerPendingBytes);
+            return Push::Closed;
+        }
+        let was_empty = st.buf.is_empty();
+        let before = st.buf.len();
+        f(&mut st.buf);
         let written = st.buf.len() - before;
         drop(st);
         self.out_msgs.fetch_add(1, Ordering::Relaxed);

@@ -426,14 +426,29 @@ impl InterestChange {
     }
 }
 
-/// The listeners of [`Router::watch_interest`].
+/// A listener of interest changes called synchronously, under the trie's write lock, as each
+/// change happens: a route writes its `RS+`/`RS-` frames this way, so that they reach the
+/// peer before any message a later publish forwards on the same route.
+pub(crate) trait InterestSink: Send + Sync {
+    /// One change; it must not block nor touch the router. Returns false once the listener
+    /// is gone (it is then forgotten).
+    fn interest(&self, subject: &[u8], queue: Option<&[u8]>, present: bool) -> bool;
+}
+
+/// One listener of interest changes.
+enum Watcher {
+    Channel(mpsc::UnboundedSender<InterestChange>),
+    Sink(Arc<dyn InterestSink>),
+}
+
+/// The listeners of [`Router::watch_interest`] and [`Router::watch_interest_with`].
 #[derive(Default)]
 struct Watchers {
     /// Whether there are listeners: read before any change is built, so that nobody
     /// listening costs one relaxed load per first or last subscription. It is only read and
     /// written under the trie's lock (read lock to add, write lock otherwise), which orders it.
     active: AtomicBool,
-    senders: Mutex<Vec<mpsc::UnboundedSender<InterestChange>>>,
+    senders: Mutex<Vec<Watcher>>,
 }
 
 impl Watchers {
@@ -442,20 +457,28 @@ impl Watchers {
         self.active.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<InterestChange>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watcher>> {
         self.senders.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, tx: mpsc::UnboundedSender<InterestChange>) {
-        self.lock().push(tx);
+    fn add(&self, w: Watcher) {
+        self.lock().push(w);
         self.active.store(true, Ordering::Relaxed);
     }
 
     /// Sends the change to every listener, dropping those that went away.
     fn send(&self, sub: &Subscription, present: bool) {
-        let change = InterestChange::new(&sub.subject, sub.queue.as_deref(), present);
         let mut senders = self.lock();
-        senders.retain(|tx| tx.send(change.clone()).is_ok());
+        senders.retain(|w| match w {
+            Watcher::Channel(tx) => tx
+                .send(InterestChange::new(
+                    &sub.subject,
+                    sub.queue.as_deref(),
+                    present,
+                ))
+                .is_ok(),
+            Watcher::Sink(sink) => sink.interest(&sub.subject, sub.queue.as_deref(), present),
+        });
         if senders.is_empty() {
             self.active.store(false, Ordering::Relaxed);
         }
@@ -504,7 +527,7 @@ impl Router {
         not(test),
         expect(
             dead_code,
-            reason = "routes and gateways (later issues) are its callers"
+            reason = "routes use watch_interest_with; gateways (a later issue) will use it"
         )
     )]
     pub fn watch_interest(&self) -> mpsc::UnboundedReceiver<InterestChange> {
@@ -514,9 +537,20 @@ impl Router {
         list.for_each_interest(&mut |subject, queue| {
             let _ = tx.send(InterestChange::new(subject, queue, true));
         });
-        self.watchers.add(tx);
+        self.watchers.add(Watcher::Channel(tx));
         drop(list);
         rx
+    }
+
+    /// Like [`Router::watch_interest`], but `sink` is called synchronously: first with every
+    /// (subject, queue) that has subscriptions now, then with each change while the change
+    /// is made.
+    pub fn watch_interest_with(&self, sink: Arc<dyn InterestSink>) {
+        let list = self.list.read().unwrap_or_else(|e| e.into_inner());
+        list.for_each_interest(&mut |subject, queue| {
+            sink.interest(subject, queue, true);
+        });
+        self.watchers.add(Watcher::Sink(sink));
     }
 
     /// Current generation.

@@ -1,0 +1,39 @@
+//! The route listener: accepts connections from other servers of the cluster and runs each
+//! as a route ([`super::conn`]) until it closes or the server stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::conn::{self, RouteEnd, Side};
+use super::Inner;
+
+/// Accepts routes until the server stops.
+pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = inner.shared.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("route accept error: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let inner2 = inner.clone();
+        inner.shared.tasks.spawn(async move {
+            match conn::run(inner2, stream, peer, local, Side::Accepted).await {
+                RouteEnd::Failed(e) => tracing::debug!(%peer, "accepted route failed: {e}"),
+                RouteEnd::Rejected(e) => tracing::debug!(%peer, "accepted route refused: {e}"),
+                RouteEnd::Closed { .. } => {}
+            }
+        });
+    }
+}
