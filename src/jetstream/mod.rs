@@ -283,17 +283,25 @@ impl Handle {
 /// dropped (it then gets no pub ack and retries).
 const ENQUEUE_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Queues work for a stream. A full queue is back-pressure: the publisher waits for room (up
-/// to [`ENQUEUE_PATIENCE`], woken as soon as the stream takes an item) instead of growing
-/// memory without bound. On a multi-threaded runtime the wait is announced to tokio
-/// (`block_in_place`), which moves the worker's other tasks elsewhere, so a slow disk never
-/// parks the runtime's workers.
+/// Queues work for a stream. A full queue is back-pressure. A client connection publishing
+/// into it (`server::backpressure`) has its message taken past the bound and awaits room
+/// before it reads more from its socket: nothing is dropped and no runtime thread waits.
+/// Any other publisher (a stream's own thread republishing, an in-process client) waits for
+/// room in place, up to [`ENQUEUE_PATIENCE`], woken as soon as the stream takes an item; on a
+/// multi-threaded runtime's worker that wait is announced to tokio (`block_in_place`).
 fn enqueue(tx: &queue::Tx<Input>, input: Input) -> bool {
     let input = match tx.try_send(input) {
         Ok(()) => return true,
         Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
         Err(std::sync::mpsc::TrySendError::Full(i)) => i,
     };
+    if crate::server::backpressure::can_hold() {
+        if tx.send(input).is_err() {
+            return false;
+        }
+        crate::server::backpressure::hold(Box::pin(tx.room()));
+        return true;
+    }
     let wait = || tx.send_waiting(input, ENQUEUE_PATIENCE);
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);

@@ -22,6 +22,8 @@ pub(crate) fn queue<T>(capacity: usize) -> (Tx<T>, Rx<T>) {
         notify: Notify::new(),
         capacity,
         room: (Mutex::new(()), Condvar::new()),
+        room_async: Notify::new(),
+        closed: std::sync::atomic::AtomicBool::new(false),
     });
     (
         Tx {
@@ -40,6 +42,10 @@ struct Shared {
     capacity: usize,
     /// Signalled when an item leaves a full queue (for [`Tx::send_waiting`]).
     room: (Mutex<()>, Condvar),
+    /// The same for [`Tx::room`], and when the receiver goes.
+    room_async: Notify,
+    /// The receiver is gone.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The sending side; cheap to clone.
@@ -95,6 +101,23 @@ impl<T> Tx<T> {
         }
     }
 
+    /// Resolves once the queue is below its bound (or its receiver is gone).
+    pub fn room(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (shared, capacity) = (self.shared.clone(), self.capacity);
+        async move {
+            loop {
+                // Registered before the check, so a wake-up in between is not lost.
+                let notified = shared.room_async.notified();
+                if shared.len.load(Ordering::Acquire) < capacity
+                    || shared.closed.load(Ordering::Acquire)
+                {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
     /// Queues a control message (stop, delete, info) even past the bound: there are few.
     pub fn send(&self, v: T) -> Result<(), SendError<T>> {
         self.shared.len.fetch_add(1, Ordering::AcqRel);
@@ -121,12 +144,21 @@ pub(crate) struct Rx<T> {
     shared: Arc<Shared>,
 }
 
+impl<T> Drop for Rx<T> {
+    /// Publishers awaiting room stop waiting.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.room_async.notify_waiters();
+    }
+}
+
 impl<T> Rx<T> {
     fn took<E>(&self, r: Result<T, E>) -> Result<T, E> {
         if r.is_ok() && self.shared.len.fetch_sub(1, Ordering::AcqRel) >= self.shared.capacity {
             let (lock, cvar) = &self.shared.room;
             drop(lock.lock().unwrap_or_else(|e| e.into_inner()));
             cvar.notify_all();
+            self.shared.room_async.notify_waiters();
         }
         r
     }
@@ -190,6 +222,31 @@ mod tests {
         assert_eq!(rx.try_recv(), None);
         drop(rx);
         assert!(matches!(tx.try_send(7), Err(TrySendError::Disconnected(7))));
+    }
+
+    /// A publisher held back awaits room instead of blocking: it resolves once an item leaves
+    /// the queue it overfilled, and at once when the receiver is gone.
+    #[tokio::test(flavor = "current_thread")]
+    async fn room_is_awaited() {
+        let (tx, mut rx) = queue(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        tx.send(3).unwrap();
+        let mut room = Box::pin(tx.room());
+        assert!(futures::poll!(&mut room).is_pending());
+        assert_eq!(rx.try_recv(), Some(1));
+        assert!(futures::poll!(&mut room).is_pending(), "still at the bound");
+        assert_eq!(rx.try_recv(), Some(2));
+        tokio::time::timeout(Duration::from_secs(5), room)
+            .await
+            .unwrap();
+        tx.send(4).unwrap();
+        tx.send(5).unwrap();
+        let room = tx.room();
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), room)
+            .await
+            .unwrap();
     }
 
     #[test]

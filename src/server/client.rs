@@ -139,8 +139,12 @@ impl Conn {
                     }
                     self.last_read = Instant::now();
                     let mut pos = 0;
+                    let mut holds = Vec::new();
                     let closed = loop {
+                        // Only around the synchronous part: the scope is the thread's.
+                        let scope = super::backpressure::Scope::enter();
                         let (consumed, next) = self.process(&buf[pos..], &limits);
+                        holds.append(&mut scope.take());
                         pos += consumed;
                         match next {
                             Next::Continue => break None,
@@ -163,6 +167,17 @@ impl Conn {
                     self.flush_stats();
                     if let Some(reason) = closed {
                         return reason;
+                    }
+                    // A subscriber that took a message past its bound (a full stream) holds
+                    // this publisher until it has room: nothing more is read meanwhile.
+                    for hold in holds {
+                        tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => {
+                                return self.out.closed().unwrap_or(CloseReason::ServerShutdown);
+                            }
+                            _ = hold => {}
+                        }
                     }
                     if let Some(need) = next_need(&buf, &limits) {
                         if need > buf.capacity() {

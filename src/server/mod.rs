@@ -11,6 +11,7 @@
 //! layer uses; this module never imports it).
 
 mod auth;
+pub mod backpressure;
 mod client;
 mod deliver;
 pub mod inproc;
