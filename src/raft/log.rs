@@ -26,11 +26,11 @@ pub enum LogError {
     /// inconsistent with the others.
     #[error("raft log corrupt: {0}")]
     Corrupt(String),
-    /// Entries would not follow the last one.
-    #[error("raft log hole: expected index {expected}, got {got}")]
-    Hole {
-        /// The index that would follow.
-        expected: u64,
+    /// An entry's index is not above the last one's (an overwrite needs a truncate first).
+    #[error("raft log order: entry {got} after entry {after}")]
+    Order {
+        /// The last index.
+        after: u64,
         /// The index given.
         got: u64,
     },

@@ -8,7 +8,7 @@
 //! rewriting the live records into a new file (renamed over the old one) once it is both
 //! large and bigger than the live part, and at once when nothing is left alive.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -49,8 +49,9 @@ pub(crate) struct LogFile {
     /// Bytes of records in the file (the rest, to `prealloc.allocated()`, is zeros).
     size: u64,
     prealloc: Prealloc,
-    /// The live entries, consecutive indexes from the front's.
-    slots: VecDeque<Slot>,
+    /// The live entries by index, in file order. openraft writes consecutive indexes; an
+    /// append must only go above the last (its storage test suite leaves gaps).
+    slots: BTreeMap<u64, Slot>,
     meta: LogMeta,
     reclaim_at: u64,
     buf: Vec<u8>,
@@ -109,7 +110,10 @@ impl LogFile {
 
     /// The last entry's log id, or the purge floor when no entry is left.
     pub(crate) fn last(&self) -> Option<LogId> {
-        self.slots.back().map(|s| s.log_id).or(self.meta.purged)
+        self.slots
+            .last_key_value()
+            .map(|(_, s)| s.log_id)
+            .or(self.meta.purged)
     }
 
     /// The saved vote.
@@ -129,19 +133,18 @@ impl LogFile {
 
     /// The live entries with indexes in `start..end`, in order.
     pub(crate) fn read(&self, start: u64, end: u64) -> Result<Vec<Entry>, LogError> {
-        let Some(first) = self.slots.front().map(|s| s.log_id.index) else {
-            return Ok(Vec::new());
-        };
-        let from = (start.max(first) - first) as usize;
-        let to = (end.saturating_sub(first) as usize).min(self.slots.len());
-        if from >= to {
+        if start >= end {
             return Ok(Vec::new());
         }
-        let (lo, hi) = (self.slots[from].at, self.slots[to - 1].end());
+        let slots: Vec<&Slot> = self.slots.range(start..end).map(|(_, s)| s).collect();
+        let (Some(first), Some(last)) = (slots.first(), slots.last()) else {
+            return Ok(Vec::new());
+        };
+        let (lo, hi) = (first.at, last.end());
         let mut bytes = vec![0u8; (hi - lo) as usize];
         self.file.read_exact_at(&mut bytes, lo)?;
-        let mut out = Vec::with_capacity(to - from);
-        for slot in self.slots.range(from..to) {
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
             let raw = &bytes[(slot.at - lo) as usize..(slot.end() - lo) as usize];
             let body = record::check(raw).ok_or_else(|| {
                 LogError::Corrupt(format!("entry {} fails its checksum", slot.log_id.index))
@@ -154,13 +157,13 @@ impl LogFile {
     /// Writes `entries` after the last one and fdatasyncs them (one sync for all).
     pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<(), LogError> {
         self.buf.clear();
-        let mut next = self.last().map(|l| l.index + 1);
+        let mut next = self.last().map_or(0, |l| l.index + 1);
         let mut slots = Vec::with_capacity(entries.len());
         for entry in entries {
             let index = entry.get_log_id().index;
-            if next.is_some_and(|n| n != index) && !self.slots.is_empty() {
-                return Err(LogError::Hole {
-                    expected: next.unwrap_or_default(),
+            if index < next && (!self.slots.is_empty() || !slots.is_empty()) {
+                return Err(LogError::Order {
+                    after: next - 1,
                     got: index,
                 });
             }
@@ -172,7 +175,7 @@ impl LogFile {
                 at,
                 len: body.len() as u32,
             });
-            next = Some(index + 1);
+            next = index + 1;
         }
         if self.buf.is_empty() {
             return Ok(());
@@ -182,21 +185,18 @@ impl LogFile {
         self.file.write_all_at(&self.buf, self.size)?;
         self.file.sync_data()?;
         self.size = end;
-        self.slots.extend(slots);
+        self.slots
+            .extend(slots.into_iter().map(|s| (s.log_id.index, s)));
         Ok(())
     }
 
     /// Drops the entries from `index` on, durably.
     pub(crate) fn truncate(&mut self, index: u64) -> Result<(), LogError> {
-        let Some(first) = self.slots.front().map(|s| s.log_id.index) else {
-            return Ok(());
-        };
-        let keep = index.saturating_sub(first) as usize;
-        let Some(cut) = self.slots.get(keep).map(|s| s.at) else {
+        let Some(cut) = self.slots.range(index..).next().map(|(_, s)| s.at) else {
             return Ok(());
         };
         self.cut_file(cut)?;
-        self.slots.truncate(keep);
+        self.slots.split_off(&index);
         Ok(())
     }
 
@@ -209,14 +209,8 @@ impl LogFile {
         let mut meta = self.meta.clone();
         meta.purged = Some(upto);
         self.save_meta(meta)?;
-        while self
-            .slots
-            .front()
-            .is_some_and(|s| s.log_id.index <= upto.index)
-        {
-            self.slots.pop_front();
-        }
-        match self.slots.front().map(|s| s.at) {
+        self.slots = self.slots.split_off(&(upto.index + 1));
+        match self.slots.first_key_value().map(|(_, s)| s.at) {
             None => self.cut_file(0),
             Some(dead) if dead >= self.reclaim_at && dead >= self.size - dead => self.reclaim(dead),
             Some(_) => Ok(()),
@@ -278,38 +272,42 @@ impl LogFile {
         self.file = file;
         self.size = live.len() as u64;
         self.prealloc = Prealloc::new(self.size);
-        for slot in &mut self.slots {
+        for slot in self.slots.values_mut() {
             slot.at -= from;
         }
         Ok(())
     }
 }
 
-/// Builds the index of the live records (above `floor`), which must have consecutive indexes.
-fn index(bytes: &[u8], found: &[Found], floor: Option<u64>) -> Result<VecDeque<Slot>, LogError> {
-    let mut slots: VecDeque<Slot> = VecDeque::new();
+/// Builds the index of the live records (above `floor`), whose indexes must rise.
+fn index(
+    bytes: &[u8],
+    found: &[Found],
+    floor: Option<u64>,
+) -> Result<BTreeMap<u64, Slot>, LogError> {
+    let mut slots = BTreeMap::new();
+    let mut last: Option<u64> = None;
     for f in found.iter().filter(|f| floor.is_none_or(|fl| f.index > fl)) {
-        let expected = slots.back().map(|s| s.log_id.index + 1);
-        if expected.is_some_and(|e| e != f.index) {
-            return Err(LogError::Hole {
-                expected: expected.unwrap_or_default(),
+        if let Some(after) = last.filter(|l| *l >= f.index) {
+            return Err(LogError::Order {
+                after,
                 got: f.index,
             });
         }
         let body = &bytes[f.at as usize + HEADER..f.end() as usize];
         let entry: Entry = super::decode(body).map_err(|e| LogError::Corrupt(e.to_string()))?;
-        if entry.get_log_id().index != f.index {
-            return Err(LogError::Corrupt(format!(
-                "record {} holds entry {}",
-                f.index,
-                entry.get_log_id().index
-            )));
+        let log_id = *entry.get_log_id();
+        if log_id.index != f.index {
+            let msg = format!("record {} holds entry {}", f.index, log_id.index);
+            return Err(LogError::Corrupt(msg));
         }
-        slots.push_back(Slot {
-            log_id: *entry.get_log_id(),
+        let slot = Slot {
+            log_id,
             at: f.at,
             len: f.len,
-        });
+        };
+        slots.insert(f.index, slot);
+        last = Some(f.index);
     }
     Ok(slots)
 }

@@ -46,6 +46,11 @@ mod net_mem;
 mod net_nats;
 mod record;
 pub mod sm;
+pub mod testing;
+#[cfg(test)]
+mod tests_log;
+#[cfg(test)]
+mod tests_suite;
 
 use std::fmt;
 use std::io::Cursor;
