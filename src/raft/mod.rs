@@ -62,7 +62,7 @@ pub use log::{LogError, LogStore};
 pub use net::{Host, Reply, Rpc, Wire, WireError};
 pub use net_mem::{MemNet, MemWire};
 pub use net_nats::{NatsWire, Service};
-pub use sm::{Machine, MachineStore};
+pub use sm::{Machine, MachineError, MachineStore, SmError};
 
 /// A node's id in every group it belongs to. Never reuse one for a different node (a reused
 /// id inherits promises, such as a vote, the old node made).

@@ -81,36 +81,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn sm_err(verb: ErrorVerb, e: &(dyn std::error::Error + 'static)) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::StateMachine,
-        verb,
-        AnyError::from_dyn(e, None),
-    )
-    .into()
+/// Errors of the state machine's snapshot files and of the machine.
+#[derive(Debug, thiserror::Error)]
+pub enum SmError {
+    /// Reading or writing the snapshot file failed (a damaged file included).
+    #[error("raft snapshot I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The snapshot file passed its checksum but does not decode.
+    #[error("raft snapshot undecodable: {0}")]
+    Decode(String),
+    /// The machine refused a snapshot.
+    #[error("state machine restore: {0}")]
+    Restore(MachineError),
+    /// A blocking task failed (panicked or was cancelled at shutdown).
+    #[error("state machine task failed: {0}")]
+    Task(String),
 }
 
-fn snap_err(meta: Option<&Meta>, e: &(dyn std::error::Error + 'static)) -> StorageError {
-    let sig = meta.map(|m| m.signature());
-    StorageIOError::write_snapshot(sig, AnyError::from_dyn(e, None)).into()
+/// An [`SmError`] as openraft's error about `subject`.
+fn storage_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: SmError) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+fn snapshot_subject(meta: Option<&Meta>) -> ErrorSubject<NodeId> {
+    ErrorSubject::Snapshot(meta.map(|m| m.signature()))
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
+    f: impl FnOnce() -> Result<T, SmError> + Send + 'static,
+) -> Result<T, SmError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(sm_err(ErrorVerb::Write, &e)),
+        Err(e) => Err(SmError::Task(e.to_string())),
     }
+}
+
+fn decode_file(bytes: &[u8]) -> Result<SnapshotFile, SmError> {
+    super::decode(bytes).map_err(|e| SmError::Decode(e.to_string()))
 }
 
 impl<M: Machine> MachineStore<M> {
     /// Opens the state machine of the group in `dir`: `machine` is restored from the snapshot
     /// there, if any.
-    pub fn open(dir: &Path, machine: M) -> Result<MachineStore<M>, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| sm_err(ErrorVerb::Read, &e))?;
-        let read = meta::read_checked(dir, SNAPSHOT_FILE);
-        let stored = read.map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+    pub fn open(dir: &Path, machine: M) -> Result<MachineStore<M>, SmError> {
+        std::fs::create_dir_all(dir)?;
+        let stored = meta::read_checked(dir, SNAPSHOT_FILE)?;
         let mut applied = Applied {
             machine,
             applied: None,
@@ -119,10 +134,9 @@ impl<M: Machine> MachineStore<M> {
         };
         let mut disk = None;
         if let Some(bytes) = stored {
-            let file: SnapshotFile =
-                super::decode(&bytes).map_err(|e| sm_err(ErrorVerb::Read, &*e))?;
+            let file = decode_file(&bytes)?;
             let restored = applied.machine.restore(&file.data);
-            restored.map_err(|e| sm_err(ErrorVerb::Read, &*e))?;
+            restored.map_err(SmError::Restore)?;
             applied.applied = file.meta.last_log_id;
             applied.membership = file.meta.last_membership.clone();
             disk = Some(file.meta);
@@ -149,7 +163,7 @@ impl<M: Machine> MachineStore<M> {
 
 impl<M> Shared<M> {
     /// Writes `file` as the snapshot unless the one on disk is newer.
-    fn store(&self, file: &SnapshotFile) -> Result<bool, StorageError> {
+    fn store(&self, file: &SnapshotFile) -> Result<bool, SmError> {
         let mut disk = lock(&self.disk);
         if disk
             .as_ref()
@@ -157,22 +171,18 @@ impl<M> Shared<M> {
         {
             return Ok(false);
         }
-        let bytes = super::encode(file).map_err(|e| snap_err(Some(&file.meta), &*e))?;
-        meta::write_atomic(&self.dir, SNAPSHOT_FILE, &bytes)
-            .map_err(|e| snap_err(Some(&file.meta), &e))?;
+        let bytes = super::encode(file).map_err(|e| SmError::Decode(e.to_string()))?;
+        meta::write_atomic(&self.dir, SNAPSHOT_FILE, &bytes)?;
         *disk = Some(file.meta.clone());
         Ok(true)
     }
 
-    fn load(&self) -> Result<Option<SnapshotFile>, StorageError> {
+    fn load(&self) -> Result<Option<SnapshotFile>, SmError> {
         let _disk = lock(&self.disk);
-        let read = meta::read_checked(&self.dir, SNAPSHOT_FILE);
-        let Some(bytes) = read.map_err(|e| snap_err(None, &e))? else {
-            return Ok(None);
-        };
-        Ok(Some(
-            super::decode(&bytes).map_err(|e| snap_err(None, &*e))?,
-        ))
+        match meta::read_checked(&self.dir, SNAPSHOT_FILE)? {
+            Some(bytes) => decode_file(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -197,7 +207,7 @@ pub struct Builder<M> {
 impl<M: Machine> RaftSnapshotBuilder<TypeConfig> for Builder<M> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
-        blocking(move || {
+        let built = blocking(move || {
             let file = {
                 let mut state = lock(&shared.applied);
                 state.built += 1;
@@ -215,12 +225,14 @@ impl<M: Machine> RaftSnapshotBuilder<TypeConfig> for Builder<M> {
                 }
             };
             shared.store(&file)?;
-            Ok(Snapshot {
-                meta: file.meta,
-                snapshot: Box::new(Cursor::new(file.data)),
-            })
+            Ok(file)
         })
-        .await
+        .await;
+        let file = built.map_err(|e| storage_err(snapshot_subject(None), ErrorVerb::Write, e))?;
+        Ok(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        })
     }
 }
 
@@ -249,6 +261,7 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
                 .collect())
         })
         .await
+        .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))
     }
 
     async fn get_snapshot_builder(&mut self) -> Builder<M> {
@@ -274,18 +287,21 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         blocking(move || {
             let mut state = lock(&shared.applied);
             let restored = state.machine.restore(&file.data);
-            restored.map_err(|e| snap_err(Some(&file.meta), &*e))?;
+            restored.map_err(SmError::Restore)?;
             state.applied = file.meta.last_log_id;
             state.membership = file.meta.last_membership.clone();
             drop(state);
             shared.store(&file).map(|_| ())
         })
         .await
+        .map_err(|e| storage_err(snapshot_subject(Some(meta)), ErrorVerb::Write, e))
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let shared = self.shared.clone();
-        let file = blocking(move || shared.load()).await?;
+        let file = blocking(move || shared.load())
+            .await
+            .map_err(|e| storage_err(snapshot_subject(None), ErrorVerb::Read, e))?;
         Ok(file.map(|f| Snapshot {
             meta: f.meta,
             snapshot: Box::new(Cursor::new(f.data)),

@@ -24,7 +24,13 @@ impl StoreBuilder<TypeConfig, LogStore, MachineStore<Recorder>, TempDir> for Bui
                 std::io::Error::other(e.to_string()),
             )
         })?;
-        let sm = MachineStore::open(dir.path(), Recorder::default())?;
+        let sm = MachineStore::open(dir.path(), Recorder::default()).map_err(|e| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::StateMachine,
+                openraft::ErrorVerb::Read,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
         Ok((dir, log, sm))
     }
 }
