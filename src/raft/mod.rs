@@ -50,6 +50,8 @@ pub mod testing;
 #[cfg(test)]
 mod tests_log;
 #[cfg(test)]
+mod tests_net;
+#[cfg(test)]
 mod tests_suite;
 
 use std::fmt;

@@ -10,9 +10,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -68,6 +70,9 @@ pub enum WireError {
     /// A frame did not decode.
     #[error("bad raft frame: {0}")]
     Frame(String),
+    /// The frame is larger than the wire carries (a `$NRG` request over max_payload).
+    #[error("raft frame too large for the wire")]
+    TooLarge,
 }
 
 /// How a node's groups reach their peers: one per node, shared by all its groups.
@@ -194,35 +199,44 @@ pub struct Peer<W> {
 
 type RpcErr<E = RaftError<NodeId>> = RPCError<NodeId, Node, E>;
 
+/// Why a call got no reply.
+enum Failed {
+    Wire(WireError),
+    Timeout(RPCTypes, Duration),
+}
+
 impl<W: Wire> Peer<W> {
-    async fn send<E: std::error::Error>(
-        &self,
-        rpc: Rpc,
-        option: &RPCOption,
-    ) -> Result<Reply, RpcErr<E>> {
+    async fn send(&self, rpc: Rpc, option: &RPCOption) -> Result<Reply, Failed> {
         if self.target == self.me {
             // openraft never sends to itself; a wire that did would loop back into this node.
             let e = WireError::Unreachable(self.target, "self".into());
-            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            return Err(Failed::Wire(e));
         }
         let action = rpc.kind();
         let call = self.wire.call(self.target, &self.group, rpc);
         match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(Ok(Reply::Refused(why))) => {
-                let e = WireError::Unreachable(self.target, why);
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
+                Err(Failed::Wire(WireError::Unreachable(self.target, why)))
             }
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e @ WireError::Unreachable(..))) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            Ok(Err(e)) => Err(Failed::Wire(e)),
+            Err(_) => Err(Failed::Timeout(action, option.hard_ttl())),
+        }
+    }
+
+    /// `failed` as openraft's error: unreachable peers are retried after a backoff.
+    fn failed<E: std::error::Error>(&self, failed: Failed) -> RpcErr<E> {
+        match failed {
+            Failed::Wire(e @ WireError::Unreachable(..)) => {
+                RPCError::Unreachable(Unreachable::new(&e))
             }
-            Ok(Err(e)) => Err(RPCError::Network(NetworkError::new(&e))),
-            Err(_) => Err(RPCError::Timeout(Timeout {
+            Failed::Wire(e) => RPCError::Network(NetworkError::new(&e)),
+            Failed::Timeout(action, timeout) => RPCError::Timeout(Timeout {
                 action,
                 id: self.me,
                 target: self.target,
-                timeout: option.hard_ttl(),
-            })),
+                timeout,
+            }),
         }
     }
 
@@ -245,9 +259,18 @@ impl<W: Wire> RaftNetwork<TypeConfig> for Peer<W> {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        match self.send(Rpc::Append(rpc), &option).await? {
-            Reply::Append(r) => r.map_err(|e| self.remote(e)),
-            _ => Err(mismatched()),
+        let entries = rpc.entries.len() as u64;
+        match self.send(Rpc::Append(rpc), &option).await {
+            Ok(Reply::Append(r)) => r.map_err(|e| self.remote(e)),
+            Ok(_) => Err(mismatched()),
+            // openraft retries at once with fewer entries (only append RPCs may say so).
+            Err(Failed::Wire(WireError::TooLarge)) => {
+                let hint = (entries / 2).max(1);
+                Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(hint),
+                ))
+            }
+            Err(f) => Err(self.failed(f)),
         }
     }
 
@@ -257,9 +280,10 @@ impl<W: Wire> RaftNetwork<TypeConfig> for Peer<W> {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<RaftError<NodeId, InstallSnapshotError>>>
     {
-        match self.send(Rpc::Snapshot(rpc), &option).await? {
-            Reply::Snapshot(r) => r.map_err(|e| self.remote(e)),
-            _ => Err(mismatched()),
+        match self.send(Rpc::Snapshot(rpc), &option).await {
+            Ok(Reply::Snapshot(r)) => r.map_err(|e| self.remote(e)),
+            Ok(_) => Err(mismatched()),
+            Err(f) => Err(self.failed(f)),
         }
     }
 
@@ -268,9 +292,10 @@ impl<W: Wire> RaftNetwork<TypeConfig> for Peer<W> {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
-        match self.send(Rpc::Vote(rpc), &option).await? {
-            Reply::Vote(r) => r.map_err(|e| self.remote(e)),
-            _ => Err(mismatched()),
+        match self.send(Rpc::Vote(rpc), &option).await {
+            Ok(Reply::Vote(r)) => r.map_err(|e| self.remote(e)),
+            Ok(_) => Err(mismatched()),
+            Err(f) => Err(self.failed(f)),
         }
     }
 }

@@ -80,7 +80,7 @@ impl Wire for NatsWire {
             .await
         {
             Ok(msg) => decode_reply(&msg.payload),
-            Err(ClientError::MaxPayload) => Err(WireError::Frame("over max_payload".into())),
+            Err(ClientError::MaxPayload) => Err(WireError::TooLarge),
             Err(e) => Err(WireError::Unreachable(target, e.to_string())),
         }
     }
