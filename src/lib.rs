@@ -17,6 +17,8 @@
 //! - [`store`]: message storage — the append-only, CRC-checked segment log with sled indexes,
 //!   and the in-memory store.
 //! - [`monitor`]: the HTTP monitoring endpoints.
+//! - [`raft`]: Raft groups on openraft (log, state-machine adapter, group transport), for
+//!   the replicated catalogue and streams.
 //!
 //! ## Embedding
 //! ```no_run
@@ -36,6 +38,7 @@ pub mod logging;
 pub mod monitor;
 mod node;
 pub mod protocol;
+pub mod raft;
 pub mod server;
 pub mod store;
 

@@ -1,0 +1,296 @@
+//! [`Group`]: one Raft group on one node, what the meta group and stream groups are built
+//! on. It opens the group's log and state machine in a directory, starts openraft with the
+//! timings below, registers with the node's [`Host`] so peers' RPCs reach it, and offers
+//! `propose` (returns once the payload is committed and applied here), leader queries,
+//! `ensure_linearizable`, membership initialization and shutdown. Its work is traced in a
+//! `raft{group, node}` span (openraft's core task is a child of it).
+//!
+//! ## Timings
+//! Heartbeat every [`HEARTBEAT_MS`]; each node draws its election timeout once from
+//! [`ELECTION_MIN_MS`]..[`ELECTION_MAX_MS`]. openraft 0.9 lets a follower that has seen a
+//! leader stand for election only after the leader lease (`election_timeout_max`) *plus* its
+//! own timeout, and checks timers on a tick of 1.5 heartbeats: a dead leader is replaced
+//! after 1.5-2.2 s, about the 2 s the cluster needs (1-2 s timeouts measured 3.5 s). The
+//! heartbeat is 3-7 times shorter than the timeout, so a lost or slow heartbeat does not
+//! start an election. openraft also bounds each append RPC by the heartbeat interval, which
+//! 150 ms leaves room for a follower's fdatasync.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use tracing::Instrument;
+
+use super::log::{LogError, LogStore};
+use super::net::{Host, Network, Wire};
+use super::sm::{Machine, MachineStore, SmError};
+use super::{Node, NodeId, Raft};
+
+/// Leader heartbeat interval.
+pub const HEARTBEAT_MS: u64 = 150;
+/// Shortest election timeout.
+pub const ELECTION_MIN_MS: u64 = 500;
+/// Longest election timeout.
+pub const ELECTION_MAX_MS: u64 = 1000;
+/// How long [`Group::propose`] waits by default.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Snapshot chunks stay well under the default 1 MiB max_payload of the `$NRG` wire.
+const SNAPSHOT_CHUNK: u64 = 256 << 10;
+
+/// Errors of a group.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// The group name is not a single subject token.
+    #[error("invalid raft group name {0:?}")]
+    Name(String),
+    /// The log could not be opened.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The state machine or its snapshot could not be opened.
+    #[error(transparent)]
+    Machine(#[from] SmError),
+    /// openraft refused the configuration.
+    #[error("raft config: {0}")]
+    Config(String),
+    /// This node is not the leader; the leader, if known.
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The current leader, if this node knows one.
+        leader: Option<NodeId>,
+    },
+    /// No answer in time: the proposal may still be committed later.
+    #[error("timed out; the outcome is unknown")]
+    Timeout,
+    /// openraft stopped or refused the call.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// How to open a group.
+#[derive(Debug, Clone)]
+pub struct GroupOptions {
+    /// The group's name: a single subject token, the same on every member.
+    pub name: String,
+    /// This node's id.
+    pub id: NodeId,
+    /// The group's directory on this node.
+    pub dir: PathBuf,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log below the snapshot (for followers that lag a little).
+    pub keep_below_snapshot: u64,
+    /// How long `propose` waits.
+    pub propose_timeout: Duration,
+}
+
+impl GroupOptions {
+    /// Options with the defaults for group `name` on node `id` in `dir`.
+    pub fn new(name: impl Into<String>, id: NodeId, dir: impl Into<PathBuf>) -> GroupOptions {
+        GroupOptions {
+            name: name.into(),
+            id,
+            dir: dir.into(),
+            snapshot_every: 5000,
+            keep_below_snapshot: 1000,
+            propose_timeout: PROPOSE_TIMEOUT,
+        }
+    }
+
+    fn raft_config(&self) -> Result<Arc<openraft::Config>, GroupError> {
+        let config = openraft::Config {
+            cluster_name: self.name.clone(),
+            heartbeat_interval: HEARTBEAT_MS,
+            election_timeout_min: ELECTION_MIN_MS,
+            election_timeout_max: ELECTION_MAX_MS,
+            install_snapshot_timeout: 2000,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK,
+            max_payload_entries: 256,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_below_snapshot,
+            ..Default::default()
+        };
+        let config = config
+            .validate()
+            .map_err(|e| GroupError::Config(e.to_string()))?;
+        Ok(Arc::new(config))
+    }
+}
+
+/// True for a name that is one subject token of safe characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// One Raft group on this node.
+pub struct Group<M> {
+    name: String,
+    id: NodeId,
+    raft: Raft,
+    sm: MachineStore<M>,
+    log: LogStore,
+    host: Host,
+    span: tracing::Span,
+    propose_timeout: Duration,
+}
+
+impl<M: Machine> Group<M> {
+    /// Opens (or creates) the group in `opts.dir` with `machine` as its state machine,
+    /// sending on `wire` and receiving through `host`.
+    pub async fn open<W: Wire>(
+        opts: GroupOptions,
+        machine: M,
+        wire: Arc<W>,
+        host: &Host,
+    ) -> Result<Group<M>, GroupError> {
+        if !valid_name(&opts.name) {
+            return Err(GroupError::Name(opts.name));
+        }
+        let span = tracing::info_span!("raft", group = %opts.name, node = opts.id);
+        let config = opts.raft_config()?;
+        let log = LogStore::open(&opts.dir).instrument(span.clone()).await?;
+        let sm = MachineStore::open(&opts.dir, machine)?;
+        let network = Network::new(wire, &opts.name, opts.id);
+        let raft = Raft::new(opts.id, config, network, log.clone(), sm.clone())
+            .instrument(span.clone())
+            .await
+            .map_err(|e| GroupError::Raft(e.to_string()))?;
+        host.add(&opts.name, raft.clone());
+        Ok(Group {
+            name: opts.name,
+            id: opts.id,
+            raft,
+            sm,
+            log,
+            host: host.clone(),
+            span,
+            propose_timeout: opts.propose_timeout,
+        })
+    }
+
+    /// Makes `members` the group's first membership. Call it on one member of a new group
+    /// (calling it on several with the same members is safe); a group that already has a
+    /// membership is left as it is.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, Node>) -> Result<(), GroupError> {
+        match self
+            .raft
+            .initialize(members)
+            .instrument(self.span.clone())
+            .await
+        {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(GroupError::Raft(e.to_string())),
+        }
+    }
+
+    /// Proposes `payload`; returns the state machine's answer once it is committed and
+    /// applied on this node. Only the leader accepts proposals.
+    pub async fn propose(&self, payload: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+        let write = self
+            .raft
+            .client_write(payload)
+            .instrument(self.span.clone());
+        match tokio::time::timeout(self.propose_timeout, write).await {
+            Err(_) => Err(GroupError::Timeout),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(GroupError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(GroupError::Raft(e.to_string())),
+        }
+    }
+
+    /// Confirms with a quorum that this node is still the leader and waits until everything
+    /// committed before the call is applied here: a read of the machine after it is
+    /// linearizable.
+    pub async fn ensure_linearizable(&self) -> Result<(), GroupError> {
+        let check = self
+            .raft
+            .ensure_linearizable()
+            .instrument(self.span.clone());
+        match tokio::time::timeout(self.propose_timeout, check).await {
+            Err(_) => Err(GroupError::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(GroupError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(GroupError::Raft(e.to_string())),
+        }
+    }
+
+    /// True if this node believes it leads the group (see
+    /// [`Group::ensure_linearizable`] to be sure).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits up to `timeout` for a known leader.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<NodeId, GroupError> {
+        let mut rx = self.raft.metrics();
+        let wait = async {
+            let m = rx.wait_for(|m| m.current_leader.is_some()).await;
+            m.map(|m| m.current_leader)
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(leader)) => leader.ok_or(GroupError::Timeout),
+            Ok(Err(_)) => Err(GroupError::Raft("raft stopped".into())),
+            Err(_) => Err(GroupError::Timeout),
+        }
+    }
+
+    /// Reads the state machine as applied on this node.
+    pub fn read<R>(&self, f: impl FnOnce(&M) -> R) -> R {
+        self.sm.read(f)
+    }
+
+    /// The index of the last entry applied here.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.sm.applied().map(|l| l.index)
+    }
+
+    /// openraft's handle, for what this type does not wrap (membership changes: serialize
+    /// them, one at a time).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The group's log.
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops the group on this node: it leaves the host, then openraft stops.
+    pub async fn shutdown(self) {
+        self.host.remove(&self.name);
+        if let Err(e) = self.raft.shutdown().instrument(self.span.clone()).await {
+            tracing::warn!(parent: &self.span, error = %e, "raft shutdown");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! A group's Raft log for openraft ([`RaftLogStorage`] and [`RaftLogReader`]): the file
+//! format and recovery are in `log_file`; this is the async glue. Every file operation runs
+//! on tokio's blocking threads, and each call returns (or calls back) only once its effect is
+//! durable: `append` fdatasyncs once for all the entries of the call and only then reports
+//! them flushed; `save_vote`, `save_committed`, `truncate` and `purge` are durable when they
+//! return. The store is cheap to clone: the log reader openraft asks for is a clone.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, LogState, RaftLogReader, StorageIOError};
+
+use super::log_file::{LogFile, RECLAIM_AT};
+use super::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// Errors of the log files.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file operation failed.
+    #[error("raft log I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record or the meta file passed its checksum but cannot be decoded, or is
+    /// inconsistent with the others.
+    #[error("raft log corrupt: {0}")]
+    Corrupt(String),
+    /// An entry's index is not above the last one's (an overwrite needs a truncate first).
+    #[error("raft log order: entry {got} after entry {after}")]
+    Order {
+        /// The last index.
+        after: u64,
+        /// The index given.
+        got: u64,
+    },
+    /// An entry over 4 GiB.
+    #[error("raft log entry of {0} bytes is too large")]
+    TooLarge(usize),
+    /// A blocking task failed (panicked or was cancelled at shutdown).
+    #[error("raft log task failed: {0}")]
+    Task(String),
+}
+
+/// The log of one group. Clones share it.
+#[derive(Clone)]
+pub struct LogStore {
+    file: Arc<Mutex<LogFile>>,
+}
+
+impl LogStore {
+    /// Opens the log in `dir` (created if needed), cutting a damaged tail.
+    pub async fn open(dir: &Path) -> Result<LogStore, LogError> {
+        Self::open_reclaiming_at(dir, RECLAIM_AT).await
+    }
+
+    /// Like [`LogStore::open`], rewriting the file once a purged prefix reaches `reclaim_at`
+    /// bytes (and outweighs the live part).
+    pub async fn open_reclaiming_at(dir: &Path, reclaim_at: u64) -> Result<LogStore, LogError> {
+        let dir = dir.to_path_buf();
+        let file = blocking(move || LogFile::open(&dir, reclaim_at)).await?;
+        Ok(LogStore {
+            file: Arc::new(Mutex::new(file)),
+        })
+    }
+
+    /// Bytes of records in the log file (dead prefix included): for tests and metrics.
+    pub fn file_size(&self) -> u64 {
+        lock(&self.file).size()
+    }
+
+    /// Runs `f` on the file on a blocking thread.
+    async fn run<T, F>(&self, f: F) -> Result<T, LogError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut LogFile) -> Result<T, LogError> + Send + 'static,
+    {
+        let file = self.file.clone();
+        blocking(move || f(&mut lock(&file))).await
+    }
+}
+
+fn lock(file: &Mutex<LogFile>) -> MutexGuard<'_, LogFile> {
+    // A panic while holding the lock leaves the in-memory index as it was before the call
+    // finished; every change to it comes after its file operation succeeded.
+    file.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn blocking<T, F>(f: F) -> Result<T, LogError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, LogError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LogError::Task(e.to_string()))?
+}
+
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: LogError) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+/// `range` as `start..end`.
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = bounds(&range);
+        self.run(move |f| f.read(start, end))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let file = lock(&self.file);
+        Ok(LogState {
+            last_purged_log_id: file.purged(),
+            last_log_id: file.last(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let vote = *vote;
+        self.run(move |f| f.save_vote(vote))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(lock(&self.file).vote())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.run(move |f| f.save_committed(committed))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(lock(&self.file).committed())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        match self.run(move |f| f.append(&entries)).await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.run(move |f| f.truncate(log_id.index))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.run(move |f| f.purge(log_id))
+            .await
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
