@@ -1,6 +1,7 @@
-//! A three-member Raft group whose RPCs travel as `$NRG.<group>.<node>` requests through a
-//! causeway server's in-process client (three nodes on one server until cluster routes
-//! exist): election, ordered apply, failover, and a bad frame answered, not fatal.
+//! A three-member Raft group whose RPCs travel as `$NRG.<group>.<node>` requests through
+//! causeway's in-process client: three nodes on one server (election, ordered apply, failover,
+//! a bad frame answered, not fatal), and one node on each of three clustered servers, whose
+//! RPCs cross the routes (failover when the leader's whole server goes).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -105,4 +106,100 @@ async fn a_group_over_nrg_subjects_elects_applies_and_fails_over() {
         g.shutdown().await;
     }
     server.shutdown().await;
+}
+
+/// Starts a server of cluster "raft" with routes to `seeds`.
+async fn clustered(seeds: &[String]) -> causeway::ServerHandle {
+    let cluster =
+        causeway::config::ClusterConfig::loopback("raft").with_routes(seeds.iter().cloned());
+    Server::start(Config::loopback().with_cluster(cluster))
+        .await
+        .unwrap()
+}
+
+/// One member on each of three clustered servers: the group's RPCs cross the routes (one
+/// connection per server pair carries them with everything else). It elects, applies in
+/// order everywhere, and when the leader's whole server goes, the other two elect a new
+/// leader and keep what was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_spread_over_three_clustered_servers_rides_on_routes() {
+    let a = clustered(&[]).await;
+    let seed = [format!("nats-route://{}", a.cluster_addr().unwrap())];
+    let b = clustered(&seed).await;
+    let c = clustered(&seed).await;
+    let servers = [a, b, c];
+    until("a full mesh", || {
+        servers.iter().all(|s| s.num_routes() == 2)
+    })
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let mut groups = BTreeMap::new();
+    for (i, server) in servers.iter().enumerate() {
+        let id = i as NodeId + 1;
+        let client = server.client();
+        let host = Host::new(id);
+        let service = NatsWire::serve(&client, host.clone()).await.unwrap();
+        let opts = GroupOptions::new("spread", id, root.path().join(format!("n{id}")));
+        let group = Group::open(opts, Recorder::default(), NatsWire::new(client), &host)
+            .await
+            .unwrap();
+        groups.insert(id, (group, service));
+    }
+    let members: BTreeMap<NodeId, Node> = (1..=3)
+        .map(|i| (i, Node::new(format!("n{i}"), "route")))
+        .collect();
+    groups[&1].0.initialize(members).await.unwrap();
+    let mut leader = None;
+    until("a leader", || {
+        leader = leader_of(&groups);
+        leader.is_some()
+    })
+    .await;
+    let old = leader.unwrap_or_default();
+    for i in 0..10 {
+        groups[&old]
+            .0
+            .propose(format!("a{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let [a, b, c] = servers;
+    let mut servers: BTreeMap<NodeId, causeway::ServerHandle> =
+        [(1, a), (2, b), (3, c)].into_iter().collect();
+    // The leader's server goes, routes and all.
+    let (group, service) = groups.remove(&old).unwrap();
+    drop(service);
+    group.shutdown().await;
+    servers.remove(&old).unwrap().shutdown().await;
+    until("a new leader on the two left", || {
+        leader = leader_of(&groups);
+        leader.is_some()
+    })
+    .await;
+    let new = leader.unwrap_or_default();
+    assert_ne!(new, old);
+    for i in 0..10 {
+        groups[&new]
+            .0
+            .propose(format!("b{i}").into_bytes())
+            .await
+            .unwrap();
+    }
+    let want: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("a{i}"))
+        .chain((0..10).map(|i| format!("b{i}")))
+        .map(String::into_bytes)
+        .collect();
+    until("both members to apply everything", || {
+        groups
+            .values()
+            .all(|(g, _)| g.read(|r| r.payloads() == want))
+    })
+    .await;
+    for (_, (g, _)) in groups {
+        g.shutdown().await;
+    }
+    for (_, s) in servers {
+        s.shutdown().await;
+    }
 }
