@@ -12,7 +12,7 @@
 //!   every group of a node shares one transport per peer; [`Host`] receives them for a node.
 //!   [`MemNet`] is an in-process wire for tests (partitions, heal, dropped nodes);
 //!   [`NatsWire`] carries them as requests on `$NRG.<group>.<node id>` through causeway's own
-//!   client (the subjects cluster routes will carry).
+//!   client (subjects that cluster routes carry between servers).
 //! - [`group`]: [`Group`], what later code uses: open a group for a node id in a directory,
 //!   initialize its membership, `propose` and wait until applied, leader queries, shutdown.
 //!
