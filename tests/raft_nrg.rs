@@ -4,6 +4,7 @@
 //! RPCs cross the routes (failover when the leader's whole server goes).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use causeway::raft::net::decode_reply;
@@ -28,39 +29,78 @@ fn leader_of(groups: &BTreeMap<NodeId, (Group<Recorder>, Service)>) -> Option<No
         .map(|(i, _)| *i)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_over_nrg_subjects_elects_applies_and_fails_over() {
-    let server = Server::start(Config::loopback()).await.unwrap();
-    let root = tempfile::tempdir().unwrap();
+type Members = BTreeMap<NodeId, (Group<Recorder>, Service)>;
+
+/// Opens member `i + 1` of group `name` on each client (over `$NRG`), and initializes the
+/// group with all of them.
+async fn open_members(clients: Vec<causeway::Client>, name: &str, root: &Path) -> Members {
     let mut groups = BTreeMap::new();
-    for id in 1..=3 {
-        let client = server.client();
+    for (i, client) in clients.into_iter().enumerate() {
+        let id = i as NodeId + 1;
         let host = Host::new(id);
         let service = NatsWire::serve(&client, host.clone()).await.unwrap();
-        let opts = GroupOptions::new("meta", id, root.path().join(format!("n{id}")));
+        let opts = GroupOptions::new(name, id, root.join(format!("n{id}")));
         let group = Group::open(opts, Recorder::default(), NatsWire::new(client), &host)
             .await
             .unwrap();
         groups.insert(id, (group, service));
     }
-    let members: BTreeMap<NodeId, Node> = (1..=3)
-        .map(|i| (i, Node::new(format!("n{i}"), "inproc")))
+    let members: BTreeMap<NodeId, Node> = groups
+        .keys()
+        .map(|&i| (i, Node::new(format!("n{i}"), "nrg")))
         .collect();
     groups[&1].0.initialize(members).await.unwrap();
+    groups
+}
+
+/// Waits for a leader among `groups`.
+async fn wait_leader(groups: &Members, what: &str) -> NodeId {
     let mut leader = None;
-    until("a leader", || {
-        leader = leader_of(&groups);
+    until(what, || {
+        leader = leader_of(groups);
         leader.is_some()
     })
     .await;
-    let old = leader.unwrap_or_default();
+    leader.unwrap_or_default()
+}
+
+/// Proposes `<prefix>0`..`<prefix>9` on `leader`.
+async fn propose_ten(groups: &Members, leader: NodeId, prefix: &str) {
     for i in 0..10 {
-        groups[&old]
+        groups[&leader]
             .0
-            .propose(format!("a{i}").into_bytes())
+            .propose(format!("{prefix}{i}").into_bytes())
             .await
             .unwrap();
     }
+}
+
+/// Waits until every member applied `a0..a9` then `b0..b9`, in order, then shuts them down.
+async fn all_apply_a_then_b(groups: Members) {
+    let want: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("a{i}"))
+        .chain((0..10).map(|i| format!("b{i}")))
+        .map(String::into_bytes)
+        .collect();
+    until("every member to apply everything", || {
+        groups
+            .values()
+            .all(|(g, _)| g.read(|r| r.payloads() == want))
+    })
+    .await;
+    for (_, (g, _)) in groups {
+        g.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_over_nrg_subjects_elects_applies_and_fails_over() {
+    let server = Server::start(Config::loopback()).await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let clients = (0..3).map(|_| server.client()).collect();
+    let mut groups = open_members(clients, "meta", root.path()).await;
+    let old = wait_leader(&groups, "a leader").await;
+    propose_ten(&groups, old, "a").await;
 
     // A frame that is not an RPC is answered with a refusal; the node goes on.
     let reply = server
@@ -77,34 +117,10 @@ async fn a_group_over_nrg_subjects_elects_applies_and_fails_over() {
     drop(service);
     group.shutdown().await;
     let start = Instant::now();
-    until("a new leader", || {
-        leader = leader_of(&groups);
-        leader.is_some()
-    })
-    .await;
+    let new = wait_leader(&groups, "a new leader").await;
     eprintln!("failover over $NRG took {:?}", start.elapsed());
-    let new = leader.unwrap_or_default();
-    for i in 0..10 {
-        groups[&new]
-            .0
-            .propose(format!("b{i}").into_bytes())
-            .await
-            .unwrap();
-    }
-    let want: Vec<Vec<u8>> = (0..10)
-        .map(|i| format!("a{i}"))
-        .chain((0..10).map(|i| format!("b{i}")))
-        .map(String::into_bytes)
-        .collect();
-    until("both members to apply everything", || {
-        groups
-            .values()
-            .all(|(g, _)| g.read(|r| r.payloads() == want))
-    })
-    .await;
-    for (_, (g, _)) in groups {
-        g.shutdown().await;
-    }
+    propose_ten(&groups, new, "b").await;
+    all_apply_a_then_b(groups).await;
     server.shutdown().await;
 }
 
@@ -133,36 +149,10 @@ async fn a_group_spread_over_three_clustered_servers_rides_on_routes() {
     })
     .await;
     let root = tempfile::tempdir().unwrap();
-    let mut groups = BTreeMap::new();
-    for (i, server) in servers.iter().enumerate() {
-        let id = i as NodeId + 1;
-        let client = server.client();
-        let host = Host::new(id);
-        let service = NatsWire::serve(&client, host.clone()).await.unwrap();
-        let opts = GroupOptions::new("spread", id, root.path().join(format!("n{id}")));
-        let group = Group::open(opts, Recorder::default(), NatsWire::new(client), &host)
-            .await
-            .unwrap();
-        groups.insert(id, (group, service));
-    }
-    let members: BTreeMap<NodeId, Node> = (1..=3)
-        .map(|i| (i, Node::new(format!("n{i}"), "route")))
-        .collect();
-    groups[&1].0.initialize(members).await.unwrap();
-    let mut leader = None;
-    until("a leader", || {
-        leader = leader_of(&groups);
-        leader.is_some()
-    })
-    .await;
-    let old = leader.unwrap_or_default();
-    for i in 0..10 {
-        groups[&old]
-            .0
-            .propose(format!("a{i}").into_bytes())
-            .await
-            .unwrap();
-    }
+    let clients = servers.iter().map(|s| s.client()).collect();
+    let mut groups = open_members(clients, "spread", root.path()).await;
+    let old = wait_leader(&groups, "a leader").await;
+    propose_ten(&groups, old, "a").await;
     let [a, b, c] = servers;
     let mut servers: BTreeMap<NodeId, causeway::ServerHandle> =
         [(1, a), (2, b), (3, c)].into_iter().collect();
@@ -171,34 +161,10 @@ async fn a_group_spread_over_three_clustered_servers_rides_on_routes() {
     drop(service);
     group.shutdown().await;
     servers.remove(&old).unwrap().shutdown().await;
-    until("a new leader on the two left", || {
-        leader = leader_of(&groups);
-        leader.is_some()
-    })
-    .await;
-    let new = leader.unwrap_or_default();
+    let new = wait_leader(&groups, "a new leader on the two left").await;
     assert_ne!(new, old);
-    for i in 0..10 {
-        groups[&new]
-            .0
-            .propose(format!("b{i}").into_bytes())
-            .await
-            .unwrap();
-    }
-    let want: Vec<Vec<u8>> = (0..10)
-        .map(|i| format!("a{i}"))
-        .chain((0..10).map(|i| format!("b{i}")))
-        .map(String::into_bytes)
-        .collect();
-    until("both members to apply everything", || {
-        groups
-            .values()
-            .all(|(g, _)| g.read(|r| r.payloads() == want))
-    })
-    .await;
-    for (_, (g, _)) in groups {
-        g.shutdown().await;
-    }
+    propose_ten(&groups, new, "b").await;
+    all_apply_a_then_b(groups).await;
     for (_, s) in servers {
         s.shutdown().await;
     }

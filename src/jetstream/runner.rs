@@ -177,7 +177,7 @@ pub(crate) async fn drive(runner: Runner, rx: super::queue::Rx<Input>) {
         let stepped = tokio::task::spawn_blocking(move || {
             let mut r = runner;
             loop {
-                r = r.step(batch, &rx)?;
+                r = r.step(batch, &mut rx)?;
                 batch = Vec::new();
                 if r.inflight.is_some() {
                     drain(&mut rx, &mut batch);
@@ -266,7 +266,7 @@ impl Runner {
     /// (deleted or stopped). With more input `queued` behind it, a batch of publishes and
     /// plain acks is left committing on another thread (see [`Runner::settle`]) while the
     /// next is applied.
-    fn step(mut self, inputs: Vec<Input>, queued: &super::queue::Rx<Input>) -> Option<Runner> {
+    fn step(mut self, inputs: Vec<Input>, queued: &mut super::queue::Rx<Input>) -> Option<Runner> {
         let _span = tracing::info_span!("stream", name = %self.stream.name()).entered();
         if self.needs_reopen && self.last_reopen.elapsed() >= REOPEN_EVERY {
             self.last_reopen = Instant::now();
@@ -275,14 +275,27 @@ impl Runner {
             self.committed = self.stream.store.last_seq();
         }
         let mut b = Batch::default();
+        let mut taken = 0;
         for (i, input) in inputs.into_iter().enumerate() {
             self.input(input, &mut b);
+            taken += 1;
             // The batch before is answered as soon as its sync is back, not only after this
             // one is applied: its publishers can send more meanwhile.
             if i % 16 == 15 && self.inflight.as_mut().is_some_and(|(_, c)| c.is_done()) {
                 if let Some(prev) = self.inflight.take() {
                     self.complete(prev, &mut b);
                 }
+            }
+        }
+        // While the batch before is still in its sync, what arrives joins this batch (one
+        // sync then covers all of it, as without pipelining).
+        while taken < MAX_BATCH && self.inflight.as_mut().is_some_and(|(_, c)| !c.is_done()) {
+            match queued.try_recv() {
+                Some(input) => {
+                    self.input(input, &mut b);
+                    taken += 1;
+                }
+                None => break,
             }
         }
         if let Some(prev) = self.inflight.take() {
@@ -386,15 +399,7 @@ impl Runner {
         for r in b.replies.0 {
             batch.publish(&r.to, None, None, &r.body);
         }
-        for o in &b.out {
-            batch.publish_routed(
-                &o.to,
-                &o.subject,
-                o.reply.as_deref(),
-                o.headers.as_deref(),
-                &o.payload,
-            );
-        }
+        publish_out(&mut batch, &b.out);
     }
 
     /// Timers, expiry and the consumers' deliveries (up to the commit watermark), then the
@@ -409,17 +414,7 @@ impl Runner {
         if housekeeping(&mut self.stream, &self.ctx, &mut out, committed) {
             self.committed = self.committed.max(self.stream.store.last_seq());
         }
-        let mut batch = self.ctx.client.batch();
-        for o in out {
-            batch.publish_routed(
-                &o.to,
-                &o.subject,
-                o.reply.as_deref(),
-                o.headers.as_deref(),
-                &o.payload,
-            );
-        }
-        drop(batch);
+        publish_out(&mut self.ctx.client.batch(), &out);
         // What the pumps handed out is written at once (it survives kill -9); it is fsynced
         // with the next batch that syncs.
         if let Err(e) = self.stream.write_journal(false) {
@@ -522,6 +517,19 @@ impl Runner {
             b.replies.drop_confirms();
         }
         false
+    }
+}
+
+/// Publishes deliveries and other outgoing messages in one client batch.
+fn publish_out(batch: &mut crate::server::inproc::Batch<'_>, out: &[Outgoing]) {
+    for o in out {
+        batch.publish_routed(
+            &o.to,
+            &o.subject,
+            o.reply.as_deref(),
+            o.headers.as_deref(),
+            &o.payload,
+        );
     }
 }
 

@@ -57,6 +57,17 @@ pub fn write_msg(
         out.put_slice(reply);
         out.put_u8(b' ');
     }
+    put_sizes_and_body(out, &mut num, headers, payload);
+}
+
+/// The end of a message frame (`MSG`/`HMSG`, and the route's `RMSG`/`HRMSG`): the header
+/// length (if any) and total length, CRLF, headers, payload, CRLF.
+pub(crate) fn put_sizes_and_body(
+    out: &mut BytesMut,
+    num: &mut itoa::Buffer,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
     let hlen = headers.map_or(0, |h| h.len());
     if headers.is_some() {
         out.put_slice(num.format(hlen).as_bytes());

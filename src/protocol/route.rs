@@ -350,18 +350,7 @@ pub fn write_msg(
         out.put_slice(q);
         out.put_u8(b' ');
     }
-    let hlen = headers.map_or(0, <[u8]>::len);
-    if headers.is_some() {
-        out.put_slice(num.format(hlen).as_bytes());
-        out.put_u8(b' ');
-    }
-    out.put_slice(num.format(hlen + payload.len()).as_bytes());
-    out.put_slice(b"\r\n");
-    if let Some(h) = headers {
-        out.put_slice(h);
-    }
-    out.put_slice(payload);
-    out.put_slice(b"\r\n");
+    super::encode::put_sizes_and_body(out, &mut num, headers, payload);
 }
 
 #[cfg(test)]
