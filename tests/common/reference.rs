@@ -35,28 +35,53 @@ impl RefServer {
         let text = conf.replace("{store}", &store.to_string_lossy());
         let file = dir.path().join("nats.conf");
         std::fs::write(&file, text).expect("write nats.conf");
-        let port = super::free_port();
-        let child = Command::new(binary())
-            .arg("-c")
-            .arg(&file)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nats-server");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + super::TIMEOUT;
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        // A free port can be taken by another test's server before nats-server binds it:
+        // then nats-server exits, or the probe reaches the other server. Try another port.
+        for _ in 0..5 {
+            let port = super::free_port();
+            let mut child = Command::new(binary())
+                .arg("-c")
+                .arg(&file)
+                .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn nats-server");
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            if serves_nats_server(&mut child, addr) {
+                return RefServer { child, addr, dir };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        RefServer { child, addr, dir }
+        panic!("nats-server did not start");
     }
 
     /// nats-server with JetStream on (store in the temp dir) and fsync before every ack.
     pub fn jetstream() -> RefServer {
         Self::start("jetstream { store_dir: \"{store}\", sync_interval: always }\n")
+    }
+}
+
+/// Waits until `child` answers on `addr` with nats-server's INFO (not another test's server);
+/// false if it exited or someone else answered.
+fn serves_nats_server(child: &mut Child, addr: SocketAddr) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + super::TIMEOUT;
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if let Ok(mut conn) = std::net::TcpStream::connect(addr) {
+            let _ = conn.set_read_timeout(Some(super::TIMEOUT));
+            let mut info = [0u8; 512];
+            let n = conn.read(&mut info).unwrap_or(0);
+            let text = String::from_utf8_lossy(&info[..n]);
+            return text.starts_with("INFO") && !text.contains("causeway");
+        }
+        assert!(Instant::now() < deadline, "nats-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
