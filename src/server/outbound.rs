@@ -134,32 +134,14 @@ impl Outbound {
     ) -> Push {
         let headers = headers.filter(|_| self.headers.load(Ordering::Relaxed));
         let len = encode::msg_len(subject, sid, reply, headers, payload);
-        let mut st = self.lock();
-        if st.closed.is_some() {
-            return Push::Closed;
-        }
-        if st.buf.len() + len > self.max_pending {
-            drop(st);
-            tracing::warn!(
-                cid = self.cid,
-                "Slow Consumer Detected: MaxPending of {} Exceeded",
-                self.max_pending
-            );
-            self.close_now(CloseReason::SlowConsumerPendingBytes);
-            return Push::Closed;
-        }
-        let was_empty = st.buf.is_empty();
-        let before = st.buf.len();
-        encode::write_msg(&mut st.buf, subject, sid, reply, headers, payload);
-        let written = st.buf.len() - before;
-        drop(st);
-        self.out_msgs.fetch_add(1, Ordering::Relaxed);
-        self.out_bytes.fetch_add(written as u64, Ordering::Relaxed);
-        Push::Queued(was_empty)
+        self.push_frame(len, |buf| {
+            encode::write_msg(buf, subject, sid, reply, headers, payload)
+        })
     }
 
-    /// Appends one frame of `len` bytes at most, written by `f` (a route's `RMSG`), under the
-    /// same `max_pending` limit as [`Outbound::push_msg`]; the caller wakes the writer.
+    /// Appends one frame of `len` bytes at most, written by `f` (a client's `MSG`, a route's
+    /// `RMSG`), under the `max_pending` limit; the caller wakes the writer.
+    #[inline]
     pub fn push_frame(&self, len: usize, f: impl FnOnce(&mut BytesMut)) -> Push {
         let mut st = self.lock();
         if st.closed.is_some() {
