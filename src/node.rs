@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::jetstream::JetStream;
+use crate::jetstream::{JetStream, MetaSetup};
 use crate::server::{bind_server, Client, Shared};
 use crate::Error;
 
@@ -40,9 +40,14 @@ impl Server {
                 Client::new(shared.clone()),
                 shared.server_name.clone(),
             );
-            let started = tokio::task::spawn_blocking(move || JetStream::start(cfg, client, name))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+            let setup = shared.config.cluster.as_ref().map(|c| MetaSetup {
+                cluster: c.name.clone().unwrap_or_default(),
+                expected: c.expected_size(),
+            });
+            let started =
+                tokio::task::spawn_blocking(move || JetStream::start(cfg, client, name, setup))
+                    .await
+                    .map_err(|e| Error::Io(std::io::Error::other(e)))??;
             Some(started)
         } else {
             None

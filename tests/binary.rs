@@ -314,7 +314,7 @@ fn configuration_causeway_does_not_implement_refuses_to_start() {
         ("cluster { listen: -1, tls { cert_file: c.pem } }\n", "cluster.tls is not supported yet"),
         (
             "cluster { listen: -1 }\njetstream: enabled\n",
-            "jetstream in a cluster is not supported yet",
+            "jetstream cluster requires `server_name` to be set",
         ),
         (
             "accounts { A: { users: [ {user: u, password: p} ] } }\n",

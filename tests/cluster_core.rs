@@ -494,7 +494,7 @@ async fn config_errors_name_the_key() {
     let err = Server::start(with_js).await.err().expect("refused");
     assert!(
         err.to_string()
-            .contains("jetstream in a cluster is not supported yet"),
+            .contains("jetstream cluster requires `server_name` to be set"),
         "{err}"
     );
     for (text, want) in [
@@ -511,8 +511,8 @@ async fn config_errors_name_the_key() {
             "unknown field \"cluster.bogus\"",
         ),
         (
-            "cluster { port: -1 }\njetstream { store_dir: /tmp/x }",
-            "jetstream in a cluster is not supported yet",
+            "server_name: a\ncluster { port: -1 }\njetstream { store_dir: /tmp/x }",
+            "jetstream cluster requires `cluster.name` to be set",
         ),
         (
             "cluster { routes: [\"nats-route://nohost\"] }",

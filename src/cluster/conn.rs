@@ -291,6 +291,18 @@ impl RouteConn {
                 };
                 link.deliver(subject, reply, headers, payload, queues);
             }
+            RouteOp::Delivery {
+                to,
+                subject,
+                reply,
+                headers,
+                payload,
+            } => {
+                let Phase::Live { link, .. } = &mut self.phase else {
+                    return Err(self.end(HandshakeError::Early("RMSGD")));
+                };
+                link.deliver_to(to, subject, reply, headers, payload, b"");
+            }
         }
         Ok(())
     }

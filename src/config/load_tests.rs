@@ -532,17 +532,29 @@ fn cluster_block() {
 }
 
 #[test]
-fn jetstream_in_a_cluster_refuses_to_start() {
-    for text in [
-        "cluster { port: -1 }\njetstream: enabled",
-        "jetstream { store_dir: /tmp/x }\ncluster { port: -1 }",
+fn jetstream_in_a_cluster_needs_names_and_routes() {
+    for (text, says) in [
+        ("cluster { port: -1 }\njetstream: enabled", "`server_name`"),
+        (
+            "server_name: a\njetstream { store_dir: /tmp/x }\ncluster { port: -1 }",
+            "`cluster.name`",
+        ),
+        (
+            "server_name: a\njetstream: enabled\ncluster { name: c, port: -1 }",
+            "configured routes",
+        ),
     ] {
         let e = error(text);
-        assert!(matches!(e, ConfigError::ClusterJetStream), "{text}: {e:?}");
-        assert!(e
-            .to_string()
-            .contains("jetstream in a cluster is not supported yet"));
+        assert!(
+            matches!(e, ConfigError::ClusterJetStream(_)),
+            "{text}: {e:?}"
+        );
+        assert!(e.to_string().contains(says), "{text}: {e}");
     }
+    let ok = load(
+        "server_name: a\njetstream: enabled\ncluster { name: c, listen: 127.0.0.1:6222, routes: [nats-route://127.0.0.1:6222, nats-route://127.0.0.1:6223, nats://localhost:6224, nats://127.0.0.1:6223] }",
+    );
+    assert_eq!(ok.cluster.as_ref().map(|c| c.expected_size()), Some(3));
     // Either alone is fine.
     assert!(load("jetstream: enabled").jetstream.enabled);
     assert!(load("cluster { port: -1 }").cluster.is_some());

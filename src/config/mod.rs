@@ -106,10 +106,9 @@ pub enum ConfigError {
         /// The key, as a dotted path for nested blocks.
         key: String,
     },
-    /// JetStream and a cluster were both asked for: each node would run its own JetStream and
-    /// answer the same `$JS.API` requests, so the start is refused until replication lands.
-    #[error("jetstream in a cluster is not supported yet (remove the 'cluster' block or the 'jetstream' setting)")]
-    ClusterJetStream,
+    /// JetStream in a cluster lacks what it needs (nats-server's texts).
+    #[error("{0}")]
+    ClusterJetStream(&'static str),
     /// A key holds a value of the wrong kind or out of range.
     #[error("invalid value for '{key}': {msg}")]
     Invalid {
@@ -307,6 +306,33 @@ impl ClusterConfig {
         }
     }
 
+    /// How many servers the cluster has by this configuration: the distinct routes that do
+    /// not lead back to this server (same port on a local or this listener's interface), plus
+    /// this server. A clustered JetStream forms its meta group once it has heard that many.
+    pub fn expected_size(&self) -> usize {
+        let local = |host: &str| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host == self.host
+                || host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+        };
+        let mut others: Vec<String> = self
+            .routes
+            .iter()
+            .filter_map(|r| parse_route_url(r))
+            .filter(|r| match r.addr.rsplit_once(':') {
+                Some((host, port)) => !(port == self.port.to_string() && local(host)),
+                None => true,
+            })
+            .map(|r| r.addr)
+            .collect();
+        others.sort();
+        others.dedup();
+        others.len() + 1
+    }
+
     /// Adds routes to dial.
     pub fn with_routes<S: Into<String>>(mut self, routes: impl IntoIterator<Item = S>) -> Self {
         self.routes.extend(routes.into_iter().map(Into::into));
@@ -427,10 +453,24 @@ impl Config {
     }
 
     /// Checks settings that only conflict in combination (each key was checked as it was
-    /// read): today, JetStream in a cluster.
+    /// read): JetStream in a cluster needs a server name, a cluster name and routes.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.cluster.is_some() && self.jetstream.enabled {
-            return Err(ConfigError::ClusterJetStream);
+        if let (Some(cluster), true) = (&self.cluster, self.jetstream.enabled) {
+            if self.server_name.as_deref().unwrap_or("").is_empty() {
+                return Err(ConfigError::ClusterJetStream(
+                    "jetstream cluster requires `server_name` to be set",
+                ));
+            }
+            if cluster.name.as_deref().unwrap_or("").is_empty() {
+                return Err(ConfigError::ClusterJetStream(
+                    "jetstream cluster requires `cluster.name` to be set",
+                ));
+            }
+            if cluster.routes.is_empty() {
+                return Err(ConfigError::ClusterJetStream(
+                    "JetStream cluster requires configured routes or solicited leafnode for the system account",
+                ));
+            }
         }
         if let Some(cluster) = &self.cluster {
             for (i, url) in cluster.routes.iter().enumerate() {

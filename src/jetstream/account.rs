@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::api::{self, response, Call, ListReq, LIST_LIMIT, NAMES_LIMIT};
-use super::catalogue::{MetaApplied, MetaOp};
+use super::catalogue::{Catalogue, MetaApplied, MetaOp};
 use super::config::StreamConfig;
 use super::errors::ApiError;
 use super::queue::Tx;
@@ -21,7 +21,7 @@ use crate::server::Message;
 const UPDATE_PATIENCE: Duration = Duration::from_secs(10);
 
 impl JetStream {
-    fn reply(&self, m: &Message, kind: &str, body: Result<Value, ApiError>) {
+    pub(super) fn reply(&self, m: &Message, kind: &str, body: Result<Value, ApiError>) {
         if let Some(reply) = &m.reply {
             self.client
                 .publish_sync(reply, None, None, &response(kind, body));
@@ -34,6 +34,11 @@ impl JetStream {
             return;
         };
         let tokens: Vec<&str> = rest.split('.').collect();
+        if let Some(meta) = self.meta.get() {
+            if !self.clustered_route(meta, &tokens, &m) {
+                return;
+            }
+        }
         match tokens.as_slice() {
             ["INFO"] => self.reply(&m, "account_info", Ok(self.account_info())),
             ["STREAM", "CREATE", name] => {
@@ -152,22 +157,12 @@ impl JetStream {
     }
 
     fn create_stream(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        // nats-server's order: decode (an empty body is `null`), then the name in the
-        // subject, then the config itself.
-        let cfg: Option<StreamConfig> = api::parse_object(body)?;
-        let cfg = cfg
-            .filter(|c| c.name == name)
-            .ok_or_else(ApiError::stream_mismatch)?;
-        let cfg = cfg.normalize()?;
-        if cfg.sealed {
-            return Err(ApiError::invalid_config(
-                "stream configuration for create can not be sealed",
-            ));
-        }
+        let cfg = parse_create(name, body, false)?;
         let mut catalogue = lock(&self.catalogue);
         let create = MetaOp::CreateStream {
             config: cfg.clone(),
             created: time::now_nanos(),
+            peers: Vec::new(),
         };
         // Refusals (name taken, subjects overlapping) come before any reservation.
         if catalogue.catalogue().check(&create)? == MetaApplied::Changed {
@@ -196,15 +191,7 @@ impl JetStream {
     /// thread apply it (durably), and only then re-subscribes changed subjects, takes the new
     /// config as the manager's copy and answers.
     fn update_stream(&self, name: &str, m: Message) {
-        let checked = serde_json::from_slice::<StreamConfig>(&m.payload)
-            .map_err(|e| ApiError::invalid_json(&e.to_string()))
-            .and_then(|cfg| {
-                if cfg.name != name {
-                    return Err(ApiError::stream_mismatch());
-                }
-                cfg.normalize()
-            });
-        let result = checked.and_then(|cfg| self.commit_update(name, cfg));
+        let result = parse_update(name, &m.payload).and_then(|cfg| self.commit_update(name, cfg));
         self.reply(&m, "stream_update", result);
     }
 
@@ -246,20 +233,29 @@ impl JetStream {
                 return Err(e);
             }
         };
-        if old.subjects != cfg.subjects || old.allow_direct != cfg.allow_direct {
-            let mut streams = lock(&self.streams);
-            if let Some(h) = streams.get_mut(name) {
-                for s in h.subs.drain(..) {
-                    self.client.unsubscribe_internal(&s);
-                }
-                h.subs = self.subscribe_stream(&cfg, &h.tx, h.reader.clone());
-            }
-        }
+        self.resubscribe(&old, &cfg);
         Ok(info)
     }
 
+    /// Subscribes a running stream anew if an update changed what it listens to.
+    pub(super) fn resubscribe(&self, old: &StreamConfig, cfg: &StreamConfig) {
+        if old.subjects != cfg.subjects || old.allow_direct != cfg.allow_direct {
+            let mut streams = lock(&self.streams);
+            if let Some(h) = streams.get_mut(&cfg.name) {
+                for s in h.subs.drain(..) {
+                    self.client.unsubscribe_internal(&s);
+                }
+                h.subs = self.subscribe_stream(cfg, &h.tx, h.reader.clone());
+            }
+        }
+    }
+
     /// Hands a validated update to the stream thread and waits for its durable outcome.
-    fn apply_update(&self, tx: &Tx<Input>, cfg: &StreamConfig) -> Result<Value, ApiError> {
+    pub(super) fn apply_update(
+        &self,
+        tx: &Tx<Input>,
+        cfg: &StreamConfig,
+    ) -> Result<Value, ApiError> {
         let (done_tx, done_rx) = sync_channel(1);
         if !enqueue(tx, Input::Update(Box::new(cfg.clone()), done_tx)) {
             return Err(ApiError::store_failed(
@@ -281,41 +277,67 @@ impl JetStream {
             self.reply(&m, "stream_delete", Err(e));
             return;
         }
+        if !self.remove_stream(name, m.reply.clone()) {
+            self.reply(&m, "stream_delete", Err(ApiError::stream_not_found()));
+        }
+    }
+
+    /// Stops a running stream and has it remove its data and answer `reply`; false if it
+    /// does not run here.
+    pub(super) fn remove_stream(&self, name: &str, reply: Option<String>) -> bool {
         let handle = lock(&self.streams).remove(name);
         let Some(h) = handle else {
-            self.reply(&m, "stream_delete", Err(ApiError::stream_not_found()));
-            return;
+            return false;
         };
         self.resources.release(name);
         for s in &h.subs {
             self.client.unsubscribe_internal(s);
         }
-        let _ = h.tx.send(Input::Delete(m.reply.clone()));
+        let _ = h.tx.send(Input::Delete(reply));
         h.wait_done(name);
+        true
     }
 
-    fn query_info(&self, tx: &Tx<Input>) -> Option<Value> {
+    pub(super) fn query_info(&self, tx: &Tx<Input>) -> Option<Value> {
         let (rtx, rrx) = sync_channel(1);
         tx.send(Input::Info(rtx)).ok()?;
         rrx.recv_timeout(Duration::from_secs(5)).ok()
     }
 
-    fn matching_names(&self, filter: Option<&str>) -> Vec<(String, Tx<Input>)> {
-        let catalogue = lock(&self.catalogue);
-        let streams = lock(&self.streams);
-        catalogue
-            .catalogue()
-            .streams()
-            .filter(|(_, a)| {
-                filter.is_none_or(|s| {
-                    a.config
-                        .subjects
-                        .iter()
-                        .any(|p| crate::protocol::subject::overlaps(p, s))
+    /// The streams whose subjects overlap `filter`, with their queue if they run here. A
+    /// single server lists only the streams that run; a clustered one every stream of the
+    /// catalogue.
+    fn matching_names(&self, filter: Option<&str>) -> Vec<(String, Option<Tx<Input>>)> {
+        let pick = |c: &Catalogue| -> Vec<(String, Option<Tx<Input>>)> {
+            let streams = lock(&self.streams);
+            c.streams()
+                .filter(|(_, a)| {
+                    filter.is_none_or(|s| {
+                        a.config
+                            .subjects
+                            .iter()
+                            .any(|p| crate::protocol::subject::overlaps(p, s))
+                    })
                 })
-            })
-            .filter_map(|(n, _)| Some((n.clone(), streams.get(n)?.tx.clone())))
-            .collect()
+                .map(|(n, _)| (n.clone(), streams.get(n).map(|h| h.tx.clone())))
+                .collect()
+        };
+        match self.meta.get() {
+            Some(meta) => meta.read(pick),
+            None => {
+                let mut all = pick(lock(&self.catalogue).catalogue());
+                all.retain(|(_, tx)| tx.is_some());
+                all
+            }
+        }
+    }
+
+    /// A stream's info, from its own task here or from the server hosting it.
+    fn info_of(&self, name: &str, tx: &Option<Tx<Input>>) -> Option<Value> {
+        match tx {
+            Some(tx) => self.query_info(tx),
+            None => self.remote_info(name),
+        }
     }
 
     /// STREAM.NAMES: `{total, offset, limit, streams}`; an empty page is `null` there, as on
@@ -345,17 +367,17 @@ impl JetStream {
         let (offset, page) = req.page(&all, LIST_LIMIT);
         let infos: Vec<Value> = page
             .iter()
-            .filter_map(|(_, tx)| self.query_info(tx))
+            .filter_map(|(name, tx)| self.info_of(name, tx))
             .collect();
         json!({ "total": all.len(), "offset": offset, "limit": LIST_LIMIT, "streams": infos })
     }
 
     fn account_info(&self) -> Value {
-        let txs: Vec<Tx<Input>> = lock(&self.streams).values().map(|h| h.tx.clone()).collect();
+        let all = self.matching_names(None);
         let (mut memory, mut storage, mut consumers) = (0u64, 0u64, 0u64);
-        let streams = txs.len();
-        for tx in txs {
-            if let Some(info) = self.query_info(&tx) {
+        let streams = all.len();
+        for (name, tx) in &all {
+            if let Some(info) = self.info_of(name, tx) {
                 let bytes = info["state"]["bytes"].as_u64().unwrap_or(0);
                 if info["config"]["storage"] == "memory" {
                     memory += bytes;
@@ -385,4 +407,38 @@ impl JetStream {
             "api": { "level": 1, "total": 0, "errors": 0 },
         })
     }
+}
+
+/// A create request's configuration, checked in nats-server's order: decode (an empty body is
+/// `null`), then the name in the subject, then the config itself. `clustered` servers refuse
+/// replicas they cannot make yet with their own error.
+pub(super) fn parse_create(
+    name: &str,
+    body: &[u8],
+    clustered: bool,
+) -> Result<StreamConfig, ApiError> {
+    let cfg: Option<StreamConfig> = api::parse_object(body)?;
+    let cfg = cfg
+        .filter(|c| c.name == name)
+        .ok_or_else(ApiError::stream_mismatch)?;
+    if clustered && cfg.num_replicas > 1 {
+        return Err(ApiError::not_implemented("replicas > 1 in a cluster"));
+    }
+    let cfg = cfg.normalize()?;
+    if cfg.sealed {
+        return Err(ApiError::invalid_config(
+            "stream configuration for create can not be sealed",
+        ));
+    }
+    Ok(cfg)
+}
+
+/// An update request's configuration.
+pub(super) fn parse_update(name: &str, body: &[u8]) -> Result<StreamConfig, ApiError> {
+    let cfg = serde_json::from_slice::<StreamConfig>(body)
+        .map_err(|e| ApiError::invalid_json(&e.to_string()))?;
+    if cfg.name != name {
+        return Err(ApiError::stream_mismatch());
+    }
+    cfg.normalize()
 }

@@ -24,8 +24,14 @@ use crate::protocol::subject::overlaps;
 #[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum MetaOp {
-    /// A new stream; `created` is stamped by the proposer.
-    CreateStream { config: StreamConfig, created: i64 },
+    /// A new stream; `created` and, in a cluster, the servers that host it (`peers`, by
+    /// server name) are chosen by the proposer. No peers: the local node.
+    CreateStream {
+        config: StreamConfig,
+        created: i64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        peers: Vec<String>,
+    },
     /// A stream's new configuration (validated against the old one by the proposer).
     UpdateStream { config: StreamConfig },
     /// The stream is gone.
@@ -37,6 +43,9 @@ pub(crate) enum MetaOp {
 pub(crate) struct Assignment {
     pub config: StreamConfig,
     pub created: i64,
+    /// The servers hosting the stream in a cluster (empty on a single node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 /// What applying a [`MetaOp`] did.
@@ -112,9 +121,17 @@ impl Catalogue {
         let outcome = self.check(&op)?;
         if outcome == MetaApplied::Changed {
             match op {
-                MetaOp::CreateStream { config, created } => {
-                    self.streams
-                        .insert(config.name.clone(), Assignment { config, created });
+                MetaOp::CreateStream {
+                    config,
+                    created,
+                    peers,
+                } => {
+                    let a = Assignment {
+                        config,
+                        created,
+                        peers,
+                    };
+                    self.streams.insert(a.config.name.clone(), a);
                 }
                 MetaOp::UpdateStream { config } => {
                     if let Some(a) = self.streams.get_mut(&config.name) {
@@ -245,6 +262,7 @@ mod tests {
         MetaOp::CreateStream {
             config: cfg(name, subjects),
             created: 7,
+            peers: Vec::new(),
         }
     }
 

@@ -1,10 +1,10 @@
 //! JetStream API errors: nats-server's HTTP-like `code`, its `err_code` numbers and texts,
 //! serialized as `{"code","err_code","description"}` inside a response's `error` field.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One API error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{description} ({err_code})")]
 pub struct ApiError {
     /// HTTP-like status.

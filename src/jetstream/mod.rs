@@ -13,6 +13,7 @@
 mod account;
 pub mod api;
 mod catalogue;
+mod clustered;
 pub mod config;
 pub mod consumer;
 pub mod direct;
@@ -20,6 +21,7 @@ pub mod errors;
 pub mod headers;
 mod journal;
 mod limits;
+mod meta;
 mod queue;
 mod replication;
 mod restore;
@@ -29,7 +31,7 @@ pub mod time;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::config::JetStreamConfig;
@@ -37,6 +39,7 @@ use crate::server::{Client, Message};
 use crate::store::{FileStore, FileStoreOptions, MemStore, MsgStore, SharedStore, StoreReader};
 use config::{Storage, StreamConfig};
 use errors::ApiError;
+pub use meta::MetaSetup;
 use runner::{Ctx, Input};
 use stream::Stream;
 
@@ -75,14 +78,20 @@ pub(crate) struct JetStream {
     /// streams need no lock file of their own. Released by [`JetStream::shutdown`] once every
     /// stream has stopped (handles to the manager may outlive it).
     store_lock: Mutex<Option<crate::store::DirLock>>,
+    /// In a cluster: this server's member of the meta group, which holds the catalogue
+    /// instead of `catalogue`.
+    meta: OnceLock<Arc<meta::Meta>>,
 }
 
 impl JetStream {
-    /// Starts JetStream: restores streams from disk and subscribes to `$JS.API.>`.
+    /// Starts JetStream: restores streams from disk and subscribes to `$JS.API.>`. In a
+    /// cluster (`setup`), the meta group replaces the local catalogue and opens the streams
+    /// placed on this server as its entries are applied.
     pub fn start(
         cfg: JetStreamConfig,
         client: Client,
         server_name: String,
+        setup: Option<MetaSetup>,
     ) -> Result<Arc<Self>, crate::Error> {
         refuse_foreign_layout(&cfg.store_dir)?;
         std::fs::create_dir_all(streams_dir(&cfg.store_dir))?;
@@ -111,8 +120,12 @@ impl JetStream {
             catalogue: Mutex::new(catalogue),
             streams: Mutex::new(BTreeMap::new()),
             api_sub: Mutex::new(None),
+            meta: OnceLock::new(),
         });
-        js.restore_streams();
+        match setup {
+            None => js.restore_streams(),
+            Some(setup) => js.start_meta(setup)?,
+        }
         let (tx, mut rx) = queue::queue::<Message>(STREAM_QUEUE);
         // Direct gets are answered by the streams' own subscriptions (see `direct`); taking
         // them here too would wake this thread for nothing, and a stream without direct gets
@@ -138,15 +151,62 @@ impl JetStream {
         &self.node_id
     }
 
-    /// Number of streams.
+    /// In a cluster, the meta group as `/jsz` shows it: `{name, leader, cluster_size}`.
+    pub fn meta_cluster(&self) -> Option<serde_json::Value> {
+        let meta = self.meta.get()?;
+        Some(serde_json::json!({
+            "name": meta.cluster(),
+            "leader": meta.leader_name().unwrap_or_default(),
+            "cluster_size": meta.size(),
+        }))
+    }
+
+    /// Number of streams (running on this server).
     pub fn num_streams(&self) -> usize {
         lock(&self.streams).len()
+    }
+
+    /// Joins the meta group (the local catalogue must hold no stream: a single server's
+    /// streams are not taken into a cluster yet).
+    fn start_meta(self: &Arc<Self>, setup: MetaSetup) -> Result<(), crate::Error> {
+        if lock(&self.catalogue).catalogue().streams().next().is_some() {
+            return Err(crate::Error::Store(format!(
+                "{} holds the streams of a single server; taking them into a cluster is not supported yet",
+                self.cfg.store_dir.display()
+            )));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (weak, me) = (Arc::downgrade(self), self.server_name.clone());
+        std::thread::Builder::new()
+            .name("jetstream-meta".into())
+            .spawn(move || clustered::run_events(weak, me, rx))?;
+        let dir = self.cfg.store_dir.join("jetstream").join("meta-raft");
+        let again = tx.clone();
+        let start = meta::Meta::start(
+            self.client.clone(),
+            &dir,
+            self.server_name.clone(),
+            setup,
+            tx,
+        );
+        let meta = self
+            .runtime
+            .block_on(start)
+            .map_err(|e| crate::Error::Store(format!("JetStream meta group: {e}")))?;
+        let _ = self.meta.set(meta);
+        // The snapshot was restored before the group could be read: reconcile with it now, in
+        // order with the entries applied since.
+        let _ = again.send(meta::Event::Restored);
+        Ok(())
     }
 
     /// Stops every stream thread after it synced and persisted its state.
     pub fn shutdown(&self) {
         if let Some(sub) = lock(&self.api_sub).take() {
             self.client.unsubscribe_internal(&sub);
+        }
+        if let Some(meta) = self.meta.get() {
+            meta.shutdown();
         }
         let mut streams = lock(&self.streams);
         for (name, h) in std::mem::take(&mut *streams) {

@@ -38,6 +38,7 @@ pub(super) fn open_catalogue(store_dir: &Path) -> Result<Durable, crate::Error> 
         let op = MetaOp::CreateStream {
             config: meta.config,
             created: meta.created,
+            peers: Vec::new(),
         };
         match catalogue.commit(op) {
             Ok(_) => taken.push(path.join("meta.json")),

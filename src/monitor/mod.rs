@@ -88,7 +88,7 @@ fn route(
 
 fn jsz(shared: &Shared, js_state: Option<&JetStream>) -> serde_json::Value {
     let js = &shared.config.jetstream;
-    json!({
+    let mut v = json!({
         "server_id": shared.server_id,
         "disabled": !js.enabled,
         "config": {
@@ -97,7 +97,11 @@ fn jsz(shared: &Shared, js_state: Option<&JetStream>) -> serde_json::Value {
             "max_storage": js.max_file,
         },
         "streams": js_state.map_or(0, JetStream::num_streams),
-    })
+    });
+    if let Some(meta) = js_state.and_then(JetStream::meta_cluster) {
+        v["meta_cluster"] = meta;
+    }
+    v
 }
 
 fn varz(shared: &Shared) -> serde_json::Value {

@@ -11,6 +11,8 @@
 //! RMSG <acc> <subject> + <reply> <q>... <size>    ... and for its members of these groups
 //! RMSG <acc> <subject> | <q>... <size>            (the same without a reply subject)
 //! HRMSG <acc> <subject> ... <hdr_size> <size>     the same with a header block
+//! RMSGD <acc> <to> <subject> [reply] <size>       a delivery: for the peer's subscribers of
+//! HRMSGD <acc> <to> <subject> ... <size>          `to`, shown to them as `subject` (causeway's)
 //! PING, PONG, -ERR '<text>', +OK
 //! ```
 //!
@@ -68,6 +70,20 @@ pub enum RouteOp<'a> {
         /// Body.
         payload: &'a [u8],
     },
+    /// `RMSGD` / `HRMSGD`: a delivery routed by `to` and shown as `subject` (a JetStream
+    /// consumer's message for a subscriber of its deliver subject on the peer).
+    Delivery {
+        /// The subject the message is routed by.
+        to: &'a [u8],
+        /// The subject the receivers see.
+        subject: &'a [u8],
+        /// Reply subject.
+        reply: Option<&'a [u8]>,
+        /// Raw header block (HRMSGD only).
+        headers: Option<&'a [u8]>,
+        /// Body.
+        payload: &'a [u8],
+    },
     /// `PING`.
     Ping,
     /// `PONG`.
@@ -116,6 +132,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &RouteLimits) -> Result<RouteParsed<'a>,
     match op {
         _ if eq_ci(op, b"RMSG") => parse_msg(buf, rest, after, limits, false),
         _ if eq_ci(op, b"HRMSG") => parse_msg(buf, rest, after, limits, true),
+        _ if eq_ci(op, b"RMSGD") => parse_delivery(buf, rest, after, limits, false),
+        _ if eq_ci(op, b"HRMSGD") => parse_delivery(buf, rest, after, limits, true),
         _ if eq_ci(op, b"RS+") || eq_ci(op, b"RS-") => {
             let mut args = [&[][..]; 4];
             let n = split_args(rest, &mut args);
@@ -219,6 +237,59 @@ fn parse_msg<'a>(
         },
         end + 2,
     ))
+}
+
+fn parse_delivery<'a>(
+    buf: &'a [u8],
+    rest: &'a [u8],
+    after: usize,
+    limits: &RouteLimits,
+    with_headers: bool,
+) -> Result<RouteParsed<'a>, ParseError> {
+    const NAME: &str = "RMSGD";
+    let mut args = [&[][..]; 6];
+    let n = split_args(rest, &mut args);
+    let sizes = if with_headers { 2 } else { 1 };
+    if !(3 + sizes..=4 + sizes).contains(&n) {
+        return Err(ParseError::BadArgs(NAME));
+    }
+    if args[0] != GLOBAL_ACCOUNT {
+        return Err(ParseError::BadArgs("RMSGD account"));
+    }
+    let (to, subject) = (args[1], args[2]);
+    let reply = (n == 4 + sizes).then_some(args[3]);
+    let (hdr_len, total) = if with_headers {
+        (len(args[n - 2])?, len(args[n - 1])?)
+    } else {
+        (0, len(args[n - 1])?)
+    };
+    if total > limits.max_payload {
+        return Err(ParseError::MaxPayload);
+    }
+    if hdr_len > total {
+        return Err(ParseError::BadArgs(NAME));
+    }
+    let end = after + total;
+    if buf.len() < end + 2 {
+        return Ok(RouteParsed::Incomplete(end + 2));
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(ParseError::UnknownOp);
+    }
+    let data = &buf[after..end];
+    let (headers, payload) = if with_headers {
+        (Some(&data[..hdr_len]), &data[hdr_len..])
+    } else {
+        (None, data)
+    };
+    let op = RouteOp::Delivery {
+        to,
+        subject,
+        reply,
+        headers,
+        payload,
+    };
+    Ok(RouteParsed::Op(op, end + 2))
 }
 
 fn len(s: &[u8]) -> Result<usize, ParseError> {
@@ -353,6 +424,45 @@ pub fn write_msg(
     super::encode::put_sizes_and_body(out, &mut num, headers, payload);
 }
 
+/// Number of bytes [`write_delivery`] appends.
+pub fn delivery_len(
+    to: &[u8],
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) -> usize {
+    msg_len(subject, reply, &[], headers, payload) + 2 + to.len()
+}
+
+/// Appends an `RMSGD` (or `HRMSGD` with `headers`) frame: a delivery for the peer's
+/// subscribers of `to`, shown to them as `subject`.
+pub fn write_delivery(
+    out: &mut BytesMut,
+    to: &[u8],
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    headers: Option<&[u8]>,
+    payload: &[u8],
+) {
+    out.reserve(delivery_len(to, subject, reply, headers, payload));
+    let mut num = itoa::Buffer::new();
+    out.put_slice(if headers.is_some() {
+        b"HRMSGD $G "
+    } else {
+        b"RMSGD $G "
+    });
+    out.put_slice(to);
+    out.put_u8(b' ');
+    out.put_slice(subject);
+    out.put_u8(b' ');
+    if let Some(r) = reply {
+        out.put_slice(r);
+        out.put_u8(b' ');
+    }
+    super::encode::put_sizes_and_body(out, &mut num, headers, payload);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +492,38 @@ mod tests {
         write_msg(&mut b, b"foo.bar", reply, queues, headers, payload);
         assert!(msg_len(b"foo.bar", reply, queues, headers, payload) >= b.len());
         b
+    }
+
+    #[test]
+    fn deliveries_round_trip_and_bad_ones_are_refused() {
+        let hdr: &[u8] = b"NATS/1.0\r\n\r\n";
+        for reply in [None, Some(&b"$JS.ACK.S.c.1.1.1.1.0"[..])] {
+            for headers in [None, Some(hdr)] {
+                let mut b = BytesMut::new();
+                write_delivery(&mut b, b"_INBOX.x", b"orders.1", reply, headers, b"hi");
+                assert!(delivery_len(b"_INBOX.x", b"orders.1", reply, headers, b"hi") >= b.len());
+                let want = RouteOp::Delivery {
+                    to: b"_INBOX.x",
+                    subject: b"orders.1",
+                    reply,
+                    headers,
+                    payload: b"hi",
+                };
+                assert_eq!(op(&b), want);
+            }
+        }
+        for bad in [
+            &b"RMSGD $G a 2\r\nhi\r\n"[..],
+            b"RMSGD $X a b 2\r\nhi\r\n",
+            b"RMSGD $G a b c d e 2\r\nhi\r\n",
+            b"HRMSGD $G a b 5 2\r\nhi\r\n",
+        ] {
+            assert!(
+                parse(bad, &LIMITS).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

@@ -140,12 +140,13 @@ impl Client {
         };
         let local = deliver(&self.shared.router, &matches, msg, origin, dirty);
         match &self.shared.remote {
-            // Routed deliveries (`to` differs from the subject) stay local: other servers
-            // would route them by the subject they show.
             Some(remote) if to.as_bytes() == msg.subject => {
                 local + remote.forward(None, &matches, msg, dirty)
             }
-            _ => local,
+            // A routed delivery (`to` differs from the subject) crosses as `RMSGD`, which
+            // carries both.
+            Some(remote) => local + remote.forward_delivery(to.as_bytes(), msg, dirty),
+            None => local,
         }
     }
 

@@ -90,6 +90,41 @@ impl Remote {
         sent
     }
 
+    /// Forwards a routed delivery (routed by `to`, shown as `msg.subject`) to every route
+    /// whose peer has plain interest in `to` (deliver subjects are inboxes, not queue groups).
+    pub(crate) fn forward_delivery(
+        &self,
+        to: &[u8],
+        msg: &Publish<'_>,
+        dirty: &mut Dirty,
+    ) -> usize {
+        let matches = self.router.matches(to);
+        let mut sent = 0;
+        let mut seen: Vec<u64> = Vec::new();
+        for sub in &matches.psubs {
+            if seen.contains(&sub.client_id) {
+                continue;
+            }
+            seen.push(sub.client_id);
+            let Sink::Conn(out) = &sub.sink else {
+                continue;
+            };
+            let (subject, reply, headers, payload) =
+                (msg.subject, msg.reply, msg.headers, msg.payload);
+            let len = route::delivery_len(to, subject, reply, headers, payload);
+            let pushed = out.push_frame(len, |b| {
+                route::write_delivery(b, to, subject, reply, headers, payload);
+            });
+            if let Push::Queued(was_empty) = pushed {
+                if was_empty {
+                    dirty.add(out);
+                }
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     /// True if some route has interest in `subject`.
     pub(crate) fn has_interest(&self, subject: &[u8]) -> bool {
         let m = self.router.matches(subject);
@@ -208,6 +243,19 @@ impl RouteLink {
         payload: &[u8],
         queues: &[u8],
     ) -> usize {
+        self.deliver_to(subj, subj, reply, headers, payload, queues)
+    }
+
+    /// [`RouteLink::deliver`] for a message routed by `to` but shown as `subj` (`RMSGD`).
+    pub(crate) fn deliver_to(
+        &mut self,
+        to: &[u8],
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+        queues: &[u8],
+    ) -> usize {
         let size = payload.len() + headers.map_or(0, <[u8]>::len);
         if size > self.shared.config.max_payload {
             tracing::warn!(
@@ -216,10 +264,10 @@ impl RouteLink {
             );
             return 0;
         }
-        if subject::has_empty_token(subj) {
+        if subject::has_empty_token(subj) || subject::has_empty_token(to) {
             return 0;
         }
-        let matches = self.cache.get(&self.shared.router, subj);
+        let matches = self.cache.get(&self.shared.router, to);
         let msg = Publish {
             subject: subj,
             reply,

@@ -1,0 +1,242 @@
+//! The `$JS.API` of a clustered server. Every server receives every API request (each
+//! subscribes `$JS.API.>`, and routes carry requests to all of them); exactly one answers:
+//! - account-level requests (account info, stream create, update, delete, names, list): the
+//!   meta leader. Changes are proposed to the meta group; an error the catalogue decides is
+//!   answered by the leader, a change by the server hosting the stream once it carried it out.
+//! - stream-bound requests: the server hosting the stream (the meta leader answers "stream
+//!   not found" for a stream the catalogue does not have).
+//!
+//! The other half is [`JetStream::on_meta_event`]: every server applies every committed meta
+//! entry, and opens, changes or removes the streams placed on it.
+
+use std::sync::Weak;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::account::{parse_create, parse_update};
+use super::catalogue::MetaOp;
+use super::config::StreamConfig;
+use super::errors::ApiError;
+use super::meta::{unavailable, Event, Meta, MetaCmd, Outcome};
+use super::{api, lock, time, JetStream};
+use crate::server::Message;
+
+/// The stream a stream-bound request names, if it is one.
+fn stream_of<'a>(tokens: &[&'a str]) -> Option<&'a str> {
+    match tokens {
+        ["STREAM", "INFO" | "PURGE", name] => Some(name),
+        ["STREAM", "MSG", "GET" | "DELETE", name] => Some(name),
+        ["CONSUMER", "DURABLE", "CREATE", stream, ..] => Some(stream),
+        ["CONSUMER", "MSG", "NEXT", stream, ..] => Some(stream),
+        ["CONSUMER", _, stream, ..] => Some(stream),
+        _ => None,
+    }
+}
+
+impl JetStream {
+    /// Decides whether this server answers `m`: handles the clustered changes itself and
+    /// returns false for them and for requests another server answers; true sends the request
+    /// on to the single server's dispatch.
+    pub(super) fn clustered_route(&self, meta: &Meta, tokens: &[&str], m: &Message) -> bool {
+        if let Some(stream) = stream_of(tokens) {
+            if lock(&self.streams).contains_key(stream) {
+                return true;
+            }
+            // Nobody hosts it: the leader says so.
+            return meta.is_leader() && meta.read(|c| c.get(stream).is_none());
+        }
+        if !meta.is_leader() {
+            return false;
+        }
+        match tokens {
+            ["STREAM", "CREATE", name] => {
+                if let Err(e) = self.propose_create(meta, name, m) {
+                    self.reply(m, "stream_create", Err(e));
+                }
+                false
+            }
+            ["STREAM", "UPDATE", name] => {
+                if let Err(e) = self.propose_update(meta, name, m) {
+                    self.reply(m, "stream_update", Err(e));
+                }
+                false
+            }
+            ["STREAM", "DELETE", name] => {
+                let op = MetaOp::DeleteStream {
+                    name: name.to_string(),
+                };
+                if let Err(e) = propose(meta, op, m) {
+                    self.reply(m, "stream_delete", Err(e));
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn propose_create(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
+        let config = parse_create(name, &m.payload, true)?;
+        check_placement(meta, &config)?;
+        let peers = meta.place()?;
+        let op = MetaOp::CreateStream {
+            config,
+            created: time::now_nanos(),
+            peers,
+        };
+        propose(meta, op, m)
+    }
+
+    fn propose_update(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
+        let config = parse_update(name, &m.payload)?;
+        let old = meta
+            .read(|c| c.get(name).map(|a| a.config.clone()))
+            .ok_or_else(ApiError::stream_not_found)?;
+        api::check_update(&old, &config)?;
+        propose(meta, MetaOp::UpdateStream { config }, m)
+    }
+
+    /// A stream's info from the server hosting it (a `STREAM.INFO` request through routes).
+    pub(super) fn remote_info(&self, name: &str) -> Option<Value> {
+        let ask = self
+            .client
+            .request(format!("$JS.API.STREAM.INFO.{name}"), Bytes::new());
+        let msg = self.runtime.block_on(ask).ok()?;
+        let mut v: Value = serde_json::from_slice(&msg.payload).ok()?;
+        if v.get("error").is_some() {
+            return None;
+        }
+        v.as_object_mut()?.remove("type");
+        Some(v)
+    }
+
+    /// Carries out on this server what a committed meta entry asks of it.
+    pub(super) fn on_meta_event(&self, me: &str, event: Event) {
+        let (cmd, outcome) = match event {
+            Event::Restored => return self.reconcile(me),
+            Event::Applied { cmd, outcome } => (cmd, outcome),
+        };
+        if !matches!(outcome, Outcome::Changed | Outcome::Exists) {
+            return;
+        }
+        let reply = |kind: &str, body: Result<Value, ApiError>| {
+            if let Some(to) = &cmd.reply {
+                let body = api::response(kind, body);
+                self.client.publish_sync(to, None, None, &body);
+            }
+        };
+        match &cmd.op {
+            MetaOp::CreateStream {
+                config,
+                created,
+                peers,
+            } if peers.iter().any(|p| p == me) => {
+                reply("stream_create", self.host(config, *created));
+            }
+            MetaOp::UpdateStream { config } => {
+                let tx = lock(&self.streams).get(&config.name).map(|h| h.tx.clone());
+                if let Some(tx) = tx {
+                    let old = self.query_info(&tx).and_then(|i| {
+                        serde_json::from_value::<StreamConfig>(i["config"].clone()).ok()
+                    });
+                    let r = self.apply_update(&tx, config);
+                    if let (Ok(_), Some(old)) = (&r, old) {
+                        self.resubscribe(&old, config);
+                    }
+                    reply("stream_update", r);
+                }
+            }
+            MetaOp::DeleteStream { name } => {
+                self.remove_stream(name, cmd.reply.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Opens a stream placed here (if it does not run yet) and returns its info.
+    fn host(&self, config: &StreamConfig, created: i64) -> Result<Value, ApiError> {
+        let name = &config.name;
+        let running = lock(&self.streams).get(name).map(|h| h.tx.clone());
+        let tx = match running {
+            Some(tx) => tx,
+            None => {
+                if let Err(e) = self
+                    .resources
+                    .reserve(name, config.storage, config.max_bytes)
+                {
+                    tracing::warn!(stream = %name, "{}", e.description);
+                }
+                // Not fresh: a replayed create finds the data the stream already has.
+                self.open_stream(config.clone(), created, false)?;
+                lock(&self.streams)
+                    .get(name)
+                    .map(|h| h.tx.clone())
+                    .ok_or_else(ApiError::stream_not_found)?
+            }
+        };
+        self.query_info(&tx).ok_or_else(ApiError::stream_not_found)
+    }
+
+    /// Makes the running streams what the catalogue places here (after a snapshot).
+    fn reconcile(&self, me: &str) {
+        let Some(meta) = self.meta.get() else { return };
+        let placed: Vec<(StreamConfig, i64)> = meta.read(|c| {
+            c.streams()
+                .filter(|(_, a)| a.peers.iter().any(|p| p == me))
+                .map(|(_, a)| (a.config.clone(), a.created))
+                .collect()
+        });
+        let running: Vec<String> = lock(&self.streams).keys().cloned().collect();
+        for name in running {
+            if !placed.iter().any(|(c, _)| c.name == name) {
+                self.remove_stream(&name, None);
+            }
+        }
+        for (config, created) in placed {
+            if let Err(e) = self.host(&config, created) {
+                tracing::error!(stream = %config.name, "can't host stream: {}", e.description);
+            }
+        }
+    }
+}
+
+/// Proposes `op` with the request's reply subject. A refusal comes back as the error to
+/// answer; a change is answered by the server that carries it out.
+fn propose(meta: &Meta, op: MetaOp, m: &Message) -> Result<(), ApiError> {
+    let cmd = MetaCmd {
+        op,
+        reply: m.reply.clone(),
+    };
+    match meta.propose(&cmd)? {
+        Outcome::Changed | Outcome::Exists => Ok(()),
+        Outcome::Refused(e) => Err(e),
+        Outcome::Skipped => Err(unavailable()),
+    }
+}
+
+/// `placement`: a cluster other than ours, or tags (no server has any yet), cannot be met.
+fn check_placement(meta: &Meta, config: &StreamConfig) -> Result<(), ApiError> {
+    let Some(p) = &config.placement else {
+        return Ok(());
+    };
+    let other_cluster = p["cluster"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty() && c != meta.cluster());
+    let tags = p["tags"].as_array().is_some_and(|t| !t.is_empty());
+    if other_cluster || tags {
+        return Err(ApiError {
+            code: 400,
+            err_code: 10005,
+            description: "no suitable peers for placement".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Feeds meta events to the manager until the machine goes away.
+pub(super) fn run_events(js: Weak<JetStream>, me: String, rx: std::sync::mpsc::Receiver<Event>) {
+    while let Ok(event) = rx.recv() {
+        let Some(js) = js.upgrade() else { return };
+        js.on_meta_event(&me, event);
+    }
+}

@@ -1,0 +1,237 @@
+//! JetStream on a three-server cluster (in one process, 127.0.0.1 ports, real async-nats
+//! clients): the meta group forms from the configured routes, streams are placed across the
+//! servers, every `$JS.API` request works from any server, catalogue errors come from the meta
+//! leader, and a restarted cluster has its streams and messages back.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use causeway::config::ClusterConfig;
+use causeway::{Config, ServerHandle};
+use common::{free_port, nats_client, start, TIMEOUT};
+use futures::StreamExt;
+use serde_json::Value;
+
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+fn node_config(i: usize, ports: &[u16; 3], dir: &Path) -> Config {
+    let routes = ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}"));
+    let mut cluster = ClusterConfig::loopback("js").with_routes(routes);
+    cluster.port = ports[i];
+    let mut config = Config::loopback()
+        .with_cluster(cluster)
+        .with_jetstream(dir.join(NAMES[i]));
+    config.server_name = Some(NAMES[i].to_string());
+    config
+}
+
+async fn cluster(ports: &[u16; 3], dir: &Path) -> Vec<ServerHandle> {
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(start(node_config(i, ports, dir)).await);
+    }
+    servers
+}
+
+/// A JetStream context on `server`, once the meta group answers there.
+async fn ready(server: &ServerHandle) -> jetstream::Context {
+    let js = jetstream::new(nats_client(server).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while js.query_account().await.is_err() {
+        assert!(Instant::now() < deadline, "the meta group never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    js
+}
+
+async fn raw_request(client: &async_nats::Client, subject: &str, body: &str) -> Value {
+    let reply = tokio::time::timeout(
+        TIMEOUT,
+        client.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .expect("answered in time")
+    .expect("request");
+    serde_json::from_slice(&reply.payload).expect("json")
+}
+
+fn stream_config(name: &str) -> stream::Config {
+    stream::Config {
+        name: name.to_string(),
+        subjects: vec![format!("{}.>", name.to_lowercase())],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_are_placed_across_servers_and_served_from_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let servers = cluster(&ports, dir.path()).await;
+    let js: Vec<jetstream::Context> = futures::future::join_all(servers.iter().map(ready)).await;
+
+    // Three streams, each created through a different server, land on three servers.
+    let mut hosts = Vec::new();
+    for (i, name) in ["ORDERS", "EVENTS", "AUDIT"].into_iter().enumerate() {
+        let mut s = js[i].create_stream(stream_config(name)).await.unwrap();
+        let info = s.info().await.unwrap();
+        hosts.push(
+            info.cluster
+                .clone()
+                .and_then(|c| c.leader)
+                .unwrap_or_default(),
+        );
+    }
+    hosts.sort();
+    assert_eq!(hosts, NAMES.to_vec(), "one stream per server");
+
+    // Publish through every server into every stream; each ack is the stream's next sequence.
+    for round in 0..3u64 {
+        for (i, subject) in ["orders.new", "events.x", "audit.y"]
+            .into_iter()
+            .enumerate()
+        {
+            let ack = js[(i + round as usize) % 3]
+                .publish(subject, format!("m{round}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert_eq!(ack.sequence, round + 1, "{subject}");
+        }
+    }
+
+    // Read through a server that may not host the stream: info, a consumer, a get.
+    for c in &js {
+        let mut s = c.get_stream("ORDERS").await.unwrap();
+        assert_eq!(s.info().await.unwrap().state.messages, 3);
+    }
+    let s = js[2].get_stream("EVENTS").await.unwrap();
+    let consumer = s
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("reader".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer.fetch().max_messages(3).messages().await.unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = msgs.next().await {
+        let m = m.unwrap();
+        got.push(String::from_utf8_lossy(&m.payload).to_string());
+        m.ack().await.unwrap();
+    }
+    assert_eq!(got, ["m0", "m1", "m2"]);
+    let raw = s.get_raw_message(2).await.unwrap();
+    assert_eq!(&raw.payload[..], b"m1");
+
+    // Names and list from any server see all three; a KV bucket works across servers.
+    let client = nats_client(&servers[1]).await;
+    let names = raw_request(&client, "$JS.API.STREAM.NAMES", "").await;
+    assert_eq!(names["total"], 3, "{names}");
+    let list = raw_request(&client, "$JS.API.STREAM.LIST", "").await;
+    let counts: Vec<u64> = list["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"]["messages"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [3, 3, 3], "{list}");
+    let bucket = js[0]
+        .create_key_value(kv::Config {
+            bucket: "cfg".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    bucket.put("k", "v1".into()).await.unwrap();
+    let other = js[2].get_key_value("cfg").await.unwrap();
+    assert_eq!(other.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+
+    // Delete through a third server: gone everywhere.
+    js[1].delete_stream("AUDIT").await.unwrap();
+    for c in &js {
+        assert!(c.get_stream("AUDIT").await.is_err());
+    }
+    let names = raw_request(&client, "$JS.API.STREAM.NAMES", "").await;
+    assert_eq!(names["total"], 3, "ORDERS, EVENTS and the bucket: {names}");
+
+    // Restart every server on the same directories: the streams and messages are back.
+    for s in servers {
+        s.shutdown().await;
+    }
+    let servers = cluster(&ports, dir.path()).await;
+    let js = ready(&servers[1]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = match js.get_stream("ORDERS").await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).ok(),
+            Err(_) => None,
+        };
+        if got == Some(3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ORDERS not back: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(js.get_stream("AUDIT").await.is_err());
+    let ack = js.publish("orders.more", "m3".into()).await.unwrap();
+    assert_eq!(ack.await.unwrap().sequence, 4);
+    for s in servers {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_meta_leader_answers_catalogue_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let servers = cluster(&ports, dir.path()).await;
+    let js = ready(&servers[2]).await;
+    js.create_stream(stream_config("A")).await.unwrap();
+    let client = nats_client(&servers[0]).await;
+    let cases = [
+        (
+            "$JS.API.STREAM.CREATE.B",
+            r#"{"name":"B","subjects":["a.x"]}"#,
+            10065,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.A",
+            r#"{"name":"A","subjects":["other"]}"#,
+            10058,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.C",
+            r#"{"name":"C","subjects":["c"],"num_replicas":3}"#,
+            10012,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.C",
+            r#"{"name":"C","subjects":["c"],"placement":{"tags":["ssd"]}}"#,
+            10005,
+        ),
+        ("$JS.API.STREAM.INFO.NOPE", "", 10059),
+        ("$JS.API.STREAM.DELETE.NOPE", "", 10059),
+        (
+            "$JS.API.STREAM.UPDATE.NOPE",
+            r#"{"name":"NOPE","subjects":["n"]}"#,
+            10059,
+        ),
+    ];
+    for (subject, body, err_code) in cases {
+        let v = raw_request(&client, subject, body).await;
+        assert_eq!(v["error"]["err_code"], err_code, "{subject}: {v}");
+    }
+    // An update through the meta leader reaches the server hosting the stream.
+    let mut cfg = stream_config("A");
+    cfg.max_messages = 5;
+    let info = js.update_stream(cfg).await.unwrap();
+    assert_eq!(info.config.max_messages, 5);
+    for s in servers {
+        s.shutdown().await;
+    }
+}
