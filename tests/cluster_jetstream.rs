@@ -206,7 +206,12 @@ async fn the_meta_leader_answers_catalogue_errors() {
         ),
         (
             "$JS.API.STREAM.CREATE.C",
-            r#"{"name":"C","subjects":["c"],"num_replicas":3}"#,
+            r#"{"name":"C","subjects":["c"],"num_replicas":5}"#,
+            10023,
+        ),
+        (
+            "$JS.API.STREAM.CREATE.C",
+            r#"{"name":"C","subjects":["c"],"num_replicas":3,"max_age":1000000000}"#,
             10012,
         ),
         (
@@ -232,6 +237,101 @@ async fn the_meta_leader_answers_catalogue_errors() {
     let info = js.update_stream(cfg).await.unwrap();
     assert_eq!(info.config.max_messages, 5);
     for s in servers {
+        s.shutdown().await;
+    }
+}
+
+/// The server leading `stream`'s group, as stream info (answered by the leader) says.
+async fn stream_leader(js: &jetstream::Context, stream: &str) -> (String, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = js.get_stream(stream).await {
+            if let Ok(info) = s.info().await {
+                let leader = info.cluster.clone().and_then(|c| c.leader);
+                if let Some(leader) = leader {
+                    return (leader, info.state.messages);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "{stream} has no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes `range` as `k.<i>` until each is acknowledged (a leader change on the way
+/// means retries; the acked sequence must be the message's own).
+async fn publish_all(js: &jetstream::Context, range: std::ops::Range<u64>) {
+    for i in range {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let last;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("m{i}").as_str());
+            let sent = js
+                .publish_with_headers(format!("k.{i}"), headers, format!("{i}").into())
+                .await;
+            match sent {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => {
+                        assert_eq!(ack.sequence, i + 1, "message {i}");
+                        break;
+                    }
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {i} never acknowledged: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicated_stream_survives_its_leaders_going_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let js = ready(servers[0].as_ref().unwrap()).await;
+    let mut cfg = stream_config("R3");
+    cfg.subjects = vec!["k.>".into()];
+    cfg.num_replicas = 3;
+    js.create_stream(cfg).await.unwrap();
+    publish_all(&js, 0..50).await;
+    let (first, n) = stream_leader(&js, "R3").await;
+    assert_eq!(n, 50);
+
+    // The leader goes away: another takes over with every acknowledged message.
+    let i = NAMES.iter().position(|n| *n == first).unwrap();
+    servers[i].take().unwrap().shutdown().await;
+    let other = servers.iter().flatten().next().unwrap();
+    let js = ready(other).await;
+    publish_all(&js, 50..80).await;
+    let (second, n) = stream_leader(&js, "R3").await;
+    assert_ne!(second, first);
+    assert_eq!(n, 80);
+
+    // The first comes back and catches up; then the second leader goes away.
+    servers[i] = Some(start(node_config(i, &ports, dir.path())).await);
+    let j = NAMES.iter().position(|n| *n == second).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    servers[j].take().unwrap().shutdown().await;
+    let js = ready(servers[i].as_ref().unwrap()).await;
+    publish_all(&js, 80..90).await;
+    let (_, n) = stream_leader(&js, "R3").await;
+    assert_eq!(n, 90);
+    let s = js.get_stream("R3").await.unwrap();
+    for seq in [1, 50, 51, 80, 81, 90] {
+        let m = s.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.payload, format!("{}", seq - 1).as_bytes(), "seq {seq}");
+    }
+    for s in servers.into_iter().flatten() {
         s.shutdown().await;
     }
 }

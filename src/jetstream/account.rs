@@ -286,12 +286,17 @@ impl JetStream {
     /// does not run here.
     pub(super) fn remove_stream(&self, name: &str, reply: Option<String>) -> bool {
         let handle = lock(&self.streams).remove(name);
-        let Some(h) = handle else {
+        let Some(mut h) = handle else {
             return false;
         };
         self.resources.release(name);
         for s in &h.subs {
             self.client.unsubscribe_internal(s);
+        }
+        if let Some(r) = h.replica.take() {
+            self.runtime.block_on(r.stop());
+            let dir = self.cfg.store_dir.join("jetstream").join("raft");
+            let _ = std::fs::remove_dir_all(dir.join(super::replica::group_name(name)));
         }
         let _ = h.tx.send(Input::Delete(reply));
         h.wait_done(name);
@@ -421,10 +426,23 @@ pub(super) fn parse_create(
     let cfg = cfg
         .filter(|c| c.name == name)
         .ok_or_else(ApiError::stream_mismatch)?;
-    if clustered && cfg.num_replicas > 1 {
-        return Err(ApiError::not_implemented("replicas > 1 in a cluster"));
+    let replicas = cfg.num_replicas;
+    let cfg = match clustered && replicas > 1 {
+        // normalize() is the single server's: it refuses replicas.
+        true => StreamConfig {
+            num_replicas: 1,
+            ..cfg
+        }
+        .normalize()
+        .map(|c| StreamConfig {
+            num_replicas: replicas,
+            ..c
+        })?,
+        false => cfg.normalize()?,
+    };
+    if cfg.num_replicas > 1 {
+        super::replica::check_config(&cfg)?;
     }
-    let cfg = cfg.normalize()?;
     if cfg.sealed {
         return Err(ApiError::invalid_config(
             "stream configuration for create can not be sealed",

@@ -40,8 +40,12 @@ impl JetStream {
     /// on to the single server's dispatch.
     pub(super) fn clustered_route(&self, meta: &Meta, tokens: &[&str], m: &Message) -> bool {
         if let Some(stream) = stream_of(tokens) {
-            if lock(&self.streams).contains_key(stream) {
-                return true;
+            // The stream's server answers; of a replicated stream's, its group's leader.
+            let here = lock(&self.streams)
+                .get(stream)
+                .map(|h| h.replica.as_ref().is_none_or(|r| r.is_leader()));
+            if let Some(answer) = here {
+                return answer;
             }
             // Nobody hosts it: the leader says so.
             return meta.is_leader() && meta.read(|c| c.get(stream).is_none());
@@ -78,7 +82,7 @@ impl JetStream {
     fn propose_create(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
         let config = parse_create(name, &m.payload, true)?;
         check_placement(meta, &config)?;
-        let peers = meta.place()?;
+        let peers = meta.place(usize::try_from(config.num_replicas).unwrap_or(1))?;
         let op = MetaOp::CreateStream {
             config,
             created: time::now_nanos(),
@@ -89,6 +93,9 @@ impl JetStream {
 
     fn propose_update(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
         let config = parse_update(name, &m.payload)?;
+        if config.num_replicas > 1 {
+            return Err(ApiError::not_implemented("updating a replicated stream"));
+        }
         let old = meta
             .read(|c| c.get(name).map(|a| a.config.clone()))
             .ok_or_else(ApiError::stream_not_found)?;
@@ -116,6 +123,7 @@ impl JetStream {
             Event::Restored => return self.reconcile(me),
             Event::Applied { cmd, outcome } => (cmd, outcome),
         };
+        tracing::debug!(me, ?outcome, op = ?cmd.op, "meta entry applied");
         if !matches!(outcome, Outcome::Changed | Outcome::Exists) {
             return;
         }
@@ -131,7 +139,14 @@ impl JetStream {
                 created,
                 peers,
             } if peers.iter().any(|p| p == me) => {
-                reply("stream_create", self.host(config, *created));
+                let r = self.host(config, *created, peers);
+                if let Err(e) = &r {
+                    tracing::error!(stream = %config.name, "can't host stream: {}", e.description);
+                }
+                // A replicated stream's first peer answers (it initializes the group).
+                if peers.len() == 1 || peers.first().is_some_and(|p| p == me) {
+                    reply("stream_create", r);
+                }
             }
             MetaOp::UpdateStream { config } => {
                 let tx = lock(&self.streams).get(&config.name).map(|h| h.tx.clone());
@@ -154,7 +169,12 @@ impl JetStream {
     }
 
     /// Opens a stream placed here (if it does not run yet) and returns its info.
-    fn host(&self, config: &StreamConfig, created: i64) -> Result<Value, ApiError> {
+    fn host(
+        &self,
+        config: &StreamConfig,
+        created: i64,
+        peers: &[String],
+    ) -> Result<Value, ApiError> {
         let name = &config.name;
         let running = lock(&self.streams).get(name).map(|h| h.tx.clone());
         let tx = match running {
@@ -167,7 +187,8 @@ impl JetStream {
                     tracing::warn!(stream = %name, "{}", e.description);
                 }
                 // Not fresh: a replayed create finds the data the stream already has.
-                self.open_stream(config.clone(), created, false)?;
+                let replicated = (peers.len() > 1).then_some(peers);
+                self.open_stream_with(config.clone(), created, false, replicated)?;
                 lock(&self.streams)
                     .get(name)
                     .map(|h| h.tx.clone())
@@ -180,20 +201,20 @@ impl JetStream {
     /// Makes the running streams what the catalogue places here (after a snapshot).
     fn reconcile(&self, me: &str) {
         let Some(meta) = self.meta.get() else { return };
-        let placed: Vec<(StreamConfig, i64)> = meta.read(|c| {
+        let placed: Vec<(StreamConfig, i64, Vec<String>)> = meta.read(|c| {
             c.streams()
                 .filter(|(_, a)| a.peers.iter().any(|p| p == me))
-                .map(|(_, a)| (a.config.clone(), a.created))
+                .map(|(_, a)| (a.config.clone(), a.created, a.peers.clone()))
                 .collect()
         });
         let running: Vec<String> = lock(&self.streams).keys().cloned().collect();
         for name in running {
-            if !placed.iter().any(|(c, _)| c.name == name) {
+            if !placed.iter().any(|(c, _, _)| c.name == name) {
                 self.remove_stream(&name, None);
             }
         }
-        for (config, created) in placed {
-            if let Err(e) = self.host(&config, created) {
+        for (config, created, peers) in placed {
+            if let Err(e) = self.host(&config, created, &peers) {
                 tracing::error!(stream = %config.name, "can't host stream: {}", e.description);
             }
         }

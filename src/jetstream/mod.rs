@@ -23,6 +23,7 @@ mod journal;
 mod limits;
 mod meta;
 mod queue;
+mod replica;
 mod replication;
 mod restore;
 pub mod runner;
@@ -56,6 +57,8 @@ struct Handle {
     reader: StoreReader,
     /// Signalled when the stream's task has finished (after its final sync).
     done: std::sync::mpsc::Receiver<()>,
+    /// A replicated stream's Raft group on this server.
+    replica: Option<replica::Replica>,
 }
 
 /// The JetStream manager of one server.
@@ -209,9 +212,12 @@ impl JetStream {
             meta.shutdown();
         }
         let mut streams = lock(&self.streams);
-        for (name, h) in std::mem::take(&mut *streams) {
+        for (name, mut h) in std::mem::take(&mut *streams) {
             for s in &h.subs {
                 self.client.unsubscribe_internal(s);
+            }
+            if let Some(r) = h.replica.take() {
+                self.runtime.block_on(r.stop());
             }
             let _ = h.tx.send(Input::Stop);
             h.wait_done(&name);
@@ -222,8 +228,28 @@ impl JetStream {
 
     /// Opens (or creates) the store and task of a stream and subscribes it.
     fn open_stream(&self, config: StreamConfig, created: i64, fresh: bool) -> Result<(), ApiError> {
+        self.open_stream_with(config, created, fresh, None)
+    }
+
+    /// [`JetStream::open_stream`]; with `peers` (a replicated stream placed on this server
+    /// among them) its store is rebuilt from its Raft group's log, which is opened too.
+    fn open_stream_with(
+        &self,
+        config: StreamConfig,
+        created: i64,
+        fresh: bool,
+        peers: Option<&[String]>,
+    ) -> Result<(), ApiError> {
         let name = config.name.clone();
         let dir = streams_dir(&self.cfg.store_dir).join(&name);
+        if peers.is_some() {
+            // Derived state: the group's log is the truth and is replayed into it.
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(ApiError::store_failed(&e.to_string()));
+                }
+            }
+        }
         let io = |e: std::io::Error| ApiError::store_failed(&e.to_string());
         let mut lost = Vec::new();
         let (store, dir): (Box<dyn MsgStore + Sync>, Option<PathBuf>) = match config.storage {
@@ -259,12 +285,26 @@ impl JetStream {
                 .map_err(|e| ApiError::store_failed(&e.to_string()))?;
         }
         stream.load_consumers();
+        stream.replicated = peers.is_some();
         let (tx, rx) = queue::queue(STREAM_QUEUE);
+        let (role, ends) = match peers {
+            Some(_) => {
+                let (role, ends) = replica::Role::new();
+                (Some(role), Some(ends))
+            }
+            None => (None, None),
+        };
         let ctx = Ctx {
             client: self.client.clone(),
             server_name: self.server_name.clone(),
-            sync: self.cfg.sync,
+            // A replicated stream's store is not the log: its group's log is fsynced.
+            sync: if role.is_some() {
+                crate::config::SyncPolicy::Never
+            } else {
+                self.cfg.sync
+            },
             resources: self.resources.clone(),
+            replica: role,
         };
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let runner = runner::Runner::new(stream, ctx);
@@ -272,6 +312,17 @@ impl JetStream {
             runner::drive(runner, rx).await;
             let _ = done_tx.send(());
         });
+        // The runner runs before the group opens: opening replays committed entries into it.
+        let replica = match (peers, ends) {
+            (Some(peers), Some(ends)) => match self.open_group(&name, peers, &tx, ends) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let _ = tx.send(Input::Stop);
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         let subs = self.subscribe_stream(&config, &tx, reader.clone());
         lock(&self.streams).insert(
             name,
@@ -280,9 +331,44 @@ impl JetStream {
                 subs,
                 reader,
                 done,
+                replica,
             },
         );
         Ok(())
+    }
+
+    /// Opens the Raft group of a replicated stream (the first of `peers` initializes it).
+    fn open_group(
+        &self,
+        name: &str,
+        peers: &[String],
+        tx: &queue::Tx<Input>,
+        ends: replica::RoleEnds,
+    ) -> Result<replica::Replica, ApiError> {
+        let meta = self.meta.get().ok_or_else(meta::unavailable)?;
+        let group_name = replica::group_name(name);
+        let dir = self
+            .cfg
+            .store_dir
+            .join("jetstream")
+            .join("raft")
+            .join(&group_name);
+        let mut opts = crate::raft::GroupOptions::new(group_name, meta.node(), dir);
+        opts.snapshot_every = 0;
+        let machine = replica::StreamMachine::new(tx.clone());
+        let wire = crate::raft::NatsWire::new(self.client.clone());
+        let open = crate::raft::Group::open(opts, machine, wire, meta.host());
+        let group = self
+            .runtime
+            .block_on(open)
+            .map_err(|e| ApiError::store_failed(&format!("stream group: {e}")))?;
+        let r = replica::Replica::start(group, ends, self.client.clone(), &self.runtime);
+        if peers.first().map(String::as_str) == Some(self.server_name.as_str()) {
+            if let Err(e) = self.runtime.block_on(r.initialize(peers)) {
+                tracing::warn!(stream = %name, "stream group not initialized: {e}");
+            }
+        }
+        Ok(r)
     }
 
     fn subscribe_stream(
@@ -311,18 +397,20 @@ impl JetStream {
             mk(Input::FlowControl),
         ));
         if config.allow_direct {
+            // Replicas share direct gets: one of them answers each (as on nats-server).
+            let queue = (config.num_replicas > 1).then_some("_direct");
             let tx2 = tx.clone();
             let direct = direct::handler(name.clone(), reader, self.client.clone(), move |input| {
                 enqueue(&tx2, input)
             });
             subs.push(self.client.subscribe_internal(
                 &format!("$JS.API.DIRECT.GET.{name}"),
-                None,
+                queue,
                 direct.clone(),
             ));
             subs.push(self.client.subscribe_internal(
                 &format!("$JS.API.DIRECT.GET.{name}.>"),
-                None,
+                queue,
                 direct,
             ));
         }

@@ -40,6 +40,13 @@ pub(crate) enum Input {
         Box<StreamConfig>,
         SyncSender<Result<serde_json::Value, ApiError>>,
     ),
+    /// An entry its Raft group committed (a replicated stream): applied at `index`, the
+    /// answer to its proposer (a pub ack or an error, or nothing) sent back.
+    Committed {
+        index: u64,
+        op: Box<Op>,
+        done: SyncSender<Vec<u8>>,
+    },
     /// Delete the stream and its data, reply to the given subject, and exit.
     Delete(Option<String>),
     /// Exit (server shutdown).
@@ -53,6 +60,8 @@ pub(crate) struct Ctx {
     pub sync: SyncPolicy,
     /// Server-wide storage limits and usage.
     pub resources: std::sync::Arc<super::limits::Resources>,
+    /// Set for a replicated stream: its Raft group commits, this runner only applies.
+    pub replica: Option<super::replica::Role>,
 }
 
 const MAX_BATCH: usize = 4096;
@@ -274,6 +283,10 @@ impl Runner {
             // What the store reopened to is on disk.
             self.committed = self.stream.store.last_seq();
         }
+        if self.ctx.replica.as_ref().is_some_and(|r| !r.is_leader()) {
+            // Consumers are the leader's; one that stepped down stops delivering.
+            self.stream.consumers.clear();
+        }
         let mut b = Batch::default();
         let mut taken = 0;
         for (i, input) in inputs.into_iter().enumerate() {
@@ -426,6 +439,23 @@ impl Runner {
     fn input(&mut self, input: Input, b: &mut Batch) {
         let (stream, ctx) = (&mut self.stream, &self.ctx);
         match input {
+            Input::Publish(m) if ctx.replica.is_some() => {
+                if let Some(role) = &ctx.replica {
+                    super::replica::propose_publish(stream, role, m, &mut b.replies);
+                }
+            }
+            Input::Committed { index, op, done } => {
+                let body = super::replica::apply_committed(stream, index, *op, &mut b.out);
+                b.mutated = true;
+                let _ = done.try_send(body);
+            }
+            Input::Api(call, m) if ctx.replica.is_some() && super::replica::refused(&call) => {
+                b.barrier = true;
+                if let Some(reply) = m.reply {
+                    let err = ApiError::not_implemented("this request on a replicated stream");
+                    b.replies.answer(reply, api::response("error", Err(err)));
+                }
+            }
             Input::Publish(m) => {
                 if ctx.resources.exhausted(self.storage) {
                     refuse(stream, &m, &mut b.replies);

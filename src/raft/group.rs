@@ -78,7 +78,8 @@ pub struct GroupOptions {
     pub id: NodeId,
     /// The group's directory on this node.
     pub dir: PathBuf,
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one (0: never; the log keeps
+    /// everything).
     pub snapshot_every: u64,
     /// Entries kept in the log below the snapshot (for followers that lag a little).
     pub keep_below_snapshot: u64,
@@ -108,7 +109,10 @@ impl GroupOptions {
             install_snapshot_timeout: 2000,
             snapshot_max_chunk_size: SNAPSHOT_CHUNK,
             max_payload_entries: 256,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            snapshot_policy: match self.snapshot_every {
+                0 => SnapshotPolicy::Never,
+                n => SnapshotPolicy::LogsSinceLast(n),
+            },
             max_in_snapshot_log_to_keep: self.keep_below_snapshot,
             ..Default::default()
         };
@@ -206,6 +210,35 @@ impl<M: Machine> Group<M> {
             }
             Ok(Err(e)) => Err(GroupError::Raft(e.to_string())),
         }
+    }
+
+    /// Submits `payload` behind every payload submitted before it (the order of calls is the
+    /// log's order) and returns, without waiting for the commit, a future of the state
+    /// machine's answer. Only the leader accepts proposals.
+    pub async fn submit(
+        &self,
+        payload: Vec<u8>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<u8>, GroupError>> + Send + 'static,
+        GroupError,
+    > {
+        let rx = self
+            .raft
+            .client_write_ff(payload)
+            .await
+            .map_err(|e| GroupError::Raft(e.to_string()))?;
+        let timeout = self.propose_timeout;
+        Ok(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Err(_) => Err(GroupError::Timeout),
+                Ok(Err(e)) => Err(GroupError::Raft(e.to_string())),
+                Ok(Ok(Ok(resp))) => Ok(resp.data),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Err(GroupError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                Ok(Ok(Err(e))) => Err(GroupError::Raft(e.to_string())),
+            }
+        })
     }
 
     /// Confirms with a quorum that this node is still the leader and waits until everything

@@ -52,6 +52,7 @@ struct Hello {
 /// This server's member of the meta group.
 pub(crate) struct Meta {
     group: Group<MetaMachine>,
+    host: Host,
     me: String,
     cluster: String,
     runtime: tokio::runtime::Handle,
@@ -88,6 +89,7 @@ impl Meta {
         let group = Group::open(opts, MetaMachine::new(events), wire, &host).await?;
         let meta = Arc::new(Meta {
             group,
+            host,
             me,
             cluster: setup.cluster,
             runtime: tokio::runtime::Handle::current(),
@@ -134,8 +136,18 @@ impl Meta {
         self.group.read(|m| f(&m.catalogue))
     }
 
-    /// Chooses the server for a new single-replica stream: the member hosting the fewest.
-    pub fn place(&self) -> Result<Vec<String>, ApiError> {
+    /// This server's Raft id.
+    pub fn node(&self) -> NodeId {
+        self.group.id()
+    }
+
+    /// The receiving side of this server's groups (the meta group and every stream's).
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Chooses the `n` servers for a new stream: the members hosting the fewest.
+    pub fn place(&self, n: usize) -> Result<Vec<String>, ApiError> {
         let mut load: BTreeMap<String, usize> =
             self.members().into_values().map(|n| (n.name, 0)).collect();
         self.read(|c| {
@@ -147,10 +159,12 @@ impl Meta {
                 }
             }
         });
-        let least = load.iter().min_by_key(|(_, n)| **n).map(|(s, _)| s.clone());
-        least
-            .map(|s| vec![s])
-            .ok_or_else(ApiError::insufficient_resources)
+        if load.len() < n.max(1) {
+            return Err(ApiError::insufficient_resources());
+        }
+        let mut by_load: Vec<(usize, String)> = load.into_iter().map(|(s, l)| (l, s)).collect();
+        by_load.sort();
+        Ok(by_load.into_iter().take(n.max(1)).map(|(_, s)| s).collect())
     }
 
     /// Proposes `cmd` and waits (on the calling thread, which must not be a runtime worker)

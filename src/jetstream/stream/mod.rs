@@ -161,6 +161,9 @@ pub(crate) struct Stream {
     journal: Option<crate::jetstream::journal::Journal>,
     /// Index of the last op applied (the replicated log's index; locally, a counter).
     applied: u64,
+    /// A replicated stream (a Raft group's machine): only the group's entries are numbered;
+    /// the leader's consumer ops stay local, unnumbered and unjournaled.
+    pub replicated: bool,
 }
 
 impl Stream {
@@ -184,6 +187,7 @@ impl Stream {
             lost: Vec::new(),
             journal: None,
             applied,
+            replicated: false,
         };
         let from = s.load_derived();
         s.rebuild_dedup(from);
@@ -342,6 +346,9 @@ impl Stream {
     /// Applies one state change as the next index (the local log: every op committed as it
     /// is proposed).
     pub fn apply(&mut self, op: Op) -> Result<Applied, ApiError> {
+        if self.replicated {
+            return self.apply_op(op);
+        }
         self.apply_at(self.applied + 1, op)
     }
 
@@ -381,6 +388,9 @@ impl Stream {
                 expect,
             } => {
                 let next = self.store.last_seq() + 1;
+                // 0: the next sequence, whatever it is when the op applies (a replicated
+                // stream's leader proposes appends without knowing what commits before them).
+                let assigned = if assigned == 0 { next } else { assigned };
                 if assigned < next {
                     return Ok(Applied::Skipped);
                 }

@@ -1,0 +1,308 @@
+//! Replicated streams (`num_replicas` > 1): each is an openraft group over the servers the
+//! meta leader placed it on, whose entries are the stream's ops (`stream::codec`).
+//!
+//! - The group leader's runner checks a publish against the applied state (dedup, expected-*
+//!   headers, limits: the early answer) and proposes its `Append` with sequence 0 ("the next
+//!   one when it applies") through [`Role`]; the proposer task submits it in arrival order and,
+//!   once it is committed and applied, sends the applied outcome as the pub ack. A pub ack thus
+//!   means a quorum has the entry fsynced in its Raft log.
+//! - Every replica applies committed entries in log order: [`StreamMachine`] hands each to the
+//!   stream's runner (`Input::Committed`), which applies it with `apply_at(index, ..)`, the
+//!   same deterministic path a single server uses, and answers with the outcome.
+//! - The store of a replicated stream is derived state: it is not fsynced, and a replica that
+//!   starts rebuilds it from its Raft log, which is kept whole (no snapshots yet).
+//! - Consumers are the leader's alone (created through it, their state kept there and not
+//!   replicated yet); a replica that stops leading drops them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::api::Call;
+use super::consumer::Outgoing;
+use super::errors::ApiError;
+use super::queue::Tx;
+use super::runner::{Input, Replies};
+use super::stream::{codec, Applied, Decision, Op, PubAck, Stream};
+use crate::raft::{Group, GroupError, Machine, MachineError, Node, NodeId};
+use crate::server::{Client, Message};
+
+/// A proposal: the op and where its outcome goes.
+type Proposal = (Op, Option<String>);
+
+/// What a replicated stream's runner knows of its group.
+pub(crate) struct Role {
+    leader: Arc<AtomicBool>,
+    proposals: mpsc::UnboundedSender<Proposal>,
+}
+
+/// The group's ends of a [`Role`], taken by [`Replica::start`].
+pub(crate) struct RoleEnds {
+    leader: Arc<AtomicBool>,
+    proposals: mpsc::UnboundedReceiver<Proposal>,
+}
+
+impl Role {
+    /// A role (not leading) and the ends its group will drive.
+    pub fn new() -> (Role, RoleEnds) {
+        let leader = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let role = Role {
+            leader: leader.clone(),
+            proposals: tx,
+        };
+        (
+            role,
+            RoleEnds {
+                leader,
+                proposals: rx,
+            },
+        )
+    }
+
+    /// True while this server leads the stream's group.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+}
+
+/// The Raft group name of stream `name`: a subject token whatever the stream's name is.
+pub(crate) fn group_name(name: &str) -> String {
+    format!("S{:016x}", super::meta::node_id_of(name))
+}
+
+/// A publish reaching a replica's runner: the leader checks it and proposes it; the others
+/// drop it (the leader got it too).
+pub(crate) fn propose_publish(stream: &mut Stream, role: &Role, m: Message, replies: &mut Replies) {
+    if !role.is_leader() {
+        return;
+    }
+    let reply = m.reply.clone().filter(|_| !stream.config.no_ack);
+    let answer = |replies: &mut Replies, body: Vec<u8>| {
+        if let Some(r) = &reply {
+            replies.answer(r.clone(), body);
+        }
+    };
+    match stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload) {
+        Ok(Decision::Duplicate(seq)) => {
+            let ack = PubAck {
+                stream: stream.name(),
+                seq,
+                duplicate: true,
+            };
+            answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
+        }
+        Ok(Decision::Append(mut op)) => {
+            if let Op::Append { seq, .. } = &mut op {
+                *seq = 0;
+            }
+            let _ = role.proposals.send((op, reply));
+        }
+        Err(e) => answer(replies, error_body(&e)),
+    }
+}
+
+fn error_body(e: &ApiError) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "error": e })).unwrap_or_default()
+}
+
+/// Applies a committed entry; returns what its proposer answers (empty: nothing).
+pub(crate) fn apply_committed(
+    stream: &mut Stream,
+    index: u64,
+    op: Op,
+    _out: &mut Vec<Outgoing>,
+) -> Vec<u8> {
+    let name = stream.name().to_string();
+    let ack = |seq, duplicate| {
+        let ack = PubAck {
+            stream: &name,
+            seq,
+            duplicate,
+        };
+        serde_json::to_vec(&ack).unwrap_or_default()
+    };
+    match stream.apply_at(index, op) {
+        Ok(Applied::Stored(seq)) => ack(seq, false),
+        Ok(Applied::Duplicate(seq)) => ack(seq, true),
+        Ok(_) => Vec::new(),
+        Err(e) => error_body(&e),
+    }
+}
+
+/// Stream-bound requests a replicated stream cannot take yet: they would change the state
+/// outside the group's log.
+pub(crate) fn refused(call: &Call) -> bool {
+    matches!(call, Call::Purge | Call::MsgDelete)
+}
+
+/// What `num_replicas` > 1 cannot be combined with yet (each would change replicas' state
+/// outside the log: retention by acks, age and TTL expiry, republish).
+pub(crate) fn check_config(cfg: &super::config::StreamConfig) -> Result<(), ApiError> {
+    use super::config::Retention;
+    let what = if cfg.retention != Retention::Limits {
+        Some("interest or work-queue retention")
+    } else if cfg.max_age > 0 {
+        Some("max_age")
+    } else if cfg.allow_msg_ttl {
+        Some("per-message TTL")
+    } else if cfg.republish.is_some() {
+        Some("republish")
+    } else {
+        None
+    };
+    match what {
+        Some(w) => Err(ApiError::not_implemented(&format!(
+            "{w} on a replicated stream"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The group's state machine: hands committed entries to the stream's runner and waits for
+/// their outcome.
+pub(crate) struct StreamMachine {
+    tx: Tx<Input>,
+}
+
+impl StreamMachine {
+    pub fn new(tx: Tx<Input>) -> StreamMachine {
+        StreamMachine { tx }
+    }
+}
+
+impl Machine for StreamMachine {
+    fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8> {
+        let op = match codec::decode(payload) {
+            Ok(op) => op,
+            Err(e) => {
+                tracing::error!(index, "stream entry undecodable: {e}");
+                return Vec::new();
+            }
+        };
+        let (done, answer) = sync_channel(1);
+        let input = Input::Committed {
+            index,
+            op: Box::new(op),
+            done,
+        };
+        if self.tx.send(input).is_err() {
+            return Vec::new();
+        }
+        answer.recv().unwrap_or_default()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), MachineError> {
+        Err("snapshots of replicated streams are not built yet (their logs are kept whole)".into())
+    }
+}
+
+/// A running replicated stream's group on this server.
+pub(crate) struct Replica {
+    pub group: Arc<Group<StreamMachine>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Replica {
+    /// Starts the proposer and the leadership watch of `group`, driving the runner's [`Role`]
+    /// through `ends`.
+    pub fn start(
+        group: Group<StreamMachine>,
+        ends: RoleEnds,
+        client: Client,
+        rt: &tokio::runtime::Handle,
+    ) -> Replica {
+        let group = Arc::new(group);
+        let tasks = vec![
+            rt.spawn(watch_leader(group.clone(), ends.leader)),
+            rt.spawn(propose_loop(group.clone(), ends.proposals, client)),
+        ];
+        Replica { group, tasks }
+    }
+
+    /// Makes `peers` the group's first membership (called on the first of them).
+    pub async fn initialize(&self, peers: &[String]) -> Result<(), GroupError> {
+        let members: BTreeMap<NodeId, Node> = peers
+            .iter()
+            .map(|p| (super::meta::node_id_of(p), Node::new(p.clone(), "")))
+            .collect();
+        self.group.initialize(members).await
+    }
+
+    /// True while this server leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.group.is_leader()
+    }
+
+    /// Stops the group's tasks and openraft.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Ok(group) = Arc::try_unwrap(self.group) {
+            group.shutdown().await;
+        }
+    }
+}
+
+async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>) {
+    let mut metrics = group.raft().metrics();
+    loop {
+        let is = group.is_leader();
+        leader.store(is, Ordering::Release);
+        if metrics.changed().await.is_err() {
+            leader.store(false, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Submits proposals in arrival order and answers each once it is applied.
+async fn propose_loop(
+    group: Arc<Group<StreamMachine>>,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
+    client: Client,
+) {
+    while let Some((op, reply)) = rx.recv().await {
+        let answer = |client: &Client, body: Vec<u8>| {
+            if let (Some(to), false) = (&reply, body.is_empty()) {
+                client.publish_sync(to, None, None, &body);
+            }
+        };
+        match group.submit(codec::encode(&op)).await {
+            Ok(outcome) => {
+                let client = client.clone();
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let body = match outcome.await {
+                        Ok(body) => body,
+                        Err(e) => refusal(&e),
+                    };
+                    if let (Some(to), false) = (&reply, body.is_empty()) {
+                        client.publish_sync(to, None, None, &body);
+                    }
+                });
+            }
+            Err(e) => answer(&client, refusal(&e)),
+        }
+    }
+}
+
+/// The answer to a proposal the group did not take (not the leader, stopped, timed out).
+fn refusal(e: &GroupError) -> Vec<u8> {
+    let err = match e {
+        GroupError::Timeout => {
+            ApiError::store_failed("the stream's group did not commit in time; it may still")
+        }
+        _ => super::meta::unavailable(),
+    };
+    error_body(&err)
+}

@@ -1,0 +1,194 @@
+//! Failover of a replicated (R3) stream with real processes: three `causeway` binaries form a
+//! cluster on 127.0.0.1; a client given all three URLs publishes numbered messages (each with
+//! a `Nats-Msg-Id`, retried until acknowledged) while the stream's leader is killed with
+//! `kill -9` and restarted, three times. Afterwards every acknowledged message must be in the
+//! stream exactly once, at the sequence its ack named. The tally is printed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use common::child::ChildServer;
+use common::free_port;
+
+const BIN: &str = env!("CARGO_BIN_EXE_causeway");
+const MESSAGES: u64 = 600;
+const KILLS: usize = 3;
+
+struct Node {
+    name: String,
+    args: Vec<String>,
+    child: Option<ChildServer>,
+}
+
+impl Node {
+    fn new(i: usize, clients: &[u16; 3], routes: &[u16; 3], dir: &Path) -> Node {
+        let all = routes.map(|p| format!("nats://127.0.0.1:{p}")).join(",");
+        let name = format!("n{}", i + 1);
+        let args = [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &clients[i].to_string(),
+            "-n",
+            &name,
+            "-js",
+            "-sd",
+            &dir.join(&name).to_string_lossy(),
+            "--cluster",
+            &format!("nats://127.0.0.1:{}", routes[i]),
+            "--cluster_name",
+            "fo",
+            "--routes",
+            &all,
+        ]
+        .map(String::from)
+        .to_vec();
+        Node {
+            name,
+            args,
+            child: None,
+        }
+    }
+
+    async fn start(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut child = ChildServer::spawn_args(BIN, &args);
+        child.wait_ready().await;
+        self.child = Some(child);
+    }
+}
+
+/// The stream's leader, as its info (answered by the leader) names it.
+async fn leader(js: &jetstream::Context) -> Option<String> {
+    let mut s = js.get_stream("FO").await.ok()?;
+    let info = s.info().await.ok()?;
+    info.cluster.clone().and_then(|c| c.leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_messages_survive_leader_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let clients = [free_port(), free_port(), free_port()];
+    let routes = [free_port(), free_port(), free_port()];
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| Node::new(i, &clients, &routes, dir.path()))
+        .collect();
+    for n in &mut nodes {
+        n.start().await;
+    }
+    let urls: Vec<String> = clients
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(urls.join(","))
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cfg = stream::Config {
+            name: "FO".into(),
+            subjects: vec!["fo.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        };
+        if js.get_or_create_stream(cfg).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stream");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The publisher: each message retried (same Msg-Id) until acknowledged.
+    let acked: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::default();
+    let publisher = {
+        let (js, acked) = (js.clone(), acked.clone());
+        tokio::spawn(async move {
+            for i in 0..MESSAGES {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", format!("m{i}").as_str());
+                    let sent = js
+                        .publish_with_headers(format!("fo.{i}"), headers, i.to_string().into())
+                        .await;
+                    let seq = match sent {
+                        Ok(ack) => match tokio::time::timeout(Duration::from_secs(3), ack).await {
+                            Ok(Ok(ack)) => Some(ack.sequence),
+                            _ => None,
+                        },
+                        Err(_) => None,
+                    };
+                    if let Some(seq) = seq {
+                        acked.lock().unwrap().insert(i, seq);
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "message {i} never acknowledged");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        })
+    };
+
+    // Kill the leader with -9 under that load, restart it, three times.
+    let mut killed = Vec::new();
+    for round in 1..=KILLS {
+        let want = round * MESSAGES as usize / (KILLS + 1);
+        while acked.lock().unwrap().len() < want {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let name = loop {
+            if let Some(l) = leader(&js).await {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let node = nodes.iter_mut().find(|n| n.name == name).unwrap();
+        node.child.as_mut().unwrap().kill9();
+        node.child = None;
+        killed.push(name);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        node.start().await;
+    }
+    tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("publisher finished in time")
+        .expect("publisher");
+
+    // Every acknowledged message, exactly once, at its sequence.
+    let acked = acked.lock().unwrap().clone();
+    let s = js.get_stream("FO").await.unwrap();
+    let (mut lost, mut wrong) = (Vec::new(), Vec::new());
+    for (i, seq) in &acked {
+        match s.get_raw_message(*seq).await {
+            Ok(m) if m.payload == i.to_string().as_bytes() => {}
+            Ok(m) => wrong.push((*i, *seq, String::from_utf8_lossy(&m.payload).to_string())),
+            Err(_) => lost.push(*i),
+        }
+    }
+    let mut s = js.get_stream("FO").await.unwrap();
+    let stored = s.info().await.unwrap().state.messages;
+    eprintln!(
+        "failover tally: kills {} ({killed:?}), acked {}, stored {stored}, lost {}, misplaced {}",
+        killed.len(),
+        acked.len(),
+        lost.len(),
+        wrong.len()
+    );
+    assert_eq!(acked.len() as u64, MESSAGES);
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(wrong.is_empty(), "misplaced: {wrong:?}");
+    assert_eq!(stored, MESSAGES, "duplicates stored");
+    for n in &mut nodes {
+        if let Some(c) = n.child.as_mut() {
+            c.terminate().await;
+        }
+    }
+}
