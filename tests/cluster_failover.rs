@@ -63,11 +63,16 @@ impl Node {
     }
 }
 
-/// The stream's leader, as its info (answered by the leader) names it.
-async fn leader(js: &jetstream::Context) -> Option<String> {
-    let mut s = js.get_stream("FO").await.ok()?;
-    let info = s.info().await.ok()?;
-    info.cluster.clone().and_then(|c| c.leader)
+/// The stream's leader, as its info (answered by the leader) names it; `None` if no answer
+/// comes within 300 ms.
+async fn leader(client: &async_nats::Client) -> Option<String> {
+    let ask = client.request("$JS.API.STREAM.INFO.FO", "".into());
+    let reply = tokio::time::timeout(Duration::from_millis(300), ask)
+        .await
+        .ok()?
+        .ok()?;
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
+    info["cluster"]["leader"].as_str().map(String::from)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -81,16 +86,16 @@ async fn acknowledged_messages_survive_leader_kills() {
     for n in &mut nodes {
         n.start().await;
     }
-    let urls: Vec<String> = clients
+    let urls: Vec<async_nats::ServerAddr> = clients
         .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .map(|p| format!("nats://127.0.0.1:{p}").parse().unwrap())
         .collect();
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(urls.join(","))
+        .connect(urls)
         .await
         .unwrap();
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let cfg = stream::Config {
@@ -138,14 +143,14 @@ async fn acknowledged_messages_survive_leader_kills() {
     };
 
     // Kill the leader with -9 under that load, restart it, three times.
-    let mut killed = Vec::new();
+    let (mut killed, mut takeovers) = (Vec::new(), Vec::new());
     for round in 1..=KILLS {
         let want = round * MESSAGES as usize / (KILLS + 1);
         while acked.lock().unwrap().len() < want {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let name = loop {
-            if let Some(l) = leader(&js).await {
+            if let Some(l) = leader(&client).await {
                 break l;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -153,8 +158,22 @@ async fn acknowledged_messages_survive_leader_kills() {
         let node = nodes.iter_mut().find(|n| n.name == name).unwrap();
         node.child.as_mut().unwrap().kill9();
         node.child = None;
-        killed.push(name);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Another server takes over (before the killed one is back).
+        let killed_at = Instant::now();
+        let next = loop {
+            match leader(&client).await {
+                Some(l) if l != name => break l,
+                _ => {}
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(20),
+                "no new leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        takeovers.push(format!("{name}->{next} {:?}", killed_at.elapsed()));
+        killed.push(name.clone());
+        let node = nodes.iter_mut().find(|n| n.name == name).unwrap();
         node.start().await;
     }
     tokio::time::timeout(Duration::from_secs(120), publisher)
@@ -176,7 +195,7 @@ async fn acknowledged_messages_survive_leader_kills() {
     let mut s = js.get_stream("FO").await.unwrap();
     let stored = s.info().await.unwrap().state.messages;
     eprintln!(
-        "failover tally: kills {} ({killed:?}), acked {}, stored {stored}, lost {}, misplaced {}",
+        "failover tally: kills {} ({takeovers:?}), acked {}, stored {stored}, lost {}, misplaced {}",
         killed.len(),
         acked.len(),
         lost.len(),
