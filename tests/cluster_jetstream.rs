@@ -306,6 +306,16 @@ async fn a_replicated_stream_survives_its_leaders_going_away() {
     publish_all(&js, 0..50).await;
     let (first, n) = stream_leader(&js, "R3").await;
     assert_eq!(n, 50);
+    let client = nats_client(servers[1].as_ref().unwrap()).await;
+    let info = raw_request(&client, "$JS.API.STREAM.INFO.R3", "").await;
+    assert_eq!(info["cluster"]["name"], "js", "{info}");
+    assert_eq!(info["cluster"]["leader"], first.as_str(), "{info}");
+    let replicas = info["cluster"]["replicas"].as_array().expect("replicas");
+    assert_eq!(replicas.len(), 2, "{info}");
+    assert!(
+        replicas.iter().all(|r| r["name"] != first.as_str()),
+        "{info}"
+    );
 
     // The leader goes away: another takes over with every acknowledged message.
     let i = NAMES.iter().position(|n| *n == first).unwrap();

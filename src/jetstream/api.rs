@@ -76,18 +76,18 @@ pub(crate) fn state_json(s: &Stream) -> Value {
 }
 
 /// Full stream info.
-pub(crate) fn stream_info(s: &Stream, server_name: &str) -> Value {
+pub(crate) fn stream_info(s: &Stream, cluster: &Value) -> Value {
     json!({
         "config": s.config,
         "created": rfc3339(s.created),
         "state": state_json(s),
-        "cluster": { "leader": server_name },
+        "cluster": cluster,
         "ts": rfc3339(now_nanos()),
     })
 }
 
 /// Full consumer info.
-pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, server_name: &str) -> Value {
+pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, cluster: &Value) -> Value {
     let (floor_c, floor_s) = c.ack_floor();
     // As nats-server shows them: nothing acked yet is a floor of 0/0, and while the initial
     // last-per-subject set is being delivered, the stream position is just before its next one.
@@ -108,7 +108,7 @@ pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, server_name: &str) ->
         "num_redelivered": c.state().num_redelivered,
         "num_waiting": c.num_waiting(),
         "num_pending": c.num_pending(stream.store.as_ref()),
-        "cluster": { "leader": server_name },
+        "cluster": cluster,
         "ts": rfc3339(now_nanos()),
     });
     if let Some(until) = c.paused_until().filter(|u| *u > now_nanos()) {
@@ -236,11 +236,11 @@ pub(crate) fn handle(
     call: Call,
     reply: Option<&str>,
     body: &[u8],
-    server_name: &str,
+    cluster: &Value,
     out: &mut Vec<Outgoing>,
 ) -> Reply {
     match call {
-        Call::Info => Reply::json("stream_info", Ok(stream_info(s, server_name)), false),
+        Call::Info => Reply::json("stream_info", Ok(stream_info(s, cluster)), false),
         Call::Purge => {
             let r = purge(s, body).map(|n| json!({ "success": true, "purged": n }));
             Reply::json("stream_purge", r, true)
@@ -272,14 +272,14 @@ pub(crate) fn handle(
             durable_subject,
         } => {
             let r = create_consumer(s, name, filter, durable_subject, body)
-                .map(|name| consumer_info(s, &s.consumers[&name], server_name));
+                .map(|name| consumer_info(s, &s.consumers[&name], cluster));
             Reply::json("consumer_create", r, true)
         }
         Call::ConsumerInfo(name) => {
             let r = s
                 .consumers
                 .get(&name)
-                .map(|c| consumer_info(s, c, server_name))
+                .map(|c| consumer_info(s, c, cluster))
                 .ok_or_else(ApiError::consumer_not_found);
             Reply::json("consumer_info", r, false)
         }
@@ -310,10 +310,8 @@ pub(crate) fn handle(
                 Ok(req) => {
                     let all: Vec<&Consumer> = s.consumers.values().collect();
                     let (offset, page) = req.page(&all, LIST_LIMIT);
-                    let infos: Vec<Value> = page
-                        .iter()
-                        .map(|c| consumer_info(s, c, server_name))
-                        .collect();
+                    let infos: Vec<Value> =
+                        page.iter().map(|c| consumer_info(s, c, cluster)).collect();
                     json!({ "total": all.len(), "offset": offset, "limit": LIST_LIMIT, "consumers": infos })
                 }
                 Err(e) => ListReq::error(e, "consumers", json!([])),

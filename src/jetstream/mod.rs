@@ -305,6 +305,7 @@ impl JetStream {
             },
             resources: self.resources.clone(),
             replica: role,
+            cluster_name: self.meta.get().map(|m| m.cluster().to_string()),
         };
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let runner = runner::Runner::new(stream, ctx);

@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -38,12 +38,15 @@ type Proposal = (Op, Option<String>);
 pub(crate) struct Role {
     leader: Arc<AtomicBool>,
     proposals: mpsc::UnboundedSender<Proposal>,
+    /// The group, once open (for stream info's replica list).
+    group: Arc<OnceLock<Arc<Group<StreamMachine>>>>,
 }
 
 /// The group's ends of a [`Role`], taken by [`Replica::start`].
 pub(crate) struct RoleEnds {
     leader: Arc<AtomicBool>,
     proposals: mpsc::UnboundedReceiver<Proposal>,
+    group: Arc<OnceLock<Arc<Group<StreamMachine>>>>,
 }
 
 impl Role {
@@ -51,17 +54,45 @@ impl Role {
     pub fn new() -> (Role, RoleEnds) {
         let leader = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
+        let group = Arc::new(OnceLock::new());
         let role = Role {
             leader: leader.clone(),
             proposals: tx,
+            group: group.clone(),
         };
         (
             role,
             RoleEnds {
                 leader,
                 proposals: rx,
+                group,
             },
         )
+    }
+
+    /// The other replicas as stream info lists them (`name`, `current`, `lag`), on the leader.
+    pub fn replicas_json(&self) -> Option<serde_json::Value> {
+        let group = self.group.get()?;
+        let metrics = group.raft().metrics();
+        let m = metrics.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.clone().unwrap_or_default();
+        let list: Vec<serde_json::Value> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != group.id())
+            .map(|(id, node)| {
+                let at = matched.get(id).cloned().flatten().map_or(0, |l| l.index);
+                json!({
+                    "name": node.name,
+                    "current": at >= last,
+                    "active": 0,
+                    "lag": last.saturating_sub(at),
+                })
+            })
+            .collect();
+        Some(json!(list))
     }
 
     /// True while this server leads the stream's group.
@@ -221,6 +252,7 @@ impl Replica {
         rt: &tokio::runtime::Handle,
     ) -> Replica {
         let group = Arc::new(group);
+        let _ = ends.group.set(group.clone());
         let tasks = vec![
             rt.spawn(watch_leader(group.clone(), ends.leader)),
             rt.spawn(propose_loop(group.clone(), ends.proposals, client)),
@@ -247,9 +279,7 @@ impl Replica {
         for t in &self.tasks {
             t.abort();
         }
-        if let Ok(group) = Arc::try_unwrap(self.group) {
-            group.shutdown().await;
-        }
+        self.group.stop().await;
     }
 }
 

@@ -62,6 +62,23 @@ pub(crate) struct Ctx {
     pub resources: std::sync::Arc<super::limits::Resources>,
     /// Set for a replicated stream: its Raft group commits, this runner only applies.
     pub replica: Option<super::replica::Role>,
+    /// The cluster's name, in a cluster.
+    pub cluster_name: Option<String>,
+}
+
+impl Ctx {
+    /// The `cluster` object of stream and consumer info: this server leads; in a cluster, its
+    /// name; for a replicated stream, the other replicas and how far behind they are.
+    pub fn cluster_json(&self) -> serde_json::Value {
+        let mut v = json!({ "leader": self.server_name });
+        if let Some(name) = &self.cluster_name {
+            v["name"] = json!(name);
+        }
+        if let Some(replicas) = self.replica.as_ref().and_then(|r| r.replicas_json()) {
+            v["replicas"] = replicas;
+        }
+        v
+    }
 }
 
 const MAX_BATCH: usize = 4096;
@@ -472,7 +489,7 @@ impl Runner {
                     call,
                     m.reply.as_deref(),
                     &m.payload,
-                    &ctx.server_name,
+                    &ctx.cluster_json(),
                     &mut b.out,
                 );
                 b.mutated |= r.mutated;
@@ -495,12 +512,12 @@ impl Runner {
             }
             Input::Info(tx) => {
                 b.barrier = true;
-                let _ = tx.try_send(api::stream_info(stream, &ctx.server_name));
+                let _ = tx.try_send(api::stream_info(stream, &ctx.cluster_json()));
             }
             Input::Update(cfg, done) => {
                 b.barrier = true;
-                let r =
-                    api::update(stream, *cfg).map(|_| api::stream_info(stream, &ctx.server_name));
+                let r = api::update(stream, *cfg)
+                    .map(|_| api::stream_info(stream, &ctx.cluster_json()));
                 b.mutated |= r.is_ok();
                 b.updates.push((done, r));
             }

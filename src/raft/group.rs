@@ -321,6 +321,11 @@ impl<M: Machine> Group<M> {
 
     /// Stops the group on this node: it leaves the host, then openraft stops.
     pub async fn shutdown(self) {
+        self.stop().await
+    }
+
+    /// [`Group::shutdown`] through a shared handle (the group answers nothing afterwards).
+    pub async fn stop(&self) {
         self.host.remove(&self.name);
         if let Err(e) = self.raft.shutdown().instrument(self.span.clone()).await {
             tracing::warn!(parent: &self.span, error = %e, "raft shutdown");
