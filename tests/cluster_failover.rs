@@ -97,14 +97,14 @@ async fn acknowledged_messages_survive_leader_kills() {
         .unwrap();
     let js = jetstream::new(client.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
+    let cfg = stream::Config {
+        name: "FO".into(),
+        subjects: vec!["fo.>".into()],
+        num_replicas: 3,
+        ..Default::default()
+    };
     loop {
-        let cfg = stream::Config {
-            name: "FO".into(),
-            subjects: vec!["fo.>".into()],
-            num_replicas: 3,
-            ..Default::default()
-        };
-        if js.get_or_create_stream(cfg).await.is_ok() {
+        if js.get_or_create_stream(cfg.clone()).await.is_ok() {
             break;
         }
         assert!(Instant::now() < deadline, "no stream");
@@ -180,6 +180,21 @@ async fn acknowledged_messages_survive_leader_kills() {
         .await
         .expect("publisher finished in time")
         .expect("publisher");
+
+    // Creating the stream again (same config) is answered whichever server is down.
+    for node in &mut nodes {
+        node.child.as_mut().unwrap().kill9();
+        node.child = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while js.create_stream(cfg.clone()).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "create not answered without {}",
+                node.name
+            );
+        }
+        node.start().await;
+    }
 
     // Every acknowledged message, exactly once, at its sequence.
     let acked = acked.lock().unwrap().clone();

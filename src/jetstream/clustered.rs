@@ -143,8 +143,14 @@ impl JetStream {
                 if let Err(e) = &r {
                     tracing::error!(stream = %config.name, "can't host stream: {}", e.description);
                 }
-                // A replicated stream's first peer answers (it initializes the group).
-                if peers.len() == 1 || peers.first().is_some_and(|p| p == me) {
+                // A new replicated stream is answered by its first peer (which initializes the
+                // group); one that exists already by its group's leader.
+                let answers = match outcome {
+                    _ if peers.len() == 1 => true,
+                    Outcome::Changed => peers.first().is_some_and(|p| p == me),
+                    _ => self.leads(&config.name),
+                };
+                if answers {
                     reply("stream_create", r);
                 }
             }
@@ -166,6 +172,14 @@ impl JetStream {
             }
             _ => {}
         }
+    }
+
+    /// True if this server leads the group of the replicated stream `name`.
+    fn leads(&self, name: &str) -> bool {
+        lock(&self.streams)
+            .get(name)
+            .and_then(|h| h.replica.as_ref())
+            .is_some_and(|r| r.is_leader())
     }
 
     /// Opens a stream placed here (if it does not run yet) and returns its info.
