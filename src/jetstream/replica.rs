@@ -23,7 +23,6 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::api::Call;
-use super::consumer::Outgoing;
 use super::errors::ApiError;
 use super::queue::Tx;
 use super::runner::{Input, Replies};
@@ -141,13 +140,17 @@ fn error_body(e: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&json!({ "error": e })).unwrap_or_default()
 }
 
-/// Applies a committed entry; returns what its proposer answers (empty: nothing).
-pub(crate) fn apply_committed(
-    stream: &mut Stream,
-    index: u64,
-    op: Op,
-    _out: &mut Vec<Outgoing>,
-) -> Vec<u8> {
+/// Applies committed entries in order; returns what each proposer answers (empty: nothing).
+pub(crate) fn apply_committed(stream: &mut Stream, ops: Vec<(u64, Option<Op>)>) -> Vec<Vec<u8>> {
+    ops.into_iter()
+        .map(|(index, op)| match op {
+            Some(op) => apply_one(stream, index, op),
+            None => Vec::new(),
+        })
+        .collect()
+}
+
+fn apply_one(stream: &mut Stream, index: u64, op: Op) -> Vec<u8> {
     let name = stream.name().to_string();
     let ack = |seq, duplicate| {
         let ack = PubAck {
@@ -208,20 +211,23 @@ impl StreamMachine {
 
 impl Machine for StreamMachine {
     fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8> {
-        let op = match codec::decode(payload) {
-            Ok(op) => op,
-            Err(e) => {
-                tracing::error!(index, "stream entry undecodable: {e}");
-                return Vec::new();
-            }
-        };
+        let mut answers = self.apply_batch(&[(index, payload.to_vec())]);
+        answers.pop().unwrap_or_default()
+    }
+
+    /// Hands the whole batch to the runner and waits once for its answers.
+    fn apply_batch(&mut self, entries: &[(u64, Vec<u8>)]) -> Vec<Vec<u8>> {
+        let ops: Vec<(u64, Option<Op>)> = entries
+            .iter()
+            .map(|(index, payload)| {
+                let op = codec::decode(payload)
+                    .inspect_err(|e| tracing::error!(index, "stream entry undecodable: {e}"))
+                    .ok();
+                (*index, op)
+            })
+            .collect();
         let (done, answer) = sync_channel(1);
-        let input = Input::Committed {
-            index,
-            op: Box::new(op),
-            done,
-        };
-        if self.tx.send(input).is_err() {
+        if self.tx.send(Input::Committed { ops, done }).is_err() {
             return Vec::new();
         }
         answer.recv().unwrap_or_default()

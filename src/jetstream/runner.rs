@@ -40,12 +40,12 @@ pub(crate) enum Input {
         Box<StreamConfig>,
         SyncSender<Result<serde_json::Value, ApiError>>,
     ),
-    /// An entry its Raft group committed (a replicated stream): applied at `index`, the
-    /// answer to its proposer (a pub ack or an error, or nothing) sent back.
+    /// Entries its Raft group committed (a replicated stream), by log index (`None`: an
+    /// entry that did not decode), applied in order; the answers to their proposers (a pub
+    /// ack, an error, or nothing) are sent back.
     Committed {
-        index: u64,
-        op: Box<Op>,
-        done: SyncSender<Vec<u8>>,
+        ops: Vec<(u64, Option<Op>)>,
+        done: SyncSender<Vec<Vec<u8>>>,
     },
     /// Delete the stream and its data, reply to the given subject, and exit.
     Delete(Option<String>),
@@ -461,10 +461,10 @@ impl Runner {
                     super::replica::propose_publish(stream, role, m, &mut b.replies);
                 }
             }
-            Input::Committed { index, op, done } => {
-                let body = super::replica::apply_committed(stream, index, *op, &mut b.out);
+            Input::Committed { ops, done } => {
+                let answers = super::replica::apply_committed(stream, ops);
                 b.mutated = true;
-                let _ = done.try_send(body);
+                let _ = done.try_send(answers);
             }
             Input::Api(call, m) if ctx.replica.is_some() && super::replica::refused(&call) => {
                 b.barrier = true;

@@ -32,6 +32,11 @@ pub type MachineError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Machine: Send + 'static {
     /// Applies the payload committed at `index`; the returned bytes answer the proposer.
     fn apply(&mut self, index: u64, payload: &[u8]) -> Vec<u8>;
+    /// Applies several committed payloads in log order, one answer each. By default one at a
+    /// time; a machine that hands its work to another thread hands over the whole batch.
+    fn apply_batch(&mut self, entries: &[(u64, Vec<u8>)]) -> Vec<Vec<u8>> {
+        entries.iter().map(|(i, p)| self.apply(*i, p)).collect()
+    }
     /// The whole state, to be given to [`Machine::restore`] on this or another node.
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the state with a snapshot's. A snapshot may come from a peer: bad bytes are an
@@ -186,17 +191,37 @@ impl<M> Shared<M> {
     }
 }
 
-fn apply_one<M: Machine>(state: &mut Applied<M>, entry: Entry) -> Vec<u8> {
-    let log_id = entry.log_id;
-    state.applied = Some(log_id);
-    match entry.payload {
-        EntryPayload::Blank => Vec::new(),
-        EntryPayload::Normal(payload) => state.machine.apply(log_id.index, &payload),
-        EntryPayload::Membership(m) => {
-            state.membership = StoredMembership::new(Some(log_id), m);
-            Vec::new()
+/// Applies `entries` in order: each run of normal payloads as one batch to the machine.
+fn apply_all<M: Machine>(state: &mut Applied<M>, entries: Vec<Entry>) -> Vec<Vec<u8>> {
+    let mut answers = Vec::with_capacity(entries.len());
+    let mut run: Vec<(u64, Vec<u8>)> = Vec::new();
+    for entry in entries {
+        let log_id = entry.log_id;
+        match entry.payload {
+            EntryPayload::Normal(payload) => run.push((log_id.index, payload)),
+            other => {
+                answers.extend(apply_run(state, &mut run));
+                if let EntryPayload::Membership(m) = other {
+                    state.membership = StoredMembership::new(Some(log_id), m);
+                }
+                answers.push(Vec::new());
+            }
         }
+        state.applied = Some(log_id);
     }
+    answers.extend(apply_run(state, &mut run));
+    answers
+}
+
+fn apply_run<M: Machine>(state: &mut Applied<M>, run: &mut Vec<(u64, Vec<u8>)>) -> Vec<Vec<u8>> {
+    if run.is_empty() {
+        return Vec::new();
+    }
+    let batch = std::mem::take(run);
+    let mut answers = state.machine.apply_batch(&batch);
+    // A machine must answer each entry; a short answer list is padded, never a panic.
+    answers.resize(batch.len(), Vec::new());
+    answers
 }
 
 /// Builds snapshots of a [`MachineStore`].
@@ -255,10 +280,7 @@ impl<M: Machine> RaftStateMachine<TypeConfig> for MachineStore<M> {
         let shared = self.shared.clone();
         blocking(move || {
             let mut state = lock(&shared.applied);
-            Ok(entries
-                .into_iter()
-                .map(|e| apply_one(&mut state, e))
-                .collect())
+            Ok(apply_all(&mut state, entries))
         })
         .await
         .map_err(|e| storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))
