@@ -7,13 +7,23 @@
 //! Group names must therefore be single subject tokens (see `group::valid_name`). A request
 //! nobody answers (no responders, timeout) is `Unreachable`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use tokio::task::JoinHandle;
 
 use super::net::{decode_reply, encode_rpc, Host, Reply, Rpc, Wire, WireError};
 use super::NodeId;
 use crate::server::{Client, ClientError, Message};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Subject prefix of Raft RPCs.
 pub const PREFIX: &str = "$NRG";
@@ -23,10 +33,25 @@ pub fn subject(group: &str, node: NodeId) -> String {
     format!("{PREFIX}.{group}.{node}")
 }
 
-/// A node's wire over a causeway [`Client`].
+/// A node's wire over a causeway [`Client`]. Replies come back on one subscription
+/// (`_NRG_R.<wire>.<call>`), made once: a fresh inbox per RPC would send its interest to every
+/// server of the cluster, twice, for every Raft message.
 pub struct NatsWire {
     client: Client,
+    prefix: String,
+    calls: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>,
+    next: AtomicU64,
+    replies: Arc<crate::server::Subscription>,
 }
+
+impl Drop for NatsWire {
+    fn drop(&mut self) {
+        self.client.unsubscribe_internal(&self.replies);
+    }
+}
+
+/// How long a call waits for its reply.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves a node's groups until dropped (or the server shuts down).
 pub struct Service {
@@ -42,7 +67,25 @@ impl Drop for Service {
 impl NatsWire {
     /// The wire sending through `client`.
     pub fn new(client: Client) -> Arc<NatsWire> {
-        Arc::new(NatsWire { client })
+        let prefix = format!("_NRG_R.{:016x}.", rand::random::<u64>());
+        let calls: Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>> = Arc::default();
+        let (pending, start) = (calls.clone(), prefix.len());
+        let handler: crate::server::InternalHandler = Arc::new(move |m: Message| {
+            let call = m.subject.get(start..).and_then(|t| t.parse::<u64>().ok());
+            let waiting = call.and_then(|c| lock(&pending).remove(&c));
+            if let Some(tx) = waiting {
+                let _ = tx.send(m.payload);
+            }
+            true
+        });
+        let replies = client.subscribe_internal(&format!("{prefix}*"), None, handler);
+        Arc::new(NatsWire {
+            client,
+            prefix,
+            calls,
+            next: AtomicU64::new(1),
+            replies,
+        })
     }
 
     /// Subscribes `$NRG.*.<host id>` and hands each request to `host`, each on its own task.
@@ -74,14 +117,25 @@ async fn answer(client: Client, host: Host, msg: Message) {
 impl Wire for NatsWire {
     async fn call(&self, target: NodeId, group: &str, rpc: Rpc) -> Result<Reply, WireError> {
         let frame = encode_rpc(&rpc)?;
-        match self
+        let call = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.calls).insert(call, tx);
+        let reply = format!("{}{call}", self.prefix);
+        let sent = self
             .client
-            .request(subject(group, target), frame.into())
-            .await
-        {
-            Ok(msg) => decode_reply(&msg.payload),
-            Err(ClientError::MaxPayload) => Err(WireError::TooLarge),
-            Err(e) => Err(WireError::Unreachable(target, e.to_string())),
+            .publish_sync(&subject(group, target), Some(&reply), None, &frame);
+        let unreachable = |why: &str| WireError::Unreachable(target, why.to_string());
+        if sent == 0 {
+            lock(&self.calls).remove(&call);
+            return Err(unreachable("no responders"));
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(payload)) => decode_reply(&payload),
+            Ok(Err(_)) => Err(unreachable("wire closed")),
+            Err(_) => {
+                lock(&self.calls).remove(&call);
+                Err(unreachable("timed out"))
+            }
         }
     }
 }
