@@ -203,29 +203,14 @@ fn parse_msg<'a>(
     } else {
         tail_args(rest, sizes)
     };
-    let (hdr_len, total) = if with_headers {
-        (len(tail[0])?, len(tail[1])?)
+    let sizes = if with_headers {
+        (Some(tail[0]), tail[1])
     } else {
-        (0, len(tail[0])?)
+        (None, tail[0])
     };
-    if total > limits.max_payload {
-        return Err(ParseError::MaxPayload);
-    }
-    if hdr_len > total {
-        return Err(ParseError::BadArgs(NAME));
-    }
-    let end = after + total;
-    if buf.len() < end + 2 {
-        return Ok(RouteParsed::Incomplete(end + 2));
-    }
-    if &buf[end..end + 2] != b"\r\n" {
-        return Err(ParseError::UnknownOp);
-    }
-    let data = &buf[after..end];
-    let (headers, payload) = if with_headers {
-        (Some(&data[..hdr_len]), &data[hdr_len..])
-    } else {
-        (None, data)
+    let (headers, payload, end) = match body(buf, after, sizes, limits, NAME)? {
+        Ok(b) => b,
+        Err(needed) => return Ok(RouteParsed::Incomplete(needed)),
     };
     Ok(RouteParsed::Op(
         RouteOp::Msg {
@@ -235,7 +220,7 @@ fn parse_msg<'a>(
             headers,
             payload,
         },
-        end + 2,
+        end,
     ))
 }
 
@@ -258,29 +243,14 @@ fn parse_delivery<'a>(
     }
     let (to, subject) = (args[1], args[2]);
     let reply = (n == 4 + sizes).then_some(args[3]);
-    let (hdr_len, total) = if with_headers {
-        (len(args[n - 2])?, len(args[n - 1])?)
+    let sizes = if with_headers {
+        (Some(args[n - 2]), args[n - 1])
     } else {
-        (0, len(args[n - 1])?)
+        (None, args[n - 1])
     };
-    if total > limits.max_payload {
-        return Err(ParseError::MaxPayload);
-    }
-    if hdr_len > total {
-        return Err(ParseError::BadArgs(NAME));
-    }
-    let end = after + total;
-    if buf.len() < end + 2 {
-        return Ok(RouteParsed::Incomplete(end + 2));
-    }
-    if &buf[end..end + 2] != b"\r\n" {
-        return Err(ParseError::UnknownOp);
-    }
-    let data = &buf[after..end];
-    let (headers, payload) = if with_headers {
-        (Some(&data[..hdr_len]), &data[hdr_len..])
-    } else {
-        (None, data)
+    let (headers, payload, end) = match body(buf, after, sizes, limits, NAME)? {
+        Ok(b) => b,
+        Err(needed) => return Ok(RouteParsed::Incomplete(needed)),
     };
     let op = RouteOp::Delivery {
         to,
@@ -289,7 +259,40 @@ fn parse_delivery<'a>(
         headers,
         payload,
     };
-    Ok(RouteParsed::Op(op, end + 2))
+    Ok(RouteParsed::Op(op, end))
+}
+
+/// A message's header block and body after its control line (which ends at `after`), from its
+/// size fields (`[hdr_size] total`): `Ok(Err(n))` while fewer than `n` bytes are buffered;
+/// also returns where the frame ends.
+#[allow(clippy::type_complexity)]
+fn body<'a>(
+    buf: &'a [u8],
+    after: usize,
+    (hdr, total): (Option<&[u8]>, &[u8]),
+    limits: &RouteLimits,
+    name: &'static str,
+) -> Result<Result<(Option<&'a [u8]>, &'a [u8], usize), usize>, ParseError> {
+    let total = len(total)?;
+    let hdr_len = hdr.map(len).transpose()?;
+    if total > limits.max_payload {
+        return Err(ParseError::MaxPayload);
+    }
+    if hdr_len.unwrap_or(0) > total {
+        return Err(ParseError::BadArgs(name));
+    }
+    let end = after + total;
+    if buf.len() < end + 2 {
+        return Ok(Err(end + 2));
+    }
+    if &buf[end..end + 2] != b"\r\n" {
+        return Err(ParseError::UnknownOp);
+    }
+    let data = &buf[after..end];
+    Ok(Ok(match hdr_len {
+        Some(h) => (Some(&data[..h]), &data[h..], end + 2),
+        None => (None, data, end + 2),
+    }))
 }
 
 fn len(s: &[u8]) -> Result<usize, ParseError> {
