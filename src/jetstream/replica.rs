@@ -140,32 +140,53 @@ fn error_body(e: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&json!({ "error": e })).unwrap_or_default()
 }
 
-/// Applies committed entries in order; returns what each proposer answers (empty: nothing).
-pub(crate) fn apply_committed(stream: &mut Stream, ops: Vec<(u64, Option<Op>)>) -> Vec<Vec<u8>> {
-    ops.into_iter()
-        .map(|(index, op)| match op {
-            Some(op) => apply_one(stream, index, op),
-            None => Vec::new(),
+/// Applies committed entries in order; returns, per entry, what each of its ops' proposers
+/// is answered (empty: nothing), framed by [`frame_answers`].
+pub(crate) fn apply_committed(
+    stream: &mut Stream,
+    entries: Vec<(u64, Option<Vec<Op>>)>,
+) -> Vec<Vec<u8>> {
+    entries
+        .into_iter()
+        .map(|(index, ops)| {
+            let Some(ops) = ops else {
+                return Vec::new();
+            };
+            let answers: Vec<Vec<u8>> = stream
+                .apply_all_at(index, ops)
+                .into_iter()
+                .map(|outcome| answer_of(stream.name(), outcome))
+                .collect();
+            frame_answers(&answers)
         })
         .collect()
 }
 
-fn apply_one(stream: &mut Stream, index: u64, op: Op) -> Vec<u8> {
-    let name = stream.name().to_string();
+fn answer_of(stream: &str, outcome: Result<Applied, ApiError>) -> Vec<u8> {
     let ack = |seq, duplicate| {
         let ack = PubAck {
-            stream: &name,
+            stream,
             seq,
             duplicate,
         };
         serde_json::to_vec(&ack).unwrap_or_default()
     };
-    match stream.apply_at(index, op) {
+    match outcome {
         Ok(Applied::Stored(seq)) => ack(seq, false),
         Ok(Applied::Duplicate(seq)) => ack(seq, true),
         Ok(_) => Vec::new(),
         Err(e) => error_body(&e),
     }
+}
+
+/// The answers to one entry's ops as the group's reply bytes.
+fn frame_answers(answers: &[Vec<u8>]) -> Vec<u8> {
+    bincode::serialize(answers).unwrap_or_default()
+}
+
+/// [`frame_answers`]' bytes back into answers (none for bytes that do not decode).
+fn unframe_answers(bytes: &[u8]) -> Vec<Vec<u8>> {
+    bincode::deserialize(bytes).unwrap_or_default()
 }
 
 /// Stream-bound requests a replicated stream cannot take yet: they would change the state
@@ -217,10 +238,10 @@ impl Machine for StreamMachine {
 
     /// Hands the whole batch to the runner and waits once for its answers.
     fn apply_batch(&mut self, entries: &[(u64, Vec<u8>)]) -> Vec<Vec<u8>> {
-        let ops: Vec<(u64, Option<Op>)> = entries
+        let ops: Vec<(u64, Option<Vec<Op>>)> = entries
             .iter()
             .map(|(index, payload)| {
-                let op = codec::decode(payload)
+                let op = codec::decode_ops(payload)
                     .inspect_err(|e| tracing::error!(index, "stream entry undecodable: {e}"))
                     .ok();
                 (*index, op)
@@ -318,33 +339,63 @@ async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>)
     }
 }
 
-/// Submits proposals in arrival order and answers each once it is applied.
+/// Most ops in one batch entry.
+const BATCH_OPS: usize = 1024;
+/// A batch entry stops growing past this many bytes (a single larger op goes alone).
+const BATCH_BYTES: usize = 256 << 10;
+
+/// Submits proposals in arrival order, what queued up meanwhile as one batch entry (one log
+/// append, one replication and one apply round for all of them), and answers each op's
+/// proposer once its entry is applied.
 async fn propose_loop(
     group: Arc<Group<StreamMachine>>,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
     client: Client,
 ) {
-    while let Some((op, reply)) = rx.recv().await {
-        let answer = |client: &Client, body: Vec<u8>| {
-            if let (Some(to), false) = (&reply, body.is_empty()) {
-                client.publish_sync(to, None, None, &body);
+    while let Some(first) = rx.recv().await {
+        let (mut entries, mut replies) = (Vec::new(), Vec::new());
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some((op, reply)) = next.take() {
+            let entry = codec::encode(&op);
+            bytes += entry.len();
+            entries.push(entry);
+            replies.push(reply);
+            if entries.len() < BATCH_OPS && bytes < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        let answers = match group.submit(codec::encode_batch(&entries)).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                answer_all(&client, &replies, Err(e));
+                continue;
             }
         };
-        match group.submit(codec::encode(&op)).await {
-            Ok(outcome) => {
-                let client = client.clone();
-                let reply = reply.clone();
-                tokio::spawn(async move {
-                    let body = match outcome.await {
-                        Ok(body) => body,
-                        Err(e) => refusal(&e),
-                    };
-                    if let (Some(to), false) = (&reply, body.is_empty()) {
-                        client.publish_sync(to, None, None, &body);
-                    }
-                });
-            }
-            Err(e) => answer(&client, refusal(&e)),
+        let client = client.clone();
+        tokio::spawn(async move {
+            let answers = answers.await.map(|bytes| unframe_answers(&bytes));
+            answer_all(&client, &replies, answers);
+        });
+    }
+}
+
+/// Sends each proposer its op's answer (nothing for an empty one), or the refusal of the
+/// whole batch.
+fn answer_all(
+    client: &Client,
+    replies: &[Option<String>],
+    answers: Result<Vec<Vec<u8>>, GroupError>,
+) {
+    let refusal = answers.as_ref().err().map(refusal);
+    for (i, reply) in replies.iter().enumerate() {
+        let body = match (&answers, &refusal) {
+            (Ok(list), _) => list.get(i).map_or(&[][..], Vec::as_slice),
+            (Err(_), Some(r)) => r.as_slice(),
+            (Err(_), None) => &[],
+        };
+        if let (Some(to), false) = (reply, body.is_empty()) {
+            client.publish_sync(to, None, None, body);
         }
     }
 }

@@ -40,11 +40,11 @@ pub(crate) enum Input {
         Box<StreamConfig>,
         SyncSender<Result<serde_json::Value, ApiError>>,
     ),
-    /// Entries its Raft group committed (a replicated stream), by log index (`None`: an
-    /// entry that did not decode), applied in order; the answers to their proposers (a pub
-    /// ack, an error, or nothing) are sent back.
+    /// Entries its Raft group committed (a replicated stream), by log index, each a batch of
+    /// ops (`None`: an entry that did not decode), applied in order; the answers to their
+    /// proposers (per entry, one per op: a pub ack, an error, or nothing) are sent back.
     Committed {
-        ops: Vec<(u64, Option<Op>)>,
+        ops: Vec<(u64, Option<Vec<Op>>)>,
         done: SyncSender<Vec<Vec<u8>>>,
     },
     /// Delete the stream and its data, reply to the given subject, and exit.

@@ -99,8 +99,10 @@ impl LogStore {
                 }
                 std::mem::take(&mut flush.waiting)
             };
-            let synced = lock(&file)
-                .sync_handle()
+            // The handle is taken under the lock and synced outside it: appends go on
+            // writing while the disk syncs (holding the lock here serialized them).
+            let handle = lock(&file).sync_handle();
+            let synced = handle
                 .and_then(|f| f.sync_data())
                 .map_err(|e| e.to_string());
             for cb in batch {

@@ -248,6 +248,20 @@ impl<W: Wire> Peer<W> {
     }
 }
 
+/// An append RPC of more entries than one carries at most about this many payload bytes
+/// (entries are batches of up to 256 KiB; a route frame may be at most 64 MiB).
+const MAX_APPEND_BYTES: usize = 8 << 20;
+
+fn payload_bytes(rpc: &AppendEntriesRequest<TypeConfig>) -> usize {
+    rpc.entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(p) => p.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn mismatched<E: std::error::Error>() -> RpcErr<E> {
     let e = WireError::Frame("reply does not match the request".into());
     RPCError::Network(NetworkError::new(&e))
@@ -260,6 +274,12 @@ impl<W: Wire> RaftNetwork<TypeConfig> for Peer<W> {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         let entries = rpc.entries.len() as u64;
+        if entries > 1 && payload_bytes(&rpc) > MAX_APPEND_BYTES {
+            // Ask openraft for fewer entries rather than send a frame routes may refuse.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint((entries / 2).max(1)),
+            ));
+        }
         match self.send(Rpc::Append(rpc), &option).await {
             Ok(Reply::Append(r)) => r.map_err(|e| self.remote(e)),
             Ok(_) => Err(mismatched()),

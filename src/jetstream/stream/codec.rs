@@ -17,6 +17,7 @@
 //! ConsumerCreate(6) name:str created:i64 config:blob (JSON)
 //! ConsumerDelete(7) name:str
 //! ExpireTtl(10)     now:i64
+//! Batch(11)         count:u32 (entry:blob)*   several ops, each a whole entry, as one Raft entry
 //! Ack(8)            consumer:str seq:u64 kind:u8 (0 ack, 1 term)
 //! Delivered(9)      consumer:str cursor:u64 dseq:u64 initial_taken:u32
 //!                   sent:count:u32 (sseq:u64 dseq:u64 count:u64 time:i64)* dropped:count:u32 u64*
@@ -161,6 +162,45 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
         }
     }
     w.0
+}
+
+/// Tag of a batch entry.
+const BATCH: u8 = 11;
+
+/// One entry holding several encoded entries (from [`encode`]), applied in order: a
+/// replicated stream's leader proposes what queued up meanwhile as one Raft entry.
+pub(crate) fn encode_batch(entries: &[Vec<u8>]) -> Vec<u8> {
+    let size = entries.iter().map(|e| e.len() + 4).sum::<usize>() + 6;
+    let mut w = Writer(Vec::with_capacity(size));
+    w.u8(VERSION);
+    w.u8(BATCH);
+    w.u32(count(entries.len()));
+    for e in entries {
+        w.blob(e);
+    }
+    w.0
+}
+
+/// Decodes an entry that is one op or a batch of them (a batch does not nest).
+pub(crate) fn decode_ops(bytes: &[u8]) -> Result<Vec<Op>, CodecError> {
+    if bytes.get(1) != Some(&BATCH) {
+        return decode(bytes).map(|op| vec![op]);
+    }
+    let mut r = Reader(bytes);
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(CodecError::Version(version));
+    }
+    r.u8()?;
+    let n = r.len(4)?;
+    let mut ops = Vec::with_capacity(n);
+    for _ in 0..n {
+        ops.push(decode(r.blob()?)?);
+    }
+    match r.0.len() {
+        0 => Ok(ops),
+        n => Err(CodecError::Trailing(n)),
+    }
 }
 
 /// Decodes one entry.

@@ -163,10 +163,11 @@ fn every_op_round_trips() {
 
 #[test]
 fn entries_match_the_golden_file() {
-    let now: String = samples()
+    let mut now: String = samples()
         .iter()
         .map(|(name, op)| format!("{name} {}\n", hex(&encode(op))))
         .collect();
+    now.push_str(&format!("batch {}\n", hex(&sample_batch().0)));
     if std::env::var_os("CAUSEWAY_BLESS").is_some() {
         std::fs::write(GOLDEN, &now).unwrap();
     }
@@ -174,6 +175,32 @@ fn entries_match_the_golden_file() {
     assert_eq!(
         now, golden,
         "the entry format changed: bump VERSION and keep decoding v1, or bless the file"
+    );
+}
+
+/// A batch entry of the first three samples, and them.
+fn sample_batch() -> (Vec<u8>, Vec<Op>) {
+    let ops: Vec<Op> = samples().into_iter().take(3).map(|(_, op)| op).collect();
+    let entries: Vec<Vec<u8>> = ops.iter().map(encode).collect();
+    (encode_batch(&entries), ops)
+}
+
+#[test]
+fn batches_and_single_ops_decode_as_lists() {
+    let (bytes, ops) = sample_batch();
+    assert_eq!(decode_ops(&bytes), Ok(ops.clone()));
+    assert_eq!(decode_ops(&encode(&ops[1])), Ok(vec![ops[1].clone()]));
+    assert_eq!(decode_ops(&encode_batch(&[])), Ok(Vec::new()));
+    for cut in 2..bytes.len() {
+        assert!(
+            decode_ops(&bytes[..cut]).is_err(),
+            "batch cut at {cut} decoded"
+        );
+    }
+    // A batch inside a batch is not an op.
+    assert_eq!(
+        decode_ops(&encode_batch(&[bytes])),
+        Err(CodecError::Tag(11))
     );
 }
 

@@ -357,11 +357,25 @@ impl Stream {
     /// alike). Consumer ops that changed something are also queued to the journal (file
     /// streams) under their index; the runner writes it with the batch.
     pub fn apply_at(&mut self, index: u64, op: Op) -> Result<Applied, ApiError> {
+        let mut outcomes = self.apply_all_at(index, vec![op]);
+        outcomes.pop().unwrap_or(Ok(Applied::Skipped))
+    }
+
+    /// Applies the ops of log index `index` in order (a replicated stream's batch entry),
+    /// one outcome each; like [`Stream::apply_at`], an index at or below the applied one is
+    /// skipped whole.
+    pub fn apply_all_at(&mut self, index: u64, ops: Vec<Op>) -> Vec<Result<Applied, ApiError>> {
         if index <= self.applied {
-            return Ok(Applied::Skipped);
+            return ops.iter().map(|_| Ok(Applied::Skipped)).collect();
         }
         self.applied = index;
         self.store.mark_applied(index);
+        ops.into_iter()
+            .map(|op| self.apply_journaled(index, op))
+            .collect()
+    }
+
+    fn apply_journaled(&mut self, index: u64, op: Op) -> Result<Applied, ApiError> {
         let entry = (self.journal.is_some() && matches!(op, Op::Ack { .. } | Op::Delivered { .. }))
             .then(|| codec::encode(&op));
         let applied = self.apply_op(op)?;
