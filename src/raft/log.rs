@@ -3,8 +3,12 @@
 //! on tokio's blocking threads. `append` writes and returns; it reports the entries flushed
 //! only after an fdatasync that started after they were written (one sync at a time covers
 //! every append waiting: group commit). `save_vote`, `truncate` and `purge` are durable when
-//! they return; `save_committed` writes at most once a second (a stale commit index is safe). The store is cheap to clone: the log reader openraft asks for is a clone.
+//! they return; `save_committed` writes at most once a second (a stale commit index is safe).
+//! The newest entries are also kept in memory ([`Tail`]), so replication and apply read
+//! them without a file read. The store is cheap to clone: the log reader openraft asks for
+//! is a clone.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -47,6 +51,79 @@ pub enum LogError {
 pub struct LogStore {
     file: Arc<Mutex<LogFile>>,
     flush: Arc<Mutex<Flush>>,
+    tail: Arc<Mutex<Tail>>,
+}
+
+/// The newest entries, kept in memory: replication and apply read what was just appended
+/// without a trip to a blocking thread and the file.
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+/// Most entries the tail keeps.
+const TAIL_ENTRIES: usize = 1024;
+/// The tail drops its oldest entries beyond this many payload bytes.
+const TAIL_BYTES: usize = 8 << 20;
+
+impl Tail {
+    fn push(&mut self, entries: &[Entry]) {
+        for e in entries {
+            // Appends follow each other (a rewrite comes after a truncate, which clears).
+            if self
+                .entries
+                .back()
+                .is_some_and(|b| b.log_id.index + 1 != e.log_id.index)
+            {
+                self.clear();
+            }
+            self.bytes += size(e);
+            self.entries.push_back(e.clone());
+        }
+        while self.entries.len() > TAIL_ENTRIES || self.bytes > TAIL_BYTES {
+            match self.entries.pop_front() {
+                Some(e) => self.bytes -= size(&e),
+                None => break,
+            }
+        }
+    }
+
+    fn drop_through(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.log_id.index <= index)
+        {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= size(&e);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Entries `start..end` if the tail holds all of them (`end` past the last: up to it).
+    fn read(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.log_id.index;
+        let last = self.entries.back()?.log_id.index;
+        if start < first || start > last.saturating_add(1) {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        let to = usize::try_from(end.min(last.saturating_add(1)).max(start) - first).ok()?;
+        Some(self.entries.range(from..to).cloned().collect())
+    }
+}
+
+fn size(e: &Entry) -> usize {
+    match &e.payload {
+        openraft::EntryPayload::Normal(p) => p.len(),
+        _ => 0,
+    }
 }
 
 /// Appends written but not yet reported flushed: one fdatasync covers every append written
@@ -71,6 +148,7 @@ impl LogStore {
         Ok(LogStore {
             file: Arc::new(Mutex::new(file)),
             flush: Arc::default(),
+            tail: Arc::default(),
         })
     }
 
@@ -121,10 +199,10 @@ impl LogStore {
     }
 }
 
-fn lock(file: &Mutex<LogFile>) -> MutexGuard<'_, LogFile> {
-    // A panic while holding the lock leaves the in-memory index as it was before the call
-    // finished; every change to it comes after its file operation succeeded.
-    file.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the file's lock leaves its in-memory index as it was before the
+    // call finished; every change to it comes after its file operation succeeded.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn blocking<T, F>(f: F) -> Result<T, LogError>
@@ -162,6 +240,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(&range);
+        if let Some(entries) = lock(&self.tail).read(start, end) {
+            return Ok(entries);
+        }
         self.run(move |f| f.read(start, end))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))
@@ -195,6 +276,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Most calls only note it in memory (a write is due once a second): no thread hop.
+        if lock(&self.file).note_committed(committed) {
+            return Ok(());
+        }
         self.run(move |f| f.save_committed(committed))
             .await
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))
@@ -214,7 +299,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        match self.run(move |f| f.append_synced(&entries, false)).await {
+        let tail = self.tail.clone();
+        let written = self
+            .run(move |f| {
+                f.append_synced(&entries, false)?;
+                lock(&tail).push(&entries);
+                Ok(())
+            })
+            .await;
+        match written {
             Ok(()) => {
                 self.flush_later(callback);
                 Ok(())
@@ -227,14 +320,74 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        lock(&self.tail).clear();
         self.run(move |f| f.truncate(log_id.index))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        lock(&self.tail).drop_through(log_id.index);
         self.run(move |f| f.purge(log_id))
             .await
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tail_tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entries(term: u64, from: u64, to: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(term, 1), i),
+                payload: EntryPayload::Normal(vec![b'x'; 1000]),
+            })
+            .collect()
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn the_tail_serves_only_ranges_it_holds_whole() {
+        let mut tail = Tail::default();
+        assert!(tail.read(1, 2).is_none());
+        tail.push(&entries(1, 1, 10));
+        assert_eq!(indexes(tail.read(3, 6)), Some(vec![3, 4, 5]));
+        assert_eq!(indexes(tail.read(9, u64::MAX)), Some(vec![9, 10]));
+        assert_eq!(indexes(tail.read(11, 20)), Some(vec![]));
+        assert_eq!(indexes(tail.read(5, 5)), Some(vec![]));
+        assert!(tail.read(12, 20).is_none());
+        tail.drop_through(4);
+        assert!(
+            tail.read(4, 6).is_none(),
+            "purged entries come from the file"
+        );
+        assert_eq!(indexes(tail.read(5, 7)), Some(vec![5, 6]));
+        // A gap (a rewrite not preceded by a truncate) empties it rather than mislead.
+        tail.push(&entries(2, 20, 21));
+        assert!(tail.read(5, 7).is_none());
+        assert_eq!(indexes(tail.read(20, 22)), Some(vec![20, 21]));
+    }
+
+    #[test]
+    fn the_tail_stays_bounded() {
+        let mut tail = Tail::default();
+        tail.push(&entries(1, 1, (TAIL_ENTRIES + 50) as u64));
+        assert_eq!(tail.entries.len(), TAIL_ENTRIES);
+        assert!(tail.read(1, 3).is_none());
+        let mut big = Tail::default();
+        let mut e = entries(1, 1, 3);
+        for x in &mut e {
+            x.payload = EntryPayload::Normal(vec![0; TAIL_BYTES / 2]);
+        }
+        big.push(&e);
+        assert!(big.bytes <= TAIL_BYTES);
+        assert_eq!(indexes(big.read(3, 4)), Some(vec![3]));
     }
 }

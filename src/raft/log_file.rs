@@ -246,20 +246,29 @@ impl LogFile {
     /// [`COMMITTED_EVERY`], so a busy group does not pay three fsyncs per commit. What is on
     /// disk is never ahead of what is committed.
     pub(crate) fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), LogError> {
-        if self.meta.committed == committed {
+        if self.note_committed(committed) {
             return Ok(());
         }
         let mut meta = self.meta.clone();
         meta.committed = committed;
+        self.committed_saved = Some(std::time::Instant::now());
+        self.save_meta(meta)
+    }
+
+    /// Takes the committed log id in memory when no write of it is due (true), as
+    /// [`LogFile::save_committed`] would; false when it must be written.
+    pub(crate) fn note_committed(&mut self, committed: Option<LogId>) -> bool {
+        if self.meta.committed == committed {
+            return true;
+        }
         if self
             .committed_saved
             .is_some_and(|t| t.elapsed() < COMMITTED_EVERY)
         {
-            self.meta = meta;
-            return Ok(());
+            self.meta.committed = committed;
+            return true;
         }
-        self.committed_saved = Some(std::time::Instant::now());
-        self.save_meta(meta)
+        false
     }
 
     /// A handle on the log file for an fdatasync outside the lock.
