@@ -345,3 +345,106 @@ async fn a_replicated_stream_survives_its_leaders_going_away() {
         s.shutdown().await;
     }
 }
+
+/// Fetches from durable `name` on `js` until `want` stream sequences were seen (bounded),
+/// acking each with an AckSync; returns them in arrival order.
+async fn fetch_until(js: &jetstream::Context, stream: &str, name: &str, want: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while seen.len() < want {
+        assert!(Instant::now() < deadline, "only {seen:?} delivered");
+        let Ok(s) = js.get_stream(stream).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let Ok(c) = s.get_consumer::<consumer::pull::Config>(name).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let batch = c
+            .fetch()
+            .max_messages(want - seen.len())
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await;
+        let Ok(mut msgs) = batch else { continue };
+        while let Some(Ok(m)) = msgs.next().await {
+            let seq = m.info().expect("a JetStream message").stream_sequence;
+            if m.double_ack().await.is_ok() {
+                seen.push(seq);
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicated_streams_consumers_and_acks_survive_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let js = ready(servers[0].as_ref().unwrap()).await;
+    let mut cfg = stream_config("RC");
+    cfg.subjects = vec!["k.>".into()];
+    cfg.num_replicas = 3;
+    js.create_stream(cfg).await.unwrap();
+    publish_all(&js, 0..20).await;
+    let s = js.get_stream("RC").await.unwrap();
+    s.create_consumer(consumer::pull::Config {
+        durable_name: Some("D".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // Six messages acknowledged (AckSync: confirmed once committed), four handed out and
+    // left pending.
+    assert_eq!(
+        fetch_until(&js, "RC", "D", 6).await,
+        (1..=6).collect::<Vec<_>>()
+    );
+    let c = s.get_consumer::<consumer::pull::Config>("D").await.unwrap();
+    let mut pending = c.fetch().max_messages(4).messages().await.unwrap();
+    let mut held = Vec::new();
+    while let Some(Ok(m)) = pending.next().await {
+        held.push(m.info().unwrap().stream_sequence);
+    }
+    assert_eq!(held, [7, 8, 9, 10]);
+
+    // The leader goes away: the consumer is there on the new one, with the acks.
+    let (first, _) = stream_leader(&js, "RC").await;
+    let i = NAMES.iter().position(|n| *n == first).unwrap();
+    servers[i].take().unwrap().shutdown().await;
+    let other = servers.iter().flatten().next().unwrap();
+    let js = ready(other).await;
+    let client = nats_client(other).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let info = loop {
+        let v = raw_request(&client, "$JS.API.CONSUMER.INFO.RC.D", "").await;
+        if v.get("error").is_none() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "consumer never back: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(info["ack_floor"]["stream_seq"], 6, "{info}");
+    assert_ne!(info["cluster"]["leader"], first.as_str(), "{info}");
+
+    // The rest is delivered (the four held again once their ack wait passes), and nothing
+    // acknowledged comes back.
+    let mut rest = fetch_until(&js, "RC", "D", 14).await;
+    rest.sort_unstable();
+    assert_eq!(rest, (7..=20).collect::<Vec<_>>());
+    let info = raw_request(&client, "$JS.API.CONSUMER.INFO.RC.D", "").await;
+    assert_eq!(info["ack_floor"]["stream_seq"], 20, "{info}");
+    assert_eq!(info["num_ack_pending"], 0, "{info}");
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}

@@ -284,8 +284,8 @@ impl JetStream {
                 .set_first_seq(config.first_seq)
                 .map_err(|e| ApiError::store_failed(&e.to_string()))?;
         }
-        stream.load_consumers();
         stream.replicated = peers.is_some();
+        stream.load_consumers();
         let (tx, rx) = queue::queue(STREAM_QUEUE);
         let (role, ends) = match peers {
             Some(_) => {

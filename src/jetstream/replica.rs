@@ -11,8 +11,12 @@
 //!   same deterministic path a single server uses, and answers with the outcome.
 //! - The store of a replicated stream is derived state: it is not fsynced, and a replica that
 //!   starts rebuilds it from its Raft log, which is kept whole (no snapshots yet).
-//! - Consumers are the leader's alone (created through it, their state kept there and not
-//!   replicated yet); a replica that stops leading drops them.
+//! - Consumers are served by the leader: their ops (create, delete, deliveries, acks) apply
+//!   to its consumers at once and are proposed after each runner batch
+//!   ([`Proposal::Applied`]); the batch's replies (the create's answer, an AckSync's
+//!   confirmation) go out only once the group committed them. Every replica applies them to
+//!   its committed consumers, which a new leader starts from (what the old leader handed out
+//!   but did not commit is delivered again).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,8 +34,14 @@ use super::stream::{codec, Applied, Decision, Op, PubAck, Stream};
 use crate::raft::{Group, GroupError, Machine, MachineError, Node, NodeId};
 use crate::server::{Client, Message};
 
-/// A proposal: the op and where its outcome goes.
-type Proposal = (Op, Option<String>);
+/// What a runner hands its group to propose.
+pub(crate) enum Proposal {
+    /// A publish's op; its applied outcome (the pub ack or an error) answers `reply`.
+    Publish(Op, Option<String>),
+    /// Consumer ops the leader applied already, and the replies of the batch that made them
+    /// (API answers, AckSync confirmations), sent only once the ops are committed.
+    Applied(Vec<Op>, Replies),
+}
 
 /// What a replicated stream's runner knows of its group.
 pub(crate) struct Role {
@@ -94,9 +104,22 @@ impl Role {
         Some(json!(list))
     }
 
-    /// True while this server leads the stream's group.
+    /// True while this server leads the stream's group (and has applied everything
+    /// committed before its term).
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Acquire)
+    }
+
+    /// Proposes the consumer ops the leader applied since the last call; `replies` go out
+    /// once they are committed. Without ops, the replies go out now.
+    pub fn propose_applied(&self, ops: Vec<Op>, replies: Replies, client: &Client) {
+        if ops.is_empty() {
+            replies.send_now(client);
+        } else if let Err(e) = self.proposals.send(Proposal::Applied(ops, replies)) {
+            if let Proposal::Applied(_, replies) = e.0 {
+                replies.refuse(&super::meta::unavailable(), client);
+            }
+        }
     }
 }
 
@@ -130,7 +153,7 @@ pub(crate) fn propose_publish(stream: &mut Stream, role: &Role, m: Message, repl
             if let Op::Append { seq, .. } = &mut op {
                 *seq = 0;
             }
-            let _ = role.proposals.send((op, reply));
+            let _ = role.proposals.send(Proposal::Publish(op, reply));
         }
         Err(e) => answer(replies, error_body(&e)),
     }
@@ -327,10 +350,17 @@ impl Replica {
     }
 }
 
+/// Keeps the runner's "leading" flag: set once this node leads and has applied an entry of
+/// its own term (so everything committed before it is applied: dedup and the consumers are
+/// current), cleared when it stops leading.
 async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>) {
     let mut metrics = group.raft().metrics();
     loop {
-        let is = group.is_leader();
+        let is = group.is_leader() && {
+            let m = metrics.borrow();
+            m.last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term)
+        };
         leader.store(is, Ordering::Release);
         if metrics.changed().await.is_err() {
             leader.store(false, Ordering::Release);
@@ -344,23 +374,42 @@ const BATCH_OPS: usize = 1024;
 /// A batch entry stops growing past this many bytes (a single larger op goes alone).
 const BATCH_BYTES: usize = 256 << 10;
 
+/// How the answers to one proposal's ops go out.
+enum Responder {
+    /// One op, whose applied outcome answers the reply subject.
+    Outcome(Option<String>),
+    /// `ops` ops applied by the leader already; the replies wait for their commit.
+    After(usize, Replies),
+}
+
 /// Submits proposals in arrival order, what queued up meanwhile as one batch entry (one log
-/// append, one replication and one apply round for all of them), and answers each op's
-/// proposer once its entry is applied.
+/// append, one replication and one apply round for all of them), and answers each once its
+/// entry is applied.
 async fn propose_loop(
     group: Arc<Group<StreamMachine>>,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
     client: Client,
 ) {
     while let Some(first) = rx.recv().await {
-        let (mut entries, mut replies) = (Vec::new(), Vec::new());
+        let (mut entries, mut responders) = (Vec::new(), Vec::new());
         let mut bytes = 0;
         let mut next = Some(first);
-        while let Some((op, reply)) = next.take() {
-            let entry = codec::encode(&op);
-            bytes += entry.len();
-            entries.push(entry);
-            replies.push(reply);
+        while let Some(proposal) = next.take() {
+            let ops = match proposal {
+                Proposal::Publish(op, reply) => {
+                    responders.push(Responder::Outcome(reply));
+                    vec![op]
+                }
+                Proposal::Applied(ops, replies) => {
+                    responders.push(Responder::After(ops.len(), replies));
+                    ops
+                }
+            };
+            for op in &ops {
+                let entry = codec::encode(op);
+                bytes += entry.len();
+                entries.push(entry);
+            }
             if entries.len() < BATCH_OPS && bytes < BATCH_BYTES {
                 next = rx.try_recv().ok();
             }
@@ -368,45 +417,61 @@ async fn propose_loop(
         let answers = match group.submit(codec::encode_batch(&entries)).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                answer_all(&client, &replies, Err(e));
+                answer_all(&client, responders, Err(e));
                 continue;
             }
         };
         let client = client.clone();
         tokio::spawn(async move {
             let answers = answers.await.map(|bytes| unframe_answers(&bytes));
-            answer_all(&client, &replies, answers);
+            answer_all(&client, responders, answers);
         });
     }
 }
 
-/// Sends each proposer its op's answer (nothing for an empty one), or the refusal of the
-/// whole batch.
+/// Sends each proposer its answers, or the refusal of the whole entry.
 fn answer_all(
     client: &Client,
-    replies: &[Option<String>],
+    responders: Vec<Responder>,
     answers: Result<Vec<Vec<u8>>, GroupError>,
 ) {
     let refusal = answers.as_ref().err().map(refusal);
-    for (i, reply) in replies.iter().enumerate() {
-        let body = match (&answers, &refusal) {
-            (Ok(list), _) => list.get(i).map_or(&[][..], Vec::as_slice),
-            (Err(_), Some(r)) => r.as_slice(),
-            (Err(_), None) => &[],
-        };
-        if let (Some(to), false) = (reply, body.is_empty()) {
-            client.publish_sync(to, None, None, body);
+    let mut at = 0;
+    for responder in responders {
+        match (responder, &answers) {
+            (Responder::Outcome(reply), _) => {
+                let body = match (&answers, &refusal) {
+                    (Ok(list), _) => list.get(at).map_or(&[][..], Vec::as_slice),
+                    (Err(_), Some(r)) => r.as_slice(),
+                    (Err(_), None) => &[],
+                };
+                at += 1;
+                if let (Some(to), false) = (reply, body.is_empty()) {
+                    client.publish_sync(&to, None, None, body);
+                }
+            }
+            (Responder::After(n, replies), Ok(_)) => {
+                at += n;
+                replies.send_now(client);
+            }
+            (Responder::After(n, replies), Err(e)) => {
+                at += n;
+                replies.refuse(&refusal_error(e), client);
+            }
         }
     }
 }
 
 /// The answer to a proposal the group did not take (not the leader, stopped, timed out).
 fn refusal(e: &GroupError) -> Vec<u8> {
-    let err = match e {
+    error_body(&refusal_error(e))
+}
+
+fn refusal_error(e: &GroupError) -> ApiError {
+    match e {
         GroupError::Timeout => {
             ApiError::store_failed("the stream's group did not commit in time; it may still")
         }
         _ => super::meta::unavailable(),
-    };
-    error_body(&err)
+    }
 }

@@ -137,6 +137,24 @@ impl Replies {
     fn drop_confirms(&mut self) {
         self.0.retain(|r| r.kind == Kind::Answer);
     }
+
+    /// Sends every reply now, in one write per connection.
+    pub fn send_now(self, client: &Client) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut batch = client.batch();
+        for r in self.0 {
+            batch.publish(&r.to, None, None, &r.body);
+        }
+    }
+
+    /// What they answered was not made durable: answers become `err`, confirmations are
+    /// dropped, and the rest is sent.
+    pub fn refuse(mut self, err: &ApiError, client: &Client) {
+        self.fail(err);
+        self.send_now(client);
+    }
 }
 
 /// One stream and what its loop keeps between batches. [`drive`] feeds it batches; each
@@ -157,6 +175,8 @@ pub(crate) struct Runner {
     last_reopen: Instant,
     storage: super::config::Storage,
     stored_bytes: i64,
+    /// A replicated stream's runner: whether it acts as the leader (see [`Runner::follow_role`]).
+    leading: bool,
 }
 
 /// What one batch produced, before it is sent.
@@ -266,6 +286,41 @@ impl Runner {
             last_reopen: Instant::now(),
             storage,
             stored_bytes,
+            leading: false,
+        }
+    }
+
+    /// A replicated stream follows its group's leadership: the new leader takes its consumers
+    /// from the committed ones; one that stepped down stops delivering.
+    fn follow_role(&mut self) {
+        let Some(role) = &self.ctx.replica else {
+            return;
+        };
+        let leading = role.is_leader();
+        if leading != self.leading {
+            self.leading = leading;
+            if leading {
+                self.stream.lead();
+            } else {
+                self.stream.follow();
+            }
+        }
+    }
+
+    /// A replicated stream's consumer ops applied since the last call are proposed; `replies`
+    /// (of the batch that made them) wait for their commit. A replica that is not leading
+    /// refuses them (its consumer changes are dropped).
+    fn propose_consumer_ops(&mut self, replies: Replies) {
+        let Some(role) = &self.ctx.replica else {
+            replies.send_now(&self.ctx.client);
+            return;
+        };
+        let ops = self.stream.take_outbox();
+        if self.leading || ops.is_empty() {
+            role.propose_applied(ops, replies, &self.ctx.client);
+        } else {
+            self.stream.follow();
+            replies.refuse(&super::meta::unavailable(), &self.ctx.client);
         }
     }
 
@@ -278,7 +333,8 @@ impl Runner {
     fn next_wait(&self) -> Duration {
         // Consumers are looked at every second anyway (a push consumer's subscriber may have
         // appeared, a pause may have ended); a stream without any sleeps until input comes.
-        let idle = if self.stream.consumers.is_empty() {
+        // A replica looks at least once a second: leadership may come without any input.
+        let idle = if self.stream.consumers.is_empty() && self.ctx.replica.is_none() {
             IDLE_WAIT
         } else {
             Duration::from_secs(1)
@@ -300,10 +356,7 @@ impl Runner {
             // What the store reopened to is on disk.
             self.committed = self.stream.store.last_seq();
         }
-        if self.ctx.replica.as_ref().is_some_and(|r| !r.is_leader()) {
-            // Consumers are the leader's; one that stepped down stops delivering.
-            self.stream.consumers.clear();
-        }
+        self.follow_role();
         let mut b = Batch::default();
         let mut taken = 0;
         for (i, input) in inputs.into_iter().enumerate() {
@@ -424,6 +477,12 @@ impl Runner {
             .resources
             .add_used(self.storage, now_bytes - self.stored_bytes);
         self.stored_bytes = now_bytes;
+        if self.ctx.replica.is_some() {
+            publish_out(&mut self.ctx.client.batch(), &b.out);
+            // A replicated stream answers once its consumer changes are committed.
+            self.propose_consumer_ops(b.replies);
+            return;
+        }
         // One batch: each connection gets its acks and replies in one write.
         let mut batch = self.ctx.client.batch();
         for r in b.replies.0 {
@@ -445,6 +504,9 @@ impl Runner {
             self.committed = self.committed.max(self.stream.store.last_seq());
         }
         publish_out(&mut self.ctx.client.batch(), &out);
+        if self.ctx.replica.is_some() {
+            self.propose_consumer_ops(Replies::default());
+        }
         // What the pumps handed out is written at once (it survives kill -9); it is fsynced
         // with the next batch that syncs.
         if let Err(e) = self.stream.write_journal(false) {

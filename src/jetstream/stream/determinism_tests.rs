@@ -414,3 +414,90 @@ fn interest_streams_stay_identical_too() {
         .collect();
     assert_acks_exercised(&peaks);
 }
+
+/// A replicated stream: its leader applies consumer ops to its consumers at once and queues
+/// them to propose; every replica applies the committed entries (batches, through the codec)
+/// to its committed consumers. Those match the leader's, and a replica that takes over
+/// starts with the leader's consumers. (Ops the leader proposes wait behind what it proposed
+/// before; here what is pending commits before a consumer op applies, as when no publish is
+/// in flight.)
+#[test]
+fn committed_consumers_follow_the_leaders() {
+    use super::is_consumer_op;
+    type States = Vec<(String, crate::jetstream::consumer::ConsumerState)>;
+    fn states<'a>(m: impl Iterator<Item = &'a crate::jetstream::consumer::Consumer>) -> States {
+        m.map(|c| (c.name.clone(), c.state().clone())).collect()
+    }
+    for seed in 200..210 {
+        let replica = || {
+            let mut s = Stream::new(
+                config(Retention::Limits),
+                1,
+                Box::new(MemStore::new()),
+                None,
+            );
+            s.replicated = true;
+            s
+        };
+        let (mut leader, mut follower) = (replica(), replica());
+        let mut gen = Gen::new(seed, Retention::Limits);
+        let mut side = StdRng::seed_from_u64(!seed);
+        let (mut index, mut batch, mut multi) = (0, Vec::<Op>::new(), 0);
+        let mut commit = |leader: &mut Stream, follower: &mut Stream, batch: &mut Vec<Op>| {
+            if batch.is_empty() {
+                return;
+            }
+            index += 1;
+            multi += usize::from(batch.len() > 1);
+            let entries: Vec<Vec<u8>> = batch.iter().map(codec::encode).collect();
+            let ops = codec::decode_ops(&codec::encode_batch(&entries)).unwrap();
+            let a = leader
+                .apply_all_at(index, ops)
+                .into_iter()
+                .map(|r| format!("{r:?}"));
+            let b = follower.apply_all_at(index, std::mem::take(batch));
+            let b: Vec<String> = b.into_iter().map(|r| format!("{r:?}")).collect();
+            assert_eq!(a.collect::<Vec<_>>(), b, "seed {seed}, entry {index}");
+        };
+        for _ in 0..400 {
+            let mut op = gen.op();
+            if is_consumer_op(&op) {
+                if batch.iter().any(|o| !is_consumer_op(o)) {
+                    commit(&mut leader, &mut follower, &mut batch);
+                }
+                let _ = leader.apply(op);
+                batch.extend(leader.take_outbox());
+            } else {
+                assign(&mut op, &leader, &mut side);
+                batch.push(op);
+            }
+            if side.random_bool(0.3) {
+                commit(&mut leader, &mut follower, &mut batch);
+            }
+        }
+        commit(&mut leader, &mut follower, &mut batch);
+        let live = states(leader.consumers.values());
+        assert!(!live.is_empty(), "seed {seed}: no consumers");
+        assert_eq!(
+            live,
+            states(leader.committed_consumers().values()),
+            "seed {seed}"
+        );
+        assert_eq!(
+            live,
+            states(follower.committed_consumers().values()),
+            "seed {seed}"
+        );
+        assert!(follower.consumers.is_empty());
+        follower.lead();
+        assert_eq!(
+            live,
+            states(follower.consumers.values()),
+            "seed {seed}: took over"
+        );
+        assert_eq!(snapshot(&leader), snapshot(&follower), "seed {seed}");
+        follower.follow();
+        assert!(follower.consumers.is_empty());
+        assert!(multi > 10, "seed {seed}: few batch entries ({multi})");
+    }
+}

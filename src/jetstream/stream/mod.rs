@@ -161,9 +161,15 @@ pub(crate) struct Stream {
     journal: Option<crate::jetstream::journal::Journal>,
     /// Index of the last op applied (the replicated log's index; locally, a counter).
     applied: u64,
-    /// A replicated stream (a Raft group's machine): only the group's entries are numbered;
-    /// the leader's consumer ops stay local, unnumbered and unjournaled.
+    /// A replicated stream (a Raft group's machine): only the group's entries are numbered.
+    /// Its consumer ops are applied at once to the leader's `consumers` (what it delivers
+    /// from), queued in `outbox` to be proposed, and applied to `committed` when the group
+    /// commits them (on every replica), from which a new leader takes its consumers.
     pub replicated: bool,
+    /// A replicated stream's consumers as its group's log has them.
+    committed: BTreeMap<String, Consumer>,
+    /// Consumer ops applied to the leader's consumers, not yet proposed.
+    outbox: Vec<Op>,
 }
 
 impl Stream {
@@ -188,6 +194,8 @@ impl Stream {
             journal: None,
             applied,
             replicated: false,
+            committed: BTreeMap::new(),
+            outbox: Vec::new(),
         };
         let from = s.load_derived();
         s.rebuild_dedup(from);
@@ -347,9 +355,54 @@ impl Stream {
     /// is proposed).
     pub fn apply(&mut self, op: Op) -> Result<Applied, ApiError> {
         if self.replicated {
-            return self.apply_op(op);
+            let queued = is_consumer_op(&op).then(|| op.clone());
+            let applied = self.apply_op(op)?;
+            let noop = matches!(&applied, Applied::Acked { settled, .. } if settled.is_empty());
+            if let (Some(op), false) = (queued, noop) {
+                self.outbox.push(op);
+            }
+            return Ok(applied);
         }
         self.apply_at(self.applied + 1, op)
+    }
+
+    /// The consumer ops applied to the leader's consumers since the last call (to propose).
+    pub fn take_outbox(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// This replica now leads a replicated stream: its consumers start from the committed
+    /// ones (everything committed before is applied by then), their timers rearmed.
+    pub fn lead(&mut self) {
+        self.outbox.clear();
+        self.consumers = self
+            .committed
+            .values()
+            .map(|c| {
+                let mut live = Consumer::new(
+                    c.name.clone(),
+                    c.config.clone(),
+                    self.store.as_ref(),
+                    None,
+                    &self.config.subjects,
+                    c.created,
+                );
+                live.restore(c.state().clone(), c.applied);
+                (c.name.clone(), live)
+            })
+            .collect();
+    }
+
+    /// This replica stopped leading: it delivers nothing (its consumers were the leader's).
+    pub fn follow(&mut self) {
+        self.consumers.clear();
+        self.outbox.clear();
+    }
+
+    /// The committed consumers (a replicated stream's, as its log has them).
+    #[cfg(test)]
+    pub fn committed_consumers(&self) -> &BTreeMap<String, Consumer> {
+        &self.committed
     }
 
     /// Applies the op at log index `index`; one at or below the applied index is skipped, so
@@ -376,6 +429,13 @@ impl Stream {
     }
 
     fn apply_journaled(&mut self, index: u64, op: Op) -> Result<Applied, ApiError> {
+        if self.replicated && is_consumer_op(&op) {
+            // The committed consumers take it; the leader's have it already.
+            std::mem::swap(&mut self.consumers, &mut self.committed);
+            let applied = self.apply_op(op);
+            std::mem::swap(&mut self.consumers, &mut self.committed);
+            return applied;
+        }
         let entry = (self.journal.is_some() && matches!(op, Op::Ack { .. } | Op::Delivered { .. }))
             .then(|| codec::encode(&op));
         let applied = self.apply_op(op)?;
@@ -386,7 +446,20 @@ impl Stream {
         }
         Ok(applied)
     }
+}
 
+/// Ops that change consumers only.
+fn is_consumer_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Ack { .. }
+            | Op::Delivered { .. }
+            | Op::ConsumerCreate { .. }
+            | Op::ConsumerDelete { .. }
+    )
+}
+
+impl Stream {
     /// Applies one op to the state (also the journal's replay).
     fn apply_op(&mut self, op: Op) -> Result<Applied, ApiError> {
         let store_err = |e: crate::store::StoreError| ApiError::store_failed(&e.to_string());

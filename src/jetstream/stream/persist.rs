@@ -16,7 +16,9 @@ impl Stream {
     /// renamed, and the directory fsynced after. Returns the first error.
     pub fn persist_consumers(&mut self) -> std::io::Result<()> {
         let applied = self.journal_index();
-        let Some(dir) = &self.dir else {
+        // A replicated stream's consumers are in its group's log.
+        let dir = self.dir.as_ref().filter(|_| !self.replicated);
+        let Some(dir) = dir else {
             for c in self.consumers.values_mut() {
                 c.dirty = false;
             }
@@ -62,6 +64,10 @@ impl Stream {
     /// Loads the persisted consumers (durable and ephemeral), then replays the journal into
     /// them.
     pub fn load_consumers(&mut self) {
+        if self.replicated {
+            // Its consumers come from its group's log.
+            return;
+        }
         self.load_snapshots();
         self.replay_journal();
     }
