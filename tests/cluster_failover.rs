@@ -75,6 +75,22 @@ async fn leader(client: &async_nats::Client) -> Option<String> {
     info["cluster"]["leader"].as_str().map(String::from)
 }
 
+/// Message `seq`, or `None` if the stream says it has none; other errors (no leader yet
+/// after the restarts) are retried for a bounded time.
+async fn get_message(s: &stream::Stream, seq: u64) -> Option<jetstream::message::StreamMessage> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match s.get_raw_message(seq).await {
+            Ok(m) => return Some(m),
+            Err(e) if e.to_string().contains("no message found") => return None,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "message {seq}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_messages_survive_leader_kills() {
     let dir = tempfile::tempdir().unwrap();
@@ -201,10 +217,10 @@ async fn acknowledged_messages_survive_leader_kills() {
     let s = js.get_stream("FO").await.unwrap();
     let (mut lost, mut wrong) = (Vec::new(), Vec::new());
     for (i, seq) in &acked {
-        match s.get_raw_message(*seq).await {
-            Ok(m) if m.payload == i.to_string().as_bytes() => {}
-            Ok(m) => wrong.push((*i, *seq, String::from_utf8_lossy(&m.payload).to_string())),
-            Err(_) => lost.push(*i),
+        match get_message(&s, *seq).await {
+            Some(m) if m.payload == i.to_string().as_bytes() => {}
+            Some(m) => wrong.push((*i, *seq, String::from_utf8_lossy(&m.payload).to_string())),
+            None => lost.push(*i),
         }
     }
     let mut s = js.get_stream("FO").await.unwrap();

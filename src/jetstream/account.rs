@@ -245,7 +245,7 @@ impl JetStream {
                 for s in h.subs.drain(..) {
                     self.client.unsubscribe_internal(&s);
                 }
-                h.subs = self.subscribe_stream(cfg, &h.tx, h.reader.clone());
+                h.subs = self.subscribe_stream(cfg, &h.tx, h.reader.clone(), h.lease.clone());
             }
         }
     }

@@ -64,15 +64,20 @@ impl MsgGetReq {
 
 /// The internal subscription handler for a stream's direct-get subjects: single gets are
 /// answered in place from `reader`; anything else (and any request once the store is closed)
-/// is queued to the stream's thread with `forward`.
+/// is queued to the stream's thread with `forward`. While `may_answer` is false (a replica
+/// without the read lease) requests are left to the replica that has it.
 pub(crate) fn handler(
     stream: String,
     reader: StoreReader,
     client: Client,
+    may_answer: impl Fn() -> bool + Send + Sync + 'static,
     forward: impl Fn(Input) -> bool + Send + Sync + 'static,
 ) -> InternalHandler {
     let prefix = format!("$JS.API.DIRECT.GET.{stream}.");
     std::sync::Arc::new(move |m: Message| {
+        if !may_answer() {
+            return true;
+        }
         let subj = m.subject.strip_prefix(&prefix).map(str::to_string);
         // Without a reply subject there is nobody to answer (nats-server ignores it too).
         if let Some(reply) = m.reply.as_deref() {

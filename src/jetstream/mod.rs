@@ -59,6 +59,8 @@ struct Handle {
     done: std::sync::mpsc::Receiver<()>,
     /// A replicated stream's Raft group on this server.
     replica: Option<replica::Replica>,
+    /// A replicated stream's read lease (direct gets are answered only while it holds).
+    lease: Option<replica::Lease>,
 }
 
 /// The JetStream manager of one server.
@@ -294,6 +296,7 @@ impl JetStream {
             }
             None => (None, None),
         };
+        let lease = role.as_ref().map(|r| r.lease.clone());
         let ctx = Ctx {
             client: self.client.clone(),
             server_name: self.server_name.clone(),
@@ -324,7 +327,7 @@ impl JetStream {
             },
             _ => None,
         };
-        let subs = self.subscribe_stream(&config, &tx, reader.clone());
+        let subs = self.subscribe_stream(&config, &tx, reader.clone(), lease.clone());
         lock(&self.streams).insert(
             name,
             Handle {
@@ -333,6 +336,7 @@ impl JetStream {
                 reader,
                 done,
                 replica,
+                lease,
             },
         );
         Ok(())
@@ -377,6 +381,7 @@ impl JetStream {
         config: &StreamConfig,
         tx: &queue::Tx<Input>,
         reader: StoreReader,
+        lease: Option<replica::Lease>,
     ) -> Vec<Arc<crate::server::Subscription>> {
         let mut subs = Vec::new();
         let name = &config.name;
@@ -398,20 +403,25 @@ impl JetStream {
             mk(Input::FlowControl),
         ));
         if config.allow_direct {
-            // Replicas share direct gets: one of them answers each (as on nats-server).
-            let queue = (config.num_replicas > 1).then_some("_direct");
+            // A replicated stream's direct gets reach every replica; only the leader holding
+            // its read lease answers (linearizable reads; nats-server lets any replica answer,
+            // which may be stale).
             let tx2 = tx.clone();
-            let direct = direct::handler(name.clone(), reader, self.client.clone(), move |input| {
-                enqueue(&tx2, input)
-            });
+            let direct = direct::handler(
+                name.clone(),
+                reader,
+                self.client.clone(),
+                move || lease.as_ref().is_none_or(replica::Lease::holds),
+                move |input| enqueue(&tx2, input),
+            );
             subs.push(self.client.subscribe_internal(
                 &format!("$JS.API.DIRECT.GET.{name}"),
-                queue,
+                None,
                 direct.clone(),
             ));
             subs.push(self.client.subscribe_internal(
                 &format!("$JS.API.DIRECT.GET.{name}.>"),
-                queue,
+                None,
                 direct,
             ));
         }

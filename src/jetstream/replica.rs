@@ -19,9 +19,10 @@
 //!   but did not commit is delivered again).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -43,9 +44,40 @@ pub(crate) enum Proposal {
     Applied(Vec<Op>, Replies),
 }
 
+/// How long after the last heartbeat a quorum acknowledged the leader still answers reads
+/// from its own state. Followers refuse to vote for another leader for the election timeout
+/// maximum (1 s) after they last heard from it, so no other leader can have taken a write
+/// before this lease ends (the margin covers the delay of the metrics that report the acks).
+const LEASE: Duration = Duration::from_millis(700);
+
+/// A leader's read lease: reads answered from this replica's applied state are linearizable
+/// while it holds (see [`LEASE`]). Clones share it.
+#[derive(Clone, Default)]
+pub(crate) struct Lease(Arc<AtomicU64>);
+
+impl Lease {
+    /// True while this replica leads and a quorum acknowledged it within [`LEASE`].
+    pub fn holds(&self) -> bool {
+        now_ms() < self.0.load(Ordering::Acquire)
+    }
+
+    fn set_until(&self, until_ms: u64) {
+        self.0.store(until_ms, Ordering::Release);
+    }
+}
+
+/// Milliseconds on this process's monotonic clock.
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What a replicated stream's runner knows of its group.
 pub(crate) struct Role {
     leader: Arc<AtomicBool>,
+    /// The read lease (shared with the stream's direct-get handler).
+    pub lease: Lease,
     proposals: mpsc::UnboundedSender<Proposal>,
     /// The group, once open (for stream info's replica list).
     group: Arc<OnceLock<Arc<Group<StreamMachine>>>>,
@@ -54,6 +86,7 @@ pub(crate) struct Role {
 /// The group's ends of a [`Role`], taken by [`Replica::start`].
 pub(crate) struct RoleEnds {
     leader: Arc<AtomicBool>,
+    lease: Lease,
     proposals: mpsc::UnboundedReceiver<Proposal>,
     group: Arc<OnceLock<Arc<Group<StreamMachine>>>>,
 }
@@ -64,8 +97,10 @@ impl Role {
         let leader = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
         let group = Arc::new(OnceLock::new());
+        let lease = Lease::default();
         let role = Role {
             leader: leader.clone(),
+            lease: lease.clone(),
             proposals: tx,
             group: group.clone(),
         };
@@ -73,6 +108,7 @@ impl Role {
             role,
             RoleEnds {
                 leader,
+                lease,
                 proposals: rx,
                 group,
             },
@@ -307,7 +343,7 @@ impl Replica {
         let _ = ends.group.set(group.clone());
         let leading = ends.leader.clone();
         let tasks = vec![
-            rt.spawn(watch_leader(group.clone(), ends.leader)),
+            rt.spawn(watch_leader(group.clone(), ends.leader, ends.lease)),
             rt.spawn(propose_loop(group.clone(), ends.proposals, client)),
         ];
         Replica {
@@ -353,17 +389,30 @@ impl Replica {
 /// Keeps the runner's "leading" flag: set once this node leads and has applied an entry of
 /// its own term (so everything committed before it is applied: dedup and the consumers are
 /// current), cleared when it stops leading.
-async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>) {
+async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>, lease: Lease) {
     let mut metrics = group.raft().metrics();
     loop {
-        let is = group.is_leader() && {
+        let (is, acked_ms_ago) = {
+            // One read of the metrics (a second borrow while openraft waits to publish new
+            // ones would deadlock: the watch's lock lets a waiting writer go first).
             let m = metrics.borrow();
-            m.last_applied
-                .is_some_and(|l| l.leader_id.term == m.current_term)
+            let leads = m.state == openraft::ServerState::Leader && m.current_leader == Some(m.id);
+            let caught_up = m
+                .last_applied
+                .is_some_and(|l| l.leader_id.term == m.current_term);
+            (leads && caught_up, m.millis_since_quorum_ack)
         };
         leader.store(is, Ordering::Release);
+        match acked_ms_ago {
+            Some(ago) if is => {
+                let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(0);
+                lease.set_until((now_ms() + lease_ms).saturating_sub(ago));
+            }
+            _ => lease.set_until(0),
+        }
         if metrics.changed().await.is_err() {
             leader.store(false, Ordering::Release);
+            lease.set_until(0);
             return;
         }
     }

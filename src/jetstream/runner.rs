@@ -528,6 +528,16 @@ impl Runner {
                 b.mutated = true;
                 let _ = done.try_send(answers);
             }
+            Input::Api(Call::MsgGet, m)
+                if ctx.replica.as_ref().is_some_and(|r| !r.lease.holds()) =>
+            {
+                // A read from a replica without the read lease could be stale.
+                b.barrier = true;
+                if let Some(reply) = m.reply {
+                    let err = super::meta::unavailable();
+                    b.replies.answer(reply, api::response("error", Err(err)));
+                }
+            }
             Input::Api(call, m) if ctx.replica.is_some() && super::replica::refused(&call) => {
                 b.barrier = true;
                 if let Some(reply) = m.reply {
