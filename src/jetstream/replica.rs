@@ -167,7 +167,9 @@ pub(crate) fn group_name(name: &str) -> String {
 /// A publish reaching a replica's runner: the leader checks it and proposes it; the others
 /// drop it (the leader got it too).
 pub(crate) fn propose_publish(stream: &mut Stream, role: &Role, m: Message, replies: &mut Replies) {
-    if !role.is_leader() {
+    // Without the read lease its state may be stale (a deposed leader cut off from the
+    // others): an early answer (a duplicate, a failed expectation) could be wrong.
+    if !role.is_leader() || !role.lease.holds() {
         return;
     }
     let reply = m.reply.clone().filter(|_| !stream.config.no_ack);

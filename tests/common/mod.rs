@@ -18,6 +18,7 @@ use causeway::{Config, Server, ServerHandle};
 pub mod child;
 pub mod js;
 pub mod kv;
+pub mod proxy;
 mod raw;
 pub mod reference;
 pub mod suites;
