@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
-use common::child::ChildServer;
+use common::child::{cluster_args, ChildServer};
 use common::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_causeway");
@@ -27,30 +27,13 @@ struct Node {
 
 impl Node {
     fn new(i: usize, clients: &[u16; 3], routes: &[u16; 3], dir: &Path) -> Node {
-        let all = routes.map(|p| format!("nats://127.0.0.1:{p}")).join(",");
-        let name = format!("n{}", i + 1);
-        let args = [
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &clients[i].to_string(),
-            "-n",
-            &name,
-            "-js",
-            "-sd",
-            &dir.join(&name).to_string_lossy(),
-            "--cluster",
-            &format!("nats://127.0.0.1:{}", routes[i]),
-            "--cluster_name",
-            "fo",
-            "--routes",
-            &all,
-        ]
-        .map(String::from)
-        .to_vec();
+        let all: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
         Node {
-            name,
-            args,
+            name: format!("n{}", i + 1),
+            args: cluster_args(i, clients[i], routes[i], &all, "fo", dir),
             child: None,
         }
     }

@@ -289,20 +289,28 @@ async fn publish_all(js: &jetstream::Context, range: std::ops::Range<u64>) {
     }
 }
 
+/// Three servers and an R3 stream `name` on `k.>`: the servers (each can be taken down)
+/// and a JetStream context on the first.
+async fn with_r3_stream(
+    ports: &[u16; 3],
+    dir: &Path,
+    name: &str,
+) -> (Vec<Option<ServerHandle>>, jetstream::Context) {
+    let servers: Vec<Option<ServerHandle>> =
+        cluster(ports, dir).await.into_iter().map(Some).collect();
+    let js = ready(servers[0].as_ref().unwrap()).await;
+    let mut cfg = stream_config(name);
+    cfg.subjects = vec!["k.>".into()];
+    cfg.num_replicas = 3;
+    js.create_stream(cfg).await.unwrap();
+    (servers, js)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replicated_stream_survives_its_leaders_going_away() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
-        .await
-        .into_iter()
-        .map(Some)
-        .collect();
-    let js = ready(servers[0].as_ref().unwrap()).await;
-    let mut cfg = stream_config("R3");
-    cfg.subjects = vec!["k.>".into()];
-    cfg.num_replicas = 3;
-    js.create_stream(cfg).await.unwrap();
+    let (mut servers, js) = with_r3_stream(&ports, dir.path(), "R3").await;
     publish_all(&js, 0..50).await;
     let (first, n) = stream_leader(&js, "R3").await;
     assert_eq!(n, 50);
@@ -382,16 +390,7 @@ async fn fetch_until(js: &jetstream::Context, stream: &str, name: &str, want: us
 async fn a_replicated_streams_consumers_and_acks_survive_failover() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
-        .await
-        .into_iter()
-        .map(Some)
-        .collect();
-    let js = ready(servers[0].as_ref().unwrap()).await;
-    let mut cfg = stream_config("RC");
-    cfg.subjects = vec!["k.>".into()];
-    cfg.num_replicas = 3;
-    js.create_stream(cfg).await.unwrap();
+    let (mut servers, js) = with_r3_stream(&ports, dir.path(), "RC").await;
     publish_all(&js, 0..20).await;
     let s = js.get_stream("RC").await.unwrap();
     s.create_consumer(consumer::pull::Config {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
-use common::child::ChildServer;
+use common::child::{cluster_args, ChildServer};
 use common::free_port;
 use common::proxy::Proxy;
 use linear::{Event, Op};
@@ -68,28 +68,9 @@ impl Cluster {
                     .flatten()
                     .map(|p| format!("nats://127.0.0.1:{}", p.port))
                     .collect();
-                let name = format!("n{}", i + 1);
-                [
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &clients[i].to_string(),
-                    "-n",
-                    &name,
-                    "-js",
-                    "-sd",
-                    &dir.join(&name).to_string_lossy(),
-                    "--cluster",
-                    &format!("nats://127.0.0.1:{}", routes[i]),
-                    "--cluster_name",
-                    "part",
-                    "--cluster_advertise",
-                    &format!("127.0.0.1:{nowhere}"),
-                    "--routes",
-                    &via.join(","),
-                ]
-                .map(String::from)
-                .to_vec()
+                let mut args = cluster_args(i, clients[i], routes[i], &via, "part", dir);
+                args.extend(["--cluster_advertise".into(), format!("127.0.0.1:{nowhere}")]);
+                args
             })
             .collect();
         let mut c = Cluster {

@@ -143,3 +143,35 @@ impl Drop for ChildServer {
         }
     }
 }
+
+/// The arguments of clustered server `n<i+1>` (`-n n<i+1>`): clients on `client`, routes on
+/// `route`, dialing `routes`, in cluster `cluster`, JetStream in `<dir>/n<i+1>`.
+pub fn cluster_args(
+    i: usize,
+    client: u16,
+    route: u16,
+    routes: &[String],
+    cluster: &str,
+    dir: &Path,
+) -> Vec<String> {
+    let name = format!("n{}", i + 1);
+    [
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &client.to_string(),
+        "-n",
+        &name,
+        "-js",
+        "-sd",
+        &dir.join(&name).to_string_lossy(),
+        "--cluster",
+        &format!("nats://127.0.0.1:{route}"),
+        "--cluster_name",
+        cluster,
+        "--routes",
+        &routes.join(","),
+    ]
+    .map(String::from)
+    .to_vec()
+}
