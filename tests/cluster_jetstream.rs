@@ -335,19 +335,34 @@ async fn a_replicated_stream_survives_its_leaders_going_away() {
     assert_ne!(second, first);
     assert_eq!(n, 80);
 
-    // The first comes back and catches up; then the second leader goes away.
+    // The first comes back and catches up; a message delete and a purge go through the
+    // group; then the second leader goes away.
     servers[i] = Some(start(node_config(i, &ports, dir.path())).await);
     let j = NAMES.iter().position(|n| *n == second).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = nats_client(servers[i].as_ref().unwrap()).await;
+    let del = raw_request(&client, "$JS.API.STREAM.MSG.DELETE.R3", r#"{"seq":3}"#).await;
+    assert_eq!(del["success"], true, "{del}");
+    let again = raw_request(&client, "$JS.API.STREAM.MSG.DELETE.R3", r#"{"seq":3}"#).await;
+    assert_eq!(again["error"]["err_code"], 10057, "{again}");
+    let purge = raw_request(&client, "$JS.API.STREAM.PURGE.R3", r#"{"filter":"k.5"}"#).await;
+    assert_eq!(purge["purged"], 1, "{purge}");
     servers[j].take().unwrap().shutdown().await;
     let js = ready(servers[i].as_ref().unwrap()).await;
     publish_all(&js, 80..90).await;
     let (_, n) = stream_leader(&js, "R3").await;
-    assert_eq!(n, 90);
+    assert_eq!(n, 88, "90 published, one deleted, one purged");
     let s = js.get_stream("R3").await.unwrap();
     for seq in [1, 50, 51, 80, 81, 90] {
         let m = s.get_raw_message(seq).await.unwrap();
         assert_eq!(m.payload, format!("{}", seq - 1).as_bytes(), "seq {seq}");
+    }
+    for seq in [3, 6] {
+        let gone = s.get_raw_message(seq).await.map(|_| ()).unwrap_err();
+        assert!(
+            gone.to_string().contains("no message found"),
+            "seq {seq}: {gone}"
+        );
     }
     for s in servers.into_iter().flatten() {
         s.shutdown().await;

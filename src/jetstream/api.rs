@@ -374,6 +374,20 @@ pub(crate) fn update(s: &mut Stream, cfg: StreamConfig) -> Result<(), ApiError> 
 }
 
 fn purge(s: &mut Stream, body: &[u8]) -> Result<u64, ApiError> {
+    let op = purge_op(s, body)?;
+    Ok(purged(s.apply(op)?))
+}
+
+/// The count a purge's outcome reports.
+pub(crate) fn purged(applied: Applied) -> u64 {
+    match applied {
+        Applied::Purged(n) => n,
+        _ => 0,
+    }
+}
+
+/// The `Purge` op a purge request asks for, if the stream allows it.
+pub(crate) fn purge_op(s: &Stream, body: &[u8]) -> Result<Op, ApiError> {
     if s.config.deny_purge {
         return Err(ApiError {
             code: 500,
@@ -390,14 +404,11 @@ fn purge(s: &mut Stream, body: &[u8]) -> Result<u64, ApiError> {
             "purge request can not have both seq and keep",
         ));
     }
-    match s.apply(Op::Purge {
+    Ok(Op::Purge {
         filter: req.filter.filter(|f| !f.is_empty()),
         seq: req.seq,
         keep: req.keep,
-    })? {
-        Applied::Purged(n) => Ok(n),
-        _ => Ok(0),
-    }
+    })
 }
 
 fn msg_get(s: &Stream, body: &[u8]) -> Result<Value, ApiError> {
@@ -428,6 +439,20 @@ fn msg_get(s: &Stream, body: &[u8]) -> Result<Value, ApiError> {
 }
 
 fn msg_delete(s: &mut Stream, body: &[u8]) -> Result<(), ApiError> {
+    let op = msg_delete_op(s, body)?;
+    deleted(s.apply(op)?)
+}
+
+/// What a message delete's outcome answers.
+pub(crate) fn deleted(applied: Applied) -> Result<(), ApiError> {
+    match applied {
+        Applied::Deleted(true) => Ok(()),
+        _ => Err(ApiError::msg_delete_failed("no message found")),
+    }
+}
+
+/// The `Delete` op a message delete request asks for, if the stream allows it.
+pub(crate) fn msg_delete_op(s: &Stream, body: &[u8]) -> Result<Op, ApiError> {
     if s.config.deny_delete {
         return Err(ApiError::msg_delete_failed("message delete not permitted"));
     }
@@ -435,10 +460,7 @@ fn msg_delete(s: &mut Stream, body: &[u8]) -> Result<(), ApiError> {
         return Err(ApiError::sealed());
     }
     let req: MsgDeleteReq = parse(body)?;
-    match s.apply(Op::Delete { seq: req.seq })? {
-        Applied::Deleted(true) => Ok(()),
-        _ => Err(ApiError::msg_delete_failed("no message found")),
-    }
+    Ok(Op::Delete { seq: req.seq })
 }
 
 fn create_consumer(

@@ -223,6 +223,43 @@ pub(crate) fn apply_committed(
         .collect()
 }
 
+/// A purge or message delete on a replicated stream: the leader checks it and proposes its
+/// op; the applied outcome is the API answer.
+pub(crate) fn propose_api(
+    stream: &Stream,
+    role: &Role,
+    call: &Call,
+    m: Message,
+    replies: &mut Replies,
+) {
+    if !role.is_leader() || !role.lease.holds() {
+        if let Some(reply) = m.reply {
+            let err = super::meta::unavailable();
+            replies.answer(reply, super::api::response("error", Err(err)));
+        }
+        return;
+    }
+    let op = match call {
+        Call::Purge => super::api::purge_op(stream, &m.payload),
+        _ => super::api::msg_delete_op(stream, &m.payload),
+    };
+    match op {
+        Ok(op) => {
+            let _ = role.proposals.send(Proposal::Publish(op, m.reply));
+        }
+        Err(e) => {
+            if let Some(reply) = m.reply {
+                let kind = if matches!(call, Call::Purge) {
+                    "stream_purge"
+                } else {
+                    "stream_msg_delete"
+                };
+                replies.answer(reply, super::api::response(kind, Err(e)));
+            }
+        }
+    }
+}
+
 fn answer_of(stream: &str, outcome: Result<Applied, ApiError>) -> Vec<u8> {
     let ack = |seq, duplicate| {
         let ack = PubAck {
@@ -232,9 +269,18 @@ fn answer_of(stream: &str, outcome: Result<Applied, ApiError>) -> Vec<u8> {
         };
         serde_json::to_vec(&ack).unwrap_or_default()
     };
+    use super::api::{deleted, purged, response};
     match outcome {
         Ok(Applied::Stored(seq)) => ack(seq, false),
         Ok(Applied::Duplicate(seq)) => ack(seq, true),
+        Ok(a @ Applied::Purged(_)) => response(
+            "stream_purge",
+            Ok(json!({ "success": true, "purged": purged(a) })),
+        ),
+        Ok(a @ Applied::Deleted(_)) => response(
+            "stream_msg_delete",
+            deleted(a).map(|()| json!({ "success": true })),
+        ),
         Ok(_) => Vec::new(),
         Err(e) => error_body(&e),
     }
@@ -250,9 +296,8 @@ fn unframe_answers(bytes: &[u8]) -> Vec<Vec<u8>> {
     bincode::deserialize(bytes).unwrap_or_default()
 }
 
-/// Stream-bound requests a replicated stream cannot take yet: they would change the state
-/// outside the group's log.
-pub(crate) fn refused(call: &Call) -> bool {
+/// Stream-bound requests a replicated stream takes through its group's log.
+pub(crate) fn proposed(call: &Call) -> bool {
     matches!(call, Call::Purge | Call::MsgDelete)
 }
 

@@ -538,11 +538,10 @@ impl Runner {
                     b.replies.answer(reply, api::response("error", Err(err)));
                 }
             }
-            Input::Api(call, m) if ctx.replica.is_some() && super::replica::refused(&call) => {
+            Input::Api(call, m) if ctx.replica.is_some() && super::replica::proposed(&call) => {
                 b.barrier = true;
-                if let Some(reply) = m.reply {
-                    let err = ApiError::not_implemented("this request on a replicated stream");
-                    b.replies.answer(reply, api::response("error", Err(err)));
+                if let Some(role) = &ctx.replica {
+                    super::replica::propose_api(stream, role, &call, m, &mut b.replies);
                 }
             }
             Input::Publish(m) => {
