@@ -211,7 +211,7 @@ async fn the_meta_leader_answers_catalogue_errors() {
         ),
         (
             "$JS.API.STREAM.CREATE.C",
-            r#"{"name":"C","subjects":["c"],"num_replicas":3,"max_age":1000000000}"#,
+            r#"{"name":"C","subjects":["c"],"num_replicas":3,"allow_msg_ttl":true,"subject_delete_marker_ttl":1000000000}"#,
             10012,
         ),
         (
@@ -458,6 +458,72 @@ async fn a_replicated_streams_consumers_and_acks_survive_failover() {
     let info = raw_request(&client, "$JS.API.CONSUMER.INFO.RC.D", "").await;
     assert_eq!(info["ack_floor"]["stream_seq"], 20, "{info}");
     assert_eq!(info["num_ack_pending"], 0, "{info}");
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}
+
+/// The stream's message count on its leader, once it answers.
+async fn message_count(js: &jetstream::Context, stream: &str) -> u64 {
+    stream_leader(js, stream).await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_streams_expire_through_their_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let js = ready(servers[0].as_ref().unwrap()).await;
+    let mut cfg = stream_config("RA");
+    cfg.subjects = vec!["k.>".into()];
+    cfg.num_replicas = 3;
+    cfg.max_age = Duration::from_secs(4);
+    cfg.allow_message_ttl = true;
+    js.create_stream(cfg).await.unwrap();
+    publish_all(&js, 0..1).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-TTL", "1s");
+    let ack = js
+        .publish_with_headers("k.ttl", headers, "short".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.sequence, 2);
+
+    // The TTL'd message goes first; then max_age takes the other.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = message_count(&js, "RA").await;
+    while n > 1 {
+        assert!(Instant::now() < deadline, "TTL never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n = message_count(&js, "RA").await;
+    }
+    let s = js.get_stream("RA").await.unwrap();
+    if n == 1 {
+        assert!(
+            s.get_raw_message(1).await.is_ok(),
+            "the TTL'd one went first"
+        );
+    }
+    while message_count(&js, "RA").await > 0 {
+        assert!(Instant::now() < deadline, "max_age never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every replica applied it: the next leader has none either.
+    let (leader, _) = stream_leader(&js, "RA").await;
+    let i = NAMES.iter().position(|n| *n == leader).unwrap();
+    servers[i].take().unwrap().shutdown().await;
+    let other = servers.iter().flatten().next().unwrap();
+    let js = ready(other).await;
+    let (next, n) = stream_leader(&js, "RA").await;
+    assert_ne!(next, leader);
+    assert_eq!(n, 0);
     for s in servers.into_iter().flatten() {
         s.shutdown().await;
     }

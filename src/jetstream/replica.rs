@@ -50,6 +50,9 @@ pub(crate) enum Proposal {
 /// before this lease ends (the margin covers the delay of the metrics that report the acks).
 const LEASE: Duration = Duration::from_millis(700);
 
+/// The leader proposes expiry at most this often (ms).
+const EXPIRY_EVERY_MS: u64 = 200;
+
 /// A leader's read lease: reads answered from this replica's applied state are linearizable
 /// while it holds (see [`LEASE`]). Clones share it.
 #[derive(Clone, Default)]
@@ -76,6 +79,8 @@ fn now_ms() -> u64 {
 /// What a replicated stream's runner knows of its group.
 pub(crate) struct Role {
     leader: Arc<AtomicBool>,
+    /// When the leader last proposed expiry ([`now_ms`]).
+    expiry_proposed: AtomicU64,
     /// The read lease (shared with the stream's direct-get handler).
     pub lease: Lease,
     proposals: mpsc::UnboundedSender<Proposal>,
@@ -100,6 +105,7 @@ impl Role {
         let lease = Lease::default();
         let role = Role {
             leader: leader.clone(),
+            expiry_proposed: AtomicU64::new(0),
             lease: lease.clone(),
             proposals: tx,
             group: group.clone(),
@@ -144,6 +150,21 @@ impl Role {
     /// committed before its term).
     pub fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Acquire)
+    }
+
+    /// The expiry ops (max_age, message TTLs) due at `now` for the leader to propose: none
+    /// on a follower or a leader without its lease, and none again within [`EXPIRY_EVERY_MS`]
+    /// (the last proposal may not have applied yet).
+    pub fn expiry_due(&self, stream: &Stream, now: i64) -> Vec<Op> {
+        let due_ms = self.expiry_proposed.load(Ordering::Acquire) + EXPIRY_EVERY_MS;
+        if !self.is_leader() || !self.lease.holds() || now_ms() < due_ms {
+            return Vec::new();
+        }
+        let ops = stream.expiry_ops(now);
+        if !ops.is_empty() {
+            self.expiry_proposed.store(now_ms(), Ordering::Release);
+        }
+        ops
     }
 
     /// Proposes the consumer ops the leader applied since the last call; `replies` go out
@@ -302,15 +323,13 @@ pub(crate) fn proposed(call: &Call) -> bool {
 }
 
 /// What `num_replicas` > 1 cannot be combined with yet (each would change replicas' state
-/// outside the log: retention by acks, age and TTL expiry, republish).
+/// outside the log: retention by acks, markers for subjects max_age emptied, republish).
 pub(crate) fn check_config(cfg: &super::config::StreamConfig) -> Result<(), ApiError> {
     use super::config::Retention;
     let what = if cfg.retention != Retention::Limits {
         Some("interest or work-queue retention")
-    } else if cfg.max_age > 0 {
-        Some("max_age")
-    } else if cfg.allow_msg_ttl {
-        Some("per-message TTL")
+    } else if cfg.subject_delete_marker_ttl > 0 {
+        Some("subject delete markers")
     } else if cfg.republish.is_some() {
         Some("republish")
     } else {

@@ -855,15 +855,15 @@ fn confirm(m: &Message, replies: &mut Replies) -> bool {
 /// Expiry, then each consumer's deliveries up to `committed`; true if expiry changed the
 /// store and synced it (which commits everything applied so far).
 fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>, committed: u64) -> bool {
-    let mut synced = false;
-    match stream.expire(now_nanos()) {
-        Ok(true) => match stream.store.sync() {
-            Ok(()) => synced = true,
-            Err(e) => tracing::error!("sync after expiry failed: {e}"),
-        },
-        Ok(false) => {}
-        Err(e) => tracing::error!("expiry: {}", e.description),
-    }
+    let synced = if let Some(role) = &ctx.replica {
+        // A replicated stream expires through its group: the leader proposes what is due.
+        for op in role.expiry_due(stream, now_nanos()) {
+            stream.propose(op);
+        }
+        false
+    } else {
+        expire(stream)
+    };
     let names: Vec<String> = stream.consumers.keys().cloned().collect();
     let mut gone = Vec::new();
     for name in names {
@@ -923,6 +923,24 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>, committ
         let _ = stream.apply(Op::ConsumerDelete { name });
     }
     synced
+}
+
+/// Expiry on a single server; true if it changed the store and synced it.
+fn expire(stream: &mut Stream) -> bool {
+    match stream.expire(now_nanos()) {
+        Ok(true) => match stream.store.sync() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("sync after expiry failed: {e}");
+                false
+            }
+        },
+        Ok(false) => false,
+        Err(e) => {
+            tracing::error!("expiry: {}", e.description);
+            false
+        }
+    }
 }
 
 fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {

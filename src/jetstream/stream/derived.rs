@@ -121,6 +121,21 @@ impl Stream {
     /// decides the same), one `Expire` for max_age. When the stream asks for subject delete
     /// markers, a subject emptied by expiry gets a marker (an expiring marker itself leaves
     /// none). Returns whether anything changed.
+    /// The expiry ops due at `now`, not applied: a replicated stream's leader proposes them
+    /// and every replica applies them when committed.
+    pub fn expiry_ops(&self, now: i64) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if self.next_ttl().is_some_and(|at| at <= now) {
+            ops.push(Op::ExpireTtl { now });
+        }
+        let st = self.store.state();
+        let before = now - self.config.max_age;
+        if self.config.max_age > 0 && st.msgs > 0 && st.first_time < before {
+            ops.push(Op::Expire { before });
+        }
+        ops
+    }
+
     pub fn expire(&mut self, now: i64) -> Result<bool, ApiError> {
         let mut changed = false;
         if self.next_ttl().is_some_and(|at| at <= now) {

@@ -366,7 +366,13 @@ impl Stream {
         self.apply_at(self.applied + 1, op)
     }
 
-    /// The consumer ops applied to the leader's consumers since the last call (to propose).
+    /// Queues `op` to be proposed without applying it here (it applies when committed).
+    pub fn propose(&mut self, op: Op) {
+        self.outbox.push(op);
+    }
+
+    /// The ops queued to propose since the last call: consumer ops applied to the leader's
+    /// consumers, and ops queued by [`Stream::propose`].
     pub fn take_outbox(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.outbox)
     }
