@@ -1,8 +1,9 @@
 //! Failover of a replicated (R3) stream with real processes: three `causeway` binaries form a
 //! cluster on 127.0.0.1; a client given all three URLs publishes numbered messages (each with
 //! a `Nats-Msg-Id`, retried until acknowledged) while the stream's leader is killed with
-//! `kill -9` and restarted, three times. Afterwards every acknowledged message must be in the
-//! stream exactly once, at the sequence its ack named. The tally is printed.
+//! `kill -9` and restarted, three times, then every server is restarted in turn (SIGTERM) while
+//! it goes on. Afterwards every acknowledged message must be in the stream exactly once, at
+//! the sequence its ack named. The tally is printed.
 
 mod common;
 
@@ -16,8 +17,11 @@ use common::child::{cluster_args, ChildServer};
 use common::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_causeway");
-const MESSAGES: u64 = 600;
+const MESSAGES: u64 = 800;
 const KILLS: usize = 3;
+/// Kill rounds take the first three quarters of the messages (of `KILLS + 1` parts, one per
+/// round); a rolling restart of all three servers the last part.
+const PARTS: usize = KILLS + 2;
 
 struct Node {
     name: String,
@@ -144,7 +148,7 @@ async fn acknowledged_messages_survive_leader_kills() {
     // Kill the leader with -9 under that load, restart it, three times.
     let (mut killed, mut takeovers) = (Vec::new(), Vec::new());
     for round in 1..=KILLS {
-        let want = round * MESSAGES as usize / (KILLS + 1);
+        let want = round * MESSAGES as usize / PARTS;
         while acked.lock().unwrap().len() < want {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -174,6 +178,20 @@ async fn acknowledged_messages_survive_leader_kills() {
         killed.push(name.clone());
         let node = nodes.iter_mut().find(|n| n.name == name).unwrap();
         node.start().await;
+    }
+    // A rolling restart (SIGTERM, start again) of every server while the publisher goes on.
+    let mut restarted = 0;
+    for node in &mut nodes {
+        let want = (KILLS + 1) * MESSAGES as usize / PARTS + restarted * 20;
+        while acked.lock().unwrap().len() < want.min(MESSAGES as usize - 1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        node.child.as_mut().unwrap().terminate().await;
+        node.child = None;
+        node.start().await;
+        restarted += 1;
+        // Let the restarted server catch up before the next one goes.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     tokio::time::timeout(Duration::from_secs(120), publisher)
         .await
@@ -209,7 +227,7 @@ async fn acknowledged_messages_survive_leader_kills() {
     let mut s = js.get_stream("FO").await.unwrap();
     let stored = s.info().await.unwrap().state.messages;
     eprintln!(
-        "failover tally: kills {} ({takeovers:?}), acked {}, stored {stored}, lost {}, misplaced {}",
+        "failover tally: kills {} ({takeovers:?}), rolling restarts {restarted}, acked {}, stored {stored}, lost {}, misplaced {}",
         killed.len(),
         acked.len(),
         lost.len(),
