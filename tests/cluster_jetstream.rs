@@ -524,6 +524,44 @@ async fn replicated_streams_expire_through_their_group() {
     let (next, n) = stream_leader(&js, "RA").await;
     assert_ne!(next, leader);
     assert_eq!(n, 0);
+
+    // A config update goes through the group too (a new subject, no max_age), kept by the
+    // next leader.
+    let mut cfg = js
+        .get_stream("RA")
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    cfg.subjects.push("x.>".into());
+    cfg.max_age = Duration::ZERO;
+    let info = js.update_stream(cfg).await.unwrap();
+    assert_eq!(info.config.subjects, ["k.>", "x.>"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ack = loop {
+        match js.publish("x.1", "new".into()).await {
+            Ok(ack) => match ack.await {
+                Ok(ack) => break ack,
+                Err(e) => assert!(Instant::now() < deadline, "x.1: {e}"),
+            },
+            Err(e) => assert!(Instant::now() < deadline, "x.1: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ack.sequence, 3);
+    servers[i] = Some(start(node_config(i, &ports, dir.path())).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let j = NAMES.iter().position(|n| *n == next).unwrap();
+    servers[j].take().unwrap().shutdown().await;
+    let js = ready(servers[i].as_ref().unwrap()).await;
+    let (third, n) = stream_leader(&js, "RA").await;
+    assert_ne!(third, next);
+    assert_eq!(n, 1);
+    let mut s = js.get_stream("RA").await.unwrap();
+    let info = s.info().await.unwrap();
+    assert_eq!(info.config.subjects, ["k.>", "x.>"]);
+    assert_eq!(info.config.max_age, Duration::ZERO);
     for s in servers.into_iter().flatten() {
         s.shutdown().await;
     }

@@ -191,7 +191,8 @@ impl JetStream {
     /// thread apply it (durably), and only then re-subscribes changed subjects, takes the new
     /// config as the manager's copy and answers.
     fn update_stream(&self, name: &str, m: Message) {
-        let result = parse_update(name, &m.payload).and_then(|cfg| self.commit_update(name, cfg));
+        let result =
+            parse_update(name, &m.payload, false).and_then(|cfg| self.commit_update(name, cfg));
         self.reply(&m, "stream_update", result);
     }
 
@@ -426,20 +427,7 @@ pub(super) fn parse_create(
     let cfg = cfg
         .filter(|c| c.name == name)
         .ok_or_else(ApiError::stream_mismatch)?;
-    let replicas = cfg.num_replicas;
-    let cfg = match clustered && replicas > 1 {
-        // normalize() is the single server's: it refuses replicas.
-        true => StreamConfig {
-            num_replicas: 1,
-            ..cfg
-        }
-        .normalize()
-        .map(|c| StreamConfig {
-            num_replicas: replicas,
-            ..c
-        })?,
-        false => cfg.normalize()?,
-    };
+    let cfg = normalize(cfg, clustered)?;
     if cfg.num_replicas > 1 {
         super::replica::check_config(&cfg)?;
     }
@@ -452,11 +440,32 @@ pub(super) fn parse_create(
 }
 
 /// An update request's configuration.
-pub(super) fn parse_update(name: &str, body: &[u8]) -> Result<StreamConfig, ApiError> {
+pub(super) fn parse_update(
+    name: &str,
+    body: &[u8],
+    clustered: bool,
+) -> Result<StreamConfig, ApiError> {
     let cfg = serde_json::from_slice::<StreamConfig>(body)
         .map_err(|e| ApiError::invalid_json(&e.to_string()))?;
     if cfg.name != name {
         return Err(ApiError::stream_mismatch());
     }
-    cfg.normalize()
+    normalize(cfg, clustered)
+}
+
+/// `cfg` normalized; in a cluster, replicas are allowed (`normalize()` is the single
+/// server's: it refuses them).
+fn normalize(cfg: StreamConfig, clustered: bool) -> Result<StreamConfig, ApiError> {
+    let replicas = cfg.num_replicas;
+    if !(clustered && replicas > 1) {
+        return cfg.normalize();
+    }
+    let one = StreamConfig {
+        num_replicas: 1,
+        ..cfg
+    };
+    one.normalize().map(|c| StreamConfig {
+        num_replicas: replicas,
+        ..c
+    })
 }

@@ -92,13 +92,19 @@ impl JetStream {
     }
 
     fn propose_update(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
-        let config = parse_update(name, &m.payload)?;
-        if config.num_replicas > 1 {
-            return Err(ApiError::not_implemented("updating a replicated stream"));
-        }
+        let config = parse_update(name, &m.payload, true)?;
         let old = meta
             .read(|c| c.get(name).map(|a| a.config.clone()))
             .ok_or_else(ApiError::stream_not_found)?;
+        if config.num_replicas != old.num_replicas && old.num_replicas.max(config.num_replicas) > 1
+        {
+            return Err(ApiError::not_implemented(
+                "changing a stream's replica count",
+            ));
+        }
+        if config.num_replicas > 1 {
+            super::replica::check_config(&config)?;
+        }
         api::check_update(&old, &config)?;
         propose(meta, MetaOp::UpdateStream { config }, m)
     }
@@ -156,14 +162,24 @@ impl JetStream {
                 }
             }
             MetaOp::UpdateStream { config } => {
-                let tx = lock(&self.streams).get(&config.name).map(|h| h.tx.clone());
-                if let Some(tx) = tx {
+                let found = lock(&self.streams)
+                    .get(&config.name)
+                    .map(|h| (h.tx.clone(), h.replica.is_some()));
+                if let Some((tx, replicated)) = found {
                     let old = self.query_info(&tx).and_then(|i| {
                         serde_json::from_value::<StreamConfig>(i["config"].clone()).ok()
                     });
+                    // A replicated stream's leader proposes it to the group and answers;
+                    // every replica listens on the new subjects.
+                    if replicated && !self.leads(&config.name) {
+                        if let Some(old) = old {
+                            self.resubscribe(&old, config);
+                        }
+                        return;
+                    }
                     let r = self.apply_update(&tx, config);
-                    if let (Ok(_), Some(old)) = (&r, old) {
-                        self.resubscribe(&old, config);
+                    if let (Ok(_), Some(old)) = (&r, &old) {
+                        self.resubscribe(old, config);
                     }
                     reply("stream_update", r);
                 }

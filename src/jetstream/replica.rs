@@ -20,11 +20,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::api::Call;
@@ -42,7 +42,13 @@ pub(crate) enum Proposal {
     /// Consumer ops the leader applied already, and the replies of the batch that made them
     /// (API answers, AckSync confirmations), sent only once the ops are committed.
     Applied(Vec<Op>, Replies),
+    /// A config update (`UpdateConfig`); the stream info after it applied, or the error,
+    /// goes to `done`.
+    Update(Op, Updated),
 }
+
+/// Where a config update's outcome goes.
+pub(crate) type Updated = SyncSender<Result<Value, ApiError>>;
 
 /// How long after the last heartbeat a quorum acknowledged the leader still answers reads
 /// from its own state. Followers refuse to vote for another leader for the election timeout
@@ -167,6 +173,20 @@ impl Role {
         ops
     }
 
+    /// Proposes a config update (checked already) if this replica leads with its lease.
+    pub fn propose_update(&self, config: super::config::StreamConfig, done: Updated) {
+        if !self.is_leader() || !self.lease.holds() {
+            let _ = done.try_send(Err(super::meta::unavailable()));
+            return;
+        }
+        let op = Op::UpdateConfig(Box::new(config));
+        if let Err(e) = self.proposals.send(Proposal::Update(op, done)) {
+            if let Proposal::Update(_, done) = e.0 {
+                let _ = done.try_send(Err(super::meta::unavailable()));
+            }
+        }
+    }
+
     /// Proposes the consumer ops the leader applied since the last call; `replies` go out
     /// once they are committed. Without ops, the replies go out now.
     pub fn propose_applied(&self, ops: Vec<Op>, replies: Replies, client: &Client) {
@@ -227,6 +247,7 @@ fn error_body(e: &ApiError) -> Vec<u8> {
 pub(crate) fn apply_committed(
     stream: &mut Stream,
     entries: Vec<(u64, Option<Vec<Op>>)>,
+    cluster: &Value,
 ) -> Vec<Vec<u8>> {
     entries
         .into_iter()
@@ -234,10 +255,20 @@ pub(crate) fn apply_committed(
             let Some(ops) = ops else {
                 return Vec::new();
             };
-            let answers: Vec<Vec<u8>> = stream
-                .apply_all_at(index, ops)
+            let updates: Vec<bool> = ops
+                .iter()
+                .map(|op| matches!(op, Op::UpdateConfig(_)))
+                .collect();
+            let outcomes = stream.apply_all_at(index, ops);
+            let answers: Vec<Vec<u8>> = outcomes
                 .into_iter()
-                .map(|outcome| answer_of(stream.name(), outcome))
+                .zip(updates)
+                .map(|(outcome, update)| match (outcome, update) {
+                    // An update answers with the stream's info once applied.
+                    (Ok(_), true) => serde_json::to_vec(&super::api::stream_info(stream, cluster))
+                        .unwrap_or_default(),
+                    (outcome, _) => answer_of(stream.name(), outcome),
+                })
                 .collect();
             frame_answers(&answers)
         })
@@ -495,6 +526,8 @@ enum Responder {
     Outcome(Option<String>),
     /// `ops` ops applied by the leader already; the replies wait for their commit.
     After(usize, Replies),
+    /// A config update: its stream info (or error) goes to the waiting updater.
+    Update(Updated),
 }
 
 /// Submits proposals in arrival order, what queued up meanwhile as one batch entry (one log
@@ -518,6 +551,10 @@ async fn propose_loop(
                 Proposal::Applied(ops, replies) => {
                     responders.push(Responder::After(ops.len(), replies));
                     ops
+                }
+                Proposal::Update(op, done) => {
+                    responders.push(Responder::Update(done));
+                    vec![op]
                 }
             };
             for op in &ops {
@@ -573,7 +610,27 @@ fn answer_all(
                 at += n;
                 replies.refuse(&refusal_error(e), client);
             }
+            (Responder::Update(done), Ok(list)) => {
+                let body = list.get(at).map_or(&[][..], Vec::as_slice);
+                at += 1;
+                let _ = done.try_send(update_outcome(body));
+            }
+            (Responder::Update(done), Err(e)) => {
+                at += 1;
+                let _ = done.try_send(Err(refusal_error(e)));
+            }
         }
+    }
+}
+
+/// A config update's applied answer: the stream info, or the error it was refused with.
+fn update_outcome(body: &[u8]) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::store_failed("the update's outcome is unknown"))?;
+    match v.get("error") {
+        Some(e) => Err(serde_json::from_value(e.clone())
+            .unwrap_or_else(|_| ApiError::store_failed("the update failed"))),
+        None => Ok(v),
     }
 }
 

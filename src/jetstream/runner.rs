@@ -524,7 +524,7 @@ impl Runner {
                 }
             }
             Input::Committed { ops, done } => {
-                let answers = super::replica::apply_committed(stream, ops);
+                let answers = super::replica::apply_committed(stream, ops, &ctx.cluster_json());
                 b.mutated = true;
                 let _ = done.try_send(answers);
             }
@@ -584,6 +584,16 @@ impl Runner {
             Input::Info(tx) => {
                 b.barrier = true;
                 let _ = tx.try_send(api::stream_info(stream, &ctx.cluster_json()));
+            }
+            Input::Update(cfg, done) if ctx.replica.is_some() => {
+                // Through the group: every replica applies it at the same place in the log.
+                match (api::check_update(&stream.config, &cfg), &ctx.replica) {
+                    (Err(e), _) => {
+                        let _ = done.try_send(Err(e));
+                    }
+                    (Ok(()), Some(role)) => role.propose_update(*cfg, done),
+                    (Ok(()), None) => {}
+                }
             }
             Input::Update(cfg, done) => {
                 b.barrier = true;
