@@ -566,3 +566,117 @@ async fn replicated_streams_expire_through_their_group() {
         s.shutdown().await;
     }
 }
+
+/// The meta leader's name as `/jsz` on `server` reports it (once one is known).
+async fn meta_leader(server: &ServerHandle) -> String {
+    let addr = server.monitor_addr().expect("monitoring on");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jsz = common::monitor_json(addr, "/jsz").await;
+        let leader = jsz["meta_cluster"]["leader"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !leader.is_empty() {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "no meta leader: {jsz}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `stream`'s leader until it is not `old`.
+async fn leader_other_than(js: &jetstream::Context, stream: &str, old: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (leader, _) = stream_leader(js, stream).await;
+        if leader != old {
+            return leader;
+        }
+        assert!(Instant::now() < deadline, "{stream} still led by {old}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaders_step_down_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let mut config = node_config(i, &ports, dir.path());
+        config.http_port = Some(0);
+        servers.push(start(config).await);
+    }
+    let js = ready(&servers[0]).await;
+    let mut cfg = stream_config("SD");
+    cfg.subjects = vec!["k.>".into()];
+    cfg.num_replicas = 3;
+    js.create_stream(cfg).await.unwrap();
+    publish_all(&js, 0..10).await;
+    let s = js.get_stream("SD").await.unwrap();
+    s.create_consumer(consumer::pull::Config {
+        durable_name: Some("D".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(fetch_until(&js, "SD", "D", 4).await, [1, 2, 3, 4]);
+    let client = nats_client(&servers[1]).await;
+
+    // The stream's leader hands on: another leads, with every message, and takes publishes.
+    let (first, _) = stream_leader(&js, "SD").await;
+    let t0 = Instant::now();
+    let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SD", "").await;
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(
+        r["type"],
+        "io.nats.jetstream.api.v1.stream_leader_stepdown_response"
+    );
+    let second = leader_other_than(&js, "SD", &first).await;
+    eprintln!("stream stepdown {first} -> {second} in {:?}", t0.elapsed());
+    publish_all(&js, 10..15).await;
+    assert_eq!(stream_leader(&js, "SD").await.1, 15);
+
+    // A consumer stepdown moves the stream's leadership (its consumers are served there);
+    // the consumer keeps its acks and goes on from them.
+    let r = raw_request(&client, "$JS.API.CONSUMER.LEADER.STEPDOWN.SD.D", "").await;
+    assert_eq!(r["success"], true, "{r}");
+    let third = leader_other_than(&js, "SD", &second).await;
+    let info = raw_request(&client, "$JS.API.CONSUMER.INFO.SD.D", "").await;
+    assert_eq!(info["ack_floor"]["stream_seq"], 4, "{info}");
+    assert_eq!(info["cluster"]["leader"], third.as_str(), "{info}");
+    assert_eq!(
+        fetch_until(&js, "SD", "D", 11).await,
+        (5..=15).collect::<Vec<_>>()
+    );
+
+    // Errors: unknown stream or consumer, a placement preference, a peer removal.
+    let r = raw_request(&client, "$JS.API.CONSUMER.LEADER.STEPDOWN.SD.NOPE", "").await;
+    assert_eq!(r["error"]["err_code"], 10014, "{r}");
+    let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.NOPE", "").await;
+    assert_eq!(r["error"]["err_code"], 10059, "{r}");
+    let body = r#"{"placement":{"preferred":"n1"}}"#;
+    let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SD", body).await;
+    assert_eq!(r["error"]["err_code"], 10012, "{r}");
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.SD", r#"{"peer":"n9"}"#).await;
+    assert_eq!(r["error"]["err_code"], 10040, "{r}");
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.SD", r#"{"peer":"n1"}"#).await;
+    assert_eq!(r["error"]["err_code"], 10012, "{r}");
+
+    // The meta leader hands on; the catalogue still answers (a stream is created after).
+    let meta_first = meta_leader(&servers[0]).await;
+    let r = raw_request(&client, "$JS.API.META.LEADER.STEPDOWN", "").await;
+    assert_eq!(r["success"], true, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while meta_leader(&servers[2]).await == meta_first {
+        assert!(Instant::now() < deadline, "meta still led by {meta_first}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let js2 = ready(&servers[2]).await;
+    js2.create_stream(stream_config("AFTER")).await.unwrap();
+    for s in servers {
+        s.shutdown().await;
+    }
+}

@@ -302,3 +302,21 @@ async fn memory_storage_and_first_seq() {
     assert_eq!(s.info().await.unwrap().state.messages, 3);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn leadership_requests_need_a_cluster() {
+    let env = JsEnv::new().await;
+    env.stream(json!({"name": "A", "subjects": ["a.>"]})).await;
+    for (subject, kind) in [
+        ("META.LEADER.STEPDOWN", "meta_leader_stepdown"),
+        ("STREAM.LEADER.STEPDOWN.A", "stream_leader_stepdown"),
+        ("CONSUMER.LEADER.STEPDOWN.A.C", "consumer_leader_stepdown"),
+        ("STREAM.PEER.REMOVE.A", "stream_remove_peer"),
+    ] {
+        let v = env.api(subject, "").await;
+        assert_type(&v, kind);
+        assert_err(&v, 10010);
+        assert_eq!(v["error"]["code"], 503, "{v}");
+    }
+    env.stop().await;
+}

@@ -57,6 +57,12 @@ impl JetStream {
             ["STREAM", "MSG", "DELETE", name] => {
                 self.forward(name, Call::MsgDelete, m.clone(), "stream_msg_delete")
             }
+            ["META", "LEADER", "STEPDOWN"] => self.meta_step_down(&m),
+            ["STREAM", "LEADER", "STEPDOWN", name] => self.stream_step_down(name, &m),
+            ["STREAM", "PEER", "REMOVE", name] => self.stream_peer_remove(name, &m),
+            ["CONSUMER", "LEADER", "STEPDOWN", stream, consumer] => {
+                self.consumer_step_down(stream, consumer, &m)
+            }
             ["CONSUMER", "CREATE", stream] => self.forward(
                 stream,
                 Call::ConsumerCreate {

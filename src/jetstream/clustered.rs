@@ -27,6 +27,8 @@ fn stream_of<'a>(tokens: &[&'a str]) -> Option<&'a str> {
     match tokens {
         ["STREAM", "INFO" | "PURGE", name] => Some(name),
         ["STREAM", "MSG", "GET" | "DELETE", name] => Some(name),
+        ["STREAM", "LEADER", "STEPDOWN", name] => Some(name),
+        ["CONSUMER", "LEADER", "STEPDOWN", stream, _] => Some(stream),
         ["CONSUMER", "DURABLE", "CREATE", stream, ..] => Some(stream),
         ["CONSUMER", "MSG", "NEXT", stream, ..] => Some(stream),
         ["CONSUMER", _, stream, ..] => Some(stream),
@@ -64,6 +66,14 @@ impl JetStream {
                 if let Err(e) = self.propose_update(meta, name, m) {
                     self.reply(m, "stream_update", Err(e));
                 }
+                false
+            }
+            ["META", "LEADER", "STEPDOWN"] => {
+                self.meta_step_down(m);
+                false
+            }
+            ["STREAM", "PEER", "REMOVE", name] => {
+                self.stream_peer_remove(name, m);
                 false
             }
             ["STREAM", "DELETE", name] => {

@@ -27,6 +27,7 @@ mod replica;
 mod replication;
 mod restore;
 pub mod runner;
+mod stepdown;
 pub mod stream;
 pub mod time;
 

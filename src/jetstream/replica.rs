@@ -425,6 +425,10 @@ pub(crate) struct Replica {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// What the runner reads as "leading" (set by the leadership watch).
     leading: Arc<AtomicBool>,
+    /// The read lease the watch keeps.
+    lease: Lease,
+    /// Set while this replica hands its leadership on: the watch keeps "leading" off.
+    stepping_down: Arc<AtomicBool>,
 }
 
 impl Replica {
@@ -439,14 +443,44 @@ impl Replica {
         let group = Arc::new(group);
         let _ = ends.group.set(group.clone());
         let leading = ends.leader.clone();
+        let lease = ends.lease.clone();
+        let stepping_down = Arc::new(AtomicBool::new(false));
+        let watch = Watch {
+            leader: ends.leader,
+            lease: ends.lease,
+            stepping_down: stepping_down.clone(),
+        };
         let tasks = vec![
-            rt.spawn(watch_leader(group.clone(), ends.leader, ends.lease)),
+            rt.spawn(watch_leader(group.clone(), watch)),
             rt.spawn(propose_loop(group.clone(), ends.proposals, client)),
         ];
         Replica {
             group,
             tasks,
             leading,
+            lease,
+            stepping_down,
+        }
+    }
+
+    /// A future that hands this replica's leadership to another replica
+    /// (`STREAM.LEADER.STEPDOWN`): the runner stops leading at once (it takes no publishes
+    /// and serves no reads or consumers), then the group elects another leader. True once
+    /// another replica leads; false if this one did not lead.
+    pub fn step_down(&self) -> impl std::future::Future<Output = Result<bool, GroupError>> {
+        let (group, leading, lease) =
+            (self.group.clone(), self.leading.clone(), self.lease.clone());
+        let stepping_down = self.stepping_down.clone();
+        async move {
+            if !group.is_leader() {
+                return Ok(false);
+            }
+            stepping_down.store(true, Ordering::Release);
+            leading.store(false, Ordering::Release);
+            lease.set_until(0);
+            let moved = group.step_down(STEP_DOWN_WAIT).await;
+            stepping_down.store(false, Ordering::Release);
+            moved
         }
     }
 
@@ -486,7 +520,12 @@ impl Replica {
 /// Keeps the runner's "leading" flag: set once this node leads and has applied an entry of
 /// its own term (so everything committed before it is applied: dedup and the consumers are
 /// current), cleared when it stops leading.
-async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>, lease: Lease) {
+async fn watch_leader(group: Arc<Group<StreamMachine>>, watch: Watch) {
+    let Watch {
+        leader,
+        lease,
+        stepping_down,
+    } = watch;
     let mut metrics = group.raft().metrics();
     loop {
         let (is, acked_ms_ago) = {
@@ -497,7 +536,8 @@ async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>,
             let caught_up = m
                 .last_applied
                 .is_some_and(|l| l.leader_id.term == m.current_term);
-            (leads && caught_up, m.millis_since_quorum_ack)
+            let handing_on = stepping_down.load(Ordering::Acquire);
+            (leads && caught_up && !handing_on, m.millis_since_quorum_ack)
         };
         leader.store(is, Ordering::Release);
         match acked_ms_ago {
@@ -514,6 +554,16 @@ async fn watch_leader(group: Arc<Group<StreamMachine>>, leader: Arc<AtomicBool>,
         }
     }
 }
+
+/// What the leadership watch keeps up to date.
+struct Watch {
+    leader: Arc<AtomicBool>,
+    lease: Lease,
+    stepping_down: Arc<AtomicBool>,
+}
+
+/// How long a stepdown waits for another replica to lead.
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// Most ops in one batch entry.
 const BATCH_OPS: usize = 1024;

@@ -288,6 +288,32 @@ impl<M: Machine> Group<M> {
         }
     }
 
+    /// Hands leadership to another member: this node stops sending heartbeats and will not
+    /// campaign, so once the followers' leases run out one of them is elected (openraft 0.9 has
+    /// no leadership transfer). Waits up to `timeout` for another member to lead, then restores
+    /// both; `Ok(false)` if this node was not the leader, `Timeout` if nobody took over (this
+    /// node then leads on).
+    pub async fn step_down(&self, timeout: Duration) -> Result<bool, GroupError> {
+        if !self.is_leader() {
+            return Ok(false);
+        }
+        tracing::info!(parent: &self.span, "stepping down");
+        let config = self.raft.runtime_config();
+        config.heartbeat(false);
+        config.elect(false);
+        let me = self.id;
+        let mut rx = self.raft.metrics();
+        let moved = rx.wait_for(|m| m.current_leader.is_some_and(|l| l != me));
+        let outcome = tokio::time::timeout(timeout, moved).await;
+        config.heartbeat(true);
+        config.elect(true);
+        match outcome {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(_)) => Err(GroupError::Raft("raft stopped".into())),
+            Err(_) => Err(GroupError::Timeout),
+        }
+    }
+
     /// Reads the state machine as applied on this node.
     pub fn read<R>(&self, f: impl FnOnce(&M) -> R) -> R {
         self.sm.read(f)

@@ -144,3 +144,23 @@ pub async fn connect_with_events(
     .expect("connect");
     (client, rx)
 }
+
+/// GETs `path` from a server's HTTP monitoring port and parses the JSON body (bounded by
+/// [`TIMEOUT`]).
+pub async fn monitor_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("monitor connect");
+        let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("monitor write");
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.expect("monitor read");
+        body
+    };
+    let raw = within(TIMEOUT, "monitor GET", get).await;
+    let text = String::from_utf8_lossy(&raw);
+    let json = text.split("\r\n\r\n").nth(1).expect("an HTTP body");
+    serde_json::from_str(json).expect("a JSON body")
+}

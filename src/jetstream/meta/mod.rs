@@ -59,6 +59,9 @@ pub(crate) struct Meta {
     _service: Service,
 }
 
+/// How long a stepdown waits for another server to lead.
+const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// A server's Raft id: a 63-bit FNV-1a hash of its name (never 0).
 pub(crate) fn node_id_of(name: &str) -> NodeId {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -181,6 +184,12 @@ impl Meta {
                 Err(unavailable())
             }
         }
+    }
+
+    /// Hands the meta group's leadership to another server (`META.LEADER.STEPDOWN`); true
+    /// once another one leads.
+    pub async fn step_down(&self) -> Result<bool, GroupError> {
+        self.group.step_down(STEP_DOWN_WAIT).await
     }
 
     /// Stops this server's member.
