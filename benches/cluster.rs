@@ -16,6 +16,10 @@
 //! fsync before ack as causeway) and `nats` (its default: no fsync per ack). Results (medians
 //! of the rounds, and causeway's ratios) are printed and written to `target/cluster-bench.md`.
 //!
+//! With `CLUSTER_IDLE_BUCKETS=N` a round instead creates N idle R3 KV buckets and measures
+//! the three servers at rest: CPU (percent of one core, summed, over 10 s), resident memory
+//! (MiB, summed) and how long the creates took.
+//!
 //! Run: `cargo bench --bench cluster`. Environment: `CLUSTER_ROUNDS` (3), `CLUSTER_MSGS`
 //! (20000), `CLUSTER_KINDS` (comma-separated labels to run, e.g. `causeway`; default all),
 //! `CLUSTER_NATS` (nats-server binary; default `target/loadgen-venv/bin/nats-server`,
@@ -326,6 +330,54 @@ async fn run_round(kind: &Kind, msgs: usize) -> Result<BTreeMap<&'static str, f6
     Ok(out)
 }
 
+/// CPU time (user + system, in clock ticks) and resident memory (bytes) of process `pid`.
+fn proc_usage(pid: u32) -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) close with ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat, rss (pages) field 24; `f` starts at 3.
+    let ticks = num(11) + num(12);
+    let rss = num(21) * 4096;
+    Ok((ticks, rss))
+}
+
+/// Creates `n` idle R3 KV buckets, lets the cluster settle, then measures what the three
+/// servers use while nothing happens: CPU (percent of one core, summed over the servers,
+/// over `IDLE_SECS`) and resident memory (MiB, summed), and how long creating took.
+async fn idle_buckets(kind: &Kind, n: usize) -> Result<BTreeMap<&'static str, f64>> {
+    const IDLE_SECS: u64 = 10;
+    let cluster = Cluster::start(kind)?;
+    let js = cluster.jetstream(0).await?;
+    let t = Instant::now();
+    for i in 0..n {
+        let cfg = kv::Config {
+            bucket: format!("idle{i}"),
+            num_replicas: 3,
+            ..Default::default()
+        };
+        js.create_key_value(cfg)
+            .await
+            .with_context(|| format!("creating bucket {i}"))?;
+    }
+    let created = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pids: Vec<u32> = cluster.children.iter().map(Child::id).collect();
+    let before: Vec<(u64, u64)> = pids.iter().map(|p| proc_usage(*p)).collect::<Result<_>>()?;
+    tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
+    let after: Vec<(u64, u64)> = pids.iter().map(|p| proc_usage(*p)).collect::<Result<_>>()?;
+    let ticks: u64 = before.iter().zip(&after).map(|(b, a)| a.0 - b.0).sum();
+    let rss: u64 = after.iter().map(|a| a.1).sum();
+    // Clock ticks are 100 per second on Linux.
+    let cpu = ticks as f64 / (IDLE_SECS as f64 * 100.0) * 100.0;
+    let mut out = BTreeMap::new();
+    out.insert("idle R3 buckets: create all (s)", created);
+    out.insert("idle R3 buckets: CPU (% of a core)", cpu);
+    out.insert("idle R3 buckets: RSS (MiB)", rss as f64 / (1 << 20) as f64);
+    Ok(out)
+}
+
 fn causeway_bin() -> PathBuf {
     match option_env!("CARGO_BIN_EXE_causeway") {
         Some(p) => PathBuf::from(p),
@@ -336,6 +388,7 @@ fn causeway_bin() -> PathBuf {
 fn main() -> Result<()> {
     let rounds = env_num("CLUSTER_ROUNDS", 3);
     let msgs = env_num("CLUSTER_MSGS", 20_000);
+    let idle = env_num("CLUSTER_IDLE_BUCKETS", 0);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let nats = std::env::var_os("CLUSTER_NATS")
         .map(PathBuf::from)
@@ -385,7 +438,10 @@ fn main() -> Result<()> {
         };
         for kind in order {
             eprintln!("round {} {}", round + 1, kind.label);
-            let r = rt.block_on(run_round(kind, msgs))?;
+            let r = match idle {
+                0 => rt.block_on(run_round(kind, msgs))?,
+                n => rt.block_on(idle_buckets(kind, n))?,
+            };
             for (k, v) in r {
                 results
                     .entry(k)
@@ -404,7 +460,10 @@ fn main() -> Result<()> {
         let (c, d, n) = (m("causeway"), m("nats durable"), m("nats"));
         // Latencies: lower is better, so the ratio is theirs over ours.
         let ratio = |other: f64| {
-            if scenario.contains("µs") {
+            if ["µs", "(s)", "CPU", "MiB"]
+                .iter()
+                .any(|u| scenario.contains(u))
+            {
                 other / c
             } else {
                 c / other

@@ -680,3 +680,84 @@ async fn leaders_step_down_on_request() {
         s.shutdown().await;
     }
 }
+
+/// Reads `key` from `store` until it is `want` (a read may be refused while a leader
+/// settles); bounded.
+async fn get_until(store: &kv::Store, key: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = store.get(key).await;
+        if let Ok(Some(v)) = &got {
+            if v.as_ref() == want.as_bytes() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{key}: {got:?}, wanted {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_replicated_bucket_quiesces_and_still_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let js = ready(servers[0].as_ref().unwrap()).await;
+    let store = js
+        .create_key_value(kv::Config {
+            bucket: "Q".into(),
+            num_replicas: 3,
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.put("k", "v1".into()).await.unwrap();
+
+    // Idle past the quiesce delay: the first read wakes the group (the leader waits for a
+    // fresh quorum acknowledgement, then answers), and so does a write.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(store.get("k").await.unwrap().unwrap().as_ref(), b"v1");
+    assert_eq!(store.put("k", "v2".into()).await.unwrap(), 2);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(store.update("k", "v3".into(), 2).await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let stale = store.update("k", "nope".into(), 2).await;
+    assert!(stale.is_err(), "a stale revision is refused: {stale:?}");
+
+    // The quiesced leader goes away: another server leads and serves everything acked.
+    let (leader, _) = stream_leader(&js, "KV_Q").await;
+    let i = NAMES.iter().position(|n| *n == leader).unwrap();
+    servers[i].take().unwrap().shutdown().await;
+    let other = servers.iter().flatten().next().unwrap();
+    let js = ready(other).await;
+    let store = js.get_key_value("Q").await.unwrap();
+    get_until(&store, "k", "v3").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.put("k", "v4".into()).await.is_err() {
+        assert!(Instant::now() < deadline, "no put after the leader left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    get_until(&store, "k", "v4").await;
+    let history = store.history("k").await.unwrap();
+    let values: Vec<Vec<u8>> = history
+        .filter_map(|e| async move { e.ok().map(|e| e.value.to_vec()) })
+        .collect()
+        .await;
+    assert_eq!(
+        values,
+        [
+            b"v1".to_vec(),
+            b"v2".to_vec(),
+            b"v3".to_vec(),
+            b"v4".to_vec()
+        ]
+    );
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}

@@ -29,6 +29,8 @@ struct Cluster {
     name: String,
     tweak: Tweak,
     groups: BTreeMap<NodeId, Group<Recorder>>,
+    /// The hosts that are up (their liveness beacons go around, see `beacons`).
+    hosts: std::sync::Arc<std::sync::Mutex<BTreeMap<NodeId, Host>>>,
 }
 
 fn members(ids: &[NodeId]) -> BTreeMap<NodeId, Node> {
@@ -45,6 +47,7 @@ impl Cluster {
             name: "g".into(),
             tweak,
             groups: BTreeMap::new(),
+            hosts: Default::default(),
         };
         for id in 1..=3 {
             c.open(id).await;
@@ -57,6 +60,7 @@ impl Cluster {
     async fn open(&mut self, id: NodeId) {
         let host = Host::new(id);
         self.net.register(&host);
+        self.hosts.lock().unwrap().insert(id, host.clone());
         let dir = self.root.path().join(format!("n{id}"));
         let opts = (self.tweak)(GroupOptions::new(self.name.clone(), id, dir));
         let wire = self.net.wire(id);
@@ -69,6 +73,7 @@ impl Cluster {
     /// Stops node `id` (off the network, its group shut down).
     async fn stop(&mut self, id: NodeId) {
         self.net.down(id);
+        self.hosts.lock().unwrap().remove(&id);
         if let Some(g) = self.groups.remove(&id) {
             g.shutdown().await;
         }
@@ -308,4 +313,76 @@ async fn fifty_groups_share_one_link_per_node_pair() {
     for (_, g) in groups {
         g.shutdown().await;
     }
+}
+
+/// What the NATS wire's beacons do, for the in-process wire: every 100 ms each host that is
+/// up is heard by the others, which wake groups whose leader fell silent.
+fn beacons(
+    hosts: std::sync::Arc<std::sync::Mutex<BTreeMap<NodeId, Host>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let up: Vec<Host> = hosts.lock().unwrap().values().cloned().collect();
+            for h in &up {
+                for peer in &up {
+                    peer.quiet().liveness.heard(h.id(), h.quiet().incarnation);
+                }
+            }
+            for h in &up {
+                h.wake_lapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_group_quiesces_wakes_on_a_proposal_and_fails_over() {
+    let mut c = Cluster::start(|mut o| {
+        o.quiesce_after = Some(Duration::from_millis(300));
+        o
+    })
+    .await;
+    let beacons = beacons(c.hosts.clone());
+    let first = c.leader(&[1, 2, 3]).await;
+    c.propose_all(first, payloads("a", 5)).await;
+    until("the leader to quiesce", WAIT, || {
+        c.groups[&first].is_quiet()
+    })
+    .await;
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|i| *i != first).collect();
+    {
+        let hosts = c.hosts.lock().unwrap();
+        for f in &followers {
+            assert!(hosts[f].quiet().quiesced.contains("g"), "node {f} quiesced");
+        }
+    }
+
+    // A proposal wakes it; followers follow its heartbeats again; it quiesces once more.
+    c.propose_all(first, payloads("b", 3)).await;
+    assert!(!c.groups[&first].is_quiet());
+    {
+        let hosts = c.hosts.lock().unwrap();
+        for f in &followers {
+            assert!(!hosts[f].quiet().quiesced.contains("g"), "node {f} woke");
+        }
+    }
+    c.converge(&[1, 2, 3], first).await;
+    until("the leader to quiesce again", WAIT, || {
+        c.groups[&first].is_quiet()
+    })
+    .await;
+
+    // The quiesced leader dies: its node falls silent, the followers campaign.
+    let t = Instant::now();
+    c.stop(first).await;
+    let second = c.leader(&followers).await;
+    eprintln!(
+        "quiesced leader {first} gone; {second} leads after {:?}",
+        t.elapsed()
+    );
+    c.propose_all(second, payloads("c", 2)).await;
+    let state = c.converge(&followers, second).await;
+    assert_eq!(strings(&state).len(), 10);
+    beacons.abort();
 }

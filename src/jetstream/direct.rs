@@ -62,21 +62,36 @@ impl MsgGetReq {
     }
 }
 
+/// What a replica does with a direct get.
+pub(crate) enum Serve {
+    /// Answer it (a single server, or the leader holding its read lease).
+    Answer,
+    /// Hand it to the stream's runner (a leader waiting for its lease).
+    Forward,
+    /// Leave it to the replica that answers.
+    Ignore,
+}
+
 /// The internal subscription handler for a stream's direct-get subjects: single gets are
 /// answered in place from `reader`; anything else (and any request once the store is closed)
-/// is queued to the stream's thread with `forward`. While `may_answer` is false (a replica
-/// without the read lease) requests are left to the replica that has it.
+/// is queued to the stream's thread with `forward`. See [`Serve`] for what a replica of a
+/// replicated stream answers.
 pub(crate) fn handler(
     stream: String,
     reader: StoreReader,
     client: Client,
-    may_answer: impl Fn() -> bool + Send + Sync + 'static,
+    serve: impl Fn() -> Serve + Send + Sync + 'static,
     forward: impl Fn(Input) -> bool + Send + Sync + 'static,
 ) -> InternalHandler {
     let prefix = format!("$JS.API.DIRECT.GET.{stream}.");
     std::sync::Arc::new(move |m: Message| {
-        if !may_answer() {
-            return true;
+        match serve() {
+            Serve::Ignore => return true,
+            Serve::Forward => {
+                let subj = m.subject.strip_prefix(&prefix).map(str::to_string);
+                return forward(Input::Api(super::api::Call::DirectGet(subj), m));
+            }
+            Serve::Answer => {}
         }
         let subj = m.subject.strip_prefix(&prefix).map(str::to_string);
         // Without a reply subject there is nobody to answer (nats-server ignores it too).

@@ -50,6 +50,9 @@ use stream::Stream;
 /// it fills, so an idle stream costs little.
 const STREAM_QUEUE: usize = 64 * 1024;
 
+/// A replicated stream's group quiesces (no heartbeats) after this long without an entry.
+const QUIESCE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running stream (its configuration is the catalogue's).
 struct Handle {
     tx: queue::Tx<Input>,
@@ -292,7 +295,7 @@ impl JetStream {
         let (tx, rx) = queue::queue(STREAM_QUEUE);
         let (role, ends) = match peers {
             Some(_) => {
-                let (role, ends) = replica::Role::new();
+                let (role, ends) = replica::Role::new(tx.clone());
                 (Some(role), Some(ends))
             }
             None => (None, None),
@@ -361,6 +364,7 @@ impl JetStream {
             .join(&group_name);
         let mut opts = crate::raft::GroupOptions::new(group_name, meta.node(), dir);
         opts.snapshot_every = 0;
+        opts.quiesce_after = Some(QUIESCE_AFTER);
         let machine = replica::StreamMachine::new(tx.clone());
         let wire = crate::raft::NatsWire::new(self.client.clone());
         let open = crate::raft::Group::open(opts, machine, wire, meta.host());
@@ -412,7 +416,13 @@ impl JetStream {
                 name.clone(),
                 reader,
                 self.client.clone(),
-                move || lease.as_ref().is_none_or(replica::Lease::holds),
+                move || match &lease {
+                    None => direct::Serve::Answer,
+                    Some(l) if l.holds() => direct::Serve::Answer,
+                    // A quiesced leader: the stream's runner holds it and wakes the group.
+                    Some(l) if l.lapsed() => direct::Serve::Forward,
+                    Some(_) => direct::Serve::Ignore,
+                },
                 move |input| enqueue(&tx2, input),
             );
             subs.push(self.client.subscribe_internal(

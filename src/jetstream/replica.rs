@@ -62,16 +62,26 @@ const EXPIRY_EVERY_MS: u64 = 200;
 /// A leader's read lease: reads answered from this replica's applied state are linearizable
 /// while it holds (see [`LEASE`]). Clones share it.
 #[derive(Clone, Default)]
-pub(crate) struct Lease(Arc<AtomicU64>);
+pub(crate) struct Lease {
+    until: Arc<AtomicU64>,
+    /// The runner's "leading" flag.
+    leading: Arc<AtomicBool>,
+}
 
 impl Lease {
     /// True while this replica leads and a quorum acknowledged it within [`LEASE`].
     pub fn holds(&self) -> bool {
-        now_ms() < self.0.load(Ordering::Acquire)
+        now_ms() < self.until.load(Ordering::Acquire)
+    }
+
+    /// True if this replica leads but its lease lapsed (its group quiesced, or the leader
+    /// is cut off): a read must wait for a fresh quorum acknowledgement.
+    pub fn lapsed(&self) -> bool {
+        self.leading.load(Ordering::Acquire) && !self.holds()
     }
 
     fn set_until(&self, until_ms: u64) {
-        self.0.store(until_ms, Ordering::Release);
+        self.until.store(until_ms, Ordering::Release);
     }
 }
 
@@ -100,15 +110,20 @@ pub(crate) struct RoleEnds {
     lease: Lease,
     proposals: mpsc::UnboundedReceiver<Proposal>,
     group: Arc<OnceLock<Arc<Group<StreamMachine>>>>,
+    runner: Tx<Input>,
 }
 
 impl Role {
-    /// A role (not leading) and the ends its group will drive.
-    pub fn new() -> (Role, RoleEnds) {
+    /// A role (not leading) and the ends its group will drive; `runner` is told when the
+    /// leadership changes.
+    pub fn new(runner: Tx<Input>) -> (Role, RoleEnds) {
         let leader = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
         let group = Arc::new(OnceLock::new());
-        let lease = Lease::default();
+        let lease = Lease {
+            until: Arc::default(),
+            leading: leader.clone(),
+        };
         let role = Role {
             leader: leader.clone(),
             expiry_proposed: AtomicU64::new(0),
@@ -123,6 +138,7 @@ impl Role {
                 lease,
                 proposals: rx,
                 group,
+                runner,
             },
         )
     }
@@ -152,6 +168,13 @@ impl Role {
         Some(json!(list))
     }
 
+    /// Wakes a quiesced group (its heartbeats, hence the lease, come back).
+    pub fn wake(&self) {
+        if let Some(g) = self.group.get() {
+            g.wake();
+        }
+    }
+
     /// True while this server leads the stream's group (and has applied everything
     /// committed before its term).
     pub fn is_leader(&self) -> bool {
@@ -163,10 +186,15 @@ impl Role {
     /// (the last proposal may not have applied yet).
     pub fn expiry_due(&self, stream: &Stream, now: i64) -> Vec<Op> {
         let due_ms = self.expiry_proposed.load(Ordering::Acquire) + EXPIRY_EVERY_MS;
-        if !self.is_leader() || !self.lease.holds() || now_ms() < due_ms {
+        if !self.is_leader() || now_ms() < due_ms {
             return Vec::new();
         }
         let ops = stream.expiry_ops(now);
+        if !ops.is_empty() && !self.lease.holds() {
+            // A quiesced leader wakes; the expiry is proposed once the lease is back.
+            self.wake();
+            return Vec::new();
+        }
         if !ops.is_empty() {
             self.expiry_proposed.store(now_ms(), Ordering::Release);
         }
@@ -449,6 +477,7 @@ impl Replica {
             leader: ends.leader,
             lease: ends.lease,
             stepping_down: stepping_down.clone(),
+            runner: ends.runner,
         };
         let tasks = vec![
             rt.spawn(watch_leader(group.clone(), watch)),
@@ -525,6 +554,7 @@ async fn watch_leader(group: Arc<Group<StreamMachine>>, watch: Watch) {
         leader,
         lease,
         stepping_down,
+        runner,
     } = watch;
     let mut metrics = group.raft().metrics();
     loop {
@@ -539,7 +569,9 @@ async fn watch_leader(group: Arc<Group<StreamMachine>>, watch: Watch) {
             let handing_on = stepping_down.load(Ordering::Acquire);
             (leads && caught_up && !handing_on, m.millis_since_quorum_ack)
         };
-        leader.store(is, Ordering::Release);
+        if leader.swap(is, Ordering::AcqRel) != is {
+            let _ = runner.try_send(Input::Nudge);
+        }
         match acked_ms_ago {
             Some(ago) if is => {
                 let lease_ms = u64::try_from(LEASE.as_millis()).unwrap_or(0);
@@ -560,6 +592,9 @@ struct Watch {
     leader: Arc<AtomicBool>,
     lease: Lease,
     stepping_down: Arc<AtomicBool>,
+    /// The stream's runner, nudged when the leadership changes (it takes up or drops its
+    /// consumers).
+    runner: Tx<Input>,
 }
 
 /// How long a stepdown waits for another replica to lead.
@@ -695,5 +730,94 @@ fn refusal_error(e: &GroupError) -> ApiError {
             ApiError::store_failed("the stream's group did not commit in time; it may still")
         }
         _ => super::meta::unavailable(),
+    }
+}
+
+/// Inputs that need the read lease, held by a leader whose lease lapsed (its group was
+/// quiesced) until a quorum acknowledges it again: publishes (their early answers read the
+/// applied state), reads, purges and deletes, config updates. Parking wakes the group. A
+/// leader cut off from the others gets no lease back: what it parked is dropped after
+/// [`PARKED_FOR`] (as a leader without its lease always dropped it), and it parks at most
+/// [`MAX_PARKED`] inputs and [`MAX_PARKED_BYTES`] of payload.
+#[derive(Default)]
+pub(crate) struct Parked {
+    inputs: std::collections::VecDeque<Input>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+/// Most inputs parked at once; more are dropped.
+const MAX_PARKED: usize = 16 * 1024;
+/// Most payload bytes parked at once; more are dropped.
+const MAX_PARKED_BYTES: usize = 16 << 20;
+/// How long parked inputs wait for the lease before they are dropped.
+const PARKED_FOR: Duration = Duration::from_secs(2);
+
+fn needs_lease(input: &Input) -> bool {
+    match input {
+        Input::Publish(_) | Input::Update(..) => true,
+        Input::Api(call, _) => matches!(call, Call::MsgGet | Call::DirectGet(_)) || proposed(call),
+        _ => false,
+    }
+}
+
+fn input_bytes(input: &Input) -> usize {
+    match input {
+        Input::Publish(m) | Input::Api(_, m) => {
+            m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())
+        }
+        _ => 0,
+    }
+}
+
+impl Parked {
+    /// Parks `input` if it needs the lease and this replica leads without it; gives it back
+    /// otherwise.
+    pub fn park(&mut self, role: &Role, input: Input) -> Option<Input> {
+        if !needs_lease(&input) || !role.is_leader() || role.lease.holds() {
+            return Some(input);
+        }
+        role.wake();
+        let size = input_bytes(&input);
+        if self.inputs.len() < MAX_PARKED && self.bytes + size <= MAX_PARKED_BYTES {
+            self.bytes += size;
+            self.since.get_or_insert_with(Instant::now);
+            self.inputs.push_back(input);
+        }
+        None
+    }
+
+    /// What to apply now: everything parked once the lease is back; nothing (and nothing
+    /// kept) once this replica no longer leads or waited too long.
+    pub fn release(&mut self, role: &Role) -> Vec<Input> {
+        if self.inputs.is_empty() {
+            return Vec::new();
+        }
+        let expired = self.since.is_some_and(|t| t.elapsed() > PARKED_FOR);
+        if !role.is_leader() || (expired && !role.lease.holds()) {
+            tracing::debug!(
+                dropped = self.inputs.len(),
+                "no lease; parked inputs dropped"
+            );
+            self.clear();
+            return Vec::new();
+        }
+        if !role.lease.holds() {
+            return Vec::new();
+        }
+        let back = self.inputs.drain(..).collect();
+        self.clear();
+        back
+    }
+
+    fn clear(&mut self) {
+        self.inputs.clear();
+        self.bytes = 0;
+        self.since = None;
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
     }
 }

@@ -47,6 +47,8 @@ pub(crate) enum Input {
         ops: Vec<(u64, Option<Vec<Op>>)>,
         done: SyncSender<Vec<Vec<u8>>>,
     },
+    /// Nothing but a look at the stream's role (its group's leadership changed).
+    Nudge,
     /// Delete the stream and its data, reply to the given subject, and exit.
     Delete(Option<String>),
     /// Exit (server shutdown).
@@ -177,6 +179,8 @@ pub(crate) struct Runner {
     stored_bytes: i64,
     /// A replicated stream's runner: whether it acts as the leader (see [`Runner::follow_role`]).
     leading: bool,
+    /// Inputs waiting for a quiesced leader's lease.
+    parked: super::replica::Parked,
 }
 
 /// What one batch produced, before it is sent.
@@ -205,6 +209,9 @@ const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// How long a stream stays on its blocking thread waiting for more input before it goes back
 /// to awaiting (and frees the thread).
 const LINGER: Duration = Duration::from_millis(2);
+
+/// How often a runner with parked input looks whether its lease is back.
+const PARKED_POLL: Duration = Duration::from_millis(2);
 
 /// Receives batches for `runner` until the stream is deleted, stopped or its queue closes.
 /// While input keeps arriving the stream stays on its blocking thread, batch after batch (as a
@@ -287,6 +294,7 @@ impl Runner {
             storage,
             stored_bytes,
             leading: false,
+            parked: Default::default(),
         }
     }
 
@@ -332,13 +340,17 @@ impl Runner {
     /// How long to wait for input before the next timer (redelivery, expiry, sync) is due.
     fn next_wait(&self) -> Duration {
         // Consumers are looked at every second anyway (a push consumer's subscriber may have
-        // appeared, a pause may have ended); a stream without any sleeps until input comes.
-        // A replica looks at least once a second: leadership may come without any input.
-        let idle = if self.stream.consumers.is_empty() && self.ctx.replica.is_none() {
+        // appeared, a pause may have ended); a stream without any sleeps until input comes (a
+        // replica is nudged when its group's leadership changes).
+        let idle = if self.stream.consumers.is_empty() {
             IDLE_WAIT
         } else {
             Duration::from_secs(1)
         };
+        if !self.parked.is_empty() {
+            // Parked input goes on as soon as the woken group's lease is back.
+            return PARKED_POLL;
+        }
         next_wakeup(&self.stream, self.unsynced, &self.ctx)
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(idle)
@@ -357,6 +369,11 @@ impl Runner {
             self.committed = self.stream.store.last_seq();
         }
         self.follow_role();
+        let mut inputs = inputs;
+        if let Some(role) = &self.ctx.replica {
+            let back = self.parked.release(role);
+            inputs.splice(0..0, back);
+        }
         let mut b = Batch::default();
         let mut taken = 0;
         for (i, input) in inputs.into_iter().enumerate() {
@@ -516,6 +533,13 @@ impl Runner {
 
     /// Applies one input to the stream.
     fn input(&mut self, input: Input, b: &mut Batch) {
+        let input = match &self.ctx.replica {
+            Some(role) => match self.parked.park(role, input) {
+                Some(input) => input,
+                None => return,
+            },
+            None => input,
+        };
         let (stream, ctx) = (&mut self.stream, &self.ctx);
         match input {
             Input::Publish(m) if ctx.replica.is_some() => {
@@ -602,6 +626,8 @@ impl Runner {
                 b.mutated |= r.is_ok();
                 b.updates.push((done, r));
             }
+            // The step that took it looked at the role already.
+            Input::Nudge => {}
             Input::Delete(reply) => {
                 b.barrier = true;
                 b.exit = Some(reply);

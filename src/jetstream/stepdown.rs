@@ -53,23 +53,21 @@ fn check_body(payload: &[u8]) -> Result<(), ApiError> {
 }
 
 /// Answers `m` with a `kind` response once `step` finished.
-fn answer_after(
+async fn answer_after(
     client: Client,
     m: Message,
     kind: &'static str,
-    step: impl std::future::Future<Output = Result<bool, GroupError>> + Send + 'static,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let body = match step.await {
-            Ok(_) => Ok(json!({ "success": true })),
-            Err(e) => {
-                tracing::warn!(error = %e, kind, "stepdown did not complete");
-                Err(unavailable())
-            }
-        };
-        if let Some(reply) = &m.reply {
-            client.publish_sync(reply, None, None, &api::response(kind, body));
+    step: impl std::future::Future<Output = Result<bool, GroupError>>,
+) {
+    let body = match step.await {
+        Ok(_) => Ok(json!({ "success": true })),
+        Err(e) => {
+            tracing::warn!(error = %e, kind, "stepdown did not complete");
+            Err(unavailable())
         }
+    };
+    if let Some(reply) = &m.reply {
+        client.publish_sync(reply, None, None, &api::response(kind, body));
     }
 }
 

@@ -25,7 +25,8 @@ use openraft::{ServerState, SnapshotPolicy};
 use tracing::Instrument;
 
 use super::log::{LogError, LogStore};
-use super::net::{Host, Network, Wire};
+use super::net::{Host, Network, Rpc, Wire};
+use super::quiesce::Quiet;
 use super::sm::{Machine, MachineStore, SmError};
 use super::{Node, NodeId, Raft};
 
@@ -85,6 +86,9 @@ pub struct GroupOptions {
     pub keep_below_snapshot: u64,
     /// How long `propose` waits.
     pub propose_timeout: Duration,
+    /// Quiesce the group after this long without a new entry (`None`: never; the node's
+    /// wire must carry liveness beacons, see [`super::quiesce`]).
+    pub quiesce_after: Option<Duration>,
 }
 
 impl GroupOptions {
@@ -97,6 +101,7 @@ impl GroupOptions {
             snapshot_every: 5000,
             keep_below_snapshot: 1000,
             propose_timeout: PROPOSE_TIMEOUT,
+            quiesce_after: None,
         }
     }
 
@@ -142,6 +147,10 @@ pub struct Group<M> {
     host: Host,
     span: tracing::Span,
     propose_timeout: Duration,
+    /// Whether this node, leading, let the group quiesce.
+    quiet: Arc<Quiet>,
+    /// The leader's quiescing task, if the group quiesces.
+    quiescer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<M: Machine> Group<M> {
@@ -160,12 +169,23 @@ impl<M: Machine> Group<M> {
         let config = opts.raft_config()?;
         let log = LogStore::open(&opts.dir).instrument(span.clone()).await?;
         let sm = MachineStore::open(&opts.dir, machine)?;
-        let network = Network::new(wire, &opts.name, opts.id);
+        let network = Network::new(wire.clone(), &opts.name, opts.id);
         let raft = Raft::new(opts.id, config, network, log.clone(), sm.clone())
             .instrument(span.clone())
             .await
             .map_err(|e| GroupError::Raft(e.to_string()))?;
         host.add(&opts.name, raft.clone());
+        let quiet = Arc::new(Quiet::default());
+        let quiescer = opts.quiesce_after.map(|after| {
+            let q = Quiescer {
+                raft: raft.clone(),
+                wire,
+                group: opts.name.clone(),
+                quiet: quiet.clone(),
+                after,
+            };
+            tokio::spawn(q.run().instrument(span.clone()))
+        });
         Ok(Group {
             name: opts.name,
             id: opts.id,
@@ -175,7 +195,26 @@ impl<M: Machine> Group<M> {
             host: host.clone(),
             span,
             propose_timeout: opts.propose_timeout,
+            quiet,
+            quiescer,
         })
+    }
+
+    /// Wakes a quiesced leader: its ticks and heartbeats resume now (a proposal, or a read that needs a
+    /// fresh quorum acknowledgement, is coming). Cheap when the group is not quiet.
+    pub fn wake(&self) {
+        let raft = self.raft.clone();
+        self.quiet.wake(move || {
+            raft.runtime_config().tick(true);
+            tokio::spawn(async move {
+                let _ = raft.trigger().heartbeat().await;
+            });
+        });
+    }
+
+    /// True while this node leads the group quiesced (no heartbeats).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.is_quiet()
     }
 
     /// Makes `members` the group's first membership. Call it on one member of a new group
@@ -196,6 +235,7 @@ impl<M: Machine> Group<M> {
     /// Proposes `payload`; returns the state machine's answer once it is committed and
     /// applied on this node. Only the leader accepts proposals.
     pub async fn propose(&self, payload: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+        self.wake();
         let write = self
             .raft
             .client_write(payload)
@@ -222,6 +262,7 @@ impl<M: Machine> Group<M> {
         impl std::future::Future<Output = Result<Vec<u8>, GroupError>> + Send + 'static,
         GroupError,
     > {
+        self.wake();
         let rx = self
             .raft
             .client_write_ff(payload)
@@ -298,6 +339,11 @@ impl<M: Machine> Group<M> {
             return Ok(false);
         }
         tracing::info!(parent: &self.span, "stepping down");
+        if self.quiet.is_quiet() {
+            // Quiesced followers do not campaign: a heartbeat wakes them first.
+            self.wake();
+            tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
+        }
         let config = self.raft.runtime_config();
         config.heartbeat(false);
         config.elect(false);
@@ -352,9 +398,124 @@ impl<M: Machine> Group<M> {
 
     /// [`Group::shutdown`] through a shared handle (the group answers nothing afterwards).
     pub async fn stop(&self) {
+        if let Some(q) = &self.quiescer {
+            q.abort();
+        }
         self.host.remove(&self.name);
         if let Err(e) = self.raft.shutdown().instrument(self.span.clone()).await {
             tracing::warn!(parent: &self.span, error = %e, "raft shutdown");
         }
     }
+}
+
+/// A leader's side of quiescing (see [`super::quiesce`]): once the group has had no new
+/// entry for `after` and every follower holds the whole log, each follower is asked to
+/// quiesce; if all agree (and nothing woke the leader meanwhile) its ticks stop (no
+/// heartbeats, no timers).
+struct Quiescer<W> {
+    raft: Raft,
+    wire: Arc<W>,
+    group: String,
+    quiet: Arc<Quiet>,
+    after: Duration,
+}
+
+/// How often a quiet leader looks whether it still leads.
+const QUIET_LOOK: Duration = Duration::from_secs(1);
+
+/// What the quiescer reads of the metrics.
+struct Idle {
+    leading: bool,
+    last: Option<u64>,
+    caught_up: bool,
+    vote: super::Vote,
+    followers: Vec<NodeId>,
+}
+
+impl<W: Wire> Quiescer<W> {
+    fn idle(&self) -> Idle {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leading = m.state == ServerState::Leader && m.current_leader == Some(m.id);
+        let matched = m.replication.clone().unwrap_or_default();
+        let followers: Vec<NodeId> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != m.id)
+            .collect();
+        let caught_up = followers
+            .iter()
+            .all(|f| matched.get(f).cloned().flatten().map(|l| l.index) == m.last_log_index);
+        Idle {
+            leading,
+            last: m.last_log_index,
+            caught_up,
+            vote: m.vote,
+            followers,
+        }
+    }
+
+    async fn run(self) {
+        let mut tick = tokio::time::interval((self.after / 4).max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unchanged: Option<(Option<u64>, std::time::Instant)> = None;
+        loop {
+            tick.tick().await;
+            let idle = self.idle();
+            if !idle.leading {
+                let raft = self.raft.clone();
+                self.quiet.wake(move || raft.runtime_config().tick(true));
+                unchanged = None;
+                continue;
+            }
+            if self.quiet.is_quiet() {
+                // Quiet: only a lost leadership is looked for, and that can wait a little.
+                tokio::time::sleep(QUIET_LOOK).await;
+                continue;
+            }
+            match unchanged {
+                Some((last, since)) if last == idle.last => {
+                    if idle.caught_up && since.elapsed() >= self.after {
+                        self.quiesce(&idle).await;
+                        unchanged = None;
+                    }
+                }
+                _ => unchanged = Some((idle.last, std::time::Instant::now())),
+            }
+        }
+    }
+
+    /// Asks every follower to quiesce; stops heartbeats if all did and nothing woke us.
+    async fn quiesce(&self, idle: &Idle) {
+        let wakes = self.quiet.wakes();
+        let asks = idle.followers.iter().map(|f| {
+            let call = self.wire.call(*f, &self.group, Rpc::Quiesce(idle.vote));
+            tokio::time::timeout(Duration::from_millis(500), call)
+        });
+        let answers = each_in_turn(asks).await;
+        let all = answers
+            .iter()
+            .all(|a| matches!(a, Ok(Ok(super::Reply::Quiesced(true)))));
+        if !all || self.idle().last != idle.last {
+            return;
+        }
+        let raft = self.raft.clone();
+        if self
+            .quiet
+            .settle(wakes, move || raft.runtime_config().tick(false))
+        {
+            tracing::debug!("quiesced");
+        }
+    }
+}
+
+/// Awaits every future, in order (the group has a handful of followers).
+async fn each_in_turn<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<F> = futs.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for f in handles {
+        out.push(f.await);
+    }
+    out
 }

@@ -44,6 +44,7 @@ mod meta;
 pub mod net;
 mod net_mem;
 mod net_nats;
+pub mod quiesce;
 mod record;
 pub mod sm;
 pub mod testing;

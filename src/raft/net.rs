@@ -24,6 +24,7 @@ use openraft::raft::{
 use openraft::RPCTypes;
 use serde::{Deserialize, Serialize};
 
+use super::quiesce::NodeQuiet;
 use super::{Node, NodeId, Raft, TypeConfig};
 
 /// A Raft RPC for one group.
@@ -35,6 +36,8 @@ pub enum Rpc {
     Vote(VoteRequest<NodeId>),
     /// A chunk of a snapshot.
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// The leader of this vote asks a follower to quiesce (see [`super::quiesce`]).
+    Quiesce(super::Vote),
 }
 
 impl Rpc {
@@ -43,6 +46,7 @@ impl Rpc {
             Rpc::Append(_) => RPCTypes::AppendEntries,
             Rpc::Vote(_) => RPCTypes::Vote,
             Rpc::Snapshot(_) => RPCTypes::InstallSnapshot,
+            Rpc::Quiesce(_) => RPCTypes::AppendEntries,
         }
     }
 }
@@ -59,6 +63,8 @@ pub enum Reply {
     /// The node took the message for no group: the group is not open there, or the frame
     /// was bad.
     Refused(String),
+    /// To [`Rpc::Quiesce`]: whether the follower quiesced.
+    Quiesced(bool),
 }
 
 /// Why an RPC got no [`Reply`].
@@ -92,6 +98,7 @@ pub trait Wire: Send + Sync + 'static {
 pub struct Host {
     id: NodeId,
     groups: Arc<RwLock<HashMap<String, Raft>>>,
+    quiet: Arc<NodeQuiet>,
 }
 
 impl Host {
@@ -100,6 +107,47 @@ impl Host {
         Host {
             id,
             groups: Arc::default(),
+            quiet: NodeQuiet::new(),
+        }
+    }
+
+    /// The node's quiescence state (its liveness beacons, its quiesced groups).
+    pub fn quiet(&self) -> &Arc<NodeQuiet> {
+        &self.quiet
+    }
+
+    /// Wakes the groups quiesced here whose leader's node fell silent or restarted: they
+    /// campaign again.
+    pub fn wake_lapsed(&self) {
+        for group in self.quiet.quiesced.lapsed(&self.quiet.liveness) {
+            if let Some(raft) = self.get(&group) {
+                tracing::debug!(group, "leader silent; quiesced group wakes");
+                raft.runtime_config().tick(true);
+            }
+        }
+    }
+
+    /// A follower's answer to a quiesce request: yes if `vote` is the vote it follows, its
+    /// leader's node is alive, and it holds the leader's last log id.
+    fn quiesce(&self, group: &str, raft: &Raft, vote: super::Vote) -> bool {
+        let leader = vote.leader_id().voted_for();
+        let accepted = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.state == openraft::ServerState::Follower
+                && m.vote == vote
+                && m.current_leader.is_some()
+                && m.current_leader == leader
+        };
+        let alive = leader.and_then(|l| self.quiet.liveness.alive(l).map(|inc| (l, inc)));
+        match (accepted, alive) {
+            (true, Some((leader, inc))) => {
+                // No ticks: no election timer, no work at all until woken.
+                raft.runtime_config().tick(false);
+                self.quiet.quiesced.insert(group, leader, inc);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -128,11 +176,19 @@ impl Host {
         let Some(raft) = self.get(group) else {
             return Reply::Refused(format!("group {group} is not open on node {}", self.id));
         };
-        match rpc {
+        let reply = match rpc {
+            Rpc::Quiesce(vote) => return Reply::Quiesced(self.quiesce(group, &raft, vote)),
             Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
             Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
             Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+        };
+        if self.quiet.quiesced.remove(group) {
+            // The leader speaks again (or another member campaigns): follow the group's
+            // heartbeats as usual. Only after the message was taken, so the election timer
+            // starts from it rather than from the last message before the quiet.
+            raft.runtime_config().tick(true);
         }
+        reply
     }
 
     /// [`Host::handle`] for a bincode frame; the answer is a bincode frame too.

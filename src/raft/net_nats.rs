@@ -5,7 +5,9 @@
 //! subjects reach other servers, all of a server's groups sharing its route to each peer.
 //!
 //! Group names must therefore be single subject tokens (see `group::valid_name`). A request
-//! nobody answers (no responders, timeout) is `Unreachable`.
+//! nobody answers (no responders, timeout) is `Unreachable`. The node's service also sends
+//! its liveness beacon (`$NRGLIVE.<node id>`, see [`super::quiesce`]) and listens to its
+//! peers'.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::net::{decode_reply, encode_rpc, Host, Reply, Rpc, Wire, WireError};
+use super::quiesce::BEACON_EVERY;
 use super::NodeId;
 use crate::server::{Client, ClientError, Message};
 
@@ -27,6 +30,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Subject prefix of Raft RPCs.
 pub const PREFIX: &str = "$NRG";
+
+/// Subject prefix of the nodes' liveness beacons (`$NRGLIVE.<node id>`).
+pub const LIVE: &str = "$NRGLIVE";
 
 /// The subject node `node` serves `group` on.
 pub fn subject(group: &str, node: NodeId) -> String {
@@ -55,12 +61,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves a node's groups until dropped (or the server shuts down).
 pub struct Service {
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -88,18 +96,46 @@ impl NatsWire {
         })
     }
 
-    /// Subscribes `$NRG.*.<host id>` and hands each request to `host`, each on its own task.
+    /// Subscribes `$NRG.*.<host id>` and hands each request to `host`, each on its own task;
+    /// announces the node on `$NRGLIVE.<host id>` and listens to the others' announcements
+    /// (waking the groups quiesced here whose leader fell silent).
     pub async fn serve(client: &Client, host: Host) -> Result<Service, ClientError> {
         let mut sub = client
             .subscribe(format!("{PREFIX}.*.{}", host.id()))
             .await?;
-        let client = client.clone();
-        let task = tokio::spawn(async move {
+        let mut beacons = client.subscribe(format!("{LIVE}.*")).await?;
+        let (c, h) = (client.clone(), host.clone());
+        let rpcs = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                tokio::spawn(answer(client.clone(), host.clone(), msg));
+                tokio::spawn(answer(c.clone(), h.clone(), msg));
             }
         });
-        Ok(Service { task })
+        let h = host.clone();
+        let heard = tokio::spawn(async move {
+            while let Some(msg) = beacons.next().await {
+                let node = msg.subject.rsplit('.').next().and_then(|t| t.parse().ok());
+                let inc = <[u8; 8]>::try_from(&msg.payload[..])
+                    .ok()
+                    .map(u64::from_le_bytes);
+                if let (Some(node), Some(inc)) = (node, inc) {
+                    h.quiet().liveness.heard(node, inc);
+                }
+            }
+        });
+        let (c, h) = (client.clone(), host);
+        let announce = tokio::spawn(async move {
+            let subject = format!("{LIVE}.{}", h.id());
+            let me = Bytes::copy_from_slice(&h.quiet().incarnation.to_le_bytes());
+            let mut tick = tokio::time::interval(BEACON_EVERY);
+            loop {
+                tick.tick().await;
+                let _ = c.publish(subject.clone(), me.clone()).await;
+                h.wake_lapsed();
+            }
+        });
+        Ok(Service {
+            tasks: vec![rpcs, heard, announce],
+        })
     }
 }
 
