@@ -761,3 +761,126 @@ async fn an_idle_replicated_bucket_quiesces_and_still_serves() {
         s.shutdown().await;
     }
 }
+
+/// The size of `node`'s Raft log for the (only) replicated stream's group and whether the
+/// group has a snapshot there.
+fn stream_group_files(dir: &Path, node: &str) -> (u64, bool) {
+    let raft = dir.join(node).join("jetstream").join("raft");
+    let group = std::fs::read_dir(&raft)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('S'))
+        })
+        .expect("a stream group");
+    let log = std::fs::metadata(group.join("raft-log")).map_or(0, |m| m.len());
+    (log, group.join("raft-snapshot").exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted() {
+    const N: u64 = 2600;
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let js = ready(servers[0].as_ref().unwrap()).await;
+    let mut cfg = stream_config("SN");
+    cfg.subjects = vec!["k.>".into()];
+    cfg.num_replicas = 3;
+    cfg.max_messages = 20;
+    js.create_stream(cfg).await.unwrap();
+    publish_all(&js, 0..5).await;
+
+    // A follower goes away; 2,600 messages of 8 KiB later (about 21 MiB through the log, a
+    // stream of 160 KiB) the log is compacted under a snapshot (1,000 entries kept below it).
+    let (leader, _) = stream_leader(&js, "SN").await;
+    let lagging = (0..3).find(|i| NAMES[*i] != leader && *i != 0).unwrap();
+    servers[lagging].take().unwrap().shutdown().await;
+    let body = vec![b'x'; 8 << 10];
+    for i in 5..N {
+        let mut payload = format!("{i}:").into_bytes();
+        payload.extend_from_slice(&body);
+        let ack = js.publish(format!("k.{i}"), payload.into()).await.unwrap();
+        assert_eq!(ack.await.unwrap().sequence, i + 1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (log, snap) = stream_group_files(dir.path(), &leader);
+        if snap && log < 16 << 20 {
+            eprintln!("leader's log compacted to {log} bytes under a snapshot");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no compaction: log {log} B, snapshot {snap}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The follower comes back: its log ends below the purge, so it installs the snapshot.
+    // It is made the leader (stepdowns) and must serve exactly the stream.
+    servers[lagging] = Some(start(node_config(lagging, &ports, dir.path())).await);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stream_group_files(dir.path(), NAMES[lagging]).1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} installed no snapshot",
+            NAMES[lagging]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let client = nats_client(servers[0].as_ref().unwrap()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (now, _) = stream_leader(&js, "SN").await;
+        if now == NAMES[lagging] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} never led", NAMES[lagging]);
+        let _ = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SN", "").await;
+    }
+    let check = |js: jetstream::Context, last: u64| async move {
+        let (_, messages) = stream_leader(&js, "SN").await;
+        assert_eq!(messages, 20);
+        let mut s = js.get_stream("SN").await.unwrap();
+        let info = s.info().await.unwrap();
+        assert_eq!(info.state.last_sequence, last);
+        assert_eq!(info.state.first_sequence, last - 19);
+        // A leader that just took over refuses reads until it settles (and during an
+        // election nobody answers): retried.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let m = loop {
+            match s.get_raw_message(last).await {
+                Ok(m) => break m,
+                Err(e) => assert!(Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let want = format!("{}", last - 1);
+        assert!(
+            m.payload.starts_with(want.as_bytes()),
+            "seq {last}: {:?}",
+            String::from_utf8_lossy(&m.payload[..m.payload.len().min(16)])
+        );
+    };
+    check(js.clone(), N).await;
+    publish_all(&js, N..N + 1).await;
+
+    // The whole cluster restarts: each replica restores its own snapshot, then its log.
+    for s in servers.iter_mut() {
+        s.take().unwrap().shutdown().await;
+    }
+    let servers = cluster(&ports, dir.path()).await;
+    let js = ready(&servers[1]).await;
+    stream_leader(&js, "SN").await;
+    check(js.clone(), N + 1).await;
+    for s in servers {
+        s.shutdown().await;
+    }
+}

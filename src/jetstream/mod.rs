@@ -249,7 +249,7 @@ impl JetStream {
         let name = config.name.clone();
         let dir = streams_dir(&self.cfg.store_dir).join(&name);
         if peers.is_some() {
-            // Derived state: the group's log is the truth and is replayed into it.
+            // Derived state: the group's snapshot and log are the truth, restored into it.
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     return Err(ApiError::store_failed(&e.to_string()));
@@ -275,6 +275,8 @@ impl JetStream {
         if let Some(dir) = &dir {
             let (name, dir, index) = (name.clone(), dir.clone(), self.index.clone());
             store = store.reopen_with(Box::new(move || {
+                // A recreated store (a replica restoring a snapshot) starts from no directory.
+                std::fs::create_dir_all(&dir)?;
                 let (fs, _) = open_file_store(&name, &dir, index.clone())?;
                 Ok(Box::new(fs) as Box<dyn MsgStore + Sync>)
             }));

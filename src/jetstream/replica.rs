@@ -10,7 +10,10 @@
 //!   stream's runner (`Input::Committed`), which applies it with `apply_at(index, ..)`, the
 //!   same deterministic path a single server uses, and answers with the outcome.
 //! - The store of a replicated stream is derived state: it is not fsynced, and a replica that
-//!   starts rebuilds it from its Raft log, which is kept whole (no snapshots yet).
+//!   starts rebuilds it from its group's last snapshot (the whole stream, `stream::snapshot`)
+//!   and the log above it. A snapshot is built once the log outgrew twice the stream
+//!   ([`snapshot_when_due`]); openraft then purges the log below it (keeping 1,000 entries),
+//!   and sends it to a replica that lags behind the purge.
 //! - Consumers are served by the leader: their ops (create, delete, deliveries, acks) apply
 //!   to its consumers at once and are proposed after each runner batch
 //!   ([`Proposal::Applied`]); the batch's replies (the create's answer, an AckSync's
@@ -102,6 +105,8 @@ pub(crate) struct Role {
     proposals: mpsc::UnboundedSender<Proposal>,
     /// The group, once open (for stream info's replica list).
     group: Arc<OnceLock<Arc<Group<StreamMachine>>>>,
+    /// The stream's stored bytes, as the runner last counted them (for the snapshot policy).
+    pub stream_bytes: Arc<AtomicU64>,
 }
 
 /// The group's ends of a [`Role`], taken by [`Replica::start`].
@@ -111,6 +116,7 @@ pub(crate) struct RoleEnds {
     proposals: mpsc::UnboundedReceiver<Proposal>,
     group: Arc<OnceLock<Arc<Group<StreamMachine>>>>,
     runner: Tx<Input>,
+    stream_bytes: Arc<AtomicU64>,
 }
 
 impl Role {
@@ -124,12 +130,14 @@ impl Role {
             until: Arc::default(),
             leading: leader.clone(),
         };
+        let stream_bytes = Arc::new(AtomicU64::new(0));
         let role = Role {
             leader: leader.clone(),
             expiry_proposed: AtomicU64::new(0),
             lease: lease.clone(),
             proposals: tx,
             group: group.clone(),
+            stream_bytes: stream_bytes.clone(),
         };
         (
             role,
@@ -139,6 +147,7 @@ impl Role {
                 proposals: rx,
                 group,
                 runner,
+                stream_bytes,
             },
         )
     }
@@ -438,12 +447,32 @@ impl Machine for StreamMachine {
         answer.recv().unwrap_or_default()
     }
 
+    /// The stream's whole state, from its runner (which has applied everything this group
+    /// applied: the adapter holds its lock while it asks).
     fn snapshot(&self) -> Vec<u8> {
-        Vec::new()
+        let (done, answer) = sync_channel(1);
+        if self.tx.send(Input::Snapshot(done)).is_err() {
+            return Vec::new();
+        }
+        match answer.recv() {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
+                tracing::error!("stream snapshot not taken: {e}");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
-    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), MachineError> {
-        Err("snapshots of replicated streams are not built yet (their logs are kept whole)".into())
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), MachineError> {
+        let (done, answer) = sync_channel(1);
+        self.tx
+            .send(Input::Restore(snapshot.to_vec(), done))
+            .map_err(|_| "the stream stopped")?;
+        answer
+            .recv()
+            .map_err(|_| "the stream stopped")?
+            .map_err(MachineError::from)
     }
 }
 
@@ -457,6 +486,8 @@ pub(crate) struct Replica {
     lease: Lease,
     /// Set while this replica hands its leadership on: the watch keeps "leading" off.
     stepping_down: Arc<AtomicBool>,
+    /// The stream's runner (nudged when "leading" changes).
+    runner: Tx<Input>,
 }
 
 impl Replica {
@@ -473,6 +504,7 @@ impl Replica {
         let leading = ends.leader.clone();
         let lease = ends.lease.clone();
         let stepping_down = Arc::new(AtomicBool::new(false));
+        let runner = ends.runner.clone();
         let watch = Watch {
             leader: ends.leader,
             lease: ends.lease,
@@ -482,6 +514,7 @@ impl Replica {
         let tasks = vec![
             rt.spawn(watch_leader(group.clone(), watch)),
             rt.spawn(propose_loop(group.clone(), ends.proposals, client)),
+            rt.spawn(snapshot_when_due(group.clone(), ends.stream_bytes)),
         ];
         Replica {
             group,
@@ -489,6 +522,7 @@ impl Replica {
             leading,
             lease,
             stepping_down,
+            runner,
         }
     }
 
@@ -499,7 +533,7 @@ impl Replica {
     pub fn step_down(&self) -> impl std::future::Future<Output = Result<bool, GroupError>> {
         let (group, leading, lease) =
             (self.group.clone(), self.leading.clone(), self.lease.clone());
-        let stepping_down = self.stepping_down.clone();
+        let (stepping_down, runner) = (self.stepping_down.clone(), self.runner.clone());
         async move {
             if !group.is_leader() {
                 return Ok(false);
@@ -509,6 +543,16 @@ impl Replica {
             lease.set_until(0);
             let moved = group.step_down(STEP_DOWN_WAIT).await;
             stepping_down.store(false, Ordering::Release);
+            // Leading again if nobody took over (a quiet group's metrics may not change to
+            // tell the watch); the lease comes back with the next quorum acknowledgement.
+            let still = {
+                let m = group.raft().metrics();
+                let m = m.borrow();
+                settled_leader(&m)
+            };
+            if still && !leading.swap(true, Ordering::AcqRel) {
+                let _ = runner.try_send(Input::Nudge);
+            }
             moved
         }
     }
@@ -562,12 +606,8 @@ async fn watch_leader(group: Arc<Group<StreamMachine>>, watch: Watch) {
             // One read of the metrics (a second borrow while openraft waits to publish new
             // ones would deadlock: the watch's lock lets a waiting writer go first).
             let m = metrics.borrow();
-            let leads = m.state == openraft::ServerState::Leader && m.current_leader == Some(m.id);
-            let caught_up = m
-                .last_applied
-                .is_some_and(|l| l.leader_id.term == m.current_term);
             let handing_on = stepping_down.load(Ordering::Acquire);
-            (leads && caught_up && !handing_on, m.millis_since_quorum_ack)
+            (settled_leader(&m) && !handing_on, m.millis_since_quorum_ack)
         };
         if leader.swap(is, Ordering::AcqRel) != is {
             let _ = runner.try_send(Input::Nudge);
@@ -585,6 +625,50 @@ async fn watch_leader(group: Arc<Group<StreamMachine>>, watch: Watch) {
             return;
         }
     }
+}
+
+/// How often the snapshot policy looks at the group's log.
+const SNAPSHOT_LOOK: Duration = Duration::from_secs(5);
+/// A log smaller than this is never compacted.
+const SNAPSHOT_MIN_LOG: u64 = 8 << 20;
+/// Entries since the last snapshot before another is worth building.
+const SNAPSHOT_MIN_ENTRIES: u64 = 1000;
+
+/// Builds a snapshot of the stream (and lets openraft purge the log below it) once the log
+/// outgrew twice the stream's stored bytes (and [`SNAPSHOT_MIN_LOG`]): a snapshot costs about
+/// the stream's size, so its cost stays within the log writes it saves.
+async fn snapshot_when_due(group: Arc<Group<StreamMachine>>, stream_bytes: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(SNAPSHOT_LOOK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (last, snap) = {
+            let m = group.raft().metrics();
+            let m = m.borrow();
+            (
+                m.last_applied.map_or(0, |l| l.index),
+                m.snapshot.map_or(0, |l| l.index),
+            )
+        };
+        let log = group.log().file_size();
+        let stream = stream_bytes.load(Ordering::Relaxed);
+        if last.saturating_sub(snap) >= SNAPSHOT_MIN_ENTRIES
+            && log >= SNAPSHOT_MIN_LOG.max(stream.saturating_mul(2))
+        {
+            tracing::debug!(log, stream, "log outgrew the stream; snapshot");
+            if group.raft().trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// True if the metrics say this node leads and has applied an entry of its own term.
+fn settled_leader(m: &openraft::RaftMetrics<NodeId, Node>) -> bool {
+    let leads = m.state == openraft::ServerState::Leader && m.current_leader == Some(m.id);
+    leads
+        && m.last_applied
+            .is_some_and(|l| l.leader_id.term == m.current_term)
 }
 
 /// What the leadership watch keeps up to date.

@@ -49,6 +49,10 @@ pub(crate) enum Input {
     },
     /// Nothing but a look at the stream's role (its group's leadership changed).
     Nudge,
+    /// A replicated stream's whole state for its group's snapshot (sent back).
+    Snapshot(SyncSender<Result<Vec<u8>, String>>),
+    /// Replace a replicated stream's state with a snapshot's (the outcome is sent back).
+    Restore(Vec<u8>, SyncSender<Result<(), String>>),
     /// Delete the stream and its data, reply to the given subject, and exit.
     Delete(Option<String>),
     /// Exit (server shutdown).
@@ -494,6 +498,12 @@ impl Runner {
             .resources
             .add_used(self.storage, now_bytes - self.stored_bytes);
         self.stored_bytes = now_bytes;
+        if let Some(role) = &self.ctx.replica {
+            role.stream_bytes.store(
+                now_bytes.max(0) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         if self.ctx.replica.is_some() {
             publish_out(&mut self.ctx.client.batch(), &b.out);
             // A replicated stream answers once its consumer changes are committed.
@@ -556,6 +566,15 @@ impl Runner {
                 if ctx.replica.as_ref().is_some_and(|r| !r.lease.holds()) =>
             {
                 // A read from a replica without the read lease could be stale.
+                b.barrier = true;
+                if let Some(reply) = m.reply {
+                    let err = super::meta::unavailable();
+                    b.replies.answer(reply, api::response("error", Err(err)));
+                }
+            }
+            Input::Api(_, m) if ctx.replica.as_ref().is_some_and(|r| !r.is_leader()) => {
+                // The group's leader that has not yet applied everything committed before its
+                // term (or a replica handing its leadership on): its state may be stale.
                 b.barrier = true;
                 if let Some(reply) = m.reply {
                     let err = super::meta::unavailable();
@@ -628,6 +647,21 @@ impl Runner {
             }
             // The step that took it looked at the role already.
             Input::Nudge => {}
+            Input::Snapshot(done) => {
+                let _ = done.try_send(stream.export().map_err(|e| e.to_string()));
+            }
+            Input::Restore(bytes, done) => {
+                b.barrier = true;
+                b.mutated = true;
+                let restored = stream.import(&bytes);
+                if let Err(e) = &restored {
+                    tracing::error!("stream snapshot not restored: {e}");
+                }
+                // Its consumers are the snapshot's: a leader takes them up afresh.
+                self.leading = false;
+                self.committed = stream.store.last_seq();
+                let _ = done.try_send(restored.map_err(|e| e.to_string()));
+            }
             Input::Delete(reply) => {
                 b.barrier = true;
                 b.exit = Some(reply);

@@ -339,6 +339,8 @@ impl<M: Machine> Group<M> {
             return Ok(false);
         }
         tracing::info!(parent: &self.span, "stepping down");
+        // Followers that quiesced would never campaign: no quiescing meanwhile.
+        self.quiet.hold(true);
         if self.quiet.is_quiet() {
             // Quiesced followers do not campaign: a heartbeat wakes them first.
             self.wake();
@@ -353,6 +355,7 @@ impl<M: Machine> Group<M> {
         let outcome = tokio::time::timeout(timeout, moved).await;
         config.heartbeat(true);
         config.elect(true);
+        self.quiet.hold(false);
         match outcome {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(_)) => Err(GroupError::Raft("raft stopped".into())),
@@ -476,7 +479,7 @@ impl<W: Wire> Quiescer<W> {
             }
             match unchanged {
                 Some((last, since)) if last == idle.last => {
-                    if idle.caught_up && since.elapsed() >= self.after {
+                    if idle.caught_up && since.elapsed() >= self.after && !self.quiet.held() {
                         self.quiesce(&idle).await;
                         unchanged = None;
                     }

@@ -304,9 +304,11 @@ impl<W: Wire> Peer<W> {
     }
 }
 
-/// An append RPC of more entries than one carries at most about this many payload bytes
-/// (entries are batches of up to 256 KiB; a route frame may be at most 64 MiB).
-const MAX_APPEND_BYTES: usize = 8 << 20;
+/// An append RPC of more entries than one carries at most about this many payload bytes.
+/// openraft gives every append RPC one heartbeat interval (150 ms) to be sent, fsynced by the
+/// follower and answered; a follower catching up on large messages would otherwise time out
+/// on every batch and never catch up.
+const MAX_APPEND_BYTES: usize = 512 << 10;
 
 fn payload_bytes(rpc: &AppendEntriesRequest<TypeConfig>) -> usize {
     rpc.entries

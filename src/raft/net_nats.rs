@@ -56,6 +56,10 @@ impl Drop for NatsWire {
     }
 }
 
+/// The largest RPC frame sent (routes carry up to 64 MiB; append RPCs are cut at 8 MiB of
+/// entries, snapshot chunks at 256 KiB).
+const MAX_FRAME: usize = 32 << 20;
+
 /// How long a call waits for its reply.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -153,13 +157,19 @@ async fn answer(client: Client, host: Host, msg: Message) {
 impl Wire for NatsWire {
     async fn call(&self, target: NodeId, group: &str, rpc: Rpc) -> Result<Reply, WireError> {
         let frame = encode_rpc(&rpc)?;
+        if frame.len() > MAX_FRAME {
+            return Err(WireError::TooLarge);
+        }
         let call = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.calls).insert(call, tx);
         let reply = format!("{}{call}", self.prefix);
+        // Not bounded by the clients' max_payload (an entry holds a message of up to that
+        // size, plus its framing): routes carry it to the peer's in-process subscriber.
+        let to = subject(group, target);
         let sent = self
             .client
-            .publish_sync(&subject(group, target), Some(&reply), None, &frame);
+            .publish_routed(&to, &to, Some(&reply), None, &frame);
         let unreachable = |why: &str| WireError::Unreachable(target, why.to_string());
         if sent == 0 {
             lock(&self.calls).remove(&call);

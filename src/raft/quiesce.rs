@@ -98,6 +98,8 @@ pub struct Quiet {
 struct QuietState {
     quiet: bool,
     wakes: u64,
+    /// Quiescing is held off (a stepdown needs the followers to campaign).
+    held: bool,
 }
 
 impl Quiet {
@@ -110,7 +112,7 @@ impl Quiet {
     /// (the caller then turns ticks off, under the same decision).
     pub fn settle(&self, wakes: u64, off: impl FnOnce()) -> bool {
         let mut s = lock(&self.state);
-        if s.wakes != wakes || s.quiet {
+        if s.wakes != wakes || s.quiet || s.held {
             return false;
         }
         s.quiet = true;
@@ -129,6 +131,16 @@ impl Quiet {
         s.quiet = false;
         on();
         true
+    }
+
+    /// Holds quiescing off (`true`) or lets it happen again (`false`).
+    pub fn hold(&self, held: bool) {
+        lock(&self.state).held = held;
+    }
+
+    /// True while quiescing is held off.
+    pub fn held(&self) -> bool {
+        lock(&self.state).held
     }
 
     /// True while quiet.

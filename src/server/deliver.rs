@@ -108,6 +108,23 @@ pub(crate) fn deliver(
 /// Delivers a message that came over a route: to every plain subscriber, and to one member
 /// of each queue group named in `queues` (the sending server chose this one for them); never
 /// onwards to another route. Returns how many subscriptions received it.
+/// Delivers a routed message larger than this server's `max_payload` to in-process
+/// subscribers only (clients never get more than `max_payload`; server-internal users, such
+/// as the Raft wire, take what routes carry); returns how many got it.
+pub(crate) fn deliver_in_process(
+    router: &Router,
+    matches: &MatchResult,
+    msg: &Publish<'_>,
+    dirty: &mut Dirty,
+) -> usize {
+    matches
+        .psubs
+        .iter()
+        .filter(|sub| !matches!(sub.sink, super::sublist::Sink::Conn(_)))
+        .filter(|sub| send(router, sub, msg, dirty))
+        .count()
+}
+
 pub(crate) fn deliver_routed(
     router: &Router,
     matches: &MatchResult,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rand::Rng;
 use rustc_hash::FxHashMap;
 
-use super::deliver::{deliver_routed, Dirty, Publish};
+use super::deliver::{deliver_in_process, deliver_routed, Dirty, Publish};
 use super::outbound::{Outbound, Push};
 use super::sublist::{InterestSink, MatchCache, MatchResult, Router, Sink, Subscription};
 use super::Shared;
@@ -257,17 +257,26 @@ impl RouteLink {
         queues: &[u8],
     ) -> usize {
         let size = payload.len() + headers.map_or(0, <[u8]>::len);
-        if size > self.shared.config.max_payload {
-            tracing::warn!(
-                size,
-                "dropped a routed message larger than this server's max_payload"
-            );
-            return 0;
-        }
         if subject::has_empty_token(subj) || subject::has_empty_token(to) {
             return 0;
         }
         let matches = self.cache.get(&self.shared.router, to);
+        if size > self.shared.config.max_payload {
+            let msg = Publish {
+                subject: subj,
+                reply,
+                headers,
+                payload,
+            };
+            let n = deliver_in_process(&self.shared.router, &matches, &msg, &mut self.dirty);
+            if n == 0 {
+                tracing::warn!(
+                    size,
+                    "dropped a routed message larger than this server's max_payload"
+                );
+            }
+            return n;
+        }
         let msg = Publish {
             subject: subj,
             reply,

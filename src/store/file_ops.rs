@@ -129,6 +129,22 @@ impl MsgStore for FileStore {
         self.truncate_front(seq).map(|_| ())
     }
 
+    fn skip_to(&mut self, next: u64) -> Result<(), StoreError> {
+        self.guard()?;
+        super::check_skip(next, self.last_seq)?;
+        if next == self.last_seq + 1 {
+            return Ok(());
+        }
+        if self.index.first().is_none() {
+            // Nothing live: a purge past the end says it durably.
+            return self.truncate_front(next).map(|_| ());
+        }
+        // Sequences run consecutively within a segment: the gap is between two.
+        self.roll_to(next)?;
+        self.last_seq = next - 1;
+        Ok(())
+    }
+
     fn first_seq(&self) -> u64 {
         self.index.first().map_or(self.last_seq + 1, |(s, _)| s)
     }

@@ -137,6 +137,17 @@ impl MsgStore for MemStore {
         Ok(())
     }
 
+    fn skip_to(&mut self, next: u64) -> Result<(), StoreError> {
+        super::check_skip(next, self.last_seq)?;
+        self.last_seq = next - 1;
+        Ok(())
+    }
+
+    fn recreate(&mut self) -> Result<(), StoreError> {
+        *self = MemStore::new();
+        Ok(())
+    }
+
     fn first_seq(&self) -> u64 {
         self.index.first().map_or(self.last_seq + 1, |(s, _)| s)
     }

@@ -376,6 +376,19 @@ pub trait MsgStore: Send {
     /// Empties the store and makes `seq` the next sequence. `seq` must be above `last_seq`.
     fn set_first_seq(&mut self, seq: u64) -> Result<(), StoreError>;
 
+    /// Makes `next` the next sequence without removing anything: the sequences between are a
+    /// gap of deleted messages. `next` must be above `last_seq`. A gap that no append follows
+    /// is not kept across a reopen (a replica rebuilding a stream from a snapshot, which it
+    /// rebuilds again at every start, is the user).
+    fn skip_to(&mut self, next: u64) -> Result<(), StoreError>;
+
+    /// Deletes everything and starts over as an empty store at sequence 1.
+    fn recreate(&mut self) -> Result<(), StoreError> {
+        Err(StoreError::Invalid(
+            "this store cannot be recreated in place".into(),
+        ))
+    }
+
     /// First live sequence (`last_seq + 1` when empty).
     fn first_seq(&self) -> u64;
 
@@ -391,4 +404,14 @@ pub trait MsgStore: Send {
     fn reopen(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Refuses a `skip_to(next)` that would not move the next sequence forward.
+pub(crate) fn check_skip(next: u64, last_seq: u64) -> Result<(), StoreError> {
+    if next <= last_seq {
+        return Err(StoreError::Invalid(format!(
+            "next sequence {next} would reuse sequences (last is {last_seq})"
+        )));
+    }
+    check_seq(next)
 }

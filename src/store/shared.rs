@@ -214,6 +214,24 @@ impl MsgStore for SharedStore {
         self.with_mut(|s| s.set_first_seq(seq))
     }
 
+    fn skip_to(&mut self, next: u64) -> Result<(), StoreError> {
+        self.with_mut(|s| s.skip_to(next))
+    }
+
+    /// With an opener, the store is deleted and opened again empty; otherwise the inner store
+    /// recreates itself (a memory store can).
+    fn recreate(&mut self) -> Result<(), StoreError> {
+        let Some(opener) = &self.opener else {
+            return self.with_mut(|s| s.recreate());
+        };
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = guard.take() {
+            old.delete_all()?;
+        }
+        *guard = Some(opener()?);
+        Ok(())
+    }
+
     fn first_seq(&self) -> u64 {
         self.with(|s| s.first_seq()).unwrap_or(0)
     }

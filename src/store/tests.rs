@@ -43,6 +43,7 @@ for_both!(
     pending_queries,
     time_queries,
     first_seq_and_purge_all,
+    skipped_sequences_are_gaps,
 );
 
 fn with_store(make: Factory, f: impl FnOnce(&mut dyn MsgStore)) {
@@ -392,5 +393,40 @@ fn model_run(seed: u64, deletes: u64) {
             _ => continue,
         }
         assert_same(&store, &model);
+    }
+}
+
+fn skipped_sequences_are_gaps(make: Factory) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = make(dir.path());
+    assert!(s.skip_to(0).is_err());
+    s.skip_to(5).unwrap();
+    assert_eq!(s.append("a", None, b"5", 5).unwrap(), 5);
+    s.append("b", None, b"6", 6).unwrap();
+    s.skip_to(7).unwrap();
+    assert!(s.skip_to(6).is_err(), "6 is taken");
+    s.skip_to(100).unwrap();
+    assert_eq!(s.append("a", None, b"100", 100).unwrap(), 100);
+    s.skip_to(1000).unwrap();
+    assert_eq!(s.append("c", None, b"1000", 1000).unwrap(), 1000);
+    let check = |s: &dyn MsgStore| {
+        let st = s.state();
+        assert_eq!((st.msgs, st.first_seq, st.last_seq), (4, 5, 1000));
+        assert!(s.get(50).unwrap().is_none());
+        assert_eq!(s.get(100).unwrap().unwrap().payload.as_ref(), b"100");
+        assert_eq!(s.next_seq_matching(7, None), Some(100));
+        assert_eq!(s.count_matching(0, Some("a")), 2);
+    };
+    check(s.as_ref());
+    s.sync().unwrap();
+    drop(s);
+    // The file store left files behind: it must read the gaps back.
+    if std::fs::read_dir(dir.path()).unwrap().next().is_some() {
+        let (reopened, report) = FileStore::open(dir.path(), small_opts()).unwrap();
+        assert!(report.lost_seqs.is_empty(), "{:?}", report.lost_seqs);
+        check(&reopened);
+        let mut fresh: Box<dyn MsgStore> = Box::new(reopened);
+        fresh.purge(None, None, None).unwrap();
+        fresh.delete_all().unwrap();
     }
 }

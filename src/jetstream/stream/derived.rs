@@ -248,6 +248,30 @@ impl Dedup {
         self.ids.insert(id, (seq, time));
     }
 
+    /// The window as (arrival order, ids): what [`Dedup::import`] rebuilds it from.
+    pub(super) fn export(&self) -> DedupImage {
+        DedupImage {
+            order: self.order.iter().cloned().collect(),
+            ids: self
+                .ids
+                .iter()
+                .map(|(id, (seq, t))| (id.clone(), *seq, *t))
+                .collect(),
+        }
+    }
+
+    /// The window [`Dedup::export`] saw.
+    pub(super) fn import(image: DedupImage) -> Dedup {
+        Dedup {
+            order: image.order.into(),
+            ids: image
+                .ids
+                .into_iter()
+                .map(|(id, seq, t)| (id, (seq, t)))
+                .collect(),
+        }
+    }
+
     pub(super) fn expire(&mut self, now: i64, window: i64) {
         while let Some((t, _)) = self.order.front() {
             if now - *t <= window {
@@ -260,6 +284,13 @@ impl Dedup {
             }
         }
     }
+}
+
+/// A de-duplication window as a snapshot carries it.
+#[derive(Serialize, Deserialize, Default)]
+pub(super) struct DedupImage {
+    order: Vec<(i64, String)>,
+    ids: Vec<(String, u64, i64)>,
 }
 
 /// State derived from the log, saved at shutdown to skip rescanning it at start.

@@ -501,3 +501,70 @@ fn committed_consumers_follow_the_leaders() {
         assert!(multi > 10, "seed {seed}: few batch entries ({multi})");
     }
 }
+
+#[test]
+fn a_snapshot_restores_a_replica_exactly() {
+    use crate::store::SharedStore;
+    let committed = |s: &Stream| -> Vec<(String, i64, crate::jetstream::consumer::ConsumerState)> {
+        s.committed_consumers()
+            .values()
+            .map(|c| (c.name.clone(), c.created, c.state().clone()))
+            .collect()
+    };
+    let mut with_consumers = 0;
+    for seed in 300..306 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = Stream::new(
+            config(Retention::Limits),
+            1,
+            Box::new(MemStore::new()),
+            None,
+        );
+        leader.replicated = true;
+        let mut gen = Gen::new(seed, Retention::Limits);
+        let mut side = StdRng::seed_from_u64(!seed);
+        let mut follower: Option<Stream> = None;
+        let mut restores = 0;
+        for index in 1..=800u64 {
+            let mut op = gen.op();
+            assign(&mut op, &leader, &mut side);
+            let a = format!("{:?}", leader.apply_all_at(index, vec![op.clone()]));
+            if let Some(f) = &mut follower {
+                let b = format!("{:?}", f.apply_all_at(index, vec![op]));
+                assert_eq!(a, b, "seed {seed}, index {index}");
+            }
+            if index % 150 == 0 {
+                // A fresh replica (memory, then file) restores the leader's snapshot and
+                // follows the rest of the log.
+                let bytes = leader.export().unwrap();
+                let store: Box<dyn crate::store::MsgStore> = if restores % 2 == 0 {
+                    Box::new(MemStore::new())
+                } else {
+                    let path = dir.path().join(format!("r{restores}"));
+                    let open = move || -> Result<Box<dyn crate::store::MsgStore + Sync>, crate::store::StoreError> {
+                        std::fs::create_dir_all(&path)?;
+                        Ok(Box::new(FileStore::open(&path, FileStoreOptions::default())?.0))
+                    };
+                    Box::new(SharedStore::new(open().unwrap()).reopen_with(Box::new(open)))
+                };
+                let mut f = Stream::new(config(Retention::Limits), 1, store, None);
+                f.replicated = true;
+                f.import(&bytes).unwrap();
+                assert_eq!(snapshot(&leader), snapshot(&f), "seed {seed}, at {index}");
+                assert_eq!(committed(&leader), committed(&f), "seed {seed}, at {index}");
+                assert_eq!(f.applied, index);
+                with_consumers += usize::from(!committed(&f).is_empty());
+                assert!(f.import(b"not a snapshot").is_err());
+                follower = Some(f);
+                restores += 1;
+            }
+        }
+        let f = follower.expect("restored");
+        assert_eq!(snapshot(&leader), snapshot(&f), "seed {seed}");
+        assert_eq!(committed(&leader), committed(&f), "seed {seed}");
+    }
+    assert!(
+        with_consumers > 10,
+        "snapshots with consumers: {with_consumers}"
+    );
+}

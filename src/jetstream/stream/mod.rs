@@ -21,6 +21,7 @@ mod derived;
 mod determinism_tests;
 mod persist;
 mod republish;
+mod snapshot;
 
 pub(crate) use derived::parse_ttl;
 use derived::Dedup;

@@ -114,16 +114,16 @@ impl Stream {
 }
 
 #[derive(Serialize, Deserialize)]
-struct ConsumerRecord {
+pub(super) struct ConsumerRecord {
     /// The consumer's name (server-chosen for most ephemerals; absent in older files).
     #[serde(default)]
-    name: Option<String>,
-    config: ConsumerConfig,
-    created: i64,
-    state: ConsumerState,
+    pub name: Option<String>,
+    pub config: ConsumerConfig,
+    pub created: i64,
+    pub state: ConsumerState,
     /// The journal index `state` includes (absent in files from before the journal).
     #[serde(default)]
-    applied: u64,
+    pub applied: u64,
 }
 
 /// Writes `data` to a new file at `path` and fsyncs it.
