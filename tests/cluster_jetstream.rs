@@ -296,12 +296,23 @@ async fn with_r3_stream(
     dir: &Path,
     name: &str,
 ) -> (Vec<Option<ServerHandle>>, jetstream::Context) {
+    with_r3_stream_as(ports, dir, name, |_| ()).await
+}
+
+/// [`with_r3_stream`] with the stream's configuration changed by `tweak` first.
+async fn with_r3_stream_as(
+    ports: &[u16; 3],
+    dir: &Path,
+    name: &str,
+    tweak: impl FnOnce(&mut stream::Config),
+) -> (Vec<Option<ServerHandle>>, jetstream::Context) {
     let servers: Vec<Option<ServerHandle>> =
         cluster(ports, dir).await.into_iter().map(Some).collect();
     let js = ready(servers[0].as_ref().unwrap()).await;
     let mut cfg = stream_config(name);
     cfg.subjects = vec!["k.>".into()];
     cfg.num_replicas = 3;
+    tweak(&mut cfg);
     js.create_stream(cfg).await.unwrap();
     (servers, js)
 }
@@ -472,18 +483,11 @@ async fn message_count(js: &jetstream::Context, stream: &str) -> u64 {
 async fn replicated_streams_expire_through_their_group() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
-        .await
-        .into_iter()
-        .map(Some)
-        .collect();
-    let js = ready(servers[0].as_ref().unwrap()).await;
-    let mut cfg = stream_config("RA");
-    cfg.subjects = vec!["k.>".into()];
-    cfg.num_replicas = 3;
-    cfg.max_age = Duration::from_secs(4);
-    cfg.allow_message_ttl = true;
-    js.create_stream(cfg).await.unwrap();
+    let (mut servers, js) = with_r3_stream_as(&ports, dir.path(), "RA", |cfg| {
+        cfg.max_age = Duration::from_secs(4);
+        cfg.allow_message_ttl = true;
+    })
+    .await;
     publish_all(&js, 0..1).await;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-TTL", "1s");
@@ -784,17 +788,8 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
     const N: u64 = 2600;
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
-        .await
-        .into_iter()
-        .map(Some)
-        .collect();
-    let js = ready(servers[0].as_ref().unwrap()).await;
-    let mut cfg = stream_config("SN");
-    cfg.subjects = vec!["k.>".into()];
-    cfg.num_replicas = 3;
-    cfg.max_messages = 20;
-    js.create_stream(cfg).await.unwrap();
+    let (mut servers, js) =
+        with_r3_stream_as(&ports, dir.path(), "SN", |cfg| cfg.max_messages = 20).await;
     publish_all(&js, 0..5).await;
 
     // A follower goes away; 2,600 messages of 8 KiB later (about 21 MiB through the log, a

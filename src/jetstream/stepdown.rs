@@ -90,40 +90,40 @@ impl JetStream {
     /// a single-replica stream has no group to hand on and succeeds at once.
     pub(super) fn stream_step_down(&self, name: &str, m: &Message) {
         const KIND: &str = "stream_leader_stepdown";
-        if self.meta.get().is_none() {
-            return self.reply(m, KIND, Err(cluster_required()));
-        }
-        if let Err(e) = check_body(&m.payload) {
-            return self.reply(m, KIND, Err(e));
-        }
-        let step = lock(&self.streams)
-            .get(name)
-            .map(|h| h.replica.as_ref().map(|r| r.step_down()));
-        match step {
-            None => self.reply(m, KIND, Err(ApiError::stream_not_found())),
-            Some(None) => self.reply(m, KIND, Ok(json!({ "success": true }))),
-            Some(Some(step)) => {
+        match self.stepper(name, m) {
+            Err(e) => self.reply(m, KIND, Err(e)),
+            Ok(None) => self.reply(m, KIND, Ok(json!({ "success": true }))),
+            Ok(Some(step)) => {
                 let task = answer_after(self.client.clone(), m.clone(), KIND, step);
                 self.runtime.spawn(task);
             }
         }
     }
 
+    /// The checks both stream and consumer stepdowns make; the stepdown of `stream`'s group
+    /// (`None`: a single-replica stream, nothing to hand on).
+    fn stepper(
+        &self,
+        stream: &str,
+        m: &Message,
+    ) -> Result<Option<impl std::future::Future<Output = Result<bool, GroupError>>>, ApiError> {
+        if self.meta.get().is_none() {
+            return Err(cluster_required());
+        }
+        check_body(&m.payload)?;
+        lock(&self.streams)
+            .get(stream)
+            .map(|h| h.replica.as_ref().map(|r| r.step_down()))
+            .ok_or_else(ApiError::stream_not_found)
+    }
+
     /// `CONSUMER.LEADER.STEPDOWN.<stream>.<consumer>`: the consumer must exist (asked of the
     /// stream through `CONSUMER.INFO`); its stream's leadership moves.
     pub(super) fn consumer_step_down(&self, stream: &str, consumer: &str, m: &Message) {
         const KIND: &str = "consumer_leader_stepdown";
-        if self.meta.get().is_none() {
-            return self.reply(m, KIND, Err(cluster_required()));
-        }
-        if let Err(e) = check_body(&m.payload) {
-            return self.reply(m, KIND, Err(e));
-        }
-        let step = lock(&self.streams)
-            .get(stream)
-            .map(|h| h.replica.as_ref().map(|r| r.step_down()));
-        let Some(step) = step else {
-            return self.reply(m, KIND, Err(ApiError::stream_not_found()));
+        let step = match self.stepper(stream, m) {
+            Ok(step) => step,
+            Err(e) => return self.reply(m, KIND, Err(e)),
         };
         let (client, m) = (self.client.clone(), m.clone());
         let info = format!("$JS.API.CONSUMER.INFO.{stream}.{consumer}");

@@ -92,24 +92,29 @@ impl Stream {
                     continue;
                 }
             };
-            let Some(name) = rec
-                .name
-                .clone()
-                .or_else(|| rec.config.effective_name().map(str::to_string))
-            else {
-                continue;
-            };
-            let mut c = Consumer::new(
-                name.clone(),
-                rec.config,
-                self.store.as_ref(),
-                None,
-                &self.config.subjects,
-                rec.created,
-            );
-            c.restore(rec.state, rec.applied);
-            self.consumers.insert(name, c);
+            if let Some((name, c)) = self.consumer_from(rec) {
+                self.consumers.insert(name, c);
+            }
         }
+    }
+
+    /// The consumer a record describes, with its state restored (`None` for a record with
+    /// no name, durable or otherwise).
+    pub(super) fn consumer_from(&self, rec: ConsumerRecord) -> Option<(String, Consumer)> {
+        let name = rec
+            .name
+            .clone()
+            .or_else(|| rec.config.effective_name().map(str::to_string))?;
+        let mut c = Consumer::new(
+            name.clone(),
+            rec.config,
+            self.store.as_ref(),
+            None,
+            &self.config.subjects,
+            rec.created,
+        );
+        c.restore(rec.state, rec.applied);
+        Some((name, c))
     }
 }
 

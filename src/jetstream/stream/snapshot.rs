@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::derived::{Dedup, DedupImage};
 use super::persist::ConsumerRecord;
 use super::Stream;
-use crate::jetstream::consumer::Consumer;
 use crate::store::StoreError;
 
 /// A gap of at most this many sequences is refilled with placeholders that are then
@@ -131,19 +130,7 @@ impl Stream {
         self.outbox.clear();
         self.committed = records
             .into_iter()
-            .filter_map(|rec| {
-                let name = rec.name.clone()?;
-                let mut c = Consumer::new(
-                    name.clone(),
-                    rec.config,
-                    self.store.as_ref(),
-                    None,
-                    &self.config.subjects,
-                    rec.created,
-                );
-                c.restore(rec.state, rec.applied);
-                Some((name, c))
-            })
+            .filter_map(|rec| self.consumer_from(rec))
             .collect();
         Ok(())
     }
