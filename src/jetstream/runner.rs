@@ -572,9 +572,13 @@ impl Runner {
                     b.replies.answer(reply, api::response("error", Err(err)));
                 }
             }
-            Input::Api(_, m) if ctx.replica.as_ref().is_some_and(|r| !r.is_leader()) => {
+            Input::Api(call, m)
+                if !matches!(call, Call::ConsumerNext(_))
+                    && ctx.replica.as_ref().is_some_and(|r| !r.is_leader()) =>
+            {
                 // The group's leader that has not yet applied everything committed before its
-                // term (or a replica handing its leadership on): its state may be stale.
+                // term (or a replica handing its leadership on): its state may be stale. (A
+                // pull request goes on: it is answered with the pull statuses clients expect.)
                 b.barrier = true;
                 if let Some(reply) = m.reply {
                     let err = super::meta::unavailable();
