@@ -11,6 +11,14 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A TLS certificate, key or CA file could not be used.
+    #[error("TLS: {path}: {msg}")]
+    Tls {
+        /// The file (or setting) at fault.
+        path: String,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// Configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

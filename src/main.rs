@@ -174,6 +174,9 @@ fn write_ports_file(
         .unwrap_or_else(|| "causeway".into());
     let path = dir.join(format!("{exe}_{}.ports", std::process::id()));
     let mut ports = serde_json::json!({ "nats": [server.client_url()] });
+    if let Some(ws) = server.websocket_url() {
+        ports["websocket"] = serde_json::json!([ws]);
+    }
     if let Some(m) = server.monitor_addr() {
         ports["monitoring"] = serde_json::json!([format!("http://{m}")]);
     }

@@ -90,9 +90,22 @@ impl ServerHandle {
         self.addr
     }
 
-    /// `nats://host:port` for clients.
+    /// `nats://host:port` for clients (`tls://` when the listener requires TLS).
     pub fn client_url(&self) -> String {
-        format!("nats://{}", self.addr)
+        let cfg = &self.shared.config;
+        let scheme = if cfg.tls.is_some() && !cfg.allow_non_tls {
+            "tls"
+        } else {
+            "nats"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// `ws://host:port` (or `wss://`) for browsers, if a WebSocket listener is configured.
+    pub fn websocket_url(&self) -> Option<String> {
+        let ws = self.shared.config.websocket.as_ref()?;
+        let scheme = if ws.tls.is_some() { "wss" } else { "ws" };
+        Some(format!("{scheme}://{}", self.shared.websocket_addr()?))
     }
 
     /// Address of the HTTP monitoring listener, if enabled.

@@ -307,10 +307,14 @@ fn configuration_causeway_does_not_implement_refuses_to_start() {
         ("bogus_key: 1\n", "unknown field \"bogus_key\""),
         ("jetstream { bogus: 1 }\n", "unknown field \"jetstream.bogus\""),
         (
-            "tls { cert_file: c.pem, key_file: k.pem }\n",
-            "tls is not supported yet",
+            "tls { cert_file: nosuch-cert.pem, key_file: k.pem }\n",
+            "nosuch-cert.pem",
         ),
-        ("websocket { port: 8080 }\n", "websocket is not supported yet"),
+        (
+            "tls { cert_file: c.pem, key_file: k.pem, cipher_suites: [x] }\n",
+            "tls.cipher_suites is not supported yet",
+        ),
+        ("websocket { port: 8080 }\n", "websocket requires TLS configuration"),
         ("cluster { listen: -1, tls { cert_file: c.pem } }\n", "cluster.tls is not supported yet"),
         (
             "cluster { listen: -1 }\njetstream: enabled\n",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::load::{parse_duration, parse_port, parse_sync_policy};
-use super::{conf, from_file, Config, ConfigError, SyncPolicy};
+use super::{conf, from_file, Config, ConfigError, SyncPolicy, TlsConfig};
 
 /// The server's command-line flags. Every setting is optional: absent flags leave the
 /// config file's (or the default) value alone.
@@ -94,6 +94,21 @@ pub struct Args {
     /// Do not advertise this server's client URL to the cluster.
     #[arg(long = "no_advertise")]
     pub no_advertise: bool,
+    /// Require TLS from clients (needs --tlscert and --tlskey).
+    #[arg(long = "tls")]
+    pub tls: bool,
+    /// Server certificate file (PEM).
+    #[arg(long = "tlscert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the server certificate (PEM).
+    #[arg(long = "tlskey", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS and verify client certificates.
+    #[arg(long = "tlsverify")]
+    pub tls_verify: bool,
+    /// CA certificates client certificates must chain to (PEM).
+    #[arg(long = "tlscacert", value_name = "FILE")]
+    pub tls_ca_cert: Option<PathBuf>,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
@@ -130,6 +145,11 @@ const LONG_FLAGS: &[(&str, &str, bool)] = &[
     ("routes", "routes", true),
     ("cluster_advertise", "cluster_advertise", true),
     ("no_advertise", "no_advertise", false),
+    ("tls", "tls", false),
+    ("tlscert", "tlscert", true),
+    ("tlskey", "tlskey", true),
+    ("tlsverify", "tlsverify", false),
+    ("tlscacert", "tlscacert", true),
     ("version", "version", false),
     ("help", "help", false),
 ];
@@ -209,6 +229,7 @@ impl Args {
             Some(path) => from_file(path)?,
             None => Config::default(),
         };
+        self.apply_tls(&mut cfg)?;
         if let Some(addr) = self.addr {
             cfg.host = addr;
         }
@@ -299,6 +320,42 @@ impl Args {
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The TLS flags, over the file's `tls {}` block. Any of them turns TLS on: a flag naming
+    /// a certificate must never leave the server serving plaintext.
+    fn apply_tls(&self, cfg: &mut Config) -> Result<(), ConfigError> {
+        let any = self.tls
+            || self.tls_verify
+            || self.tls_cert.is_some()
+            || self.tls_key.is_some()
+            || self.tls_ca_cert.is_some();
+        if !any {
+            return Ok(());
+        }
+        let mut tls = cfg.tls.take().unwrap_or_else(|| TlsConfig::new("", ""));
+        if let Some(cert) = &self.tls_cert {
+            tls.cert_file = cert.clone();
+        }
+        if let Some(key) = &self.tls_key {
+            tls.key_file = key.clone();
+        }
+        if let Some(ca) = &self.tls_ca_cert {
+            tls.ca_file = Some(ca.clone());
+        }
+        tls.verify |= self.tls_verify;
+        let missing = |key: &str, what: &str| ConfigError::Invalid {
+            key: key.to_string(),
+            msg: format!("TLS Server {what} must be present and valid"),
+        };
+        if tls.cert_file.as_os_str().is_empty() {
+            return Err(missing("tlscert", "certificate"));
+        }
+        if tls.key_file.as_os_str().is_empty() {
+            return Err(missing("tlskey", "private key"));
+        }
+        cfg.tls = Some(tls);
+        Ok(())
     }
 }
 
@@ -554,6 +611,43 @@ mod tests {
             assert!(ok(bad).into_config().is_err(), "{bad:?}");
         }
         assert!(args(&["x", "--cluster", "nats://h:port"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let cfg = ok(&[
+            "x",
+            "-tlsverify",
+            "-tlscert",
+            "s.pem",
+            "--tlskey=s.key",
+            "-tlscacert",
+            "ca.pem",
+        ])
+        .into_config()
+        .unwrap();
+        let tls = cfg.tls.expect("tls");
+        assert_eq!(tls.cert_file, PathBuf::from("s.pem"));
+        assert_eq!(tls.key_file, PathBuf::from("s.key"));
+        assert_eq!(tls.ca_file, Some(PathBuf::from("ca.pem")));
+        assert!(tls.verify);
+        // A certificate flag alone turns TLS on; TLS without both files refuses to start.
+        assert!(ok(&["x", "--tlscert", "c", "--tlskey", "k"])
+            .into_config()
+            .unwrap()
+            .tls
+            .is_some());
+        for bad in [
+            &["x", "--tls"][..],
+            &["x", "--tls", "--tlscert", "c"],
+            &["x", "--tlskey", "k"],
+        ] {
+            let e = ok(bad).into_config().expect_err("started without files");
+            assert!(
+                e.to_string().contains("must be present and valid"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -41,9 +41,6 @@ pub fn from_file(path: &Path) -> Result<Config> {
 /// Top-level keys of nats-server that causeway does not implement yet: a file that sets them
 /// asks for protection (TLS, accounts, other listeners) that would silently be missing.
 const UNSUPPORTED_TOP: &[&str] = &[
-    "tls",
-    "websocket",
-    "ws",
     "gateway",
     "leafnodes",
     "leaf",
@@ -93,7 +90,6 @@ const HARMLESS_TOP: &[&str] = &[
     "max_closed_clients",
     "prof_port",
     "prof_block_rate",
-    "allow_non_tls",
     "client_advertise",
     "max_subscription_tokens",
     "no_header_support",
@@ -144,6 +140,11 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
             "no_auth_user" => cfg.auth.no_auth_user = Some(text(key, value)?),
             "jetstream" => apply_jetstream(cfg, key, value)?,
             "cluster" => apply_cluster(cfg, key, value)?,
+            "tls" => cfg.tls = Some(super::tls::tls_block(key, value)?),
+            "allow_non_tls" => cfg.allow_non_tls = boolean(key, value)?,
+            "websocket" | "ws" => {
+                cfg.websocket = Some(super::tls::websocket_block(key, value, &mut cfg.warnings)?)
+            }
             _ if variables.contains(key) => {}
             lower => other_key(key, lower, UNSUPPORTED_TOP, HARMLESS_TOP, &mut cfg.warnings)?,
         }
@@ -168,7 +169,7 @@ fn other_key(
 }
 
 /// A key no arm of a block's match took: not supported yet, or unknown (as nats-server).
-fn reject(path: &str, lower: &str, unsupported: &[&str]) -> Result<()> {
+pub(super) fn reject(path: &str, lower: &str, unsupported: &[&str]) -> Result<()> {
     let key = path.to_string();
     Err(if unsupported.contains(&lower) {
         ConfigError::Unsupported { key }
@@ -344,7 +345,7 @@ fn subject_permission(path: &str, value: &Value) -> Result<SubjectPermission> {
     Ok(perm)
 }
 
-fn subjects(path: &str, value: &Value) -> Result<Vec<String>> {
+pub(super) fn subjects(path: &str, value: &Value) -> Result<Vec<String>> {
     let one = |path: &str, v: &Value| match v {
         Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         Value::String(_) => Err(invalid(path, "subject must not be empty")),
@@ -610,25 +611,25 @@ pub(crate) fn split_host_port(s: &str) -> Option<(Option<String>, u16)> {
 
 // ---- typed accessors: each names the offending key on error ----
 
-fn invalid(key: &str, msg: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: &str, msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
         msg: msg.into(),
     }
 }
 
-fn wrong_type(key: &str, expected: &str, got: &Value) -> ConfigError {
+pub(super) fn wrong_type(key: &str, expected: &str, got: &Value) -> ConfigError {
     invalid(key, format!("expected {expected}, got {}", got.type_name()))
 }
 
-fn map<'a>(key: &str, value: &'a Value) -> Result<&'a [(String, Value)]> {
+pub(super) fn map<'a>(key: &str, value: &'a Value) -> Result<&'a [(String, Value)]> {
     value
         .as_map()
         .ok_or_else(|| wrong_type(key, "a map", value))
 }
 
 /// A string; numbers are accepted and turned back into text (`token: 12345`).
-fn text(key: &str, value: &Value) -> Result<String> {
+pub(super) fn text(key: &str, value: &Value) -> Result<String> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Int(n) => Ok(n.to_string()),
@@ -637,7 +638,7 @@ fn text(key: &str, value: &Value) -> Result<String> {
     }
 }
 
-fn file_path(key: &str, value: &Value) -> Result<PathBuf> {
+pub(super) fn file_path(key: &str, value: &Value) -> Result<PathBuf> {
     let p = text(key, value)?;
     if p.is_empty() {
         return Err(invalid(key, "path must not be empty"));
@@ -645,7 +646,7 @@ fn file_path(key: &str, value: &Value) -> Result<PathBuf> {
     Ok(PathBuf::from(p))
 }
 
-fn boolean(key: &str, value: &Value) -> Result<bool> {
+pub(super) fn boolean(key: &str, value: &Value) -> Result<bool> {
     match value {
         Value::Bool(b) => Ok(*b),
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
@@ -692,7 +693,7 @@ fn count<T: TryFrom<i64>>(key: &str, value: &Value) -> Result<T> {
     T::try_from(n).map_err(|_| invalid(key, format!("out of range: {n}")))
 }
 
-fn port(key: &str, value: &Value) -> Result<u16> {
+pub(super) fn port(key: &str, value: &Value) -> Result<u16> {
     let n = match value {
         Value::Int(n) => *n,
         Value::String(s) => s
@@ -704,7 +705,7 @@ fn port(key: &str, value: &Value) -> Result<u16> {
     parse_port(&n.to_string()).ok_or_else(|| invalid(key, format!("port out of range: {n}")))
 }
 
-fn host_port(key: &str, value: &Value) -> Result<(Option<String>, u16)> {
+pub(super) fn host_port(key: &str, value: &Value) -> Result<(Option<String>, u16)> {
     match value {
         Value::Int(_) => Ok((None, port(key, value)?)),
         Value::String(s) => split_host_port(s)
@@ -714,7 +715,7 @@ fn host_port(key: &str, value: &Value) -> Result<(Option<String>, u16)> {
 }
 
 /// A duration: a Go-style string (`"2m"`), or a number of seconds (integer or float).
-fn duration(key: &str, value: &Value) -> Result<Duration> {
+pub(super) fn duration(key: &str, value: &Value) -> Result<Duration> {
     let bad = || {
         invalid(
             key,

@@ -188,8 +188,14 @@ fn unknown_keys_are_errors_naming_them() {
 #[test]
 fn unimplemented_blocks_refuse_to_start() {
     for (text, key) in [
-        ("tls { cert_file: a.pem, key_file: k.pem }", "tls"),
-        ("websocket { port: 8080 }", "websocket"),
+        (
+            "tls { cert_file: a.pem, key_file: k.pem, cipher_suites: [x] }",
+            "tls.cipher_suites",
+        ),
+        (
+            "websocket { port: 8080, no_tls: true, authorization { token: t } }",
+            "websocket.authorization",
+        ),
         ("cluster { name: c, tls { cert_file: a } }", "cluster.tls"),
         ("cluster { pool_size: 3 }", "cluster.pool_size"),
         ("cluster { compression: s2_auto }", "cluster.compression"),
@@ -462,6 +468,83 @@ fn files_and_includes() {
     let err = from_file(&main).unwrap_err().to_string();
     assert!(err.contains("Parse error"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tls_and_websocket_blocks() {
+    let cfg = load(
+        r#"
+        tls {
+          cert_file: "s.pem", key_file: "s.key", ca_file: "ca.pem"
+          verify_and_map: true, timeout: 0.5, handshake_first: "300ms", min_version: "1.3"
+          pinned_certs: ["A2F0000000000000000000000000000000000000000000000000000000000001"]
+        }
+        allow_non_tls: true
+        websocket { listen: "127.0.0.1:8443", tls { cert_file: w.pem, key_file: w.key }
+                    same_origin: true, allowed_origins: ["https://app.example"],
+                    handshake_timeout: "5s" }
+        "#,
+    );
+    let tls = cfg.tls.expect("tls");
+    assert_eq!(tls.cert_file, PathBuf::from("s.pem"));
+    assert_eq!(tls.ca_file, Some(PathBuf::from("ca.pem")));
+    assert!(tls.map_users && tls.verifies_clients() && !tls.verify);
+    assert_eq!(tls.timeout, Duration::from_millis(500));
+    assert_eq!(
+        tls.handshake_first,
+        super::super::HandshakeFirst::Fallback(Duration::from_millis(300))
+    );
+    assert!(tls.tls13_only);
+    assert_eq!(
+        tls.pinned_certs,
+        ["a2f0000000000000000000000000000000000000000000000000000000000001"]
+    );
+    assert!(cfg.allow_non_tls);
+    let ws = cfg.websocket.expect("websocket");
+    assert_eq!((ws.host.as_str(), ws.port), ("127.0.0.1", 8443));
+    assert!(ws.tls.is_some() && ws.same_origin && !ws.no_tls);
+    assert_eq!(ws.allowed_origins, ["https://app.example"]);
+    assert_eq!(ws.handshake_timeout, Duration::from_secs(5));
+
+    let first = |v: &str| {
+        load(&format!(
+            "tls {{ cert_file: a, key_file: b, handshake_first: {v} }}"
+        ))
+        .tls
+        .expect("tls")
+        .handshake_first
+    };
+    assert_eq!(first("true"), super::super::HandshakeFirst::On);
+    assert_eq!(first("false"), super::super::HandshakeFirst::Off);
+    assert_eq!(
+        first("auto"),
+        super::super::HandshakeFirst::Fallback(super::super::HANDSHAKE_FIRST_AUTO)
+    );
+
+    for (text, key) in [
+        ("tls { key_file: k }", "tls.cert_file"),
+        (
+            "tls { cert_file: c, key_file: k, pinned_certs: [nothex] }",
+            "tls.pinned_certs",
+        ),
+        (
+            "tls { cert_file: c, key_file: k, min_version: \"1.1\" }",
+            "tls.min_version",
+        ),
+        ("websocket { no_tls: true }", "websocket.port"),
+        ("websocket { port: 1 }", "websocket"),
+    ] {
+        let e = error(text);
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: k, .. } if k == key),
+            "{text}: {e:?}"
+        );
+    }
+    let cfg = load("websocket { port: 1, no_tls: true, compression: true }");
+    assert!(cfg
+        .warnings
+        .iter()
+        .any(|w| w.contains("websocket.compression")));
 }
 
 #[test]

@@ -6,11 +6,13 @@
 pub mod cli;
 pub mod conf;
 mod load;
+mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use load::{from_conf_text, from_file, parse_duration};
+pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, HANDSHAKE_FIRST_AUTO};
 
 /// A parsed route URL: where to dial and the credentials it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,6 +383,12 @@ pub struct Config {
     pub jetstream: JetStreamConfig,
     /// Cluster routes; `None` runs a single server.
     pub cluster: Option<ClusterConfig>,
+    /// TLS on the client listener (`tls {}` / `--tls...`); `None` serves plain TCP.
+    pub tls: Option<TlsConfig>,
+    /// With `tls`, still accept clients that do not upgrade (INFO `tls_available`).
+    pub allow_non_tls: bool,
+    /// The WebSocket listener for browsers; `None`: none.
+    pub websocket: Option<WebSocketConfig>,
     /// Log file (`-l`); `None` logs to stderr.
     pub log_file: Option<PathBuf>,
     /// Debug logging (`-D`).
@@ -418,6 +426,9 @@ impl Default for Config {
             auth: AuthConfig::default(),
             jetstream: JetStreamConfig::default(),
             cluster: None,
+            tls: None,
+            allow_non_tls: false,
+            websocket: None,
             log_file: None,
             debug: false,
             trace: false,

@@ -39,6 +39,15 @@ pub struct ServerInfo {
     /// JetStream enabled.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub jetstream: bool,
+    /// Clients must upgrade to TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// Clients must present a certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
+    /// Clients may upgrade to TLS (`allow_non_tls`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_available: bool,
     /// Name of the cluster this server belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,

@@ -175,6 +175,27 @@ pub(crate) struct Authenticator {
     perms: Vec<Option<Arc<Perms>>>,
 }
 
+/// What a connection proves besides its CONNECT: the names its client certificate offers
+/// (with `verify_and_map`) and its kind, for `allowed_connection_types`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Identity<'a> {
+    /// `Some` when the listener maps certificates to users.
+    pub certificate: Option<&'a [String]>,
+    /// `STANDARD` or `WEBSOCKET`.
+    pub conn_type: &'a str,
+}
+
+impl Identity<'_> {
+    /// A plain connection with no certificate identities.
+    #[cfg(test)]
+    pub fn plain() -> Identity<'static> {
+        Identity {
+            certificate: None,
+            conn_type: "STANDARD",
+        }
+    }
+}
+
 /// Outcome of a successful authentication.
 pub(crate) struct Authenticated {
     /// Permissions, if the user has any restrictions.
@@ -220,8 +241,16 @@ impl Authenticator {
             || self.cfg.users.iter().any(|u| is_bcrypt(&u.password))
     }
 
-    /// Verifies credentials; `None` means "Authorization Violation".
-    pub fn check(&self, opts: &ConnectOptions) -> Option<Authenticated> {
+    /// Verifies credentials; `None` means "Authorization Violation". With a certificate
+    /// identity (`verify_and_map`), the first name that is a configured user logs the client
+    /// in as that user, whatever its CONNECT says.
+    pub fn check(&self, opts: &ConnectOptions, id: &Identity<'_>) -> Option<Authenticated> {
+        if let (Some(names), true) = (id.certificate, !self.cfg.users.is_empty()) {
+            let i = names
+                .iter()
+                .find_map(|n| self.cfg.users.iter().position(|u| &u.user == n))?;
+            return self.user_at(i, id.conn_type);
+        }
         if !self.required() {
             return Some(Authenticated {
                 perms: None,
@@ -240,7 +269,7 @@ impl Authenticator {
         }
         if let Some(name) = self.anonymous_as(opts) {
             let i = self.cfg.users.iter().position(|u| u.user == name)?;
-            return self.user_at(i);
+            return self.user_at(i, id.conn_type);
         }
         let user = opts.user.as_deref()?;
         let pass = opts.pass.as_deref().unwrap_or("");
@@ -256,7 +285,13 @@ impl Authenticator {
         if !secret_matches(&self.cfg.users[i].password, pass) {
             return None;
         }
-        self.user_at(i)
+        self.user_at(i, id.conn_type)
+    }
+
+    /// [`Self::check`] for a plain connection.
+    #[cfg(test)]
+    fn check_plain(&self, opts: &ConnectOptions) -> Option<Authenticated> {
+        self.check(opts, &Identity::plain())
     }
 
     /// The `no_auth_user` a client that sent no credentials at all is logged in as.
@@ -270,13 +305,13 @@ impl Authenticator {
         self.cfg.no_auth_user.as_deref().filter(|_| anonymous)
     }
 
-    fn user_at(&self, i: usize) -> Option<Authenticated> {
+    fn user_at(&self, i: usize, conn_type: &str) -> Option<Authenticated> {
         let user: &User = &self.cfg.users[i];
-        let plain_ok = user
+        let type_ok = user
             .allowed_connection_types
             .as_ref()
-            .is_none_or(|types| types.iter().any(|t| t == "STANDARD"));
-        plain_ok.then(|| Authenticated {
+            .is_none_or(|types| types.iter().any(|t| t == conn_type));
+        type_ok.then(|| Authenticated {
             perms: self.perms[i].clone(),
             user: Some(user.user.clone()),
         })
@@ -344,11 +379,11 @@ mod tests {
         };
         let auth = Authenticator::new(&cfg);
         assert!(auth.required() && auth.is_slow());
-        assert!(auth.check(&opts("a", "nope")).is_none());
-        assert!(auth.check(&opts("zz", "pw")).is_none());
-        assert!(auth.check(&opts("b", "s3cret")).is_some());
+        assert!(auth.check_plain(&opts("a", "nope")).is_none());
+        assert!(auth.check_plain(&opts("zz", "pw")).is_none());
+        assert!(auth.check_plain(&opts("b", "s3cret")).is_some());
         let p = auth
-            .check(&opts("a", "pw"))
+            .check_plain(&opts("a", "pw"))
             .and_then(|a| a.perms)
             .expect("perms");
         assert!(p.can_publish("foo.bar"));
@@ -366,9 +401,9 @@ mod tests {
             ..Default::default()
         });
         let mut o = ConnectOptions::default();
-        assert!(auth.check(&o).is_none());
+        assert!(auth.check_plain(&o).is_none());
         o.auth_token = Some("t0k".into());
-        assert!(auth.check(&o).is_some());
+        assert!(auth.check_plain(&o).is_some());
     }
 
     fn perms(publish: &[&str], subscribe: &[&str], deny: &[&str]) -> Perms {
@@ -474,12 +509,12 @@ mod tests {
         let auth = Authenticator::new(&cfg);
         assert!(auth.required() && !auth.credentials_required());
         let a = auth
-            .check(&opts("a", "p"))
+            .check_plain(&opts("a", "p"))
             .and_then(|a| a.perms)
             .expect("a");
         assert!(a.can_publish("pub.x") && !a.can_publish("other"));
         let b = auth
-            .check(&opts("b", "p"))
+            .check_plain(&opts("b", "p"))
             .and_then(|a| a.perms)
             .expect("b");
         assert!(
@@ -487,15 +522,15 @@ mod tests {
             "own permissions replace the defaults"
         );
         let anon = auth
-            .check(&ConnectOptions::default())
+            .check_plain(&ConnectOptions::default())
             .expect("no_auth_user");
         assert_eq!(anon.user.as_deref(), Some("a"));
         assert!(
-            auth.check(&opts("a", "bad")).is_none(),
+            auth.check_plain(&opts("a", "bad")).is_none(),
             "no fallback on bad credentials"
         );
         assert!(
-            auth.check(&opts("ws", "p")).is_none(),
+            auth.check_plain(&opts("ws", "p")).is_none(),
             "websocket-only user"
         );
     }

@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::Instrument;
 
-use super::auth::{Authenticated, Perms, Responses};
+use super::auth::{Authenticated, Identity, Perms, Responses};
 use super::deliver::{deliver, Dirty, Origin, Publish};
 use super::kind::ConnKind;
 use super::outbound::{writer, CloseReason, Outbound};
@@ -29,6 +29,56 @@ use crate::protocol::subject;
 
 const READ_BUF: usize = 64 * 1024;
 
+/// What the listener learnt about a connection before the client protocol starts on it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Accepted {
+    /// INFO was already written (in the clear, before a TLS upgrade).
+    info_sent: bool,
+    /// With `verify_and_map`: the names the client certificate offers.
+    identities: Option<Vec<String>>,
+    /// A browser connection (`allowed_connection_types` calls it `WEBSOCKET`).
+    websocket: bool,
+}
+
+impl Accepted {
+    /// A plain client connection: INFO still to send, no certificate identities.
+    pub fn plain() -> Self {
+        Self::default()
+    }
+
+    /// A WebSocket client connection.
+    pub fn websocket() -> Self {
+        Self {
+            websocket: true,
+            ..Self::default()
+        }
+    }
+
+    /// INFO has already gone out.
+    pub fn info_sent(mut self) -> Self {
+        self.info_sent = true;
+        self
+    }
+
+    /// What authentication needs to know of the connection.
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            certificate: self.identities.as_deref(),
+            conn_type: if self.websocket {
+                "WEBSOCKET"
+            } else {
+                "STANDARD"
+            },
+        }
+    }
+
+    /// The certificate identities `verify_and_map` logs the client in by.
+    pub fn with_identities(mut self, ids: Option<Vec<String>>) -> Self {
+        self.identities = ids;
+        self
+    }
+}
+
 /// Serves one accepted client connection until it closes. Its kind is always
 /// [`ConnKind::Client`]: this is the client protocol, whatever the transport.
 pub(crate) async fn serve<T: Transport>(
@@ -36,6 +86,7 @@ pub(crate) async fn serve<T: Transport>(
     stream: T,
     peer: SocketAddr,
     cid: u64,
+    accepted: Accepted,
 ) {
     let out = Outbound::new(cid, ConnKind::Client, shared.config.max_pending);
     let span = tracing::debug_span!("conn", cid, kind = %out.kind, %peer);
@@ -45,9 +96,12 @@ pub(crate) async fn serve<T: Transport>(
         shared
             .tasks
             .spawn(writer(out.clone(), wr, shared.config.write_deadline));
-        out.send(|b| encode::write_info(b, &shared.info_for(cid, &peer)));
+        if !accepted.info_sent {
+            let info = shared.info_json(cid, &peer, accepted.websocket);
+            out.send(|b| encode::write_info(b, &info));
+        }
         tracing::debug!("{} connection created", out.kind);
-        let mut conn = Conn::new(shared.clone(), out.clone());
+        let mut conn = Conn::new(shared.clone(), out.clone(), accepted);
         let reason = conn.run(rd).await;
         conn.cleanup();
         out.close(reason);
@@ -62,6 +116,8 @@ pub(crate) async fn serve<T: Transport>(
 struct Conn {
     shared: Arc<Shared>,
     out: Arc<Outbound>,
+    /// What the listener learnt (certificate identities, transport kind).
+    accepted: Accepted,
     opts: ConnectOptions,
     connected: bool,
     perms: Option<Arc<Perms>>,
@@ -88,10 +144,11 @@ enum Next {
 }
 
 impl Conn {
-    fn new(shared: Arc<Shared>, out: Arc<Outbound>) -> Self {
+    fn new(shared: Arc<Shared>, out: Arc<Outbound>, accepted: Accepted) -> Self {
         Self {
             shared,
             out,
+            accepted,
             opts: ConnectOptions::default(),
             connected: false,
             perms: None,
@@ -152,7 +209,8 @@ impl Conn {
                             Next::Authenticate(opts) => {
                                 let shared = self.shared.clone();
                                 let checked = opts.clone();
-                                let who = tokio::task::spawn_blocking(move || shared.auth.check(&checked))
+                                let acc = self.accepted.clone();
+                                let who = tokio::task::spawn_blocking(move || shared.auth.check(&checked, &acc.identity()))
                                     .await
                                     .ok()
                                     .flatten();
@@ -273,7 +331,7 @@ impl Conn {
         if self.shared.auth.is_slow() {
             return Next::Authenticate(Box::new(opts));
         }
-        let who = self.shared.auth.check(&opts);
+        let who = self.shared.auth.check(&opts, &self.accepted.identity());
         self.finish_connect(opts, who)
     }
 

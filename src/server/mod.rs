@@ -20,7 +20,9 @@ mod message;
 mod outbound;
 mod remote;
 mod sublist;
+mod tls;
 mod transport;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,12 +78,16 @@ pub(crate) struct Shared {
     /// Other servers' interest: `Some` exactly when a cluster is configured, so that the
     /// publish path of a single server pays one branch for routes.
     pub remote: Option<Arc<Remote>>,
+    /// The client listener's TLS, when configured.
+    tls: Option<Arc<tls::TlsServer>>,
     /// What clients are told of the cluster (INFO `cluster`, `connect_urls`).
     cluster_view: Mutex<ClusterView>,
     clients: Mutex<FxHashMap<u64, Arc<Outbound>>>,
     next_cid: AtomicU64,
     lame_duck: AtomicBool,
     addr: SocketAddr,
+    /// The WebSocket listener's address, when there is one.
+    ws_addr: Option<SocketAddr>,
 }
 
 impl Shared {
@@ -164,6 +170,12 @@ impl Shared {
             proto: 1,
             auth_required: self.auth.credentials_required(),
             jetstream: self.config.jetstream.enabled,
+            tls_required: self.tls.is_some() && !self.config.allow_non_tls,
+            tls_available: self.tls.is_some() && self.config.allow_non_tls,
+            tls_verify: self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.config().verifies_clients()),
             ldm: self.lame_duck.load(Ordering::Relaxed),
             ..ServerInfo::default()
         }
@@ -171,11 +183,22 @@ impl Shared {
 
     /// The INFO JSON for one client.
     fn info_for(&self, cid: u64, peer: &SocketAddr) -> String {
-        let info = ServerInfo {
+        self.info_json(cid, peer, false)
+    }
+
+    /// The INFO JSON for one client; over WebSocket, the client listener's TLS settings do
+    /// not apply (the browser's transport is already what the WebSocket listener requires).
+    fn info_json(&self, cid: u64, peer: &SocketAddr, websocket: bool) -> String {
+        let mut info = ServerInfo {
             client_id: Some(cid),
             client_ip: Some(peer.ip().to_string()),
             ..self.base_info()
         };
+        if websocket {
+            info.tls_required = false;
+            info.tls_available = false;
+            info.tls_verify = false;
+        }
         serde_json::to_string(&info).unwrap_or_default()
     }
 }
@@ -186,6 +209,7 @@ pub(crate) struct Bound {
     /// The server's shared state.
     pub shared: Arc<Shared>,
     listener: TcpListener,
+    websocket: Option<websocket::WsListener>,
 }
 
 /// Binds the client listener and builds the server's state (nothing is accepted yet).
@@ -193,8 +217,14 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    let tls = config.tls.as_ref().map(tls::TlsServer::new).transpose()?;
     let listener = bind(&config.host, config.port).await?;
     let addr = listener.local_addr()?;
+    let websocket = match &config.websocket {
+        Some(ws) => Some(websocket::WsListener::bind(ws).await?),
+        None => None,
+    };
+    let ws_addr = websocket.as_ref().map(|w| w.local_addr()).transpose()?;
     let server_id = new_server_id();
     let shared = Arc::new(Shared {
         server_name: config
@@ -209,23 +239,35 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         tasks: TaskTracker::new(),
         start_time: SystemTime::now(),
         remote: config.cluster.is_some().then(Arc::default),
+        tls,
         cluster_view: Mutex::default(),
         clients: Mutex::default(),
         next_cid: AtomicU64::new(1),
         lame_duck: AtomicBool::new(false),
         addr,
+        ws_addr,
         config,
     });
-    Ok(Bound { shared, listener })
+    Ok(Bound {
+        shared,
+        listener,
+        websocket,
+    })
 }
 
 impl Bound {
     /// Starts accepting clients.
     pub fn serve(self) -> Arc<Shared> {
         tracing::info!("Listening for client connections on {}", self.shared.addr);
+        if self.shared.tls.is_some() {
+            tracing::info!("TLS required for client connections");
+        }
         self.shared
             .tasks
             .spawn(accept_loop(self.shared.clone(), self.listener));
+        if let Some(ws) = self.websocket {
+            self.shared.tasks.spawn(ws.run(self.shared.clone()));
+        }
         self.shared
     }
 }
@@ -234,6 +276,11 @@ impl Shared {
     /// The client listener's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The WebSocket listener's address, if one is configured.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
     /// First half of a stop: stop accepting, announce lame duck (INFO `ldm`), wait `grace`,
@@ -298,9 +345,20 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 .spawn(reject(shared.clone(), stream, peer, cid));
             continue;
         }
-        shared
-            .tasks
-            .spawn(client::serve(shared.clone(), stream, peer, cid));
+        match &shared.tls {
+            Some(tls) => {
+                shared
+                    .tasks
+                    .spawn(tls::serve(shared.clone(), tls.clone(), stream, peer, cid))
+            }
+            None => shared.tasks.spawn(client::serve(
+                shared.clone(),
+                stream,
+                peer,
+                cid,
+                client::Accepted::plain(),
+            )),
+        };
     }
 }
 

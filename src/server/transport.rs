@@ -11,9 +11,10 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// A connected byte stream that a connection can be served over.
 pub(crate) trait Transport: Send + 'static {
@@ -92,29 +93,45 @@ impl TryWrite for OwnedWriteHalf {
     }
 }
 
+/// Any `AsyncWrite` as a writer without a [`TryWrite`] handle; each write is flushed, so a
+/// buffering stream (TLS) sends its records at once.
+pub(crate) struct Flushing<W>(pub W);
+
+impl<W: AsyncWrite + Unpin + Send + 'static> TransportWriter for Flushing<W> {
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(&mut self.0, data).await?;
+        AsyncWriteExt::flush(&mut self.0).await
+    }
+}
+
+/// TLS over any byte stream (the client listener's TCP connections).
+impl<S> Transport for TlsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Reader = ReadHalf<TlsStream<S>>;
+    type Writer = Flushing<WriteHalf<TlsStream<S>>>;
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let (rd, wr) = tokio::io::split(self);
+        (rd, Flushing(wr))
+    }
+}
+
 /// Transports for tests: an in-memory stream, which has no non-blocking writes.
 #[cfg(test)]
 pub(crate) mod testing {
-    use tokio::io::{AsyncWrite, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::io::DuplexStream;
 
     use super::*;
 
-    /// Any `AsyncWrite` as a writer without a [`TryWrite`] handle.
-    pub(crate) struct Plain<W>(pub W);
-
-    impl<W: AsyncWrite + Unpin + Send + 'static> TransportWriter for Plain<W> {
-        async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-            AsyncWriteExt::write_all(&mut self.0, data).await
-        }
-    }
-
     impl Transport for DuplexStream {
         type Reader = ReadHalf<DuplexStream>;
-        type Writer = Plain<WriteHalf<DuplexStream>>;
+        type Writer = Flushing<WriteHalf<DuplexStream>>;
 
         fn split(self) -> (Self::Reader, Self::Writer) {
             let (rd, wr) = tokio::io::split(self);
-            (rd, Plain(wr))
+            (rd, Flushing(wr))
         }
     }
 }
@@ -172,7 +189,13 @@ mod tests {
         let (mut peer_end, server_end) = tokio::io::duplex(64 * 1024);
         let cid = shared.next_cid();
         let peer = "127.0.0.1:4222".parse().expect("addr");
-        let served = tokio::spawn(client::serve(shared.clone(), server_end, peer, cid));
+        let served = tokio::spawn(client::serve(
+            shared.clone(),
+            server_end,
+            peer,
+            cid,
+            client::Accepted::plain(),
+        ));
         peer_end
             .write_all(b"CONNECT {}\r\nSUB foo 1\r\nPUB foo 2\r\nhi\r\nPING\r\n")
             .await

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use causeway::{Config, Server, ServerHandle};
 
+pub mod certs;
 pub mod child;
 pub mod js;
 pub mod kv;

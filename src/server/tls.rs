@@ -1,0 +1,351 @@
+//! TLS for client connections (rustls with the ring provider): the acceptor built from a
+//! [`TlsConfig`] (certificate files checked at start, errors naming the file), the handshake
+//! with its timeout, pinned certificates, and the identities a client certificate offers to
+//! `verify_and_map`: its e-mail, URI and DNS names, then its subject in RFC 2253 form.
+//!
+//! [`serve`] runs one accepted TCP connection through nats-server's orders: INFO in the clear
+//! then the upgrade (the default), TLS first, TLS first with a fallback after a short wait,
+//! and `allow_non_tls`, where a client that does not upgrade stays in plaintext.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
+
+use super::client::{self, Accepted};
+use super::Shared;
+use crate::config::{HandshakeFirst, TlsConfig};
+use crate::protocol::encode;
+use crate::Error;
+
+/// The first byte of a TLS record carrying a handshake (a ClientHello).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A configured TLS acceptor.
+pub(crate) struct TlsServer {
+    acceptor: TlsAcceptor,
+    cfg: TlsConfig,
+}
+
+impl TlsServer {
+    /// Loads the certificate, key and CA files of `cfg`; an error names the file at fault.
+    pub fn new(cfg: &TlsConfig) -> Result<Arc<Self>, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if cfg.tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            rustls::ALL_VERSIONS
+        };
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| tls_err("min_version", e))?;
+        let builder = if cfg.verifies_clients() {
+            let roots = Arc::new(client_roots(cfg.ca_file.as_deref())?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| tls_err(ca_name(cfg), e))?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let certs = load_certs(&cfg.cert_file)?;
+        let key = load_key(&cfg.key_file)?;
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| tls_err(&cfg.key_file.display().to_string(), e))?;
+        Ok(Arc::new(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            cfg: cfg.clone(),
+        }))
+    }
+
+    /// The configuration this acceptor was built from.
+    pub fn config(&self) -> &TlsConfig {
+        &self.cfg
+    }
+
+    /// Runs the server side of the handshake on `io` within the configured timeout, then
+    /// checks pinned certificates. Returns the stream and, with `verify_and_map`, the
+    /// identities the client certificate names.
+    pub async fn handshake<S>(&self, io: S) -> io::Result<(TlsStream<S>, Option<Vec<String>>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = tokio::time::timeout(self.cfg.timeout, self.acceptor.accept(io))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
+        let leaf = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
+        if !self.cfg.pinned_certs.is_empty() {
+            let pinned = leaf
+                .as_deref()
+                .and_then(spki_sha256)
+                .is_some_and(|d| self.cfg.pinned_certs.contains(&d));
+            if !pinned {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "peer certificate is not in the pinned certificates",
+                ));
+            }
+        }
+        let ids = self
+            .cfg
+            .map_users
+            .then(|| leaf.as_deref().map(identities).unwrap_or_default());
+        Ok((stream, ids))
+    }
+}
+
+/// Serves one accepted TCP connection of the TLS client listener.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tls: Arc<TlsServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    cid: u64,
+) {
+    let allow_plain = shared.config.allow_non_tls;
+    let first = match tls.cfg.handshake_first {
+        HandshakeFirst::Off => false,
+        HandshakeFirst::On => true,
+        HandshakeFirst::Fallback(wait) => first_byte(&stream, wait).await == Some(TLS_HANDSHAKE),
+    };
+    let mut stream = stream;
+    if !first {
+        let mut info = bytes::BytesMut::new();
+        encode::write_info(&mut info, &shared.info_for(cid, &peer));
+        if stream.write_all(&info).await.is_err() {
+            return;
+        }
+        if allow_plain {
+            let wait = shared.auth_timeout() + tls.cfg.timeout;
+            if first_byte(&stream, wait).await != Some(TLS_HANDSHAKE) {
+                let hello = Accepted::plain().info_sent();
+                return client::serve(shared, stream, peer, cid, hello).await;
+            }
+        }
+    }
+    match tls.handshake(stream).await {
+        Ok((stream, ids)) => {
+            let mut hello = Accepted::plain().with_identities(ids);
+            if !first {
+                hello = hello.info_sent();
+            }
+            client::serve(shared, stream, peer, cid, hello).await
+        }
+        Err(e) => tracing::debug!(%peer, "TLS handshake error: {e}"),
+    }
+}
+
+/// Waits up to `wait` for the client's first byte without consuming it.
+async fn first_byte(stream: &TcpStream, wait: Duration) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(wait, stream.peek(&mut byte)).await {
+        Ok(Ok(1)) => Some(byte[0]),
+        _ => None,
+    }
+}
+
+fn tls_err(path: &str, e: impl std::fmt::Display) -> Error {
+    Error::Tls {
+        path: path.to_string(),
+        msg: e.to_string(),
+    }
+}
+
+fn ca_name(cfg: &TlsConfig) -> &str {
+    cfg.ca_file
+        .as_deref()
+        .and_then(Path::to_str)
+        .unwrap_or("system trust store")
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let name = path.display().to_string();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_err(&name, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(&name, e))?;
+    if certs.is_empty() {
+        return Err(tls_err(&name, "no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_err(&path.display().to_string(), e))
+}
+
+/// The roots client certificates must chain to: `ca_file`, else the system's.
+fn client_roots(ca_file: Option<&Path>) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in load_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| tls_err(&path.display().to_string(), e))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(tls_err("system trust store", "no CA certificates found"));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// Lower-case hex SHA-256 of a certificate's SubjectPublicKeyInfo (what `pinned_certs` holds).
+pub(crate) fn spki_sha256(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The names a client certificate offers, in the order `verify_and_map` tries them: e-mail
+/// addresses, URIs and DNS names from its SubjectAltName, then its subject (RFC 2253).
+pub(crate) fn identities(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let mut emails = Vec::new();
+    let mut uris = Vec::new();
+    let mut dns = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::RFC822Name(s) => emails.push(s.to_string()),
+                GeneralName::URI(s) => uris.push(s.to_string()),
+                GeneralName::DNSName(s) => dns.push(s.to_string()),
+                _ => {}
+            }
+        }
+    }
+    let mut ids: Vec<String> = emails.into_iter().chain(uris).chain(dns).collect();
+    let subject = rfc2253(cert.subject());
+    if !subject.is_empty() {
+        ids.push(subject);
+    }
+    ids
+}
+
+/// A distinguished name as RFC 2253 writes it: last RDN first, `,` between RDNs, `+` inside
+/// one, the usual short names (`CN`, `O`, `OU`, ...), dotted OIDs for the rest.
+fn rfc2253(name: &X509Name) -> String {
+    let rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    let oid = atv.attr_type();
+                    let key = short_name(&oid.to_id_string());
+                    let value = atv.as_str().map(escape).unwrap_or_default();
+                    format!("{key}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.into_iter().rev().collect::<Vec<_>>().join(",")
+}
+
+fn short_name(oid: &str) -> String {
+    match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "2.5.4.5" => "SERIALNUMBER",
+        "2.5.4.17" => "POSTALCODE",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        other => other,
+    }
+    .to_string()
+}
+
+/// Escapes an attribute value as RFC 2253 asks.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(sans: Vec<rcgen::SanType>, dn: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            params.distinguished_name.push(t.clone(), *v);
+        }
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().to_vec()
+    }
+
+    #[test]
+    fn identities_come_in_nats_servers_order() {
+        let der = cert_with(
+            vec![
+                rcgen::SanType::DnsName("app.local".try_into().expect("dns")),
+                rcgen::SanType::Rfc822Name("ops@example.com".try_into().expect("mail")),
+                rcgen::SanType::URI("spiffe://x/app".try_into().expect("uri")),
+            ],
+            &[
+                (rcgen::DnType::OrganizationName, "Acme, Inc"),
+                (rcgen::DnType::CommonName, "app"),
+            ],
+        );
+        assert_eq!(
+            identities(&der),
+            [
+                "ops@example.com",
+                "spiffe://x/app",
+                "app.local",
+                "CN=app,O=Acme\\, Inc"
+            ]
+        );
+    }
+
+    #[test]
+    fn spki_digest_is_hex_sha256() {
+        let der = cert_with(Vec::new(), &[(rcgen::DnType::CommonName, "x")]);
+        let d = spki_sha256(&der).expect("digest");
+        assert_eq!(d.len(), 64);
+        assert!(d.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(spki_sha256(b"not a cert"), None);
+    }
+}

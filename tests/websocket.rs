@@ -1,0 +1,183 @@
+//! The WebSocket listener with real clients: async-nats over `ws://` and `wss://`, the nats.js
+//! client from Node (`tests/node/ws_suite.mjs`) and from headless Chromium
+//! (`tests/node/browser_suite.mjs`): pub/sub, request/reply, JetStream publish with acks and
+//! KV put/get/watch. Also: origins the configuration does not allow are refused with 403.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+use causeway::config::{TlsConfig, WebSocketConfig};
+use causeway::Config;
+use common::certs::Ca;
+use common::js::js_config;
+use common::suites::{ensure_node_modules, run_suite};
+use common::{start, within, TIMEOUT};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn with_ws(cfg: Config, ws: WebSocketConfig) -> Config {
+    Config {
+        websocket: Some(ws),
+        ..cfg
+    }
+}
+
+/// Pub/sub, request/reply and a JetStream publish over one async-nats connection.
+async fn exercise(nc: &async_nats::Client) {
+    let mut sub = nc.subscribe("ws.>").await.expect("subscribe");
+    let mut svc = nc.subscribe("svc.echo").await.expect("service");
+    let replier = nc.clone();
+    tokio::spawn(async move {
+        while let Some(req) = svc.next().await {
+            if let Some(reply) = req.reply {
+                let _ = replier.publish(reply, req.payload).await;
+            }
+        }
+    });
+    let big = vec![7u8; 200_000];
+    nc.publish("ws.big", big.clone().into())
+        .await
+        .expect("publish");
+    let got = within(TIMEOUT, "message", sub.next()).await.expect("msg");
+    assert_eq!(got.payload.len(), big.len());
+    let answer = within(TIMEOUT, "reply", nc.request("svc.echo", "ping".into()))
+        .await
+        .expect("request");
+    assert_eq!(&answer.payload[..], b"ping");
+    let js = async_nats::jetstream::new(nc.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "WS".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    for i in 1..=5u64 {
+        let ack = js
+            .publish("orders.new", "o".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        assert_eq!(ack.sequence, i);
+    }
+}
+
+#[tokio::test]
+async fn async_nats_over_ws_and_wss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(with_ws(js_config(dir.path()), WebSocketConfig::loopback())).await;
+    let url = server.websocket_url().expect("ws url");
+    assert!(url.starts_with("ws://"), "{url}");
+    let nc = within(TIMEOUT, "ws connect", async_nats::connect(&url))
+        .await
+        .expect("ws connect");
+    exercise(&nc).await;
+    server.shutdown().await;
+
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(certs.path(), "ws");
+    let pair = ca.server("ws-server");
+    let ws = WebSocketConfig {
+        no_tls: false,
+        tls: Some(TlsConfig::new(&pair.cert, &pair.key)),
+        ..WebSocketConfig::loopback()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(with_ws(js_config(dir.path()), ws)).await;
+    let url = server.websocket_url().expect("wss url");
+    assert!(url.starts_with("wss://"), "{url}");
+    let opts = ConnectOptions::new().add_root_certificates(ca.cert.clone());
+    let nc = within(TIMEOUT, "wss connect", opts.connect(&url))
+        .await
+        .expect("wss connect");
+    exercise(&nc).await;
+    server.shutdown().await;
+}
+
+/// Sends an upgrade request with `origin`; the status line of the answer.
+async fn upgrade_status(addr: std::net::SocketAddr, origin: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp");
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Origin: {origin}\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 1024];
+    let n = within(TIMEOUT, "upgrade answer", tcp.read(&mut buf))
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn origins_are_checked() {
+    let ws = WebSocketConfig {
+        same_origin: true,
+        ..WebSocketConfig::loopback()
+    };
+    let server = start(with_ws(Config::loopback(), ws)).await;
+    let addr = server
+        .websocket_url()
+        .and_then(|u| u.strip_prefix("ws://").map(str::to_string))
+        .expect("ws addr")
+        .parse()
+        .expect("addr");
+    let same = format!("http://{addr}");
+    assert!(upgrade_status(addr, &same).await.contains("101"));
+    assert!(upgrade_status(addr, "http://evil.example:80")
+        .await
+        .contains("403"));
+    server.shutdown().await;
+
+    let ws = WebSocketConfig {
+        allowed_origins: vec!["https://app.example".into()],
+        ..WebSocketConfig::loopback()
+    };
+    let server = start(with_ws(Config::loopback(), ws)).await;
+    let addr = server.websocket_url().expect("url")[5..]
+        .parse()
+        .expect("addr");
+    assert!(upgrade_status(addr, "https://app.example")
+        .await
+        .contains("101"));
+    assert!(upgrade_status(addr, "http://app.example")
+        .await
+        .contains("403"));
+    server.shutdown().await;
+}
+
+/// nats.js from Node and from headless Chromium against one server: the browser test the
+/// issue asks for. Chromium must be installed (`.ci/run` installs Debian's package).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_js_from_node_and_a_browser() {
+    let node_dir = tokio::task::spawn_blocking(ensure_node_modules)
+        .await
+        .expect("npm setup panicked");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(with_ws(js_config(dir.path()), WebSocketConfig::loopback())).await;
+    let url = server.websocket_url().expect("ws url");
+    run_suite(
+        Path::new("node"),
+        &["--experimental-websocket", "ws_suite.mjs", &url],
+        &node_dir,
+        Duration::from_secs(120),
+        "websocket checks passed",
+    )
+    .await;
+    run_suite(
+        Path::new("node"),
+        &["browser_suite.mjs", &url],
+        &node_dir,
+        Duration::from_secs(150),
+        "browser checks passed",
+    )
+    .await;
+    server.shutdown().await;
+}
