@@ -101,6 +101,10 @@ pub(crate) async fn serve<T: Transport>(
             out.send(|b| encode::write_info(b, &info));
         }
         tracing::debug!("{} connection created", out.kind);
+        if shared.shutdown.is_cancelled() {
+            // Registered after the stop closed the others (it was still handshaking).
+            out.close(CloseReason::ServerShutdown);
+        }
         let mut conn = Conn::new(shared.clone(), out.clone(), accepted);
         let reason = conn.run(rd).await;
         conn.cleanup();

@@ -119,24 +119,49 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     cid: u64,
 ) {
-    let allow_plain = shared.config.allow_non_tls;
+    let shutdown = shared.shutdown.clone();
+    let ready = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = prepare(&shared, &tls, stream, peer, cid) => r,
+    };
+    match ready {
+        Some(Ready::Plain(stream, hello)) => client::serve(shared, stream, peer, cid, hello).await,
+        Some(Ready::Secure(stream, hello)) => {
+            client::serve(shared, *stream, peer, cid, hello).await
+        }
+        None => {}
+    }
+}
+
+/// A connection ready for the client protocol.
+enum Ready {
+    /// `allow_non_tls`: the client did not upgrade.
+    Plain(TcpStream, Accepted),
+    /// The handshake is done.
+    Secure(Box<TlsStream<TcpStream>>, Accepted),
+}
+
+/// The handshake phase, in the order the configuration asks for; `None` if it failed.
+async fn prepare(
+    shared: &Shared,
+    tls: &TlsServer,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cid: u64,
+) -> Option<Ready> {
     let first = match tls.cfg.handshake_first {
         HandshakeFirst::Off => false,
         HandshakeFirst::On => true,
         HandshakeFirst::Fallback(wait) => first_byte(&stream, wait).await == Some(TLS_HANDSHAKE),
     };
-    let mut stream = stream;
     if !first {
         let mut info = bytes::BytesMut::new();
         encode::write_info(&mut info, &shared.info_for(cid, &peer));
-        if stream.write_all(&info).await.is_err() {
-            return;
-        }
-        if allow_plain {
+        stream.write_all(&info).await.ok()?;
+        if shared.config.allow_non_tls {
             let wait = shared.auth_timeout() + tls.cfg.timeout;
             if first_byte(&stream, wait).await != Some(TLS_HANDSHAKE) {
-                let hello = Accepted::plain().info_sent();
-                return client::serve(shared, stream, peer, cid, hello).await;
+                return Some(Ready::Plain(stream, Accepted::plain().info_sent()));
             }
         }
     }
@@ -146,9 +171,12 @@ pub(crate) async fn serve(
             if !first {
                 hello = hello.info_sent();
             }
-            client::serve(shared, stream, peer, cid, hello).await
+            Some(Ready::Secure(Box::new(stream), hello))
         }
-        Err(e) => tracing::debug!(%peer, "TLS handshake error: {e}"),
+        Err(e) => {
+            tracing::debug!(%peer, "TLS handshake error: {e}");
+            None
+        }
     }
 }
 

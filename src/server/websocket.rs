@@ -78,6 +78,8 @@ impl WsListener {
         }
     }
 
+    /// Serves one browser connection: TLS, the upgrade, then the client protocol. A server
+    /// shutting down drops connections still in their handshakes.
     async fn serve(
         self: Arc<Self>,
         shared: Arc<Shared>,
@@ -89,7 +91,12 @@ impl WsListener {
         let Some(tls) = &self.tls else {
             return self.upgrade(shared, stream, peer, cid, None).await;
         };
-        match tls.handshake(stream).await {
+        let shutdown = shared.shutdown.clone();
+        let handshake = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tls.handshake(stream) => r,
+        };
+        match handshake {
             Ok((stream, ids)) => self.upgrade(shared, stream, peer, cid, ids).await,
             Err(e) => tracing::debug!(%peer, "websocket TLS handshake error: {e}"),
         }
@@ -108,8 +115,16 @@ impl WsListener {
         // The error type is tungstenite's (an HTTP response), not ours to shrink.
         #[allow(clippy::result_large_err)]
         let check = |req: &Request, resp: Response| self.check_origin(req, resp);
-        let handshake = tokio_tungstenite::accept_hdr_async(stream, check);
-        match tokio::time::timeout(self.cfg.handshake_timeout, handshake).await {
+        let handshake = tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            tokio_tungstenite::accept_hdr_async(stream, check),
+        );
+        let shutdown = shared.shutdown.clone();
+        let upgraded = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = handshake => r,
+        };
+        match upgraded {
             Ok(Ok(ws)) => {
                 let hello = Accepted::websocket().with_identities(ids);
                 client::serve(shared, WsStream(ws), peer, cid, hello).await
