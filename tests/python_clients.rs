@@ -1,4 +1,4 @@
-//! Runs `tests/python/core_suite.py` and `tests/python/js_suite.py` (JetStream) with the nats-py
+//! Runs `tests/python/core_suite.py`, `js_suite.py` (JetStream) and `tls_suite.py` with the nats-py
 //! client against an embedded server. The venv and the suite runner are `common::suites`'.
 
 mod common;
@@ -43,5 +43,45 @@ async fn nats_py_jetstream_suite_passes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::start(common::js::js_config(dir.path())).await;
     run_python(&python, "js_suite.py", &server.client_url()).await;
+    server.shutdown().await;
+}
+
+/// nats-py over TLS: the upgrade after INFO, `tls_handshake_first`, and a client without a
+/// certificate refused, against a server that verifies client certificates and takes both
+/// handshake orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_tls_suite_passes() {
+    use causeway::config::{HandshakeFirst, TlsConfig};
+    let python = tokio::task::spawn_blocking(ensure_venv)
+        .await
+        .expect("venv setup panicked");
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = common::certs::Ca::new(certs.path(), "test");
+    let server_pair = ca.server("server");
+    ca.client("alice", &[(rcgen::DnType::CommonName, "alice")], Vec::new());
+    let mut tls = TlsConfig::new(&server_pair.cert, &server_pair.key);
+    tls.ca_file = Some(ca.cert.clone());
+    tls.verify = true;
+    tls.handshake_first = HandshakeFirst::Fallback(Duration::from_millis(100));
+    let server = common::start(causeway::Config {
+        tls: Some(tls),
+        ..causeway::Config::loopback()
+    })
+    .await;
+    let dir = Path::new(MANIFEST_DIR).join("tests/python");
+    let script = dir.join("tls_suite.py");
+    let cert_dir = certs.path().to_str().expect("utf-8 path");
+    run_suite(
+        &python,
+        &[
+            script.to_str().expect("utf-8 path"),
+            &server.client_url(),
+            cert_dir,
+        ],
+        &dir,
+        Duration::from_secs(120),
+        "all ",
+    )
+    .await;
     server.shutdown().await;
 }

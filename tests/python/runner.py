@@ -5,7 +5,7 @@ import asyncio
 import sys
 
 
-async def _run(checks, url, timeout):
+async def run(checks, url, timeout):
     for check in checks:
         name = check.__name__.removeprefix("check_")
         try:
@@ -23,4 +23,4 @@ def main(checks, timeout, doc):
     if len(sys.argv) != 2:
         print(doc, file=sys.stderr)
         sys.exit(2)
-    sys.exit(asyncio.run(_run(checks, sys.argv[1], timeout)))
+    sys.exit(asyncio.run(run(checks, sys.argv[1], timeout)))
