@@ -67,7 +67,14 @@ impl Drop for Running {
 fn start(program: &Path, cert: &Path, key: &Path, log: &Path) -> Result<Running> {
     let port = free_port();
     let child = Command::new(program)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--tlscert"])
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--tls",
+            "--tlscert",
+        ])
         .arg(cert)
         .arg("--tlskey")
         .arg(key)
@@ -185,7 +192,10 @@ fn main() -> Result<()> {
                 let p50 = request_reply_p50(server.port, &cert, 5_000).await?;
                 Ok::<_, anyhow::Error>((rate, p50))
             })?;
-            eprintln!("round {} {label}: {rate:.0} msgs/s, p50 {p50:.0} µs", round + 1);
+            eprintln!(
+                "round {} {label}: {rate:.0} msgs/s, p50 {p50:.0} µs",
+                round + 1
+            );
             for (scenario, v) in [
                 ("TLS pub/sub (msgs/s)", rate),
                 ("TLS request/reply p50 (µs)", p50),
@@ -204,7 +214,11 @@ fn main() -> Result<()> {
     for (scenario, by) in &results {
         let m = |k: &str| by.get(k).cloned().map(median).unwrap_or(f64::NAN);
         let (c, n) = (m("causeway"), m("nats-server"));
-        let ratio = if scenario.contains("µs") { n / c } else { c / n };
+        let ratio = if scenario.contains("µs") {
+            n / c
+        } else {
+            c / n
+        };
         table.push_str(&format!("| {scenario} | {c:.0} | {n:.0} | {ratio:.2}x |\n"));
     }
     println!(

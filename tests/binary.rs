@@ -315,7 +315,10 @@ fn configuration_causeway_does_not_implement_refuses_to_start() {
             "tls.cipher_suites is not supported yet",
         ),
         ("websocket { port: 8080 }\n", "websocket requires TLS configuration"),
-        ("cluster { listen: -1, tls { cert_file: c.pem } }\n", "cluster.tls is not supported yet"),
+        (
+            "cluster { listen: -1, tls { cert_file: c.pem, key_file: k.pem, insecure: true } }\n",
+            "cluster.tls.insecure is not supported yet",
+        ),
         (
             "cluster { listen: -1 }\njetstream: enabled\n",
             "jetstream cluster requires `server_name` to be set",

@@ -352,3 +352,65 @@ async fn bad_certificate_files_fail_the_start_naming_the_file() {
         .expect("a mismatched key started");
     assert!(err.to_string().contains("TLS"), "{err}");
 }
+
+/// A node of a cluster whose routes use TLS with this certificate (`None`: plain routes).
+fn route_node(c: &Certs, who: Option<&Pair>, routes: &[String]) -> Config {
+    let mut cluster =
+        causeway::config::ClusterConfig::loopback("secure").with_routes(routes.iter().cloned());
+    cluster.tls = who.map(|p| {
+        let mut tls = TlsConfig::new(&p.cert, &p.key);
+        tls.ca_file = Some(c.ca.cert.clone());
+        tls.verify = true;
+        tls
+    });
+    Config::loopback().with_cluster(cluster)
+}
+
+#[tokio::test]
+async fn routes_run_over_tls_and_refuse_peers_without_it() {
+    let c = certs();
+    // Route certificates name 127.0.0.1 (the dialer checks it) and are client certificates
+    // too (the listener verifies them).
+    let node = c.ca.server_and_client("node");
+    let a = start(route_node(&c, Some(&node), &[])).await;
+    let seed = [format!(
+        "nats-route://{}",
+        a.cluster_addr().expect("route listener")
+    )];
+    let b = start(route_node(&c, Some(&node), &seed)).await;
+    let cc = start(route_node(&c, Some(&node), &seed)).await;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while [&a, &b, &cc].iter().any(|s| s.num_routes() != 2) {
+        assert!(std::time::Instant::now() < deadline, "no TLS mesh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (nb, nc) = (
+        common::nats_client(&b).await,
+        common::nats_client(&cc).await,
+    );
+    let mut sub = nb.subscribe("secure.x").await.expect("subscribe");
+    nb.flush().await.expect("flush");
+    let got = within(TIMEOUT, "a message across TLS routes", async {
+        loop {
+            nc.publish("secure.x", "hop".into()).await.expect("publish");
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(&got.payload[..], b"hop");
+
+    // A plain node and a node with a certificate from another CA never join.
+    let plain = start(route_node(&c, None, &seed)).await;
+    let rogue_ca = Ca::new(c._dir.path(), "rogue2");
+    let rogue_pair = rogue_ca.server_and_client("rogue-node");
+    let rogue = start(route_node(&c, Some(&rogue_pair), &seed)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.num_routes(), 2, "an untrusted node joined");
+    assert_eq!((plain.num_routes(), rogue.num_routes()), (0, 0));
+    for s in [plain, rogue, cc, b, a] {
+        s.shutdown().await;
+    }
+}

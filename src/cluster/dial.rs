@@ -76,7 +76,20 @@ async fn dial_once(inner: &Arc<Inner>, url: &str) -> Outcome {
         user: target.user,
         password: target.password,
     };
-    match conn::run(inner.clone(), stream, peer, local, side).await {
+    let end = match &inner.tls {
+        None => conn::run(inner.clone(), stream, peer, local, side).await,
+        Some((_, tls)) => {
+            let host = target.addr.rsplit_once(':').map_or("", |(h, _)| h);
+            match tls.connect(host, stream).await {
+                Ok(stream) => conn::run(inner.clone(), stream, peer, local, side).await,
+                Err(e) => {
+                    tracing::warn!(%url, "route TLS handshake error: {e}");
+                    return Outcome::Failed;
+                }
+            }
+        }
+    };
+    match end {
         RouteEnd::Closed { .. } => Outcome::Ran,
         RouteEnd::Rejected(Reject::SelfRoute) => Outcome::Myself,
         RouteEnd::Rejected(Reject::Duplicate(id)) => Outcome::Duplicate(id),

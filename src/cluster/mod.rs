@@ -44,7 +44,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::ClusterConfig;
-use crate::server::Shared;
+use crate::server::{Shared, TlsClient, TlsServer};
 use crate::Error;
 use peers::Peers;
 
@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     /// The route listener's address.
     listen: SocketAddr,
     peers: Peers,
+    /// Route TLS: the accepting and the dialing side.
+    tls: Option<(Arc<TlsServer>, Arc<TlsClient>)>,
 }
 
 impl Cluster {
@@ -69,10 +71,18 @@ impl Cluster {
         shared: Arc<Shared>,
         config: ClusterConfig,
     ) -> Result<Cluster, Error> {
+        let tls = match &config.tls {
+            Some(t) => Some((TlsServer::new(t)?, TlsClient::new(t)?)),
+            None => None,
+        };
         let listener = crate::server::bind(&config.host, config.port).await?;
         let listen = listener.local_addr()?;
         tracing::info!("Listening for route connections on {listen}");
+        if tls.is_some() {
+            tracing::info!("TLS required for route connections");
+        }
         let inner = Arc::new(Inner {
+            tls,
             peers: Peers::new(),
             shared: shared.clone(),
             config,

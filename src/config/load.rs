@@ -365,7 +365,6 @@ pub(super) fn subjects(path: &str, value: &Value) -> Result<Vec<String>> {
 /// permissions would protect what causeway would otherwise send in the clear or unfiltered;
 /// pooling, compression and pinned accounts change the wire.
 const UNSUPPORTED_CLUSTER: &[&str] = &[
-    "tls",
     "pool_size",
     "compression",
     "accounts",
@@ -416,6 +415,7 @@ fn apply_cluster(cfg: &mut Config, path: &str, value: &Value) -> Result<()> {
             "no_advertise" => cluster.no_advertise = boolean(&kp, value)?,
             "connect_retries" => cluster.connect_retries = count(&kp, value)?,
             "authorization" => cluster.auth = Some(route_auth(&kp, value)?),
+            "tls" => cluster.tls = Some(super::tls::tls_block(&kp, value)?),
             lower => reject(&kp, lower, UNSUPPORTED_CLUSTER)?,
         }
     }

@@ -196,7 +196,10 @@ fn unimplemented_blocks_refuse_to_start() {
             "websocket { port: 8080, no_tls: true, authorization { token: t } }",
             "websocket.authorization",
         ),
-        ("cluster { name: c, tls { cert_file: a } }", "cluster.tls"),
+        (
+            "cluster { name: c, tls { cert_file: a, key_file: b, insecure: true } }",
+            "cluster.tls.insecure",
+        ),
         ("cluster { pool_size: 3 }", "cluster.pool_size"),
         ("cluster { compression: s2_auto }", "cluster.compression"),
         ("cluster { accounts: [A] }", "cluster.accounts"),

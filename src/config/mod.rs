@@ -280,6 +280,9 @@ pub struct ClusterConfig {
     pub connect_retries: u32,
     /// Route authentication.
     pub auth: Option<RouteAuth>,
+    /// TLS on every route, both ways (TLS first: routes join causeway servers only). The
+    /// certificate is presented when dialing too; `verify` makes the listener require one.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClusterConfig {
@@ -293,6 +296,7 @@ impl Default for ClusterConfig {
             no_advertise: false,
             connect_retries: 0,
             auth: None,
+            tls: None,
         }
     }
 }

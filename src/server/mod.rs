@@ -47,6 +47,7 @@ pub(crate) use outbound::{writer, Outbound};
 pub(crate) use remote::{Remote, RouteLink};
 use sublist::Router;
 pub(crate) use sublist::{InternalHandler, Subscription};
+pub(crate) use tls::{TlsClient, TlsServer};
 pub(crate) use transport::Transport;
 
 /// Server-wide counters, read by monitoring.

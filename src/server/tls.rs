@@ -111,6 +111,56 @@ impl TlsServer {
     }
 }
 
+/// The dialing side of TLS (routes): trusts `ca_file` (or the system's roots) and presents
+/// the configured certificate, so a listener that verifies peers admits it.
+pub(crate) struct TlsClient {
+    connector: tokio_rustls::TlsConnector,
+    timeout: Duration,
+}
+
+impl TlsClient {
+    /// Loads the files of `cfg`; an error names the file at fault.
+    pub fn new(cfg: &TlsConfig) -> Result<Arc<Self>, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if cfg.tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            rustls::ALL_VERSIONS
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| tls_err("min_version", e))?
+            .with_root_certificates(client_roots(cfg.ca_file.as_deref())?)
+            .with_client_auth_cert(load_certs(&cfg.cert_file)?, load_key(&cfg.key_file)?)
+            .map_err(|e| tls_err(&cfg.key_file.display().to_string(), e))?;
+        Ok(Arc::new(Self {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            timeout: cfg.timeout,
+        }))
+    }
+
+    /// Runs the client side of the handshake with `host` (a DNS name or an IP address that
+    /// the peer's certificate must name), within the configured timeout.
+    pub async fn connect<S>(
+        &self,
+        host: &str,
+        io: S,
+    ) -> io::Result<tokio_rustls::client::TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        tokio::time::timeout(self.timeout, self.connector.connect(name, io))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))?
+    }
+}
+
 /// Serves one accepted TCP connection of the TLS client listener.
 pub(crate) async fn serve(
     shared: Arc<Shared>,

@@ -118,6 +118,20 @@ where
     }
 }
 
+/// The dialing side of TLS (routes to other servers).
+impl<S> Transport for tokio_rustls::client::TlsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Reader = ReadHalf<Self>;
+    type Writer = Flushing<WriteHalf<Self>>;
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        let (rd, wr) = tokio::io::split(self);
+        (rd, Flushing(wr))
+    }
+}
+
 /// Transports for tests: an in-memory stream, which has no non-blocking writes.
 #[cfg(test)]
 pub(crate) mod testing {

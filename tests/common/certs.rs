@@ -54,6 +54,20 @@ impl Ca {
         self.sign(name, params)
     }
 
+    /// A certificate for 127.0.0.1 usable both ways (a route's: it dials and accepts).
+    pub fn server_and_client(&self, name: &str) -> Pair {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        params.distinguished_name = dn(&[(DnType::CommonName, name)]);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(name, params)
+    }
+
     /// A client certificate with this subject and SubjectAltNames.
     pub fn client(&self, name: &str, subject: &[(DnType, &str)], sans: Vec<SanType>) -> Pair {
         let mut params = CertificateParams::default();
