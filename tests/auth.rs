@@ -342,3 +342,73 @@ async fn permissions_from_config_text_and_async_nats_error_events() {
     let m = next_msg(&mut public).await;
     assert_eq!(m.subject.as_str(), "public.after");
 }
+
+/// nkey users: the server puts a nonce in INFO, async-nats signs it with the user's seed; a
+/// seed whose public key is not configured, a forged signature, a replayed one and an empty
+/// user name are all refused, and the user's permissions hold.
+#[tokio::test]
+async fn nkey_users_sign_the_nonce() {
+    let alice = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let conf = format!(
+        r#"authorization {{ users: [
+             {{ nkey: {}, permissions: {{ publish: {{ allow: ["ok.>"] }} }} }}
+             {{ user: bob, password: pw }}
+           ] }}"#,
+        alice.public_key()
+    );
+    let mut cfg = causeway::config::from_conf_text(&conf, None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    let server = start(cfg).await;
+    let connect = |seed: String| {
+        within(
+            TIMEOUT,
+            "nkey connect",
+            ConnectOptions::with_nkey(seed).connect(server.client_url()),
+        )
+    };
+    let nc = connect(alice.seed().expect("seed"))
+        .await
+        .expect("alice signs in with her nkey");
+    let bob = connect_user(server.client_url(), "bob", "pw")
+        .await
+        .expect("bob");
+    let mut watch = bob.subscribe(">").await.expect("subscribe");
+    bob.flush().await.expect("flush");
+    nc.publish("no.1", "denied".into()).await.expect("publish");
+    nc.publish("ok.1", "allowed".into()).await.expect("publish");
+    nc.flush().await.expect("flush");
+    assert_eq!(next_msg(&mut watch).await.subject.as_str(), "ok.1");
+    assert!(
+        connect(stranger.seed().expect("seed")).await.is_err(),
+        "an unknown nkey signed in"
+    );
+
+    // On the wire: the INFO nonce signed by hand, and what is refused.
+    let sign = |kp: &nkeys::KeyPair, data: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(kp.sign(data).expect("sign"))
+    };
+    let mut raw = RawClient::connect(server.local_addr()).await;
+    let nonce = raw.info["nonce"]
+        .as_str()
+        .expect("nonce in INFO")
+        .to_string();
+    raw.send_connect(json!({"nkey": alice.public_key(), "sig": sign(&alice, nonce.as_bytes())}))
+        .await;
+    raw.ping_pong().await;
+    raw_refused(
+        &server,
+        json!({"nkey": alice.public_key(), "sig": sign(&stranger, nonce.as_bytes())}),
+    )
+    .await;
+    // A signature of another connection's nonce does not open this one.
+    raw_refused(
+        &server,
+        json!({"nkey": alice.public_key(), "sig": sign(&alice, nonce.as_bytes())}),
+    )
+    .await;
+    raw_refused(&server, json!({"user": "", "pass": ""})).await;
+    server.shutdown().await;
+}

@@ -500,7 +500,7 @@ async fn config_errors_name_the_key() {
     for (text, want) in [
         (
             "cluster { port: -1, tls { cert_file: a } }",
-            "cluster.tls is not supported yet",
+            "cluster.tls.key_file",
         ),
         (
             "cluster { port: -1, pool_size: 3 }",

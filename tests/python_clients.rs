@@ -1,4 +1,4 @@
-//! Runs `tests/python/core_suite.py`, `js_suite.py` (JetStream) and `tls_suite.py` with the nats-py
+//! Runs `tests/python/core_suite.py`, `js_suite.py` (JetStream), `tls_suite.py` and `nkey_suite.py` with the nats-py
 //! client against an embedded server. The venv and the suite runner are `common::suites`'.
 
 mod common;
@@ -77,6 +77,40 @@ async fn nats_py_tls_suite_passes() {
             script.to_str().expect("utf-8 path"),
             &server.client_url(),
             cert_dir,
+        ],
+        &dir,
+        Duration::from_secs(120),
+        "all ",
+    )
+    .await;
+    server.shutdown().await;
+}
+
+/// nats-py signing the INFO nonce with an nkey seed (`nkeys_seed_str`), and an unknown key
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_nkey_suite_passes() {
+    let python = tokio::task::spawn_blocking(ensure_venv)
+        .await
+        .expect("venv setup panicked");
+    let user = nkeys::KeyPair::new_user();
+    let conf = format!(
+        r#"authorization {{ users: [ {{ nkey: {}, permissions: {{ publish: "ok.>" }} }} ] }}"#,
+        user.public_key()
+    );
+    let mut cfg = causeway::config::from_conf_text(&conf, None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    let server = common::start(cfg).await;
+    let dir = Path::new(MANIFEST_DIR).join("tests/python");
+    let script = dir.join("nkey_suite.py");
+    let seed = user.seed().expect("seed");
+    run_suite(
+        &python,
+        &[
+            script.to_str().expect("utf-8 path"),
+            &server.client_url(),
+            &seed,
         ],
         &dir,
         Duration::from_secs(120),

@@ -189,7 +189,11 @@ fn check_no_auth_user(auth: &AuthConfig) -> Result<()> {
             format!("no_auth_user: \"{name}\" present, but users/nkeys are not defined"),
         ));
     }
-    if !auth.users.iter().any(|u| &u.user == name) {
+    if !auth
+        .users
+        .iter()
+        .any(|u| &u.user == name || u.nkey.as_ref() == Some(name))
+    {
         return Err(invalid(
             "no_auth_user",
             format!(
@@ -250,6 +254,14 @@ fn users(path: &str, value: &Value) -> Result<Vec<User>> {
                     named = true;
                 }
                 "password" | "pass" => user.password = text(&kp, value)?,
+                "nkey" => {
+                    let key = text(&kp, value)?;
+                    if !is_user_nkey(&key) {
+                        return Err(invalid(&kp, "Not a valid public nkey for a user"));
+                    }
+                    user.nkey = Some(key);
+                    named = true;
+                }
                 "permissions" | "permission" => user.permissions = Some(permissions(&kp, value)?),
                 "allowed_connection_types" | "connection_types" | "clients" => {
                     user.allowed_connection_types = Some(
@@ -261,11 +273,14 @@ fn users(path: &str, value: &Value) -> Result<Vec<User>> {
                 }
                 // An nkey user, or a user of an account, cannot be honoured yet: skipping
                 // it would leave the server open to clients the file meant to keep out.
-                lower => reject(&kp, lower, &["nkey", "account", "proxy_required"])?,
+                lower => reject(&kp, lower, &["account", "proxy_required"])?,
             }
         }
         if !named {
             return Err(invalid(&format!("{up}.user"), "missing user name"));
+        }
+        if user.nkey.is_some() && (!user.user.is_empty() || !user.password.is_empty()) {
+            return Err(invalid(&up, "an nkey user has no user name or password"));
         }
         users.push(user);
     }
@@ -343,6 +358,11 @@ fn subject_permission(path: &str, value: &Value) -> Result<SubjectPermission> {
         }
     }
     Ok(perm)
+}
+
+/// A public user nkey: `U...`, valid base32 with its checksum.
+fn is_user_nkey(key: &str) -> bool {
+    key.starts_with('U') && nkeys::KeyPair::from_public_key(key).is_ok()
 }
 
 pub(super) fn subjects(path: &str, value: &Value) -> Result<Vec<String>> {

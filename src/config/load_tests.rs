@@ -224,10 +224,6 @@ fn unimplemented_blocks_refuse_to_start() {
         ("jetstream { domain: hub }", "jetstream.domain"),
         ("jetstream { key: secret }", "jetstream.key"),
         (
-            "authorization { users: [ {nkey: UABC} ] }",
-            "authorization.users[0].nkey",
-        ),
-        (
             "authorization { users: [ {user: a, password: p, account: A} ] }",
             "authorization.users[0].account",
         ),
@@ -471,6 +467,26 @@ fn files_and_includes() {
     let err = from_file(&main).unwrap_err().to_string();
     assert!(err.contains("Parse error"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn nkey_users() {
+    let key = nkeys::KeyPair::new_user().public_key();
+    let cfg = load(&format!(
+        "authorization {{ users: [ {{ nkey: {key}, permissions: {{ publish: \"a.>\" }} }} ] }}\nno_auth_user: {key}"
+    ));
+    let user = &cfg.auth.users[0];
+    assert_eq!(user.nkey.as_deref(), Some(key.as_str()));
+    assert!(user.user.is_empty() && user.permissions.is_some());
+    let account = nkeys::KeyPair::new_account().public_key();
+    for text in [
+        "authorization { users: [ {nkey: UABC} ] }".to_string(),
+        format!("authorization {{ users: [ {{nkey: {account}}} ] }}"),
+        format!("authorization {{ users: [ {{nkey: {key}, password: p}} ] }}"),
+    ] {
+        let e = error(&text);
+        assert!(matches!(&e, ConfigError::Invalid { .. }), "{text}: {e:?}");
+    }
 }
 
 #[test]

@@ -165,8 +165,10 @@ pub struct Permissions {
 /// One entry of `authorization { users: [...] }`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
-    /// User name.
+    /// User name (empty for an nkey user).
     pub user: String,
+    /// Public nkey (`U...`) of an nkey user, who proves it by signing the INFO nonce.
+    pub nkey: Option<String>,
     /// Password, plain text or a bcrypt hash (`$2a$...`, `$2b$...`).
     pub password: String,
     /// Optional permissions; `None` means the `default_permissions` (or everything).

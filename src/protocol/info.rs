@@ -57,6 +57,9 @@ pub struct ServerInfo {
     /// Lame-duck mode: the server is going away, reconnect elsewhere.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ldm: bool,
+    /// A per-connection challenge an nkey user signs (present when nkey users exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 fn yes() -> bool {
@@ -113,9 +116,12 @@ pub struct ConnectOptions {
     /// Token.
     #[serde(default)]
     pub auth_token: Option<String>,
-    /// Public nkey (not supported yet: such a client is refused unless auth is off).
+    /// Public nkey of an nkey user.
     #[serde(default)]
     pub nkey: Option<String>,
+    /// The INFO nonce signed with the nkey's seed (base64 URL encoding, unpadded).
+    #[serde(default)]
+    pub sig: Option<String>,
     /// User JWT (not supported yet, as `nkey`).
     #[serde(default)]
     pub jwt: Option<String>,
@@ -137,6 +143,7 @@ impl Default for ConnectOptions {
             pass: None,
             auth_token: None,
             nkey: None,
+            sig: None,
             jwt: None,
         }
     }

@@ -183,6 +183,8 @@ pub(crate) struct Identity<'a> {
     pub certificate: Option<&'a [String]>,
     /// `STANDARD` or `WEBSOCKET`.
     pub conn_type: &'a str,
+    /// The nonce this connection's INFO carried, for nkey users to sign.
+    pub nonce: Option<&'a str>,
 }
 
 impl Identity<'_> {
@@ -192,6 +194,7 @@ impl Identity<'_> {
         Identity {
             certificate: None,
             conn_type: "STANDARD",
+            nonce: None,
         }
     }
 }
@@ -267,8 +270,21 @@ impl Authenticator {
                     user: None,
                 });
         }
+        if let Some(key) = opts.nkey.as_deref().filter(|k| !k.is_empty()) {
+            let i = self
+                .cfg
+                .users
+                .iter()
+                .position(|u| u.nkey.as_deref() == Some(key))?;
+            let signed = nkey_signed(key, id.nonce?, opts.sig.as_deref()?);
+            return signed.then(|| self.user_at(i, id.conn_type)).flatten();
+        }
         if let Some(name) = self.anonymous_as(opts) {
-            let i = self.cfg.users.iter().position(|u| u.user == name)?;
+            let i = self
+                .cfg
+                .users
+                .iter()
+                .position(|u| u.user == name || u.nkey.as_deref() == Some(name))?;
             return self.user_at(i, id.conn_type);
         }
         let user = opts.user.as_deref()?;
@@ -281,7 +297,12 @@ impl Authenticator {
                 });
             }
         }
-        let i = self.cfg.users.iter().position(|u| u.user == user)?;
+        // nkey users have no name or password: they only sign in with their key.
+        let i = self
+            .cfg
+            .users
+            .iter()
+            .position(|u| u.nkey.is_none() && u.user == user)?;
         if !secret_matches(&self.cfg.users[i].password, pass) {
             return None;
         }
@@ -313,8 +334,36 @@ impl Authenticator {
             .is_none_or(|types| types.iter().any(|t| t == conn_type));
         type_ok.then(|| Authenticated {
             perms: self.perms[i].clone(),
-            user: Some(user.user.clone()),
+            user: Some(user.nkey.clone().unwrap_or_else(|| user.user.clone())),
         })
+    }
+}
+
+/// Did the holder of `key`'s seed sign `nonce`? `sig` is base64 (URL alphabet unpadded, as
+/// clients send it, or the standard one).
+fn nkey_signed(key: &str, nonce: &str, sig: &str) -> bool {
+    use base64::Engine;
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+    ];
+    let Some(sig) = engines.iter().find_map(|e| e.decode(sig).ok()) else {
+        return false;
+    };
+    nkeys::KeyPair::from_public_key(key).is_ok_and(|kp| kp.verify(nonce.as_bytes(), &sig).is_ok())
+}
+
+impl Authenticator {
+    /// A fresh nonce for a connection's INFO, when nkey users exist (they sign it).
+    pub fn new_nonce(&self) -> Option<String> {
+        use base64::Engine;
+        use rand::RngCore;
+        if !self.cfg.users.iter().any(|u| u.nkey.is_some()) {
+            return None;
+        }
+        let mut raw = [0u8; 11];
+        rand::rng().fill_bytes(&mut raw);
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
     }
 }
 
@@ -367,12 +416,14 @@ mod tests {
                         allow_responses: None,
                     }),
                     allowed_connection_types: None,
+                    ..User::default()
                 },
                 User {
                     user: "b".into(),
                     password: hash,
                     permissions: None,
                     allowed_connection_types: None,
+                    ..User::default()
                 },
             ],
             ..Default::default()

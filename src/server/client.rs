@@ -38,6 +38,8 @@ pub(crate) struct Accepted {
     identities: Option<Vec<String>>,
     /// A browser connection (`allowed_connection_types` calls it `WEBSOCKET`).
     websocket: bool,
+    /// The challenge INFO carried for nkey users (made with INFO).
+    nonce: Option<String>,
 }
 
 impl Accepted {
@@ -54,7 +56,20 @@ impl Accepted {
         }
     }
 
-    /// INFO has already gone out.
+    /// Writes this connection's INFO (with a nonce, if nkey users exist) into `buf`.
+    pub fn write_info(
+        &mut self,
+        shared: &Shared,
+        cid: u64,
+        peer: &SocketAddr,
+        buf: &mut bytes::BytesMut,
+    ) {
+        self.nonce = shared.auth.new_nonce();
+        let info = shared.info_json(cid, peer, self.websocket, self.nonce.as_deref());
+        encode::write_info(buf, &info);
+    }
+
+    /// INFO has already gone out (written by [`Accepted::write_info`]).
     pub fn info_sent(mut self) -> Self {
         self.info_sent = true;
         self
@@ -69,6 +84,7 @@ impl Accepted {
             } else {
                 "STANDARD"
             },
+            nonce: self.nonce.as_deref(),
         }
     }
 
@@ -86,7 +102,7 @@ pub(crate) async fn serve<T: Transport>(
     stream: T,
     peer: SocketAddr,
     cid: u64,
-    accepted: Accepted,
+    mut accepted: Accepted,
 ) {
     let out = Outbound::new(cid, ConnKind::Client, shared.config.max_pending);
     let span = tracing::debug_span!("conn", cid, kind = %out.kind, %peer);
@@ -97,8 +113,9 @@ pub(crate) async fn serve<T: Transport>(
             .tasks
             .spawn(writer(out.clone(), wr, shared.config.write_deadline));
         if !accepted.info_sent {
-            let info = shared.info_json(cid, &peer, accepted.websocket);
-            out.send(|b| encode::write_info(b, &info));
+            let mut info = bytes::BytesMut::new();
+            accepted.write_info(&shared, cid, &peer, &mut info);
+            out.send(|b| b.extend_from_slice(&info));
         }
         tracing::debug!("{} connection created", out.kind);
         if shared.shutdown.is_cancelled() {

@@ -182,17 +182,24 @@ impl Shared {
         }
     }
 
-    /// The INFO JSON for one client.
+    /// The INFO JSON for one client refused at once (no nonce: it will not authenticate).
     fn info_for(&self, cid: u64, peer: &SocketAddr) -> String {
-        self.info_json(cid, peer, false)
+        self.info_json(cid, peer, false, None)
     }
 
     /// The INFO JSON for one client; over WebSocket, the client listener's TLS settings do
     /// not apply (the browser's transport is already what the WebSocket listener requires).
-    fn info_json(&self, cid: u64, peer: &SocketAddr, websocket: bool) -> String {
+    fn info_json(
+        &self,
+        cid: u64,
+        peer: &SocketAddr,
+        websocket: bool,
+        nonce: Option<&str>,
+    ) -> String {
         let mut info = ServerInfo {
             client_id: Some(cid),
             client_ip: Some(peer.ip().to_string()),
+            nonce: nonce.map(str::to_string),
             ..self.base_info()
         };
         if websocket {

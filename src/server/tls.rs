@@ -26,7 +26,6 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 use super::client::{self, Accepted};
 use super::Shared;
 use crate::config::{HandshakeFirst, TlsConfig};
-use crate::protocol::encode;
 use crate::Error;
 
 /// The first byte of a TLS record carrying a handshake (a ClientHello).
@@ -204,25 +203,21 @@ async fn prepare(
         HandshakeFirst::On => true,
         HandshakeFirst::Fallback(wait) => first_byte(&stream, wait).await == Some(TLS_HANDSHAKE),
     };
+    let mut hello = Accepted::plain();
     if !first {
         let mut info = bytes::BytesMut::new();
-        encode::write_info(&mut info, &shared.info_for(cid, &peer));
+        hello.write_info(shared, cid, &peer, &mut info);
+        hello = hello.info_sent();
         stream.write_all(&info).await.ok()?;
         if shared.config.allow_non_tls {
             let wait = shared.auth_timeout() + tls.cfg.timeout;
             if first_byte(&stream, wait).await != Some(TLS_HANDSHAKE) {
-                return Some(Ready::Plain(stream, Accepted::plain().info_sent()));
+                return Some(Ready::Plain(stream, hello));
             }
         }
     }
     match tls.handshake(stream).await {
-        Ok((stream, ids)) => {
-            let mut hello = Accepted::plain().with_identities(ids);
-            if !first {
-                hello = hello.info_sent();
-            }
-            Some(Ready::Secure(Box::new(stream), hello))
-        }
+        Ok((stream, ids)) => Some(Ready::Secure(Box::new(stream), hello.with_identities(ids))),
         Err(e) => {
             tracing::debug!(%peer, "TLS handshake error: {e}");
             None
