@@ -52,6 +52,14 @@ impl Server {
         } else {
             None
         };
+        if jetstream.is_some() {
+            for router in shared.accounts.values() {
+                crate::jetstream::refuse_account(Client::in_account(
+                    shared.clone(),
+                    router.clone(),
+                ));
+            }
+        }
         let monitor_addr = match shared.config.http_port {
             Some(port) => {
                 Some(crate::monitor::start(shared.clone(), jetstream.clone(), port).await?)

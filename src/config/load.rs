@@ -45,15 +45,12 @@ const UNSUPPORTED_TOP: &[&str] = &[
     "leafnodes",
     "leaf",
     "mqtt",
-    "accounts",
     "operator",
     "operators",
     "resolver",
     "resolver_preload",
     "resolver_tls",
     "resolver_pinned_accounts",
-    "system_account",
-    "system",
     "trusted",
     "trusted_keys",
     "nkey",
@@ -141,6 +138,10 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
             "jetstream" => apply_jetstream(cfg, key, value)?,
             "cluster" => apply_cluster(cfg, key, value)?,
             "tls" => cfg.tls = Some(super::tls::tls_block(key, value)?),
+            "accounts" => {
+                cfg.accounts = super::accounts::accounts_block(key, value, &mut cfg.auth)?;
+            }
+            "system_account" | "system" => cfg.system_account = Some(text(key, value)?),
             "allow_non_tls" => cfg.allow_non_tls = boolean(key, value)?,
             "websocket" | "ws" => {
                 cfg.websocket = Some(super::tls::websocket_block(key, value, &mut cfg.warnings)?)
@@ -216,14 +217,14 @@ fn apply_authorization(cfg: &mut Config, path: &str, value: &Value) -> Result<()
                 cfg.auth.timeout = Some(timeout);
                 cfg.auth_timeout = timeout;
             }
-            "users" => cfg.auth.users = users(&kp, value)?,
+            "users" => cfg.auth.users.extend(users(&kp, value)?),
             "default_permissions" | "default_permission" => {
                 cfg.auth.default_permissions = Some(permissions(&kp, value)?);
             }
             lower => reject(&kp, lower, &["nkeys", "auth_callout", "accounts"])?,
         }
     }
-    if !cfg.auth.users.is_empty() {
+    if cfg.auth.users.iter().any(|u| u.account.is_none()) {
         if cfg.auth.token.is_some() {
             return Err(invalid(path, "can not have a token and a users array"));
         }
@@ -237,7 +238,7 @@ fn apply_authorization(cfg: &mut Config, path: &str, value: &Value) -> Result<()
     Ok(())
 }
 
-fn users(path: &str, value: &Value) -> Result<Vec<User>> {
+pub(super) fn users(path: &str, value: &Value) -> Result<Vec<User>> {
     let Value::Array(items) = value else {
         return Err(wrong_type(path, "an array of users", value));
     };

@@ -215,12 +215,11 @@ fn unimplemented_blocks_refuse_to_start() {
         ("leafnodes { port: 7422 }", "leafnodes"),
         ("mqtt { port: 1883 }", "mqtt"),
         (
-            "accounts { A: { users: [ {user: u, password: p} ] } }",
-            "accounts",
+            "accounts { A: { users: [ {user: u, password: p} ], limits: {} } }",
+            "accounts.A.limits",
         ),
         ("operator: op.jwt", "operator"),
         ("resolver: MEMORY", "resolver"),
-        ("system_account: SYS", "system_account"),
         ("jetstream { domain: hub }", "jetstream.domain"),
         ("jetstream { key: secret }", "jetstream.key"),
         (

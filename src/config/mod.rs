@@ -3,6 +3,7 @@
 //!
 //! Precedence follows nats-server: defaults, then the config file, then command-line flags.
 
+mod accounts;
 pub mod cli;
 pub mod conf;
 mod load;
@@ -11,6 +12,7 @@ mod tls;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use accounts::{AccountConfig, Export, Import, ShareKind, GLOBAL_ACCOUNT};
 pub use load::{from_conf_text, from_file, parse_duration};
 pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, HANDSHAKE_FIRST_AUTO};
 
@@ -173,6 +175,8 @@ pub struct User {
     pub password: String,
     /// Optional permissions; `None` means the `default_permissions` (or everything).
     pub permissions: Option<Permissions>,
+    /// The account of `accounts {}` the user belongs to; `None`: the global account.
+    pub account: Option<String>,
     /// `allowed_connection_types`; `None` allows every kind causeway serves. A list without
     /// `STANDARD` keeps the user off plain client connections.
     pub allowed_connection_types: Option<Vec<String>>,
@@ -395,6 +399,10 @@ pub struct Config {
     pub allow_non_tls: bool,
     /// The WebSocket listener for browsers; `None`: none.
     pub websocket: Option<WebSocketConfig>,
+    /// `accounts {}`: isolated subject spaces with their users, exports and imports.
+    pub accounts: Vec<AccountConfig>,
+    /// `system_account` (no system events are published yet; see the README).
+    pub system_account: Option<String>,
     /// Log file (`-l`); `None` logs to stderr.
     pub log_file: Option<PathBuf>,
     /// Debug logging (`-D`).
@@ -435,6 +443,8 @@ impl Default for Config {
             tls: None,
             allow_non_tls: false,
             websocket: None,
+            accounts: Vec::new(),
+            system_account: None,
             log_file: None,
             debug: false,
             trace: false,
@@ -489,6 +499,13 @@ impl Config {
                 ));
             }
         }
+        if !self.accounts.is_empty() && self.cluster.is_some() {
+            // Routes carry the global account only: other accounts' interest would not cross.
+            return Err(ConfigError::Unsupported {
+                key: "accounts (in a cluster)".to_string(),
+            });
+        }
+        accounts::validate(&self.accounts, self.system_account.as_deref())?;
         if let Some(cluster) = &self.cluster {
             for (i, url) in cluster.routes.iter().enumerate() {
                 if parse_route_url(url).is_none() {

@@ -95,9 +95,52 @@ pub fn overlaps(a: &str, b: &str) -> bool {
     }
 }
 
+/// Rewrites `subj`, a subject `from` matches, into the space of `to`, a pattern with the
+/// same wildcards: the i-th `*` of `to` takes the token the i-th `*` of `from` matched, and
+/// `>` takes the rest. `map_subject("a.*.>", "b.*.x.>", "a.1.2.3")` is `"b.1.x.2.3"`.
+pub fn map_subject(from: &str, to: &str, subj: &str) -> String {
+    if from == to {
+        return subj.to_string();
+    }
+    let tokens: Vec<&str> = subj.split('.').collect();
+    let mut stars: Vec<&str> = Vec::new();
+    let mut tail: &[&str] = &[];
+    for (i, t) in from.split('.').enumerate() {
+        match t {
+            "*" => stars.extend(tokens.get(i)),
+            ">" => {
+                tail = tokens.get(i..).unwrap_or_default();
+                break;
+            }
+            _ => {}
+        }
+    }
+    let mut stars = stars.into_iter();
+    let mut out: Vec<&str> = Vec::with_capacity(tokens.len());
+    for t in to.split('.') {
+        match t {
+            "*" => out.extend(stars.next()),
+            ">" => out.extend_from_slice(tail),
+            lit => out.push(lit),
+        }
+    }
+    out.join(".")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_map_between_patterns() {
+        assert_eq!(map_subject("a.*.>", "b.*.x.>", "a.1.2.3"), "b.1.x.2.3");
+        assert_eq!(
+            map_subject("orders.>", "from_a.orders.>", "orders.new"),
+            "from_a.orders.new"
+        );
+        assert_eq!(map_subject("svc.echo", "a.echo", "svc.echo"), "a.echo");
+        assert_eq!(map_subject("x.*", "x.*", "x.y"), "x.y");
+    }
 
     #[test]
     fn validation() {

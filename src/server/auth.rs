@@ -205,6 +205,8 @@ pub(crate) struct Authenticated {
     pub perms: Option<Arc<Perms>>,
     /// User name, for logs and monitoring.
     pub user: Option<String>,
+    /// The user's account of `accounts {}`; `None`: the global account.
+    pub account: Option<String>,
 }
 
 impl Authenticator {
@@ -258,6 +260,7 @@ impl Authenticator {
             return Some(Authenticated {
                 perms: None,
                 user: opts.user.clone(),
+                account: None,
             });
         }
         if let Some(token) = &self.cfg.token {
@@ -268,6 +271,7 @@ impl Authenticator {
                 .map(|_| Authenticated {
                     perms: None,
                     user: None,
+                    account: None,
                 });
         }
         if let Some(key) = opts.nkey.as_deref().filter(|k| !k.is_empty()) {
@@ -294,6 +298,7 @@ impl Authenticator {
                 return Some(Authenticated {
                     perms: None,
                     user: Some(user.to_string()),
+                    account: None,
                 });
             }
         }
@@ -335,6 +340,7 @@ impl Authenticator {
         type_ok.then(|| Authenticated {
             perms: self.perms[i].clone(),
             user: Some(user.nkey.clone().unwrap_or_else(|| user.user.clone())),
+            account: user.account.clone(),
         })
     }
 }

@@ -19,7 +19,7 @@ use super::auth::{Authenticated, Identity, Perms, Responses};
 use super::deliver::{deliver, Dirty, Origin, Publish};
 use super::kind::ConnKind;
 use super::outbound::{writer, CloseReason, Outbound};
-use super::sublist::{MatchCache, MatchResult, Sink, Subscription};
+use super::sublist::{MatchCache, MatchResult, Router, Sink, Subscription};
 use super::transport::Transport;
 use super::Shared;
 use crate::protocol::encode;
@@ -136,6 +136,8 @@ pub(crate) async fn serve<T: Transport>(
 /// Per-connection state owned by the reader task.
 struct Conn {
     shared: Arc<Shared>,
+    /// The subjects of this client's account (set by CONNECT; the global account before).
+    router: Arc<Router>,
     out: Arc<Outbound>,
     /// What the listener learnt (certificate identities, transport kind).
     accepted: Accepted,
@@ -167,6 +169,7 @@ enum Next {
 impl Conn {
     fn new(shared: Arc<Shared>, out: Arc<Outbound>, accepted: Accepted) -> Self {
         Self {
+            router: shared.router.clone(),
             shared,
             out,
             accepted,
@@ -368,6 +371,16 @@ impl Conn {
             .and_then(|p| p.responses)
             .map(Responses::new);
         self.perms = who.perms;
+        if self.subs.is_empty() {
+            // The account is fixed by the first CONNECT that comes before any subscription.
+            if let Some(router) = who
+                .account
+                .as_deref()
+                .and_then(|a| self.shared.accounts.get(a))
+            {
+                self.router = router.clone();
+            }
+        }
         self.pub_perm_cache.clear();
         tracing::debug!(name = ?opts.name, lang = ?opts.lang, version = ?opts.version, user = ?who.user, "CONNECT");
         self.out.headers.store(opts.headers, Ordering::Relaxed);
@@ -399,7 +412,7 @@ impl Conn {
             self.err(&text);
             return Next::Continue;
         }
-        let matches = self.cache.get(&self.shared.router, subj);
+        let matches = self.cache.get(&self.router, subj);
         let msg = Publish {
             subject: subj,
             reply,
@@ -415,9 +428,9 @@ impl Conn {
         let n = if subject::has_empty_token(subj) {
             0
         } else {
-            let local = deliver(&self.shared.router, &matches, &msg, origin, &mut self.dirty);
+            let local = deliver(&self.router, &matches, &msg, origin, &mut self.dirty);
             // The one cost of clustering on a single server: this branch.
-            if self.shared.remote.is_none() {
+            if self.shared.remote.is_none() || !Arc::ptr_eq(&self.router, &self.shared.router) {
                 local
             } else {
                 local + self.forward_to_routes(&matches, &msg)
@@ -447,7 +460,7 @@ impl Conn {
     /// Sends the 503 status (naming the request's subject in `Nats-Subject`, as nats-server)
     /// to this client's own subscription that matches the reply subject.
     fn no_responders(&mut self, subj: &[u8], reply: &[u8]) {
-        let matches = self.cache.get(&self.shared.router, reply);
+        let matches = self.cache.get(&self.router, reply);
         let mine = matches
             .psubs
             .iter()
@@ -527,7 +540,7 @@ impl Conn {
             responses: self.responses.clone(),
         });
         self.subs.insert(sid.into(), sub.clone());
-        self.shared.router.insert(sub);
+        self.router.insert(sub);
         self.ok();
         Next::Continue
     }
@@ -540,7 +553,7 @@ impl Conn {
                 }
                 _ => {
                     if let Some(sub) = self.subs.remove(sid) {
-                        self.shared.router.remove(&sub);
+                        self.router.remove(&sub);
                     }
                 }
             }
@@ -576,7 +589,7 @@ impl Conn {
 
     fn cleanup(&mut self) {
         for (_, sub) in self.subs.drain() {
-            self.shared.router.remove(&sub);
+            self.router.remove(&sub);
         }
         self.flush_stats();
     }

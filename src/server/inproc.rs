@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::deliver::{deliver, Dirty, Origin, Publish};
 use super::message::Message;
-use super::sublist::{MatchCache, Sink, Subscription};
+use super::sublist::{MatchCache, Router, Sink, Subscription};
 use super::Shared;
 use crate::protocol::subject;
 
@@ -44,6 +44,9 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    /// The account's subject space this client lives in (the global one, unless made with
+    /// [`Client::in_account`]).
+    router: Arc<Router>,
     cid: u64,
     cache: Arc<Mutex<MatchCache>>,
 }
@@ -52,12 +55,27 @@ static NEXT_INBOX: AtomicU64 = AtomicU64::new(1);
 
 impl Client {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let router = shared.router.clone();
+        Self::in_account(shared, router)
+    }
+
+    /// A client of the account whose subjects `router` holds.
+    pub(crate) fn in_account(shared: Arc<Shared>, router: Arc<Router>) -> Self {
         let cid = shared.next_cid();
         Self {
             shared,
+            router,
             cid,
             cache: Arc::default(),
         }
+    }
+
+    /// Cluster routes carry the global account only.
+    fn remote(&self) -> Option<&Arc<super::Remote>> {
+        self.shared
+            .remote
+            .as_ref()
+            .filter(|_| Arc::ptr_eq(&self.router, &self.shared.router))
     }
 
     /// Publishes a message.
@@ -133,13 +151,13 @@ impl Client {
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&self.shared.router, to.as_bytes());
+            .get(&self.router, to.as_bytes());
         let origin = Origin {
             cid: self.cid,
             echo: true,
         };
-        let local = deliver(&self.shared.router, &matches, msg, origin, dirty);
-        match &self.shared.remote {
+        let local = deliver(&self.router, &matches, msg, origin, dirty);
+        match self.remote() {
             Some(remote) if to.as_bytes() == msg.subject => {
                 local + remote.forward(None, &matches, msg, dirty)
             }
@@ -156,13 +174,11 @@ impl Client {
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&self.shared.router, subj.as_bytes());
+            .get(&self.router, subj.as_bytes());
         !m.psubs.is_empty()
             || !m.qsubs.is_empty()
             || self
-                .shared
-                .remote
-                .as_ref()
+                .remote()
                 .is_some_and(|r| r.has_interest(subj.as_bytes()))
     }
 
@@ -185,13 +201,13 @@ impl Client {
             deny: None,
             responses: None,
         });
-        self.shared.router.insert(sub.clone());
+        self.router.insert(sub.clone());
         sub
     }
 
     /// Removes a subscription made with [`Client::subscribe_internal`].
     pub(crate) fn unsubscribe_internal(&self, sub: &Arc<Subscription>) {
-        self.shared.router.remove(sub);
+        self.router.remove(sub);
     }
 
     fn publish_inner(
@@ -247,10 +263,11 @@ impl Client {
             deny: None,
             responses: None,
         });
-        self.shared.router.insert(sub.clone());
+        self.router.insert(sub.clone());
         Ok(Subscriber {
             rx,
             sub,
+            router: self.router.clone(),
             shared: self.shared.clone(),
         })
     }
@@ -283,6 +300,7 @@ impl Client {
 pub struct Subscriber {
     rx: mpsc::Receiver<Message>,
     sub: Arc<Subscription>,
+    router: Arc<Router>,
     shared: Arc<Shared>,
 }
 
@@ -300,13 +318,13 @@ impl Subscriber {
 
     /// Stops receiving messages.
     pub fn unsubscribe(&mut self) {
-        self.shared.router.remove(&self.sub);
+        self.router.remove(&self.sub);
     }
 }
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.shared.router.remove(&self.sub);
+        self.router.remove(&self.sub);
     }
 }
 

@@ -10,6 +10,7 @@
 //! publish to them, and local-only delivery of what a route brings (the API the cluster
 //! layer uses; this module never imports it).
 
+mod accounts;
 mod auth;
 pub mod backpressure;
 mod client;
@@ -70,7 +71,10 @@ pub(crate) struct Shared {
     pub config: Config,
     pub server_id: String,
     pub server_name: String,
-    pub router: Router,
+    /// The global account's subjects (`$G`: JetStream, routes, users outside `accounts {}`).
+    pub router: Arc<Router>,
+    /// The subjects of each account of `accounts {}`, by name.
+    pub accounts: FxHashMap<String, Arc<Router>>,
     pub auth: auth::Authenticator,
     pub stats: Stats,
     pub shutdown: CancellationToken,
@@ -116,7 +120,7 @@ impl Shared {
 
     /// Number of subscriptions.
     pub fn num_subscriptions(&self) -> usize {
-        self.router.count()
+        self.router.count() + self.accounts.values().map(|r| r.count()).sum::<usize>()
     }
 
     fn auth_timeout(&self) -> Duration {
@@ -240,7 +244,8 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
             .clone()
             .unwrap_or_else(|| server_id.clone()),
         server_id,
-        router: Router::default(),
+        router: Arc::default(),
+        accounts: accounts::routers(&config),
         auth: auth::Authenticator::new(&config.auth),
         stats: Stats::default(),
         shutdown: CancellationToken::new(),
@@ -276,6 +281,7 @@ impl Bound {
         if let Some(ws) = self.websocket {
             self.shared.tasks.spawn(ws.run(self.shared.clone()));
         }
+        accounts::bridge(&self.shared);
         self.shared
     }
 }

@@ -1,0 +1,295 @@
+//! The `accounts {}` block and `system_account`: named accounts, each an isolated subject
+//! space with its own users, and the streams and services one account exports and another
+//! imports (with `prefix` or `to` subject mapping). Imports are checked at load: the account
+//! exists, exports a covering subject of the same kind to the importer, and no stream imports
+//! form a cycle. What causeway does not implement for accounts (JetStream per account, limits,
+//! mappings, latency tracking) is an error naming the key.
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::conf::Value;
+use super::load::{invalid, map, reject, subjects, text, users, wrong_type};
+use super::{AuthConfig, ConfigError};
+use crate::protocol::subject;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The global account's name: users outside `accounts {}` and JetStream live there.
+pub const GLOBAL_ACCOUNT: &str = "$G";
+
+/// What an export or import carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareKind {
+    /// Messages published in the exporter flow to the importer.
+    Stream,
+    /// Requests published in the importer reach the exporter's responders; replies come back.
+    Service,
+}
+
+/// One export of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// Stream or service.
+    pub kind: ShareKind,
+    /// Subject pattern in the exporting account.
+    pub subject: String,
+    /// Accounts allowed to import it; empty: any account.
+    pub accounts: Vec<String>,
+}
+
+/// One import of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    /// Stream or service.
+    pub kind: ShareKind,
+    /// The exporting account.
+    pub account: String,
+    /// Subject pattern in the exporting account.
+    pub subject: String,
+    /// Subject pattern in the importing account: where a stream's messages land, or what
+    /// the importer's clients publish requests to. Same wildcards as `subject`.
+    pub local: String,
+}
+
+/// An account of `accounts {}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountConfig {
+    /// Its name.
+    pub name: String,
+    /// What it offers other accounts.
+    pub exports: Vec<Export>,
+    /// What it takes from other accounts.
+    pub imports: Vec<Import>,
+}
+
+/// Account keys nats-server knows that causeway does not implement.
+const UNSUPPORTED_ACCOUNT: &[&str] = &[
+    "jetstream",
+    "js",
+    "limits",
+    "mappings",
+    "maps",
+    "nkey",
+    "default_permissions",
+    "msg_trace",
+    "trace_dest",
+];
+
+/// Reads `accounts {}`: the accounts, and their users appended to `auth.users`.
+pub(super) fn accounts_block(
+    path: &str,
+    value: &Value,
+    auth: &mut AuthConfig,
+) -> Result<Vec<AccountConfig>> {
+    let mut out = Vec::new();
+    for (name, body) in map(path, value)? {
+        let ap = format!("{path}.{name}");
+        if name == GLOBAL_ACCOUNT {
+            return Err(invalid(&ap, "$G is the global account's reserved name"));
+        }
+        let mut account = AccountConfig {
+            name: name.clone(),
+            ..AccountConfig::default()
+        };
+        for (key, v) in map(&ap, body)? {
+            let kp = format!("{ap}.{key}");
+            match key.to_ascii_lowercase().as_str() {
+                "users" => {
+                    for mut user in users(&kp, v)? {
+                        user.account = Some(name.clone());
+                        auth.users.push(user);
+                    }
+                }
+                "exports" => account.exports = list(&kp, v, export)?,
+                "imports" => account.imports = list(&kp, v, import)?,
+                lower => reject(&kp, lower, UNSUPPORTED_ACCOUNT)?,
+            }
+        }
+        out.push(account);
+    }
+    Ok(out)
+}
+
+fn list<T>(path: &str, value: &Value, one: fn(&str, &Value) -> Result<T>) -> Result<Vec<T>> {
+    let Value::Array(items) = value else {
+        return Err(wrong_type(path, "a list", value));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| one(&format!("{path}[{i}]"), v))
+        .collect()
+}
+
+fn checked_subject(path: &str, s: String) -> Result<String> {
+    if subject::is_valid_subject(s.as_bytes()) {
+        Ok(s)
+    } else {
+        Err(invalid(path, format!("invalid subject \"{s}\"")))
+    }
+}
+
+fn export(path: &str, value: &Value) -> Result<Export> {
+    let mut kind = None;
+    let mut accounts = Vec::new();
+    for (key, v) in map(path, value)? {
+        let kp = format!("{path}.{key}");
+        match key.to_ascii_lowercase().as_str() {
+            "stream" => kind = Some((ShareKind::Stream, checked_subject(&kp, text(&kp, v)?)?)),
+            "service" => kind = Some((ShareKind::Service, checked_subject(&kp, text(&kp, v)?)?)),
+            "accounts" => accounts = subjects(&kp, v)?,
+            "response" | "response_type" => {
+                if !text(&kp, v)?.eq_ignore_ascii_case("singleton") {
+                    return Err(ConfigError::Unsupported { key: kp });
+                }
+            }
+            lower => reject(
+                &kp,
+                lower,
+                &[
+                    "latency",
+                    "response_threshold",
+                    "threshold",
+                    "allow_trace",
+                    "account_token_position",
+                ],
+            )?,
+        }
+    }
+    let (kind, subject) =
+        kind.ok_or_else(|| invalid(path, "an export needs a stream or a service"))?;
+    Ok(Export {
+        kind,
+        subject,
+        accounts,
+    })
+}
+
+fn import(path: &str, value: &Value) -> Result<Import> {
+    let mut source = None;
+    let mut prefix = None;
+    let mut to = None;
+    for (key, v) in map(path, value)? {
+        let kp = format!("{path}.{key}");
+        match key.to_ascii_lowercase().as_str() {
+            "stream" => source = Some((ShareKind::Stream, import_source(&kp, v)?)),
+            "service" => source = Some((ShareKind::Service, import_source(&kp, v)?)),
+            "prefix" => prefix = Some(text(&kp, v)?),
+            "to" | "local_subject" => to = Some(checked_subject(&kp, text(&kp, v)?)?),
+            lower => reject(&kp, lower, &["share", "allow_trace"])?,
+        }
+    }
+    let (kind, (account, subject)) =
+        source.ok_or_else(|| invalid(path, "an import needs a stream or a service"))?;
+    if prefix.is_some() && kind == ShareKind::Service {
+        return Err(invalid(
+            &format!("{path}.prefix"),
+            "a service import takes `to`, not a prefix",
+        ));
+    }
+    let local = match (prefix, to) {
+        (Some(_), Some(_)) => return Err(invalid(path, "use either `prefix` or `to`")),
+        (Some(p), None) => checked_subject(&format!("{path}.prefix"), format!("{p}.{subject}"))?,
+        (None, Some(t)) => t,
+        (None, None) => subject.clone(),
+    };
+    if wildcards(&local) != wildcards(&subject) {
+        return Err(invalid(
+            path,
+            format!("\"{local}\" must have the wildcards of \"{subject}\""),
+        ));
+    }
+    Ok(Import {
+        kind,
+        account,
+        subject,
+        local,
+    })
+}
+
+/// The wildcard tokens of a pattern, in order (`*`, `*`, `>`).
+fn wildcards(s: &str) -> Vec<&str> {
+    s.split('.').filter(|t| *t == "*" || *t == ">").collect()
+}
+
+/// `{ account: A, subject: "x.>" }`.
+fn import_source(path: &str, value: &Value) -> Result<(String, String)> {
+    let mut account = None;
+    let mut subj = None;
+    for (key, v) in map(path, value)? {
+        let kp = format!("{path}.{key}");
+        match key.to_ascii_lowercase().as_str() {
+            "account" => account = Some(text(&kp, v)?),
+            "subject" => subj = Some(checked_subject(&kp, text(&kp, v)?)?),
+            lower => reject(&kp, lower, &[])?,
+        }
+    }
+    match (account, subj) {
+        (Some(a), Some(s)) => Ok((a, s)),
+        _ => Err(invalid(path, "needs an account and a subject")),
+    }
+}
+
+/// Checks every import against the exporter's exports, and that stream imports form no
+/// cycle (a message would circle forever).
+pub(super) fn validate(accounts: &[AccountConfig], system: Option<&str>) -> Result<()> {
+    let names: HashSet<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+    if let Some(sys) = system {
+        if sys != "$SYS" && !names.contains(sys) {
+            return Err(invalid(
+                "system_account",
+                format!("system account \"{sys}\" is not defined"),
+            ));
+        }
+    }
+    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for acc in accounts {
+        for (i, imp) in acc.imports.iter().enumerate() {
+            let path = format!("accounts.{}.imports[{i}]", acc.name);
+            let Some(exporter) = accounts.iter().find(|a| a.name == imp.account) else {
+                return Err(invalid(
+                    &path,
+                    format!("account \"{}\" is not defined", imp.account),
+                ));
+            };
+            if exporter.name == acc.name {
+                return Err(invalid(&path, "an account cannot import from itself"));
+            }
+            let allowed = exporter.exports.iter().any(|e| {
+                e.kind == imp.kind
+                    && subject::covers(&e.subject, &imp.subject)
+                    && (e.accounts.is_empty() || e.accounts.contains(&acc.name))
+            });
+            if !allowed {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "account \"{}\" does not export \"{}\" to \"{}\"",
+                        imp.account, imp.subject, acc.name
+                    ),
+                ));
+            }
+            if imp.kind == ShareKind::Stream {
+                edges.entry(&exporter.name).or_default().push(&acc.name);
+            }
+        }
+    }
+    for start in edges.keys() {
+        let mut stack = vec![*start];
+        let mut seen = HashSet::new();
+        while let Some(at) = stack.pop() {
+            for next in edges.get(at).into_iter().flatten() {
+                if next == start {
+                    return Err(invalid(
+                        "accounts",
+                        format!("stream imports form a cycle through \"{start}\""),
+                    ));
+                }
+                if seen.insert(*next) {
+                    stack.push(next);
+                }
+            }
+        }
+    }
+    Ok(())
+}

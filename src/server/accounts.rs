@@ -1,0 +1,127 @@
+//! Accounts: each account of `accounts {}` is its own subject space (a [`Router`]); a client
+//! is bound to its user's account at CONNECT and publishes, subscribes and gets no-responders
+//! there only. The global account (`$G`) is [`Shared::router`].
+//!
+//! Exports and imports are bridges made of internal subscriptions at start:
+//! * a stream import of B from A: a subscription in A on the exported subject whose handler
+//!   publishes each message into B, its subject mapped onto B's (`prefix` / `to`);
+//! * a service import of B from A: a subscription in B on the local subject forwards each
+//!   request into A with its reply subject replaced by a fresh `_R_.<import>.<n>`, and a
+//!   subscription in A on `_R_.<import>.>` sends the first response (a singleton) back to the
+//!   requester's reply subject in B. Pending replies are forgotten after two minutes.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rustc_hash::FxHashMap;
+
+use super::inproc::Client;
+use super::sublist::Router;
+use super::{Message, Shared};
+use crate::config::{Config, Import, ShareKind};
+use crate::protocol::subject::map_subject;
+
+/// How long a forwarded request's reply route is kept.
+const RESPONSE_TTL: Duration = Duration::from_secs(120);
+/// Pending replies kept per service import before expired ones are swept.
+const SWEEP_AT: usize = 4096;
+
+/// One router per configured account (and the `$SYS` account when `system_account` names
+/// it without defining it).
+pub(crate) fn routers(cfg: &Config) -> FxHashMap<String, Arc<Router>> {
+    let mut out: FxHashMap<String, Arc<Router>> = cfg
+        .accounts
+        .iter()
+        .map(|a| (a.name.clone(), Arc::default()))
+        .collect();
+    if let Some(sys) = &cfg.system_account {
+        out.entry(sys.clone()).or_default();
+    }
+    out
+}
+
+/// Sets up every import's bridge.
+pub(crate) fn bridge(shared: &Arc<Shared>) {
+    for account in &shared.config.accounts {
+        for import in &account.imports {
+            let (Some(importer), Some(exporter)) = (
+                shared.accounts.get(&account.name),
+                shared.accounts.get(&import.account),
+            ) else {
+                continue; // the configuration was validated: not reached
+            };
+            let into = Client::in_account(shared.clone(), importer.clone());
+            let from = Client::in_account(shared.clone(), exporter.clone());
+            match import.kind {
+                ShareKind::Stream => stream_bridge(import, from, into),
+                ShareKind::Service => service_bridge(import, from, into),
+            }
+        }
+    }
+}
+
+/// Republishes every message of the exporter's `subject` into the importer at `local`.
+fn stream_bridge(import: &Import, from: Client, into: Client) {
+    let (subject, local) = (import.subject.clone(), import.local.clone());
+    let handler = Arc::new(move |msg: Message| {
+        let to = map_subject(&subject, &local, &msg.subject);
+        let headers = msg.headers.as_deref();
+        into.publish_sync(&to, msg.reply.as_deref(), headers, &msg.payload);
+        true
+    });
+    // The subscription lives as long as the server: the router holds it.
+    let _ = from.subscribe_internal(&import.subject, None, handler);
+}
+
+/// Reply subjects of forwarded requests: `_R_...` in the exporter → reply in the importer.
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    replies: FxHashMap<String, (String, Instant)>,
+}
+
+/// Forwards requests on the importer's `local` subject to the exporter's `subject`, and the
+/// first response to each back.
+fn service_bridge(import: &Import, from: Client, into: Client) {
+    let pending: Arc<Mutex<Pending>> = Arc::default();
+    let prefix = format!("_R_.{:08x}", rand::rng().random::<u32>());
+    let into = Arc::new(into);
+    let back = into.clone();
+    let table = pending.clone();
+    let responses = Arc::new(move |msg: Message| {
+        let reply = table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replies
+            .remove(&msg.subject);
+        if let Some((reply, deadline)) = reply {
+            if deadline > Instant::now() {
+                let headers = msg.headers.as_deref();
+                back.publish_sync(&reply, None, headers, &msg.payload);
+            }
+        }
+        true
+    });
+    let _ = from.subscribe_internal(&format!("{prefix}.>"), None, responses);
+    let (subject, local) = (import.subject.clone(), import.local.clone());
+    let requests = Arc::new(move |msg: Message| {
+        let to = map_subject(&local, &subject, &msg.subject);
+        let reply = msg.reply.map(|reply| {
+            let now = Instant::now();
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.replies.len() >= SWEEP_AT {
+                p.replies.retain(|_, (_, deadline)| *deadline > now);
+            }
+            p.next += 1;
+            let routed = format!("{prefix}.{}", p.next);
+            p.replies
+                .insert(routed.clone(), (reply, now + RESPONSE_TTL));
+            routed
+        });
+        let headers = msg.headers.as_deref();
+        from.publish_sync(&to, reply.as_deref(), headers, &msg.payload);
+        true
+    });
+    let _ = into.subscribe_internal(&import.local, None, requests);
+}

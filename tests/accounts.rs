@@ -1,0 +1,244 @@
+//! Accounts with async-nats clients: subjects isolated per account (a wildcard subscriber in
+//! one account never sees another's messages, replies or requests), stream exports imported
+//! with a prefix, service exports imported under a local subject (the reply comes back, and
+//! only to the requester), `$JS.API` in an account JetStream does not serve (10039), and the
+//! configuration errors for imports that are not exported, cycles and what is not supported.
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::ConnectOptions;
+use causeway::config::from_conf_text;
+use causeway::ServerHandle;
+use common::{start, within, TIMEOUT};
+use futures::StreamExt;
+
+const CONF: &str = r#"
+accounts {
+  A: {
+    users: [ { user: a, password: a } ]
+    exports: [
+      { stream: "orders.>", accounts: [B] }
+      { service: "svc.echo" }
+    ]
+  }
+  B: {
+    users: [ { user: b, password: b } ]
+    imports: [
+      { stream: { account: A, subject: "orders.>" }, prefix: "from_a" }
+      { service: { account: A, subject: "svc.echo" }, to: "a.echo" }
+    ]
+  }
+  C: { users: [ { user: c, password: c } ] }
+}
+authorization { users: [ { user: g, password: g } ] }
+"#;
+
+async fn server(extra: &str, js: Option<&std::path::Path>) -> ServerHandle {
+    let mut cfg = from_conf_text(&format!("{CONF}\n{extra}"), None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    if let Some(dir) = js {
+        cfg = cfg.with_jetstream(dir);
+    }
+    start(cfg).await
+}
+
+async fn login(server: &ServerHandle, user: &str) -> async_nats::Client {
+    within(
+        TIMEOUT,
+        "connect",
+        ConnectOptions::with_user_and_password(user.into(), user.into())
+            .connect(server.client_url()),
+    )
+    .await
+    .expect("connect")
+}
+
+/// Everything a subscription received within `wait`.
+async fn drain(sub: &mut async_nats::Subscriber, wait: Duration) -> Vec<async_nats::Message> {
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(wait, sub.next()).await {
+        got.push(m);
+    }
+    got
+}
+
+#[tokio::test]
+async fn accounts_are_isolated_except_for_what_is_imported() {
+    let server = server("", None).await;
+    let (a, b, c, g) = (
+        login(&server, "a").await,
+        login(&server, "b").await,
+        login(&server, "c").await,
+        login(&server, "g").await,
+    );
+    let mut spy_b = b.subscribe(">").await.expect("sub");
+    let mut spy_c = c.subscribe(">").await.expect("sub");
+    let mut spy_g = g.subscribe(">").await.expect("sub");
+    let mut same_a = a.subscribe("news").await.expect("sub");
+    for client in [&b, &c, &g] {
+        client.flush().await.expect("flush");
+    }
+    // A's own traffic stays in A: the same subject in other accounts is another subject.
+    a.publish("news", "for A".into()).await.expect("pub");
+    a.flush().await.expect("flush");
+    let got = within(TIMEOUT, "A's own message", same_a.next())
+        .await
+        .expect("msg");
+    assert_eq!(&got.payload[..], b"for A");
+    // The exported stream reaches B (and only B) under its prefix.
+    a.publish("orders.new", "o1".into()).await.expect("pub");
+    a.flush().await.expect("flush");
+    let seen_b = drain(&mut spy_b, Duration::from_millis(300)).await;
+    let subjects: Vec<&str> = seen_b.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects, ["from_a.orders.new"], "B saw {subjects:?}");
+    assert!(drain(&mut spy_c, Duration::from_millis(100))
+        .await
+        .is_empty());
+    assert!(drain(&mut spy_g, Duration::from_millis(100))
+        .await
+        .is_empty());
+    // Publishing in B on A's subject reaches nobody in A.
+    b.publish("news", "from B".into()).await.expect("pub");
+    b.flush().await.expect("flush");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), same_a.next())
+            .await
+            .is_err()
+    );
+    // A request in C to a subject A serves finds no responders there (C's wildcard spy
+    // leaves first: it would be one).
+    spy_c.unsubscribe().await.expect("unsubscribe");
+    c.flush().await.expect("flush");
+    let mut svc = a.subscribe("svc.echo").await.expect("service");
+    a.flush().await.expect("flush");
+    let err = c
+        .request("svc.echo", "x".into())
+        .await
+        .expect_err("C reached A");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+    assert!(tokio::time::timeout(Duration::from_millis(100), svc.next())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn an_imported_service_answers_only_the_requester() {
+    let server = server("", None).await;
+    let (a, b, c) = (
+        login(&server, "a").await,
+        login(&server, "b").await,
+        login(&server, "c").await,
+    );
+    let mut svc = a.subscribe("svc.echo").await.expect("service");
+    let responder = a.clone();
+    tokio::spawn(async move {
+        while let Some(req) = svc.next().await {
+            assert!(req.reply.as_deref().is_some_and(|r| r.starts_with("_R_.")));
+            let mut body = b"echo: ".to_vec();
+            body.extend_from_slice(&req.payload);
+            if let Some(reply) = req.reply {
+                let _ = responder.publish(reply, body.into()).await;
+            }
+        }
+    });
+    a.flush().await.expect("flush");
+    let mut spy_a = a.subscribe("_INBOX.>").await.expect("sub");
+    let mut spy_c = c.subscribe(">").await.expect("sub");
+    c.flush().await.expect("flush");
+    for i in 0..5 {
+        let answer = within(TIMEOUT, "reply", b.request("a.echo", format!("{i}").into()))
+            .await
+            .expect("request through the import");
+        assert_eq!(answer.payload, format!("echo: {i}").as_bytes());
+    }
+    // The replies went to B's inbox only.
+    assert!(drain(&mut spy_a, Duration::from_millis(200))
+        .await
+        .is_empty());
+    assert!(drain(&mut spy_c, Duration::from_millis(100))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn jetstream_serves_the_global_account_and_refuses_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server("", Some(dir.path())).await;
+    let g = login(&server, "g").await;
+    let js = async_nats::jetstream::new(g);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "G".into(),
+        subjects: vec!["g.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("JetStream in the global account");
+    let a = login(&server, "a").await;
+    let reply = within(TIMEOUT, "API", a.request("$JS.API.INFO", "".into()))
+        .await
+        .expect("an answer");
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).expect("json");
+    assert_eq!(body["error"]["err_code"], 10039, "{body}");
+    assert_eq!(body["error"]["code"], 503, "{body}");
+    // A's publishes on the global stream's subjects are not stored.
+    a.publish("g.x", "not for G".into()).await.expect("pub");
+    a.flush().await.expect("flush");
+    let info = js
+        .get_stream("G")
+        .await
+        .expect("stream")
+        .info()
+        .await
+        .expect("info")
+        .clone();
+    assert_eq!(info.state.messages, 0);
+}
+
+#[test]
+fn import_errors_are_caught_at_load() {
+    let bad = [
+        (
+            r#"accounts { A: {}, B: { imports: [ { stream: { account: A, subject: "x" } } ] } }"#,
+            "does not export",
+        ),
+        (
+            r#"accounts { A: { exports: [ { stream: "x.>", accounts: [B] } ] }
+                          B: {}, C: { imports: [ { stream: { account: A, subject: "x.>" } } ] } }"#,
+            "does not export",
+        ),
+        (
+            r#"accounts { A: { exports: [ { stream: ">" } ], imports: [ { stream: { account: B, subject: ">" } } ] }
+                          B: { exports: [ { stream: ">" } ], imports: [ { stream: { account: A, subject: ">" } } ] } }"#,
+            "cycle",
+        ),
+        (
+            r#"accounts { B: { imports: [ { service: { account: Z, subject: "x" } } ] } }"#,
+            "not defined",
+        ),
+        (
+            r#"accounts { A: { jetstream: enabled } }"#,
+            "accounts.A.jetstream is not supported yet",
+        ),
+        (
+            r#"accounts { A: {} }
+               cluster { name: c, port: -1 }"#,
+            "accounts (in a cluster) is not supported yet",
+        ),
+        (
+            r#"system_account: NOPE"#,
+            "system account \"NOPE\" is not defined",
+        ),
+        (
+            r#"accounts { A: { exports: [ { stream: "x.*" } ] }
+                          B: { imports: [ { stream: { account: A, subject: "x.*" }, to: "y" } ] } }"#,
+            "must have the wildcards",
+        ),
+    ];
+    for (text, want) in bad {
+        let err = from_conf_text(text, None).expect_err(text);
+        assert!(err.to_string().contains(want), "{text}: {err}");
+    }
+}
