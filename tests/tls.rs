@@ -225,12 +225,21 @@ async fn verify_requires_a_certificate_from_the_ca() {
     server.shutdown().await;
 }
 
+/// A server that maps client certificates to the users of `conf` (an `authorization` block).
+async fn mapping_server(c: &Certs, conf: &str) -> ServerHandle {
+    let mut tls = tls_config(c);
+    tls.ca_file = Some(c.ca.cert.clone());
+    tls.map_users = true;
+    let mut cfg = causeway::config::from_conf_text(conf, None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    cfg.tls = Some(tls);
+    start(cfg).await
+}
+
 #[tokio::test]
 async fn verify_and_map_logs_certificates_in_as_users() {
     let c = certs();
-    let mut tls = tls_config(&c);
-    tls.ca_file = Some(c.ca.cert.clone());
-    tls.map_users = true;
     let conf = r#"
         authorization {
           users: [
@@ -239,11 +248,7 @@ async fn verify_and_map_logs_certificates_in_as_users() {
           ]
         }
         "#;
-    let mut cfg = causeway::config::from_conf_text(conf, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
-    cfg.tls = Some(tls);
-    let server = start(cfg).await;
+    let server = mapping_server(&c, conf).await;
     let url = server.client_url();
 
     // Alice is mapped by her subject, with every permission.
@@ -274,18 +279,7 @@ async fn verify_and_map_logs_certificates_in_as_users() {
     server.shutdown().await;
 
     // A certificate naming no configured user is refused.
-    let mut tls = tls_config(&c);
-    tls.ca_file = Some(c.ca.cert.clone());
-    tls.map_users = true;
-    let mut cfg = causeway::config::from_conf_text(
-        r#"authorization { users: [ { user: "CN=carol" } ] }"#,
-        None,
-    )
-    .expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
-    cfg.tls = Some(tls);
-    let server = start(cfg).await;
+    let server = mapping_server(&c, r#"authorization { users: [ { user: "CN=carol" } ] }"#).await;
     assert!(
         try_connect(with_cert(trusting(&c), &c.alice), &server.client_url())
             .await

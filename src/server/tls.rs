@@ -41,13 +41,8 @@ impl TlsServer {
     /// Loads the certificate, key and CA files of `cfg`; an error names the file at fault.
     pub fn new(cfg: &TlsConfig) -> Result<Arc<Self>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&rustls::SupportedProtocolVersion] = if cfg.tls13_only {
-            &[&rustls::version::TLS13]
-        } else {
-            rustls::ALL_VERSIONS
-        };
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
+            .with_protocol_versions(versions(cfg))
             .map_err(|e| tls_err("min_version", e))?;
         let builder = if cfg.verifies_clients() {
             let roots = Arc::new(client_roots(cfg.ca_file.as_deref())?);
@@ -121,13 +116,8 @@ impl TlsClient {
     /// Loads the files of `cfg`; an error names the file at fault.
     pub fn new(cfg: &TlsConfig) -> Result<Arc<Self>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&rustls::SupportedProtocolVersion] = if cfg.tls13_only {
-            &[&rustls::version::TLS13]
-        } else {
-            rustls::ALL_VERSIONS
-        };
         let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
+            .with_protocol_versions(versions(cfg))
             .map_err(|e| tls_err("min_version", e))?
             .with_root_certificates(client_roots(cfg.ca_file.as_deref())?)
             .with_client_auth_cert(load_certs(&cfg.cert_file)?, load_key(&cfg.key_file)?)
@@ -231,6 +221,16 @@ async fn first_byte(stream: &TcpStream, wait: Duration) -> Option<u8> {
     match tokio::time::timeout(wait, stream.peek(&mut byte)).await {
         Ok(Ok(1)) => Some(byte[0]),
         _ => None,
+    }
+}
+
+/// The TLS versions `min_version` allows.
+fn versions(cfg: &TlsConfig) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    if cfg.tls13_only {
+        &TLS13_ONLY
+    } else {
+        rustls::ALL_VERSIONS
     }
 }
 
