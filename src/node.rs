@@ -52,14 +52,7 @@ impl Server {
         } else {
             None
         };
-        if jetstream.is_some() {
-            for router in shared.accounts.values() {
-                crate::jetstream::refuse_account(Client::in_account(
-                    shared.clone(),
-                    router.clone(),
-                ));
-            }
-        }
+        let account_streams = start_account_jetstreams(&shared, jetstream.is_some()).await?;
         let monitor_addr = match shared.config.http_port {
             Some(port) => {
                 Some(crate::monitor::start(shared.clone(), jetstream.clone(), port).await?)
@@ -77,9 +70,49 @@ impl Server {
             shared,
             monitor_addr,
             jetstream,
+            account_streams,
             cluster,
         })
     }
+}
+
+/// JetStream for each account of `accounts {}` that has it: an instance of its own (store
+/// under `<store_dir>/accounts/<name>`, the account's limits) serving `$JS.API` in that
+/// account. The other accounts get 10039 from `$JS.API` while the server runs JetStream.
+async fn start_account_jetstreams(
+    shared: &Arc<Shared>,
+    enabled: bool,
+) -> Result<Vec<Arc<JetStream>>, Error> {
+    let mut started = Vec::new();
+    if !enabled {
+        return Ok(started);
+    }
+    for account in &shared.config.accounts {
+        let Some(router) = shared.accounts.get(&account.name) else {
+            continue;
+        };
+        let client = Client::in_account(shared.clone(), router.clone());
+        let Some(cfg) = shared.config.account_jetstream(account) else {
+            crate::jetstream::refuse_account(client);
+            continue;
+        };
+        tracing::info!(account = %account.name, "Starting JetStream for account");
+        let name = shared.server_name.clone();
+        let js = tokio::task::spawn_blocking(move || JetStream::start(cfg, client, name, None))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        started.push(js);
+    }
+    if let Some(sys) = &shared.config.system_account {
+        if let Some(router) = shared
+            .accounts
+            .get(sys)
+            .filter(|_| !shared.config.accounts.iter().any(|a| &a.name == sys))
+        {
+            crate::jetstream::refuse_account(Client::in_account(shared.clone(), router.clone()));
+        }
+    }
+    Ok(started)
 }
 
 /// A running server. Dropping the handle leaves the server running until the runtime stops;
@@ -89,6 +122,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     monitor_addr: Option<SocketAddr>,
     jetstream: Option<Arc<JetStream>>,
+    /// JetStream of the accounts of `accounts {}` that have it.
+    account_streams: Vec<Arc<JetStream>>,
     cluster: Option<Cluster>,
 }
 
@@ -173,7 +208,8 @@ impl ServerHandle {
 
     async fn stop(self, grace: Duration, spread: Duration) {
         self.shared.close_clients(grace, spread).await;
-        if let Some(js) = self.jetstream {
+        let all = self.jetstream.into_iter().chain(self.account_streams);
+        for js in all {
             // Stream threads sync and persist before they exit.
             let _ = tokio::task::spawn_blocking(move || js.shutdown()).await;
         }

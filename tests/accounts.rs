@@ -1,7 +1,8 @@
 //! Accounts with async-nats clients: subjects isolated per account (a wildcard subscriber in
 //! one account never sees another's messages, replies or requests), stream exports imported
 //! with a prefix, service exports imported under a local subject (the reply comes back, and
-//! only to the requester), `$JS.API` in an account JetStream does not serve (10039), and the
+//! only to the requester), JetStream per account (own streams, store and `max_streams`; 10039
+//! where it is off), and the
 //! configuration errors for imports that are not exported, cycles and what is not supported.
 
 mod common;
@@ -220,8 +221,13 @@ fn import_errors_are_caught_at_load() {
         ),
         (
             r#"accounts { A: { jetstream: enabled } }"#,
-            "accounts.A.jetstream is not supported yet",
+            "needs JetStream enabled on the server",
         ),
+        (
+            r#"accounts { A: { jetstream: { max_consumers: 10 } } }"#,
+            "accounts.A.jetstream.max_consumers is not supported yet",
+        ),
+        (r#"accounts { "..": {} }"#, "cannot be a path"),
         (
             r#"accounts { A: {} }
                cluster { name: c, port: -1 }"#,
@@ -241,4 +247,134 @@ fn import_errors_are_caught_at_load() {
         let err = from_conf_text(text, None).expect_err(text);
         assert!(err.to_string().contains(want), "{text}: {err}");
     }
+}
+
+const JS_CONF: &str = r#"
+accounts {
+  A: { users: [ { user: a, password: a } ], jetstream: { max_streams: 2 } }
+  B: { users: [ { user: b, password: b } ], jetstream: enabled }
+  C: { users: [ { user: c, password: c } ] }
+}
+authorization { users: [ { user: g, password: g } ] }
+"#;
+
+async fn js_server(dir: &std::path::Path) -> ServerHandle {
+    let text = format!("{JS_CONF}\njetstream {{ store_dir: \"{}\" }}", dir.display());
+    let mut cfg = from_conf_text(&text, None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    start(cfg).await
+}
+
+/// A `$JS.API` request's JSON answer.
+async fn api(nc: &async_nats::Client, subject: &str, body: serde_json::Value) -> serde_json::Value {
+    let reply = within(
+        TIMEOUT,
+        subject,
+        nc.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .expect("API answer");
+    serde_json::from_slice(&reply.payload).expect("json")
+}
+
+async fn messages(nc: &async_nats::Client, stream: &str) -> u64 {
+    let info = api(
+        nc,
+        &format!("$JS.API.STREAM.INFO.{stream}"),
+        serde_json::json!({}),
+    )
+    .await;
+    info["state"]["messages"].as_u64().expect("state")
+}
+
+#[tokio::test]
+async fn accounts_with_jetstream_have_their_own_streams_store_and_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = js_server(dir.path()).await;
+    let (a, b, c, g) = (
+        login(&server, "a").await,
+        login(&server, "b").await,
+        login(&server, "c").await,
+        login(&server, "g").await,
+    );
+    let orders = serde_json::json!({"name": "ORDERS", "subjects": ["orders.>"]});
+    // The same stream name and subjects in two accounts are two streams.
+    for nc in [&g, &a] {
+        let created = api(nc, "$JS.API.STREAM.CREATE.ORDERS", orders.clone()).await;
+        assert!(created.get("error").is_none(), "{created}");
+    }
+    let (ja, jg) = (
+        async_nats::jetstream::new(a.clone()),
+        async_nats::jetstream::new(g.clone()),
+    );
+    for _ in 0..3 {
+        ja.publish("orders.new", "a".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    jg.publish("orders.new", "g".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    assert_eq!(
+        (messages(&a, "ORDERS").await, messages(&g, "ORDERS").await),
+        (3, 1)
+    );
+
+    // A's limit: two streams.
+    let second = api(
+        &a,
+        "$JS.API.STREAM.CREATE.S2",
+        serde_json::json!({"name": "S2"}),
+    )
+    .await;
+    assert!(second.get("error").is_none(), "{second}");
+    let third = api(
+        &a,
+        "$JS.API.STREAM.CREATE.S3",
+        serde_json::json!({"name": "S3"}),
+    )
+    .await;
+    assert_eq!(third["error"]["err_code"], 10027, "{third}");
+    let info = api(&a, "$JS.API.INFO", serde_json::json!({})).await;
+    assert_eq!(info["limits"]["max_streams"], 2, "{info}");
+    // B's KV bucket; C has no JetStream.
+    let kv = async_nats::jetstream::new(b.clone())
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "cfg".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("bucket in B");
+    kv.put("k", "v1".into()).await.expect("put");
+    let refused = api(&c, "$JS.API.INFO", serde_json::json!({})).await;
+    assert_eq!(refused["error"]["err_code"], 10039, "{refused}");
+    for nc in [a, b, c, g] {
+        nc.drain().await.expect("drain");
+    }
+    server.shutdown().await;
+
+    // Each account's streams come back from its own store.
+    let server = js_server(dir.path()).await;
+    let (a, b, g) = (
+        login(&server, "a").await,
+        login(&server, "b").await,
+        login(&server, "g").await,
+    );
+    assert_eq!(
+        (messages(&a, "ORDERS").await, messages(&g, "ORDERS").await),
+        (3, 1)
+    );
+    let kv = async_nats::jetstream::new(b)
+        .get_key_value("cfg")
+        .await
+        .expect("bucket after restart");
+    let value = kv.get("k").await.expect("get").expect("value");
+    assert_eq!(&value[..], b"v1");
+    assert!(dir.path().join("accounts").join("A").is_dir());
+    server.shutdown().await;
 }

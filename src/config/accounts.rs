@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::conf::Value;
-use super::load::{invalid, map, reject, subjects, text, users, wrong_type};
+use super::load::{boolean, invalid, limit, map, reject, subjects, text, users, wrong_type};
 use super::{AuthConfig, ConfigError};
 use crate::protocol::subject;
 
@@ -51,11 +51,34 @@ pub struct Import {
     pub local: String,
 }
 
+/// An account's `jetstream` setting: `enabled`, or its limits (-1: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountJetStream {
+    /// Memory storage limit in bytes.
+    pub max_memory: i64,
+    /// File storage limit in bytes.
+    pub max_file: i64,
+    /// Most streams.
+    pub max_streams: i64,
+}
+
+impl Default for AccountJetStream {
+    fn default() -> Self {
+        Self {
+            max_memory: -1,
+            max_file: -1,
+            max_streams: -1,
+        }
+    }
+}
+
 /// An account of `accounts {}`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccountConfig {
     /// Its name.
     pub name: String,
+    /// JetStream for this account (its own streams, store and limits); `None`: off.
+    pub jetstream: Option<AccountJetStream>,
     /// What it offers other accounts.
     pub exports: Vec<Export>,
     /// What it takes from other accounts.
@@ -64,8 +87,6 @@ pub struct AccountConfig {
 
 /// Account keys nats-server knows that causeway does not implement.
 const UNSUPPORTED_ACCOUNT: &[&str] = &[
-    "jetstream",
-    "js",
     "limits",
     "mappings",
     "maps",
@@ -87,6 +108,10 @@ pub(super) fn accounts_block(
         if name == GLOBAL_ACCOUNT {
             return Err(invalid(&ap, "$G is the global account's reserved name"));
         }
+        // The name becomes a directory of the JetStream store.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+            return Err(invalid(&ap, "an account name cannot be a path"));
+        }
         let mut account = AccountConfig {
             name: name.clone(),
             ..AccountConfig::default()
@@ -101,6 +126,7 @@ pub(super) fn accounts_block(
                     }
                 }
                 "exports" => account.exports = list(&kp, v, export)?,
+                "jetstream" | "js" => account.jetstream = account_jetstream(&kp, v)?,
                 "imports" => account.imports = list(&kp, v, import)?,
                 lower => reject(&kp, lower, UNSUPPORTED_ACCOUNT)?,
             }
@@ -108,6 +134,44 @@ pub(super) fn accounts_block(
         out.push(account);
     }
     Ok(out)
+}
+
+/// `jetstream: enabled | disabled | true | false | { max_memory, max_file, max_streams }`.
+fn account_jetstream(path: &str, value: &Value) -> Result<Option<AccountJetStream>> {
+    if let Value::Map(entries) = value {
+        let mut js = AccountJetStream::default();
+        for (key, v) in entries {
+            let kp = format!("{path}.{key}");
+            match key.to_ascii_lowercase().as_str() {
+                "max_memory" | "max_mem" | "mem" | "memory" => js.max_memory = limit(&kp, v)?,
+                "max_file" | "max_store" | "max_disk" | "store" | "disk" => {
+                    js.max_file = limit(&kp, v)?
+                }
+                "max_streams" | "streams" => js.max_streams = limit(&kp, v)?,
+                lower => reject(
+                    &kp,
+                    lower,
+                    &[
+                        "max_consumers",
+                        "consumers",
+                        "max_ack_pending",
+                        "max_bytes_required",
+                        "memory_max_stream_bytes",
+                        "store_max_stream_bytes",
+                        "cluster_traffic",
+                        "tiers",
+                    ],
+                )?,
+            }
+        }
+        return Ok(Some(js));
+    }
+    let on = match value {
+        Value::String(s) if s.eq_ignore_ascii_case("enabled") => true,
+        Value::String(s) if s.eq_ignore_ascii_case("disabled") => false,
+        other => boolean(path, other)?,
+    };
+    Ok(on.then(AccountJetStream::default))
 }
 
 fn list<T>(path: &str, value: &Value, one: fn(&str, &Value) -> Result<T>) -> Result<Vec<T>> {

@@ -699,7 +699,7 @@ fn positive_size(key: &str, value: &Value) -> Result<usize> {
 }
 
 /// A storage limit: a non-negative size, or -1 for unlimited.
-fn limit(key: &str, value: &Value) -> Result<i64> {
+pub(super) fn limit(key: &str, value: &Value) -> Result<i64> {
     match size(key, value)? {
         n if n >= -1 => Ok(n),
         n => Err(invalid(

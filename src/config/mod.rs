@@ -12,7 +12,7 @@ mod tls;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use accounts::{AccountConfig, Export, Import, ShareKind, GLOBAL_ACCOUNT};
+pub use accounts::{AccountConfig, AccountJetStream, Export, Import, ShareKind, GLOBAL_ACCOUNT};
 pub use load::{from_conf_text, from_file, parse_duration};
 pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, HANDSHAKE_FIRST_AUTO};
 
@@ -239,6 +239,8 @@ pub struct JetStreamConfig {
     pub max_memory: i64,
     /// File storage limit in bytes (-1 = unlimited).
     pub max_file: i64,
+    /// Most streams (-1 = unlimited); an account's `jetstream { max_streams }`.
+    pub max_streams: i64,
 }
 
 impl Default for JetStreamConfig {
@@ -249,6 +251,7 @@ impl Default for JetStreamConfig {
             sync: SyncPolicy::Always,
             max_memory: -1,
             max_file: -1,
+            max_streams: -1,
         }
     }
 }
@@ -506,6 +509,15 @@ impl Config {
             });
         }
         accounts::validate(&self.accounts, self.system_account.as_deref())?;
+        if let Some(a) = self.accounts.iter().find(|a| a.jetstream.is_some()) {
+            if !self.jetstream.enabled {
+                return Err(ConfigError::Invalid {
+                    key: format!("accounts.{}.jetstream", a.name),
+                    msg: "needs JetStream enabled on the server (-js or a jetstream block)"
+                        .to_string(),
+                });
+            }
+        }
         if let Some(cluster) = &self.cluster {
             for (i, url) in cluster.routes.iter().enumerate() {
                 if parse_route_url(url).is_none() {
@@ -517,6 +529,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The JetStream settings of an account of `accounts {}` with `jetstream` on: its store
+    /// under `<store_dir>/accounts/<name>`, the server's sync policy, the account's limits.
+    pub fn account_jetstream(&self, account: &AccountConfig) -> Option<JetStreamConfig> {
+        let limits = account.jetstream.as_ref()?;
+        Some(JetStreamConfig {
+            enabled: true,
+            store_dir: self
+                .jetstream
+                .store_dir
+                .join("accounts")
+                .join(&account.name),
+            sync: self.jetstream.sync,
+            max_memory: limits.max_memory,
+            max_file: limits.max_file,
+            max_streams: limits.max_streams,
+        })
     }
 
     /// The interface the monitoring listener binds: `http_host`, else `host`.

@@ -172,6 +172,10 @@ impl JetStream {
         };
         // Refusals (name taken, subjects overlapping) come before any reservation.
         if catalogue.catalogue().check(&create)? == MetaApplied::Changed {
+            let count = catalogue.catalogue().streams().count() as i64;
+            if self.cfg.max_streams >= 0 && count >= self.cfg.max_streams {
+                return Err(ApiError::max_streams());
+            }
             self.resources.reserve(name, cfg.storage, cfg.max_bytes)?;
             let opened = catalogue.commit(create).and_then(|_| {
                 let created = catalogue.catalogue().get(name).map_or(0, |a| a.created);
@@ -409,7 +413,7 @@ impl JetStream {
             "limits": {
                 "max_memory": self.cfg.max_memory,
                 "max_storage": self.cfg.max_file,
-                "max_streams": -1,
+                "max_streams": self.cfg.max_streams,
                 "max_consumers": -1,
                 "max_ack_pending": -1,
                 "memory_max_stream_bytes": -1,

@@ -51,6 +51,7 @@ api_errors! {
     consumer_wq_explicit_ack => (400, 10098, "workqueue stream requires explicit ack");
     consumer_wq_deliver_all => (400, 10101, "consumer must be deliver all on workqueue stream");
     max_consumers => (400, 10026, "maximum consumers limit reached");
+    max_streams => (400, 10027, "maximum number of streams reached");
     no_message_found => (404, 10037, "no message found");
     message_too_large => (400, 10054, "message size exceeds maximum allowed");
     expected_stream_mismatch => (400, 10060, "expected stream does not match");
