@@ -165,6 +165,42 @@ async fn an_imported_service_answers_only_the_requester() {
 }
 
 #[tokio::test]
+async fn a_second_connect_does_not_change_who_the_client_is() {
+    let server = server("", None).await;
+    let (a, g) = (login(&server, "a").await, login(&server, "g").await);
+    let mut in_a = a.subscribe("who").await.expect("sub");
+    let mut in_g = g.subscribe("who").await.expect("sub");
+    a.flush().await.expect("flush");
+    g.flush().await.expect("flush");
+    let mut raw = common::RawClient::connect(server.local_addr()).await;
+    raw.send_connect(serde_json::json!({"user": "a", "pass": "a"}))
+        .await;
+    raw.send_connect(serde_json::json!({"user": "g", "pass": "g"}))
+        .await;
+    raw.send(b"PUB who 2\r\nhi\r\n").await;
+    raw.ping_pong().await;
+    let got = within(TIMEOUT, "the message in A", in_a.next())
+        .await
+        .expect("msg");
+    assert_eq!(&got.payload[..], b"hi");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), in_g.next())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_service_import_without_a_responder_answers_503() {
+    let server = server("", None).await;
+    let b = login(&server, "b").await;
+    let err = within(TIMEOUT, "request", b.request("a.echo", "x".into()))
+        .await
+        .expect_err("an answer with no responder");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+}
+
+#[tokio::test]
 async fn jetstream_serves_the_global_account_and_refuses_the_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server("", Some(dir.path())).await;
@@ -259,7 +295,10 @@ authorization { users: [ { user: g, password: g } ] }
 "#;
 
 async fn js_server(dir: &std::path::Path) -> ServerHandle {
-    let text = format!("{JS_CONF}\njetstream {{ store_dir: \"{}\" }}", dir.display());
+    let text = format!(
+        "{JS_CONF}\njetstream {{ store_dir: \"{}\" }}",
+        dir.display()
+    );
     let mut cfg = from_conf_text(&text, None).expect("config");
     cfg.host = "127.0.0.1".into();
     cfg.port = 0;

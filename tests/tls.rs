@@ -290,12 +290,42 @@ async fn verify_and_map_logs_certificates_in_as_users() {
 }
 
 #[tokio::test]
+async fn a_plaintext_client_does_not_fall_back_to_a_password_when_certificates_map_users() {
+    let c = certs();
+    let mut tls = tls_config(&c);
+    tls.ca_file = Some(c.ca.cert.clone());
+    tls.map_users = true;
+    let mut cfg = causeway::config::from_conf_text(
+        r#"authorization { users: [ { user: "CN=alice,O=Causeway Test" } ] }"#,
+        None,
+    )
+    .expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    cfg.tls = Some(tls);
+    cfg.allow_non_tls = true;
+    let server = start(cfg).await;
+    let plain =
+        ConnectOptions::with_user_and_password("CN=alice,O=Causeway Test".into(), "".into());
+    let addr = server.local_addr();
+    assert!(
+        try_connect(plain, &format!("nats://{addr}")).await.is_err(),
+        "a plaintext client logged in as a certificate user"
+    );
+    let alice = try_connect(with_cert(trusting(&c), &c.alice), &format!("tls://{addr}"))
+        .await
+        .expect("alice with her certificate");
+    round_trip(&alice, "mapped").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn pinned_certificates_admit_only_those() {
     let c = certs();
     let mut tls = tls_config(&c);
     tls.ca_file = Some(c.ca.cert.clone());
     tls.verify = true;
-    tls.pinned_certs = vec![spki_sha256(&c.alice.der)];
+    tls.pinned_certs = vec![spki_sha256(&c.alice.spki)];
     let server = start(with_tls(tls)).await;
     let url = server.client_url();
     let nc = try_connect(with_cert(trusting(&c), &c.alice), &url)
@@ -311,12 +341,9 @@ async fn pinned_certificates_admit_only_those() {
     server.shutdown().await;
 }
 
-/// SHA-256 of the certificate's SubjectPublicKeyInfo, as `openssl x509 -pubkey | openssl
-/// pkey -pubin -outform der | sha256sum` prints it.
-fn spki_sha256(der: &[u8]) -> String {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(der).expect("certificate");
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+/// SHA-256 of a SubjectPublicKeyInfo (rcgen's DER of the key), lower-case hex.
+fn spki_sha256(spki: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -351,10 +378,10 @@ async fn bad_certificate_files_fail_the_start_naming_the_file() {
 fn route_node(c: &Certs, who: Option<&Pair>, routes: &[String]) -> Config {
     let mut cluster =
         causeway::config::ClusterConfig::loopback("secure").with_routes(routes.iter().cloned());
+    // No `verify`: routes verify their peers regardless.
     cluster.tls = who.map(|p| {
         let mut tls = TlsConfig::new(&p.cert, &p.key);
         tls.ca_file = Some(c.ca.cert.clone());
-        tls.verify = true;
         tls
     });
     Config::loopback().with_cluster(cluster)

@@ -72,7 +72,14 @@ impl Cluster {
         config: ClusterConfig,
     ) -> Result<Cluster, Error> {
         let tls = match &config.tls {
-            Some(t) => Some((TlsServer::new(t)?, TlsClient::new(t)?)),
+            Some(t) => {
+                // Routes always verify each other's certificates (as nats-server does).
+                let accept = crate::config::TlsConfig {
+                    verify: true,
+                    ..t.clone()
+                };
+                Some((TlsServer::new(&accept)?, TlsClient::new(t)?))
+            }
             None => None,
         };
         let listener = crate::server::bind(&config.host, config.port).await?;

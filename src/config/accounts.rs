@@ -1,11 +1,12 @@
 //! The `accounts {}` block and `system_account`: named accounts, each an isolated subject
 //! space with its own users, and the streams and services one account exports and another
 //! imports (with `prefix` or `to` subject mapping). Imports are checked at load: the account
-//! exists, exports a covering subject of the same kind to the importer, and no stream imports
-//! form a cycle. What causeway does not implement for accounts (JetStream per account, limits,
-//! mappings, latency tracking) is an error naming the key.
+//! exists, exports a covering subject of the same kind to the importer, and no imports form a
+//! cycle. An account may have JetStream of its own (`jetstream: enabled` or limits). What
+//! causeway does not implement for accounts (`limits`, mappings, latency tracking,
+//! `max_consumers`) is an error naming the key.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use super::conf::Value;
 use super::load::{boolean, invalid, limit, map, reject, subjects, text, users, wrong_type};
@@ -294,9 +295,58 @@ fn import_source(path: &str, value: &Value) -> Result<(String, String)> {
     }
 }
 
-/// Checks every import against the exporter's exports, and that stream imports form no
-/// cycle (a message would circle forever).
-pub(super) fn validate(accounts: &[AccountConfig], system: Option<&str>) -> Result<()> {
+/// An import as a path of messages: from (account, subjects) to (account, subjects).
+type Edge<'a> = ((&'a String, &'a String), (&'a String, &'a String));
+
+/// An account on a loop of imports whose subjects overlap (a message on it would circle
+/// forever), if there is one.
+fn cycle<'a>(edges: &[Edge<'a>]) -> Option<&'a str> {
+    let next = |i: usize| {
+        let ((_, _), (to_acc, to_subj)) = edges[i];
+        (0..edges.len()).filter(move |&j| {
+            let ((from_acc, from_subj), _) = edges[j];
+            from_acc == to_acc && subject::overlaps(to_subj, from_subj)
+        })
+    };
+    for (start, edge) in edges.iter().enumerate() {
+        let mut stack: Vec<usize> = next(start).collect();
+        let mut seen = HashSet::new();
+        while let Some(at) = stack.pop() {
+            if at == start {
+                return Some(edge.0 .0);
+            }
+            if seen.insert(at) {
+                stack.extend(next(at));
+            }
+        }
+    }
+    None
+}
+
+/// Checks every import against the exporter's exports, that no imports with overlapping
+/// subjects form a loop (a message would circle forever), and that no user name is defined
+/// twice.
+pub(super) fn validate(
+    accounts: &[AccountConfig],
+    system: Option<&str>,
+    auth: &AuthConfig,
+) -> Result<()> {
+    let mut seen = HashSet::new();
+    for u in &auth.users {
+        let name = u.nkey.as_deref().unwrap_or(&u.user);
+        if !seen.insert(name) {
+            return Err(invalid(
+                "authorization",
+                format!("Duplicate user \"{name}\""),
+            ));
+        }
+    }
+    if auth.token.is_some() && auth.users.iter().any(|u| u.account.is_some()) {
+        return Err(invalid(
+            "authorization.token",
+            "can not have a token and users in accounts",
+        ));
+    }
     let names: HashSet<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
     if let Some(sys) = system {
         if sys != "$SYS" && !names.contains(sys) {
@@ -306,7 +356,8 @@ pub(super) fn validate(accounts: &[AccountConfig], system: Option<&str>) -> Resu
             ));
         }
     }
-    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // Each import is an edge a message can travel: (account, subjects) → (account, subjects).
+    let mut edges: Vec<Edge<'_>> = Vec::new();
     for acc in accounts {
         for (i, imp) in acc.imports.iter().enumerate() {
             let path = format!("accounts.{}.imports[{i}]", acc.name);
@@ -333,27 +384,19 @@ pub(super) fn validate(accounts: &[AccountConfig], system: Option<&str>) -> Resu
                     ),
                 ));
             }
-            if imp.kind == ShareKind::Stream {
-                edges.entry(&exporter.name).or_default().push(&acc.name);
-            }
+            // A stream's messages go exporter → importer, a service's requests importer →
+            // exporter.
+            edges.push(match imp.kind {
+                ShareKind::Stream => ((&exporter.name, &imp.subject), (&acc.name, &imp.local)),
+                ShareKind::Service => ((&acc.name, &imp.local), (&exporter.name, &imp.subject)),
+            });
         }
     }
-    for start in edges.keys() {
-        let mut stack = vec![*start];
-        let mut seen = HashSet::new();
-        while let Some(at) = stack.pop() {
-            for next in edges.get(at).into_iter().flatten() {
-                if next == start {
-                    return Err(invalid(
-                        "accounts",
-                        format!("stream imports form a cycle through \"{start}\""),
-                    ));
-                }
-                if seen.insert(*next) {
-                    stack.push(next);
-                }
-            }
-        }
+    if let Some(account) = cycle(&edges) {
+        return Err(invalid(
+            "accounts",
+            format!("imports form a cycle through \"{account}\""),
+        ));
     }
     Ok(())
 }

@@ -436,7 +436,16 @@ fn apply_cluster(cfg: &mut Config, path: &str, value: &Value) -> Result<()> {
             "no_advertise" => cluster.no_advertise = boolean(&kp, value)?,
             "connect_retries" => cluster.connect_retries = count(&kp, value)?,
             "authorization" => cluster.auth = Some(route_auth(&kp, value)?),
-            "tls" => cluster.tls = Some(super::tls::tls_block(&kp, value)?),
+            "tls" => {
+                let tls = super::tls::tls_block(&kp, value)?;
+                if tls.map_users {
+                    // Routes are servers, not users: nothing to map a certificate to.
+                    return Err(ConfigError::Unsupported {
+                        key: format!("{kp}.verify_and_map"),
+                    });
+                }
+                cluster.tls = Some(tls);
+            }
             lower => reject(&kp, lower, UNSUPPORTED_CLUSTER)?,
         }
     }

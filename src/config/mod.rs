@@ -290,7 +290,7 @@ pub struct ClusterConfig {
     /// Route authentication.
     pub auth: Option<RouteAuth>,
     /// TLS on every route, both ways (TLS first: routes join causeway servers only). The
-    /// certificate is presented when dialing too; `verify` makes the listener require one.
+    /// certificate is presented when dialing too, and the listener always requires one.
     pub tls: Option<TlsConfig>,
 }
 
@@ -508,7 +508,7 @@ impl Config {
                 key: "accounts (in a cluster)".to_string(),
             });
         }
-        accounts::validate(&self.accounts, self.system_account.as_deref())?;
+        accounts::validate(&self.accounts, self.system_account.as_deref(), &self.auth)?;
         if let Some(a) = self.accounts.iter().find(|a| a.jetstream.is_some()) {
             if !self.jetstream.enabled {
                 return Err(ConfigError::Invalid {

@@ -43,22 +43,6 @@ use config::{Storage, StreamConfig};
 use errors::ApiError;
 pub use meta::MetaSetup;
 
-/// Answers every `$JS.API` request made in an account JetStream does not serve (any account
-/// of `accounts {}`: JetStream serves the global account) with 10039, as nats-server answers
-/// an account without JetStream.
-pub(crate) fn refuse_account(client: crate::server::Client) {
-    let body = serde_json::json!({ "error": errors::ApiError::not_enabled_for_account() });
-    let body = bytes::Bytes::from(body.to_string());
-    let client = std::sync::Arc::new(client);
-    let replier = client.clone();
-    let handler = std::sync::Arc::new(move |msg: crate::server::Message| {
-        if let Some(reply) = &msg.reply {
-            replier.publish_sync(reply, None, None, &body);
-        }
-        true
-    });
-    let _ = client.subscribe_internal("$JS.API.>", None, handler);
-}
 use runner::{Ctx, Input};
 use stream::Stream;
 
@@ -593,4 +577,21 @@ fn lock_store(store_dir: &Path) -> Result<crate::store::DirLock, crate::Error> {
 
 fn streams_dir(store_dir: &Path) -> PathBuf {
     store_dir.join("jetstream").join("streams")
+}
+
+/// Answers every `$JS.API` request made in an account JetStream does not serve (any account
+/// of `accounts {}`: JetStream serves the global account) with 10039, as nats-server answers
+/// an account without JetStream.
+pub(crate) fn refuse_account(client: crate::server::Client) {
+    let body = serde_json::json!({ "error": errors::ApiError::not_enabled_for_account() });
+    let body = bytes::Bytes::from(body.to_string());
+    let client = std::sync::Arc::new(client);
+    let replier = client.clone();
+    let handler = std::sync::Arc::new(move |msg: crate::server::Message| {
+        if let Some(reply) = &msg.reply {
+            replier.publish_sync(reply, None, None, &body);
+        }
+        true
+    });
+    let _ = client.subscribe_internal("$JS.API.>", None, handler);
 }

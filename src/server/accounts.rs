@@ -8,7 +8,8 @@
 //! * a service import of B from A: a subscription in B on the local subject forwards each
 //!   request into A with its reply subject replaced by a fresh `_R_.<import>.<n>`, and a
 //!   subscription in A on `_R_.<import>.>` sends the first response (a singleton) back to the
-//!   requester's reply subject in B. Pending replies are forgotten after two minutes.
+//!   requester's reply subject in B. Pending replies are forgotten after two minutes; a
+//!   request nobody in A takes (or past 65,536 pending) gets the 503 no-responders status.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,8 +25,13 @@ use crate::protocol::subject::map_subject;
 
 /// How long a forwarded request's reply route is kept.
 const RESPONSE_TTL: Duration = Duration::from_secs(120);
-/// Pending replies kept per service import before expired ones are swept.
-const SWEEP_AT: usize = 4096;
+/// Most pending replies per service import: past it, requests are answered 503 until
+/// responses or expiry make room.
+const MAX_PENDING: usize = 65_536;
+/// How often expired replies are swept (at most).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The status a requester gets when nobody in the exporting account answers.
+const NO_RESPONDERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
 
 /// One router per configured account (and the `$SYS` account when `system_account` names
 /// it without defining it).
@@ -75,26 +81,45 @@ fn stream_bridge(import: &Import, from: Client, into: Client) {
 }
 
 /// Reply subjects of forwarded requests: `_R_...` in the exporter → reply in the importer.
-#[derive(Default)]
 struct Pending {
     next: u64,
     replies: FxHashMap<String, (String, Instant)>,
+    swept: Instant,
+}
+
+impl Pending {
+    /// Records the reply route of a forwarded request; `None` when the table is full.
+    fn open(&mut self, prefix: &str, reply: String) -> Option<String> {
+        let now = Instant::now();
+        if self.replies.len() >= MAX_PENDING / 2 && now.duration_since(self.swept) >= SWEEP_EVERY {
+            self.replies.retain(|_, (_, deadline)| *deadline > now);
+            self.swept = now;
+        }
+        if self.replies.len() >= MAX_PENDING {
+            return None;
+        }
+        self.next += 1;
+        let routed = format!("{prefix}.{}", self.next);
+        self.replies
+            .insert(routed.clone(), (reply, now + RESPONSE_TTL));
+        Some(routed)
+    }
 }
 
 /// Forwards requests on the importer's `local` subject to the exporter's `subject`, and the
 /// first response to each back.
 fn service_bridge(import: &Import, from: Client, into: Client) {
-    let pending: Arc<Mutex<Pending>> = Arc::default();
+    let pending = Arc::new(Mutex::new(Pending {
+        next: 0,
+        replies: FxHashMap::default(),
+        swept: Instant::now(),
+    }));
     let prefix = format!("_R_.{:08x}", rand::rng().random::<u32>());
     let into = Arc::new(into);
     let back = into.clone();
     let table = pending.clone();
     let responses = Arc::new(move |msg: Message| {
-        let reply = table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replies
-            .remove(&msg.subject);
+        let reply = lock(&table).replies.remove(&msg.subject);
         if let Some((reply, deadline)) = reply {
             if deadline > Instant::now() {
                 let headers = msg.headers.as_deref();
@@ -105,23 +130,27 @@ fn service_bridge(import: &Import, from: Client, into: Client) {
     });
     let _ = from.subscribe_internal(&format!("{prefix}.>"), None, responses);
     let (subject, local) = (import.subject.clone(), import.local.clone());
+    let requester = into.clone();
     let requests = Arc::new(move |msg: Message| {
         let to = map_subject(&local, &subject, &msg.subject);
-        let reply = msg.reply.map(|reply| {
-            let now = Instant::now();
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-            if p.replies.len() >= SWEEP_AT {
-                p.replies.retain(|_, (_, deadline)| *deadline > now);
-            }
-            p.next += 1;
-            let routed = format!("{prefix}.{}", p.next);
-            p.replies
-                .insert(routed.clone(), (reply, now + RESPONSE_TTL));
-            routed
-        });
         let headers = msg.headers.as_deref();
-        from.publish_sync(&to, reply.as_deref(), headers, &msg.payload);
+        let Some(reply) = msg.reply.clone() else {
+            from.publish_sync(&to, None, headers, &msg.payload);
+            return true;
+        };
+        let Some(routed) = lock(&pending).open(&prefix, reply.clone()) else {
+            requester.publish_sync(&reply, None, Some(NO_RESPONDERS), &[]);
+            return true;
+        };
+        if from.publish_sync(&to, Some(&routed), headers, &msg.payload) == 0 {
+            lock(&pending).replies.remove(&routed);
+            requester.publish_sync(&reply, None, Some(NO_RESPONDERS), &[]);
+        }
         true
     });
     let _ = into.subscribe_internal(&import.local, None, requests);
+}
+
+fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }

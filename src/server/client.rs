@@ -352,6 +352,14 @@ impl Conn {
             self.err("no responders requires headers support");
             return Next::Close(CloseReason::ProtocolViolation);
         }
+        if self.connected {
+            // Who the client is (user, account, permissions) is settled by its first CONNECT;
+            // a later one only changes its options.
+            self.out.headers.store(opts.headers, Ordering::Relaxed);
+            self.opts = opts;
+            self.ok();
+            return Next::Continue;
+        }
         if self.shared.auth.is_slow() {
             return Next::Authenticate(Box::new(opts));
         }
@@ -371,15 +379,16 @@ impl Conn {
             .and_then(|p| p.responses)
             .map(Responses::new);
         self.perms = who.perms;
-        if self.subs.is_empty() {
-            // The account is fixed by the first CONNECT that comes before any subscription.
-            if let Some(router) = who
-                .account
-                .as_deref()
-                .and_then(|a| self.shared.accounts.get(a))
-            {
-                self.router = router.clone();
-            }
+        if let Some(router) = who
+            .account
+            .as_deref()
+            .and_then(|a| self.shared.accounts.get(a))
+        {
+            // Nothing can be subscribed before an authenticating CONNECT, and match caches
+            // know one router only.
+            self.router = router.clone();
+            self.cache = MatchCache::default();
+            self.remote_cache = None;
         }
         self.pub_perm_cache.clear();
         tracing::debug!(name = ?opts.name, lang = ?opts.lang, version = ?opts.version, user = ?who.user, "CONNECT");

@@ -85,18 +85,7 @@ impl TlsServer {
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.as_ref().to_vec());
-        if !self.cfg.pinned_certs.is_empty() {
-            let pinned = leaf
-                .as_deref()
-                .and_then(spki_sha256)
-                .is_some_and(|d| self.cfg.pinned_certs.contains(&d));
-            if !pinned {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "peer certificate is not in the pinned certificates",
-                ));
-            }
-        }
+        check_pinned(&self.cfg.pinned_certs, leaf.as_deref())?;
         let ids = self
             .cfg
             .map_users
@@ -110,6 +99,8 @@ impl TlsServer {
 pub(crate) struct TlsClient {
     connector: tokio_rustls::TlsConnector,
     timeout: Duration,
+    /// If non-empty, the peer's certificate must be one of these (SPKI SHA-256).
+    pinned: Vec<String>,
 }
 
 impl TlsClient {
@@ -125,6 +116,7 @@ impl TlsClient {
         Ok(Arc::new(Self {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             timeout: cfg.timeout,
+            pinned: cfg.pinned_certs.clone(),
         }))
     }
 
@@ -144,9 +136,16 @@ impl TlsClient {
             .to_string();
         let name = rustls::pki_types::ServerName::try_from(host)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        tokio::time::timeout(self.timeout, self.connector.connect(name, io))
+        let stream = tokio::time::timeout(self.timeout, self.connector.connect(name, io))
             .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))?
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))??;
+        let leaf = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first());
+        check_pinned(&self.pinned, leaf.map(|c| c.as_ref()))?;
+        Ok(stream)
     }
 }
 
@@ -202,7 +201,10 @@ async fn prepare(
         if shared.config.allow_non_tls {
             let wait = shared.auth_timeout() + tls.cfg.timeout;
             if first_byte(&stream, wait).await != Some(TLS_HANDSHAKE) {
-                return Some(Ready::Plain(stream, hello));
+                // With certificates mapped to users, a client without one maps to nobody:
+                // it does not fall back to a password.
+                let none = tls.cfg.map_users.then(Vec::new);
+                return Some(Ready::Plain(stream, hello.with_identities(none)));
             }
         }
     }
@@ -222,6 +224,21 @@ async fn first_byte(stream: &TcpStream, wait: Duration) -> Option<u8> {
         Ok(Ok(1)) => Some(byte[0]),
         _ => None,
     }
+}
+
+/// With `pinned_certs`, the peer's certificate (DER) must be one of them.
+fn check_pinned(pinned: &[String], leaf: Option<&[u8]>) -> io::Result<()> {
+    if pinned.is_empty()
+        || leaf
+            .and_then(spki_sha256)
+            .is_some_and(|d| pinned.contains(&d))
+    {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "peer certificate is not in the pinned certificates",
+    ))
 }
 
 /// The TLS versions `min_version` allows.

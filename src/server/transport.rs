@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream as ClientTlsStream;
 use tokio_rustls::server::TlsStream;
 
 /// A connected byte stream that a connection can be served over.
@@ -104,33 +105,27 @@ impl<W: AsyncWrite + Unpin + Send + 'static> TransportWriter for Flushing<W> {
     }
 }
 
-/// TLS over any byte stream (the client listener's TCP connections).
-impl<S> Transport for TlsStream<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Reader = ReadHalf<TlsStream<S>>;
-    type Writer = Flushing<WriteHalf<TlsStream<S>>>;
+/// TLS over any byte stream, both sides: the listeners' (`server::TlsStream`) and the route
+/// dialer's (`client::TlsStream`).
+macro_rules! tls_transport {
+    ($stream:ident) => {
+        impl<S> Transport for $stream<S>
+        where
+            S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        {
+            type Reader = ReadHalf<Self>;
+            type Writer = Flushing<WriteHalf<Self>>;
 
-    fn split(self) -> (Self::Reader, Self::Writer) {
-        let (rd, wr) = tokio::io::split(self);
-        (rd, Flushing(wr))
-    }
+            fn split(self) -> (Self::Reader, Self::Writer) {
+                let (rd, wr) = tokio::io::split(self);
+                (rd, Flushing(wr))
+            }
+        }
+    };
 }
 
-/// The dialing side of TLS (routes to other servers).
-impl<S> Transport for tokio_rustls::client::TlsStream<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Reader = ReadHalf<Self>;
-    type Writer = Flushing<WriteHalf<Self>>;
-
-    fn split(self) -> (Self::Reader, Self::Writer) {
-        let (rd, wr) = tokio::io::split(self);
-        (rd, Flushing(wr))
-    }
-}
+tls_transport!(TlsStream);
+tls_transport!(ClientTlsStream);
 
 /// Transports for tests: an in-memory stream, which has no non-blocking writes.
 #[cfg(test)]

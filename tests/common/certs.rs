@@ -16,6 +16,8 @@ pub struct Pair {
     pub key: PathBuf,
     /// The certificate, DER.
     pub der: Vec<u8>,
+    /// Its SubjectPublicKeyInfo, DER (what `pinned_certs` digests).
+    pub spki: Vec<u8>,
 }
 
 /// A certificate authority that can sign more certificates.
@@ -90,6 +92,7 @@ impl Ca {
             cert: cert_path,
             key: key_path,
             der: cert.der().to_vec(),
+            spki: rcgen::PublicKeyData::subject_public_key_info(&key),
         }
     }
 }

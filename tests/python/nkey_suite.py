@@ -41,7 +41,8 @@ async def check_an_unknown_key_is_refused(url):
     assert stranger != SEED
     try:
         nc = await connect(url, nkeys_seed_str=stranger)
-    except Exception:  # noqa: BLE001 - refused, as expected
+    except Exception as e:  # noqa: BLE001 - refused, as expected, for the right reason
+        assert "Authorization Violation" in str(e), repr(e)
         return
     await nc.close()
     raise AssertionError("an unknown nkey signed in")
