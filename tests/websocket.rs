@@ -181,3 +181,46 @@ async fn nats_js_from_node_and_a_browser() {
     .await;
     server.shutdown().await;
 }
+
+/// Users and `allowed_connection_types` hold over WebSocket as over TCP: a browser-only user
+/// connects over ws and not over TCP, a TCP-only user the other way round, and bad
+/// credentials are refused.
+#[tokio::test]
+async fn websocket_clients_authenticate_like_the_others() {
+    let mut cfg = causeway::config::from_conf_text(
+        r#"authorization { users: [
+             { user: web, password: w, allowed_connection_types: ["WEBSOCKET"] }
+             { user: app, password: a, allowed_connection_types: ["STANDARD"] }
+           ] }"#,
+        None,
+    )
+    .expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    let server = start(with_ws(cfg, WebSocketConfig::loopback())).await;
+    let (ws, tcp) = (server.websocket_url().expect("ws url"), server.client_url());
+    let connect = |user: &str, pass: &str, url: String| {
+        let opts = ConnectOptions::with_user_and_password(user.into(), pass.into())
+            .connection_timeout(Duration::from_secs(3));
+        async move { within(TIMEOUT, "connect", opts.connect(url)).await }
+    };
+    let web = connect("web", "w", ws.clone()).await.expect("web over ws");
+    web.publish("hello", "from a browser user".into())
+        .await
+        .expect("publish");
+    web.flush().await.expect("flush");
+    assert!(
+        connect("web", "w", tcp.clone()).await.is_err(),
+        "web over TCP"
+    );
+    assert!(
+        connect("app", "a", ws.clone()).await.is_err(),
+        "app over ws"
+    );
+    assert!(
+        connect("web", "wrong", ws.clone()).await.is_err(),
+        "bad password"
+    );
+    connect("app", "a", tcp).await.expect("app over TCP");
+    server.shutdown().await;
+}
