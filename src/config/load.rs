@@ -45,13 +45,8 @@ const UNSUPPORTED_TOP: &[&str] = &[
     "leafnodes",
     "leaf",
     "mqtt",
-    "operator",
-    "operators",
-    "resolver",
-    "resolver_preload",
     "resolver_tls",
     "resolver_pinned_accounts",
-    "trusted",
     "trusted_keys",
     "nkey",
     "https",
@@ -96,6 +91,7 @@ const HARMLESS_TOP: &[&str] = &[
 /// Top-level keys in `variables` (referenced as `$NAME`) need not be configuration keys.
 pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) -> Result<()> {
     let entries = map("<top level>", top)?;
+    let mut preload = Vec::new();
     for (key, value) in entries {
         let key = key.as_str();
         match key.to_ascii_lowercase().as_str() {
@@ -142,6 +138,12 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
                 cfg.accounts = super::accounts::accounts_block(key, value, &mut cfg.auth)?;
             }
             "system_account" | "system" => cfg.system_account = Some(text(key, value)?),
+            "operator" | "operators" | "trusted" => {
+                let trust = cfg.trust.get_or_insert_with(Default::default);
+                super::operator::operators(key, value, trust)?;
+            }
+            "resolver" => super::operator::resolver(key, value)?,
+            "resolver_preload" => preload = super::operator::preload(key, value)?,
             "allow_non_tls" => cfg.allow_non_tls = boolean(key, value)?,
             "websocket" | "ws" => {
                 cfg.websocket = Some(super::tls::websocket_block(key, value, &mut cfg.warnings)?)
@@ -149,6 +151,13 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
             _ if variables.contains(key) => {}
             lower => other_key(key, lower, UNSUPPORTED_TOP, HARMLESS_TOP, &mut cfg.warnings)?,
         }
+    }
+    match cfg.trust.as_mut() {
+        Some(trust) => super::operator::accounts(&preload, trust)?,
+        None if !preload.is_empty() => {
+            return Err(invalid("resolver_preload", "needs a trusted operator"));
+        }
+        None => {}
     }
     Ok(())
 }

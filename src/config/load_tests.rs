@@ -218,8 +218,10 @@ fn unimplemented_blocks_refuse_to_start() {
             "accounts { A: { users: [ {user: u, password: p} ], limits: {} } }",
             "accounts.A.limits",
         ),
-        ("operator: op.jwt", "operator"),
-        ("resolver: MEMORY", "resolver"),
+        (
+            "resolver: { type: full, dir: ./jwt }",
+            "resolver (other than MEMORY)",
+        ),
         ("jetstream { domain: hub }", "jetstream.domain"),
         ("jetstream { key: secret }", "jetstream.key"),
         (

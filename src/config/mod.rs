@@ -7,6 +7,7 @@ mod accounts;
 pub mod cli;
 pub mod conf;
 mod load;
+mod operator;
 mod tls;
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use accounts::{AccountConfig, AccountJetStream, Export, Import, ShareKind, GLOBAL_ACCOUNT};
 pub use load::{from_conf_text, from_file, parse_duration};
+pub use operator::{JwtAccount, Trust};
 pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, HANDSHAKE_FIRST_AUTO};
 
 /// A parsed route URL: where to dial and the credentials it carries.
@@ -406,6 +408,8 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     /// `system_account` (no system events are published yet; see the README).
     pub system_account: Option<String>,
+    /// Operator mode: trusted operators and their accounts (users bring JWTs).
+    pub trust: Option<Trust>,
     /// Log file (`-l`); `None` logs to stderr.
     pub log_file: Option<PathBuf>,
     /// Debug logging (`-D`).
@@ -448,6 +452,7 @@ impl Default for Config {
             websocket: None,
             accounts: Vec::new(),
             system_account: None,
+            trust: None,
             log_file: None,
             debug: false,
             trace: false,
@@ -508,7 +513,30 @@ impl Config {
                 key: "accounts (in a cluster)".to_string(),
             });
         }
-        accounts::validate(&self.accounts, self.system_account.as_deref(), &self.auth)?;
+        if let Some(trust) = &self.trust {
+            if !self.accounts.is_empty() || self.auth.required() {
+                return Err(ConfigError::Invalid {
+                    key: "operator".to_string(),
+                    msg: "operator mode cannot be combined with accounts or authorization"
+                        .to_string(),
+                });
+            }
+            if self.cluster.is_some() {
+                return Err(ConfigError::Unsupported {
+                    key: "operator (in a cluster)".to_string(),
+                });
+            }
+            if let Some(sys) = &self.system_account {
+                if !trust.accounts.iter().any(|a| &a.key == sys) {
+                    return Err(ConfigError::Invalid {
+                        key: "system_account".to_string(),
+                        msg: format!("system account \"{sys}\" is not in resolver_preload"),
+                    });
+                }
+            }
+        } else {
+            accounts::validate(&self.accounts, self.system_account.as_deref(), &self.auth)?;
+        }
         if let Some(a) = self.accounts.iter().find(|a| a.jetstream.is_some()) {
             if !self.jetstream.enabled {
                 return Err(ConfigError::Invalid {

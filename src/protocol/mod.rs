@@ -4,6 +4,7 @@
 
 pub mod encode;
 pub mod info;
+pub mod jwt;
 pub mod parser;
 pub mod route;
 pub mod subject;

@@ -33,8 +33,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// The status a requester gets when nobody in the exporting account answers.
 const NO_RESPONDERS: &[u8] = b"NATS/1.0 503\r\n\r\n";
 
-/// One router per configured account (and the `$SYS` account when `system_account` names
-/// it without defining it).
+/// One router per configured account, per account of operator mode (by its key), and for
+/// the `$SYS` account when `system_account` names it without defining it.
 pub(crate) fn routers(cfg: &Config) -> FxHashMap<String, Arc<Router>> {
     let mut out: FxHashMap<String, Arc<Router>> = cfg
         .accounts
@@ -43,6 +43,9 @@ pub(crate) fn routers(cfg: &Config) -> FxHashMap<String, Arc<Router>> {
         .collect();
     if let Some(sys) = &cfg.system_account {
         out.entry(sys.clone()).or_default();
+    }
+    for account in cfg.trust.iter().flat_map(|t| &t.accounts) {
+        out.entry(account.key.clone()).or_default();
     }
     out
 }

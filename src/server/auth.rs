@@ -63,7 +63,7 @@ pub(crate) struct Perms {
 }
 
 impl Perms {
-    fn new(p: &Permissions) -> Self {
+    pub(super) fn new(p: &Permissions) -> Self {
         let publish = p.publish.clone().unwrap_or_default();
         // With allow_responses, publishing is limited to the allow list: nothing else, if the
         // user has none (nats-server empties it).
@@ -172,6 +172,8 @@ impl Responses {
 /// Checks CONNECT credentials against the configuration.
 pub(crate) struct Authenticator {
     cfg: AuthConfig,
+    /// Operator mode: users log in with JWTs of these accounts.
+    trust: Option<crate::config::Trust>,
     perms: Vec<Option<Arc<Perms>>>,
 }
 
@@ -207,10 +209,12 @@ pub(crate) struct Authenticated {
     pub user: Option<String>,
     /// The user's account of `accounts {}`; `None`: the global account.
     pub account: Option<String>,
+    /// When the credentials expire (a user JWT's `exp`, Unix seconds).
+    pub expires: Option<i64>,
 }
 
 impl Authenticator {
-    pub fn new(cfg: &AuthConfig) -> Self {
+    pub fn new(cfg: &AuthConfig, trust: Option<&crate::config::Trust>) -> Self {
         let perms = cfg
             .users
             .iter()
@@ -223,18 +227,19 @@ impl Authenticator {
             .collect();
         Self {
             cfg: cfg.clone(),
+            trust: trust.cloned(),
             perms,
         }
     }
 
     /// True when any authentication is configured.
     pub fn required(&self) -> bool {
-        self.cfg.required()
+        self.trust.is_some() || self.cfg.required()
     }
 
     /// True when clients must send credentials (INFO `auth_required`).
     pub fn credentials_required(&self) -> bool {
-        self.cfg.credentials_required()
+        self.trust.is_some() || self.cfg.credentials_required()
     }
 
     /// True when any configured secret is a bcrypt hash (checking it is slow: run it off the
@@ -250,6 +255,9 @@ impl Authenticator {
     /// identity (`verify_and_map`), the first name that is a configured user logs the client
     /// in as that user, whatever its CONNECT says.
     pub fn check(&self, opts: &ConnectOptions, id: &Identity<'_>) -> Option<Authenticated> {
+        if let Some(trust) = &self.trust {
+            return super::auth_jwt::check(trust, opts, id);
+        }
         if let (Some(names), true) = (id.certificate, !self.cfg.users.is_empty()) {
             let i = names
                 .iter()
@@ -261,6 +269,7 @@ impl Authenticator {
                 perms: None,
                 user: opts.user.clone(),
                 account: None,
+                expires: None,
             });
         }
         if let Some(token) = &self.cfg.token {
@@ -272,6 +281,7 @@ impl Authenticator {
                     perms: None,
                     user: None,
                     account: None,
+                    expires: None,
                 });
         }
         if let Some(key) = opts.nkey.as_deref().filter(|k| !k.is_empty()) {
@@ -299,6 +309,7 @@ impl Authenticator {
                     perms: None,
                     user: Some(user.to_string()),
                     account: None,
+                    expires: None,
                 });
             }
         }
@@ -341,13 +352,14 @@ impl Authenticator {
             perms: self.perms[i].clone(),
             user: Some(user.nkey.clone().unwrap_or_else(|| user.user.clone())),
             account: user.account.clone(),
+            expires: None,
         })
     }
 }
 
 /// Did the holder of `key`'s seed sign `nonce`? `sig` is base64 (URL alphabet unpadded, as
 /// clients send it, or the standard one).
-fn nkey_signed(key: &str, nonce: &str, sig: &str) -> bool {
+pub(super) fn nkey_signed(key: &str, nonce: &str, sig: &str) -> bool {
     use base64::Engine;
     let engines = [
         base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -364,7 +376,7 @@ impl Authenticator {
     pub fn new_nonce(&self) -> Option<String> {
         use base64::Engine;
         use rand::RngCore;
-        if !self.cfg.users.iter().any(|u| u.nkey.is_some()) {
+        if self.trust.is_none() && !self.cfg.users.iter().any(|u| u.nkey.is_some()) {
             return None;
         }
         let mut raw = [0u8; 11];
@@ -434,7 +446,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let auth = Authenticator::new(&cfg);
+        let auth = Authenticator::new(&cfg, None);
         assert!(auth.required() && auth.is_slow());
         assert!(auth.check_plain(&opts("a", "nope")).is_none());
         assert!(auth.check_plain(&opts("zz", "pw")).is_none());
@@ -453,10 +465,11 @@ mod tests {
 
     #[test]
     fn token() {
-        let auth = Authenticator::new(&AuthConfig {
+        let cfg = AuthConfig {
             token: Some("t0k".into()),
             ..Default::default()
-        });
+        };
+        let auth = Authenticator::new(&cfg, None);
         let mut o = ConnectOptions::default();
         assert!(auth.check_plain(&o).is_none());
         o.auth_token = Some("t0k".into());
@@ -563,7 +576,7 @@ mod tests {
             no_auth_user: Some("a".into()),
             ..Default::default()
         };
-        let auth = Authenticator::new(&cfg);
+        let auth = Authenticator::new(&cfg, None);
         assert!(auth.required() && !auth.credentials_required());
         let a = auth
             .check_plain(&opts("a", "p"))

@@ -141,6 +141,8 @@ struct Conn {
     out: Arc<Outbound>,
     /// What the listener learnt (certificate identities, transport kind).
     accepted: Accepted,
+    /// When the client's credentials expire (a user JWT's `exp`).
+    expires: Option<tokio::time::Instant>,
     opts: ConnectOptions,
     connected: bool,
     perms: Option<Arc<Perms>>,
@@ -173,6 +175,7 @@ impl Conn {
             shared,
             out,
             accepted,
+            expires: None,
             opts: ConnectOptions::default(),
             connected: false,
             perms: None,
@@ -205,6 +208,12 @@ impl Conn {
         let cancel = self.out.cancel.clone();
         let mut buf = BytesMut::with_capacity(READ_BUF);
         loop {
+            // Credentials that expire (a user JWT) re-arm the auth timer for that moment.
+            if let Some(at) = self.expires.filter(|_| self.connected) {
+                if auth_deadline.deadline() != at {
+                    auth_deadline.as_mut().reset(at);
+                }
+            }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_BUF);
             }
@@ -267,8 +276,12 @@ impl Conn {
                         }
                     }
                 }
-                _ = &mut auth_deadline, if !self.connected && self.shared.auth.required() => {
-                    self.err("Authentication Timeout");
+                _ = &mut auth_deadline, if self.expires.is_some() || (!self.connected && self.shared.auth.required()) => {
+                    if self.connected {
+                        self.err("User Authentication Expired");
+                    } else {
+                        self.err("Authentication Timeout");
+                    }
                     return CloseReason::AuthFailure;
                 }
                 _ = ping.tick() => {
@@ -379,6 +392,12 @@ impl Conn {
             .and_then(|p| p.responses)
             .map(Responses::new);
         self.perms = who.perms;
+        self.expires = who.expires.map(|at| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            tokio::time::Instant::now() + std::time::Duration::from_secs((at - now).max(0) as u64)
+        });
         if let Some(router) = who
             .account
             .as_deref()

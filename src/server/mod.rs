@@ -12,6 +12,7 @@
 
 mod accounts;
 mod auth;
+mod auth_jwt;
 pub mod backpressure;
 mod client;
 mod deliver;
@@ -246,7 +247,7 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         server_id,
         router: Arc::default(),
         accounts: accounts::routers(&config),
-        auth: auth::Authenticator::new(&config.auth),
+        auth: auth::Authenticator::new(&config.auth, config.trust.as_ref()),
         stats: Stats::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),

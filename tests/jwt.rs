@@ -1,0 +1,297 @@
+//! Operator mode with async-nats and `.creds` files: an operator JWT, accounts preloaded into
+//! the memory resolver, users logging in with JWTs signed by their account or its signing key.
+//! Refused: expired, revoked, forged (signed by an untrusted account) and bearer-less JWTs
+//! without a valid nonce signature; a JWT that expires while connected is cut with "User
+//! Authentication Expired"; accounts are isolated and JWT permissions hold. JWTs are minted
+//! here (header, claims, Ed25519 signature by the issuer's nkey), as `nsc` would.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::ConnectOptions;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use causeway::config::from_conf_text;
+use causeway::ServerHandle;
+use common::{start, within, RawClient, TIMEOUT};
+use futures::StreamExt;
+use nkeys::KeyPair;
+use serde_json::{json, Value};
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// A JWT about `sub` with these `nats` claims, signed by `issuer`.
+fn mint(issuer: &KeyPair, sub: &str, nats: Value, extra: Value) -> String {
+    let mut claims = json!({
+        "jti": format!("{}", rand_id()), "iat": now() - 10, "iss": issuer.public_key(),
+        "sub": sub, "name": sub, "nats": nats,
+    });
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    let h = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let sig = issuer.sign(format!("{h}.{c}").as_bytes()).expect("sign");
+    format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+fn rand_id() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn creds(jwt: &str, user: &KeyPair) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().expect("seed")
+    )
+}
+
+struct Setup {
+    server: ServerHandle,
+    account_a: KeyPair,
+    signing_a: KeyPair,
+    account_b: KeyPair,
+    revoked: KeyPair,
+}
+
+async fn setup() -> Setup {
+    let operator = KeyPair::new_operator();
+    let op_jwt = mint(
+        &operator,
+        &operator.public_key(),
+        json!({"type": "operator", "version": 2}),
+        json!({}),
+    );
+    let (account_a, signing_a, account_b) = (
+        KeyPair::new_account(),
+        KeyPair::new_account(),
+        KeyPair::new_account(),
+    );
+    let revoked = KeyPair::new_user();
+    let a_jwt = mint(
+        &operator,
+        &account_a.public_key(),
+        json!({"type": "account", "version": 2,
+               "signing_keys": [signing_a.public_key()],
+               "revocations": { revoked.public_key(): now() },
+               "limits": {"subs": -1, "conn": -1, "data": -1, "payload": -1, "wildcards": true,
+                          "mem_storage": 0, "disk_storage": 0, "streams": -1}}),
+        json!({}),
+    );
+    let b_jwt = mint(
+        &operator,
+        &account_b.public_key(),
+        json!({"type": "account", "version": 2}),
+        json!({}),
+    );
+    let conf = format!(
+        "operator: \"{op_jwt}\"\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{a_jwt}\"\n  {}: \"{b_jwt}\"\n}}\n",
+        account_a.public_key(),
+        account_b.public_key()
+    );
+    let mut cfg = from_conf_text(&conf, None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    Setup {
+        server: start(cfg).await,
+        account_a,
+        signing_a,
+        account_b,
+        revoked,
+    }
+}
+
+/// A user of an account: (creds text, key pair).
+fn user(issuer: &KeyPair, nats: Value, extra: Value) -> (String, KeyPair) {
+    let kp = KeyPair::new_user();
+    let mut claims = json!({"type": "user", "version": 2});
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), nats.as_object()) {
+        c.extend(e.clone());
+    }
+    let jwt = mint(issuer, &kp.public_key(), claims, extra);
+    (creds(&jwt, &kp), kp)
+}
+
+async fn login(server: &ServerHandle, creds: &str) -> Result<async_nats::Client, String> {
+    let opts = ConnectOptions::with_credentials(creds)
+        .map_err(|e| e.to_string())?
+        .connection_timeout(Duration::from_secs(3));
+    within(TIMEOUT, "connect", opts.connect(server.client_url()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn users_log_in_with_jwts_of_trusted_accounts() {
+    let s = setup().await;
+    let (alice, _) = user(&s.account_a, json!({"pub": {"allow": ["ok.>"]}}), json!({}));
+    let (carol, _) = user(
+        &s.signing_a,
+        json!({"issuer_account": s.account_a.public_key()}),
+        json!({}),
+    );
+    let (bob, _) = user(&s.account_b, json!({}), json!({}));
+    let alice = login(&s.server, &alice).await.expect("alice, signed by A");
+    let carol = login(&s.server, &carol)
+        .await
+        .expect("carol, by A's signing key");
+    let bob = login(&s.server, &bob).await.expect("bob, of B");
+    let mut watch = carol.subscribe(">").await.expect("sub");
+    let mut spy_b = bob.subscribe(">").await.expect("sub");
+    carol.flush().await.expect("flush");
+    bob.flush().await.expect("flush");
+    alice.publish("no.1", "denied".into()).await.expect("pub");
+    alice.publish("ok.1", "allowed".into()).await.expect("pub");
+    alice.flush().await.expect("flush");
+    let got = within(TIMEOUT, "alice's message", watch.next())
+        .await
+        .expect("msg");
+    assert_eq!(got.subject.as_str(), "ok.1");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), spy_b.next())
+            .await
+            .is_err(),
+        "account B saw account A's message"
+    );
+}
+
+#[tokio::test]
+async fn expired_revoked_forged_and_unsigned_jwts_are_refused() {
+    let s = setup().await;
+    let (expired, _) = user(&s.account_a, json!({}), json!({"exp": now() - 1}));
+    assert!(login(&s.server, &expired).await.is_err(), "expired JWT");
+    let jwt = mint(
+        &s.account_a,
+        &s.revoked.public_key(),
+        json!({"type": "user", "version": 2}),
+        json!({}),
+    );
+    assert!(
+        login(&s.server, &creds(&jwt, &s.revoked)).await.is_err(),
+        "revoked user"
+    );
+    let stranger = KeyPair::new_account();
+    let (forged, _) = user(&stranger, json!({}), json!({}));
+    assert!(
+        login(&s.server, &forged).await.is_err(),
+        "untrusted account"
+    );
+    let (limited, _) = user(&s.account_a, json!({"src": ["10.0.0.0/8"]}), json!({}));
+    assert!(
+        login(&s.server, &limited).await.is_err(),
+        "unenforced claim"
+    );
+    // On the wire: a JWT without a signature of this connection's nonce, and a bearer token.
+    let kp = KeyPair::new_user();
+    let jwt = mint(
+        &s.account_a,
+        &kp.public_key(),
+        json!({"type": "user"}),
+        json!({}),
+    );
+    let mut raw = RawClient::connect(s.server.local_addr()).await;
+    raw.send_connect(json!({"jwt": jwt, "sig": "AAAA"})).await;
+    raw.send(b"PING\r\n").await;
+    raw.expect_err_and_close("Authorization Violation").await;
+    let bearer = mint(
+        &s.account_b,
+        &kp.public_key(),
+        json!({"type": "user", "bearer_token": true}),
+        json!({}),
+    );
+    let mut raw = RawClient::connect(s.server.local_addr()).await;
+    raw.send_connect(json!({"jwt": bearer})).await;
+    raw.ping_pong().await;
+    let _ = &s.account_b;
+}
+
+#[tokio::test]
+async fn a_jwt_that_expires_while_connected_ends_the_connection() {
+    let s = setup().await;
+    let kp = KeyPair::new_user();
+    let jwt = mint(
+        &s.account_a,
+        &kp.public_key(),
+        json!({"type": "user", "bearer_token": true}),
+        json!({"exp": now() + 2}),
+    );
+    let mut raw = RawClient::connect(s.server.local_addr()).await;
+    assert!(raw.info["nonce"].is_string(), "{}", raw.info);
+    raw.send_connect(json!({"jwt": jwt})).await;
+    raw.ping_pong().await;
+    raw.expect_err_and_close("User Authentication Expired")
+        .await;
+}
+
+#[test]
+fn operator_mode_configuration_errors_name_the_key() {
+    let operator = KeyPair::new_operator();
+    let op = mint(
+        &operator,
+        &operator.public_key(),
+        json!({"type": "operator"}),
+        json!({}),
+    );
+    let account = KeyPair::new_account();
+    let preload = |claims: Value, signer: &KeyPair| {
+        let jwt = mint(signer, &account.public_key(), claims, json!({}));
+        format!(
+            "operator: \"{op}\"\nresolver: MEMORY\nresolver_preload: {{ {}: \"{jwt}\" }}\n",
+            account.public_key()
+        )
+    };
+    let cases = [
+        (
+            preload(
+                json!({"type": "account", "exports": [{"subject": "x", "type": "stream"}]}),
+                &operator,
+            ),
+            "exports is not supported yet",
+        ),
+        (
+            preload(
+                json!({"type": "account", "limits": {"disk_storage": -1}}),
+                &operator,
+            ),
+            "limits.disk_storage is not supported yet",
+        ),
+        (
+            preload(json!({"type": "account"}), &KeyPair::new_operator()),
+            "not signed by a trusted operator",
+        ),
+        (
+            format!(
+                "{}accounts {{ A: {{}} }}\n",
+                preload(json!({"type": "account"}), &operator)
+            ),
+            "cannot be combined",
+        ),
+        (
+            format!(
+                "{}system_account: NOPE\n",
+                preload(json!({"type": "account"}), &operator)
+            ),
+            "not in resolver_preload",
+        ),
+        (
+            format!("operator: \"{op}\"\nresolver: URL(http://x)\n"),
+            "resolver (other than MEMORY)",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = from_conf_text(&text, None).expect_err(&text);
+        assert!(err.to_string().contains(want), "{want}: {err}");
+    }
+    let ok = preload(json!({"type": "account"}), &operator);
+    assert!(from_conf_text(&ok, None).expect("valid").trust.is_some());
+}
