@@ -7,54 +7,16 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::ConnectOptions;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use causeway::config::from_conf_text;
 use causeway::ServerHandle;
+use common::jwt::{creds, mint, now, operator_conf};
 use common::{start, within, RawClient, TIMEOUT};
 use futures::StreamExt;
 use nkeys::KeyPair;
 use serde_json::{json, Value};
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-}
-
-/// A JWT about `sub` with these `nats` claims, signed by `issuer`.
-fn mint(issuer: &KeyPair, sub: &str, nats: Value, extra: Value) -> String {
-    let mut claims = json!({
-        "jti": format!("{}", rand_id()), "iat": now() - 10, "iss": issuer.public_key(),
-        "sub": sub, "name": sub, "nats": nats,
-    });
-    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
-        c.extend(e.clone());
-    }
-    let h = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let c = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let sig = issuer.sign(format!("{h}.{c}").as_bytes()).expect("sign");
-    format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(sig))
-}
-
-fn rand_id() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn creds(jwt: &str, user: &KeyPair) -> String {
-    format!(
-        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
-         ************************* IMPORTANT *************************\n\n\
-         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
-        user.seed().expect("seed")
-    )
-}
 
 struct Setup {
     server: ServerHandle,
@@ -66,12 +28,6 @@ struct Setup {
 
 async fn setup() -> Setup {
     let operator = KeyPair::new_operator();
-    let op_jwt = mint(
-        &operator,
-        &operator.public_key(),
-        json!({"type": "operator", "version": 2}),
-        json!({}),
-    );
     let (account_a, signing_a, account_b) = (
         KeyPair::new_account(),
         KeyPair::new_account(),
@@ -94,10 +50,12 @@ async fn setup() -> Setup {
         json!({"type": "account", "version": 2}),
         json!({}),
     );
-    let conf = format!(
-        "operator: \"{op_jwt}\"\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{a_jwt}\"\n  {}: \"{b_jwt}\"\n}}\n",
-        account_a.public_key(),
-        account_b.public_key()
+    let conf = operator_conf(
+        &operator,
+        &[
+            (account_a.public_key(), a_jwt),
+            (account_b.public_key(), b_jwt),
+        ],
     );
     let mut cfg = from_conf_text(&conf, None).expect("config");
     cfg.host = "127.0.0.1".into();

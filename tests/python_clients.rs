@@ -1,5 +1,5 @@
-//! Runs `tests/python/core_suite.py`, `js_suite.py` (JetStream), `tls_suite.py` and `nkey_suite.py` with the nats-py
-//! client against an embedded server. The venv and the suite runner are `common::suites`'.
+//! Runs the nats-py suites of `tests/python` (core, JetStream, TLS, nkey and JWT users)
+//! against an embedded server. The venv and the suite runner are `common::suites`'.
 
 mod common;
 
@@ -113,6 +113,56 @@ async fn nats_py_nkey_suite_passes() {
             &seed,
         ],
         &dir,
+        Duration::from_secs(120),
+        "all ",
+    )
+    .await;
+    server.shutdown().await;
+}
+
+/// nats-py in operator mode: a `.creds` file logs in (`user_credentials`), a revoked user's
+/// file is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_jwt_suite_passes() {
+    use common::jwt::{creds, mint, now, operator_conf};
+    use serde_json::json;
+    let python = tokio::task::spawn_blocking(ensure_venv)
+        .await
+        .expect("venv setup panicked");
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let (good, revoked) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
+    let account_jwt = mint(
+        &operator,
+        &account.public_key(),
+        json!({"type": "account", "revocations": { revoked.public_key(): now() }}),
+        json!({}),
+    );
+    let conf = operator_conf(&operator, &[(account.public_key(), account_jwt)]);
+    let mut cfg = causeway::config::from_conf_text(&conf, None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    let server = common::start(cfg).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, kp) in [("good.creds", &good), ("revoked.creds", &revoked)] {
+        let jwt = mint(
+            &account,
+            &kp.public_key(),
+            json!({"type": "user"}),
+            json!({}),
+        );
+        std::fs::write(dir.path().join(name), creds(&jwt, kp)).expect("write creds");
+    }
+    let suite_dir = Path::new(MANIFEST_DIR).join("tests/python");
+    let script = suite_dir.join("jwt_suite.py");
+    run_suite(
+        &python,
+        &[
+            script.to_str().expect("utf-8 path"),
+            &server.client_url(),
+            dir.path().to_str().expect("utf-8 path"),
+        ],
+        &suite_dir,
         Duration::from_secs(120),
         "all ",
     )

@@ -18,6 +18,7 @@ use causeway::{Config, Server, ServerHandle};
 pub mod certs;
 pub mod child;
 pub mod js;
+pub mod jwt;
 pub mod kv;
 pub mod proxy;
 mod raw;
