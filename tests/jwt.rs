@@ -10,6 +10,8 @@ mod common;
 use std::time::Duration;
 
 use async_nats::ConnectOptions;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use causeway::config::from_conf_text;
 use causeway::ServerHandle;
 use common::jwt::{creds, mint, now, operator_conf};
@@ -134,33 +136,63 @@ async fn expired_revoked_forged_and_unsigned_jwts_are_refused() {
         json!({"type": "user", "version": 2}),
         json!({}),
     );
-    assert!(
-        login(&s.server, &creds(&jwt, &s.revoked)).await.is_err(),
-        "revoked user"
-    );
+    let revoked = creds(&jwt, &s.revoked);
+    assert!(login(&s.server, &revoked).await.is_err(), "revoked user");
     let stranger = KeyPair::new_account();
-    let (forged, _) = user(&stranger, json!({}), json!({}));
+    let (untrusted, _) = user(&stranger, json!({}), json!({}));
     assert!(
-        login(&s.server, &forged).await.is_err(),
+        login(&s.server, &untrusted).await.is_err(),
         "untrusted account"
+    );
+    // A's JWT for one user carrying the signature of another JWT: forged.
+    let kp = KeyPair::new_user();
+    let genuine = mint(
+        &s.account_a,
+        &kp.public_key(),
+        json!({"type": "user"}),
+        json!({}),
+    );
+    let other_user = KeyPair::new_user().public_key();
+    let other = mint(
+        &s.account_a,
+        &other_user,
+        json!({"type": "user"}),
+        json!({}),
+    );
+    let (body, _) = genuine.rsplit_once('.').expect("three parts");
+    let (_, other_sig) = other.rsplit_once('.').expect("three parts");
+    let forged = creds(&format!("{body}.{other_sig}"), &kp);
+    assert!(login(&s.server, &forged).await.is_err(), "forged signature");
+    // A's signing key cannot sign for account B.
+    let (cross, _) = user(
+        &s.signing_a,
+        json!({"issuer_account": s.account_b.public_key()}),
+        json!({}),
+    );
+    assert!(
+        login(&s.server, &cross).await.is_err(),
+        "A's signing key for B"
     );
     let (limited, _) = user(&s.account_a, json!({"src": ["10.0.0.0/8"]}), json!({}));
     assert!(
         login(&s.server, &limited).await.is_err(),
         "unenforced claim"
     );
-    // On the wire: a JWT without a signature of this connection's nonce, and a bearer token.
-    let kp = KeyPair::new_user();
-    let jwt = mint(
-        &s.account_a,
-        &kp.public_key(),
-        json!({"type": "user"}),
-        json!({}),
-    );
+
+    // On the wire: the nonce of another connection, validly signed, does not open this one;
+    // on its own connection it does. A bearer token needs no signature.
+    let first = RawClient::connect(s.server.local_addr()).await;
+    let nonce = first.info["nonce"].as_str().expect("nonce").to_string();
+    let sig = URL_SAFE_NO_PAD.encode(kp.sign(nonce.as_bytes()).expect("sign"));
     let mut raw = RawClient::connect(s.server.local_addr()).await;
-    raw.send_connect(json!({"jwt": jwt, "sig": "AAAA"})).await;
+    raw.send_connect(json!({"jwt": genuine, "sig": sig})).await;
     raw.send(b"PING\r\n").await;
     raw.expect_err_and_close("Authorization Violation").await;
+    let mut first = first;
+    first
+        .send_connect(json!({"jwt": genuine, "sig": sig}))
+        .await;
+    first.ping_pong().await;
     let bearer = mint(
         &s.account_b,
         &kp.public_key(),
@@ -170,25 +202,41 @@ async fn expired_revoked_forged_and_unsigned_jwts_are_refused() {
     let mut raw = RawClient::connect(s.server.local_addr()).await;
     raw.send_connect(json!({"jwt": bearer})).await;
     raw.ping_pong().await;
-    let _ = &s.account_b;
+}
+
+/// A bearer user JWT of account A expiring in two seconds.
+fn short_lived(s: &Setup) -> String {
+    let kp = KeyPair::new_user();
+    mint(
+        &s.account_a,
+        &kp.public_key(),
+        json!({"type": "user", "bearer_token": true}),
+        json!({"exp": now() + 2}),
+    )
 }
 
 #[tokio::test]
 async fn a_jwt_that_expires_while_connected_ends_the_connection() {
     let s = setup().await;
-    let kp = KeyPair::new_user();
-    let jwt = mint(
-        &s.account_a,
-        &kp.public_key(),
-        json!({"type": "user", "bearer_token": true}),
-        json!({"exp": now() + 2}),
-    );
     let mut raw = RawClient::connect(s.server.local_addr()).await;
     assert!(raw.info["nonce"].is_string(), "{}", raw.info);
-    raw.send_connect(json!({"jwt": jwt})).await;
+    raw.send_connect(json!({"jwt": short_lived(&s)})).await;
     raw.ping_pong().await;
     raw.expect_err_and_close("User Authentication Expired")
         .await;
+
+    // A client that never stops publishing is cut too.
+    let mut busy = RawClient::connect(s.server.local_addr()).await;
+    busy.send_connect(json!({"jwt": short_lived(&s)})).await;
+    busy.ping_pong().await;
+    let started = std::time::Instant::now();
+    while busy.try_send(b"PUB busy 1\r\nx\r\n").await.is_ok() {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "a busy client outlived its JWT"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 #[test]
@@ -208,7 +256,27 @@ fn operator_mode_configuration_errors_name_the_key() {
             account.public_key()
         )
     };
+    let scoped = json!({"type": "account",
+        "signing_keys": [{"kind": "user_scope", "key": KeyPair::new_account().public_key()}]});
     let cases = [
+        (
+            preload(scoped, &operator),
+            "signing_keys (scoped) is not supported yet",
+        ),
+        (
+            preload(
+                json!({"type": "account", "default_permissions": {"resp": {"max": 1}}}),
+                &operator,
+            ),
+            "default_permissions is not supported yet",
+        ),
+        (
+            preload(
+                json!({"type": "account", "revocations": {"U1": "soon"}}),
+                &operator,
+            ),
+            "not a time",
+        ),
         (
             preload(
                 json!({"type": "account", "exports": [{"subject": "x", "type": "stream"}]}),

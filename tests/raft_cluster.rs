@@ -351,12 +351,14 @@ async fn an_idle_group_quiesces_wakes_on_a_proposal_and_fails_over() {
     })
     .await;
     let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|i| *i != first).collect();
-    {
+    // The leader goes quiet first, then tells its followers: they follow shortly.
+    until("the followers to quiesce", WAIT, || {
         let hosts = c.hosts.lock().unwrap();
-        for f in &followers {
-            assert!(hosts[f].quiet().quiesced.contains("g"), "node {f} quiesced");
-        }
-    }
+        followers
+            .iter()
+            .all(|f| hosts[f].quiet().quiesced.contains("g"))
+    })
+    .await;
 
     // A proposal wakes it; followers follow its heartbeats again; it quiesces once more.
     c.propose_all(first, payloads("b", 3)).await;

@@ -41,6 +41,7 @@ pub fn from_file(path: &Path) -> Result<Config> {
 /// Top-level keys of nats-server that causeway does not implement yet: a file that sets them
 /// asks for protection (TLS, accounts, other listeners) that would silently be missing.
 const UNSUPPORTED_TOP: &[&str] = &[
+    "trusted",
     "gateway",
     "leafnodes",
     "leaf",
@@ -138,7 +139,7 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
                 cfg.accounts = super::accounts::accounts_block(key, value, &mut cfg.auth)?;
             }
             "system_account" | "system" => cfg.system_account = Some(text(key, value)?),
-            "operator" | "operators" | "trusted" => {
+            "operator" | "operators" => {
                 let trust = cfg.trust.get_or_insert_with(Default::default);
                 super::operator::operators(key, value, trust)?;
             }

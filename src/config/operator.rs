@@ -103,16 +103,24 @@ pub(super) fn accounts(preload: &[(String, String)], trust: &mut Trust) -> Resul
             return Err(invalid(&kp, "not signed by a trusted operator"));
         }
         refuse_unimplemented(&kp, &claims.nats)?;
-        let revocations = claims
-            .nats
-            .get("revocations")
-            .and_then(|r| r.as_object())
-            .map(|r| {
-                r.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_i64()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let scoped = claims.nats["signing_keys"]
+            .as_array()
+            .is_some_and(|keys| keys.iter().any(|k| !k.is_string()));
+        if scoped {
+            // A scoped key's template would limit the users it signs: not applied here.
+            return Err(ConfigError::Unsupported {
+                key: format!("{kp}.signing_keys (scoped)"),
+            });
+        }
+        let mut revocations = HashMap::new();
+        if let Some(r) = claims.nats.get("revocations").and_then(|r| r.as_object()) {
+            for (user, at) in r {
+                let at = at
+                    .as_i64()
+                    .ok_or_else(|| invalid(&format!("{kp}.revocations.{user}"), "not a time"))?;
+                revocations.insert(user.clone(), at);
+            }
+        }
         trust.accounts.push(JwtAccount {
             key: key.clone(),
             signing_keys: claims.signing_keys(),
@@ -142,7 +150,13 @@ fn refuse_unimplemented(key: &str, nats: &serde_json::Value) -> Result<()> {
     if let Some(perms) = nats.get("default_permissions") {
         let set =
             |side: &str, list: &str| perms[side][list].as_array().is_some_and(|a| !a.is_empty());
-        if set("pub", "allow") || set("pub", "deny") || set("sub", "allow") || set("sub", "deny") {
+        let resp = !perms["resp"].is_null();
+        if resp
+            || set("pub", "allow")
+            || set("pub", "deny")
+            || set("sub", "allow")
+            || set("sub", "deny")
+        {
             return Err(unsupported("default_permissions"));
         }
     }

@@ -176,13 +176,17 @@ impl Host {
         let Some(raft) = self.get(group) else {
             return Reply::Refused(format!("group {group} is not open on node {}", self.id));
         };
+        // A heartbeat of the leader that quiesced the group (one that crossed its Quiesce, or
+        // a leader woken for a read) carries nothing to follow: the group stays quiet here.
+        let heartbeat = matches!(&rpc, Rpc::Append(r) if r.entries.is_empty()
+            && self.quiet.quiesced.led_by(group, r.vote.leader_id().voted_for()));
         let reply = match rpc {
             Rpc::Quiesce(vote) => return Reply::Quiesced(self.quiesce(group, &raft, vote)),
             Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
             Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
             Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
         };
-        if self.quiet.quiesced.remove(group) {
+        if !heartbeat && self.quiet.quiesced.remove(group) {
             // The leader speaks again (or another member campaigns): follow the group's
             // heartbeats as usual. Only after the message was taken, so the election timer
             // starts from it rather than from the last message before the quiet.

@@ -67,6 +67,13 @@ impl Quiesced {
         lock(&self.groups).contains_key(group)
     }
 
+    /// True if `group` is quiesced here under `leader`.
+    pub(crate) fn led_by(&self, group: &str, leader: Option<NodeId>) -> bool {
+        lock(&self.groups)
+            .get(group)
+            .is_some_and(|(l, _)| Some(*l) == leader)
+    }
+
     /// Removes `group`; true if it was quiesced.
     pub(crate) fn remove(&self, group: &str) -> bool {
         lock(&self.groups).remove(group).is_some()

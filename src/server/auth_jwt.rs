@@ -24,7 +24,7 @@ pub(super) fn check(
     let user = jwt::decode(token)
         .inspect_err(|e| tracing::warn!("user JWT refused: {e}"))
         .ok()?;
-    if user.kind() != "user" {
+    if user.kind() != "user" || !user.sub.starts_with('U') {
         return None;
     }
     let account_key = user
@@ -62,7 +62,11 @@ pub(super) fn check(
         perms: permissions(&user.nats).map(|p| Arc::new(Perms::new(&p))),
         user: Some(user.sub.clone()),
         account: Some(account.key.clone()),
-        expires: user.exp.filter(|&e| e > 0),
+        // The session ends when the user's or the account's JWT does.
+        expires: [user.exp.unwrap_or(0), account.expires]
+            .into_iter()
+            .filter(|&e| e > 0)
+            .min(),
     })
 }
 

@@ -208,8 +208,13 @@ impl Conn {
         let cancel = self.out.cancel.clone();
         let mut buf = BytesMut::with_capacity(READ_BUF);
         loop {
-            // Credentials that expire (a user JWT) re-arm the auth timer for that moment.
+            // Credentials that expire (a user JWT) re-arm the auth timer for that moment; a
+            // client busy enough that the timer never gets polled is caught here.
             if let Some(at) = self.expires.filter(|_| self.connected) {
+                if at <= tokio::time::Instant::now() {
+                    self.err("User Authentication Expired");
+                    return CloseReason::AuthFailure;
+                }
                 if auth_deadline.deadline() != at {
                     auth_deadline.as_mut().reset(at);
                 }
@@ -398,11 +403,14 @@ impl Conn {
                 .map_or(0, |d| d.as_secs() as i64);
             tokio::time::Instant::now() + std::time::Duration::from_secs((at - now).max(0) as u64)
         });
-        if let Some(router) = who
-            .account
-            .as_deref()
-            .and_then(|a| self.shared.accounts.get(a))
-        {
+        let router = who.account.as_deref().map(|a| self.shared.accounts.get(a));
+        if let Some(None) = router {
+            // An account with no subject space must not land the client in the global one.
+            tracing::error!(account = ?who.account, "no such account");
+            self.err("Authorization Violation");
+            return Next::Close(CloseReason::AuthFailure);
+        }
+        if let Some(Some(router)) = router {
             // Nothing can be subscribed before an authenticating CONNECT, and match caches
             // know one router only.
             self.router = router.clone();
