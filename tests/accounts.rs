@@ -37,9 +37,7 @@ authorization { users: [ { user: g, password: g } ] }
 "#;
 
 async fn server(extra: &str, js: Option<&std::path::Path>) -> ServerHandle {
-    let mut cfg = from_conf_text(&format!("{CONF}\n{extra}"), None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let mut cfg = common::loopback_conf(&format!("{CONF}\n{extra}"));
     if let Some(dir) = js {
         cfg = cfg.with_jetstream(dir);
     }
@@ -299,9 +297,7 @@ async fn js_server(dir: &std::path::Path) -> ServerHandle {
         "{JS_CONF}\njetstream {{ store_dir: \"{}\" }}",
         dir.display()
     );
-    let mut cfg = from_conf_text(&text, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let cfg = common::loopback_conf(&text);
     start(cfg).await
 }
 

@@ -357,9 +357,7 @@ async fn nkey_users_sign_the_nonce() {
            ] }}"#,
         alice.public_key()
     );
-    let mut cfg = causeway::config::from_conf_text(&conf, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let cfg = common::loopback_conf(&conf);
     let server = start(cfg).await;
     let connect = |seed: String| {
         within(

@@ -4,15 +4,12 @@
 
 mod common;
 
-use causeway::config::from_conf_text;
 use common::reference::{same_answers, RefServer};
 use common::start;
 
 /// Starts causeway on a loopback port from config `text`.
 async fn causeway_with(text: &str) -> causeway::ServerHandle {
-    let mut cfg = from_conf_text(text, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let cfg = common::loopback_conf(text);
     start(cfg).await
 }
 

@@ -59,9 +59,7 @@ async fn setup() -> Setup {
             (account_b.public_key(), b_jwt),
         ],
     );
-    let mut cfg = from_conf_text(&conf, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let cfg = common::loopback_conf(&conf);
     Setup {
         server: start(cfg).await,
         account_a,

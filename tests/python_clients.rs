@@ -98,9 +98,7 @@ async fn nats_py_nkey_suite_passes() {
         r#"authorization {{ users: [ {{ nkey: {}, permissions: {{ publish: "ok.>" }} }} ] }}"#,
         user.public_key()
     );
-    let mut cfg = causeway::config::from_conf_text(&conf, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let cfg = common::loopback_conf(&conf);
     let server = common::start(cfg).await;
     let dir = Path::new(MANIFEST_DIR).join("tests/python");
     let script = dir.join("nkey_suite.py");
@@ -139,9 +137,7 @@ async fn nats_py_jwt_suite_passes() {
         json!({}),
     );
     let conf = operator_conf(&operator, &[(account.public_key(), account_jwt)]);
-    let mut cfg = causeway::config::from_conf_text(&conf, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let cfg = common::loopback_conf(&conf);
     let server = common::start(cfg).await;
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, kp) in [("good.creds", &good), ("revoked.creds", &revoked)] {

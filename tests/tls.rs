@@ -230,9 +230,7 @@ async fn mapping_server(c: &Certs, conf: &str) -> ServerHandle {
     let mut tls = tls_config(c);
     tls.ca_file = Some(c.ca.cert.clone());
     tls.map_users = true;
-    let mut cfg = causeway::config::from_conf_text(conf, None).expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    let mut cfg = common::loopback_conf(conf);
     cfg.tls = Some(tls);
     start(cfg).await
 }
@@ -295,13 +293,9 @@ async fn a_plaintext_client_does_not_fall_back_to_a_password_when_certificates_m
     let mut tls = tls_config(&c);
     tls.ca_file = Some(c.ca.cert.clone());
     tls.map_users = true;
-    let mut cfg = causeway::config::from_conf_text(
+    let mut cfg = common::loopback_conf(
         r#"authorization { users: [ { user: "CN=alice,O=Causeway Test" } ] }"#,
-        None,
-    )
-    .expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    );
     cfg.tls = Some(tls);
     cfg.allow_non_tls = true;
     let server = start(cfg).await;

@@ -187,16 +187,12 @@ async fn nats_js_from_node_and_a_browser() {
 /// credentials are refused.
 #[tokio::test]
 async fn websocket_clients_authenticate_like_the_others() {
-    let mut cfg = causeway::config::from_conf_text(
+    let cfg = common::loopback_conf(
         r#"authorization { users: [
              { user: web, password: w, allowed_connection_types: ["WEBSOCKET"] }
              { user: app, password: a, allowed_connection_types: ["STANDARD"] }
            ] }"#,
-        None,
-    )
-    .expect("config");
-    cfg.host = "127.0.0.1".into();
-    cfg.port = 0;
+    );
     let server = start(with_ws(cfg, WebSocketConfig::loopback())).await;
     let (ws, tcp) = (server.websocket_url().expect("ws url"), server.client_url());
     let connect = |user: &str, pass: &str, url: String| {

@@ -45,6 +45,14 @@ pub async fn start(config: Config) -> ServerHandle {
         .expect("server failed to start")
 }
 
+/// A config from nats-server config `text`, on loopback with an ephemeral port.
+pub fn loopback_conf(text: &str) -> Config {
+    let mut cfg = causeway::config::from_conf_text(text, None).expect("config");
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    cfg
+}
+
 /// Starts an embedded server with [`Config::loopback`].
 pub async fn start_default() -> ServerHandle {
     start(Config::loopback()).await
