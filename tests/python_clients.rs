@@ -11,19 +11,13 @@ use common::suites::{ensure_venv, run_suite};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Runs `tests/python/<script>` against `url` (bounded) and asserts it passed.
-async fn run_python(python: &Path, script: &str, url: &str) {
+/// Runs `tests/python/<script> <url> <extra...>` within `limit` and asserts it passed.
+async fn run_python(python: &Path, script: &str, url: &str, extra: &[&str], limit: Duration) {
     let dir = Path::new(MANIFEST_DIR).join("tests/python");
     let script = dir.join(script);
-    let script = script.to_str().expect("utf-8 path");
-    run_suite(
-        python,
-        &[script, url],
-        &dir,
-        Duration::from_secs(180),
-        "all ",
-    )
-    .await;
+    let mut args = vec![script.to_str().expect("utf-8 path"), url];
+    args.extend_from_slice(extra);
+    run_suite(python, &args, &dir, limit, "all ").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +26,14 @@ async fn nats_py_core_suite_passes() {
         .await
         .expect("venv setup panicked");
     let server = start_default().await;
-    run_python(&python, "core_suite.py", &server.client_url()).await;
+    run_python(
+        &python,
+        "core_suite.py",
+        &server.client_url(),
+        &[],
+        Duration::from_secs(180),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +43,14 @@ async fn nats_py_jetstream_suite_passes() {
         .expect("venv setup panicked");
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::start(common::js::js_config(dir.path())).await;
-    run_python(&python, "js_suite.py", &server.client_url()).await;
+    run_python(
+        &python,
+        "js_suite.py",
+        &server.client_url(),
+        &[],
+        Duration::from_secs(180),
+    )
+    .await;
     server.shutdown().await;
 }
 
@@ -68,19 +76,13 @@ async fn nats_py_tls_suite_passes() {
         ..causeway::Config::loopback()
     })
     .await;
-    let dir = Path::new(MANIFEST_DIR).join("tests/python");
-    let script = dir.join("tls_suite.py");
     let cert_dir = certs.path().to_str().expect("utf-8 path");
-    run_suite(
+    run_python(
         &python,
-        &[
-            script.to_str().expect("utf-8 path"),
-            &server.client_url(),
-            cert_dir,
-        ],
-        &dir,
+        "tls_suite.py",
+        &server.client_url(),
+        &[cert_dir],
         Duration::from_secs(120),
-        "all ",
     )
     .await;
     server.shutdown().await;
@@ -100,19 +102,13 @@ async fn nats_py_nkey_suite_passes() {
     );
     let cfg = common::loopback_conf(&conf);
     let server = common::start(cfg).await;
-    let dir = Path::new(MANIFEST_DIR).join("tests/python");
-    let script = dir.join("nkey_suite.py");
     let seed = user.seed().expect("seed");
-    run_suite(
+    run_python(
         &python,
-        &[
-            script.to_str().expect("utf-8 path"),
-            &server.client_url(),
-            &seed,
-        ],
-        &dir,
+        "nkey_suite.py",
+        &server.client_url(),
+        &[&seed],
         Duration::from_secs(120),
-        "all ",
     )
     .await;
     server.shutdown().await;
@@ -149,18 +145,13 @@ async fn nats_py_jwt_suite_passes() {
         );
         std::fs::write(dir.path().join(name), creds(&jwt, kp)).expect("write creds");
     }
-    let suite_dir = Path::new(MANIFEST_DIR).join("tests/python");
-    let script = suite_dir.join("jwt_suite.py");
-    run_suite(
+    let creds_dir = dir.path().to_str().expect("utf-8 path");
+    run_python(
         &python,
-        &[
-            script.to_str().expect("utf-8 path"),
-            &server.client_url(),
-            dir.path().to_str().expect("utf-8 path"),
-        ],
-        &suite_dir,
+        "jwt_suite.py",
+        &server.client_url(),
+        &[creds_dir],
         Duration::from_secs(120),
-        "all ",
     )
     .await;
     server.shutdown().await;
