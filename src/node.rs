@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
+use crate::monitor::Monitor;
 use crate::config::Config;
 use crate::jetstream::{JetStream, MetaSetup};
 use crate::server::{bind_server, Client, Shared};
@@ -53,16 +54,19 @@ impl Server {
             None
         };
         let account_streams = start_account_jetstreams(&shared, jetstream.is_some()).await?;
-        let monitor_addr = match shared.config.http_port {
-            Some(port) => {
-                Some(crate::monitor::start(shared.clone(), jetstream.clone(), port).await?)
-            }
-            None => None,
-        };
         let cluster = match shared.config.cluster.clone() {
             Some(cfg) => Some(Cluster::start(shared.clone(), cfg).await?),
             None => None,
         };
+        let (js, cl) = (jetstream.clone(), cluster.clone());
+        let (monitor_addr, monitor) = match shared.config.http_port {
+            Some(port) => {
+                let (addr, monitor) = crate::monitor::start(shared.clone(), js, cl, port).await?;
+                (Some(addr), monitor)
+            }
+            None => (None, Monitor::new(shared.clone(), js, cl, None)),
+        };
+        crate::monitor::events::start(&monitor);
         let shared = bound.serve();
         tracing::info!("Server is ready");
         Ok(ServerHandle {

@@ -49,6 +49,7 @@ use crate::Error;
 use peers::Peers;
 
 /// The cluster layer of one server: its route listener, dials and live routes.
+#[derive(Clone)]
 pub(crate) struct Cluster {
     inner: Arc<Inner>,
 }
@@ -113,6 +114,11 @@ impl Cluster {
     /// Number of live routes.
     pub(crate) fn num_routes(&self) -> usize {
         self.inner.peers.len()
+    }
+
+    /// The live routes.
+    pub(crate) fn routes(&self) -> Vec<peers::RouteSummary> {
+        self.inner.peers.summaries()
     }
 }
 

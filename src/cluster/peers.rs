@@ -55,6 +55,20 @@ struct State {
     dialing: HashSet<String>,
 }
 
+/// One live route as `/routez` shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSummary {
+    /// The route connection's id.
+    pub rid: u64,
+    pub remote_id: String,
+    pub remote_name: String,
+    /// Where the peer accepts routes.
+    pub route_url: String,
+    pub pending: usize,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
+}
+
 /// The live routes.
 pub(crate) struct Peers {
     state: Mutex<State>,
@@ -77,6 +91,23 @@ impl Peers {
     /// Number of live routes.
     pub(crate) fn len(&self) -> usize {
         self.lock().routes.len()
+    }
+
+    /// The live routes as monitoring shows them.
+    pub(crate) fn summaries(&self) -> Vec<RouteSummary> {
+        self.lock()
+            .routes
+            .values()
+            .map(|r| RouteSummary {
+                rid: r.cid,
+                remote_id: r.info.server_id.clone(),
+                remote_name: r.info.server_name.clone(),
+                route_url: r.info.route_url.clone(),
+                pending: r.out.pending(),
+                out_msgs: r.out.out_msgs.load(std::sync::atomic::Ordering::Relaxed),
+                out_bytes: r.out.out_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Whether a route to server `id` is live.

@@ -388,6 +388,50 @@ impl JetStream {
         json!({ "total": all.len(), "offset": offset, "limit": LIST_LIMIT, "streams": infos })
     }
 
+    /// What `/jsz` and `/varz` show of this instance: storage used and reserved, streams,
+    /// consumers, messages and bytes.
+    pub(crate) fn usage(&self) -> Value {
+        // This server's streams only (in a cluster, the ones it runs).
+        let mut all = self.matching_names(None);
+        all.retain(|(_, tx)| tx.is_some());
+        let (mut memory, mut storage, mut consumers, mut messages) = (0u64, 0u64, 0u64, 0u64);
+        for (name, tx) in &all {
+            if let Some(info) = self.info_of(name, tx) {
+                let bytes = info["state"]["bytes"].as_u64().unwrap_or(0);
+                if info["config"]["storage"] == "memory" {
+                    memory += bytes;
+                } else {
+                    storage += bytes;
+                }
+                consumers += info["state"]["consumer_count"].as_u64().unwrap_or(0);
+                messages += info["state"]["messages"].as_u64().unwrap_or(0);
+            }
+        }
+        json!({
+            "memory": memory,
+            "storage": storage,
+            "reserved_memory": self.resources.reserved(super::config::Storage::Memory),
+            "reserved_storage": self.resources.reserved(super::config::Storage::File),
+            "streams": all.len(),
+            "consumers": consumers,
+            "messages": messages,
+            "bytes": memory + storage,
+        })
+    }
+
+    /// The info (`config`, `state`, `cluster`, `created`, and every consumer's info in
+    /// `consumer_detail`) of each stream this server runs, for `/jsz` and `/metrics`.
+    pub(crate) fn stream_details(&self) -> Vec<Value> {
+        self.matching_names(None)
+            .into_iter()
+            .filter_map(|(_, tx)| {
+                let (rtx, rrx) = sync_channel(1);
+                tx?.send(Input::Detail(rtx)).ok()?;
+                rrx.recv_timeout(Duration::from_secs(5)).ok()
+            })
+            .collect()
+    }
+
     fn account_info(&self) -> Value {
         let all = self.matching_names(None);
         let (mut memory, mut storage, mut consumers) = (0u64, 0u64, 0u64);

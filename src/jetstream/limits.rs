@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use super::config::Storage;
 use super::errors::ApiError;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
 use crate::config::JetStreamConfig;
 
 /// Limits, reservations and usage of one server's streams.
@@ -21,6 +23,13 @@ pub(crate) struct Resources {
     used_memory: AtomicI64,
     /// Stream name -> (storage, reserved bytes).
     reserved: Mutex<BTreeMap<String, (Storage, i64)>>,
+    /// How long each stream commit's `fdatasync` took, in seconds.
+    pub sync_latency: Histogram,
+}
+
+/// The buckets of the fsync latency histogram: 50 µs to about 1.6 s, doubling.
+pub(crate) fn sync_latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
 }
 
 impl Resources {
@@ -42,10 +51,12 @@ impl Resources {
             used_file: AtomicI64::new(0),
             used_memory: AtomicI64::new(0),
             reserved: Mutex::default(),
+            sync_latency: sync_latency_histogram(),
         })
     }
 
-    fn max(&self, storage: Storage) -> i64 {
+    /// The resolved limit of one storage kind (after the 75% defaults).
+    pub fn max(&self, storage: Storage) -> i64 {
         match storage {
             Storage::File => self.max_file,
             Storage::Memory => self.max_memory,

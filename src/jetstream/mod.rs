@@ -171,10 +171,21 @@ impl JetStream {
         }))
     }
 
-    /// Number of streams (running on this server).
-    pub fn num_streams(&self) -> usize {
-        lock(&self.streams).len()
+    /// The latency histogram of stream commits' `fdatasync` (seconds).
+    pub fn sync_latency(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.resources.sync_latency.clone()
     }
+
+    /// The memory limit in force (`max_memory_store`, or 75% of RAM by default).
+    pub fn max_memory(&self) -> i64 {
+        self.resources.max(config::Storage::Memory)
+    }
+
+    /// The file storage limit in force (`max_file_store`, or 75% of the disk by default).
+    pub fn max_file(&self) -> i64 {
+        self.resources.max(config::Storage::File)
+    }
+
 
     /// Joins the meta group (the local catalogue must hold no stream: a single server's
     /// streams are not taken into a cluster yet).

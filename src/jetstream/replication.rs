@@ -10,6 +10,7 @@
 //! deliver nothing above it, and a segment is unlinked only once the removals that emptied
 //! it are committed (`store::PendingSync`).
 
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::mpsc;
 
 use super::stream::Stream;
@@ -59,15 +60,20 @@ fn lost() -> std::io::Error {
     std::io::Error::other("sync thread lost")
 }
 
-/// The single node's commit: the stream's own store, synced.
-#[derive(Default)]
-pub(crate) struct Local;
+/// The single node's commit: the stream's own store, synced; each `fdatasync` is timed into
+/// the server's latency histogram (`/metrics`).
+pub(crate) struct Local {
+    pub latency: Histogram,
+}
 
 impl Replication for Local {
     fn start(&mut self, stream: &mut Stream, overlap: bool) -> Result<Commit, StoreError> {
         let pending = stream.store.begin_sync()?;
         let away = (overlap && pending.needs_wait())
-            .then(|| send_away(pending.waiter()))
+            .then(|| {
+                let (wait, latency) = (pending.waiter(), self.latency.clone());
+                send_away(move || timed(&latency, wait))
+            })
             .flatten();
         Ok(Commit {
             pending,
@@ -85,10 +91,19 @@ impl Replication for Local {
         let synced = match (came, away) {
             (Some(r), _) => r,
             (None, Some(rx)) => rx.recv().unwrap_or_else(|_| Err(lost())),
+            (None, None) if pending.needs_wait() => timed(&self.latency, || pending.wait()),
             (None, None) => pending.wait(),
         };
         stream.store.end_sync(pending, synced)
     }
+}
+
+/// Runs `wait`, recording how long it took in seconds.
+fn timed(latency: &Histogram, wait: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+    let start = std::time::Instant::now();
+    let r = wait();
+    latency.observe(start.elapsed().as_secs_f64());
+    r
 }
 
 /// Runs `wait` on the runtime's blocking pool (a plain thread without a runtime); `None`

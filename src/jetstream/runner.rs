@@ -34,6 +34,8 @@ pub(crate) enum Input {
     FlowControl(Message),
     /// Stream info for listings (sent back on the channel).
     Info(SyncSender<serde_json::Value>),
+    /// Stream info with every consumer's info in `consumer_detail` (monitoring).
+    Detail(SyncSender<serde_json::Value>),
     /// A validated configuration update; the outcome (stream info, or the error) is sent back
     /// once it is durable, so the manager changes its copy only for an accepted update.
     Update(
@@ -285,10 +287,11 @@ impl Runner {
         ctx.resources.add_used(storage, stored_bytes);
         // What recovery found is on disk, as far as this node can tell.
         let committed = stream.store.last_seq();
+        let latency = ctx.resources.sync_latency.clone();
         Runner {
             stream,
             ctx,
-            repl: Box::new(Local),
+            repl: Box::new(Local { latency }),
             inflight: None,
             committed,
             last_sync: Instant::now(),
@@ -631,6 +634,18 @@ impl Runner {
             Input::Info(tx) => {
                 b.barrier = true;
                 let _ = tx.try_send(api::stream_info(stream, &ctx.cluster_json()));
+            }
+            Input::Detail(tx) => {
+                b.barrier = true;
+                let cluster = ctx.cluster_json();
+                let mut info = api::stream_info(stream, &cluster);
+                let consumers: Vec<serde_json::Value> = stream
+                    .consumers
+                    .values()
+                    .map(|c| api::consumer_info(stream, c, &cluster))
+                    .collect();
+                info["consumer_detail"] = serde_json::json!(consumers);
+                let _ = tx.try_send(info);
             }
             Input::Update(cfg, done) if ctx.replica.is_some() => {
                 // Through the group: every replica applies it at the same place in the log.

@@ -1,10 +1,27 @@
-//! HTTP monitoring (`-m` / `http_port`): `/healthz`, `/varz`, `/connz` and `/subsz` with
-//! nats-server's field names, enough for harnesses that poll the server's health and version.
+//! HTTP monitoring (`-m` / `http_port`) with nats-server's endpoints, field names and query
+//! parameters: `/varz`, `/connz`, `/routez`, `/gatewayz`, `/leafz`, `/subsz`, `/accountz`,
+//! `/jsz`, `/healthz`, and `/metrics` in the Prometheus text format. The same answers serve
+//! the `$SYS.REQ.SERVER` requests of [`events`].
+//!
+//! Layout: [`format`] (Go's time and duration texts), [`query`] (query strings), [`connz`],
+//! [`varz`], [`jsz`] (JetStream and health), [`endpoints`] (the smaller ones), [`metrics`],
+//! [`events`] (system events), `process` (memory and CPU of this process).
 
+pub(crate) mod connz;
+mod endpoints;
+pub(crate) mod events;
+
+mod format;
+mod jsz;
+mod metrics;
+mod process;
+mod query;
+mod varz;
+
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,35 +30,127 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use serde_json::Value;
 
+use crate::cluster::Cluster;
 use crate::jetstream::JetStream;
-use crate::protocol::info::PROTOCOL_VERSION;
 use crate::server::Shared;
 use crate::Error;
+use query::Query;
+
+/// What the endpoints read: the server, its JetStream and cluster, and the monitor's own
+/// counters.
+pub(crate) struct Monitor {
+    shared: Arc<Shared>,
+    js: Option<Arc<JetStream>>,
+    cluster: Option<Cluster>,
+    /// The monitoring listener's address (none: system requests only).
+    addr: Option<SocketAddr>,
+    /// Requests served, by path (`/varz` `http_req_stats`).
+    requests: Mutex<BTreeMap<String, u64>>,
+    cpu: process::CpuMeter,
+}
+
+/// An endpoint's answer: JSON, or a plain-text error with its status.
+pub(crate) enum Answer {
+    Json(Value),
+    /// `/metrics`: the Prometheus text format.
+    Text(String),
+    /// `/healthz`: compact JSON with its own status.
+    Health(StatusCode, Value),
+    Error(StatusCode, String),
+}
+
+impl Monitor {
+    pub fn new(
+        shared: Arc<Shared>,
+        js: Option<Arc<JetStream>>,
+        cluster: Option<Cluster>,
+        addr: Option<SocketAddr>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            js,
+            cluster,
+            addr,
+            requests: Mutex::default(),
+            cpu: process::CpuMeter::default(),
+        })
+    }
+
+    fn req_stats(&self) -> BTreeMap<String, u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Answers one endpoint (blocking: JetStream answers come from stream tasks).
+    fn answer(&self, path: &str, query: &Query) -> Answer {
+        let path = match path {
+            "/subscriptionsz" => "/subsz",
+            p => p,
+        };
+        let known = [
+            "/", "/varz", "/connz", "/routez", "/gatewayz", "/leafz", "/subsz", "/accountz",
+            "/jsz", "/healthz", "/metrics",
+        ];
+        if !known.contains(&path) {
+            return Answer::Error(StatusCode::NOT_FOUND, "404 page not found\n".into());
+        }
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.to_string())
+            .or_default() += 1;
+        let result = match path {
+            "/varz" => Ok(self.varz()),
+            "/connz" => connz::ConnzOptions::from_query(query)
+                .map_err(|e| e.0)
+                .and_then(|o| connz::connz(&self.shared, &o))
+                .and_then(|c| serde_json::to_value(c).map_err(|e| e.to_string())),
+            "/routez" => Ok(self.routez()),
+            "/gatewayz" => Ok(self.gatewayz()),
+            "/leafz" => Ok(self.leafz()),
+            "/subsz" => self.subsz(query),
+            "/accountz" => self.accountz(query),
+            "/jsz" => self.jsz(query),
+            "/healthz" => return self.healthz(query),
+            "/metrics" => return Answer::Text(self.metrics()),
+            _ => Ok(endpoints::index()),
+        };
+        match result {
+            Ok(v) => Answer::Json(v),
+            Err(text) => Answer::Error(StatusCode::BAD_REQUEST, text),
+        }
+    }
+}
 
 /// Binds the monitoring listener and serves it until shutdown; returns its address.
 pub(crate) async fn start(
     shared: Arc<Shared>,
     jetstream: Option<Arc<JetStream>>,
+    cluster: Option<Cluster>,
     port: u16,
-) -> Result<SocketAddr, Error> {
+) -> Result<(SocketAddr, Arc<Monitor>), Error> {
     let listener = crate::server::bind(shared.config.monitor_host(), port).await?;
     let addr = listener.local_addr()?;
     tracing::info!("Starting http monitor on http://{addr}");
-    let tasks = shared.tasks.clone();
-    tasks.spawn(async move {
+    let monitor = Monitor::new(shared.clone(), jetstream, cluster, Some(addr));
+    let serving = monitor.clone();
+    shared.tasks.spawn(async move {
         loop {
             let accepted = tokio::select! {
-                _ = shared.shutdown.cancelled() => break,
+                _ = serving.shared.shutdown.cancelled() => break,
                 r = listener.accept() => r,
             };
             let Ok((stream, _)) = accepted else { continue };
-            let (shared, js) = (shared.clone(), jetstream.clone());
+            let monitor = serving.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
-                    let (shared, js) = (shared.clone(), js.clone());
-                    async move { Ok::<_, Infallible>(route(&shared, js.as_deref(), &req)) }
+                    let monitor = monitor.clone();
+                    async move { Ok::<_, Infallible>(serve(monitor, &req).await) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -49,91 +158,33 @@ pub(crate) async fn start(
             });
         }
     });
-    Ok(addr)
+    Ok((addr, monitor))
 }
 
-fn route(
-    shared: &Shared,
-    js: Option<&JetStream>,
-    req: &Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let body = match req.uri().path() {
-        "/healthz" => json!({"status": "ok"}),
-        "/varz" => varz(shared),
-        "/connz" => json!({
-            "server_id": shared.server_id,
-            "num_connections": shared.num_connections(),
-            "total": shared.num_connections(),
-            "offset": 0,
-            "limit": 1024,
-        }),
-        "/subsz" | "/subscriptionsz" => json!({
-            "server_id": shared.server_id,
-            "num_subscriptions": shared.num_subscriptions(),
-        }),
-        "/jsz" => jsz(shared, js),
-        "/" => json!({"endpoints": ["/varz", "/connz", "/subsz", "/jsz", "/healthz"]}),
-        _ => {
-            return Response::builder()
-                .status(StatusCode::NOT_FOUND)
-                .body(Full::new(Bytes::from_static(b"404 page not found\n")))
-                .unwrap_or_default()
-        }
+async fn serve(monitor: Arc<Monitor>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let answer = tokio::task::spawn_blocking(move || monitor.answer(&path, &query))
+        .await
+        .unwrap_or_else(|e| Answer::Error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+    let (status, kind, body) = match answer {
+        Answer::Json(v) => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&v).unwrap_or_default(),
+        ),
+        Answer::Text(t) => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            t,
+        ),
+        Answer::Health(status, v) => (status, "application/json", v.to_string()),
+        Answer::Error(status, text) => (status, "text/plain; charset=utf-8", text),
     };
     Response::builder()
-        .header("Content-Type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .status(status)
+        .header("Content-Type", kind)
+        .header("Access-Control-Allow-Origin", "*")
+        .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()
-}
-
-fn jsz(shared: &Shared, js_state: Option<&JetStream>) -> serde_json::Value {
-    let js = &shared.config.jetstream;
-    let mut v = json!({
-        "server_id": shared.server_id,
-        "disabled": !js.enabled,
-        "config": {
-            "store_dir": js.store_dir.display().to_string(),
-            "max_memory": js.max_memory,
-            "max_storage": js.max_file,
-        },
-        "streams": js_state.map_or(0, JetStream::num_streams),
-    });
-    if let Some(meta) = js_state.and_then(JetStream::meta_cluster) {
-        v["meta_cluster"] = meta;
-    }
-    v
-}
-
-fn varz(shared: &Shared) -> serde_json::Value {
-    let cfg = &shared.config;
-    let uptime = shared.start_time.elapsed().unwrap_or_default();
-    let (cluster_name, connect_urls) = shared.cluster_view();
-    let cluster = match (&cfg.cluster, cluster_name) {
-        (Some(c), name) => json!({ "name": name, "addr": c.host, "cluster_port": c.port }),
-        (None, _) => json!({}),
-    };
-    json!({
-        "server_id": shared.server_id,
-        "server_name": shared.server_name,
-        "version": PROTOCOL_VERSION,
-        "proto": 1,
-        "host": cfg.host,
-        "port": cfg.port,
-        "max_connections": cfg.max_connections,
-        "max_payload": cfg.max_payload,
-        "max_pending": cfg.max_pending,
-        "max_control_line": cfg.max_control_line,
-        "ping_interval": cfg.ping_interval.as_nanos() as u64,
-        "ping_max": cfg.ping_max,
-        "write_deadline": cfg.write_deadline.as_nanos() as u64,
-        "auth_required": shared.auth.required(),
-        "connections": shared.num_connections(),
-        "total_connections": shared.stats.total_connections.load(Ordering::Relaxed),
-        "subscriptions": shared.num_subscriptions(),
-        "in_msgs": shared.stats.in_msgs.load(Ordering::Relaxed),
-        "in_bytes": shared.stats.in_bytes.load(Ordering::Relaxed),
-        "uptime": format!("{}s", uptime.as_secs()),
-        "connect_urls": connect_urls,
-        "cluster": cluster,
-    })
 }

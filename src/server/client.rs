@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::Instrument;
 
 use super::auth::{Authenticated, Identity, Perms, Responses};
+use super::conns::{self, ConnMeta, TlsDetail};
 use super::deliver::{deliver, Dirty, Origin, Publish};
 use super::kind::ConnKind;
 use super::outbound::{writer, CloseReason, Outbound};
@@ -40,6 +41,8 @@ pub(crate) struct Accepted {
     websocket: bool,
     /// The challenge INFO carried for nkey users (made with INFO).
     nonce: Option<String>,
+    /// The TLS session, if the client upgraded.
+    tls: Option<TlsDetail>,
 }
 
 impl Accepted {
@@ -88,6 +91,12 @@ impl Accepted {
         }
     }
 
+    /// The TLS session the connection runs over.
+    pub fn with_tls(mut self, tls: TlsDetail) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The certificate identities `verify_and_map` logs the client in by.
     pub fn with_identities(mut self, ids: Option<Vec<String>>) -> Self {
         self.identities = ids;
@@ -105,10 +114,11 @@ pub(crate) async fn serve<T: Transport>(
     mut accepted: Accepted,
 ) {
     let out = Outbound::new(cid, ConnKind::Client, shared.config.max_pending);
+    let meta = ConnMeta::new(out.clone(), peer, accepted.websocket, accepted.tls.clone());
     let span = tracing::debug_span!("conn", cid, kind = %out.kind, %peer);
     async move {
         let (rd, wr) = stream.split();
-        shared.register(&out);
+        shared.conns.insert(&meta);
         shared
             .tasks
             .spawn(writer(out.clone(), wr, shared.config.write_deadline));
@@ -122,11 +132,13 @@ pub(crate) async fn serve<T: Transport>(
             // Registered after the stop closed the others (it was still handshaking).
             out.close(CloseReason::ServerShutdown);
         }
-        let mut conn = Conn::new(shared.clone(), out.clone(), accepted);
+        let mut conn = Conn::new(shared.clone(), meta, accepted);
         let reason = conn.run(rd).await;
-        conn.cleanup();
+        conn.flush_stats();
         out.close(reason);
-        shared.unregister(cid);
+        // The closed ring keeps the connection as it was, subscriptions included.
+        shared.conns.remove(cid);
+        conn.cleanup();
         tracing::debug!(?reason, "{} connection closed", out.kind);
     }
     .instrument(span)
@@ -139,6 +151,8 @@ struct Conn {
     /// The subjects of this client's account (set by CONNECT; the global account before).
     router: Arc<Router>,
     out: Arc<Outbound>,
+    /// What the registry shows of this connection (its subscriptions live there).
+    meta: Arc<ConnMeta>,
     /// What the listener learnt (certificate identities, transport kind).
     accepted: Accepted,
     /// When the client's credentials expire (a user JWT's `exp`).
@@ -149,7 +163,6 @@ struct Conn {
     /// Reply subjects this client may answer (`allow_responses`).
     responses: Option<Arc<Responses>>,
     pub_perm_cache: FxHashMap<Box<[u8]>, bool>,
-    subs: FxHashMap<Box<[u8]>, Arc<Subscription>>,
     cache: MatchCache,
     /// Matches against other servers' interest (made at the first publish in a cluster).
     remote_cache: Option<Box<MatchCache>>,
@@ -169,11 +182,12 @@ enum Next {
 }
 
 impl Conn {
-    fn new(shared: Arc<Shared>, out: Arc<Outbound>, accepted: Accepted) -> Self {
+    fn new(shared: Arc<Shared>, meta: Arc<ConnMeta>, accepted: Accepted) -> Self {
         Self {
             router: shared.router.clone(),
             shared,
-            out,
+            out: meta.out.clone(),
+            meta,
             accepted,
             expires: None,
             opts: ConnectOptions::default(),
@@ -181,7 +195,6 @@ impl Conn {
             perms: None,
             responses: None,
             pub_perm_cache: FxHashMap::default(),
-            subs: FxHashMap::default(),
             cache: MatchCache::default(),
             remote_cache: None,
             dirty: Dirty::default(),
@@ -213,7 +226,7 @@ impl Conn {
             if let Some(at) = self.expires.filter(|_| self.connected) {
                 if at <= tokio::time::Instant::now() {
                     self.err("User Authentication Expired");
-                    return CloseReason::AuthFailure;
+                    return CloseReason::AuthExpired;
                 }
                 if auth_deadline.deadline() != at {
                     auth_deadline.as_mut().reset(at);
@@ -284,10 +297,10 @@ impl Conn {
                 _ = &mut auth_deadline, if self.expires.is_some() || (!self.connected && self.shared.auth.required()) => {
                     if self.connected {
                         self.err("User Authentication Expired");
-                    } else {
-                        self.err("Authentication Timeout");
+                        return CloseReason::AuthExpired;
                     }
-                    return CloseReason::AuthFailure;
+                    self.err("Authentication Timeout");
+                    return CloseReason::AuthTimeout;
                 }
                 _ = ping.tick() => {
                     if self.last_read.elapsed() < self.shared.config.ping_interval && self.connected {
@@ -298,6 +311,7 @@ impl Conn {
                         return CloseReason::StaleConnection;
                     }
                     self.pings_out += 1;
+                    self.meta.ping_sent();
                     self.out.send(|b| b.extend_from_slice(encode::PING));
                 }
             }
@@ -320,7 +334,12 @@ impl Conn {
                 Err(e) => {
                     tracing::debug!("protocol error: {e:?}");
                     self.err(&e.to_string());
-                    return (pos, Next::Close(CloseReason::ProtocolViolation));
+                    let reason = match e {
+                        ParseError::MaxPayload => CloseReason::MaxPayload,
+                        ParseError::MaxControlLine => CloseReason::MaxControlLine,
+                        ParseError::UnknownOp | ParseError::BadArgs(_) => CloseReason::ParseError,
+                    };
+                    return (pos, Next::Close(reason));
                 }
             }
         }
@@ -351,6 +370,7 @@ impl Conn {
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
+                self.meta.pong();
                 Next::Continue
             }
             ClientOp::Connect(json) => self.on_connect(json),
@@ -364,11 +384,11 @@ impl Conn {
         };
         if opts.protocol.is_some_and(|p| !(0..=1).contains(&p)) {
             self.err("invalid client protocol");
-            return Next::Close(CloseReason::ProtocolViolation);
+            return Next::Close(CloseReason::BadProtocolVersion);
         }
         if opts.no_responders && !opts.headers {
             self.err("no responders requires headers support");
-            return Next::Close(CloseReason::ProtocolViolation);
+            return Next::Close(CloseReason::NoRespondersRequiresHeaders);
         }
         if self.connected {
             // Who the client is (user, account, permissions) is settled by its first CONNECT;
@@ -419,6 +439,14 @@ impl Conn {
         }
         self.pub_perm_cache.clear();
         tracing::debug!(name = ?opts.name, lang = ?opts.lang, version = ?opts.version, user = ?who.user, "CONNECT");
+        self.meta.set_identity(conns::Identity {
+            name: opts.name.clone(),
+            lang: opts.lang.clone(),
+            version: opts.version.clone(),
+            user: who.user.clone(),
+            account: who.account.clone().unwrap_or_else(|| "$G".into()),
+        });
+        self.shared.conns.connected(&self.meta);
         self.out.headers.store(opts.headers, Ordering::Relaxed);
         self.opts = opts;
         self.connected = true;
@@ -550,13 +578,14 @@ impl Conn {
                 return Next::Continue;
             }
         }
-        if self.subs.contains_key(sid) {
+        let mut subs = conns::lock(&self.meta.subs);
+        if subs.contains_key(sid) {
             // nats-server ignores a duplicate sid.
             self.ok();
             return Next::Continue;
         }
         let max_subs = self.shared.config.max_subs;
-        if max_subs > 0 && self.subs.len() >= max_subs {
+        if max_subs > 0 && subs.len() >= max_subs {
             self.err("maximum subscriptions exceeded");
             return Next::Continue;
         }
@@ -575,20 +604,23 @@ impl Conn {
                 .and_then(|p| p.delivery_deny(queue_name.as_deref())),
             responses: self.responses.clone(),
         });
-        self.subs.insert(sid.into(), sub.clone());
+        subs.insert(sid.into(), sub.clone());
+        drop(subs);
         self.router.insert(sub);
         self.ok();
         Next::Continue
     }
 
     fn on_unsub(&mut self, sid: &[u8], max: Option<u64>) -> Next {
-        if let Some(sub) = self.subs.get(sid) {
+        let mut subs = conns::lock(&self.meta.subs);
+        if let Some(sub) = subs.get(sid) {
             match max {
                 Some(max) if max > 0 && sub.delivered.load(Ordering::Relaxed) < max => {
                     sub.max.store(max, Ordering::Relaxed);
                 }
                 _ => {
-                    if let Some(sub) = self.subs.remove(sid) {
+                    if let Some(sub) = subs.remove(sid) {
+                        drop(subs);
                         self.router.remove(&sub);
                     }
                 }
@@ -610,6 +642,7 @@ impl Conn {
 
     fn flush_stats(&mut self) {
         if self.in_msgs > 0 {
+            self.meta.add_in(self.in_msgs, self.in_bytes);
             self.shared
                 .stats
                 .in_msgs
@@ -624,7 +657,8 @@ impl Conn {
     }
 
     fn cleanup(&mut self) {
-        for (_, sub) in self.subs.drain() {
+        let subs: Vec<_> = conns::lock(&self.meta.subs).drain().collect();
+        for (_, sub) in subs {
             self.router.remove(&sub);
         }
         self.flush_stats();

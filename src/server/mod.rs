@@ -15,6 +15,7 @@ mod auth;
 mod auth_jwt;
 pub mod backpressure;
 mod client;
+pub(crate) mod conns;
 mod deliver;
 pub mod inproc;
 mod kind;
@@ -57,7 +58,16 @@ pub(crate) use transport::Transport;
 pub(crate) struct Stats {
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
-    pub total_connections: AtomicU64,
+}
+
+impl Stats {
+    /// Messages and bytes clients have published.
+    pub fn in_totals(&self) -> (u64, u64) {
+        (
+            self.in_msgs.load(Ordering::Relaxed),
+            self.in_bytes.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The cluster as clients see it in INFO.
@@ -88,7 +98,8 @@ pub(crate) struct Shared {
     tls: Option<Arc<tls::TlsServer>>,
     /// What clients are told of the cluster (INFO `cluster`, `connect_urls`).
     cluster_view: Mutex<ClusterView>,
-    clients: Mutex<FxHashMap<u64, Arc<Outbound>>>,
+    /// Open client connections and recently closed ones.
+    pub conns: conns::Registry,
     next_cid: AtomicU64,
     lame_duck: AtomicBool,
     addr: SocketAddr,
@@ -101,22 +112,14 @@ impl Shared {
         self.next_cid.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn register(&self, out: &Arc<Outbound>) {
-        self.lock_clients().insert(out.cid, out.clone());
-        self.stats.total_connections.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn unregister(&self, cid: u64) {
-        self.lock_clients().remove(&cid);
-    }
-
-    fn lock_clients(&self) -> std::sync::MutexGuard<'_, FxHashMap<u64, Arc<Outbound>>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Number of open client connections.
     pub fn num_connections(&self) -> usize {
-        self.lock_clients().len()
+        self.conns.len()
+    }
+
+    /// The outbound side of every open client connection.
+    fn client_outs(&self) -> Vec<Arc<Outbound>> {
+        self.conns.open().into_iter().map(|m| m.out.clone()).collect()
     }
 
     /// Number of subscriptions.
@@ -126,6 +129,11 @@ impl Shared {
 
     fn auth_timeout(&self) -> Duration {
         self.config.auth.timeout.unwrap_or(self.config.auth_timeout)
+    }
+
+    /// The auth timeout in seconds (how `/varz` shows it).
+    pub fn auth_timeout_secs(&self) -> f64 {
+        self.auth_timeout().as_secs_f64()
     }
 
     /// Sets what clients are told of the cluster; when it changed, every connected client
@@ -140,7 +148,7 @@ impl Shared {
             *cur = view;
         }
         let info = serde_json::to_string(&self.base_info()).unwrap_or_default();
-        let clients: Vec<Arc<Outbound>> = self.lock_clients().values().cloned().collect();
+        let clients = self.client_outs();
         for out in clients {
             out.send(|b| encode::write_info(b, &info));
         }
@@ -255,7 +263,7 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         remote: config.cluster.is_some().then(Arc::default),
         tls,
         cluster_view: Mutex::default(),
-        clients: Mutex::default(),
+        conns: conns::Registry::default(),
         next_cid: AtomicU64::new(1),
         lame_duck: AtomicBool::new(false),
         addr,
@@ -304,7 +312,7 @@ impl Shared {
         tracing::info!("Entering lame duck mode, stop accepting new clients");
         self.lame_duck.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
-        let clients: Vec<Arc<Outbound>> = self.lock_clients().values().cloned().collect();
+        let clients = self.client_outs();
         let info = serde_json::to_string(&self.base_info()).unwrap_or_default();
         for out in &clients {
             out.send(|b| encode::write_info(b, &info));

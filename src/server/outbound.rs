@@ -48,6 +48,48 @@ pub enum CloseReason {
     WriteError,
     /// A second route to the same server: one of the two is kept.
     DuplicateRoute,
+    /// No CONNECT within the auth timeout.
+    AuthTimeout,
+    /// The client's credentials expired while it was connected.
+    AuthExpired,
+    /// Bytes that are not the protocol.
+    ParseError,
+    /// A payload above `max_payload`.
+    MaxPayload,
+    /// A control line above `max_control_line`.
+    MaxControlLine,
+    /// CONNECT asked for an unknown protocol version.
+    BadProtocolVersion,
+    /// CONNECT asked for no-responders without headers.
+    NoRespondersRequiresHeaders,
+    /// Closed by a `$SYS.REQ.SERVER.<id>.KICK` request.
+    Kicked,
+}
+
+impl CloseReason {
+    /// nats-server's name for it (`/connz?state=closed`, disconnect events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "Client Closed",
+            Self::ProtocolViolation => "Protocol Violation",
+            Self::AuthFailure => "Authentication Failure",
+            Self::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            Self::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            Self::StaleConnection => "Stale Connection",
+            Self::ServerShutdown => "Server Shutdown",
+            Self::MaxConnections => "Maximum Connections Exceeded",
+            Self::WriteError => "Write Error",
+            Self::DuplicateRoute => "Duplicate Route",
+            Self::AuthTimeout => "Authentication Timeout",
+            Self::AuthExpired => "Authentication Expired",
+            Self::ParseError => "Parse Error",
+            Self::MaxPayload => "Maximum Message Payload Exceeded",
+            Self::MaxControlLine => "Maximum Control Line Exceeded",
+            Self::BadProtocolVersion => "Bad Client Protocol Version",
+            Self::NoRespondersRequiresHeaders => "No Responders Requires Headers",
+            Self::Kicked => "Kicked",
+        }
+    }
 }
 
 /// Result of appending to an outbound buffer.
@@ -237,6 +279,11 @@ impl Outbound {
         drop(st);
         self.cancel.cancel();
         self.wake.notify_one();
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.lock().buf.len()
     }
 
     /// The reason the connection closed, if it did.

@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 
 use super::client::{self, Accepted};
+use super::conns::TlsDetail;
 use super::Shared;
 use crate::config::{HandshakeFirst, TlsConfig};
 use crate::Error;
@@ -209,7 +210,11 @@ async fn prepare(
         }
     }
     match tls.handshake(stream).await {
-        Ok((stream, ids)) => Some(Ready::Secure(Box::new(stream), hello.with_identities(ids))),
+        Ok((stream, ids)) => {
+            let detail = session_detail(stream.get_ref().1, first);
+            let hello = hello.with_identities(ids).with_tls(detail);
+            Some(Ready::Secure(Box::new(stream), hello))
+        }
         Err(e) => {
             tracing::debug!(%peer, "TLS handshake error: {e}");
             None
@@ -389,6 +394,26 @@ fn escape(v: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// What monitoring shows of a server-side TLS session, named as Go names them (`1.3`,
+/// `TLS_AES_128_GCM_SHA256`).
+pub(crate) fn session_detail(conn: &rustls::ServerConnection, first: bool) -> TlsDetail {
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+        _ => "",
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .map(|n| n.replacen("TLS13_", "TLS_", 1))
+        .unwrap_or_default();
+    TlsDetail {
+        version: version.into(),
+        cipher,
+        first,
+    }
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ mod tests {
         let got = read_until(&mut peer_end, "PONG\r\n").await;
         assert!(got.starts_with("INFO {"), "{got}");
         assert!(got.contains("MSG foo 1 2\r\nhi\r\n"), "{got}");
-        assert_eq!(shared.lock_clients()[&cid].kind, ConnKind::Client);
+        assert_eq!(shared.conns.get(cid).map(|m| m.out.kind), Some(ConnKind::Client));
         drop(peer_end);
         tokio::time::timeout(Duration::from_secs(5), served)
             .await
@@ -231,7 +231,7 @@ mod tests {
         // INFO is sent after the connection is registered.
         let info = read_until(&mut conn, "\r\n").await;
         assert!(info.starts_with("INFO {"), "{info}");
-        let kinds: Vec<ConnKind> = shared.lock_clients().values().map(|o| o.kind).collect();
+        let kinds: Vec<ConnKind> = shared.conns.open().iter().map(|m| m.out.kind).collect();
         assert_eq!(kinds, [ConnKind::Client]);
         shared.shutdown.cancel();
     }

@@ -158,6 +158,13 @@ pub async fn connect_with_events(
 /// GETs `path` from a server's HTTP monitoring port and parses the JSON body (bounded by
 /// [`TIMEOUT`]).
 pub async fn monitor_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = monitor_get(addr, path).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+}
+
+/// `GET path` from a monitoring listener: the status code and the body.
+pub async fn monitor_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let get = async {
         let mut s = tokio::net::TcpStream::connect(addr)
@@ -170,7 +177,12 @@ pub async fn monitor_json(addr: std::net::SocketAddr, path: &str) -> serde_json:
         body
     };
     let raw = within(TIMEOUT, "monitor GET", get).await;
-    let text = String::from_utf8_lossy(&raw);
-    let json = text.split("\r\n\r\n").nth(1).expect("an HTTP body");
-    serde_json::from_str(json).expect("a JSON body")
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status");
+    (status, body.to_string())
 }
