@@ -173,14 +173,13 @@ impl Events {
         if totals.stale_connections > 0 {
             stats["stale_connections"] = json!(totals.stale_connections);
         }
-        if let Some(c) = &m.cluster {
-            stats["active_servers"] = json!(c.num_routes() + 1);
-        }
+        stats["active_servers"] = json!(m.cluster.as_ref().map_or(0, |c| c.num_routes()) + 1);
         if m.js.is_some() {
-            stats["jetstream"] = json!({
-                "config": m.jetstream_config(),
-                "stats": m.js.as_ref().map(|j| j.usage()),
-            });
+            let mut js = m.jetstream_block();
+            if let Some(config) = js["config"].as_object_mut() {
+                config.remove("store_dir"); // not told to other servers
+            }
+            stats["jetstream"] = js;
         }
         json!({ "server": self.server_info(), "statsz": stats })
     }
@@ -319,7 +318,7 @@ impl Events {
             "host": c.peer.ip().to_string(),
             "id": c.cid,
             "acc": c.identity.account,
-            "server": shared.server_name,
+            "name_tag": c.identity.account,
             "kind": c.kind.as_str(),
             "client_type": c.conn_type,
         });

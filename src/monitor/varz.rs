@@ -146,7 +146,8 @@ impl Monitor {
         })
     }
 
-    fn jetstream_block(&self) -> Value {
+    /// `/varz`'s `jetstream` (and STATSZ's): config, usage, meta group.
+    pub(crate) fn jetstream_block(&self) -> Value {
         let Some(js) = &self.js else {
             return json!({});
         };

@@ -214,7 +214,7 @@ impl Conn {
         let auth_deadline = tokio::time::sleep(self.shared.auth_timeout());
         tokio::pin!(auth_deadline);
         let mut ping = tokio::time::interval_at(
-            tokio::time::Instant::now() + cfg.ping_interval,
+            tokio::time::Instant::now() + first_ping(cfg.ping_interval),
             cfg.ping_interval,
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -303,7 +303,10 @@ impl Conn {
                     return CloseReason::AuthTimeout;
                 }
                 _ = ping.tick() => {
-                    if self.last_read.elapsed() < self.shared.config.ping_interval && self.connected {
+                    // A busy client needs no keep-alive, but a PING still measures its round
+                    // trip once (monitoring shows it).
+                    let busy = self.last_read.elapsed() < self.shared.config.ping_interval;
+                    if busy && self.connected && self.meta.has_rtt() {
                         continue;
                     }
                     if self.pings_out + 1 > self.shared.config.ping_max {
@@ -663,6 +666,16 @@ impl Conn {
         }
         self.flush_stats();
     }
+}
+
+/// When the first keep-alive PING goes: as nats-server, early (at most 2 s, plus up to a
+/// fifth at random so that clients connected together do not ping together), which also
+/// measures the client's round trip.
+fn first_ping(interval: std::time::Duration) -> std::time::Duration {
+    use rand::Rng;
+    let d = interval.min(std::time::Duration::from_secs(2));
+    let jitter = rand::rng().random_range(0..=d.as_millis() as u64 / 5);
+    d + std::time::Duration::from_millis(jitter)
 }
 
 /// CONNECT's JSON as nats-server reads it: invalid UTF-8 inside strings is replaced (Go's
