@@ -16,7 +16,9 @@
 //!   through one `apply(op)` path per stream).
 //! - [`store`]: message storage — the append-only, CRC-checked segment log with sled indexes,
 //!   and the in-memory store.
-//! - [`monitor`]: the HTTP monitoring endpoints.
+//! - [`monitor`]: the HTTP monitoring endpoints, `/metrics`, and the `$SYS` system events.
+//! - [`signal`]: `--signal`: sending a running server reload, stop, lame duck and friends.
+//! - [`logging`]: nats-server's log line format and the rotating log file.
 //! - [`raft`]: Raft groups on openraft (log, state-machine adapter, group transport), for
 //!   the replicated catalogue and streams.
 //!
@@ -40,6 +42,7 @@ mod node;
 pub mod protocol;
 pub mod raft;
 pub mod server;
+pub mod signal;
 pub mod store;
 
 pub use config::Config;

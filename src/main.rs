@@ -24,6 +24,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(command) = &args.signal {
+        return match causeway::signal::send(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("causeway: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if args.version {
         println!(
             "causeway: v{} (nats-server protocol {})",
@@ -32,17 +41,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let config = match args.into_config() {
+    let config = match args.clone().into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("causeway: {e}");
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = init_logging(&config) {
-        eprintln!("causeway: {e:#}");
-        return ExitCode::from(1);
-    }
+    let logging = match init_logging(&config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("causeway: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -54,7 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, args, logging)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -84,7 +96,14 @@ fn raise_fd_limit() {
     }
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+/// What a reload may change of the logging: the level filter and the log file.
+struct Logging {
+    filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    file: Option<causeway::logging::LogFile>,
+}
+
+/// The level filter the config asks for (`CAUSEWAY_LOG` overrides it).
+fn level_filter(config: &Config) -> EnvFilter {
     let level = if config.trace {
         "trace"
     } else if config.debug {
@@ -92,31 +111,72 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     } else {
         "info"
     };
-    let filter = EnvFilter::try_from_env("CAUSEWAY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("causeway={level},warn")));
+    EnvFilter::try_from_env("CAUSEWAY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("causeway={level},warn")))
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<Logging> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level_filter(config));
     let ansi = config.log_file.is_none() && {
         use std::io::IsTerminal;
         std::io::stderr().is_terminal()
     };
-    let builder = tracing_subscriber::fmt()
+    let format = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
-        .event_format(causeway::logging::NatsFormat::default())
-        .with_env_filter(filter);
-    match &config.log_file {
+        .event_format(causeway::logging::NatsFormat::default());
+    let registry = tracing_subscriber::registry().with(filter);
+    let file = match &config.log_file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("can't open log file {}", path.display()))?;
-            builder.with_writer(std::sync::Mutex::new(file)).init();
+            let file =
+                causeway::logging::LogFile::open(path, config.log_size_limit, config.log_max_files)
+                    .with_context(|| format!("can't open log file {}", path.display()))?;
+            registry.with(format.with_writer(file.clone())).init();
+            Some(file)
         }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
-    Ok(())
+        None => {
+            registry.with(format.with_writer(std::io::stderr)).init();
+            None
+        }
+    };
+    Ok(Logging {
+        filter: handle,
+        file,
+    })
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// SIGHUP: reads the configuration again (the file, then the same flags on top) and applies
+/// it; a failure is logged and changes nothing, as with nats-server.
+fn reload(server: &causeway::ServerHandle, args: &Args, logging: &Logging) {
+    tracing::info!("Trapped \"hangup\" signal");
+    let result = args
+        .clone()
+        .into_config()
+        .map_err(causeway::Error::from)
+        .and_then(|new| {
+            server.reload(new.clone())?;
+            Ok(new)
+        });
+    let new = match result {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!("Failed to reload server configuration: {e}");
+            return;
+        }
+    };
+    if logging.filter.reload(level_filter(&new)).is_err() {
+        tracing::warn!("could not change the log level");
+    }
+    if let (Some(file), Some(path)) = (&logging.file, &new.log_file) {
+        if let Err(e) = file.set(path, new.log_size_limit, new.log_max_files) {
+            tracing::error!("can't open log file {}: {e}", path.display());
+        }
+    }
+    tracing::info!("Reloaded server configuration");
+}
+
+async fn run(config: Config, args: Args, logging: Logging) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     tracing::info!(
         "Starting causeway v{} (nats protocol {})",
@@ -137,18 +197,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
-    tokio::select! {
-        _ = term.recv() => {
-            tracing::info!("Trapped \"terminated\" signal");
-            server.shutdown().await;
-        }
-        _ = int.recv() => {
-            tracing::info!("Trapped \"interrupt\" signal");
-            server.shutdown().await;
-        }
-        _ = usr2.recv() => {
-            tracing::info!("Trapped \"user defined signal 2\" signal");
-            server.lame_duck().await;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("Trapped \"terminated\" signal");
+                server.shutdown().await;
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("Trapped \"interrupt\" signal");
+                server.shutdown().await;
+                break;
+            }
+            _ = usr2.recv() => {
+                tracing::info!("Trapped \"user defined signal 2\" signal");
+                server.lame_duck().await;
+                break;
+            }
+            _ = hup.recv() => reload(&server, &args, &logging),
+            _ = usr1.recv() => {
+                if let Some(file) = &logging.file {
+                    match file.reopen() {
+                        Ok(()) => tracing::info!("File log re-opened"),
+                        Err(e) => tracing::error!("can't reopen the log file: {e}"),
+                    }
+                }
+            }
         }
     }
     if let Some(path) = ports_file {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::Cluster;
-use crate::monitor::Monitor;
 use crate::config::Config;
 use crate::jetstream::{JetStream, MetaSetup};
+use crate::monitor::Monitor;
 use crate::server::{bind_server, Client, Shared};
 use crate::Error;
 
@@ -71,6 +71,7 @@ impl Server {
         tracing::info!("Server is ready");
         Ok(ServerHandle {
             addr: shared.local_addr(),
+            config: std::sync::Mutex::new(shared.config.clone()),
             shared,
             monitor_addr,
             jetstream,
@@ -129,9 +130,29 @@ pub struct ServerHandle {
     /// JetStream of the accounts of `accounts {}` that have it.
     account_streams: Vec<Arc<JetStream>>,
     cluster: Option<Cluster>,
+    /// The configuration in force (the last one reloaded).
+    config: std::sync::Mutex<crate::Config>,
 }
 
 impl ServerHandle {
+    /// Applies a newly read configuration (SIGHUP): the authorization changes at once for new
+    /// logins and every connected client, which is logged out if it may no longer log in and
+    /// loses the subscriptions its new permissions refuse. Returns what changed (logging
+    /// changes are the embedding program's to apply), or nats-server's error for a change that
+    /// needs a restart, in which case nothing changes.
+    pub fn reload(&self, new: crate::Config) -> Result<Vec<String>, Error> {
+        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = crate::config::reload::plan(&current, &new)?;
+        if current.auth != new.auth {
+            self.shared.reload_auth(&new.auth);
+        }
+        for change in &changes {
+            tracing::info!("Reloaded: {change}");
+        }
+        *current = new;
+        Ok(changes)
+    }
+
     /// Address of the client listener.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

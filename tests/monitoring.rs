@@ -51,9 +51,11 @@ fn shape_diff(ours: &Value, theirs: &Value, path: &str, skip: &[&str], out: &mut
                 shape_diff(&x, &y, &format!("{path}[]"), skip, out);
             }
         }
-        (a, b) if kind(a) != kind(b) => {
-            out.push(format!("{path}: {} (nats-server: {} {b})", kind(a), kind(b)))
-        }
+        (a, b) if kind(a) != kind(b) => out.push(format!(
+            "{path}: {} (nats-server: {} {b})",
+            kind(a),
+            kind(b)
+        )),
         _ => {}
     }
 }
@@ -127,7 +129,11 @@ async fn traffic(url: &str) -> Vec<async_nats::Client> {
     .await
     .unwrap();
     for _ in 0..2 {
-        js.publish("shop.a", "1".into()).await.unwrap().await.unwrap();
+        js.publish("shop.a", "1".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let stream = js.get_stream("ORDERS").await.unwrap();
     stream
@@ -214,7 +220,10 @@ async fn endpoints_have_nats_server_shapes() {
         ("varz", "/varz"),
         ("connz", "/connz?subs=detail&auth=true"),
         ("subsz", "/subsz?subs=true"),
-        ("jsz", "/jsz?accounts=true&streams=true&consumers=true&config=true"),
+        (
+            "jsz",
+            "/jsz?accounts=true&streams=true&consumers=true&config=true",
+        ),
         ("healthz", "/healthz"),
         ("accountz", "/accountz"),
         ("routez", "/routez"),
@@ -357,7 +366,11 @@ async fn metrics_are_prometheus_text() {
     .await
     .unwrap();
     for _ in 0..5 {
-        js.publish("m.x", "hello".into()).await.unwrap().await.unwrap();
+        js.publish("m.x", "hello".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     js.get_stream("M")
         .await
@@ -374,9 +387,10 @@ async fn metrics_are_prometheus_text() {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        let found = scrape.samples.iter().find(|s| {
-            s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        });
+        let found = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
         match found.map(|s| &s.value) {
             Some(prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v)) => *v,
             Some(prometheus_parse::Value::Untyped(v)) => *v,
@@ -392,7 +406,10 @@ async fn metrics_are_prometheus_text() {
     assert!(value("nats_jetstream_stream_bytes", &stream) > 25.0);
     let consumer = [("stream", "M"), ("consumer", "P")];
     assert_eq!(value("nats_jetstream_consumer_num_pending", &consumer), 5.0);
-    assert_eq!(value("nats_jetstream_consumer_num_ack_pending", &consumer), 0.0);
+    assert_eq!(
+        value("nats_jetstream_consumer_num_ack_pending", &consumer),
+        0.0
+    );
     let syncs = scrape
         .samples
         .iter()
@@ -401,7 +418,10 @@ async fn metrics_are_prometheus_text() {
     match syncs {
         Some(prometheus_parse::Value::Histogram(buckets)) => {
             let count = buckets.last().map_or(0.0, |b| b.count);
-            assert!(count >= 5.0, "one fsync per acknowledged publish at least: {text}");
+            assert!(
+                count >= 5.0,
+                "one fsync per acknowledged publish at least: {text}"
+            );
         }
         other => panic!("no fsync histogram: {other:?}\n{text}"),
     }
@@ -412,8 +432,8 @@ async fn metrics_are_prometheus_text() {
 const SYSTEM: &str = "accounts {\n  SYS: { users: [{user: sys, password: sys}] }\n  APP: { users: [{user: app, password: app}] }\n}\nsystem_account: SYS\n";
 
 async fn login(url: &str, user: &str, name: &str) -> async_nats::Client {
-    let opts = async_nats::ConnectOptions::with_user_and_password(user.into(), user.into())
-        .name(name);
+    let opts =
+        async_nats::ConnectOptions::with_user_and_password(user.into(), user.into()).name(name);
     within(TIMEOUT, "connect", opts.connect(url))
         .await
         .expect("connect")
@@ -429,9 +449,13 @@ async fn next_json(sub: &mut async_nats::Subscriber, what: &str) -> Value {
 }
 
 async fn request_json(c: &async_nats::Client, subject: &str, body: &str) -> Value {
-    let reply = within(TIMEOUT, subject, c.request(subject.to_string(), body.to_string().into()))
-        .await
-        .unwrap_or_else(|e| panic!("{subject}: {e}"));
+    let reply = within(
+        TIMEOUT,
+        subject,
+        c.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{subject}: {e}"));
     serde_json::from_slice(&reply.payload).expect("JSON reply")
 }
 
@@ -451,9 +475,14 @@ async fn system_story(url: &str) -> Vec<(&'static str, Value)> {
     sync(&app).await;
     let mut out = vec![("connect", next_json(&mut connects, "connect event").await)];
     drop(app);
-    out.push(("disconnect", next_json(&mut disconnects, "disconnect event").await));
+    out.push((
+        "disconnect",
+        next_json(&mut disconnects, "disconnect event").await,
+    ));
     out.push(("statsz", next_json(&mut statsz, "STATSZ heartbeat").await));
-    for what in ["STATSZ", "IDZ", "VARZ", "CONNZ", "SUBSZ", "JSZ", "HEALTHZ", "ACCOUNTZ"] {
+    for what in [
+        "STATSZ", "IDZ", "VARZ", "CONNZ", "SUBSZ", "JSZ", "HEALTHZ", "ACCOUNTZ",
+    ] {
         let v = request_json(&sys, &format!("$SYS.REQ.SERVER.PING.{what}"), "").await;
         out.push((what, v));
     }
@@ -469,9 +498,17 @@ async fn system_story(url: &str) -> Vec<(&'static str, Value)> {
         .unwrap_or_else(|| panic!("the client in APP's CONNZ: {connz:#}"));
     let _ = next_json(&mut connects, "connect of the client to kick").await;
     out.push(("account connz", connz));
-    let kick = request_json(&sys, &format!("$SYS.REQ.SERVER.{id}.KICK"), &format!("{{\"cid\":{cid}}}")).await;
+    let kick = request_json(
+        &sys,
+        &format!("$SYS.REQ.SERVER.{id}.KICK"),
+        &format!("{{\"cid\":{cid}}}"),
+    )
+    .await;
     out.push(("kick", kick));
-    out.push(("kicked", next_json(&mut disconnects, "disconnect of the kicked client").await));
+    out.push((
+        "kicked",
+        next_json(&mut disconnects, "disconnect of the kicked client").await,
+    ));
     drop(kicked);
     out
 }

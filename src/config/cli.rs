@@ -112,11 +112,17 @@ pub struct Args {
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
+    /// Send a signal to a running server and exit: `stop`, `quit`, `reopen`, `reload`, `ldm`
+    /// or `term`, optionally `=<pid or pid file>` (`-sl`).
+    #[arg(long = "signal", value_name = "SIGNAL[=PID]")]
+    pub signal: Option<String>,
 }
 
 /// Long flag names nats-server accepts with a single dash: (name, canonical, takes a value).
 const LONG_FLAGS: &[(&str, &str, bool)] = &[
     ("js", "jetstream", false),
+    ("sl", "signal", true),
+    ("signal", "signal", true),
     ("jetstream", "jetstream", false),
     ("sd", "store_dir", true),
     ("store_dir", "store_dir", true),

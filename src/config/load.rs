@@ -69,9 +69,6 @@ const HARMLESS_TOP: &[&str] = &[
     "server_metadata",
     "logtime",
     "logtime_utc",
-    "log_size_limit",
-    "logfile_size_limit",
-    "logfile_max_num",
     "max_traced_msg_len",
     "trace_verbose",
     "syslog",
@@ -80,7 +77,6 @@ const HARMLESS_TOP: &[&str] = &[
     "reconnect_error_reports",
     "disable_sublist_cache",
     "no_fast_producer_stall",
-    "max_closed_clients",
     "prof_port",
     "prof_block_rate",
     "client_advertise",
@@ -129,6 +125,11 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
             "trace" => cfg.trace = boolean(key, value)?,
             "log_file" | "logfile" => cfg.log_file = Some(file_path(key, value)?),
             "pid_file" | "pidfile" => cfg.pid_file = Some(file_path(key, value)?),
+            "logfile_size_limit" | "log_size_limit" => {
+                cfg.log_size_limit = size(key, value)?.max(0) as u64;
+            }
+            "logfile_max_num" | "log_max_num" => cfg.log_max_files = count(key, value)?,
+            "max_closed_clients" => cfg.max_closed_clients = count(key, value)?,
             "ports_file_dir" => cfg.ports_file_dir = Some(file_path(key, value)?),
             "authorization" => apply_authorization(cfg, key, value)?,
             "no_auth_user" => cfg.auth.no_auth_user = Some(text(key, value)?),

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod conf;
 mod load;
 mod operator;
+pub mod reload;
 mod tls;
 
 use std::path::PathBuf;
@@ -115,6 +116,9 @@ pub enum ConfigError {
     /// JetStream in a cluster lacks what it needs (nats-server's texts).
     #[error("{0}")]
     ClusterJetStream(&'static str),
+    /// A reload asked for a change that needs a restart (nats-server's text).
+    #[error("{0}")]
+    Reload(String),
     /// A key holds a value of the wrong kind or out of range.
     #[error("invalid value for '{key}': {msg}")]
     Invalid {
@@ -420,6 +424,13 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// Directory where a `<name>_<pid>.ports` file is written.
     pub ports_file_dir: Option<PathBuf>,
+    /// `logfile_size_limit`: the log file is rotated when it grows past this many bytes
+    /// (0: never).
+    pub log_size_limit: u64,
+    /// `logfile_max_num`: rotated log files kept (0: all).
+    pub log_max_files: usize,
+    /// `max_closed_clients`: closed connections `/connz?state=closed` remembers.
+    pub max_closed_clients: usize,
     /// What loading the configuration found worth a warning (keys ignored as harmless);
     /// [`crate::Server::start`] logs them.
     pub warnings: Vec<String>,
@@ -458,6 +469,9 @@ impl Default for Config {
             trace: false,
             pid_file: None,
             ports_file_dir: None,
+            log_size_limit: 0,
+            log_max_files: 0,
+            max_closed_clients: 10_000,
             warnings: Vec::new(),
         }
     }

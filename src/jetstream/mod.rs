@@ -186,7 +186,6 @@ impl JetStream {
         self.resources.max(config::Storage::File)
     }
 
-
     /// Joins the meta group (the local catalogue must hold no stream: a single server's
     /// streams are not taken into a cluster yet).
     fn start_meta(self: &Arc<Self>, setup: MetaSetup) -> Result<(), crate::Error> {

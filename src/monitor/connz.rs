@@ -339,10 +339,7 @@ fn conn_info(c: &ConnSnapshot, now: SystemTime, opts: &ConnzOptions) -> ConnInfo
         tls_version: tls.map(|t| t.version.clone()),
         tls_cipher_suite: tls.map(|t| t.cipher.clone()),
         tls_first: tls.is_some_and(|t| t.first),
-        authorized_user: opts
-            .username
-            .then(|| c.identity.user.clone())
-            .flatten(),
+        authorized_user: opts.username.then(|| c.identity.user.clone()).flatten(),
         account: (opts.username && account != "$G").then(|| account.clone()),
         subscriptions_list: list,
         name_tag: opts.username.then(|| account.clone()),

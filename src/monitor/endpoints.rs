@@ -104,9 +104,8 @@ impl Monitor {
                     continue;
                 }
                 for s in snap.subs {
-                    let matches = test.is_none_or(|t| {
-                        crate::protocol::subject::matches(&s.subject, t)
-                    });
+                    let matches =
+                        test.is_none_or(|t| crate::protocol::subject::matches(&s.subject, t));
                     if matches {
                         all.push(SubDetail {
                             account: Some(snap.identity.account.clone()),

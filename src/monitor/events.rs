@@ -200,9 +200,7 @@ impl Events {
         let tokens: Vec<&str> = m.subject.split('.').collect();
         let answer = match tokens.as_slice() {
             ["$SYS", "REQ", "SERVER", "PING"] => Some(self.server_request("STATSZ", &body, true)),
-            ["$SYS", "REQ", "SERVER", "PING", what] => {
-                Some(self.server_request(what, &body, true))
-            }
+            ["$SYS", "REQ", "SERVER", "PING", what] => Some(self.server_request(what, &body, true)),
             ["$SYS", "REQ", "SERVER", _id, what] => Some(self.by_id(what, &body)),
             ["$SYS", "REQ", "ACCOUNT", acc, what] => self.account_request(acc, what, &body),
             _ => None,
@@ -235,7 +233,10 @@ impl Events {
                 .map_err(|e| e.to_string())
                 .and_then(|o| connz::connz(&m.shared, &o))
                 .and_then(|c| serde_json::to_value(c).map_err(|e| e.to_string())),
-            "SUBSZ" => m.subsz(&options(body, &[("subscriptions", "subs"), ("account", "acc")])),
+            "SUBSZ" => m.subsz(&options(
+                body,
+                &[("subscriptions", "subs"), ("account", "acc")],
+            )),
             "JSZ" => m.jsz(&options(body, &[("account", "acc")])),
             "ACCOUNTZ" => m.accountz(&options(body, &[("account", "acc")])),
             "ROUTEZ" => Ok(m.routez()),
@@ -299,7 +300,12 @@ impl Events {
     fn selected(&self, f: &Filter) -> bool {
         let shared = &self.monitor.shared;
         let like = |want: &str, have: &str| {
-            want.is_empty() || if f.exact_match { want == have } else { have.contains(want) }
+            want.is_empty()
+                || if f.exact_match {
+                    want == have
+                } else {
+                    have.contains(want)
+                }
         };
         let (cluster, _) = shared.cluster_view();
         let host = shared.local_addr().ip().to_string();

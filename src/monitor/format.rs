@@ -9,9 +9,7 @@ use time::OffsetDateTime;
 
 /// A wall-clock time as Go marshals a `time.Time` in UTC (`2026-12-07T17:00:00.123456789Z`).
 pub(crate) fn timestamp(t: SystemTime) -> String {
-    OffsetDateTime::from(t)
-        .format(&Rfc3339)
-        .unwrap_or_default()
+    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_default()
 }
 
 /// nats-server's uptime form: whole seconds as `[Ny][Nd][Nh][Nm]Ns`, leading zero units left out.
@@ -20,7 +18,13 @@ pub(crate) fn uptime(d: Duration) -> String {
     let (mins, hours, days) = (secs / 60, secs / 3600, secs / 86_400);
     let years = days / 365;
     if years > 0 {
-        format!("{years}y{}d{}h{}m{}s", days % 365, hours % 24, mins % 60, secs % 60)
+        format!(
+            "{years}y{}d{}h{}m{}s",
+            days % 365,
+            hours % 24,
+            mins % 60,
+            secs % 60
+        )
     } else if days > 0 {
         format!("{days}d{}h{}m{}s", hours % 24, mins % 60, secs % 60)
     } else if hours > 0 {

@@ -51,8 +51,14 @@ impl Monitor {
         };
         let usage = js.usage();
         for key in [
-            "memory", "storage", "reserved_memory", "reserved_storage", "streams", "consumers",
-            "messages", "bytes",
+            "memory",
+            "storage",
+            "reserved_memory",
+            "reserved_storage",
+            "streams",
+            "consumers",
+            "messages",
+            "bytes",
         ] {
             v[key] = usage[key].clone();
         }
@@ -84,7 +90,13 @@ impl Monitor {
     /// `/healthz`: `{"status":"ok"}`, or 503 `unavailable` while JetStream (configured) is
     /// not running or, in a cluster, its meta group has no leader.
     pub(crate) fn healthz(&self, q: &Query) -> Answer {
-        for key in ["js-enabled-only", "js-server-only", "js-meta-only", "js-enabled", "details"] {
+        for key in [
+            "js-enabled-only",
+            "js-server-only",
+            "js-meta-only",
+            "js-enabled",
+            "details",
+        ] {
             if let Err(e) = q.bool(key) {
                 return health(StatusCode::BAD_REQUEST, "error", &e.0);
             }
@@ -93,7 +105,11 @@ impl Monitor {
             return Answer::Health(StatusCode::OK, json!({"status": "ok"}));
         }
         let Some(js) = &self.js else {
-            return health(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "JetStream not enabled");
+            return health(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "JetStream not enabled",
+            );
         };
         if q.bool("js-enabled-only").unwrap_or(false) {
             return Answer::Health(StatusCode::OK, json!({"status": "ok"}));

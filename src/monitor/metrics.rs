@@ -58,23 +58,50 @@ impl Monitor {
         let (in_msgs, in_bytes) = shared.stats.in_totals();
         let server = reg.sub_registry_with_prefix("server");
         let gauges = [
-            ("connections", "Open client connections", shared.num_connections() as i64),
-            ("subscriptions", "Subscriptions", shared.num_subscriptions() as i64),
-            ("routes", "Live routes to other servers of the cluster",
-             self.cluster.as_ref().map_or(0, |c| c.num_routes()) as i64),
-            ("mem_bytes", "Resident memory of the process", rss_bytes() as i64),
+            (
+                "connections",
+                "Open client connections",
+                shared.num_connections() as i64,
+            ),
+            (
+                "subscriptions",
+                "Subscriptions",
+                shared.num_subscriptions() as i64,
+            ),
+            (
+                "routes",
+                "Live routes to other servers of the cluster",
+                self.cluster.as_ref().map_or(0, |c| c.num_routes()) as i64,
+            ),
+            (
+                "mem_bytes",
+                "Resident memory of the process",
+                rss_bytes() as i64,
+            ),
         ];
         for (name, help, value) in gauges {
             server.register(name, help, gauge(value));
         }
         let counters = [
-            ("connections", "Client connections accepted since start", shared.conns.total()),
+            (
+                "connections",
+                "Client connections accepted since start",
+                shared.conns.total(),
+            ),
             ("in_msgs", "Messages received from clients", in_msgs),
             ("in_bytes", "Bytes received from clients", in_bytes),
             ("out_msgs", "Messages sent to clients", totals.out_msgs),
             ("out_bytes", "Bytes sent to clients", totals.out_bytes),
-            ("slow_consumers", "Clients closed as slow consumers", totals.slow_consumers),
-            ("stale_connections", "Clients closed as stale", totals.stale_connections),
+            (
+                "slow_consumers",
+                "Clients closed as slow consumers",
+                totals.slow_consumers,
+            ),
+            (
+                "stale_connections",
+                "Clients closed as stale",
+                totals.stale_connections,
+            ),
         ];
         for (name, help, value) in counters {
             server.register(name, help, counter(value));
@@ -87,14 +114,19 @@ impl Monitor {
             (family(), family(), family(), family(), family(), family());
         let (pending, ack_pending, redelivered, waiting) = (family(), family(), family(), family());
         for info in streams {
-            let name = info["config"]["name"].as_str().unwrap_or_default().to_string();
+            let name = info["config"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let labels: Labels = vec![("stream", name.clone())];
             let state = &info["state"];
             msgs.get_or_create(&labels).set(int(&state["messages"]));
             bytes.get_or_create(&labels).set(int(&state["bytes"]));
             first.get_or_create(&labels).set(int(&state["first_seq"]));
             last.get_or_create(&labels).set(int(&state["last_seq"]));
-            consumers.get_or_create(&labels).set(int(&state["consumer_count"]));
+            consumers
+                .get_or_create(&labels)
+                .set(int(&state["consumer_count"]));
             if let Some(l) = info["cluster"]["leader"].as_str() {
                 let mine = l == self.shared.server_name;
                 leader.get_or_create(&labels).set(i64::from(mine));
@@ -102,11 +134,18 @@ impl Monitor {
             for c in info["consumer_detail"].as_array().into_iter().flatten() {
                 let labels: Labels = vec![
                     ("stream", name.clone()),
-                    ("consumer", c["name"].as_str().unwrap_or_default().to_string()),
+                    (
+                        "consumer",
+                        c["name"].as_str().unwrap_or_default().to_string(),
+                    ),
                 ];
                 pending.get_or_create(&labels).set(int(&c["num_pending"]));
-                ack_pending.get_or_create(&labels).set(int(&c["num_ack_pending"]));
-                redelivered.get_or_create(&labels).set(int(&c["num_redelivered"]));
+                ack_pending
+                    .get_or_create(&labels)
+                    .set(int(&c["num_ack_pending"]));
+                redelivered
+                    .get_or_create(&labels)
+                    .set(int(&c["num_redelivered"]));
                 waiting.get_or_create(&labels).set(int(&c["num_waiting"]));
             }
         }
@@ -121,9 +160,21 @@ impl Monitor {
             "1 if this server leads the replicated stream's Raft group",
             leader,
         );
-        js.register("consumer_num_pending", "Messages not yet delivered", pending);
-        js.register("consumer_num_ack_pending", "Delivered messages awaiting an ack", ack_pending);
-        js.register("consumer_num_redelivered", "Messages redelivered", redelivered);
+        js.register(
+            "consumer_num_pending",
+            "Messages not yet delivered",
+            pending,
+        );
+        js.register(
+            "consumer_num_ack_pending",
+            "Delivered messages awaiting an ack",
+            ack_pending,
+        );
+        js.register(
+            "consumer_num_redelivered",
+            "Messages redelivered",
+            redelivered,
+        );
         js.register("consumer_num_waiting", "Pull requests waiting", waiting);
     }
 }

@@ -92,8 +92,17 @@ impl Monitor {
             p => p,
         };
         let known = [
-            "/", "/varz", "/connz", "/routez", "/gatewayz", "/leafz", "/subsz", "/accountz",
-            "/jsz", "/healthz", "/metrics",
+            "/",
+            "/varz",
+            "/connz",
+            "/routez",
+            "/gatewayz",
+            "/leafz",
+            "/subsz",
+            "/accountz",
+            "/jsz",
+            "/healthz",
+            "/metrics",
         ];
         if !known.contains(&path) {
             return Answer::Error(StatusCode::NOT_FOUND, "404 page not found\n".into());

@@ -84,7 +84,7 @@ impl Monitor {
             map.extend(more);
         }
         let flags = [
-            ("auth_required", shared.auth.required()),
+            ("auth_required", shared.auth().required()),
             ("tls_required", cfg.tls.is_some() && !cfg.allow_non_tls),
             (
                 "tls_verify",
@@ -130,10 +130,8 @@ impl Monitor {
     }
 
     fn websocket_block(&self) -> Value {
-        let (Some(ws), Some(addr)) = (
-            &self.shared.config.websocket,
-            self.shared.websocket_addr(),
-        ) else {
+        let (Some(ws), Some(addr)) = (&self.shared.config.websocket, self.shared.websocket_addr())
+        else {
             return json!({});
         };
         json!({

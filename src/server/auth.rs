@@ -232,6 +232,11 @@ impl Authenticator {
         }
     }
 
+    /// `authorization { timeout }`, if set.
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.cfg.timeout
+    }
+
     /// True when any authentication is configured.
     pub fn required(&self) -> bool {
         self.trust.is_some() || self.cfg.required()

@@ -67,7 +67,7 @@ impl Accepted {
         peer: &SocketAddr,
         buf: &mut bytes::BytesMut,
     ) {
-        self.nonce = shared.auth.new_nonce();
+        self.nonce = shared.auth().new_nonce();
         let info = shared.info_json(cid, peer, self.websocket, self.nonce.as_deref());
         encode::write_info(buf, &info);
     }
@@ -219,6 +219,7 @@ impl Conn {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let cancel = self.out.cancel.clone();
+        let mut reloads = self.shared.watch_reloads();
         let mut buf = BytesMut::with_capacity(READ_BUF);
         loop {
             // Credentials that expire (a user JWT) re-arm the auth timer for that moment; a
@@ -261,7 +262,7 @@ impl Conn {
                                 let shared = self.shared.clone();
                                 let checked = opts.clone();
                                 let acc = self.accepted.clone();
-                                let who = tokio::task::spawn_blocking(move || shared.auth.check(&checked, &acc.identity()))
+                                let who = tokio::task::spawn_blocking(move || shared.auth().check(&checked, &acc.identity()))
                                     .await
                                     .ok()
                                     .flatten();
@@ -294,13 +295,26 @@ impl Conn {
                         }
                     }
                 }
-                _ = &mut auth_deadline, if self.expires.is_some() || (!self.connected && self.shared.auth.required()) => {
+                _ = &mut auth_deadline, if self.expires.is_some() || (!self.connected && self.shared.auth().required()) => {
                     if self.connected {
                         self.err("User Authentication Expired");
                         return CloseReason::AuthExpired;
                     }
                     self.err("Authentication Timeout");
                     return CloseReason::AuthTimeout;
+                }
+                Ok(()) = reloads.changed(), if self.connected => {
+                    let shared = self.shared.clone();
+                    let (opts, acc) = (self.opts.clone(), self.accepted.clone());
+                    // A bcrypt check is slow: off the async workers, as at CONNECT.
+                    let who = tokio::task::spawn_blocking(move || shared.auth().check(&opts, &acc.identity()))
+                        .await
+                        .ok()
+                        .flatten();
+                    if let Some(reason) = self.reauthorize(who) {
+                        return reason;
+                    }
+                    self.dirty.flush();
                 }
                 _ = ping.tick() => {
                     // A busy client needs no keep-alive, but a PING still measures its round
@@ -350,7 +364,7 @@ impl Conn {
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Next {
-        if !self.connected && self.shared.auth.required() && !matches!(op, ClientOp::Connect(_)) {
+        if !self.connected && self.shared.auth().required() && !matches!(op, ClientOp::Connect(_)) {
             self.err("Authorization Violation");
             return Next::Close(CloseReason::AuthFailure);
         }
@@ -401,10 +415,10 @@ impl Conn {
             self.ok();
             return Next::Continue;
         }
-        if self.shared.auth.is_slow() {
+        if self.shared.auth().is_slow() {
             return Next::Authenticate(Box::new(opts));
         }
-        let who = self.shared.auth.check(&opts, &self.accepted.identity());
+        let who = self.shared.auth().check(&opts, &self.accepted.identity());
         self.finish_connect(opts, who)
     }
 
@@ -455,6 +469,72 @@ impl Conn {
         self.connected = true;
         self.ok();
         Next::Continue
+    }
+
+    /// After a config reload: logs the client out if it may no longer log in (or would land
+    /// in another account), else applies its new permissions, dropping the subscriptions
+    /// they no longer allow with nats-server's `-ERR`.
+    fn reauthorize(&mut self, who: Option<Authenticated>) -> Option<CloseReason> {
+        let Some(who) = who else {
+            tracing::warn!(user = ?self.opts.user, "Authorization Violation after reload");
+            self.err("Authorization Violation");
+            return Some(CloseReason::AuthFailure);
+        };
+        let router = match who.account.as_deref() {
+            Some(a) => self.shared.accounts.get(a).cloned(),
+            None => Some(self.shared.router.clone()),
+        };
+        if !router.is_some_and(|r| Arc::ptr_eq(&r, &self.router)) {
+            return Some(CloseReason::ClientClosed);
+        }
+        self.responses = who
+            .perms
+            .as_ref()
+            .and_then(|p| p.responses)
+            .map(Responses::new);
+        self.perms = who.perms;
+        self.pub_perm_cache.clear();
+        let subs: Vec<_> = conns::lock(&self.meta.subs).drain().collect();
+        for (sid, old) in subs {
+            self.router.remove(&old);
+            let queue = old.queue.as_deref().map(String::from_utf8_lossy);
+            let subject = String::from_utf8_lossy(&old.subject);
+            let allowed = self
+                .perms
+                .as_ref()
+                .is_none_or(|p| p.can_subscribe(&subject, queue.as_deref()));
+            if !allowed {
+                let sid_text = String::from_utf8_lossy(&sid);
+                let text = match &queue {
+                    Some(q) => format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\" (sid \"{sid_text}\")"),
+                    None => format!("Permissions Violation for Subscription to \"{subject}\" (sid \"{sid_text}\")"),
+                };
+                tracing::info!("Removed sub {subject:?} (sid {sid_text:?}) - not authorized");
+                self.err(&text);
+                continue;
+            }
+            // The delivery deny list and the responses table are the new permissions'.
+            let sub = Arc::new(Subscription {
+                subject: old.subject.clone(),
+                queue: old.queue.clone(),
+                sid: old.sid.clone(),
+                client_id: old.client_id,
+                sink: Sink::Conn(self.out.clone()),
+                max: AtomicU64::new(old.max.load(Ordering::Relaxed)),
+                delivered: AtomicU64::new(old.delivered.load(Ordering::Relaxed)),
+                removed: Default::default(),
+                deny: self
+                    .perms
+                    .as_ref()
+                    .and_then(|p| p.delivery_deny(queue.as_deref())),
+                responses: self.responses.clone(),
+            });
+            conns::lock(&self.meta.subs).insert(sid, sub.clone());
+            self.router.insert(sub);
+        }
+        self.cache = MatchCache::default();
+        self.remote_cache = None;
+        None
     }
 
     fn on_pub(

@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,9 +15,6 @@ use rustc_hash::FxHashMap;
 use super::kind::ConnKind;
 use super::outbound::{CloseReason, Outbound};
 use super::sublist::Subscription;
-
-/// How many closed connections the ring keeps (nats-server's `max_closed_clients` default).
-pub(crate) const MAX_CLOSED: usize = 10_000;
 
 /// The TLS session a client connection runs over.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +101,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl ConnMeta {
@@ -152,7 +150,8 @@ impl ConnMeta {
         let named = lock(&self.identity).lang.is_some();
         if named && !self.has_rtt() && lock(&self.rtt_ping).is_none() {
             self.ping_sent();
-            self.out.send(|b| b.extend_from_slice(crate::protocol::encode::PING));
+            self.out
+                .send(|b| b.extend_from_slice(crate::protocol::encode::PING));
         }
     }
 
@@ -247,6 +246,8 @@ pub(crate) trait ConnObserver: Send + Sync {
 /// Every open client connection, and the most recently closed ones.
 #[derive(Default)]
 pub(crate) struct Registry {
+    /// How many closed connections the ring keeps (`max_closed_clients`).
+    max_closed: usize,
     open: Mutex<FxHashMap<u64, Arc<ConnMeta>>>,
     closed: Mutex<VecDeque<ConnSnapshot>>,
     total: AtomicU64,
@@ -268,6 +269,14 @@ pub struct Totals {
 }
 
 impl Registry {
+    /// A registry that remembers `max_closed` closed connections.
+    pub fn new(max_closed: usize) -> Self {
+        Self {
+            max_closed,
+            ..Self::default()
+        }
+    }
+
     pub fn insert(&self, meta: &Arc<ConnMeta>) {
         lock(&self.open).insert(meta.out.cid, meta.clone());
         self.total.fetch_add(1, Ordering::Relaxed);
@@ -291,7 +300,9 @@ impl Registry {
         self.retired_out_bytes
             .fetch_add(snap.out_bytes, Ordering::Relaxed);
         match snap.reason {
-            Some(CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline) => {
+            Some(
+                CloseReason::SlowConsumerPendingBytes | CloseReason::SlowConsumerWriteDeadline,
+            ) => {
                 self.slow_consumers.fetch_add(1, Ordering::Relaxed);
             }
             Some(CloseReason::StaleConnection) => {
@@ -305,10 +316,12 @@ impl Registry {
             }
         }
         let mut closed = lock(&self.closed);
-        if closed.len() >= MAX_CLOSED {
+        while closed.len() >= self.max_closed.max(1) {
             closed.pop_front();
         }
-        closed.push_back(snap);
+        if self.max_closed > 0 {
+            closed.push_back(snap);
+        }
     }
 
     /// The open connections.

@@ -86,7 +86,10 @@ pub(crate) struct Shared {
     pub router: Arc<Router>,
     /// The subjects of each account of `accounts {}`, by name.
     pub accounts: FxHashMap<String, Arc<Router>>,
-    pub auth: auth::Authenticator,
+    /// Who may log in and with which permissions; replaced by a config reload.
+    auth: arc_swap::ArcSwap<auth::Authenticator>,
+    /// Moves on every reload of the authorization: each client checks itself again.
+    reloads: tokio::sync::watch::Sender<u64>,
     pub stats: Stats,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
@@ -119,7 +122,11 @@ impl Shared {
 
     /// The outbound side of every open client connection.
     fn client_outs(&self) -> Vec<Arc<Outbound>> {
-        self.conns.open().into_iter().map(|m| m.out.clone()).collect()
+        self.conns
+            .open()
+            .into_iter()
+            .map(|m| m.out.clone())
+            .collect()
     }
 
     /// Number of subscriptions.
@@ -128,7 +135,27 @@ impl Shared {
     }
 
     fn auth_timeout(&self) -> Duration {
-        self.config.auth.timeout.unwrap_or(self.config.auth_timeout)
+        self.auth().timeout().unwrap_or(self.config.auth_timeout)
+    }
+
+    /// The authorization in force.
+    pub(crate) fn auth(&self) -> Arc<auth::Authenticator> {
+        self.auth.load_full()
+    }
+
+    /// Replaces the authorization (a config reload): new logins use it at once, and every
+    /// connected client is checked again (logged out if it no longer may log in, its
+    /// permissions replaced otherwise).
+    pub(crate) fn reload_auth(&self, cfg: &crate::config::AuthConfig) {
+        let trust = self.config.trust.as_ref();
+        self.auth
+            .store(Arc::new(auth::Authenticator::new(cfg, trust)));
+        self.reloads.send_modify(|n| *n += 1);
+    }
+
+    /// Notified when the authorization is reloaded.
+    pub(crate) fn watch_reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     /// The auth timeout in seconds (how `/varz` shows it).
@@ -182,7 +209,7 @@ impl Shared {
             headers: true,
             max_payload: self.config.max_payload,
             proto: 1,
-            auth_required: self.auth.credentials_required(),
+            auth_required: self.auth().credentials_required(),
             jetstream: self.config.jetstream.enabled,
             tls_required: self.tls.is_some() && !self.config.allow_non_tls,
             tls_available: self.tls.is_some() && self.config.allow_non_tls,
@@ -255,7 +282,11 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         server_id,
         router: Arc::default(),
         accounts: accounts::routers(&config),
-        auth: auth::Authenticator::new(&config.auth, config.trust.as_ref()),
+        auth: arc_swap::ArcSwap::from_pointee(auth::Authenticator::new(
+            &config.auth,
+            config.trust.as_ref(),
+        )),
+        reloads: tokio::sync::watch::channel(0).0,
         stats: Stats::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -263,7 +294,7 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         remote: config.cluster.is_some().then(Arc::default),
         tls,
         cluster_view: Mutex::default(),
-        conns: conns::Registry::default(),
+        conns: conns::Registry::new(config.max_closed_clients),
         next_cid: AtomicU64::new(1),
         lame_duck: AtomicBool::new(false),
         addr,

@@ -212,7 +212,10 @@ mod tests {
         let got = read_until(&mut peer_end, "PONG\r\n").await;
         assert!(got.starts_with("INFO {"), "{got}");
         assert!(got.contains("MSG foo 1 2\r\nhi\r\n"), "{got}");
-        assert_eq!(shared.conns.get(cid).map(|m| m.out.kind), Some(ConnKind::Client));
+        assert_eq!(
+            shared.conns.get(cid).map(|m| m.out.kind),
+            Some(ConnKind::Client)
+        );
         drop(peer_end);
         tokio::time::timeout(Duration::from_secs(5), served)
             .await

@@ -58,6 +58,14 @@ impl RefServer {
         panic!("nats-server did not start");
     }
 
+    /// Replaces its config file with `conf` and sends SIGHUP (nats-server reloads at once).
+    pub fn reload(&self, conf: &str) {
+        std::fs::write(self.dir.path().join("nats.conf"), conf).expect("write nats.conf");
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    }
+
     /// nats-server with JetStream on (store in the temp dir) and fsync before every ack.
     pub fn jetstream() -> RefServer {
         Self::start("jetstream { store_dir: \"{store}\", sync_interval: always }\n")
