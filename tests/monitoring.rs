@@ -172,9 +172,6 @@ const NOT_SHOWN: &[&str] = &[
     "subsz.cache_hit_rate",
     "subsz.max_fanout",
     "subsz.avg_fanout",
-    // JetStream API request counters are not kept yet (`api` of /jsz and /varz).
-    "jsz.api",
-    "varz.jetstream.stats.api",
     // nats-server's per-server JetStream limits block and its `ha_assets` accounting of
     // Raft groups; causeway shows `max_memory`/`max_storage` under `config`.
     "jsz.limits",
@@ -194,7 +191,6 @@ const NOT_SHOWN: &[&str] = &[
     // Server-wide counts nats-server repeats (as 0) in each account's detail.
     "jsz.account_details[].accounts",
     "jsz.account_details[].ha_assets",
-    "jsz.account_details[].api",
     // Consumers are shown as the `CONSUMER.INFO` API answers them (with the leader), and
     // without nats-server's `_nats.req.level` metadata (API levels are not tracked).
     "jsz.account_details[].stream_detail[].consumer_detail[].cluster",
@@ -528,16 +524,13 @@ const EVENTS_NOT_SHOWN: &[&str] = &[
     "VARZ.data.disk_io_wait_stats",
     // As in the HTTP comparison: JetStream limits, API counters, strict mode, intervals.
     "*.statsz.jetstream.limits",
-    "*.statsz.jetstream.stats.api",
     "*.statsz.jetstream.stats.ha_assets",
     "*.statsz.jetstream.config.strict",
     "*.statsz.jetstream.config.sync_interval",
     "VARZ.data.jetstream.limits",
-    "VARZ.data.jetstream.stats.api",
     "VARZ.data.jetstream.stats.ha_assets",
     "VARZ.data.jetstream.config.strict",
     "VARZ.data.jetstream.config.sync_interval",
-    "JSZ.data.api",
     "JSZ.data.ha_assets",
     "JSZ.data.limits",
     "JSZ.data.config.strict",
@@ -579,5 +572,77 @@ async fn system_events_match_nats_server() {
     assert_eq!(get("kicked")["reason"], "Kicked");
     assert!(get("statsz")["statsz"]["connections"].as_u64().unwrap() >= 1);
     assert!(get("kick").get("error").is_none());
+    ours.shutdown().await;
+}
+
+/// Stream and consumer lifecycle on one server; returns the advisories seen (subject, JSON)
+/// and `/jsz`'s API counters.
+async fn lifecycle(url: &str, http: SocketAddr) -> (Vec<(String, Value)>, Value) {
+    use futures::StreamExt;
+    let client = within(TIMEOUT, "connect", async_nats::connect(url))
+        .await
+        .unwrap();
+    let mut streams = client
+        .subscribe("$JS.EVENT.ADVISORY.STREAM.>")
+        .await
+        .unwrap();
+    let mut consumers = client
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.>")
+        .await
+        .unwrap();
+    sync(&client).await;
+    let js = jetstream::new(client.clone());
+    let mut cfg = jetstream::stream::Config {
+        name: "LIFE".into(),
+        subjects: vec!["life.>".into()],
+        ..Default::default()
+    };
+    js.create_stream(cfg.clone()).await.unwrap();
+    cfg.max_messages = 10;
+    js.update_stream(cfg).await.unwrap();
+    let stream = js.get_stream("LIFE").await.unwrap();
+    stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("D".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream.delete_consumer("D").await.unwrap();
+    assert!(js.get_stream("NOPE").await.is_err());
+    js.delete_stream("LIFE").await.unwrap();
+    let mut seen = Vec::new();
+    for (sub, n) in [(&mut streams, 3), (&mut consumers, 2)] {
+        for _ in 0..n {
+            let m = within(TIMEOUT, "an advisory", sub.next()).await.unwrap();
+            seen.push((
+                m.subject.to_string(),
+                serde_json::from_slice(&m.payload).unwrap(),
+            ));
+        }
+    }
+    let jsz = monitor_json(http, "/jsz").await;
+    (seen, jsz["api"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_advisories_and_api_counts_match_nats_server() {
+    let store = tempfile::tempdir().unwrap();
+    let mut cfg = loopback_conf("jetstream { sync_interval: always }\n");
+    cfg.jetstream.store_dir = store.path().to_path_buf();
+    cfg.http_port = Some(0);
+    let ours = start(cfg).await;
+    let (reference, theirs_http) = reference("");
+    let (mine, my_api) = lifecycle(&ours.client_url(), ours.monitor_addr().unwrap()).await;
+    let url = format!("nats://{}", reference.addr);
+    let (theirs, their_api) = lifecycle(&url, theirs_http).await;
+    let subjects = |v: &[(String, Value)]| v.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>();
+    assert_eq!(subjects(&mine), subjects(&theirs));
+    for ((subject, a), (_, b)) in mine.iter().zip(&theirs) {
+        assert_same_shape(subject, a, b, &["*.domain"]);
+        assert_eq!(a["action"], b["action"], "{subject}");
+    }
+    assert_eq!(my_api["total"], their_api["total"], "API requests counted");
+    assert_eq!(my_api["errors"], their_api["errors"], "API errors counted");
     ours.shutdown().await;
 }

@@ -22,10 +22,17 @@ const UPDATE_PATIENCE: Duration = Duration::from_secs(10);
 
 impl JetStream {
     pub(super) fn reply(&self, m: &Message, kind: &str, body: Result<Value, ApiError>) {
+        if body.is_err() {
+            self.resources.api.error();
+        }
+        // The stream a stream-level request names is the subject's last token.
+        let stream = m.subject.rsplit('.').next().unwrap_or_default();
+        let ok = body.is_ok();
         if let Some(reply) = &m.reply {
             self.client
                 .publish_sync(reply, None, None, &response(kind, body));
         }
+        super::advisory::after_response(&self.client, kind, stream, ok);
     }
 
     /// Routes one `$JS.API` request.
@@ -33,6 +40,7 @@ impl JetStream {
         let Some(rest) = m.subject.strip_prefix("$JS.API.") else {
             return;
         };
+        self.resources.api.request();
         let tokens: Vec<&str> = rest.split('.').collect();
         if let Some(meta) = self.meta.get() {
             if !self.clustered_route(meta, &tokens, &m) {
@@ -464,7 +472,7 @@ impl JetStream {
                 "storage_max_stream_bytes": -1,
                 "max_bytes_required": false,
             },
-            "api": { "level": 1, "total": 0, "errors": 0 },
+            "api": self.resources.api.json(),
         })
     }
 }

@@ -144,9 +144,20 @@ impl JetStream {
             return;
         }
         let reply = |kind: &str, body: Result<Value, ApiError>| {
+            let ok = body.is_ok();
+            if !ok {
+                self.resources.api.error();
+            }
+            let stream = body
+                .as_ref()
+                .ok()
+                .and_then(|v| v["config"]["name"].as_str().map(str::to_string));
             if let Some(to) = &cmd.reply {
                 let body = api::response(kind, body);
                 self.client.publish_sync(to, None, None, &body);
+            }
+            if let Some(stream) = stream {
+                super::advisory::after_response(&self.client, kind, &stream, ok);
             }
         };
         match &cmd.op {

@@ -25,6 +25,43 @@ pub(crate) struct Resources {
     reserved: Mutex<BTreeMap<String, (Storage, i64)>>,
     /// How long each stream commit's `fdatasync` took, in seconds.
     pub sync_latency: Histogram,
+    /// `$JS.API` requests served and answered with an error.
+    pub api: ApiStats,
+}
+
+/// `$JS.API` request counters (`api` of account info, `/jsz` and `/varz`).
+#[derive(Debug, Default)]
+pub(crate) struct ApiStats {
+    total: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl ApiStats {
+    /// A request arrived.
+    pub fn request(&self) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request was answered with an error.
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the answer if it is an error response (`{"error": ...}`).
+    pub fn answered(&self, body: &[u8]) {
+        if body.starts_with(b"{\"error\"") {
+            self.error();
+        }
+    }
+
+    /// `{level, total, errors}`.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "level": 1,
+            "total": self.total.load(Ordering::Relaxed),
+            "errors": self.errors.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// The buckets of the fsync latency histogram: 50 µs to about 1.6 s, doubling.
@@ -52,6 +89,7 @@ impl Resources {
             used_memory: AtomicI64::new(0),
             reserved: Mutex::default(),
             sync_latency: sync_latency_histogram(),
+            api: ApiStats::default(),
         })
     }
 

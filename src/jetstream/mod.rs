@@ -11,6 +11,7 @@
 //! everything stream-bound to the owning stream's task; [`direct`] answers direct gets.
 
 mod account;
+mod advisory;
 pub mod api;
 mod catalogue;
 mod clustered;
@@ -169,6 +170,11 @@ impl JetStream {
             "leader": meta.leader_name().unwrap_or_default(),
             "cluster_size": meta.size(),
         }))
+    }
+
+    /// `$JS.API` requests served and errors: `{level, total, errors}`.
+    pub fn api_stats(&self) -> serde_json::Value {
+        self.resources.api.json()
     }
 
     /// The latency histogram of stream commits' `fdatasync` (seconds).

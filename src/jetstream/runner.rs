@@ -572,6 +572,7 @@ impl Runner {
                 b.barrier = true;
                 if let Some(reply) = m.reply {
                     let err = super::meta::unavailable();
+                    ctx.resources.api.error();
                     b.replies.answer(reply, api::response("error", Err(err)));
                 }
             }
@@ -585,6 +586,7 @@ impl Runner {
                 b.barrier = true;
                 if let Some(reply) = m.reply {
                     let err = super::meta::unavailable();
+                    ctx.resources.api.error();
                     b.replies.answer(reply, api::response("error", Err(err)));
                 }
             }
@@ -605,6 +607,11 @@ impl Runner {
                 b.barrier = true;
                 // A new or changed consumer is on disk before it is acknowledged (as on
                 // nats-server), so a restart right after finds it (see `commit`).
+                let deleted = match &call {
+                    Call::ConsumerDelete(name) => Some(name.clone()),
+                    _ => None,
+                };
+                let creates = matches!(call, Call::ConsumerCreate { .. });
                 let r = api::handle(
                     stream,
                     call,
@@ -614,6 +621,10 @@ impl Runner {
                     &mut b.out,
                 );
                 b.mutated |= r.mutated;
+                if let Some(body) = &r.body {
+                    ctx.resources.api.answered(body);
+                    consumer_advisory(&ctx.client, stream.name(), body, creates, deleted);
+                }
                 if let (Some(body), Some(reply)) = (r.body, m.reply) {
                     b.replies.answer(reply, body);
                 }
@@ -913,7 +924,7 @@ fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut R
         }
         AckRequest::Term(reason) if !settled.is_empty() => {
             let adv = json!({
-                "type": "io.nats.jetstream.advisory.v1.terminated",
+                "type": "io.nats.jetstream.advisory.v1.terminated", "id": nuid::next().to_string(),
                 "stream": stream.name(), "consumer": name, "consumer_seq": tokens[6].parse::<u64>().unwrap_or(0),
                 "stream_seq": sseq, "deliveries": tokens[4].parse::<u64>().unwrap_or(0), "reason": reason,
                 "timestamp": super::time::rfc3339(now_nanos()),
@@ -984,7 +995,7 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>, committ
         };
         for ex in exceeded {
             let adv = json!({
-                "type": "io.nats.jetstream.advisory.v1.max_deliver",
+                "type": "io.nats.jetstream.advisory.v1.max_deliver", "id": nuid::next().to_string(),
                 "stream": stream.config.name, "consumer": name, "stream_seq": ex.stream_seq,
                 "deliveries": ex.deliveries, "timestamp": super::time::rfc3339(now_nanos()),
             });
@@ -1046,6 +1057,7 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
             if let Some(dir) = dir {
                 let _ = std::fs::remove_dir_all(&dir);
             }
+            let ok = result.is_ok();
             let body = api::response(
                 "stream_delete",
                 result
@@ -1053,7 +1065,9 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
                     .map_err(|e| super::errors::ApiError::store_failed(&e.to_string())),
             );
             tracing::info!(stream = %name, "stream deleted");
+            ctx.resources.api.answered(&body);
             ctx.client.publish_sync(&reply, None, None, &body);
+            super::advisory::after_response(&ctx.client, "stream_delete", &name, ok);
         }
         None => {
             match stream.store.checkpoint() {
@@ -1064,5 +1078,26 @@ fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {
                 tracing::error!("consumer snapshots at shutdown: {e}");
             }
         }
+    }
+}
+
+/// The advisory of a consumer created or deleted through the API (`body` is the answer).
+fn consumer_advisory(
+    client: &Client,
+    stream: &str,
+    body: &[u8],
+    created: bool,
+    deleted: Option<String>,
+) {
+    use super::advisory::{consumer_action, Action};
+    if body.starts_with(b"{\"error\"") || !(created || deleted.is_some()) {
+        return;
+    }
+    if let Some(name) = deleted {
+        return consumer_action(client, stream, &name, Action::Delete);
+    }
+    let info: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(name) = info["name"].as_str() {
+        consumer_action(client, stream, name, Action::Create);
     }
 }

@@ -63,11 +63,12 @@ impl Monitor {
             v[key] = usage[key].clone();
         }
         v["accounts"] = json!(1);
+        v["api"] = js.api_stats();
         if let Some(meta) = js.meta_cluster() {
             v["meta_cluster"] = meta;
         }
         if accounts || streams || config {
-            let mut detail = json!({ "name": "$G", "id": "$G" });
+            let mut detail = json!({ "name": "$G", "id": "$G", "api": js.api_stats() });
             for key in ["memory", "storage", "reserved_memory", "reserved_storage"] {
                 detail[key] = usage[key].clone();
             }

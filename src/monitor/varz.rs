@@ -150,7 +150,7 @@ impl Monitor {
             return json!({});
         };
         let usage = js.usage();
-        let mut stats = json!({ "accounts": 1 });
+        let mut stats = json!({ "accounts": 1, "api": js.api_stats() });
         for key in ["memory", "storage", "reserved_memory", "reserved_storage"] {
             stats[key] = usage[key].clone();
         }
