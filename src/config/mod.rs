@@ -410,7 +410,7 @@ pub struct Config {
     pub websocket: Option<WebSocketConfig>,
     /// `accounts {}`: isolated subject spaces with their users, exports and imports.
     pub accounts: Vec<AccountConfig>,
-    /// `system_account` (no system events are published yet; see the README).
+    /// `system_account`: where system events are published and `$SYS.REQ` answered.
     pub system_account: Option<String>,
     /// Operator mode: trusted operators and their accounts (users bring JWTs).
     pub trust: Option<Trust>,
