@@ -463,6 +463,10 @@ async fn system_story(url: &str) -> Vec<(&'static str, Value)> {
     let mut connects = sys.subscribe("$SYS.ACCOUNT.APP.CONNECT").await.unwrap();
     let mut disconnects = sys.subscribe("$SYS.ACCOUNT.APP.DISCONNECT").await.unwrap();
     let mut statsz = sys.subscribe("$SYS.SERVER.*.STATSZ").await.unwrap();
+    let mut auth_errors = sys
+        .subscribe("$SYS.SERVER.*.CLIENT.AUTH.ERR")
+        .await
+        .unwrap();
     sync(&sys).await;
     let app = login(url, "app", "edge-1").await;
     for _ in 0..3 {
@@ -506,6 +510,15 @@ async fn system_story(url: &str) -> Vec<(&'static str, Value)> {
         next_json(&mut disconnects, "disconnect of the kicked client").await,
     ));
     drop(kicked);
+    let refused = async_nats::ConnectOptions::with_user_and_password("app".into(), "wrong".into())
+        .max_reconnects(Some(0))
+        .connect(url)
+        .await;
+    assert!(refused.is_err(), "a wrong password is refused");
+    out.push((
+        "auth error",
+        next_json(&mut auth_errors, "auth error event").await,
+    ));
     out
 }
 
@@ -570,6 +583,7 @@ async fn system_events_match_nats_server() {
     assert_eq!(gone["reason"], "Client Closed");
     assert!(gone["sent"]["msgs"].as_u64().unwrap() >= 3, "{gone:#}");
     assert_eq!(get("kicked")["reason"], "Kicked");
+    assert_eq!(get("auth error")["reason"], "Authentication Failure");
     assert!(get("statsz")["statsz"]["connections"].as_u64().unwrap() >= 1);
     assert!(get("kick").get("error").is_none());
     ours.shutdown().await;
@@ -645,4 +659,62 @@ async fn jetstream_advisories_and_api_counts_match_nats_server() {
     assert_eq!(my_api["total"], their_api["total"], "API requests counted");
     assert_eq!(my_api["errors"], their_api["errors"], "API errors counted");
     ours.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_passes_through_republish_and_deliveries() {
+    use futures::StreamExt;
+    let store = tempfile::tempdir().unwrap();
+    let mut cfg = loopback_conf("jetstream {}\n");
+    cfg.jetstream.store_dir = store.path().to_path_buf();
+    let server = start(cfg).await;
+    let client = common::nats_client(&server).await;
+    let js = jetstream::new(client.clone());
+    js.create_stream(jetstream::stream::Config {
+        name: "T".into(),
+        subjects: vec!["traced.>".into()],
+        republish: Some(jetstream::stream::Republish {
+            source: ">".into(),
+            destination: "copy.>".into(),
+            headers_only: false,
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut copies = client.subscribe("copy.>").await.unwrap();
+    sync(&client).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", parent);
+    headers.insert("tracestate", "vendor=opaque");
+    js.publish_with_headers("traced.a", headers, "work".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let copy = within(TIMEOUT, "the republished copy", copies.next())
+        .await
+        .unwrap();
+    let h = copy.headers.expect("headers on the copy");
+    assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some(parent));
+    assert_eq!(
+        h.get("tracestate").map(|v| v.as_str()),
+        Some("vendor=opaque")
+    );
+    let consumer = js
+        .get_stream("T")
+        .await
+        .unwrap()
+        .create_consumer(jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let delivered = within(TIMEOUT, "a delivery", batch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let h = delivered.headers.clone().expect("headers on the delivery");
+    assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some(parent));
+    server.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! System events in the system account (`system_account`), with nats-server's subjects and
 //! JSON: `$SYS.ACCOUNT.<acc>.CONNECT` / `DISCONNECT` when a client logs in or leaves,
+//! `$SYS.SERVER.<id>.CLIENT.AUTH.ERR` when one is refused, `LAMEDUCK` and `SHUTDOWN`,
 //! `$SYS.SERVER.<id>.STATSZ` (250 ms after start, then doubling up to every 10 s, while
 //! someone listens), and the `$SYS.REQ.SERVER.PING[.<X>]`, `$SYS.REQ.SERVER.<id>.<X>` and
 //! `$SYS.REQ.ACCOUNT.<acc>.<X>` requests, answered from the monitoring endpoints.
@@ -363,6 +364,29 @@ impl Events {
 }
 
 impl ConnObserver for Events {
+    fn auth_failed(&self, c: &ConnSnapshot) {
+        let subject = format!(
+            "$SYS.SERVER.{}.CLIENT.AUTH.ERR",
+            self.monitor.shared.server_id
+        );
+        if !self.client.has_interest(&subject) {
+            return;
+        }
+        let mut v = self.event("client_disconnect", c);
+        v["sent"] = json!({ "msgs": c.in_msgs, "bytes": c.in_bytes });
+        v["received"] = json!({ "msgs": c.out_msgs, "bytes": c.out_bytes });
+        v["reason"] = json!(c.reason.map_or("", |r| r.as_str()));
+        self.publish(&subject, &v);
+    }
+
+    fn stopping(&self, lame_duck: bool) {
+        let what = if lame_duck { "LAMEDUCK" } else { "SHUTDOWN" };
+        let subject = format!("$SYS.SERVER.{}.{what}", self.monitor.shared.server_id);
+        if self.client.has_interest(&subject) {
+            self.publish(&subject, &self.server_info());
+        }
+    }
+
     fn connected(&self, c: &ConnSnapshot) {
         let subject = format!("$SYS.ACCOUNT.{}.CONNECT", c.identity.account);
         if self.client.has_interest(&subject) {

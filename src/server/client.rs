@@ -425,6 +425,13 @@ impl Conn {
     fn finish_connect(&mut self, opts: ConnectOptions, who: Option<Authenticated>) -> Next {
         let Some(who) = who else {
             tracing::warn!(user = ?opts.user, "Authorization Violation");
+            self.meta.set_claimed(conns::Identity {
+                name: opts.name.clone(),
+                lang: opts.lang.clone(),
+                version: opts.version.clone(),
+                user: opts.user.clone().or_else(|| opts.nkey.clone()),
+                account: "$G".into(),
+            });
             self.err("Authorization Violation");
             return Next::Close(CloseReason::AuthFailure);
         };

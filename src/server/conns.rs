@@ -139,6 +139,11 @@ impl ConnMeta {
         self.logged_in.store(true, Ordering::Relaxed);
     }
 
+    /// Records who a refused CONNECT claimed to be (for the auth error event).
+    pub fn set_claimed(&self, identity: Identity) {
+        *lock(&self.identity) = identity;
+    }
+
     /// The client's CONNECT was accepted.
     pub fn logged_in(&self) -> bool {
         self.logged_in.load(Ordering::Relaxed)
@@ -241,6 +246,10 @@ pub(crate) trait ConnObserver: Send + Sync {
     fn connected(&self, conn: &ConnSnapshot);
     /// A logged-in client's connection closed.
     fn disconnected(&self, conn: &ConnSnapshot);
+    /// A connection was refused for bad credentials.
+    fn auth_failed(&self, conn: &ConnSnapshot);
+    /// The server is stopping (`lame_duck`: entering lame duck mode first).
+    fn stopping(&self, lame_duck: bool);
 }
 
 /// Every open client connection, and the most recently closed ones.
@@ -310,9 +319,11 @@ impl Registry {
             }
             _ => {}
         }
-        if meta.logged_in() {
-            if let Some(obs) = self.observer.get() {
+        if let Some(obs) = self.observer.get() {
+            if meta.logged_in() {
                 obs.disconnected(&snap);
+            } else if snap.reason == Some(CloseReason::AuthFailure) {
+                obs.auth_failed(&snap);
             }
         }
         let mut closed = lock(&self.closed);
@@ -362,6 +373,13 @@ impl Registry {
     /// How many connections were ever registered.
     pub fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
+    }
+
+    /// The server is stopping: tells the observer.
+    pub fn stopping(&self, lame_duck: bool) {
+        if let Some(obs) = self.observer.get() {
+            obs.stopping(lame_duck);
+        }
     }
 
     /// Sets who hears of logins and closes (once; later calls are ignored).

@@ -341,6 +341,10 @@ impl Shared {
     /// then close the clients spread over `spread`.
     pub(crate) async fn close_clients(&self, grace: Duration, spread: Duration) {
         tracing::info!("Entering lame duck mode, stop accepting new clients");
+        let lame_duck = !grace.is_zero() || !spread.is_zero();
+        if lame_duck {
+            self.conns.stopping(true);
+        }
         self.lame_duck.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
         let clients = self.client_outs();
@@ -351,6 +355,7 @@ impl Shared {
         if !grace.is_zero() {
             tokio::time::sleep(grace).await;
         }
+        self.conns.stopping(false);
         let pause = if clients.is_empty() {
             Duration::ZERO
         } else {
