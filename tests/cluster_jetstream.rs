@@ -642,6 +642,30 @@ async fn leaders_step_down_on_request() {
     eprintln!("stream stepdown {first} -> {second} in {:?}", t0.elapsed());
     publish_all(&js, 10..15).await;
     assert_eq!(stream_leader(&js, "SD").await.1, 15);
+    // The new leader's /metrics say it leads, and list the other two replicas' lag.
+    let at = NAMES
+        .iter()
+        .position(|n| *n == second)
+        .expect("a known leader");
+    let http = servers[at].monitor_addr().unwrap();
+    let (_, text) = common::monitor_get(http, "/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let sample = |metric: &str| {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric && s.labels.get("stream") == Some("SD"))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(sample("nats_jetstream_stream_raft_leader"), [1.0], "{text}");
+    assert_eq!(sample("nats_jetstream_stream_messages"), [15.0], "{text}");
+    let lags = sample("nats_jetstream_stream_replica_lag");
+    assert_eq!(lags.len(), 2, "{text}");
+    assert!(lags.iter().all(|l| (0.0..1000.0).contains(l)), "{text}");
 
     // A consumer stepdown moves the stream's leadership (its consumers are served there);
     // the consumer keeps its acks and goes on from them.

@@ -718,3 +718,87 @@ async fn traceparent_passes_through_republish_and_deliveries() {
     assert_eq!(h.get("traceparent").map(|v| v.as_str()), Some(parent));
     server.shutdown().await;
 }
+
+/// A consumer sampling every ack: one message acked, one naked. Returns the ack metric and
+/// the nak advisory.
+async fn ack_story(url: &str) -> Vec<(String, Value)> {
+    use futures::StreamExt;
+    let client = within(TIMEOUT, "connect", async_nats::connect(url))
+        .await
+        .unwrap();
+    let mut metrics = client
+        .subscribe("$JS.EVENT.METRIC.CONSUMER.ACK.>")
+        .await
+        .unwrap();
+    let mut naks = client
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.>")
+        .await
+        .unwrap();
+    sync(&client).await;
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: "ACKS".into(),
+            subjects: vec!["acks.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        js.publish("acks.a", "m".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("S".into()),
+            sample_frequency: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(2).messages().await.unwrap();
+    let first = within(TIMEOUT, "first", batch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    first.double_ack().await.unwrap();
+    let second = within(TIMEOUT, "second", batch.next())
+        .await
+        .unwrap()
+        .unwrap();
+    second
+        .ack_with(jetstream::AckKind::Nak(None))
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for sub in [&mut metrics, &mut naks] {
+        let m = within(TIMEOUT, "an event", sub.next()).await.unwrap();
+        out.push((
+            m.subject.to_string(),
+            serde_json::from_slice(&m.payload).unwrap(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_metrics_and_nak_advisories_match_nats_server() {
+    let store = tempfile::tempdir().unwrap();
+    let mut cfg = loopback_conf("jetstream { sync_interval: always }\n");
+    cfg.jetstream.store_dir = store.path().to_path_buf();
+    let ours = start(cfg).await;
+    let (reference, _) = reference("");
+    let mine = ack_story(&ours.client_url()).await;
+    let theirs = ack_story(&format!("nats://{}", reference.addr)).await;
+    for ((subject, a), (their_subject, b)) in mine.iter().zip(&theirs) {
+        assert_eq!(subject, their_subject);
+        assert_same_shape(subject, a, b, &[]);
+        assert_eq!(a["type"], b["type"]);
+        assert_eq!(a["stream_seq"], b["stream_seq"], "{subject}");
+    }
+    assert!(mine[0].1["ack_time"].as_i64().unwrap() > 0);
+    ours.shutdown().await;
+}

@@ -887,6 +887,17 @@ fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut R
         AckRequest::Term(_) => AckKind::Term,
         AckRequest::Nak(delay) => {
             c.nak(sseq, *delay);
+            let mut adv = super::advisory::typed("nak");
+            adv["stream"] = json!(stream.config.name);
+            adv["consumer"] = json!(name);
+            adv["consumer_seq"] = json!(tokens[6].parse::<u64>().unwrap_or(0));
+            adv["stream_seq"] = json!(sseq);
+            adv["deliveries"] = json!(tokens[4].parse::<u64>().unwrap_or(0));
+            let subj = format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.{}.{name}",
+                stream.config.name
+            );
+            replies.confirm(subj, serde_json::to_vec(&adv).unwrap_or_default());
             return confirm(&m, replies);
         }
         AckRequest::Progress => {
@@ -910,6 +921,23 @@ fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut R
     };
     if let Some(c) = stream.consumers.get_mut(name) {
         c.settle(&settled);
+        if kind == AckKind::Ack && !settled.is_empty() && sampled(c.config.sample_freq.as_deref()) {
+            // `ts` is when the message was delivered: the ack time is since then.
+            let delivered_at = tokens[7].parse::<i64>().unwrap_or(0);
+            let mut metric = super::advisory::typed("consumer_ack");
+            metric["type"] = json!("io.nats.jetstream.metric.v1.consumer_ack");
+            metric["stream"] = json!(stream.config.name);
+            metric["consumer"] = json!(name);
+            metric["consumer_seq"] = json!(tokens[6].parse::<u64>().unwrap_or(0));
+            metric["stream_seq"] = json!(sseq);
+            metric["ack_time"] = json!(now_nanos().saturating_sub(delivered_at).max(0));
+            metric["deliveries"] = json!(tokens[4].parse::<u64>().unwrap_or(0));
+            let subj = format!(
+                "$JS.EVENT.METRIC.CONSUMER.ACK.{}.{name}",
+                stream.config.name
+            );
+            replies.confirm(subj, serde_json::to_vec(&metric).unwrap_or_default());
+        }
     }
     match request {
         AckRequest::Next(body) => {
@@ -1100,4 +1128,14 @@ fn consumer_advisory(
     if let Some(name) = info["name"].as_str() {
         consumer_action(client, stream, name, Action::Create);
     }
+}
+
+/// Whether to send this ack's metric: `sample_freq` is a percentage (`"30%"` or `"30"`).
+fn sampled(freq: Option<&str>) -> bool {
+    use rand::Rng;
+    let pct: i32 = freq
+        .map(|f| f.trim().trim_end_matches('%'))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
+    pct >= 100 || (pct > 0 && rand::rng().random_range(0..100) < pct)
 }

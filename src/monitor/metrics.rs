@@ -1,7 +1,8 @@
 //! `/metrics`: the Prometheus text format (prometheus-client), built from the same readings
 //! as `/varz` and `/jsz` at each scrape: connections, messages and bytes in and out, slow
-//! consumers, memory and CPU; per stream messages, bytes, first and last sequence; per
-//! consumer pending, ack pending and redelivered; each replicated stream's Raft leadership;
+//! consumers, memory; per stream messages, bytes, first and last sequence; per
+//! consumer pending, ack pending and redelivered; each replicated stream's Raft leadership
+//! and, on its leader, each replica's lag;
 //! and the histogram of stream commits' `fdatasync` latency.
 
 use prometheus_client::encoding::text::encode;
@@ -112,6 +113,7 @@ impl Monitor {
         let family = || Family::<Labels, Gauge>::default();
         let (msgs, bytes, first, last, consumers, leader) =
             (family(), family(), family(), family(), family(), family());
+        let lag = family();
         let (pending, ack_pending, redelivered, waiting) = (family(), family(), family(), family());
         for info in streams {
             let name = info["config"]["name"]
@@ -130,6 +132,12 @@ impl Monitor {
             if let Some(l) = info["cluster"]["leader"].as_str() {
                 let mine = l == self.shared.server_name;
                 leader.get_or_create(&labels).set(i64::from(mine));
+            }
+            // On the leader: how many entries each other replica is behind.
+            for r in info["cluster"]["replicas"].as_array().into_iter().flatten() {
+                let peer = r["name"].as_str().unwrap_or_default().to_string();
+                let labels: Labels = vec![("stream", name.clone()), ("replica", peer)];
+                lag.get_or_create(&labels).set(int(&r["lag"]));
             }
             for c in info["consumer_detail"].as_array().into_iter().flatten() {
                 let labels: Labels = vec![
@@ -159,6 +167,11 @@ impl Monitor {
             "stream_raft_leader",
             "1 if this server leads the replicated stream's Raft group",
             leader,
+        );
+        js.register(
+            "stream_replica_lag",
+            "Raft entries a replica is behind the leader (on the leader)",
+            lag,
         );
         js.register(
             "consumer_num_pending",
