@@ -100,6 +100,40 @@ fn raise_fd_limit() {
 struct Logging {
     filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
     file: Option<causeway::logging::LogFile>,
+    /// The OTLP span exporter, flushed at exit.
+    #[cfg(feature = "otlp")]
+    otlp: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+/// With `--features otlp` and `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) set:
+/// a layer exporting the spans (connections, streams, Raft groups) over OTLP/HTTP in batches
+/// from a thread of its own, as the `causeway` service.
+#[cfg(feature = "otlp")]
+fn otlp() -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    let wanted = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if !wanted {
+        return Ok(None);
+    }
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()
+        .context("OTLP exporter")?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("causeway")
+        .build();
+    Ok(Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    ))
 }
 
 /// The level filter the config asks for (`CAUSEWAY_LOG` overrides it).
@@ -126,6 +160,17 @@ fn init_logging(config: &Config) -> anyhow::Result<Logging> {
     let format = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .event_format(causeway::logging::NatsFormat::default());
+    #[cfg(feature = "otlp")]
+    let otlp = otlp()?;
+    #[cfg(feature = "otlp")]
+    let registry = {
+        use opentelemetry::trace::TracerProvider;
+        let layer = otlp
+            .as_ref()
+            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("causeway")));
+        tracing_subscriber::registry().with(filter).with(layer)
+    };
+    #[cfg(not(feature = "otlp"))]
     let registry = tracing_subscriber::registry().with(filter);
     let file = match &config.log_file {
         Some(path) => {
@@ -143,6 +188,8 @@ fn init_logging(config: &Config) -> anyhow::Result<Logging> {
     Ok(Logging {
         filter: handle,
         file,
+        #[cfg(feature = "otlp")]
+        otlp,
     })
 }
 
@@ -232,6 +279,12 @@ async fn run(config: Config, args: Args, logging: Logging) -> anyhow::Result<()>
     }
     if let Some(path) = pid_file {
         let _ = std::fs::remove_file(path);
+    }
+    #[cfg(feature = "otlp")]
+    if let Some(provider) = &logging.otlp {
+        // Exports what is still batched (on its own thread: the exporter blocks).
+        let provider = provider.clone();
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
     }
     Ok(())
 }
