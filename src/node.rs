@@ -149,6 +149,7 @@ impl ServerHandle {
         for change in &changes {
             tracing::info!("Reloaded: {change}");
         }
+        self.shared.mark_reloaded();
         *current = new;
         Ok(changes)
     }

@@ -72,7 +72,7 @@ impl Monitor {
             "stalled_clients": 0,
             "subscriptions": shared.num_subscriptions(),
             "http_req_stats": self.req_stats(),
-            "config_load_time": timestamp(shared.start_time),
+            "config_load_time": timestamp(shared.config_loaded()),
             "slow_consumer_stats": {
                 "clients": totals.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0,
             },

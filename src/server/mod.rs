@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     auth: arc_swap::ArcSwap<auth::Authenticator>,
     /// Moves on every reload of the authorization: each client checks itself again.
     reloads: tokio::sync::watch::Sender<u64>,
+    /// When the configuration in force was loaded (start, or the last reload).
+    config_loaded: Mutex<SystemTime>,
     pub stats: Stats,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
@@ -151,6 +153,16 @@ impl Shared {
         self.auth
             .store(Arc::new(auth::Authenticator::new(cfg, trust)));
         self.reloads.send_modify(|n| *n += 1);
+    }
+
+    /// When the configuration in force was loaded (`/varz` `config_load_time`).
+    pub(crate) fn config_loaded(&self) -> SystemTime {
+        *self.config_loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a successful reload.
+    pub(crate) fn mark_reloaded(&self) {
+        *self.config_loaded.lock().unwrap_or_else(|e| e.into_inner()) = SystemTime::now();
     }
 
     /// Notified when the authorization is reloaded.
@@ -287,6 +299,7 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
             config.trust.as_ref(),
         )),
         reloads: tokio::sync::watch::channel(0).0,
+        config_loaded: Mutex::new(SystemTime::now()),
         stats: Stats::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
