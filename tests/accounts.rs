@@ -263,9 +263,11 @@ fn import_errors_are_caught_at_load() {
         ),
         (r#"accounts { "..": {} }"#, "cannot be a path"),
         (
-            r#"accounts { A: {} }
-               cluster { name: c, port: -1 }"#,
-            "accounts (in a cluster) is not supported yet",
+            r#"jetstream {}
+               server_name: s1
+               accounts { A: { jetstream: enabled } }
+               cluster { name: c, port: -1, routes: ["nats://127.0.0.1:4248"] }"#,
+            "accounts.A.jetstream (in a cluster) is not supported yet",
         ),
         (
             r#"system_account: NOPE"#,

@@ -822,17 +822,26 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
     let lagging = (0..3).find(|i| NAMES[*i] != leader && *i != 0).unwrap();
     servers[lagging].take().unwrap().shutdown().await;
     let body = vec![b'x'; 8 << 10];
-    for i in 5..N {
-        let mut payload = format!("{i}:").into_bytes();
-        payload.extend_from_slice(&body);
-        let ack = js.publish(format!("k.{i}"), payload.into()).await.unwrap();
-        assert_eq!(ack.await.unwrap().sequence, i + 1);
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let publish = |from: u64, to: u64| {
+        let (js, body) = (js.clone(), body.clone());
+        async move {
+            for i in from..to {
+                let mut payload = format!("{i}:").into_bytes();
+                payload.extend_from_slice(&body);
+                let ack = js.publish(format!("k.{i}"), payload.into()).await.unwrap();
+                assert_eq!(ack.await.unwrap().sequence, i + 1);
+            }
+        }
+    };
+    publish(5, N).await;
+    // When the snapshots fall depends on the machine's pace (the policy looks every 5 s):
+    // publishing goes on, 200 at a time, until the log has been compacted.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = N;
     loop {
         let (log, snap) = stream_group_files(dir.path(), &leader);
         if snap && log < 16 << 20 {
-            eprintln!("leader's log compacted to {log} bytes under a snapshot");
+            eprintln!("leader's log compacted to {log} bytes under a snapshot after {n}");
             break;
         }
         assert!(
@@ -840,6 +849,10 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
             "no compaction: log {log} B, snapshot {snap}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if n < 3 * N {
+            publish(n, n + 200).await;
+            n += 200;
+        }
     }
 
     // The follower comes back: its log ends below the purge, so it installs the snapshot.
@@ -897,8 +910,8 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
             String::from_utf8_lossy(&m.payload[..m.payload.len().min(16)])
         );
     };
-    check(js.clone(), N).await;
-    publish_all(&js, N..N + 1).await;
+    check(js.clone(), n).await;
+    publish_all(&js, n..n + 1).await;
 
     // The whole cluster restarts: each replica restores its own snapshot, then its log.
     for s in servers.iter_mut() {
@@ -907,7 +920,7 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
     let servers = cluster(&ports, dir.path()).await;
     let js = ready(&servers[1]).await;
     stream_leader(&js, "SN").await;
-    check(js.clone(), N + 1).await;
+    check(js.clone(), n + 1).await;
     for s in servers {
         s.shutdown().await;
     }

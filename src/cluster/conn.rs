@@ -277,9 +277,18 @@ impl RouteConn {
             }
             RouteOp::Connect(json) => return self.on_connect(json),
             RouteOp::Info(json) => return self.on_info(json),
-            RouteOp::Sub { subject, queue } => return self.on_interest(subject, queue, true),
-            RouteOp::Unsub { subject, queue } => return self.on_interest(subject, queue, false),
+            RouteOp::Sub {
+                account,
+                subject,
+                queue,
+            } => return self.on_interest(account, subject, queue, true),
+            RouteOp::Unsub {
+                account,
+                subject,
+                queue,
+            } => return self.on_interest(account, subject, queue, false),
             RouteOp::Msg {
+                account,
                 subject,
                 reply,
                 queues,
@@ -289,7 +298,7 @@ impl RouteConn {
                 let Phase::Live { link, .. } = &mut self.phase else {
                     return Err(self.end(HandshakeError::Early("RMSG")));
                 };
-                link.deliver(subject, reply, headers, payload, queues);
+                link.deliver(account, subject, reply, headers, payload, queues);
             }
             RouteOp::Delivery {
                 to,
@@ -301,7 +310,8 @@ impl RouteConn {
                 let Phase::Live { link, .. } = &mut self.phase else {
                     return Err(self.end(HandshakeError::Early("RMSGD")));
                 };
-                link.deliver_to(to, subject, reply, headers, payload, b"");
+                let global = crate::protocol::route::GLOBAL_ACCOUNT;
+                link.deliver_to(global, to, subject, reply, headers, payload, b"");
             }
         }
         Ok(())
@@ -341,6 +351,7 @@ impl RouteConn {
 
     fn on_interest(
         &mut self,
+        account: &[u8],
         subject: &[u8],
         queue: Option<&[u8]>,
         present: bool,
@@ -348,7 +359,7 @@ impl RouteConn {
         let Phase::Live { link, .. } = &mut self.phase else {
             return Err(self.end(HandshakeError::Early("RS+/RS-")));
         };
-        if let Err(e) = link.interest(subject, queue, present) {
+        if let Err(e) = link.interest(account, subject, queue, present) {
             tracing::debug!(
                 subject = %String::from_utf8_lossy(subject),
                 "ignored route interest: {e}"

@@ -521,10 +521,13 @@ impl Config {
                 ));
             }
         }
-        if !self.accounts.is_empty() && self.cluster.is_some() {
-            // Routes carry the global account only: other accounts' interest would not cross.
+        if let (Some(a), Some(_)) = (
+            self.accounts.iter().find(|a| a.jetstream.is_some()),
+            &self.cluster,
+        ) {
+            // A cluster's JetStream (its meta group, placement) serves the global account.
             return Err(ConfigError::Unsupported {
-                key: "accounts (in a cluster)".to_string(),
+                key: format!("accounts.{}.jetstream (in a cluster)", a.name),
             });
         }
         if let Some(trust) = &self.trust {

@@ -16,15 +16,17 @@
 //! PING, PONG, -ERR '<text>', +OK
 //! ```
 //!
-//! The account is always `$G` today. A queue list only appears with five or more arguments, so
-//! a reply subject that happens to be `+` or `|` is never mistaken for a marker.
+//! `<acc>` names the account whose subjects the line is about (`$G`, the global account, or an
+//! account of `accounts {}`); deliveries (`RMSGD`) are always `$G`'s (JetStream runs there in
+//! a cluster). A queue list only appears with five or more arguments, so a reply subject that
+//! happens to be `+` or `|` is never mistaken for a marker.
 
 use bytes::{BufMut, BytesMut};
 use memchr::memchr;
 
 use super::parser::{eq_ci, parse_u64, split_args, split_op, trim, ParseError};
 
-/// The account every route message belongs to until causeway has accounts.
+/// The global account's name on the wire.
 pub const GLOBAL_ACCOUNT: &[u8] = b"$G";
 
 /// Limits for a route connection.
@@ -45,6 +47,8 @@ pub enum RouteOp<'a> {
     Info(&'a [u8]),
     /// `RS+`: the peer has interest in `subject` (for `queue`, when set).
     Sub {
+        /// The account.
+        account: &'a [u8],
         /// The subject, wildcards as written.
         subject: &'a [u8],
         /// The queue group.
@@ -52,6 +56,8 @@ pub enum RouteOp<'a> {
     },
     /// `RS-`: the peer's interest is gone.
     Unsub {
+        /// The account.
+        account: &'a [u8],
         /// The subject, wildcards as written.
         subject: &'a [u8],
         /// The queue group.
@@ -59,6 +65,8 @@ pub enum RouteOp<'a> {
     },
     /// `RMSG` / `HRMSG`.
     Msg {
+        /// The account.
+        account: &'a [u8],
         /// Destination subject.
         subject: &'a [u8],
         /// Reply subject.
@@ -143,14 +151,19 @@ pub fn parse<'a>(buf: &'a [u8], limits: &RouteLimits) -> Result<RouteParsed<'a>,
                 (true, 4) | (false, 3) => Some(args[2]),
                 _ => return Err(ParseError::BadArgs("RS")),
             };
-            if args[0] != GLOBAL_ACCOUNT {
-                return Err(ParseError::BadArgs("RS account"));
-            }
-            let subject = args[1];
+            let (account, subject) = (args[0], args[1]);
             done(if plus {
-                RouteOp::Sub { subject, queue }
+                RouteOp::Sub {
+                    account,
+                    subject,
+                    queue,
+                }
             } else {
-                RouteOp::Unsub { subject, queue }
+                RouteOp::Unsub {
+                    account,
+                    subject,
+                    queue,
+                }
             })
         }
         _ if eq_ci(op, b"PING") => done(RouteOp::Ping),
@@ -178,10 +191,7 @@ fn parse_msg<'a>(
     if n < 2 + sizes {
         return Err(ParseError::BadArgs(NAME));
     }
-    if args[0] != GLOBAL_ACCOUNT {
-        return Err(ParseError::BadArgs("RMSG account"));
-    }
-    let subject = args[1];
+    let (account, subject) = (args[0], args[1]);
     let fixed = n - sizes; // account, subject and what sits between them and the sizes
     let (reply, queues) = if fixed <= 3 {
         ((fixed == 3).then_some(args[2]), &[][..])
@@ -214,6 +224,7 @@ fn parse_msg<'a>(
     };
     Ok(RouteParsed::Op(
         RouteOp::Msg {
+            account,
             subject,
             reply,
             queues,
@@ -345,9 +356,11 @@ fn tail_args(s: &[u8], n: usize) -> [&[u8]; 2] {
     out
 }
 
-/// Appends `RS+ $G <subject> [<queue> 1]`.
-pub fn write_sub(out: &mut BytesMut, subject: &[u8], queue: Option<&[u8]>) {
-    out.put_slice(b"RS+ $G ");
+/// Appends `RS+ <account> <subject> [<queue> 1]`.
+pub fn write_sub(out: &mut BytesMut, account: &[u8], subject: &[u8], queue: Option<&[u8]>) {
+    out.put_slice(b"RS+ ");
+    out.put_slice(account);
+    out.put_u8(b' ');
     out.put_slice(subject);
     if let Some(q) = queue {
         out.put_u8(b' ');
@@ -357,9 +370,11 @@ pub fn write_sub(out: &mut BytesMut, subject: &[u8], queue: Option<&[u8]>) {
     out.put_slice(b"\r\n");
 }
 
-/// Appends `RS- $G <subject> [<queue>]`.
-pub fn write_unsub(out: &mut BytesMut, subject: &[u8], queue: Option<&[u8]>) {
-    out.put_slice(b"RS- $G ");
+/// Appends `RS- <account> <subject> [<queue>]`.
+pub fn write_unsub(out: &mut BytesMut, account: &[u8], subject: &[u8], queue: Option<&[u8]>) {
+    out.put_slice(b"RS- ");
+    out.put_slice(account);
+    out.put_u8(b' ');
     out.put_slice(subject);
     if let Some(q) = queue {
         out.put_u8(b' ');
@@ -370,13 +385,15 @@ pub fn write_unsub(out: &mut BytesMut, subject: &[u8], queue: Option<&[u8]>) {
 
 /// Number of bytes [`write_msg`] appends.
 pub fn msg_len(
+    account: &[u8],
     subject: &[u8],
     reply: Option<&[u8]>,
     queues: &[&[u8]],
     headers: Option<&[u8]>,
     payload: &[u8],
 ) -> usize {
-    "HRMSG $G ".len()
+    "HRMSG  ".len()
+        + account.len()
         + subject.len()
         + reply.map_or(0, |r| r.len() + 3)
         + queues.iter().map(|q| q.len() + 1).sum::<usize>()
@@ -392,19 +409,22 @@ pub fn msg_len(
 /// the members of `queues`.
 pub fn write_msg(
     out: &mut BytesMut,
+    account: &[u8],
     subject: &[u8],
     reply: Option<&[u8]>,
     queues: &[&[u8]],
     headers: Option<&[u8]>,
     payload: &[u8],
 ) {
-    out.reserve(msg_len(subject, reply, queues, headers, payload));
+    out.reserve(msg_len(account, subject, reply, queues, headers, payload));
     let mut num = itoa::Buffer::new();
     out.put_slice(if headers.is_some() {
-        b"HRMSG $G "
+        b"HRMSG "
     } else {
-        b"RMSG $G "
+        b"RMSG "
     });
+    out.put_slice(account);
+    out.put_u8(b' ');
     out.put_slice(subject);
     out.put_u8(b' ');
     match (reply, queues.is_empty()) {
@@ -435,7 +455,7 @@ pub fn delivery_len(
     headers: Option<&[u8]>,
     payload: &[u8],
 ) -> usize {
-    msg_len(subject, reply, &[], headers, payload) + 2 + to.len()
+    msg_len(GLOBAL_ACCOUNT, subject, reply, &[], headers, payload) + 2 + to.len()
 }
 
 /// Appends an `RMSGD` (or `HRMSGD` with `headers`) frame: a delivery for the peer's
@@ -492,8 +512,8 @@ mod tests {
         payload: &[u8],
     ) -> BytesMut {
         let mut b = BytesMut::new();
-        write_msg(&mut b, b"foo.bar", reply, queues, headers, payload);
-        assert!(msg_len(b"foo.bar", reply, queues, headers, payload) >= b.len());
+        write_msg(&mut b, b"APP", b"foo.bar", reply, queues, headers, payload);
+        assert!(msg_len(b"APP", b"foo.bar", reply, queues, headers, payload) >= b.len());
         b
     }
 
@@ -537,6 +557,7 @@ mod tests {
                 for headers in [None, Some(hdr)] {
                     let b = encoded(reply, queues, headers, b"hello");
                     let RouteOp::Msg {
+                        account,
                         subject,
                         reply: r,
                         queues: q,
@@ -546,6 +567,7 @@ mod tests {
                     else {
                         panic!("not a message: {b:?}");
                     };
+                    assert_eq!(account, b"APP");
                     assert_eq!(subject, b"foo.bar");
                     assert_eq!(r, reply, "{b:?}");
                     assert_eq!(queue_names(q).collect::<Vec<_>>(), queues, "{b:?}");
@@ -559,20 +581,23 @@ mod tests {
     #[test]
     fn interest_and_control() {
         let mut b = BytesMut::new();
-        write_sub(&mut b, b"foo.*", Some(b"q"));
+        write_sub(&mut b, b"$G", b"foo.*", Some(b"q"));
         assert_eq!(&b[..], b"RS+ $G foo.* q 1\r\n");
         assert_eq!(
             op(&b),
             RouteOp::Sub {
+                account: b"$G",
                 subject: b"foo.*",
                 queue: Some(b"q")
             }
         );
         b.clear();
-        write_unsub(&mut b, b"foo.>", None);
+        write_unsub(&mut b, b"APP", b"foo.>", None);
+        assert_eq!(&b[..], b"RS- APP foo.>\r\n");
         assert_eq!(
             op(&b),
             RouteOp::Unsub {
+                account: b"APP",
                 subject: b"foo.>",
                 queue: None
             }
@@ -593,7 +618,6 @@ mod tests {
         }
         for bad in [
             &b"RMSG $G foo\r\n"[..],
-            b"RMSG $X foo 1\r\nx\r\n",
             b"RMSG $G foo x 1 2 3\r\n",
             b"RMSG $G foo + r 1\r\n",
             b"RMSG $G foo 2000\r\n",

@@ -39,13 +39,15 @@ pub(crate) fn routers(cfg: &Config) -> FxHashMap<String, Arc<Router>> {
     let mut out: FxHashMap<String, Arc<Router>> = cfg
         .accounts
         .iter()
-        .map(|a| (a.name.clone(), Arc::default()))
+        .map(|a| (a.name.clone(), Arc::new(Router::named(a.name.as_bytes()))))
         .collect();
+    let named = |name: &str| Arc::new(Router::named(name.as_bytes()));
     if let Some(sys) = &cfg.system_account {
-        out.entry(sys.clone()).or_default();
+        out.entry(sys.clone()).or_insert_with(|| named(sys));
     }
     for account in cfg.trust.iter().flat_map(|t| &t.accounts) {
-        out.entry(account.key.clone()).or_default();
+        out.entry(account.key.clone())
+            .or_insert_with(|| named(&account.key));
     }
     out
 }
@@ -79,8 +81,9 @@ fn stream_bridge(import: &Import, from: Client, into: Client) {
         into.publish_sync(&to, msg.reply.as_deref(), headers, &msg.payload);
         true
     });
-    // The subscription lives as long as the server: the router holds it.
-    let _ = from.subscribe_internal(&import.subject, None, handler);
+    // The subscription lives as long as the server: the router holds it. A bridge: in a
+    // cluster each server republishes its own publishers' messages.
+    let _ = from.subscribe_bridge(&import.subject, handler);
 }
 
 /// Reply subjects of forwarded requests: `_R_...` in the exporter → reply in the importer.
@@ -151,7 +154,9 @@ fn service_bridge(import: &Import, from: Client, into: Client) {
         }
         true
     });
-    let _ = into.subscribe_internal(&import.local, None, requests);
+    // Each server forwards its own requesters' requests; responses (above) come back to the
+    // forwarding server over routes too.
+    let _ = into.subscribe_bridge(&import.local, requests);
 }
 
 fn lock(p: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {

@@ -584,7 +584,7 @@ impl Conn {
         } else {
             let local = deliver(&self.router, &matches, &msg, origin, &mut self.dirty);
             // The one cost of clustering on a single server: this branch.
-            if self.shared.remote.is_none() || !Arc::ptr_eq(&self.router, &self.shared.router) {
+            if self.shared.remote.is_none() {
                 local
             } else {
                 local + self.forward_to_routes(&matches, &msg)
@@ -608,7 +608,8 @@ impl Conn {
             return 0;
         };
         let cache = self.remote_cache.get_or_insert_with(Box::default);
-        remote.forward(Some(cache), local, msg, &mut self.dirty)
+        let account = self.router.account();
+        remote.forward(account, Some(cache), local, msg, &mut self.dirty)
     }
 
     /// Sends the 503 status (naming the request's subject in `Nats-Subject`, as nats-server)

@@ -134,7 +134,8 @@ pub(crate) fn deliver_routed(
 ) -> usize {
     let mut delivered = 0;
     for sub in &matches.psubs {
-        if send(router, sub, msg, dirty) {
+        // Bridges take only this server's own publishes.
+        if !matches!(sub.sink, Sink::Bridge(_)) && send(router, sub, msg, dirty) {
             delivered += 1;
         }
     }
@@ -191,7 +192,7 @@ fn send(router: &Router, sub: &Arc<Subscription>, msg: &Publish<'_>, dirty: &mut
                 Push::Closed => false,
             }
         }
-        Sink::Internal(handler) => {
+        Sink::Internal(handler) | Sink::Bridge(handler) => {
             // A handler can wait (a full stream queue holds its publisher back): what this
             // batch already queued for other connections goes out first.
             dirty.flush();

@@ -70,12 +70,9 @@ impl Client {
         }
     }
 
-    /// Cluster routes carry the global account only.
+    /// Other servers' interest, in a cluster.
     fn remote(&self) -> Option<&Arc<super::Remote>> {
-        self.shared
-            .remote
-            .as_ref()
-            .filter(|_| Arc::ptr_eq(&self.router, &self.shared.router))
+        self.shared.remote.as_ref()
     }
 
     /// Publishes a message.
@@ -157,14 +154,17 @@ impl Client {
             echo: true,
         };
         let local = deliver(&self.router, &matches, msg, origin, dirty);
+        let account = self.router.account();
         match self.remote() {
             Some(remote) if to.as_bytes() == msg.subject => {
-                local + remote.forward(None, &matches, msg, dirty)
+                local + remote.forward(account, None, &matches, msg, dirty)
             }
             // A routed delivery (`to` differs from the subject) crosses as `RMSGD`, which
-            // carries both.
-            Some(remote) => local + remote.forward_delivery(to.as_bytes(), msg, dirty),
-            None => local,
+            // carries both (JetStream's, in the global account).
+            Some(remote) if account == crate::protocol::route::GLOBAL_ACCOUNT => {
+                local + remote.forward_delivery(to.as_bytes(), msg, dirty)
+            }
+            _ => local,
         }
     }
 
@@ -179,7 +179,7 @@ impl Client {
             || !m.qsubs.is_empty()
             || self
                 .remote()
-                .is_some_and(|r| r.has_interest(subj.as_bytes()))
+                .is_some_and(|r| r.has_interest(self.router.account(), subj.as_bytes()))
     }
 
     /// Registers a server-internal handler for `subject` (wildcards allowed).
@@ -189,12 +189,26 @@ impl Client {
         queue: Option<&str>,
         handler: super::sublist::InternalHandler,
     ) -> Arc<Subscription> {
+        self.subscribe_sink(subj, queue, Sink::Internal(handler))
+    }
+
+    /// Registers a bridge handler: like [`Client::subscribe_internal`], but it never gets what
+    /// a route brings (see [`Sink::Bridge`]).
+    pub(crate) fn subscribe_bridge(
+        &self,
+        subj: &str,
+        handler: super::sublist::InternalHandler,
+    ) -> Arc<Subscription> {
+        self.subscribe_sink(subj, None, Sink::Bridge(handler))
+    }
+
+    fn subscribe_sink(&self, subj: &str, queue: Option<&str>, sink: Sink) -> Arc<Subscription> {
         let sub = Arc::new(Subscription {
             subject: subj.as_bytes().into(),
             queue: queue.map(|q| q.as_bytes().into()),
             sid: Box::default(),
             client_id: self.cid,
-            sink: Sink::Internal(handler),
+            sink,
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             removed: Default::default(),

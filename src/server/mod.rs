@@ -304,7 +304,10 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         start_time: SystemTime::now(),
-        remote: config.cluster.is_some().then(Arc::default),
+        remote: config.cluster.is_some().then(|| {
+            let accounts = accounts::routers(&config);
+            Arc::new(Remote::new(accounts.keys().map(String::as_str)))
+        }),
         tls,
         cluster_view: Mutex::default(),
         conns: conns::Registry::new(config.max_closed_clients),

@@ -11,6 +11,9 @@
 //!   (a snapshot, then each change, synchronously, so interest always precedes the messages
 //!   that depend on it), and delivers what the peer sends to local subscribers only: a
 //!   message never takes a second hop.
+//!
+//! Every line names its account: each account's interest is kept, written and matched in
+//! that account's subject space only.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,26 +27,54 @@ use super::sublist::{InterestSink, MatchCache, MatchResult, Router, Sink, Subscr
 use super::Shared;
 use crate::protocol::{route, subject};
 
-/// Interest of the other servers of the cluster: one subscription per (route, subject,
-/// queue), whose sink is the route's outbound buffer.
-#[derive(Default)]
+/// Interest of the other servers of the cluster, per account: one subscription per (route,
+/// subject, queue), whose sink is the route's outbound buffer.
 pub(crate) struct Remote {
-    router: Router,
+    /// The global account's (the common case, without a map lookup).
+    global: Router,
+    /// The other accounts' (fixed at start: accounts do not change while running).
+    accounts: FxHashMap<Box<[u8]>, Router>,
 }
 
 impl Remote {
-    /// Forwards a locally published message to every route with matching interest (once per
-    /// route), `local` being what matched locally. Returns how many routes it was sent to.
+    /// Interest tables for the global account and each of `accounts`.
+    pub(crate) fn new<'a>(accounts: impl Iterator<Item = &'a str>) -> Self {
+        Self {
+            global: Router::default(),
+            accounts: accounts
+                .map(|a| (a.as_bytes().into(), Router::named(a.as_bytes())))
+                .collect(),
+        }
+    }
+
+    /// The other servers' interest in `account`'s subjects (`None`: an account this server
+    /// does not have).
+    #[inline]
+    fn router(&self, account: &[u8]) -> Option<&Router> {
+        if account == route::GLOBAL_ACCOUNT {
+            Some(&self.global)
+        } else {
+            self.accounts.get(account)
+        }
+    }
+
+    /// Forwards a locally published message of `account` to every route with matching
+    /// interest (once per route), `local` being what matched locally. Returns how many routes
+    /// it was sent to.
     pub(crate) fn forward(
         &self,
+        account: &[u8],
         cache: Option<&mut MatchCache>,
         local: &MatchResult,
         msg: &Publish<'_>,
         dirty: &mut Dirty,
     ) -> usize {
+        let Some(router) = self.router(account) else {
+            return 0;
+        };
         let matches = match cache {
-            Some(cache) => cache.get(&self.router, msg.subject),
-            None => self.router.matches(msg.subject),
+            Some(cache) => cache.get(router, msg.subject),
+            None => router.matches(msg.subject),
         };
         if matches.psubs.is_empty() && matches.qsubs.is_empty() {
             return 0;
@@ -76,9 +107,11 @@ impl Remote {
             let Sink::Conn(out) = &sub.sink else {
                 continue;
             };
-            let len = route::msg_len(msg.subject, msg.reply, queues, msg.headers, msg.payload);
+            let (subject, reply, headers, payload) =
+                (msg.subject, msg.reply, msg.headers, msg.payload);
+            let len = route::msg_len(account, subject, reply, queues, headers, payload);
             let pushed = out.push_frame(len, |b| {
-                route::write_msg(b, msg.subject, msg.reply, queues, msg.headers, msg.payload);
+                route::write_msg(b, account, subject, reply, queues, headers, payload);
             });
             if let Push::Queued(was_empty) = pushed {
                 if was_empty {
@@ -98,7 +131,7 @@ impl Remote {
         msg: &Publish<'_>,
         dirty: &mut Dirty,
     ) -> usize {
-        let matches = self.router.matches(to);
+        let matches = self.global.matches(to);
         let mut sent = 0;
         let mut seen: Vec<u64> = Vec::new();
         for sub in &matches.psubs {
@@ -125,17 +158,21 @@ impl Remote {
         sent
     }
 
-    /// True if some route has interest in `subject`.
-    pub(crate) fn has_interest(&self, subject: &[u8]) -> bool {
-        let m = self.router.matches(subject);
-        !m.psubs.is_empty() || !m.qsubs.is_empty()
+    /// True if some route has interest in `subject` of `account`.
+    pub(crate) fn has_interest(&self, account: &[u8], subject: &[u8]) -> bool {
+        self.router(account).is_some_and(|r| {
+            let m = r.matches(subject);
+            !m.psubs.is_empty() || !m.qsubs.is_empty()
+        })
     }
 }
 
-/// Writes this server's interest changes to one route as `RS+` / `RS-`.
+/// Writes this server's interest changes in one account to one route as `RS+` / `RS-`.
 struct InterestWriter {
     out: Arc<Outbound>,
-    detached: AtomicBool,
+    account: Box<[u8]>,
+    /// Shared by the route's writers of every account.
+    detached: Arc<AtomicBool>,
 }
 
 impl InterestSink for InterestWriter {
@@ -145,9 +182,9 @@ impl InterestSink for InterestWriter {
         }
         self.out.send(|b| {
             if present {
-                route::write_sub(b, subject, queue);
+                route::write_sub(b, &self.account, subject, queue);
             } else {
-                route::write_unsub(b, subject, queue);
+                route::write_unsub(b, &self.account, subject, queue);
             }
         });
         true
@@ -162,8 +199,8 @@ pub(crate) enum RouteError {
     InvalidInterest,
 }
 
-/// A peer's (subject, queue) interest.
-type InterestKey = (Box<[u8]>, Option<Box<[u8]>>);
+/// A peer's (account, subject, queue) interest.
+type InterestKey = (Box<[u8]>, Box<[u8]>, Option<Box<[u8]>>);
 
 /// One route as the broker core sees it; the cluster layer holds it for the route's life.
 /// Dropping it removes the peer's interest and stops sending this server's.
@@ -172,8 +209,10 @@ pub(crate) struct RouteLink {
     remote: Arc<Remote>,
     out: Arc<Outbound>,
     subs: FxHashMap<InterestKey, Arc<Subscription>>,
-    writer: Arc<InterestWriter>,
-    cache: MatchCache,
+    /// Set when the route goes: its interest writers stop.
+    detached: Arc<AtomicBool>,
+    /// Match caches for routed messages, per account (a cache knows one router).
+    caches: FxHashMap<Box<[u8]>, MatchCache>,
     dirty: Dirty,
 }
 
@@ -182,25 +221,31 @@ impl RouteLink {
     /// from now on (what exists now first). `None` when no cluster is configured.
     pub(crate) fn attach(shared: Arc<Shared>, out: Arc<Outbound>) -> Option<RouteLink> {
         let remote = shared.remote.clone()?;
-        let writer = Arc::new(InterestWriter {
-            out: out.clone(),
-            detached: AtomicBool::new(false),
-        });
-        shared.router.watch_interest_with(writer.clone());
+        let detached = Arc::new(AtomicBool::new(false));
+        let routers = std::iter::once(&shared.router).chain(shared.accounts.values());
+        for router in routers {
+            router.watch_interest_with(Arc::new(InterestWriter {
+                out: out.clone(),
+                account: router.account().into(),
+                detached: detached.clone(),
+            }));
+        }
         Some(RouteLink {
             shared,
             remote,
             out,
             subs: FxHashMap::default(),
-            writer,
-            cache: MatchCache::default(),
+            detached,
+            caches: FxHashMap::default(),
             dirty: Dirty::default(),
         })
     }
 
-    /// The peer gained (`present`) or lost interest in `subject` / `queue`.
+    /// The peer gained (`present`) or lost interest in `subject` / `queue` of `account` (an
+    /// account this server does not have is ignored: nothing of it is published here).
     pub(crate) fn interest(
         &mut self,
+        account: &[u8],
         subj: &[u8],
         queue: Option<&[u8]>,
         present: bool,
@@ -208,7 +253,16 @@ impl RouteLink {
         if !subject::is_valid_subject(subj) || !queue.is_none_or(subject::is_valid_queue) {
             return Err(RouteError::InvalidInterest);
         }
-        let key = (Box::<[u8]>::from(subj), queue.map(Box::<[u8]>::from));
+        let remote = self.remote.clone();
+        let Some(router) = remote.router(account) else {
+            tracing::debug!(account = %String::from_utf8_lossy(account), "interest in an unknown account");
+            return Ok(());
+        };
+        let key = (
+            Box::<[u8]>::from(account),
+            Box::<[u8]>::from(subj),
+            queue.map(Box::<[u8]>::from),
+        );
         if present {
             if self.subs.contains_key(&key) {
                 return Ok(());
@@ -225,10 +279,10 @@ impl RouteLink {
                 deny: None,
                 responses: None,
             });
-            self.remote.router.insert(sub.clone());
+            router.insert(sub.clone());
             self.subs.insert(key, sub);
         } else if let Some(sub) = self.subs.remove(&key) {
-            self.remote.router.remove(&sub);
+            router.remove(&sub);
         }
         Ok(())
     }
@@ -237,18 +291,21 @@ impl RouteLink {
     /// member of each group in `queues` (whitespace separated). Returns how many got it.
     pub(crate) fn deliver(
         &mut self,
+        account: &[u8],
         subj: &[u8],
         reply: Option<&[u8]>,
         headers: Option<&[u8]>,
         payload: &[u8],
         queues: &[u8],
     ) -> usize {
-        self.deliver_to(subj, subj, reply, headers, payload, queues)
+        self.deliver_to(account, subj, subj, reply, headers, payload, queues)
     }
 
     /// [`RouteLink::deliver`] for a message routed by `to` but shown as `subj` (`RMSGD`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn deliver_to(
         &mut self,
+        account: &[u8],
         to: &[u8],
         subj: &[u8],
         reply: Option<&[u8]>,
@@ -260,15 +317,31 @@ impl RouteLink {
         if subject::has_empty_token(subj) || subject::has_empty_token(to) {
             return 0;
         }
-        let matches = self.cache.get(&self.shared.router, to);
-        if size > self.shared.config.max_payload {
+        let shared = self.shared.clone();
+        let router = if account == route::GLOBAL_ACCOUNT {
+            &shared.router
+        } else {
+            match std::str::from_utf8(account)
+                .ok()
+                .and_then(|a| shared.accounts.get(a))
+            {
+                Some(r) => r,
+                None => return 0,
+            }
+        };
+        let matches = self
+            .caches
+            .entry(account.into())
+            .or_default()
+            .get(router, to);
+        if size > shared.config.max_payload {
             let msg = Publish {
                 subject: subj,
                 reply,
                 headers,
                 payload,
             };
-            let n = deliver_in_process(&self.shared.router, &matches, &msg, &mut self.dirty);
+            let n = deliver_in_process(router, &matches, &msg, &mut self.dirty);
             if n == 0 {
                 tracing::warn!(
                     size,
@@ -283,10 +356,10 @@ impl RouteLink {
             headers,
             payload,
         };
-        let stats = &self.shared.stats;
+        let stats = &shared.stats;
         stats.in_msgs.fetch_add(1, Ordering::Relaxed);
         stats.in_bytes.fetch_add(size as u64, Ordering::Relaxed);
-        deliver_routed(&self.shared.router, &matches, &msg, queues, &mut self.dirty)
+        deliver_routed(router, &matches, &msg, queues, &mut self.dirty)
     }
 
     /// Wakes the writers of the connections the last deliveries touched.
@@ -297,10 +370,12 @@ impl RouteLink {
 
 impl Drop for RouteLink {
     fn drop(&mut self) {
-        self.writer.detached.store(true, Ordering::Relaxed);
+        self.detached.store(true, Ordering::Relaxed);
         self.dirty.flush();
-        for (_, sub) in self.subs.drain() {
-            self.remote.router.remove(&sub);
+        for ((account, _, _), sub) in self.subs.drain() {
+            if let Some(router) = self.remote.router(&account) {
+                router.remove(&sub);
+            }
         }
     }
 }

@@ -30,6 +30,10 @@ pub(crate) enum Sink {
     /// A server-internal handler (JetStream API, streams, acks), called on the publisher's task;
     /// it must only enqueue. Returns false if it could not take the message.
     Internal(InternalHandler),
+    /// An internal handler that takes only what is published on this server, never what a
+    /// route brings: an account import's bridge, which every server of a cluster has (each
+    /// bridges its own publishers, so a message crosses accounts once).
+    Bridge(InternalHandler),
 }
 
 /// A server-internal message handler.
@@ -490,14 +494,37 @@ impl Watchers {
 /// Interest changes are sent while the trie's write lock is held, so that every listener sees
 /// them in the order they happened (a first and a last of one pair never swap); the channels
 /// are unbounded, so sending never waits.
-#[derive(Default)]
 pub(crate) struct Router {
     list: RwLock<Sublist>,
     generation: AtomicU64,
     watchers: Watchers,
+    /// The account whose subjects these are (`$G`: the global account), as routes name it.
+    account: Box<[u8]>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::named(crate::protocol::route::GLOBAL_ACCOUNT)
+    }
 }
 
 impl Router {
+    /// An empty router for the subjects of `account`.
+    pub fn named(account: &[u8]) -> Self {
+        Self {
+            list: RwLock::default(),
+            generation: AtomicU64::new(0),
+            watchers: Watchers::default(),
+            account: account.into(),
+        }
+    }
+
+    /// The account whose subjects these are.
+    #[inline]
+    pub fn account(&self) -> &[u8] {
+        &self.account
+    }
+
     /// Adds a subscription.
     pub fn insert(&self, sub: Arc<Subscription>) {
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
