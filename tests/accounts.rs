@@ -415,3 +415,52 @@ async fn accounts_with_jetstream_have_their_own_streams_store_and_limits() {
     assert!(dir.path().join("accounts").join("A").is_dir());
     server.shutdown().await;
 }
+
+/// An account's `limits`: connections open at once, subscriptions and payload per connection,
+/// each refused with nats-server's text (the same script against nats-server 2.15.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_limits_match_nats_server() {
+    const CONF: &str = r#"
+accounts {
+  L: { users: [ { user: l, password: l } ]
+       limits: { max_connections: 2, max_subscriptions: 2, max_payload: 8 } }
+  FREE: { users: [ { user: f, password: f } ] }
+}
+"#;
+    let ours = common::start(common::loopback_conf(CONF)).await;
+    let theirs = common::reference::RefServer::start(CONF);
+    let login: &[u8] = b"CONNECT {\"user\":\"l\",\"pass\":\"l\",\"verbose\":false}\r\n";
+    let free: &[u8] = b"CONNECT {\"user\":\"f\",\"pass\":\"f\",\"verbose\":false}\r\n";
+    let steps: &[(usize, &[u8])] = &[
+        (0, login),
+        (1, login),
+        // A third connection of L is one too many; FREE is not limited by L's count.
+        (2, login),
+        (3, free),
+        (0, b"SUB a 1\r\nSUB b 2\r\n"),
+        (0, b"SUB c 3\r\n"),
+        (0, b"PUB a 8\r\n12345678\r\n"),
+        (3, b"PUB big 9\r\n123456789\r\n"),
+        (0, b"PUB a 9\r\n123456789\r\n"),
+        // With one of L's connections gone, another may log in.
+        (4, login),
+    ];
+    let got =
+        common::reference::same_answers("account limits", ours.local_addr(), theirs.addr, steps)
+            .await;
+    assert_eq!(
+        got[2],
+        (
+            "-ERR 'maximum account active connections exceeded'\r\n".to_string(),
+            true
+        )
+    );
+    assert_eq!(got[5].0, "-ERR 'maximum subscriptions exceeded'\r\n");
+    assert_eq!(got[7], (String::new(), false), "FREE takes 9 bytes");
+    assert_eq!(
+        got[8],
+        ("-ERR 'Maximum Payload Violation'\r\n".to_string(), true)
+    );
+    assert_eq!(got[9], (String::new(), false));
+    ours.shutdown().await;
+}

@@ -237,6 +237,70 @@ async fn a_jwt_that_expires_while_connected_ends_the_connection() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_mode_accounts_cross_a_cluster() {
+    let operator = KeyPair::new_operator();
+    let (account_a, account_b) = (KeyPair::new_account(), KeyPair::new_account());
+    let jwt = |kp: &KeyPair| {
+        mint(
+            &operator,
+            &kp.public_key(),
+            json!({"type": "account", "version": 2}),
+            json!({}),
+        )
+    };
+    let conf = operator_conf(
+        &operator,
+        &[
+            (account_a.public_key(), jwt(&account_a)),
+            (account_b.public_key(), jwt(&account_b)),
+        ],
+    );
+    let node = |routes: Vec<String>| {
+        let cluster = causeway::config::ClusterConfig::loopback("jwt").with_routes(routes);
+        common::loopback_conf(&conf).with_cluster(cluster)
+    };
+    let one = start(node(vec![])).await;
+    let seed = format!("nats-route://{}", one.cluster_addr().unwrap());
+    let two = start(node(vec![seed])).await;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while one.num_routes() != 1 || two.num_routes() != 1 {
+        assert!(std::time::Instant::now() < deadline, "no route");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (alice, _) = user(&account_a, json!({}), json!({}));
+    let (carol, _) = user(&account_a, json!({}), json!({}));
+    let (bob, _) = user(&account_b, json!({}), json!({}));
+    let alice = login(&one, &alice).await.expect("alice on server one");
+    let carol = login(&two, &carol).await.expect("carol on server two");
+    let bob = login(&two, &bob).await.expect("bob on server two");
+    let mut inbox = alice.subscribe("a.>").await.expect("sub");
+    let mut spy = bob.subscribe(">").await.expect("sub");
+    alice.flush().await.expect("flush");
+    bob.flush().await.expect("flush");
+    // Interest crosses asynchronously: publish until alice's subscription is known on two.
+    let got = within(TIMEOUT, "carol's message across the route", async {
+        loop {
+            carol.publish("a.1", "hi".into()).await.expect("pub");
+            carol.flush().await.expect("flush");
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(50), inbox.next()).await
+            {
+                break m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(got.subject.as_str(), "a.1");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), spy.next())
+            .await
+            .is_err(),
+        "account B saw account A's message"
+    );
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
 #[test]
 fn operator_mode_configuration_errors_name_the_key() {
     let operator = KeyPair::new_operator();

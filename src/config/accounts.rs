@@ -84,11 +84,23 @@ pub struct AccountConfig {
     pub exports: Vec<Export>,
     /// What it takes from other accounts.
     pub imports: Vec<Import>,
+    /// `limits { max_connections, max_subscriptions, max_payload }`.
+    pub limits: AccountLimits,
+}
+
+/// An account's `limits {}` (`None`: the server's).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccountLimits {
+    /// Connections of the account open at once, on this server.
+    pub max_connections: Option<usize>,
+    /// Subscriptions per connection of the account.
+    pub max_subscriptions: Option<usize>,
+    /// Largest message a connection of the account may publish.
+    pub max_payload: Option<usize>,
 }
 
 /// Account keys nats-server knows that causeway does not implement.
 const UNSUPPORTED_ACCOUNT: &[&str] = &[
-    "limits",
     "mappings",
     "maps",
     "nkey",
@@ -129,12 +141,36 @@ pub(super) fn accounts_block(
                 "exports" => account.exports = list(&kp, v, export)?,
                 "jetstream" | "js" => account.jetstream = account_jetstream(&kp, v)?,
                 "imports" => account.imports = list(&kp, v, import)?,
+                "limits" => account.limits = account_limits(&kp, v)?,
                 lower => reject(&kp, lower, UNSUPPORTED_ACCOUNT)?,
             }
         }
         out.push(account);
     }
     Ok(out)
+}
+
+/// `limits { max_connections, max_subscriptions, max_payload, max_leafnodes }` (negative:
+/// no limit; leaf nodes never connect, so their limit is moot).
+fn account_limits(path: &str, value: &Value) -> Result<AccountLimits> {
+    let mut limits = AccountLimits::default();
+    for (key, v) in map(path, value)? {
+        let kp = format!("{path}.{key}");
+        let n = || -> Result<Option<usize>> {
+            let n = limit(&kp, v)?;
+            Ok(usize::try_from(n).ok())
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "max_connections" | "max_conn" => limits.max_connections = n()?,
+            "max_subscriptions" | "max_subs" => limits.max_subscriptions = n()?,
+            "max_payload" | "max_pay" => limits.max_payload = n()?,
+            "max_leafnodes" | "max_leafs" => {
+                n()?;
+            }
+            lower => reject(&kp, lower, &[])?,
+        }
+    }
+    Ok(limits)
 }
 
 /// `jetstream: enabled | disabled | true | false | { max_memory, max_file, max_streams }`.

@@ -14,7 +14,9 @@ mod tls;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use accounts::{AccountConfig, AccountJetStream, Export, Import, ShareKind, GLOBAL_ACCOUNT};
+pub use accounts::{
+    AccountConfig, AccountJetStream, AccountLimits, Export, Import, ShareKind, GLOBAL_ACCOUNT,
+};
 pub use load::{from_conf_text, from_file, parse_duration};
 pub use operator::{JwtAccount, Trust};
 pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, HANDSHAKE_FIRST_AUTO};
@@ -536,11 +538,6 @@ impl Config {
                     key: "operator".to_string(),
                     msg: "operator mode cannot be combined with accounts or authorization"
                         .to_string(),
-                });
-            }
-            if self.cluster.is_some() {
-                return Err(ConfigError::Unsupported {
-                    key: "operator (in a cluster)".to_string(),
                 });
             }
             if let Some(sys) = &self.system_account {

@@ -171,6 +171,10 @@ struct Conn {
     last_read: Instant,
     in_msgs: u64,
     in_bytes: u64,
+    /// What the parser allows (the account's `max_payload` once logged in).
+    limits: Limits,
+    /// Subscriptions this connection may hold (0: no limit; the account's when lower).
+    max_subs: usize,
 }
 
 /// What processing one operation asks of the connection.
@@ -183,6 +187,11 @@ enum Next {
 
 impl Conn {
     fn new(shared: Arc<Shared>, meta: Arc<ConnMeta>, accepted: Accepted) -> Self {
+        let limits = Limits {
+            max_control_line: shared.config.max_control_line,
+            max_payload: shared.config.max_payload,
+        };
+        let max_subs = shared.config.max_subs;
         Self {
             router: shared.router.clone(),
             shared,
@@ -202,15 +211,13 @@ impl Conn {
             last_read: Instant::now(),
             in_msgs: 0,
             in_bytes: 0,
+            limits,
+            max_subs,
         }
     }
 
     async fn run<R: AsyncRead + Unpin>(&mut self, mut rd: R) -> CloseReason {
         let cfg = &self.shared.config;
-        let limits = Limits {
-            max_control_line: cfg.max_control_line,
-            max_payload: cfg.max_payload,
-        };
         let auth_deadline = tokio::time::sleep(self.shared.auth_timeout());
         tokio::pin!(auth_deadline);
         let mut ping = tokio::time::interval_at(
@@ -252,6 +259,7 @@ impl Conn {
                     let closed = loop {
                         // Only around the synchronous part: the scope is the thread's.
                         let scope = super::backpressure::Scope::enter();
+                        let limits = self.limits;
                         let (consumed, next) = self.process(&buf[pos..], &limits);
                         holds.append(&mut scope.take());
                         pos += consumed;
@@ -289,7 +297,7 @@ impl Conn {
                             _ = hold => {}
                         }
                     }
-                    if let Some(need) = next_need(&buf, &limits) {
+                    if let Some(need) = next_need(&buf, &self.limits) {
                         if need > buf.capacity() {
                             buf.reserve(need - buf.len());
                         }
@@ -461,6 +469,28 @@ impl Conn {
             self.cache = MatchCache::default();
             self.remote_cache = None;
         }
+        let account = who.account.clone().unwrap_or_else(|| "$G".into());
+        let limits = self
+            .shared
+            .config
+            .accounts
+            .iter()
+            .find(|a| a.name == account)
+            .map(|a| a.limits.clone())
+            .unwrap_or_default();
+        if !self.shared.conns.join(&account, limits.max_connections) {
+            self.err("maximum account active connections exceeded");
+            return Next::Close(CloseReason::MaxAccountConnections);
+        }
+        if let Some(max) = limits.max_payload {
+            self.limits.max_payload = self.limits.max_payload.min(max);
+        }
+        if let Some(max) = limits.max_subscriptions {
+            self.max_subs = match self.max_subs {
+                0 => max,
+                server => server.min(max),
+            };
+        }
         self.pub_perm_cache.clear();
         tracing::debug!(name = ?opts.name, lang = ?opts.lang, version = ?opts.version, user = ?who.user, "CONNECT");
         self.meta.set_identity(conns::Identity {
@@ -468,7 +498,7 @@ impl Conn {
             lang: opts.lang.clone(),
             version: opts.version.clone(),
             user: who.user.clone(),
-            account: who.account.clone().unwrap_or_else(|| "$G".into()),
+            account,
         });
         self.shared.conns.connected(&self.meta);
         self.out.headers.store(opts.headers, Ordering::Relaxed);
@@ -675,7 +705,7 @@ impl Conn {
             self.ok();
             return Next::Continue;
         }
-        let max_subs = self.shared.config.max_subs;
+        let max_subs = self.max_subs;
         if max_subs > 0 && subs.len() >= max_subs {
             self.err("maximum subscriptions exceeded");
             return Next::Continue;

@@ -265,6 +265,8 @@ pub(crate) struct Registry {
     retired_out_bytes: AtomicU64,
     slow_consumers: AtomicU64,
     stale_connections: AtomicU64,
+    /// Logged-in connections per account (its `max_connections`).
+    per_account: Mutex<FxHashMap<String, usize>>,
     observer: OnceLock<Arc<dyn ConnObserver>>,
 }
 
@@ -289,6 +291,17 @@ impl Registry {
     pub fn insert(&self, meta: &Arc<ConnMeta>) {
         lock(&self.open).insert(meta.out.cid, meta.clone());
         self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a login into `account`, unless `limit` connections of it are open already.
+    pub fn join(&self, account: &str, limit: Option<usize>) -> bool {
+        let mut counts = lock(&self.per_account);
+        let n = counts.entry(account.to_string()).or_default();
+        if limit.is_some_and(|max| *n >= max) {
+            return false;
+        }
+        *n += 1;
+        true
     }
 
     /// A client logged in: tells the observer.
@@ -318,6 +331,11 @@ impl Registry {
                 self.stale_connections.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
+        }
+        if meta.logged_in() {
+            if let Some(n) = lock(&self.per_account).get_mut(&snap.identity.account) {
+                *n = n.saturating_sub(1);
+            }
         }
         if let Some(obs) = self.observer.get() {
             if meta.logged_in() {

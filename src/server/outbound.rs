@@ -64,6 +64,8 @@ pub enum CloseReason {
     NoRespondersRequiresHeaders,
     /// Closed by a `$SYS.REQ.SERVER.<id>.KICK` request.
     Kicked,
+    /// The account's `max_connections` were open already.
+    MaxAccountConnections,
 }
 
 impl CloseReason {
@@ -88,6 +90,7 @@ impl CloseReason {
             Self::BadProtocolVersion => "Bad Client Protocol Version",
             Self::NoRespondersRequiresHeaders => "No Responders Requires Headers",
             Self::Kicked => "Kicked",
+            Self::MaxAccountConnections => "Maximum Account Connections Exceeded",
         }
     }
 }
