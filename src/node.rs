@@ -144,7 +144,7 @@ impl ServerHandle {
         let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let changes = crate::config::reload::plan(&current, &new)?;
         if current.auth != new.auth {
-            self.shared.reload_auth(&new.auth);
+            self.shared.reload_auth(&new);
         }
         for change in &changes {
             tracing::info!("Reloaded: {change}");

@@ -220,3 +220,84 @@ async fn websocket_clients_authenticate_like_the_others() {
     connect("app", "a", tcp).await.expect("app over TCP");
     server.shutdown().await;
 }
+
+/// `websocket { authorization {...}, no_auth_user }` override how browsers log in, as on
+/// nats-server 2.15.1 (the same logins tried on both): the listener's user replaces the
+/// server's single user for browsers only; with a users list, `no_auth_user` logs in a browser
+/// that sends nothing; a listener user beside a users list is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_authorization_overrides_like_nats_server() {
+    let single = |ws_port: u16| {
+        format!(
+            "authorization {{ user: app, password: a }}\nwebsocket {{ listen: \"127.0.0.1:{ws_port}\", no_tls: true, authorization {{ user: browser, password: b }} }}\n"
+        )
+    };
+    let list = |ws_port: u16| {
+        format!(
+            "authorization {{ users: [ {{ user: alice, password: a }}, {{ user: anon, password: x }} ] }}\nwebsocket {{ listen: \"127.0.0.1:{ws_port}\", no_tls: true, no_auth_user: anon }}\n"
+        )
+    };
+    type Attempt<'a> = (&'a str, Option<(&'a str, &'a str)>, bool, bool);
+    let cases: [(&dyn Fn(u16) -> String, Vec<Attempt>); 2] = [
+        (
+            &single,
+            vec![
+                ("browser, listener user", Some(("browser", "b")), true, true),
+                ("browser, server user", Some(("app", "a")), true, false),
+                ("browser, nothing", None, true, false),
+                ("TCP, server user", Some(("app", "a")), false, true),
+                ("TCP, listener user", Some(("browser", "b")), false, false),
+            ],
+        ),
+        (
+            &list,
+            vec![
+                ("browser, users-list user", Some(("alice", "a")), true, true),
+                ("browser, nothing (no_auth_user)", None, true, true),
+                (
+                    "browser, wrong password",
+                    Some(("alice", "nope")),
+                    true,
+                    false,
+                ),
+                ("TCP, nothing", None, false, false),
+                ("TCP, users-list user", Some(("alice", "a")), false, true),
+            ],
+        ),
+    ];
+    let try_login = |url: String, creds: Option<(&str, &str)>| {
+        let opts = match creds {
+            Some((u, p)) => ConnectOptions::with_user_and_password(u.into(), p.into()),
+            None => ConnectOptions::new(),
+        }
+        .connection_timeout(Duration::from_secs(2))
+        .max_reconnects(Some(0));
+        async move { within(TIMEOUT, "connect", opts.connect(url)).await.is_ok() }
+    };
+    for (conf, attempts) in cases {
+        let ours = start(common::loopback_conf(&conf(0))).await;
+        let ws_port = common::free_port();
+        let theirs = common::reference::RefServer::start(&conf(ws_port));
+        let ours_ws = ours.websocket_url().expect("ws url");
+        let theirs_ws = format!("ws://127.0.0.1:{ws_port}");
+        for (what, creds, over_ws, want) in attempts {
+            let (a, b) = if over_ws {
+                (ours_ws.clone(), theirs_ws.clone())
+            } else {
+                (ours.client_url(), format!("nats://{}", theirs.addr))
+            };
+            let (mine, reference) = (try_login(a, creds).await, try_login(b, creds).await);
+            assert_eq!(mine, reference, "{what}: causeway vs nats-server 2.15.1");
+            assert_eq!(mine, want, "{what}");
+        }
+        ours.shutdown().await;
+    }
+    let clash = "authorization { users: [ { user: alice, password: a } ] }\nwebsocket { port: 8080, no_tls: true, authorization { user: b, password: b } }\n";
+    let err = causeway::config::from_conf_text(clash, None).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "websocket authentication username not compatible with presence of users/nkeys"
+        ),
+        "{err}"
+    );
+}

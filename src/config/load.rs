@@ -25,6 +25,25 @@ pub fn from_conf_text(text: &str, base_dir: Option<&Path>) -> Result<Config> {
     let mut cfg = Config::default();
     apply(&mut cfg, &top, &used)?;
     check_no_auth_user(&cfg.auth)?;
+    if let Some(ws_auth) = cfg.websocket_auth() {
+        check_no_auth_user(&ws_auth)?;
+        // The listener's single user or token would shadow the users list (nats-server's
+        // start-up errors).
+        if !cfg.auth.users.is_empty() {
+            let clash = |what: &str| {
+                invalid(
+                    "websocket.authorization",
+                    format!("websocket authentication {what} not compatible with presence of users/nkeys"),
+                )
+            };
+            if ws_auth.user.is_some() {
+                return Err(clash("username"));
+            }
+            if ws_auth.token.is_some() {
+                return Err(clash("token"));
+            }
+        }
+    }
     cfg.validate()?;
     Ok(cfg)
 }

@@ -19,7 +19,7 @@ pub use accounts::{
 };
 pub use load::{from_conf_text, from_file, parse_duration};
 pub use operator::{JwtAccount, Trust};
-pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, HANDSHAKE_FIRST_AUTO};
+pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, WsAuth, HANDSHAKE_FIRST_AUTO};
 
 /// A parsed route URL: where to dial and the credentials it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -588,6 +588,25 @@ impl Config {
             max_memory: limits.max_memory,
             max_file: limits.max_file,
             max_streams: limits.max_streams,
+        })
+    }
+
+    /// What WebSocket clients log in with when the `websocket` block overrides the
+    /// authorization (its `authorization` or `no_auth_user`): its user, password, token and
+    /// timeout instead of the server's, the server's users list, and its `no_auth_user`.
+    pub fn websocket_auth(&self) -> Option<AuthConfig> {
+        let ws = self.websocket.as_ref()?;
+        if ws.auth.is_none() && ws.no_auth_user.is_none() {
+            return None;
+        }
+        let over = ws.auth.clone().unwrap_or_default();
+        Some(AuthConfig {
+            user: over.user,
+            password: over.password,
+            token: over.token,
+            timeout: over.timeout.or(self.auth.timeout),
+            no_auth_user: ws.no_auth_user.clone(),
+            ..self.auth.clone()
         })
     }
 

@@ -180,6 +180,20 @@ pub struct WebSocketConfig {
     pub allowed_origins: Vec<String>,
     /// How long the HTTP upgrade (and TLS handshake) may take.
     pub handshake_timeout: Duration,
+    /// `authorization { user, password, token, timeout }`: WebSocket clients log in with
+    /// these instead of the server's single user or token (the `users` list still applies).
+    pub auth: Option<WsAuth>,
+    /// The user a WebSocket client that sends no credentials is logged in as.
+    pub no_auth_user: Option<String>,
+}
+
+/// A `websocket { authorization {} }` block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WsAuth {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub timeout: Option<Duration>,
 }
 
 impl Default for WebSocketConfig {
@@ -193,6 +207,8 @@ impl Default for WebSocketConfig {
             same_origin: false,
             allowed_origins: Vec::new(),
             handshake_timeout: Duration::from_secs(2),
+            auth: None,
+            no_auth_user: None,
         }
     }
 }
@@ -211,14 +227,29 @@ impl WebSocketConfig {
 /// WebSocket keys nats-server knows that causeway does not implement.
 const UNSUPPORTED_WS: &[&str] = &[
     "advertise",
-    "authorization",
-    "no_auth_user",
     "jwt_cookie",
     "username_cookie",
     "password_cookie",
     "token_cookie",
     "headers",
 ];
+
+/// `websocket { authorization { user, password, token, timeout } }` (nats-server's simple
+/// form: no users list there).
+fn ws_auth(path: &str, value: &Value) -> Result<WsAuth> {
+    let mut auth = WsAuth::default();
+    for (k, v) in map(path, value)? {
+        let kp = format!("{path}.{k}");
+        match k.to_ascii_lowercase().as_str() {
+            "user" | "username" => auth.user = Some(text(&kp, v)?),
+            "pass" | "password" => auth.password = Some(text(&kp, v)?),
+            "token" => auth.token = Some(text(&kp, v)?),
+            "timeout" => auth.timeout = Some(duration(&kp, v)?),
+            lower => reject(&kp, lower, &[])?,
+        }
+    }
+    Ok(auth)
+}
 
 /// Reads a `websocket {}` block at `path`; `warnings` gains what is accepted but not done.
 pub(super) fn websocket_block(
@@ -251,6 +282,8 @@ pub(super) fn websocket_block(
             "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin" | "origins"
             | "origin" => ws.allowed_origins = subjects(&kp, v)?,
             "handshake_timeout" => ws.handshake_timeout = duration(&kp, v)?,
+            "authorization" | "authentication" => ws.auth = Some(ws_auth(&kp, v)?),
+            "no_auth_user" => ws.no_auth_user = Some(text(&kp, v)?),
             lower => reject(&kp, lower, UNSUPPORTED_WS)?,
         }
     }

@@ -67,7 +67,7 @@ impl Accepted {
         peer: &SocketAddr,
         buf: &mut bytes::BytesMut,
     ) {
-        self.nonce = shared.auth().new_nonce();
+        self.nonce = shared.auth_for(self.websocket).new_nonce();
         let info = shared.info_json(cid, peer, self.websocket, self.nonce.as_deref());
         encode::write_info(buf, &info);
     }
@@ -270,7 +270,7 @@ impl Conn {
                                 let shared = self.shared.clone();
                                 let checked = opts.clone();
                                 let acc = self.accepted.clone();
-                                let who = tokio::task::spawn_blocking(move || shared.auth().check(&checked, &acc.identity()))
+                                let who = tokio::task::spawn_blocking(move || shared.auth_for(acc.websocket).check(&checked, &acc.identity()))
                                     .await
                                     .ok()
                                     .flatten();
@@ -303,7 +303,7 @@ impl Conn {
                         }
                     }
                 }
-                _ = &mut auth_deadline, if self.expires.is_some() || (!self.connected && self.shared.auth().required()) => {
+                _ = &mut auth_deadline, if self.expires.is_some() || (!self.connected && self.auth().required()) => {
                     if self.connected {
                         self.err("User Authentication Expired");
                         return CloseReason::AuthExpired;
@@ -315,7 +315,7 @@ impl Conn {
                     let shared = self.shared.clone();
                     let (opts, acc) = (self.opts.clone(), self.accepted.clone());
                     // A bcrypt check is slow: off the async workers, as at CONNECT.
-                    let who = tokio::task::spawn_blocking(move || shared.auth().check(&opts, &acc.identity()))
+                    let who = tokio::task::spawn_blocking(move || shared.auth_for(acc.websocket).check(&opts, &acc.identity()))
                         .await
                         .ok()
                         .flatten();
@@ -372,7 +372,7 @@ impl Conn {
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Next {
-        if !self.connected && self.shared.auth().required() && !matches!(op, ClientOp::Connect(_)) {
+        if !self.connected && self.auth().required() && !matches!(op, ClientOp::Connect(_)) {
             self.err("Authorization Violation");
             return Next::Close(CloseReason::AuthFailure);
         }
@@ -403,6 +403,11 @@ impl Conn {
         }
     }
 
+    /// The authorization this connection logs in by.
+    fn auth(&self) -> Arc<super::auth::Authenticator> {
+        self.shared.auth_for(self.accepted.websocket)
+    }
+
     fn on_connect(&mut self, json: &[u8]) -> Next {
         let Some(opts) = parse_connect(json) else {
             return Next::Close(CloseReason::ProtocolViolation);
@@ -423,10 +428,10 @@ impl Conn {
             self.ok();
             return Next::Continue;
         }
-        if self.shared.auth().is_slow() {
+        if self.auth().is_slow() {
             return Next::Authenticate(Box::new(opts));
         }
-        let who = self.shared.auth().check(&opts, &self.accepted.identity());
+        let who = self.auth().check(&opts, &self.accepted.identity());
         self.finish_connect(opts, who)
     }
 

@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub accounts: FxHashMap<String, Arc<Router>>,
     /// Who may log in and with which permissions; replaced by a config reload.
     auth: arc_swap::ArcSwap<auth::Authenticator>,
+    /// WebSocket clients' authorization, when the `websocket` block overrides it.
+    ws_auth: Option<arc_swap::ArcSwap<auth::Authenticator>>,
     /// Moves on every reload of the authorization: each client checks itself again.
     reloads: tokio::sync::watch::Sender<u64>,
     /// When the configuration in force was loaded (start, or the last reload).
@@ -145,13 +147,25 @@ impl Shared {
         self.auth.load_full()
     }
 
+    /// The authorization a connection logs in by: the WebSocket listener's override for a
+    /// browser, else the server's.
+    pub(crate) fn auth_for(&self, websocket: bool) -> Arc<auth::Authenticator> {
+        match (&self.ws_auth, websocket) {
+            (Some(ws), true) => ws.load_full(),
+            _ => self.auth(),
+        }
+    }
+
     /// Replaces the authorization (a config reload): new logins use it at once, and every
     /// connected client is checked again (logged out if it no longer may log in, its
     /// permissions replaced otherwise).
-    pub(crate) fn reload_auth(&self, cfg: &crate::config::AuthConfig) {
+    pub(crate) fn reload_auth(&self, cfg: &Config) {
         let trust = self.config.trust.as_ref();
         self.auth
-            .store(Arc::new(auth::Authenticator::new(cfg, trust)));
+            .store(Arc::new(auth::Authenticator::new(&cfg.auth, trust)));
+        if let (Some(ws), Some(ws_cfg)) = (&self.ws_auth, cfg.websocket_auth()) {
+            ws.store(Arc::new(auth::Authenticator::new(&ws_cfg, trust)));
+        }
         self.reloads.send_modify(|n| *n += 1);
     }
 
@@ -258,6 +272,7 @@ impl Shared {
             info.tls_required = false;
             info.tls_available = false;
             info.tls_verify = false;
+            info.auth_required = self.auth_for(true).credentials_required();
         }
         serde_json::to_string(&info).unwrap_or_default()
     }
@@ -298,6 +313,9 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
             &config.auth,
             config.trust.as_ref(),
         )),
+        ws_auth: config.websocket_auth().map(|cfg| {
+            arc_swap::ArcSwap::from_pointee(auth::Authenticator::new(&cfg, config.trust.as_ref()))
+        }),
         reloads: tokio::sync::watch::channel(0).0,
         config_loaded: Mutex::new(SystemTime::now()),
         stats: Stats::default(),
