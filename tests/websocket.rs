@@ -237,8 +237,10 @@ async fn websocket_authorization_overrides_like_nats_server() {
             "authorization {{ users: [ {{ user: alice, password: a }}, {{ user: anon, password: x }} ] }}\nwebsocket {{ listen: \"127.0.0.1:{ws_port}\", no_tls: true, no_auth_user: anon }}\n"
         )
     };
+    // (what, credentials, over WebSocket, logs in)
     type Attempt<'a> = (&'a str, Option<(&'a str, &'a str)>, bool, bool);
-    let cases: [(&dyn Fn(u16) -> String, Vec<Attempt>); 2] = [
+    type Case<'a> = (&'a dyn Fn(u16) -> String, Vec<Attempt<'a>>);
+    let cases: [Case; 2] = [
         (
             &single,
             vec![
