@@ -258,8 +258,8 @@ fn import_errors_are_caught_at_load() {
             "needs JetStream enabled on the server",
         ),
         (
-            r#"accounts { A: { jetstream: { max_consumers: 10 } } }"#,
-            "accounts.A.jetstream.max_consumers is not supported yet",
+            r#"accounts { A: { jetstream: { max_ack_pending: 10 } } }"#,
+            "accounts.A.jetstream.max_ack_pending is not supported yet",
         ),
         (r#"accounts { "..": {} }"#, "cannot be a path"),
         (
@@ -462,5 +462,66 @@ accounts {
         ("-ERR 'Maximum Payload Violation'\r\n".to_string(), true)
     );
     assert_eq!(got[9], (String::new(), false));
+    ours.shutdown().await;
+}
+
+/// An account's `jetstream { max_consumers }` limits each of its streams (as nats-server
+/// applies it): one more is refused with 10026, another stream is not affected, an existing
+/// consumer may be created again, a deleted one makes room; the same requests against
+/// nats-server 2.15.1 get the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_max_consumers_match_nats_server() {
+    const CONF: &str = r#"
+jetstream { store_dir: "{store}" }
+accounts { L: { users: [ { user: l, password: l } ], jetstream: { max_consumers: 2 } } }
+no_auth_user: l
+"#;
+    let store = tempfile::tempdir().unwrap();
+    let ours_conf = CONF.replace("{store}", &store.path().to_string_lossy());
+    let ours = common::start(common::loopback_conf(&ours_conf)).await;
+    let theirs = common::reference::RefServer::start(CONF);
+    let consumer = |name: &str| {
+        format!(
+            r#"{{"stream_name":"S","config":{{"durable_name":"{name}","ack_policy":"explicit"}}}}"#
+        )
+    };
+    let steps: Vec<(String, String)> = vec![
+        (
+            "STREAM.CREATE.S".into(),
+            r#"{"name":"S","subjects":["s.>"]}"#.into(),
+        ),
+        (
+            "STREAM.CREATE.T".into(),
+            r#"{"name":"T","subjects":["t.>"]}"#.into(),
+        ),
+        ("CONSUMER.CREATE.S.C1".into(), consumer("C1")),
+        ("CONSUMER.CREATE.S.C2".into(), consumer("C2")),
+        (
+            "CONSUMER.CREATE.T.C3".into(),
+            consumer("C3").replace("\"S\"", "\"T\""),
+        ),
+        ("CONSUMER.CREATE.S.C4".into(), consumer("C4")),
+        ("CONSUMER.CREATE.S.C1".into(), consumer("C1")),
+        ("CONSUMER.DELETE.S.C2".into(), String::new()),
+        ("CONSUMER.CREATE.S.C4".into(), consumer("C4")),
+    ];
+    let mut answers = Vec::new();
+    for addr in [ours.local_addr(), theirs.addr] {
+        let mut api = common::reference::ApiClient::connect(addr).await;
+        let mut got = Vec::new();
+        for (subject, body) in &steps {
+            let v = api.api(subject, body.as_bytes()).await;
+            got.push((v["error"]["err_code"].clone(), v["error"]["code"].clone()));
+        }
+        answers.push(got);
+    }
+    assert_eq!(answers[0], answers[1], "causeway vs nats-server 2.15.1");
+    assert_eq!(answers[0][5].0, 10026, "{:?}", answers[0]);
+    let ok = [0, 1, 2, 3, 4, 6, 7, 8];
+    assert!(
+        ok.iter().all(|i| answers[0][*i].0.is_null()),
+        "{:?}",
+        answers[0]
+    );
     ours.shutdown().await;
 }

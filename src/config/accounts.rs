@@ -61,6 +61,8 @@ pub struct AccountJetStream {
     pub max_file: i64,
     /// Most streams.
     pub max_streams: i64,
+    /// Most consumers, over all its streams.
+    pub max_consumers: i64,
 }
 
 impl Default for AccountJetStream {
@@ -69,6 +71,7 @@ impl Default for AccountJetStream {
             max_memory: -1,
             max_file: -1,
             max_streams: -1,
+            max_consumers: -1,
         }
     }
 }
@@ -173,7 +176,8 @@ fn account_limits(path: &str, value: &Value) -> Result<AccountLimits> {
     Ok(limits)
 }
 
-/// `jetstream: enabled | disabled | true | false | { max_memory, max_file, max_streams }`.
+/// `jetstream: enabled | disabled | true | false | { max_memory, max_file, max_streams,
+/// max_consumers }`.
 fn account_jetstream(path: &str, value: &Value) -> Result<Option<AccountJetStream>> {
     if let Value::Map(entries) = value {
         let mut js = AccountJetStream::default();
@@ -185,12 +189,11 @@ fn account_jetstream(path: &str, value: &Value) -> Result<Option<AccountJetStrea
                     js.max_file = limit(&kp, v)?
                 }
                 "max_streams" | "streams" => js.max_streams = limit(&kp, v)?,
+                "max_consumers" | "consumers" => js.max_consumers = limit(&kp, v)?,
                 lower => reject(
                     &kp,
                     lower,
                     &[
-                        "max_consumers",
-                        "consumers",
                         "max_ack_pending",
                         "max_bytes_required",
                         "memory_max_stream_bytes",

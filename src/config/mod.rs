@@ -249,6 +249,9 @@ pub struct JetStreamConfig {
     pub max_file: i64,
     /// Most streams (-1 = unlimited); an account's `jetstream { max_streams }`.
     pub max_streams: i64,
+    /// Most consumers over all streams (-1 = unlimited); an account's
+    /// `jetstream { max_consumers }`.
+    pub max_consumers: i64,
 }
 
 impl Default for JetStreamConfig {
@@ -260,6 +263,7 @@ impl Default for JetStreamConfig {
             max_memory: -1,
             max_file: -1,
             max_streams: -1,
+            max_consumers: -1,
         }
     }
 }
@@ -588,6 +592,7 @@ impl Config {
             max_memory: limits.max_memory,
             max_file: limits.max_file,
             max_streams: limits.max_streams,
+            max_consumers: limits.max_consumers,
         })
     }
 

@@ -71,6 +71,11 @@ impl JetStream {
             ["CONSUMER", "LEADER", "STEPDOWN", stream, consumer] => {
                 self.consumer_step_down(stream, consumer, &m)
             }
+            ["CONSUMER", "CREATE", stream, ..] | ["CONSUMER", "DURABLE", "CREATE", stream, _]
+                if self.consumer_room(stream, &tokens, &m.payload).is_err() =>
+            {
+                self.reply(&m, "consumer_create", Err(ApiError::max_consumers()));
+            }
             ["CONSUMER", "CREATE", stream] => self.forward(
                 stream,
                 Call::ConsumerCreate {
@@ -440,6 +445,45 @@ impl JetStream {
             .collect()
     }
 
+    /// With a `max_consumers` limit (per stream, as nats-server applies an account's): whether
+    /// a consumer create fits (an existing consumer, updated or created again, always does).
+    /// The name is the subject's, else the body's.
+    fn consumer_room(&self, stream: &str, tokens: &[&str], body: &[u8]) -> Result<(), ()> {
+        if self.cfg.max_consumers < 0 {
+            return Ok(());
+        }
+        let named = match tokens {
+            ["CONSUMER", "CREATE", _, name, ..] | ["CONSUMER", "DURABLE", "CREATE", _, name] => {
+                Some(name.to_string())
+            }
+            _ => {
+                let req: Value = serde_json::from_slice(body).unwrap_or_default();
+                let cfg = &req["config"];
+                cfg["durable_name"]
+                    .as_str()
+                    .or(cfg["name"].as_str())
+                    .map(str::to_string)
+            }
+        };
+        // A stream that does not exist gets its own error from the stream's side.
+        let Some(info) = self
+            .stream_details()
+            .into_iter()
+            .find(|i| i["config"]["name"] == stream)
+        else {
+            return Ok(());
+        };
+        let consumers = info["consumer_detail"].as_array().map_or(&[][..], |c| c);
+        let exists = consumers
+            .iter()
+            .any(|c| named.as_deref() == c["name"].as_str());
+        if exists || (consumers.len() as i64) < self.cfg.max_consumers {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
     fn account_info(&self) -> Value {
         let all = self.matching_names(None);
         let (mut memory, mut storage, mut consumers) = (0u64, 0u64, 0u64);
@@ -466,7 +510,7 @@ impl JetStream {
                 "max_memory": self.cfg.max_memory,
                 "max_storage": self.cfg.max_file,
                 "max_streams": self.cfg.max_streams,
-                "max_consumers": -1,
+                "max_consumers": self.cfg.max_consumers,
                 "max_ack_pending": -1,
                 "memory_max_stream_bytes": -1,
                 "storage_max_stream_bytes": -1,
