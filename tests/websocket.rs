@@ -1,7 +1,9 @@
 //! The WebSocket listener with real clients: async-nats over `ws://` and `wss://`, the nats.js
 //! client from Node (`tests/node/ws_suite.mjs`) and from headless Chromium
 //! (`tests/node/browser_suite.mjs`): pub/sub, request/reply, JetStream publish with acks and
-//! KV put/get/watch. Also: origins the configuration does not allow are refused with 403.
+//! KV put/get/watch (the browser with permessage-deflate). Also: origins the configuration
+//! does not allow are refused with 403, compression is negotiated as on nats-server, and the
+//! listener's own authorization.
 
 mod common;
 
@@ -171,6 +173,16 @@ async fn nats_js_from_node_and_a_browser() {
         "websocket checks passed",
     )
     .await;
+    server.shutdown().await;
+    // The browser against a listener with `compression: true`: Chromium offers
+    // permessage-deflate, so every frame both ways is compressed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ws = WebSocketConfig {
+        compression: true,
+        ..WebSocketConfig::loopback()
+    };
+    let server = start(with_ws(js_config(dir.path()), ws)).await;
+    let url = server.websocket_url().expect("ws url");
     run_suite(
         Path::new("node"),
         &["browser_suite.mjs", &url],
@@ -180,6 +192,63 @@ async fn nats_js_from_node_and_a_browser() {
     )
     .await;
     server.shutdown().await;
+}
+
+/// The extensions header of the answer to an upgrade that offers permessage-deflate.
+async fn offered_deflate(addr: std::net::SocketAddr) -> Option<String> {
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp");
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 2048];
+    let n = within(TIMEOUT, "upgrade answer", tcp.read(&mut buf))
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    text.lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("sec-websocket-extensions:")
+        })
+        .map(str::to_string)
+}
+
+/// `compression: true` agrees to permessage-deflate when a client offers it, and the listener
+/// without it does not, as nats-server 2.15.1 (asked the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_is_negotiated_like_nats_server() {
+    for compression in [true, false] {
+        let ws = WebSocketConfig {
+            compression,
+            ..WebSocketConfig::loopback()
+        };
+        let ours = start(with_ws(Config::loopback(), ws)).await;
+        let addr = ours.websocket_url().expect("url")[5..]
+            .parse()
+            .expect("addr");
+        let port = common::free_port();
+        let theirs = common::reference::RefServer::start(&format!(
+            "websocket {{ listen: \"127.0.0.1:{port}\", no_tls: true, compression: {compression} }}\n"
+        ));
+        let mine = offered_deflate(addr).await;
+        let reference = offered_deflate(([127, 0, 0, 1], port).into()).await;
+        let deflate = |h: &Option<String>| {
+            h.as_deref()
+                .is_some_and(|h| h.contains("permessage-deflate"))
+        };
+        assert_eq!(deflate(&mine), compression, "{mine:?}");
+        assert_eq!(
+            deflate(&mine),
+            deflate(&reference),
+            "{mine:?} vs nats-server {reference:?}"
+        );
+        drop(theirs);
+        ours.shutdown().await;
+    }
 }
 
 /// Users and `allowed_connection_types` hold over WebSocket as over TCP: a browser-only user

@@ -166,9 +166,7 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
             "resolver" => super::operator::resolver(key, value)?,
             "resolver_preload" => preload = super::operator::preload(key, value)?,
             "allow_non_tls" => cfg.allow_non_tls = boolean(key, value)?,
-            "websocket" | "ws" => {
-                cfg.websocket = Some(super::tls::websocket_block(key, value, &mut cfg.warnings)?)
-            }
+            "websocket" | "ws" => cfg.websocket = Some(super::tls::websocket_block(key, value)?),
             _ if variables.contains(key) => {}
             lower => other_key(key, lower, UNSUPPORTED_TOP, HARMLESS_TOP, &mut cfg.warnings)?,
         }

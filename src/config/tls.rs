@@ -172,7 +172,7 @@ pub struct WebSocketConfig {
     pub no_tls: bool,
     /// Certificates for `wss://`.
     pub tls: Option<TlsConfig>,
-    /// `compression: true`: accepted, but frames are sent uncompressed (a warning says so).
+    /// `compression: true`: permessage-deflate when the client offers it.
     pub compression: bool,
     /// Only accept upgrades whose `Origin` is this listener's own host and port.
     pub same_origin: bool,
@@ -251,12 +251,8 @@ fn ws_auth(path: &str, value: &Value) -> Result<WsAuth> {
     Ok(auth)
 }
 
-/// Reads a `websocket {}` block at `path`; `warnings` gains what is accepted but not done.
-pub(super) fn websocket_block(
-    path: &str,
-    value: &Value,
-    warnings: &mut Vec<String>,
-) -> Result<WebSocketConfig> {
+/// Reads a `websocket {}` block at `path`.
+pub(super) fn websocket_block(path: &str, value: &Value) -> Result<WebSocketConfig> {
     let mut ws = WebSocketConfig::default();
     let mut has_port = false;
     for (k, v) in map(path, value)? {
@@ -294,11 +290,6 @@ pub(super) fn websocket_block(
         return Err(invalid(
             path,
             "websocket requires TLS configuration (or no_tls: true)",
-        ));
-    }
-    if ws.compression {
-        warnings.push(format!(
-            "{path}.compression is not implemented; WebSocket frames are sent uncompressed"
         ));
     }
     Ok(ws)

@@ -296,7 +296,7 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
     let listener = bind(&config.host, config.port).await?;
     let addr = listener.local_addr()?;
     let websocket = match &config.websocket {
-        Some(ws) => Some(websocket::WsListener::bind(ws).await?),
+        Some(ws) => Some(websocket::WsListener::bind(ws, config.max_payload).await?),
         None => None,
     };
     let ws_addr = websocket.as_ref().map(|w| w.local_addr()).transpose()?;

@@ -1,9 +1,10 @@
 //! The WebSocket listener browsers connect to (`websocket {}`): optional TLS (`wss://`), the
 //! HTTP upgrade with its origin checks (`same_origin`, `allowed_origins`) and timeout, then the
-//! ordinary client protocol carried in binary frames. [`WsStream`] makes a WebSocket a
-//! [`Transport`]: the reader sees the frames' payloads as one byte stream, the writer sends
-//! each flush as one binary frame. Pings are answered by tungstenite; a close frame ends the
-//! stream.
+//! ordinary client protocol carried in binary frames, compressed (permessage-deflate) when
+//! `compression` is on and the browser offers it. The HTTP exchange runs on hyper, the frames
+//! on yawc. [`WsStream`] makes a WebSocket a [`Transport`]: the reader sees the frames'
+//! payloads as one byte stream, the writer sends each flush as one binary frame. Pings are
+//! answered by yawc; a close frame ends the stream.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,15 +12,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::convert::Infallible;
+
 use bytes::{Buf, Bytes};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, Stream, StreamExt};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::StatusCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use yawc::frame::{Frame, OpCode};
+use yawc::{HttpStream, WebSocket};
 
 use super::client::{self, Accepted};
 use super::tls::TlsServer;
@@ -32,17 +39,20 @@ pub(crate) struct WsListener {
     listener: TcpListener,
     tls: Option<Arc<TlsServer>>,
     cfg: WebSocketConfig,
+    /// The server's `max_payload` (frames may carry a few messages).
+    max_payload: usize,
 }
 
 impl WsListener {
     /// Binds the listener and loads its certificates (errors name the address or file).
-    pub async fn bind(cfg: &WebSocketConfig) -> Result<Self, crate::Error> {
+    pub async fn bind(cfg: &WebSocketConfig, max_payload: usize) -> Result<Self, crate::Error> {
         let tls = cfg.tls.as_ref().map(TlsServer::new).transpose()?;
         let listener = super::bind(&cfg.host, cfg.port).await?;
         Ok(Self {
             listener,
             tls,
             cfg: cfg.clone(),
+            max_payload,
         })
     }
 
@@ -103,7 +113,7 @@ impl WsListener {
     }
 
     async fn upgrade<S>(
-        &self,
+        self: &Arc<Self>,
         shared: Arc<Shared>,
         stream: S,
         peer: SocketAddr,
@@ -112,47 +122,88 @@ impl WsListener {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        // The error type is tungstenite's (an HTTP response), not ours to shrink.
-        #[allow(clippy::result_large_err)]
-        let check = |req: &Request, resp: Response| self.check_origin(req, resp);
-        let handshake = tokio::time::timeout(
-            self.cfg.handshake_timeout,
-            tokio_tungstenite::accept_hdr_async(stream, check),
-        );
+        // The HTTP exchange runs on hyper; its one upgrade request hands the upgraded
+        // stream's future over here.
+        let (tx, rx) = tokio::sync::oneshot::channel::<yawc::UpgradeFut>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let this = self.clone();
+        let svc = service_fn(move |mut req: hyper::Request<Incoming>| {
+            let (resp, upgrade) = this.answer(&mut req);
+            if let Some(fut) = upgrade {
+                if let Some(tx) = tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = tx.send(fut);
+                }
+            }
+            async move { Ok::<_, Infallible>(resp) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.cfg.handshake_timeout)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let http = tokio::spawn(conn);
+        let handshake = tokio::time::timeout(self.cfg.handshake_timeout, async {
+            let fut = rx.await.ok()?;
+            fut.await.ok()
+        });
         let shutdown = shared.shutdown.clone();
         let upgraded = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = handshake => r,
+            _ = shutdown.cancelled() => None,
+            r = handshake => r.ok().flatten(),
         };
-        match upgraded {
-            Ok(Ok(ws)) => {
-                let hello = Accepted::websocket().with_identities(ids);
-                client::serve(shared, WsStream(ws), peer, cid, hello).await
+        let Some(ws) = upgraded else {
+            http.abort();
+            tracing::debug!(%peer, "websocket handshake refused, failed or timed out");
+            return;
+        };
+        let hello = Accepted::websocket().with_identities(ids);
+        client::serve(shared, WsStream(ws), peer, cid, hello).await
+    }
+
+    /// The answer to one HTTP request: 403 for an origin the configuration does not allow
+    /// (as nats-server; a request without `Origin`, not a browser, is let through), 400 for
+    /// anything but a WebSocket upgrade, else 101 and the upgrade, with permessage-deflate
+    /// agreed when `compression` is on and the client offers it.
+    fn answer(
+        &self,
+        req: &mut hyper::Request<Incoming>,
+    ) -> (hyper::Response<Empty<Bytes>>, Option<yawc::UpgradeFut>) {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let status = |code: StatusCode| {
+            let mut resp = hyper::Response::new(Empty::new());
+            *resp.status_mut() = code;
+            (resp, None)
+        };
+        if let Some(origin) = header("origin") {
+            let host = header("host").unwrap_or_default();
+            if !origin_allowed(&self.cfg, &origin, &host, self.tls.is_some()) {
+                return status(StatusCode::FORBIDDEN);
             }
-            Ok(Err(e)) => tracing::debug!(%peer, "websocket handshake error: {e}"),
-            Err(_) => tracing::debug!(%peer, "websocket handshake timeout"),
+        }
+        match yawc::WebSocket::upgrade_with_options(req, self.options()) {
+            Ok((resp, fut)) => (resp, Some(fut)),
+            Err(e) => {
+                tracing::debug!("not a websocket upgrade: {e}");
+                status(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
-    /// Refuses an upgrade whose `Origin` the configuration does not allow (403, as
-    /// nats-server). A request without `Origin` (not a browser) is let through. The error
-    /// type is tungstenite's callback's (an HTTP response).
-    #[allow(clippy::result_large_err)]
-    fn check_origin(&self, req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
-        let Some(origin) = req.headers().get("origin").and_then(|o| o.to_str().ok()) else {
-            return Ok(resp);
-        };
-        let host = req
-            .headers()
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        if origin_allowed(&self.cfg, origin, host, self.tls.is_some()) {
-            return Ok(resp);
+    /// Frames up to twice the largest message (a client may send a few in one frame), and
+    /// compression when configured.
+    fn options(&self) -> yawc::Options {
+        let frame = 2 * self.max_payload + 64 * 1024;
+        let options = yawc::Options::default().with_limits(frame, 2 * frame);
+        if self.cfg.compression {
+            options.with_balanced_compression()
+        } else {
+            options
         }
-        let mut refused = ErrorResponse::new(Some("origin not allowed".to_string()));
-        *refused.status_mut() = StatusCode::FORBIDDEN;
-        Err(refused)
     }
 }
 
@@ -211,16 +262,13 @@ impl Origin {
 }
 
 /// A WebSocket connection carrying the client protocol.
-pub(crate) struct WsStream<S>(WebSocketStream<S>);
+pub(crate) struct WsStream(WebSocket<HttpStream>);
 
-impl<S> Transport for WsStream<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Reader = WsReader<S>;
-    type Writer = WsWriter<S>;
+impl Transport for WsStream {
+    type Reader = WsReader;
+    type Writer = WsWriter;
 
-    fn split(self) -> (WsReader<S>, WsWriter<S>) {
+    fn split(self) -> (WsReader, WsWriter) {
         let (sink, stream) = self.0.split();
         (
             WsReader {
@@ -233,12 +281,12 @@ where
 }
 
 /// The read half: frame payloads as a byte stream.
-pub(crate) struct WsReader<S> {
-    frames: SplitStream<WebSocketStream<S>>,
+pub(crate) struct WsReader {
+    frames: SplitStream<WebSocket<HttpStream>>,
     pending: Bytes,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsReader<S> {
+impl AsyncRead for WsReader {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -251,31 +299,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsReader<S> {
                 self.pending.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            // The stream ends on a close frame or a protocol error (yawc answered it).
             let frame = match Pin::new(&mut self.frames).poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(frame)) => frame.map_err(io::Error::other)?,
+                Poll::Ready(Some(frame)) => frame,
             };
-            match frame {
-                Message::Binary(data) => self.pending = data,
-                Message::Text(text) => self.pending = Bytes::from(text),
-                Message::Close(_) => return Poll::Ready(Ok(())),
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            match frame.opcode() {
+                OpCode::Binary | OpCode::Text | OpCode::Continuation => {
+                    self.pending = frame.into_payload();
+                }
+                OpCode::Close => return Poll::Ready(Ok(())),
+                OpCode::Ping | OpCode::Pong => {}
             }
         }
     }
 }
 
 /// The write half: each flush of the outbound buffer becomes one binary frame.
-pub(crate) struct WsWriter<S>(SplitSink<WebSocketStream<S>, Message>);
+pub(crate) struct WsWriter(SplitSink<WebSocket<HttpStream>, Frame>);
 
-impl<S> TransportWriter for WsWriter<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl TransportWriter for WsWriter {
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.0
-            .send(Message::Binary(Bytes::copy_from_slice(data)))
+            .send(Frame::binary(Bytes::copy_from_slice(data)))
             .await
             .map_err(io::Error::other)
     }
