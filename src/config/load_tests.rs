@@ -193,8 +193,8 @@ fn unimplemented_blocks_refuse_to_start() {
             "tls.cipher_suites",
         ),
         (
-            "websocket { port: 8080, no_tls: true, authorization { token: t } }",
-            "websocket.authorization",
+            "websocket { port: 8080, no_tls: true, jwt_cookie: my_jwt }",
+            "websocket.jwt_cookie",
         ),
         (
             "cluster { name: c, tls { cert_file: a, key_file: b, insecure: true } }",
@@ -215,8 +215,8 @@ fn unimplemented_blocks_refuse_to_start() {
         ("leafnodes { port: 7422 }", "leafnodes"),
         ("mqtt { port: 1883 }", "mqtt"),
         (
-            "accounts { A: { users: [ {user: u, password: p} ], limits: {} } }",
-            "accounts.A.limits",
+            "accounts { A: { users: [ {user: u, password: p} ], mappings: {} } }",
+            "accounts.A.mappings",
         ),
         (
             "resolver: { type: full, dir: ./jwt }",
