@@ -330,8 +330,8 @@ fn configuration_causeway_does_not_implement_refuses_to_start() {
             "jetstream cluster requires `server_name` to be set",
         ),
         (
-            "accounts { A: { users: [ {user: u, password: p} ], limits: { max_conn: 1 } } }\n",
-            "accounts.A.limits is not supported yet",
+            "accounts { A: { users: [ {user: u, password: p} ], mappings: { a: b } } }\n",
+            "accounts.A.mappings is not supported yet",
         ),
         (
             "authorization { users: [ {nkey: UNOTAKEY} ] }\n",
