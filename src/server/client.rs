@@ -218,7 +218,9 @@ impl Conn {
 
     async fn run<R: AsyncRead + Unpin>(&mut self, mut rd: R) -> CloseReason {
         let cfg = &self.shared.config;
-        let auth_deadline = tokio::time::sleep(self.shared.auth_timeout());
+        // A browser's listener may set its own (`websocket { authorization { timeout } }`).
+        let auth_timeout = self.auth().timeout().unwrap_or(cfg.auth_timeout);
+        let auth_deadline = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth_deadline);
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + first_ping(cfg.ping_interval),
