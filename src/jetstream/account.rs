@@ -402,34 +402,39 @@ impl JetStream {
     }
 
     /// What `/jsz` and `/varz` show of this instance: storage used and reserved, streams,
-    /// consumers, messages and bytes.
+    /// consumers, messages and bytes of the streams this server runs.
     pub(crate) fn usage(&self) -> Value {
-        // This server's streams only (in a cluster, the ones it runs).
         let mut all = self.matching_names(None);
         all.retain(|(_, tx)| tx.is_some());
-        let (mut memory, mut storage, mut consumers, mut messages) = (0u64, 0u64, 0u64, 0u64);
-        for (name, tx) in &all {
-            if let Some(info) = self.info_of(name, tx) {
-                let bytes = info["state"]["bytes"].as_u64().unwrap_or(0);
-                if info["config"]["storage"] == "memory" {
-                    memory += bytes;
-                } else {
-                    storage += bytes;
-                }
-                consumers += info["state"]["consumer_count"].as_u64().unwrap_or(0);
-                messages += info["state"]["messages"].as_u64().unwrap_or(0);
-            }
-        }
+        let t = self.totals(&all);
         json!({
-            "memory": memory,
-            "storage": storage,
+            "memory": t.memory,
+            "storage": t.storage,
             "reserved_memory": self.resources.reserved(super::config::Storage::Memory),
             "reserved_storage": self.resources.reserved(super::config::Storage::File),
             "streams": all.len(),
-            "consumers": consumers,
-            "messages": messages,
-            "bytes": memory + storage,
+            "consumers": t.consumers,
+            "messages": t.messages,
+            "bytes": t.memory + t.storage,
         })
+    }
+
+    /// Bytes by storage, consumers and messages over `streams` (each asked for its info).
+    fn totals(&self, streams: &[(String, Option<Tx<Input>>)]) -> Totals {
+        let mut t = Totals::default();
+        for (name, tx) in streams {
+            if let Some(info) = self.info_of(name, tx) {
+                let bytes = info["state"]["bytes"].as_u64().unwrap_or(0);
+                if info["config"]["storage"] == "memory" {
+                    t.memory += bytes;
+                } else {
+                    t.storage += bytes;
+                }
+                t.consumers += info["state"]["consumer_count"].as_u64().unwrap_or(0);
+                t.messages += info["state"]["messages"].as_u64().unwrap_or(0);
+            }
+        }
+        t
     }
 
     /// The info (`config`, `state`, `cluster`, `created`, and every consumer's info in
@@ -486,26 +491,14 @@ impl JetStream {
 
     fn account_info(&self) -> Value {
         let all = self.matching_names(None);
-        let (mut memory, mut storage, mut consumers) = (0u64, 0u64, 0u64);
-        let streams = all.len();
-        for (name, tx) in &all {
-            if let Some(info) = self.info_of(name, tx) {
-                let bytes = info["state"]["bytes"].as_u64().unwrap_or(0);
-                if info["config"]["storage"] == "memory" {
-                    memory += bytes;
-                } else {
-                    storage += bytes;
-                }
-                consumers += info["state"]["consumer_count"].as_u64().unwrap_or(0);
-            }
-        }
+        let t = self.totals(&all);
         json!({
-            "memory": memory,
-            "storage": storage,
+            "memory": t.memory,
+            "storage": t.storage,
             "reserved_memory": self.resources.reserved(super::config::Storage::Memory),
             "reserved_storage": self.resources.reserved(super::config::Storage::File),
-            "streams": streams,
-            "consumers": consumers,
+            "streams": all.len(),
+            "consumers": t.consumers,
             "limits": {
                 "max_memory": self.cfg.max_memory,
                 "max_storage": self.cfg.max_file,
@@ -574,4 +567,13 @@ fn normalize(cfg: StreamConfig, clustered: bool) -> Result<StreamConfig, ApiErro
         num_replicas: replicas,
         ..c
     })
+}
+
+/// Sums over a set of streams (account info, `/jsz`).
+#[derive(Default)]
+struct Totals {
+    memory: u64,
+    storage: u64,
+    consumers: u64,
+    messages: u64,
 }

@@ -352,6 +352,19 @@ impl Events {
         v
     }
 
+    /// A `client_disconnect` event (a close, or a refused login) on `subject`, if someone
+    /// listens: what the client sent and received, and why it ended.
+    fn disconnect_event(&self, subject: &str, c: &ConnSnapshot) {
+        if !self.client.has_interest(subject) {
+            return;
+        }
+        let mut v = self.event("client_disconnect", c);
+        v["sent"] = json!({ "msgs": c.in_msgs, "bytes": c.in_bytes });
+        v["received"] = json!({ "msgs": c.out_msgs, "bytes": c.out_bytes });
+        v["reason"] = json!(c.reason.map_or("", |r| r.as_str()));
+        self.publish(subject, &v);
+    }
+
     fn event(&self, kind: &str, c: &ConnSnapshot) -> Value {
         json!({
             "type": format!("io.nats.server.advisory.v1.{kind}"),
@@ -369,14 +382,7 @@ impl ConnObserver for Events {
             "$SYS.SERVER.{}.CLIENT.AUTH.ERR",
             self.monitor.shared.server_id
         );
-        if !self.client.has_interest(&subject) {
-            return;
-        }
-        let mut v = self.event("client_disconnect", c);
-        v["sent"] = json!({ "msgs": c.in_msgs, "bytes": c.in_bytes });
-        v["received"] = json!({ "msgs": c.out_msgs, "bytes": c.out_bytes });
-        v["reason"] = json!(c.reason.map_or("", |r| r.as_str()));
-        self.publish(&subject, &v);
+        self.disconnect_event(&subject, c);
     }
 
     fn stopping(&self, lame_duck: bool) {
@@ -396,14 +402,7 @@ impl ConnObserver for Events {
 
     fn disconnected(&self, c: &ConnSnapshot) {
         let subject = format!("$SYS.ACCOUNT.{}.DISCONNECT", c.identity.account);
-        if !self.client.has_interest(&subject) {
-            return;
-        }
-        let mut v = self.event("client_disconnect", c);
-        v["sent"] = json!({ "msgs": c.in_msgs, "bytes": c.in_bytes });
-        v["received"] = json!({ "msgs": c.out_msgs, "bytes": c.out_bytes });
-        v["reason"] = json!(c.reason.map_or("", |r| r.as_str()));
-        self.publish(&subject, &v);
+        self.disconnect_event(&subject, c);
     }
 }
 

@@ -450,12 +450,7 @@ impl Conn {
             self.err("Authorization Violation");
             return Next::Close(CloseReason::AuthFailure);
         };
-        self.responses = who
-            .perms
-            .as_ref()
-            .and_then(|p| p.responses)
-            .map(Responses::new);
-        self.perms = who.perms;
+        self.set_perms(who.perms);
         self.expires = who.expires.map(|at| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -515,6 +510,13 @@ impl Conn {
         Next::Continue
     }
 
+    /// Takes the user's permissions (and a fresh `allow_responses` table for them).
+    fn set_perms(&mut self, perms: Option<Arc<Perms>>) {
+        self.responses = perms.as_ref().and_then(|p| p.responses).map(Responses::new);
+        self.perms = perms;
+        self.pub_perm_cache.clear();
+    }
+
     /// After a config reload: logs the client out if it may no longer log in (or would land
     /// in another account), else applies its new permissions, dropping the subscriptions
     /// they no longer allow with nats-server's `-ERR`.
@@ -531,13 +533,7 @@ impl Conn {
         if !router.is_some_and(|r| Arc::ptr_eq(&r, &self.router)) {
             return Some(CloseReason::ClientClosed);
         }
-        self.responses = who
-            .perms
-            .as_ref()
-            .and_then(|p| p.responses)
-            .map(Responses::new);
-        self.perms = who.perms;
-        self.pub_perm_cache.clear();
+        self.set_perms(who.perms);
         let subs: Vec<_> = conns::lock(&self.meta.subs).drain().collect();
         for (sid, old) in subs {
             self.router.remove(&old);
