@@ -121,21 +121,7 @@ async fn traffic(url: &str) -> Vec<async_nats::Client> {
     }
     sync(&clients[1]).await;
     let js = jetstream::new(clients[0].clone());
-    js.create_stream(jetstream::stream::Config {
-        name: "ORDERS".into(),
-        subjects: vec!["shop.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    for _ in 0..2 {
-        js.publish("shop.a", "1".into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-    let stream = js.get_stream("ORDERS").await.unwrap();
+    let stream = stream_with(&js, "ORDERS", "shop", 2).await;
     stream
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some("C".into()),
@@ -144,6 +130,32 @@ async fn traffic(url: &str) -> Vec<async_nats::Client> {
         .await
         .unwrap();
     clients
+}
+
+/// Creates stream `name` on `subject.>` and stores `n` messages published to `subject.x`,
+/// each acknowledged.
+async fn stream_with(
+    js: &jetstream::Context,
+    name: &str,
+    subject: &str,
+    n: usize,
+) -> jetstream::stream::Stream {
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![format!("{subject}.>")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for _ in 0..n {
+        js.publish(format!("{subject}.x"), "m".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    stream
 }
 
 /// A nats-server 2.15.1 with JetStream and monitoring on `port`.
@@ -354,23 +366,8 @@ async fn metrics_are_prometheus_text() {
     let http = server.monitor_addr().unwrap();
     let client = common::nats_client(&server).await;
     let js = jetstream::new(client.clone());
-    js.create_stream(jetstream::stream::Config {
-        name: "M".into(),
-        subjects: vec!["m.>".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    for _ in 0..5 {
-        js.publish("m.x", "hello".into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
-    js.get_stream("M")
+    stream_with(&js, "M", "m", 5)
         .await
-        .unwrap()
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some("P".into()),
             ..Default::default()
@@ -736,21 +733,7 @@ async fn ack_story(url: &str) -> Vec<(String, Value)> {
         .unwrap();
     sync(&client).await;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .create_stream(jetstream::stream::Config {
-            name: "ACKS".into(),
-            subjects: vec!["acks.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        js.publish("acks.a", "m".into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    let stream = stream_with(&js, "ACKS", "acks", 2).await;
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::Config {
             durable_name: Some("S".into()),
