@@ -337,10 +337,7 @@ fn configuration_causeway_does_not_implement_refuses_to_start() {
             "authorization { users: [ {nkey: UNOTAKEY} ] }\n",
             "Not a valid public nkey for a user",
         ),
-        (
-            "jetstream { domain: hub }\n",
-            "jetstream.domain is not supported yet",
-        ),
+        ("jetstream { domain: \"a.b\" }\n", "invalid domain name"),
         (
             "no_auth_user: nosuch\n",
             "no_auth_user: \"nosuch\" present, but users/nkeys are not defined",

@@ -320,3 +320,63 @@ async fn leadership_requests_need_a_cluster() {
     }
     env.stop().await;
 }
+
+/// `jetstream { domain }`: clients of the domain (`$JS.<domain>.API`, async-nats's
+/// `with_domain`) create streams and buckets and publish with acks naming the domain; account
+/// info names it; the same requests against nats-server 2.15.1 get the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_domain_is_served_like_nats_server() {
+    let store = tempfile::tempdir().unwrap();
+    let mut cfg = common::loopback_conf("jetstream { domain: hub }\n");
+    cfg.jetstream.store_dir = store.path().to_path_buf();
+    let ours = common::start(cfg).await;
+    let theirs =
+        common::reference::RefServer::start("jetstream { store_dir: \"{store}\", domain: hub }\n");
+    // async-nats sends a domain's KV puts to `$JS.<domain>.API.$KV...`; nats-server maps
+    // them onto `$KV...`.
+    let mut kv_puts = Vec::new();
+    for url in [ours.client_url(), format!("nats://{}", theirs.addr)] {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::with_domain(client, "hub");
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "D".into(),
+            subjects: vec!["d.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("create through the domain");
+        let ack = js.publish("d.1", "x".into()).await.unwrap().await.unwrap();
+        assert_eq!((ack.sequence, ack.domain.as_str()), (1, "hub"));
+        let kv = js
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: "cfg".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("kv through the domain");
+        let put = kv.put("k", "v".into()).await.map_err(|e| e.to_string());
+        let got = kv.get("k").await.map_err(|e| e.to_string());
+        kv_puts.push((put, got));
+    }
+    assert_eq!(
+        kv_puts[0], kv_puts[1],
+        "a domain's KV: causeway vs nats-server"
+    );
+    assert_eq!(kv_puts[0].0, Ok(1));
+    let mut answers = Vec::new();
+    for addr in [ours.local_addr(), theirs.addr] {
+        let mut api = common::reference::ApiClient::connect(addr).await;
+        let info = api.api_on("$JS.hub.API.INFO", b"").await;
+        let plain = api.api_on("$JS.API.STREAM.INFO.D", b"").await;
+        let ack = api.request("d.2", b"y").await;
+        let ack: serde_json::Value = serde_json::from_slice(&ack.payload).unwrap();
+        answers.push((
+            info["domain"].clone(),
+            plain["state"]["messages"].clone(),
+            ack["domain"].clone(),
+        ));
+    }
+    assert_eq!(answers[0], answers[1], "causeway vs nats-server 2.15.1");
+    assert_eq!(answers[0].0, "hub");
+    ours.shutdown().await;
+}

@@ -497,10 +497,9 @@ fn route_auth(path: &str, value: &Value) -> Result<super::RouteAuth> {
     Ok(auth)
 }
 
-/// JetStream keys nats-server knows that causeway does not implement yet (encryption, domains,
+/// JetStream keys nats-server knows that causeway does not implement yet (encryption,
 /// account-level limits, cluster placement).
 const UNSUPPORTED_JS: &[&str] = &[
-    "domain",
     "key",
     "ek",
     "encryption_key",
@@ -554,6 +553,17 @@ fn apply_jetstream(cfg: &mut Config, path: &str, value: &Value) -> Result<()> {
                     }
                     "max_file" | "max_file_store" => js.max_file = limit(&kp, value)?,
                     "sync" | "sync_interval" => js.sync = sync_policy(&kp, value)?,
+                    "domain" => {
+                        let d = text(&kp, value)?;
+                        // It becomes a subject token (`$JS.<domain>.API`).
+                        if d.is_empty()
+                            || d.contains(['.', '*', '>'])
+                            || d.contains(char::is_whitespace)
+                        {
+                            return Err(invalid(&kp, format!("invalid domain name: \"{d}\"")));
+                        }
+                        js.domain = Some(d);
+                    }
                     lower => other_key(&kp, lower, UNSUPPORTED_JS, HARMLESS_JS, &mut cfg.warnings)?,
                 }
             }

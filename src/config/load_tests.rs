@@ -222,7 +222,6 @@ fn unimplemented_blocks_refuse_to_start() {
             "resolver: { type: full, dir: ./jwt }",
             "resolver (other than MEMORY)",
         ),
-        ("jetstream { domain: hub }", "jetstream.domain"),
         ("jetstream { key: secret }", "jetstream.key"),
         (
             "authorization { users: [ {user: a, password: p, account: A} ] }",

@@ -252,6 +252,9 @@ pub struct JetStreamConfig {
     /// Most consumers over all streams (-1 = unlimited); an account's
     /// `jetstream { max_consumers }`.
     pub max_consumers: i64,
+    /// `domain`: the API also answers on `$JS.<domain>.API.>`, and pub acks and account info
+    /// name it.
+    pub domain: Option<String>,
 }
 
 impl Default for JetStreamConfig {
@@ -264,6 +267,7 @@ impl Default for JetStreamConfig {
             max_file: -1,
             max_streams: -1,
             max_consumers: -1,
+            domain: None,
         }
     }
 }
@@ -593,6 +597,7 @@ impl Config {
             max_file: limits.max_file,
             max_streams: limits.max_streams,
             max_consumers: limits.max_consumers,
+            domain: None,
         })
     }
 

@@ -492,7 +492,7 @@ impl JetStream {
     fn account_info(&self) -> Value {
         let all = self.matching_names(None);
         let t = self.totals(&all);
-        json!({
+        let mut info = json!({
             "memory": t.memory,
             "storage": t.storage,
             "reserved_memory": self.resources.reserved(super::config::Storage::Memory),
@@ -510,7 +510,11 @@ impl JetStream {
                 "max_bytes_required": false,
             },
             "api": self.resources.api.json(),
-        })
+        });
+        if let Some(domain) = &self.cfg.domain {
+            info["domain"] = json!(domain);
+        }
+        info
     }
 }
 

@@ -146,6 +146,9 @@ impl JetStream {
         });
         let sub = js.client.subscribe_internal("$JS.API.>", None, handler);
         *lock(&js.api_sub) = Some(sub);
+        if let Some(domain) = js.cfg.domain.clone() {
+            js.answer_domain(&domain);
+        }
         let worker = js.clone();
         std::thread::Builder::new()
             .name("jetstream-api".into())
@@ -155,6 +158,31 @@ impl JetStream {
                 }
             })?;
         Ok(js)
+    }
+
+    /// Answers `$JS.<domain>.API.>` as `$JS.API.>` (what clients of a JetStream domain send),
+    /// and `$JS.<domain>.API.$KV.>` / `$OBJ.>` as `$KV.>` / `$OBJ.>` (their bucket writes):
+    /// each is published again under the mapped subject, reply subject and all. A bridge: in a
+    /// cluster each server passes on its own clients' requests only.
+    fn answer_domain(&self, domain: &str) {
+        let prefix = format!("$JS.{domain}.API.");
+        let client = self.client.clone();
+        let handler: crate::server::InternalHandler = Arc::new(move |m: Message| {
+            if let Some(rest) = m.subject.strip_prefix(&prefix) {
+                // KV and object store writes keep their own prefix (nats-server maps them so).
+                let to = if rest.starts_with("$KV.") || rest.starts_with("$OBJ.") {
+                    rest.to_string()
+                } else {
+                    format!("$JS.API.{rest}")
+                };
+                let headers = m.headers.as_deref();
+                client.publish_sync(&to, m.reply.as_deref(), headers, &m.payload);
+            }
+            true
+        });
+        let _ = self
+            .client
+            .subscribe_bridge(&format!("$JS.{domain}.API.>"), handler);
     }
 
     /// This node's persistent identity, kept in the store directory.
@@ -332,6 +360,7 @@ impl JetStream {
             resources: self.resources.clone(),
             replica: role,
             cluster_name: self.meta.get().map(|m| m.cluster().to_string()),
+            domain: self.cfg.domain.clone(),
         };
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let runner = runner::Runner::new(stream, ctx);

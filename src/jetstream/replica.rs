@@ -244,7 +244,13 @@ pub(crate) fn group_name(name: &str) -> String {
 
 /// A publish reaching a replica's runner: the leader checks it and proposes it; the others
 /// drop it (the leader got it too).
-pub(crate) fn propose_publish(stream: &mut Stream, role: &Role, m: Message, replies: &mut Replies) {
+pub(crate) fn propose_publish(
+    stream: &mut Stream,
+    role: &Role,
+    m: Message,
+    replies: &mut Replies,
+    domain: Option<&str>,
+) {
     // Without the read lease its state may be stale (a deposed leader cut off from the
     // others): an early answer (a duplicate, a failed expectation) could be wrong.
     if !role.is_leader() || !role.lease.holds() {
@@ -262,6 +268,7 @@ pub(crate) fn propose_publish(stream: &mut Stream, role: &Role, m: Message, repl
                 stream: stream.name(),
                 seq,
                 duplicate: true,
+                domain,
             };
             answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
         }
@@ -285,6 +292,7 @@ pub(crate) fn apply_committed(
     stream: &mut Stream,
     entries: Vec<(u64, Option<Vec<Op>>)>,
     cluster: &Value,
+    domain: Option<&str>,
 ) -> Vec<Vec<u8>> {
     entries
         .into_iter()
@@ -304,7 +312,7 @@ pub(crate) fn apply_committed(
                     // An update answers with the stream's info once applied.
                     (Ok(_), true) => serde_json::to_vec(&super::api::stream_info(stream, cluster))
                         .unwrap_or_default(),
-                    (outcome, _) => answer_of(stream.name(), outcome),
+                    (outcome, _) => answer_of(stream.name(), outcome, domain),
                 })
                 .collect();
             frame_answers(&answers)
@@ -349,12 +357,13 @@ pub(crate) fn propose_api(
     }
 }
 
-fn answer_of(stream: &str, outcome: Result<Applied, ApiError>) -> Vec<u8> {
+fn answer_of(stream: &str, outcome: Result<Applied, ApiError>, domain: Option<&str>) -> Vec<u8> {
     let ack = |seq, duplicate| {
         let ack = PubAck {
             stream,
             seq,
             duplicate,
+            domain,
         };
         serde_json::to_vec(&ack).unwrap_or_default()
     };

@@ -72,6 +72,8 @@ pub(crate) struct Ctx {
     pub replica: Option<super::replica::Role>,
     /// The cluster's name, in a cluster.
     pub cluster_name: Option<String>,
+    /// The JetStream domain (named in pub acks).
+    pub domain: Option<String>,
 }
 
 impl Ctx {
@@ -557,11 +559,14 @@ impl Runner {
         match input {
             Input::Publish(m) if ctx.replica.is_some() => {
                 if let Some(role) = &ctx.replica {
-                    super::replica::propose_publish(stream, role, m, &mut b.replies);
+                    let domain = ctx.domain.as_deref();
+                    super::replica::propose_publish(stream, role, m, &mut b.replies, domain);
                 }
             }
             Input::Committed { ops, done } => {
-                let answers = super::replica::apply_committed(stream, ops, &ctx.cluster_json());
+                let domain = ctx.domain.as_deref();
+                let answers =
+                    super::replica::apply_committed(stream, ops, &ctx.cluster_json(), domain);
                 b.mutated = true;
                 let _ = done.try_send(answers);
             }
@@ -600,7 +605,8 @@ impl Runner {
                 if ctx.resources.exhausted(self.storage) {
                     refuse(stream, &m, &mut b.replies);
                 } else {
-                    b.mutated |= publish(stream, m, &mut b.replies, &mut b.out);
+                    let domain = ctx.domain.as_deref();
+                    b.mutated |= publish(stream, m, &mut b.replies, &mut b.out, domain);
                 }
             }
             Input::Api(call, m) => {
@@ -814,6 +820,7 @@ fn publish(
     m: Message,
     replies: &mut Replies,
     out: &mut Vec<Outgoing>,
+    domain: Option<&str>,
 ) -> bool {
     let no_ack = stream.config.no_ack;
     let answer = |replies: &mut Replies, body: Vec<u8>| {
@@ -833,6 +840,7 @@ fn publish(
                 stream: stream.name(),
                 seq,
                 duplicate: true,
+                domain,
             };
             answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
             false
@@ -845,6 +853,7 @@ fn publish(
                 stream: stream.name(),
                 seq,
                 duplicate: false,
+                domain,
             };
             answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
             true

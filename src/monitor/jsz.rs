@@ -20,6 +20,9 @@ impl Monitor {
             "max_storage": self.js.as_ref().map_or(js.max_file, |j| j.max_file()),
             "store_dir": js.store_dir.display().to_string(),
         });
+        if let Some(domain) = &js.domain {
+            v["domain"] = json!(domain);
+        }
         match js.sync {
             SyncPolicy::Always => v["sync_always"] = json!(true),
             SyncPolicy::Interval(d) => v["sync_interval"] = json!(nanos(d)),

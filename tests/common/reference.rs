@@ -123,7 +123,13 @@ impl ApiClient {
 
     /// Sends `body` to `$JS.API.<subject>` and returns the JSON reply.
     pub async fn api(&mut self, subject: &str, body: &[u8]) -> serde_json::Value {
-        let mut frame = format!("PUB $JS.API.{subject} _INBOX.api {}\r\n", body.len()).into_bytes();
+        self.api_on(&format!("$JS.API.{subject}"), body).await
+    }
+
+    /// Sends `body` to the full `subject` (a domain's `$JS.<domain>.API...`) and returns the
+    /// JSON reply.
+    pub async fn api_on(&mut self, subject: &str, body: &[u8]) -> serde_json::Value {
+        let mut frame = format!("PUB {subject} _INBOX.api {}\r\n", body.len()).into_bytes();
         frame.extend_from_slice(body);
         frame.extend_from_slice(b"\r\n");
         self.raw.send(&frame).await;

@@ -143,6 +143,9 @@ pub(crate) struct PubAck<'a> {
     pub seq: u64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
+    /// The JetStream domain, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<&'a str>,
 }
 
 /// A stream and everything it owns.
