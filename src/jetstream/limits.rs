@@ -57,7 +57,7 @@ impl ApiStats {
     /// `{level, total, errors}`.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
-            "level": 1,
+            "level": crate::protocol::info::API_LEVEL,
             "total": self.total.load(Ordering::Relaxed),
             "errors": self.errors.load(Ordering::Relaxed),
         })

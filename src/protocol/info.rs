@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// harnesses enable the features they may use.
 pub const PROTOCOL_VERSION: &str = "2.11.0";
 
+/// The JetStream API level that version implements (nats-server 2.11's: per-message TTLs and
+/// consumer pause are level 1), reported as INFO `api_lvl` and in `$JS.API` statistics.
+pub const API_LEVEL: u32 = 1;
+
 /// The `INFO` message. Field names are nats-server's.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ServerInfo {
@@ -60,6 +64,9 @@ pub struct ServerInfo {
     /// A per-connection challenge an nkey user signs (present when nkey users exist).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The JetStream API level ([`API_LEVEL`]).
+    #[serde(default)]
+    pub api_lvl: u32,
 }
 
 fn yes() -> bool {

@@ -244,6 +244,7 @@ impl Shared {
                 .as_ref()
                 .is_some_and(|t| t.config().verifies_clients()),
             ldm: self.lame_duck.load(Ordering::Relaxed),
+            api_lvl: crate::protocol::info::API_LEVEL,
             ..ServerInfo::default()
         }
     }
