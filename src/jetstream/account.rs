@@ -133,6 +133,12 @@ impl JetStream {
                 m.clone(),
                 "consumer_pause",
             ),
+            ["CONSUMER", "RESET", stream, name] => self.forward(
+                stream,
+                Call::ConsumerReset(name.to_string()),
+                m.clone(),
+                "consumer_reset",
+            ),
             _ => self.reply(
                 &m,
                 "error",
@@ -158,6 +164,9 @@ impl JetStream {
                 }
             }
             None => match call {
+                // nats-server answers a reset on the consumer's own subscription: with no
+                // stream, nothing answers.
+                Call::ConsumerReset(_) => {}
                 Call::ConsumerNext(_) => {
                     if let Some(reply) = &m.reply {
                         let st = consumer::status(reply, 404, "Stream Not Found", &[]);

@@ -31,6 +31,7 @@ pub(crate) enum Call {
     ConsumerList,
     ConsumerNext(String),
     ConsumerPause(String),
+    ConsumerReset(String),
 }
 
 /// Builds a response of `kind` (e.g. `stream_info`) from a body object or an error.
@@ -91,7 +92,11 @@ pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, cluster: &Value) -> V
     let (floor_c, floor_s) = c.ack_floor();
     // As nats-server shows them: nothing acked yet is a floor of 0/0, and while the initial
     // last-per-subject set is being delivered, the stream position is just before its next one.
-    let floor_s = if floor_c == 0 { 0 } else { floor_s };
+    let floor_s = if floor_c == 0 {
+        c.state().reset_floor
+    } else {
+        floor_s
+    };
     let delivered_s = c
         .state()
         .initial
@@ -137,7 +142,9 @@ pub(crate) fn parse_object<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn parse_or_default<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_or_default<T: for<'de> Deserialize<'de> + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -170,11 +177,6 @@ struct CreateConsumerReq {
     #[serde(default)]
     #[allow(dead_code)]
     pedantic: bool,
-}
-
-#[derive(Deserialize, Default)]
-struct PauseReq {
-    pause_until: Option<String>,
 }
 
 /// Page size of the NAMES requests.
@@ -222,6 +224,14 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
+    /// No answer from the handler (it queued what it sends in `out`, if anything).
+    fn nothing() -> Self {
+        Self {
+            body: None,
+            mutated: false,
+        }
+    }
+
     fn json(kind: &str, body: Result<Value, ApiError>, mutated: bool) -> Self {
         Self {
             body: Some(response(kind, body)),
@@ -340,8 +350,17 @@ pub(crate) fn handle(
             }
         }
         Call::ConsumerPause(name) => {
-            let r = pause(s, &name, body);
+            let r = super::consumer_api::pause(s, &name, body);
             Reply::json("consumer_pause", r, true)
+        }
+        Call::ConsumerReset(name) => {
+            if reply.is_none() || !s.consumers.contains_key(&name) {
+                // nats-server answers it on the consumer's own subscription, so a consumer
+                // that does not exist leaves the request unanswered there too.
+                return Reply::nothing();
+            }
+            let r = super::consumer_api::reset(s, &name, body, cluster);
+            Reply::json("consumer_reset", r, true)
         }
     }
 }
@@ -577,32 +596,6 @@ fn create_consumer(
         created: now_nanos(),
     })?;
     Ok(name)
-}
-
-fn pause(s: &mut Stream, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-    let req: PauseReq = parse_or_default(body)?;
-    let Some(c) = s.consumers.get(name) else {
-        return Err(ApiError::consumer_not_found());
-    };
-    let mut cfg = c.config.clone();
-    let created = c.created;
-    cfg.pause_until = req
-        .pause_until
-        .filter(|p| super::time::parse_rfc3339(p).is_some_and(|t| t > now_nanos()));
-    let paused = cfg.pause_until.is_some();
-    let until = cfg.pause_until.clone();
-    s.apply(Op::ConsumerCreate {
-        name: name.to_string(),
-        config: Box::new(cfg),
-        created,
-    })?;
-    let mut v = json!({ "paused": paused, "pause_until": until.unwrap_or_else(|| rfc3339(0)) });
-    if paused {
-        if let Some(t) = s.consumers.get(name).and_then(|c| c.paused_until()) {
-            v["pause_remaining"] = json!(t - now_nanos());
-        }
-    }
-    Ok(v)
 }
 
 fn ephemeral_name() -> String {

@@ -74,6 +74,13 @@ api_errors! {
     consumer_durable_name_missing => (400, 10018, "consumer expected to be durable but a durable name was not set");
     consumer_name_path_separators => (400, 10127, "Consumer name can not contain path separators");
     consumer_name_too_long => (400, 10102, "consumer name is too long, maximum allowed is 255");
+    consumer_priority_policy_without_group => (400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set");
+    consumer_invalid_priority_group => (400, 10160, "Provided priority group does not exist for this consumer");
+    consumer_empty_group_name => (400, 10161, "Group name cannot be an empty string");
+    consumer_invalid_group_name => (400, 10162, "Valid priority group name must match A-Z, a-z, 0-9, -_/=)+ and may not exceed 16 characters");
+    consumer_push_with_priority_group => (400, 10178, "priority groups can not be used with push consumers");
+    consumer_priority_group_with_policy_none => (400, 10196, "consumer can not have priority groups when policy is none");
+    consumer_pinned_ttl_without_priority_policy => (400, 10197, "PinnedTTL cannot be set when PriorityPolicy is none");
 }
 
 impl ApiError {
@@ -171,6 +178,15 @@ impl ApiError {
             code: 503,
             err_code: 10077,
             description: err.to_string(),
+        }
+    }
+
+    /// 10204: a consumer reset nats-server's rules refuse (`why`: "below start seq", ...).
+    pub fn invalid_reset(why: &str) -> Self {
+        Self {
+            code: 400,
+            err_code: 10204,
+            description: format!("invalid reset: {why}"),
         }
     }
 

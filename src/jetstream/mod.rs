@@ -17,6 +17,7 @@ mod catalogue;
 mod clustered;
 pub mod config;
 pub mod consumer;
+mod consumer_api;
 pub mod direct;
 pub mod errors;
 pub mod headers;

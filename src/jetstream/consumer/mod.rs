@@ -197,6 +197,15 @@ impl Consumer {
         self.state.apply_delivered(d, self.config.ack_policy);
     }
 
+    /// Applies a `ConsumerReset` op (called by the stream's `apply` only); the leader-local
+    /// redelivery timers go with the pending acks.
+    pub(crate) fn apply_reset(&mut self, seq: u64) {
+        self.state.apply_reset(seq);
+        self.deadlines.clear();
+        self.redeliver.clear();
+        self.last_delivery_time = None;
+    }
+
     /// Applies an `Ack` op (called by the stream's `apply` only); returns what it settled.
     pub(crate) fn apply_ack(&mut self, seq: u64, kind: AckKind) -> Vec<u64> {
         self.state.apply_ack(seq, kind, self.config.ack_policy)

@@ -22,6 +22,10 @@ pub(crate) struct ConsumerState {
     pub num_redelivered: u64,
     /// Last-per-subject sequences still to deliver first.
     pub initial: VecDeque<u64>,
+    /// The stream sequence a reset declared settled (shown as the ack floor until the next
+    /// delivery is acknowledged).
+    #[serde(default)]
+    pub reset_floor: u64,
 }
 
 /// One message handed out that awaits an ack.
@@ -88,6 +92,16 @@ impl ConsumerState {
                 self.pending.insert(s.sseq, (s.dseq, s.count, s.time));
             }
         }
+    }
+
+    /// Applies a `ConsumerReset` op: the next delivery is stream sequence `seq` (at least 1),
+    /// nothing is pending, and consumer sequences start again at 1.
+    pub fn apply_reset(&mut self, seq: u64) {
+        *self = ConsumerState {
+            sseq: seq.max(1) - 1,
+            reset_floor: seq.max(1) - 1,
+            ..ConsumerState::default()
+        };
     }
 
     /// Applies an `Ack` op; returns the stream sequences it settled.

@@ -21,6 +21,7 @@
 //! Ack(8)            consumer:str seq:u64 kind:u8 (0 ack, 1 term)
 //! Delivered(9)      consumer:str cursor:u64 dseq:u64 initial_taken:u32
 //!                   sent:count:u32 (sseq:u64 dseq:u64 count:u64 time:i64)* dropped:count:u32 u64*
+//! ConsumerReset(12) consumer:str seq:u64
 //! ```
 
 use super::{Expect, Op, Rollup};
@@ -160,6 +161,11 @@ pub(crate) fn encode(op: &Op) -> Vec<u8> {
                 w.u64(*s);
             }
         }
+        Op::ConsumerReset { consumer, seq } => {
+            w.u8(12);
+            w.blob(consumer.as_bytes());
+            w.u64(*seq);
+        }
     }
     w.0
 }
@@ -258,6 +264,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Op, CodecError> {
         9 => Op::Delivered {
             consumer: r.string()?,
             deliveries: deliveries(&mut r)?,
+        },
+        12 => Op::ConsumerReset {
+            consumer: r.string()?,
+            seq: r.u64()?,
         },
         tag => return Err(CodecError::Tag(tag)),
     };

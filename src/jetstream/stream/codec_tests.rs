@@ -145,6 +145,13 @@ pub(super) fn samples() -> Vec<(&'static str, Op)> {
                 deliveries: crate::jetstream::consumer::Deliveries::default(),
             },
         ),
+        (
+            "consumer-reset",
+            Op::ConsumerReset {
+                consumer: "D".into(),
+                seq: 42,
+            },
+        ),
     ]
 }
 

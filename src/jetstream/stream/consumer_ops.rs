@@ -7,6 +7,7 @@
 use super::{codec, Applied, Op, Stream};
 use crate::jetstream::config::Retention;
 use crate::jetstream::consumer::AckKind;
+use crate::jetstream::errors::ApiError;
 use crate::jetstream::journal::Journal;
 use crate::store::StoreError;
 
@@ -28,6 +29,15 @@ impl Stream {
         let settled = c.apply_ack(seq, kind);
         let removed = self.retire_acked(&settled)?;
         Ok(Applied::Acked { settled, removed })
+    }
+
+    /// Applies a `ConsumerReset`. As on nats-server, messages a reset skips stay in an interest
+    /// or work-queue stream (only acks retire them).
+    pub(super) fn apply_reset(&mut self, consumer: &str, seq: u64) -> Result<Applied, ApiError> {
+        if let Some(c) = self.consumers.get_mut(consumer) {
+            c.apply_reset(seq);
+        }
+        Ok(Applied::Done)
     }
 
     /// Removes messages every interested consumer has acknowledged (interest and workqueue
@@ -84,14 +94,16 @@ impl Stream {
         self.applied = self.applied.max(journal.last());
         for (index, bytes) in entries {
             let op = match codec::decode(&bytes) {
-                Ok(op @ (Op::Ack { .. } | Op::Delivered { .. })) => op,
+                Ok(op) if super::is_journaled(&op) => op,
                 Ok(_) | Err(_) => {
                     tracing::error!(stream = %self.config.name, index, "journal entry is not a consumer op; skipped");
                     continue;
                 }
             };
             let name = match &op {
-                Op::Ack { consumer, .. } | Op::Delivered { consumer, .. } => consumer.clone(),
+                Op::Ack { consumer, .. }
+                | Op::Delivered { consumer, .. }
+                | Op::ConsumerReset { consumer, .. } => consumer.clone(),
                 _ => continue,
             };
             let Some(c) = self.consumers.get(&name) else {

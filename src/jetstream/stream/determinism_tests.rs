@@ -63,8 +63,12 @@ impl Gen {
 
     fn op(&mut self) -> Op {
         self.now += self.rng.random_range(1..2 * SECOND);
-        match self.rng.random_range(0..130) {
+        match self.rng.random_range(0..133) {
             0..=64 => self.append(),
+            130..=132 => Op::ConsumerReset {
+                consumer: self.consumer(),
+                seq: self.rng.random_range(1..=self.last_seq + 1),
+            },
             100..=114 => self.delivered(),
             115..=129 => Op::Ack {
                 consumer: self.consumer(),

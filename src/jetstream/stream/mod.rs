@@ -86,6 +86,9 @@ pub(crate) enum Op {
         consumer: String,
         deliveries: Deliveries,
     },
+    /// A consumer starts again at stream sequence `seq`: nothing pending, nothing delivered
+    /// (`$JS.API.CONSUMER.RESET`).
+    ConsumerReset { consumer: String, seq: u64 },
 }
 
 /// A publish's conditions on the stream (`Nats-Expected-Last-Sequence`, `-Last-Subject-Sequence`
@@ -446,8 +449,7 @@ impl Stream {
             std::mem::swap(&mut self.consumers, &mut self.committed);
             return applied;
         }
-        let entry = (self.journal.is_some() && matches!(op, Op::Ack { .. } | Op::Delivered { .. }))
-            .then(|| codec::encode(&op));
+        let entry = (self.journal.is_some() && is_journaled(&op)).then(|| codec::encode(&op));
         let applied = self.apply_op(op)?;
         if let (Some(entry), Some(journal)) = (entry, &mut self.journal) {
             if !matches!(&applied, Applied::Acked { settled, .. } if settled.is_empty()) {
@@ -458,12 +460,21 @@ impl Stream {
     }
 }
 
+/// Consumer ops the stream's journal keeps (the others are in the consumers' snapshots).
+pub(super) fn is_journaled(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Ack { .. } | Op::Delivered { .. } | Op::ConsumerReset { .. }
+    )
+}
+
 /// Ops that change consumers only.
 fn is_consumer_op(op: &Op) -> bool {
     matches!(
         op,
         Op::Ack { .. }
             | Op::Delivered { .. }
+            | Op::ConsumerReset { .. }
             | Op::ConsumerCreate { .. }
             | Op::ConsumerDelete { .. }
     )
@@ -593,6 +604,7 @@ impl Stream {
                 }
                 Ok(Applied::Done)
             }
+            Op::ConsumerReset { consumer, seq } => self.apply_reset(&consumer, seq),
         }
     }
 
