@@ -271,3 +271,436 @@ async fn a_reset_survives_a_restart() {
     assert_eq!(fetch(&c, 5, &[]).await, vec![5, 6]);
     env.stop().await;
 }
+
+/// The stream `Q` with `n` messages on `q.<i>`.
+async fn stream_q(js: &jetstream::Context, n: usize) {
+    js.create_stream(stream::Config {
+        name: "Q".into(),
+        subjects: vec!["q.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    for i in 1..=n {
+        js.publish(format!("q.{i}"), "x".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+}
+
+/// Creates consumer `name` on `Q` from raw config JSON; the error or the config fields that
+/// matter here.
+async fn create_raw(nc: &async_nats::Client, name: &str, cfg: Value) -> String {
+    let body = json!({"stream_name": "Q", "config": cfg}).to_string();
+    let m = nc
+        .request(format!("$JS.API.CONSUMER.CREATE.Q.{name}"), body.into())
+        .await
+        .expect("create");
+    let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+    if !v["error"].is_null() {
+        return format!("error {}", v["error"]);
+    }
+    let c = &v["config"];
+    json!({"priority_policy": c["priority_policy"], "priority_groups": c["priority_groups"],
+        "priority_timeout": c["priority_timeout"], "priority_state": v["priority_groups"]})
+    .to_string()
+}
+
+/// What a pull request on consumer `c` of `Q` got first within `wait`: a message (its stream
+/// sequence and whether it carried a pin), a status with its description, or nothing.
+async fn pull(
+    nc: &async_nats::Client,
+    c: &str,
+    body: Value,
+    wait: Duration,
+) -> (String, Option<String>) {
+    let inbox = nc.new_inbox();
+    let mut sub = nc.subscribe(inbox.clone()).await.expect("subscribe");
+    let subject = format!("$JS.API.CONSUMER.MSG.NEXT.Q.{c}");
+    nc.publish_with_reply(subject, inbox, body.to_string().into())
+        .await
+        .expect("pull");
+    match tokio::time::timeout(wait, sub.next()).await {
+        Ok(Some(m)) => match m.status {
+            Some(code) => (
+                format!("{} {}", code.as_u16(), m.description.unwrap_or_default()),
+                None,
+            ),
+            None => {
+                let pin = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Pin-Id"))
+                    .map(|v| v.to_string());
+                (
+                    format!("message {} pinned={}", m.subject, pin.is_some()),
+                    pin,
+                )
+            }
+        },
+        _ => ("nothing".into(), None),
+    }
+}
+
+async fn priority_validation_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 0).await;
+    let pull_cfg = |extra: Value| {
+        let mut c = json!({"durable_name": "C", "ack_policy": "explicit"});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let cases = [
+        json!({"priority_policy": "overflow"}),
+        json!({"priority_groups": ["A"]}),
+        json!({"priority_policy": "none", "priority_groups": ["A"]}),
+        json!({"priority_timeout": 1_000_000_000}),
+        json!({"priority_policy": "pinned_client", "priority_groups": ["A"], "deliver_subject": "d"}),
+        json!({"priority_policy": "pinned_client", "priority_groups": [""]}),
+        json!({"priority_policy": "pinned_client", "priority_groups": ["not ok"]}),
+        json!({"priority_policy": "pinned_client", "priority_groups": ["seventeen-chars-x"]}),
+        json!({"priority_policy": "fastest", "priority_groups": ["A"]}),
+        json!({"priority_policy": "pinned_client", "priority_groups": ["A/b_c=d-1"]}),
+        json!({"priority_policy": "overflow", "priority_groups": ["A"], "priority_timeout": 5}),
+        json!({"priority_policy": "prioritized", "priority_groups": ["A"]}),
+    ];
+    let mut seen = Vec::new();
+    for (i, extra) in cases.iter().enumerate() {
+        let name = format!("C{i}");
+        let mut cfg = pull_cfg(extra.clone());
+        cfg["durable_name"] = json!(name);
+        let got = create_raw(&nc, &name, cfg).await;
+        // Go's decoder words an unknown enum its own way: only the code is compared.
+        seen.push(if got.contains("10025") {
+            "error 10025".into()
+        } else {
+            got
+        });
+    }
+    // Pull requests a consumer's policy refuses.
+    let short = Duration::from_millis(300);
+    let pinned = "C9";
+    for body in [
+        json!({"batch": 1, "expires": 100_000_000}),
+        json!({"batch": 1, "expires": 100_000_000, "group": "B"}),
+        json!({"batch": 1, "expires": 100_000_000, "group": "A/b_c=d-1", "min_pending": 1}),
+        json!({"batch": 1, "expires": 100_000_000, "group": "A/b_c=d-1", "priority": 10}),
+    ] {
+        seen.push(pull(&nc, pinned, body, short).await.0);
+    }
+    seen.push(
+        pull(
+            &nc,
+            "C10",
+            json!({"batch": 1, "group": "A", "id": "x", "expires": 100_000_000}),
+            short,
+        )
+        .await
+        .0,
+    );
+    seen.push(
+        pull(
+            &nc,
+            "C11",
+            json!({"batch": 1, "group": "A", "priority": -1, "expires": 100_000_000}),
+            short,
+        )
+        .await
+        .0,
+    );
+    seen
+}
+
+#[tokio::test]
+async fn priority_group_validation_matches_nats_server() {
+    let seen = on_both("priority group validation", priority_validation_scenario).await;
+    assert!(seen[0].contains("10159"), "{seen:?}");
+    assert!(seen[9].contains("120000000000"), "{seen:?}");
+}
+
+/// Replaces pin ids by their order of appearance (`pin1`, `pin2`, ...).
+struct Pins(Vec<String>);
+
+impl Pins {
+    fn name(&mut self, pin: &Option<String>) -> String {
+        let Some(p) = pin else { return "-".into() };
+        let i = match self.0.iter().position(|x| x == p) {
+            Some(i) => i,
+            None => {
+                self.0.push(p.clone());
+                self.0.len() - 1
+            }
+        };
+        format!("pin{}", i + 1)
+    }
+}
+
+async fn pinned_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 6).await;
+    let mut advisories = nc
+        .subscribe("$JS.EVENT.ADVISORY.CONSUMER.*.Q.P")
+        .await
+        .expect("subscribe");
+    nc.flush().await.expect("flush");
+    let cfg = json!({"durable_name": "P", "ack_policy": "none",
+        "priority_policy": "pinned_client", "priority_groups": ["A"],
+        "priority_timeout": 1_000_000_000});
+    let mut seen = vec![create_raw(&nc, "P", cfg).await];
+    let mut pins = Pins(Vec::new());
+    let wait = Duration::from_millis(700);
+    let step = |(what, pin): (String, Option<String>), pins: &mut Pins| {
+        format!("{what} {}", pins.name(&pin))
+    };
+    let req = |id: &str| json!({"batch": 1, "expires": 400_000_000, "group": "A", "id": id});
+    // The first request is pinned; another client without the pin waits it out.
+    let first = pull(&nc, "P", req(""), wait).await;
+    let pin = first.1.clone().unwrap_or_default();
+    seen.push(step(first, &mut pins));
+    seen.push(step(pull(&nc, "P", req(""), wait).await, &mut pins));
+    seen.push(step(pull(&nc, "P", req(&pin), wait).await, &mut pins));
+    seen.push(step(
+        pull(&nc, "P", req("someone-else"), wait).await,
+        &mut pins,
+    ));
+    let info: Value = serde_json::from_slice(
+        &nc.request("$JS.API.CONSUMER.INFO.Q.P", "".into())
+            .await
+            .expect("info")
+            .payload,
+    )
+    .unwrap_or(Value::Null);
+    let state = &info["priority_groups"][0];
+    seen.push(format!(
+        "{} {}",
+        state["group"],
+        pins.name(&state["pinned_client_id"].as_str().map(str::to_string))
+    ));
+    // Unpinned by the API: the old pin is refused, a new client is pinned.
+    for body in [r#"{"group":"Z"}"#, r#"{}"#, r#"{"group":"A"}"#] {
+        seen.push(api(&nc, "CONSUMER.UNPIN.Q.P", body).await);
+    }
+    seen.push(step(pull(&nc, "P", req(&pin), wait).await, &mut pins));
+    let second = pull(&nc, "P", req(""), wait).await;
+    seen.push(step(second, &mut pins));
+    // The pin times out after priority_timeout without pulls.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    seen.push(step(pull(&nc, "P", req(""), wait).await, &mut pins));
+    // The advisories, in order.
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(300), advisories.next()).await
+    {
+        let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+        seen.push(format!(
+            "{} {} {} {} {}",
+            m.subject,
+            v["type"],
+            v["group"],
+            v["reason"],
+            pins.name(&v["pinned_id"].as_str().map(str::to_string))
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn pinned_client_groups_match_nats_server() {
+    let seen = on_both("pinned client", pinned_scenario).await;
+    assert_eq!(seen[1], "message q.1 pinned=true pin1");
+    assert!(seen[2].starts_with("408"), "{seen:?}");
+}
+
+async fn overflow_and_priority_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 5).await;
+    let mut seen = Vec::new();
+    let cfg = json!({"durable_name": "O", "ack_policy": "explicit",
+        "priority_policy": "overflow", "priority_groups": ["A"]});
+    seen.push(create_raw(&nc, "O", cfg).await);
+    let wait = Duration::from_millis(700);
+    let req = |extra: Value| {
+        let mut r = json!({"batch": 1, "expires": 400_000_000, "group": "A"});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r
+    };
+    for extra in [
+        json!({"min_pending": 10}),
+        json!({"min_pending": 5}),
+        json!({"min_ack_pending": 2}),
+        json!({"min_ack_pending": 1}),
+        json!({}),
+    ] {
+        seen.push(pull(&nc, "O", req(extra), wait).await.0);
+    }
+    // Prioritized: the lower number is served first, whatever the order of arrival.
+    let cfg = json!({"durable_name": "R", "ack_policy": "explicit", "deliver_policy": "new",
+        "priority_policy": "prioritized", "priority_groups": ["A"]});
+    seen.push(create_raw(&nc, "R", cfg).await);
+    let (low, high) = (nc.new_inbox(), nc.new_inbox());
+    let mut low_sub = nc.subscribe(low.clone()).await.expect("subscribe");
+    let mut high_sub = nc.subscribe(high.clone()).await.expect("subscribe");
+    let body = |p: i64| {
+        json!({"batch": 1, "expires": 1_000_000_000, "group": "A", "priority": p}).to_string()
+    };
+    nc.publish_with_reply("$JS.API.CONSUMER.MSG.NEXT.Q.R", low, body(5).into())
+        .await
+        .unwrap();
+    nc.publish_with_reply("$JS.API.CONSUMER.MSG.NEXT.Q.R", high, body(1).into())
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    js.publish("q.new", "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    for sub in [&mut high_sub, &mut low_sub] {
+        let got = tokio::time::timeout(Duration::from_millis(1500), sub.next()).await;
+        seen.push(match got {
+            Ok(Some(m)) => match m.status {
+                Some(s) => format!("status {}", s.as_u16()),
+                None => format!("message {}", m.subject),
+            },
+            _ => "nothing".into(),
+        });
+    }
+    seen
+}
+
+#[tokio::test]
+async fn overflow_and_prioritized_groups_match_nats_server() {
+    let seen = on_both("overflow and prioritized", overflow_and_priority_scenario).await;
+    // min_pending 10 of 5 waits; 5 of 5 is served; the priority-1 request got the message.
+    assert_eq!(
+        &seen[1..3],
+        ["408 Request Timeout", "message q.1 pinned=false"]
+    );
+    assert_eq!(seen[7], "message q.new");
+}
+
+async fn async_nats_pinned_scenario(addr: SocketAddr) -> Vec<String> {
+    let (_nc, js) = context(addr).await;
+    stream_q(&js, 0).await;
+    let c: PullConsumer = js
+        .get_stream("Q")
+        .await
+        .expect("stream")
+        .create_consumer(pull::Config {
+            durable_name: Some("P".into()),
+            priority_policy: jetstream::consumer::PriorityPolicy::PinnedClient,
+            priority_groups: vec!["A".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut counts = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let s = c
+            .stream()
+            .group("A")
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .expect("messages");
+        streams.push(s);
+    }
+    for i in 0..10 {
+        js.publish(format!("q.{i}"), "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for mut s in streams {
+        let mut n = 0;
+        while let Ok(Some(Ok(m))) =
+            tokio::time::timeout(Duration::from_millis(1500), s.next()).await
+        {
+            m.ack().await.expect("ack");
+            n += 1;
+        }
+        counts.push(n);
+    }
+    counts.sort_unstable();
+    vec![format!("{counts:?}")]
+}
+
+#[tokio::test]
+async fn async_nats_pinned_streams_behave_as_on_nats_server() {
+    let seen = on_both("async-nats pinned streams", async_nats_pinned_scenario).await;
+    // One stream holds the pin and gets everything.
+    assert_eq!(seen, vec!["[0, 10]".to_string()]);
+}
+
+/// Everything one pull request on consumer `c` of `Q` got within `wait`: messages by subject,
+/// statuses with their description and pending headers.
+async fn pull_all(nc: &async_nats::Client, c: &str, body: Value, wait: Duration) -> Vec<String> {
+    let inbox = nc.new_inbox();
+    let mut sub = nc.subscribe(inbox.clone()).await.expect("subscribe");
+    let subject = format!("$JS.API.CONSUMER.MSG.NEXT.Q.{c}");
+    nc.publish_with_reply(subject, inbox, body.to_string().into())
+        .await
+        .expect("pull");
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(wait, sub.next()).await {
+        let header = |k: &str| {
+            m.headers
+                .as_ref()
+                .and_then(|h| h.get(k))
+                .map_or(String::new(), |v| v.to_string())
+        };
+        match m.status {
+            Some(code) => got.push(format!(
+                "{} {} msgs={} bytes={}",
+                code.as_u16(),
+                m.description.clone().unwrap_or_default(),
+                header("Nats-Pending-Messages"),
+                header("Nats-Pending-Bytes")
+            )),
+            None => got.push(m.subject.to_string()),
+        }
+    }
+    got
+}
+
+async fn pull_limits_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 0).await;
+    for i in 1..=6 {
+        js.publish(format!("q.{i}"), vec![b'x'; 100].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let cfg = json!({"durable_name": "L", "ack_policy": "none",
+        "max_expires": 1_000_000_000, "max_bytes": 10_000});
+    seen.push(create_raw(&nc, "L", cfg).await);
+    let wait = Duration::from_millis(600);
+    for body in [
+        json!({"batch": 1, "expires": 2_000_000_000}),
+        json!({"batch": 1, "expires": 500_000_000, "max_bytes": 20_000}),
+        // Two messages fit the budget; the batch ends first, with bytes left.
+        json!({"batch": 2, "expires": 500_000_000, "max_bytes": 1_000}),
+        // The next one is bigger than the whole budget.
+        json!({"batch": 2, "expires": 500_000_000, "max_bytes": 50}),
+    ] {
+        seen.push(pull_all(&nc, "L", body, wait).await.join(" | "));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn pull_request_limits_match_nats_server() {
+    let seen = on_both("pull request limits", pull_limits_scenario).await;
+    assert_eq!(seen[1], "409 Exceeded MaxRequestExpires of 1s msgs= bytes=");
+}

@@ -6,6 +6,7 @@
 mod accounts;
 pub mod cli;
 pub mod conf;
+mod duration;
 mod load;
 mod operator;
 pub mod reload;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use accounts::{
     AccountConfig, AccountJetStream, AccountLimits, Export, Import, ShareKind, GLOBAL_ACCOUNT,
 };
+pub use duration::go_duration;
 pub use load::{from_conf_text, from_file, parse_duration};
 pub use operator::{JwtAccount, Trust};
 pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, WsAuth, HANDSHAKE_FIRST_AUTO};

@@ -133,6 +133,12 @@ impl JetStream {
                 m.clone(),
                 "consumer_pause",
             ),
+            ["CONSUMER", "UNPIN", stream, name] => self.forward(
+                stream,
+                Call::ConsumerUnpin(name.to_string()),
+                m.clone(),
+                "consumer_unpin",
+            ),
             ["CONSUMER", "RESET", stream, name] => self.forward(
                 stream,
                 Call::ConsumerReset(name.to_string()),

@@ -32,6 +32,7 @@ pub(crate) enum Call {
     ConsumerNext(String),
     ConsumerPause(String),
     ConsumerReset(String),
+    ConsumerUnpin(String),
 }
 
 /// Builds a response of `kind` (e.g. `stream_info`) from a body object or an error.
@@ -119,6 +120,9 @@ pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, cluster: &Value) -> V
     if let Some(until) = c.paused_until().filter(|u| *u > now_nanos()) {
         v["paused"] = json!(true);
         v["pause_remaining"] = json!(until - now_nanos());
+    }
+    if let Some(groups) = c.priority_groups_json() {
+        v["priority_groups"] = groups;
     }
     v
 }
@@ -361,6 +365,10 @@ pub(crate) fn handle(
             }
             let r = super::consumer_api::reset(s, &name, body, cluster);
             Reply::json("consumer_reset", r, true)
+        }
+        Call::ConsumerUnpin(name) => {
+            let r = super::consumer_api::unpin(s, &name, body, out);
+            Reply::json("consumer_unpin", r, false)
         }
     }
 }

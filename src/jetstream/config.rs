@@ -461,11 +461,36 @@ pub struct ConsumerConfig {
     pub sourcing: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub priority_groups: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub priority_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "PriorityPolicy::is_none")]
+    pub priority_policy: PriorityPolicy,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub priority_timeout: i64,
 }
+
+/// How a pull consumer with priority groups picks the pull request a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityPolicy {
+    /// In arrival order.
+    #[default]
+    None,
+    /// Requests with `min_pending` / `min_ack_pending` wait until the consumer is that far
+    /// behind.
+    Overflow,
+    /// One client (its `Nats-Pin-Id`) gets every message until it stops pulling.
+    PinnedClient,
+    /// Requests with a lower `priority` first.
+    Prioritized,
+}
+
+impl PriorityPolicy {
+    fn is_none(&self) -> bool {
+        *self == PriorityPolicy::None
+    }
+}
+
+/// How long a pinned client keeps its pin without pulling, by default: 2 minutes.
+pub const DEFAULT_PINNED_TTL: i64 = 120_000_000_000;
 
 /// Default ack wait: 30 s.
 pub const DEFAULT_ACK_WAIT: i64 = 30_000_000_000;
@@ -510,11 +535,7 @@ impl ConsumerConfig {
         if self.ack_wait < 0 {
             return Err(ApiError::ack_wait_negative());
         }
-        if !self.priority_groups.is_empty()
-            || self.priority_policy.as_deref().is_some_and(|p| p != "none")
-        {
-            return Err(ApiError::not_implemented("consumer priority groups"));
-        }
+        self.check_priority()?;
         if let (Some(n), Some(d)) = (&self.name, &self.durable_name) {
             if n != d {
                 return Err(ApiError::bad_request(
@@ -596,6 +617,48 @@ impl ConsumerConfig {
         if self.durable_name.is_none() && self.inactive_threshold == 0 {
             self.inactive_threshold = DEFAULT_INACTIVE_THRESHOLD;
         }
+        if self.priority_policy == PriorityPolicy::PinnedClient && self.priority_timeout == 0 {
+            self.priority_timeout = DEFAULT_PINNED_TTL;
+        }
         Ok(self)
     }
+
+    /// nats-server's rules for `priority_groups`, `priority_policy` and `priority_timeout`.
+    fn check_priority(&mut self) -> Result<(), ApiError> {
+        if self.priority_timeout < 0 {
+            self.priority_timeout = 0;
+        }
+        if self.priority_policy == PriorityPolicy::None {
+            if !self.priority_groups.is_empty() {
+                return Err(ApiError::consumer_priority_group_with_policy_none());
+            }
+            if self.priority_timeout > 0 {
+                return Err(ApiError::consumer_pinned_ttl_without_priority_policy());
+            }
+            return Ok(());
+        }
+        if !self.is_pull() {
+            return Err(ApiError::consumer_push_with_priority_group());
+        }
+        if self.priority_groups.is_empty() {
+            return Err(ApiError::consumer_priority_policy_without_group());
+        }
+        for g in &self.priority_groups {
+            if g.is_empty() {
+                return Err(ApiError::consumer_empty_group_name());
+            }
+            if !valid_group_name(g) {
+                return Err(ApiError::consumer_invalid_group_name());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A priority group name: 1 to 16 of `A-Z a-z 0-9 / _ = -`.
+pub(crate) fn valid_group_name(name: &str) -> bool {
+    (1..=16).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'=' | b'-'))
 }

@@ -1,12 +1,14 @@
 //! The `$JS.API` requests that steer one existing consumer: pause and resume
-//! (`CONSUMER.PAUSE`) and reset to a sequence or to the ack floor (`CONSUMER.RESET`). Each
-//! changes replicated state through the stream's `apply`.
+//! (`CONSUMER.PAUSE`) and reset to a sequence or to the ack floor (`CONSUMER.RESET`), each a
+//! change of replicated state through the stream's `apply`; and `CONSUMER.UNPIN`, which ends a
+//! priority group's pin (leader-local, as on nats-server).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api::{consumer_info, parse_or_default};
 use super::config::DeliverPolicy;
+use super::consumer::Outgoing;
 use super::errors::ApiError;
 use super::stream::{Op, Stream};
 use super::time::{now_nanos, parse_rfc3339, rfc3339};
@@ -99,4 +101,27 @@ fn check_reset(s: &Stream, cfg: &super::config::ConsumerConfig, seq: u64) -> Res
         Some(why) => Err(ApiError::invalid_reset(why)),
         None => Ok(()),
     }
+}
+
+#[derive(Deserialize)]
+struct UnpinReq {
+    #[serde(default)]
+    group: String,
+}
+
+/// `CONSUMER.UNPIN`: `{"group": ...}`; the answer carries no fields but its type.
+pub(crate) fn unpin(
+    s: &mut Stream,
+    name: &str,
+    body: &[u8],
+    out: &mut Vec<Outgoing>,
+) -> Result<Value, ApiError> {
+    let req: UnpinReq = serde_json::from_slice(body).map_err(|e| ApiError::from_json(&e))?;
+    let stream = s.name().to_string();
+    let c = s
+        .consumers
+        .get_mut(name)
+        .ok_or_else(ApiError::consumer_not_found)?;
+    c.unpin(&stream, &req.group, out)?;
+    Ok(json!({}))
 }

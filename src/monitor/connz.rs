@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::format::{go_duration, timestamp, uptime};
+use super::format::{timestamp, uptime};
 use super::query::{Query, QueryError};
+use crate::config::go_duration;
 use crate::server::conns::ConnSnapshot;
 use crate::server::Shared;
 

@@ -36,43 +36,6 @@ pub(crate) fn uptime(d: Duration) -> String {
     }
 }
 
-/// Go's `time.Duration.String()`.
-pub(crate) fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    if ns < 1_000 {
-        return format!("{ns}ns");
-    }
-    if ns < 1_000_000 {
-        return format!("{}µs", decimal(ns, 1_000));
-    }
-    if ns < 1_000_000_000 {
-        return format!("{}ms", decimal(ns, 1_000_000));
-    }
-    let secs = ns / 1_000_000_000;
-    let frac = ns % 1_000_000_000;
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    let seconds = decimal(s * 1_000_000_000 + frac, 1_000_000_000);
-    match (h, m) {
-        (0, 0) => format!("{seconds}s"),
-        (0, m) => format!("{m}m{seconds}s"),
-        (h, m) => format!("{h}h{m}m{seconds}s"),
-    }
-}
-
-/// `value / unit` with the fraction's trailing zeros dropped (`1500, 1000` → `1.5`).
-fn decimal(value: u128, unit: u128) -> String {
-    let (whole, frac) = (value / unit, value % unit);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let width = unit.ilog10() as usize;
-    let digits = format!("{frac:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
 /// A duration as nanoseconds (how nats-server's JSON carries `time.Duration` fields).
 pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
@@ -81,24 +44,6 @@ pub(crate) fn nanos(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_durations() {
-        let cases = [
-            (0, "0s"),
-            (999, "999ns"),
-            (1_500, "1.5µs"),
-            (523_000, "523µs"),
-            (1_234_567, "1.234567ms"),
-            (1_000_000_000, "1s"),
-            (1_500_000_000, "1.5s"),
-            (123_500_000_000, "2m3.5s"),
-            (3_600_000_000_000, "1h0m0s"),
-        ];
-        for (ns, text) in cases {
-            assert_eq!(go_duration(Duration::from_nanos(ns)), text, "{ns}");
-        }
-    }
 
     #[test]
     fn uptimes() {

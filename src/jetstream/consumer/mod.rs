@@ -8,6 +8,7 @@
 //! due now and returns it as a `Delivered` op for the stream to apply; `pull` parses pull
 //! requests and NAK delays.
 
+mod priority;
 mod pull;
 mod pump;
 mod state;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use pull::{parse_nak_delay, parse_pull};
+use pull::{parse_nak_delay, parse_pull, PullGroup};
 use pump::RateLimiter;
 pub(crate) use state::{AckKind, ConsumerState, Deliveries, Sent};
 
@@ -47,6 +48,8 @@ struct PullRequest {
     heartbeat: Option<Duration>,
     last_hb: Instant,
     delivered: u64,
+    /// Its priority-group fields (a JSON request's).
+    group: Option<PullGroup>,
 }
 
 /// One consumer.
@@ -72,6 +75,8 @@ pub(crate) struct Consumer {
     /// When a message held back by `replay_policy: original` or `rate_limit_bps` becomes due.
     replay_due: Option<Instant>,
     rate: RateLimiter,
+    /// The pinned client (`priority_policy: pinned_client`).
+    pin: Option<priority::Pin>,
     /// Set when the snapshot on disk is out of date in a way the journal does not cover (a new
     /// consumer, a new configuration).
     pub dirty: bool,
@@ -159,6 +164,7 @@ impl Consumer {
             last_delivery_time: None,
             replay_due: None,
             rate: RateLimiter::default(),
+            pin: None,
             dirty: true,
         }
     }
@@ -185,6 +191,7 @@ impl Consumer {
         let due = Instant::now() + self.ack_wait(1);
         self.deadlines = self.state.pending.keys().map(|&s| (s, due)).collect();
         self.redeliver.clear();
+        self.pin = None;
     }
 
     /// The replicated state (read-only: it changes through the stream's ops).
@@ -326,18 +333,24 @@ impl Consumer {
             Ok(r) => r,
             Err(text) => return Some(status(&reply, 400, &text, &[])),
         };
-        if self.config.max_batch > 0 && req.batch > self.config.max_batch as u64 {
-            let text = format!("Exceeded MaxRequestBatch of {}", self.config.max_batch);
+        if let Some(text) = self.exceeds_request_limits(&req) {
             return Some(status(&reply, 409, &text, &[]));
         }
+        if let Some(g) = &req.group {
+            if let Err((code, text)) = self.check_pull_group(g) {
+                return Some(status(&reply, code, text, &[]));
+            }
+        }
         if self.waiting.len() as i64 >= self.config.max_waiting.max(1) {
-            return Some(status(&reply, 409, "Exceeded MaxWaiting", &[]));
+            // With heartbeats the client waits for them instead (no hot retry loop).
+            return (req.idle_heartbeat == 0)
+                .then(|| status(&reply, 409, "Exceeded MaxWaiting", &[]));
         }
         if req.no_wait && self.available(store) == 0 {
             return Some(status(&reply, 404, "No Messages", &[]));
         }
         let now = Instant::now();
-        self.waiting.push_back(PullRequest {
+        let request = PullRequest {
             reply,
             batch: req.batch.max(1),
             max_bytes: req.max_bytes,
@@ -347,7 +360,28 @@ impl Consumer {
                 .then(|| Duration::from_nanos(req.idle_heartbeat as u64)),
             last_hb: now,
             delivered: 0,
-        });
+            group: req.group,
+        };
+        let at = self.queue_position(&request);
+        self.waiting.insert(at, request);
+        None
+    }
+
+    /// The 409 text for a pull request over the consumer's `max_batch`, `max_expires` or
+    /// `max_bytes`.
+    fn exceeds_request_limits(&self, req: &pull::Pull) -> Option<String> {
+        let cfg = &self.config;
+        if cfg.max_batch > 0 && req.batch > cfg.max_batch as u64 {
+            return Some(format!("Exceeded MaxRequestBatch of {}", cfg.max_batch));
+        }
+        if cfg.max_expires > 0 && req.expires > cfg.max_expires {
+            let limit = Duration::from_nanos(cfg.max_expires as u64);
+            let limit = crate::config::go_duration(limit);
+            return Some(format!("Exceeded MaxRequestExpires of {limit}"));
+        }
+        if cfg.max_bytes > 0 && req.max_bytes > cfg.max_bytes as u64 {
+            return Some(format!("Exceeded MaxRequestMaxBytes of {}", cfg.max_bytes));
+        }
         None
     }
 
@@ -376,6 +410,9 @@ impl Consumer {
             }
         }
         if let Some(t) = self.replay_due {
+            consider(t);
+        }
+        if let Some(t) = self.pin_deadline() {
             consider(t);
         }
         if !self.is_pull() && self.config.idle_heartbeat > 0 {

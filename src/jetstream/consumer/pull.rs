@@ -7,16 +7,34 @@ use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
 struct PullJson {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     batch: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     expires: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     max_bytes: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     no_wait: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     idle_heartbeat: i64,
+    #[serde(flatten)]
+    group: PullGroup,
+}
+
+/// A pull request's priority-group fields (nats-server reads them from every JSON request).
+#[derive(Deserialize, Default, Clone, Debug)]
+pub(super) struct PullGroup {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub group: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub min_pending: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub min_ack_pending: i64,
+    /// The `Nats-Pin-Id` the client holds.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub priority: i64,
 }
 
 /// A parsed pull request.
@@ -26,6 +44,18 @@ pub(super) struct Pull {
     pub max_bytes: u64,
     pub no_wait: bool,
     pub idle_heartbeat: i64,
+    /// Present for a JSON request.
+    pub group: Option<PullGroup>,
+}
+
+/// A field Go would read as its zero value when the JSON says `null` (clients send
+/// `"min_pending": null`).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 pub(super) fn parse_pull(body: &[u8]) -> Result<Pull, String> {
@@ -37,6 +67,7 @@ pub(super) fn parse_pull(body: &[u8]) -> Result<Pull, String> {
             max_bytes: 0,
             no_wait: false,
             idle_heartbeat: 0,
+            group: None,
         });
     }
     if let Ok(n) = text.parse::<u64>() {
@@ -46,6 +77,7 @@ pub(super) fn parse_pull(body: &[u8]) -> Result<Pull, String> {
             max_bytes: 0,
             no_wait: false,
             idle_heartbeat: 0,
+            group: None,
         });
     }
     let j: PullJson = serde_json::from_str(text).map_err(|_| "Bad Request".to_string())?;
@@ -61,6 +93,7 @@ pub(super) fn parse_pull(body: &[u8]) -> Result<Pull, String> {
         max_bytes: j.max_bytes as u64,
         no_wait: j.no_wait,
         idle_heartbeat: j.idle_heartbeat,
+        group: Some(j.group),
     })
 }
 

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{now_nanos, status, Consumer, Deliveries, MaxDeliveries, Outgoing, Sent};
-use crate::jetstream::config::{AckPolicy, ReplayPolicy};
+use super::priority::PIN_HEADER;
+use super::{now_nanos, status, Consumer, Deliveries, MaxDeliveries, Outgoing, PullRequest, Sent};
+use crate::jetstream::config::{AckPolicy, PriorityPolicy, ReplayPolicy};
 use crate::jetstream::headers;
 use crate::store::MsgStore;
 
@@ -52,6 +53,7 @@ impl Consumer {
         }
         if self.is_pull() {
             self.expire_pulls(now, out);
+            self.expire_pin(stream, now, out);
         }
         let target = (push_active, committed);
         self.deliver(stream, store, target, now, out, &mut d, &mut exceeded);
@@ -98,17 +100,18 @@ impl Consumer {
         let mut pending_len = self.state.pending.len() as u64;
         let mut pending_left: Option<u64> = None;
         loop {
-            let target = if self.is_pull() {
-                match self.waiting.front() {
-                    Some(r) => r.reply.clone(),
-                    None => break,
+            // Push: the deliver subject; pull: picked once the message is known.
+            let push_target = if self.is_pull() {
+                if self.waiting.is_empty() {
+                    break;
                 }
+                None
             } else {
                 if !push_active || self.fc_outstanding.is_some() {
                     break;
                 }
                 match &self.config.deliver_subject {
-                    Some(t) => t.clone(),
+                    Some(t) => Some(t.clone()),
                     None => break,
                 }
             };
@@ -180,7 +183,8 @@ impl Consumer {
                 self.last_delivery_time = Some((msg.time, now));
                 self.replay_due = None;
             }
-            let size = (msg.payload.len() + msg.headers.as_ref().map_or(0, |h| h.len())) as u64;
+            let data_size = msg.payload.len() + msg.headers.as_ref().map_or(0, |h| h.len());
+            let size = data_size as u64;
             if self.config.rate_limit_bps > 0 && !self.is_pull() {
                 if let Some(wait) = self.rate.take(size, self.config.rate_limit_bps, now) {
                     hold(self, d, now + wait);
@@ -202,36 +206,60 @@ impl Consumer {
             } else {
                 1
             };
-            if self.is_pull() {
-                if let Some(r) = self.waiting.front() {
-                    if r.max_bytes > 0 && size > r.max_bytes {
-                        let reply = r.reply.clone();
-                        self.waiting.pop_front();
-                        out.push(status(&reply, 409, "Message Size Exceeds MaxBytes", &[]));
-                        put_back(self, d);
-                        continue;
-                    }
-                }
-            }
-            d.dseq += 1;
-            let dseq = d.dseq;
-            if !redelivery {
-                d.cursor = d.cursor.max(sseq);
-            }
+            let initial_left = self.state.initial.len() - d.initial_taken as usize;
+            let cursor = if redelivery {
+                d.cursor
+            } else {
+                d.cursor.max(sseq)
+            };
             // Counting is O(subjects) for wildcard filters: count once per pump, then step down.
             let pending = match pending_left {
                 Some(p) if !redelivery => p.saturating_sub(1),
                 Some(p) => p,
-                None => {
-                    let initial_left = self.state.initial.len() - d.initial_taken as usize;
-                    self.pending_after(store, d.cursor, initial_left)
-                }
+                None => self.pending_after(store, cursor, initial_left),
             };
-            pending_left = Some(pending);
+            let dseq = d.dseq + 1;
             let reply = format!(
                 "$JS.ACK.{stream}.{}.{count}.{sseq}.{dseq}.{}.{pending}",
                 self.name, msg.time
             );
+            // A pull request takes the message if its byte budget (subject, reply, headers and
+            // data, as nats-server counts) has room.
+            let wire_size = (msg.subject.len() + reply.len() + data_size) as u64;
+            let slot = if self.is_pull() {
+                let behind = if self.config.priority_policy == PriorityPolicy::Overflow {
+                    self.pending_after(store, d.cursor, initial_left)
+                } else {
+                    0
+                };
+                let Some(i) = self.pick_pull(stream, behind, pending_len, out) else {
+                    put_back(self, d);
+                    break;
+                };
+                let r = &self.waiting[i];
+                if r.max_bytes > 0 && wire_size > r.max_bytes {
+                    if let Some(r) = self.waiting.remove(i) {
+                        out.push(pending_status(&r, 409, "Message Size Exceeds MaxBytes"));
+                    }
+                    put_back(self, d);
+                    continue;
+                }
+                Some(i)
+            } else {
+                None
+            };
+            let target = match (slot, push_target) {
+                (Some(i), _) => self.waiting[i].reply.clone(),
+                (None, Some(t)) => t,
+                (None, None) => break,
+            };
+            // The pin (perhaps just given to this request) goes with the message.
+            let pin = (self.config.priority_policy == PriorityPolicy::PinnedClient)
+                .then(|| self.pin_id().map(str::to_string))
+                .flatten();
+            d.dseq = dseq;
+            d.cursor = cursor;
+            pending_left = Some(pending);
             if tracked {
                 d.sent.push(Sent {
                     sseq,
@@ -242,7 +270,7 @@ impl Consumer {
                 pending_len += u64::from(!redelivery);
                 self.deadlines.insert(sseq, now + self.ack_wait(count));
             }
-            let (hdrs, payload) = if self.config.headers_only {
+            let (mut hdrs, payload) = if self.config.headers_only {
                 let len = msg.payload.len().to_string();
                 (
                     Some(headers::append(
@@ -257,6 +285,9 @@ impl Consumer {
                     msg.payload.clone(),
                 )
             };
+            if let Some(pin) = &pin {
+                hdrs = Some(headers::append(hdrs.as_deref(), &[(PIN_HEADER, pin)]));
+            }
             out.push(Outgoing {
                 to: target.clone(),
                 subject: msg.subject.clone(),
@@ -265,24 +296,38 @@ impl Consumer {
                 payload,
             });
             self.last_hb = now;
-            self.account_delivery(stream, &target, size, out);
+            match slot {
+                Some(i) => self.account_pull(i, wire_size, out),
+                None => self.account_push(stream, &target, size, out),
+            }
         }
     }
 
-    /// After one delivery: the pull request's batch and bytes, or push flow control.
-    fn account_delivery(&mut self, stream: &str, target: &str, size: u64, out: &mut Vec<Outgoing>) {
-        if self.is_pull() {
-            if let Some(r) = self.waiting.front_mut() {
-                r.delivered += 1;
-                r.batch -= 1;
-                if r.max_bytes > 0 {
-                    r.max_bytes = r.max_bytes.saturating_sub(size);
-                }
-                if r.batch == 0 {
-                    self.waiting.pop_front();
-                }
+    /// After one delivery to pull request `i`: its batch and byte budget. A request whose
+    /// budget is used up ends; one whose batch is done with bytes left says so (409 Batch
+    /// Completed), as nats-server does.
+    fn account_pull(&mut self, i: usize, size: u64, out: &mut Vec<Outgoing>) {
+        let Some(r) = self.waiting.get_mut(i) else {
+            return;
+        };
+        r.delivered += 1;
+        r.batch = r.batch.saturating_sub(1);
+        if r.max_bytes > 0 {
+            r.max_bytes = r.max_bytes.saturating_sub(size);
+            if r.max_bytes == 0 {
+                r.batch = 0;
+            } else if r.batch == 0 {
+                out.push(pending_status(r, 409, "Batch Completed"));
             }
-        } else if self.config.flow_control {
+        }
+        if r.batch == 0 {
+            self.waiting.remove(i);
+        }
+    }
+
+    /// After one push delivery: flow control.
+    fn account_push(&mut self, stream: &str, target: &str, size: u64, out: &mut Vec<Outgoing>) {
+        if self.config.flow_control {
             self.since_fc += size;
             if self.since_fc >= FC_EVERY {
                 self.since_fc = 0;
@@ -300,17 +345,7 @@ impl Consumer {
         let mut kept = VecDeque::with_capacity(self.waiting.len());
         for r in self.waiting.drain(..) {
             if r.expires.is_some_and(|e| e <= now) {
-                let left = r.batch.to_string();
-                let bytes = r.max_bytes.to_string();
-                out.push(status(
-                    &r.reply,
-                    408,
-                    "Request Timeout",
-                    &[
-                        ("Nats-Pending-Messages", &left),
-                        ("Nats-Pending-Bytes", &bytes),
-                    ],
-                ));
+                out.push(pending_status(&r, 408, "Request Timeout"));
             } else {
                 kept.push_back(r);
             }
@@ -350,6 +385,21 @@ impl Consumer {
             }
         }
     }
+}
+
+/// A status ending (or about) pull request `r`, with what it still wanted.
+pub(super) fn pending_status(r: &PullRequest, code: u16, text: &str) -> Outgoing {
+    let left = r.batch.to_string();
+    let bytes = r.max_bytes.to_string();
+    status(
+        &r.reply,
+        code,
+        text,
+        &[
+            ("Nats-Pending-Messages", &left),
+            ("Nats-Pending-Bytes", &bytes),
+        ],
+    )
 }
 
 /// A token bucket over delivered bytes for `rate_limit_bps` (bits per second).
