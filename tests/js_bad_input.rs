@@ -291,8 +291,9 @@ async fn unknown_subjects_streams_and_consumers_are_answered() {
     assert_err(&env.api("CONSUMER.PAUSE.NOPE.C", "").await, 10059);
     env.stream(json!({"name": "S"})).await;
     assert_err(&env.api("CONSUMER.PAUSE.S.C", "").await, 10014);
+    // A pull for a stream that does not exist: "no responders", as from nats-server.
     let m = first_reply(&env.nc, "$JS.API.CONSUMER.MSG.NEXT.NOPE.C", "1").await;
-    assert_eq!(m.status, Some(StatusCode::NOT_FOUND), "{m:?}");
+    assert_eq!(m.status, Some(StatusCode::NO_RESPONDERS), "{m:?}");
     still_works(&env).await;
     env.stop().await;
 }

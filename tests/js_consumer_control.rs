@@ -704,3 +704,53 @@ async fn pull_request_limits_match_nats_server() {
     let seen = on_both("pull request limits", pull_limits_scenario).await;
     assert_eq!(seen[1], "409 Exceeded MaxRequestExpires of 1s msgs= bytes=");
 }
+
+async fn missing_targets_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 2).await;
+    create_raw(&nc, "N", json!({"durable_name": "N", "ack_policy": "none"})).await;
+    let mut seen = Vec::new();
+    let pull = json!({"batch": 1, "expires": 300_000_000}).to_string();
+    for (subject, body) in [
+        ("$JS.API.CONSUMER.MSG.NEXT.Q.nope", pull.as_str()),
+        ("$JS.API.CONSUMER.MSG.NEXT.nope.C", pull.as_str()),
+        ("$JS.API.CONSUMER.MSG.NEXT.Q.nope", ""),
+        // Acks sent as requests: to a consumer that does not exist, and to one without acks.
+        ("$JS.ACK.Q.nope.1.1.1.1.0", "+ACK"),
+        ("$JS.ACK.Q.N.1.1.1.1.0", "+ACK"),
+    ] {
+        let got = nc
+            .request(subject.to_string(), body.to_string().into())
+            .await;
+        seen.push(match got {
+            Ok(m) => format!("{subject}: {:?} {:?}", m.status, m.payload),
+            Err(e) => format!("{subject}: {:?}", e.kind()),
+        });
+    }
+    // async-nats' own calls end instead of hanging.
+    let stream = js.get_stream("Q").await.expect("stream");
+    let gone = stream
+        .get_consumer::<pull::Config>("N")
+        .await
+        .expect("consumer");
+    stream.delete_consumer("N").await.expect("delete");
+    let fetched = gone.fetch().max_messages(1).messages().await;
+    let outcome = match fetched {
+        Ok(mut msgs) => match tokio::time::timeout(Duration::from_secs(3), msgs.next()).await {
+            Ok(Some(Err(e))) => format!("error {e}"),
+            Ok(Some(Ok(m))) => format!("message {}", m.subject),
+            Ok(None) => "end".into(),
+            Err(_) => "hangs".into(),
+        },
+        Err(e) => format!("error {e}"),
+    };
+    seen.push(outcome);
+    seen
+}
+
+#[tokio::test]
+async fn missing_consumers_answer_like_nats_server() {
+    let seen = on_both("missing consumers", missing_targets_scenario).await;
+    assert!(seen[0].ends_with("NoResponders"), "{seen:?}");
+    assert!(seen[4].ends_with("NoResponders"), "{seen:?}");
+}

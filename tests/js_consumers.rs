@@ -286,9 +286,9 @@ async fn raw_pull_requests_no_wait_expires_max_bytes() {
     assert_eq!(tokens[6], "1"); // consumer seq
     assert_eq!(tokens[8], "0"); // pending
 
-    // Unknown consumer: 404 status, not silence.
+    // Unknown consumer: "no responders", as from nats-server, not silence.
     let m = request(&env.nc, "$JS.API.CONSUMER.MSG.NEXT.S.NOPE", &[], "1").await;
-    assert_eq!(m.status, Some(StatusCode::NOT_FOUND), "{m:?}");
+    assert_eq!(m.status, Some(StatusCode::NO_RESPONDERS), "{m:?}");
     env.stop().await;
 }
 

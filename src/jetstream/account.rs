@@ -175,7 +175,9 @@ impl JetStream {
                 Call::ConsumerReset(_) => {}
                 Call::ConsumerNext(_) => {
                     if let Some(reply) = &m.reply {
-                        let st = consumer::status(reply, 404, "Stream Not Found", &[]);
+                        // Pulls go to the consumer's own subscription on nats-server: with no
+                        // stream there is none, and the client hears "no responders".
+                        let st = consumer::no_responders(reply);
                         self.client.publish_routed(
                             &st.to,
                             &st.subject,

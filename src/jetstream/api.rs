@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::config::{ConsumerConfig, Retention, StreamConfig};
-use super::consumer::{status, Consumer, Outgoing};
+use super::consumer::{Consumer, Outgoing};
 use super::direct::{self, find_msg, MsgGetReq};
 use super::errors::ApiError;
 use super::stream::{Applied, Op, Stream};
@@ -346,7 +346,8 @@ pub(crate) fn handle(
                         out.push(st);
                     }
                 }
-                None => out.push(status(reply, 404, "Consumer Not Found", &[])),
+                // As on nats-server, where pulls go to the consumer's own subscription.
+                None => out.push(super::consumer::no_responders(reply)),
             }
             Reply {
                 body: None,

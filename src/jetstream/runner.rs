@@ -886,7 +886,16 @@ fn ack(stream: &mut Stream, m: Message, out: &mut Vec<Outgoing>, replies: &mut R
         return false;
     }
     let (name, sseq) = (tokens[3], tokens[5].parse::<u64>().unwrap_or(0));
-    let Some(c) = stream.consumers.get_mut(name) else {
+    // No such consumer, or one that takes no acks: nats-server has no subscription on its ack
+    // subject, so an ack sent as a request hears "no responders".
+    let Some(c) = stream
+        .consumers
+        .get_mut(name)
+        .filter(|c| c.config.ack_policy != super::config::AckPolicy::None)
+    else {
+        if let Some(reply) = &m.reply {
+            out.push(super::consumer::no_responders(reply));
+        }
         return false;
     };
     c.touch();

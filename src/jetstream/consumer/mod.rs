@@ -491,6 +491,13 @@ impl AckRequest {
     }
 }
 
+/// What a request to a subject nobody serves gets (`NATS/1.0 503`): the answer nats-server's
+/// clients expect for a consumer that does not exist (its pull and ack subjects have no
+/// subscription there).
+pub(crate) fn no_responders(to: &str) -> Outgoing {
+    status(to, 503, "", &[])
+}
+
 /// A status message (`NATS/1.0 <code> <text>`) with no payload.
 pub(crate) fn status(to: &str, code: u16, text: &str, pairs: &[(&str, &str)]) -> Outgoing {
     Outgoing {
