@@ -287,8 +287,16 @@ async fn raw_pull_requests_no_wait_expires_max_bytes() {
     assert_eq!(tokens[8], "0"); // pending
 
     // Unknown consumer: "no responders", as from nats-server, not silence.
-    let m = request(&env.nc, "$JS.API.CONSUMER.MSG.NEXT.S.NOPE", &[], "1").await;
-    assert_eq!(m.status, Some(StatusCode::NO_RESPONDERS), "{m:?}");
+    let got = env
+        .nc
+        .request("$JS.API.CONSUMER.MSG.NEXT.S.NOPE", "1".into())
+        .await;
+    let kind = got.map(|m| m.status).map_err(|e| e.kind());
+    assert_eq!(
+        kind,
+        Err(async_nats::RequestErrorKind::NoResponders),
+        "{kind:?}"
+    );
     env.stop().await;
 }
 
@@ -380,11 +388,13 @@ async fn fresh_consumer_positions_match_nats_server() {
         ("all", 0, 5),
     ] {
         let name = format!("c{}", policy.replace('_', ""));
+        // (Last per subject needs a filter.)
         let v = env
             .api_ok(
                 "CONSUMER.CREATE.P",
                 json!({"stream_name": "P", "config": {
-                    "name": name, "deliver_policy": policy, "ack_policy": "explicit"}}),
+                    "name": name, "deliver_policy": policy, "ack_policy": "explicit",
+                    "filter_subject": "p.>"}}),
             )
             .await;
         assert_eq!(

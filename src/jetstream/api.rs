@@ -79,8 +79,10 @@ pub(crate) fn state_json(s: &Stream) -> Value {
 
 /// Full stream info.
 pub(crate) fn stream_info(s: &Stream, cluster: &Value) -> Value {
+    let mut config = json!(s.config);
+    super::versioning::annotate(&mut config, super::versioning::stream_level(&s.config));
     json!({
-        "config": s.config,
+        "config": config,
         "created": rfc3339(s.created),
         "state": state_json(s),
         "cluster": cluster,
@@ -103,11 +105,13 @@ pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, cluster: &Value) -> V
         .initial
         .front()
         .map_or(c.state().sseq, |next| next.saturating_sub(1));
+    let mut config = json!(c.config);
+    super::versioning::annotate(&mut config, super::versioning::consumer_level(&c.config));
     let mut v = json!({
         "stream_name": stream.name(),
         "name": c.name,
         "created": rfc3339(c.created),
-        "config": c.config,
+        "config": config,
         "delivered": { "consumer_seq": c.state().dseq, "stream_seq": delivered_s },
         "ack_floor": { "consumer_seq": floor_c, "stream_seq": floor_s },
         "num_ack_pending": c.state().pending.len(),
@@ -386,6 +390,11 @@ pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(),
             "stream configuration update can not change retention policy",
         ));
     }
+    if new.allow_msg_counter != old.allow_msg_counter {
+        return Err(ApiError::invalid_config(
+            "stream configuration update can not change message counter setting",
+        ));
+    }
     if old.sealed && !new.sealed {
         return Err(ApiError::invalid_config(
             "stream configuration update can not unseal a sealed stream",
@@ -532,23 +541,7 @@ fn create_consumer(
         }
     }
     let mut cfg = cfg.normalize()?;
-    if let Some(d) = &cfg.deliver_subject {
-        if crate::protocol::subject::has_wildcard(d.as_bytes()) {
-            return Err(ApiError::consumer_deliver_wildcards());
-        }
-    }
-    for f in cfg.filters() {
-        if !s
-            .config
-            .subjects
-            .iter()
-            .any(|p| crate::protocol::subject::overlaps(p, &f))
-        {
-            return Err(ApiError::bad_request(
-                "consumer filter subject is not a valid subset of the interest subjects",
-            ));
-        }
-    }
+    cfg.check_for_stream(&s.config)?;
     if s.config.retention == Retention::WorkQueue {
         if cfg.ack_policy != super::config::AckPolicy::Explicit {
             return Err(ApiError::consumer_wq_explicit_ack());

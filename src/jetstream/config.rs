@@ -231,7 +231,7 @@ fn is_unset(v: &Option<Value>) -> bool {
 }
 
 /// A limit where nats-server takes 0 and every negative number for "unlimited" (-1).
-fn unlimited_if_not_positive(n: &mut i64) {
+pub(crate) fn unlimited_if_not_positive(n: &mut i64) {
     if *n <= 0 {
         *n = -1;
     }
@@ -242,7 +242,6 @@ impl StreamConfig {
     /// with an error naming them, never silently ignored.
     fn refuse_unimplemented(&mut self) -> Result<(), ApiError> {
         let flags = [
-            (self.allow_msg_counter, "allow_msg_counter"),
             (self.allow_atomic, "allow_atomic"),
             (self.allow_msg_schedules, "allow_msg_schedules"),
             (self.allow_batched, "allow_batched"),
@@ -261,8 +260,28 @@ impl StreamConfig {
         Ok(())
     }
 
+    /// What a counter stream (`allow_msg_counter`) cannot be combined with.
+    fn check_counter(&self) -> Result<(), ApiError> {
+        if !self.allow_msg_counter {
+            return Ok(());
+        }
+        let clash = if self.discard == Discard::New {
+            Some("counter stream cannot use discard new")
+        } else if self.allow_msg_ttl {
+            Some("counter stream cannot use message TTLs")
+        } else if self.allow_msg_schedules {
+            Some("counter stream cannot use message schedules")
+        } else if self.retention != Retention::Limits {
+            Some("counter stream can only use limits retention")
+        } else {
+            None
+        };
+        clash.map_or(Ok(()), |text| Err(ApiError::invalid_config(text)))
+    }
+
     /// Applies nats-server's defaults and validates; `Err` carries the API error to return.
     pub fn normalize(mut self) -> Result<Self, ApiError> {
+        super::versioning::strip(&mut self.metadata);
         if let Some(problem) = name_problem(&self.name) {
             return Err(stream_name_error(problem));
         }
@@ -323,6 +342,7 @@ impl StreamConfig {
         } else if self.max_age > 0 && self.duplicate_window > self.max_age {
             return Err(ApiError::dup_window_too_long());
         }
+        self.check_counter()?;
         if self.discard_new_per_subject
             && (self.discard != Discard::New || self.max_msgs_per_subject <= 0)
         {
@@ -371,12 +391,12 @@ pub enum DeliverPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AckPolicy {
-    /// No acks.
+    /// No acks (what a configuration that names none gets, as on nats-server).
+    #[default]
     None,
     /// Acking one acks all before it.
     All,
     /// Each message is acked on its own.
-    #[default]
     Explicit,
 }
 
@@ -409,7 +429,7 @@ pub struct ConsumerConfig {
     pub opt_start_time: Option<String>,
     #[serde(default)]
     pub ack_policy: AckPolicy,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub ack_wait: i64,
     #[serde(default)]
     pub max_deliver: i64,
@@ -427,7 +447,7 @@ pub struct ConsumerConfig {
     pub sample_freq: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_waiting: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub max_ack_pending: i64,
     #[serde(default, skip_serializing_if = "is_false")]
     pub flow_control: bool,
@@ -525,106 +545,8 @@ impl ConsumerConfig {
         f
     }
 
-    /// Applies nats-server's defaults and validates.
-    pub fn normalize(mut self) -> Result<Self, ApiError> {
-        for n in [&self.name, &self.durable_name].into_iter().flatten() {
-            if let Some(problem) = name_problem(n) {
-                return Err(consumer_name_error(problem));
-            }
-        }
-        if self.ack_wait < 0 {
-            return Err(ApiError::ack_wait_negative());
-        }
-        self.check_priority()?;
-        if let (Some(n), Some(d)) = (&self.name, &self.durable_name) {
-            if n != d {
-                return Err(ApiError::bad_request(
-                    "consumer name in subject does not match durable name in request",
-                ));
-            }
-        }
-        if self.filter_subject.is_some() && !self.filter_subjects.is_empty() {
-            return Err(ApiError::bad_request(
-                "consumer cannot have both FilterSubject and FilterSubjects specified",
-            ));
-        }
-        for f in self.filters() {
-            if !subject::is_valid_subject(f.as_bytes()) {
-                return Err(ApiError::bad_request(
-                    "consumer filter subject is not a valid subset of the interest subjects",
-                ));
-            }
-        }
-        if self.filter_subject.as_deref() == Some("") {
-            self.filter_subject = None;
-        }
-        match self.deliver_policy {
-            DeliverPolicy::ByStartSequence if self.opt_start_seq.unwrap_or(0) == 0 => {
-                return Err(ApiError::bad_request(
-                    "consumer delivery policy is deliver by start sequence, but optional start sequence is not set",
-                ));
-            }
-            DeliverPolicy::ByStartTime if self.opt_start_time.is_none() => {
-                return Err(ApiError::bad_request(
-                    "consumer delivery policy is deliver by start time, but optional start time is not set",
-                ));
-            }
-            _ => {}
-        }
-        if self.ack_wait == 0 {
-            self.ack_wait = self.backoff.first().copied().unwrap_or(DEFAULT_ACK_WAIT);
-        }
-        unlimited_if_not_positive(&mut self.max_deliver);
-        if !self.backoff.is_empty()
-            && self.max_deliver > 0
-            && self.max_deliver <= self.backoff.len() as i64
-        {
-            return Err(ApiError::bad_request(
-                "max deliver is required to be > length of backoff values",
-            ));
-        }
-        if self.ack_policy == AckPolicy::None {
-            self.max_ack_pending = 0;
-        } else if self.max_ack_pending == 0 {
-            self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
-        } else if self.max_ack_pending < 0 {
-            self.max_ack_pending = -1;
-        }
-        if self.is_pull() {
-            if self.max_waiting <= 0 {
-                self.max_waiting = DEFAULT_MAX_WAITING;
-            }
-            if self.idle_heartbeat > 0 {
-                return Err(ApiError::bad_request(
-                    "consumer idle heartbeat requires a push based consumer",
-                ));
-            }
-            if self.flow_control {
-                return Err(ApiError::bad_request(
-                    "consumer flow control requires a push based consumer",
-                ));
-            }
-        } else if self.max_waiting != 0 {
-            return Err(ApiError::bad_request(
-                "consumer in push mode can not set max waiting",
-            ));
-        }
-        if self.flow_control && self.idle_heartbeat <= 0 {
-            return Err(ApiError::bad_request(
-                "consumer with flow control also needs heartbeats",
-            ));
-        }
-        if self.durable_name.is_none() && self.inactive_threshold == 0 {
-            self.inactive_threshold = DEFAULT_INACTIVE_THRESHOLD;
-        }
-        if self.priority_policy == PriorityPolicy::PinnedClient && self.priority_timeout == 0 {
-            self.priority_timeout = DEFAULT_PINNED_TTL;
-        }
-        Ok(self)
-    }
-
     /// nats-server's rules for `priority_groups`, `priority_policy` and `priority_timeout`.
-    fn check_priority(&mut self) -> Result<(), ApiError> {
+    pub(crate) fn check_priority(&mut self) -> Result<(), ApiError> {
         if self.priority_timeout < 0 {
             self.priority_timeout = 0;
         }

@@ -18,6 +18,7 @@ mod clustered;
 pub mod config;
 pub mod consumer;
 mod consumer_api;
+mod consumer_rules;
 pub mod direct;
 pub mod errors;
 pub mod headers;
@@ -32,6 +33,7 @@ pub mod runner;
 mod stepdown;
 pub mod stream;
 pub mod time;
+mod versioning;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

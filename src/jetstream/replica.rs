@@ -34,7 +34,7 @@ use super::api::Call;
 use super::errors::ApiError;
 use super::queue::Tx;
 use super::runner::{Input, Replies};
-use super::stream::{codec, Applied, Decision, Op, PubAck, Stream};
+use super::stream::{codec, Applied, Decision, Op, Stream};
 use crate::raft::{Group, GroupError, Machine, MachineError, Node, NodeId};
 use crate::server::{Client, Message};
 
@@ -264,13 +264,7 @@ pub(crate) fn propose_publish(
     };
     match stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload) {
         Ok(Decision::Duplicate(seq)) => {
-            let ack = PubAck {
-                stream: stream.name(),
-                seq,
-                duplicate: true,
-                domain,
-            };
-            answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
+            answer(replies, stream.pub_ack(seq, true, domain));
         }
         Ok(Decision::Append(mut op)) => {
             if let Op::Append { seq, .. } = &mut op {
@@ -278,7 +272,7 @@ pub(crate) fn propose_publish(
             }
             let _ = role.proposals.send(Proposal::Publish(op, reply));
         }
-        Err(e) => answer(replies, error_body(&e)),
+        Err(e) => answer(replies, stream.pub_error(&e)),
     }
 }
 
@@ -300,19 +294,25 @@ pub(crate) fn apply_committed(
             let Some(ops) = ops else {
                 return Vec::new();
             };
-            let updates: Vec<bool> = ops
+            let kinds: Vec<(bool, bool)> = ops
                 .iter()
-                .map(|op| matches!(op, Op::UpdateConfig(_)))
+                .map(|op| {
+                    let update = matches!(op, Op::UpdateConfig(_));
+                    (update, matches!(op, Op::Append { .. }))
+                })
                 .collect();
             let outcomes = stream.apply_all_at(index, ops);
             let answers: Vec<Vec<u8>> = outcomes
                 .into_iter()
-                .zip(updates)
-                .map(|(outcome, update)| match (outcome, update) {
+                .zip(kinds)
+                .map(|(outcome, kind)| match (outcome, kind) {
                     // An update answers with the stream's info once applied.
-                    (Ok(_), true) => serde_json::to_vec(&super::api::stream_info(stream, cluster))
-                        .unwrap_or_default(),
-                    (outcome, _) => answer_of(stream.name(), outcome, domain),
+                    (Ok(_), (true, _)) => {
+                        serde_json::to_vec(&super::api::stream_info(stream, cluster))
+                            .unwrap_or_default()
+                    }
+                    (Err(e), (_, true)) => stream.pub_error(&e),
+                    (outcome, _) => answer_of(stream, outcome, domain),
                 })
                 .collect();
             frame_answers(&answers)
@@ -357,16 +357,8 @@ pub(crate) fn propose_api(
     }
 }
 
-fn answer_of(stream: &str, outcome: Result<Applied, ApiError>, domain: Option<&str>) -> Vec<u8> {
-    let ack = |seq, duplicate| {
-        let ack = PubAck {
-            stream,
-            seq,
-            duplicate,
-            domain,
-        };
-        serde_json::to_vec(&ack).unwrap_or_default()
-    };
+fn answer_of(stream: &Stream, outcome: Result<Applied, ApiError>, domain: Option<&str>) -> Vec<u8> {
+    let ack = |seq, duplicate| stream.pub_ack(seq, duplicate, domain);
     use super::api::{deleted, purged, response};
     match outcome {
         Ok(Applied::Stored(seq)) => ack(seq, false),

@@ -17,7 +17,7 @@ use super::config::StreamConfig;
 use super::consumer::{AckKind, AckRequest, Outgoing};
 use super::errors::ApiError;
 use super::replication::{Commit, Local, Replication};
-use super::stream::{Applied, Decision, Op, PubAck, Stream};
+use super::stream::{Applied, Decision, Op, Stream};
 use super::time::now_nanos;
 use crate::config::SyncPolicy;
 use crate::server::{Client, Message};
@@ -836,34 +836,19 @@ fn publish(
     };
     match result {
         Ok(Applied::Duplicate(seq)) => {
-            let ack = PubAck {
-                stream: stream.name(),
-                seq,
-                duplicate: true,
-                domain,
-            };
-            answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
+            answer(replies, stream.pub_ack(seq, true, domain));
             false
         }
         Ok(Applied::Stored(seq)) => {
             if let Some(r) = stream.republish(seq, &m) {
                 out.push(r);
             }
-            let ack = PubAck {
-                stream: stream.name(),
-                seq,
-                duplicate: false,
-                domain,
-            };
-            answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
+            answer(replies, stream.pub_ack(seq, false, domain));
             true
         }
         Ok(_) => false,
         Err(e) => {
-            answer(
-                replies,
-                serde_json::to_vec(&json!({ "error": e })).unwrap_or_default(),
-            );
+            answer(replies, stream.pub_error(&e));
             false
         }
     }

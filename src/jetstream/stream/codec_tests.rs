@@ -21,7 +21,7 @@ fn stream_config() -> StreamConfig {
 
 fn consumer_config() -> ConsumerConfig {
     let cfg: ConsumerConfig = serde_json::from_str(
-        r#"{"durable_name":"D","filter_subjects":["s.a","s.b"],"ack_wait":1000000000,
+        r#"{"durable_name":"D","filter_subjects":["s.a","s.b"],"ack_policy":"explicit","ack_wait":1000000000,
             "backoff":[1000000000,2000000000],"max_deliver":3}"#,
     )
     .unwrap();

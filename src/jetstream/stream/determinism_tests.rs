@@ -120,7 +120,10 @@ impl Gen {
                     durable_name: Some(name.clone()),
                     deliver_policy: policy,
                     ack_policy,
-                    filter_subject: self.rng.random_bool(0.5).then(|| "s.c.>".to_string()),
+                    // (Last per subject needs a filter.)
+                    filter_subject: (policy == DeliverPolicy::LastPerSubject
+                        || self.rng.random_bool(0.5))
+                    .then(|| "s.c.>".to_string()),
                     ..ConsumerConfig::default()
                 };
                 Op::ConsumerCreate {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 /// The replicated log's entry format (today the consumer journal's; the Raft log's next).
 pub(crate) mod codec;
 mod consumer_ops;
+mod counter;
 mod derived;
 #[cfg(test)]
 mod determinism_tests;
@@ -149,6 +150,9 @@ pub(crate) struct PubAck<'a> {
     /// The JetStream domain, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<&'a str>,
+    /// A counter stream's new total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val: Option<String>,
 }
 
 /// A stream and everything it owns.
@@ -214,6 +218,25 @@ impl Stream {
         &self.config.name
     }
 
+    /// The answer to a publish the stream refused: the error with the stream's name and
+    /// sequence 0, as nats-server answers it.
+    pub fn pub_error(&self, e: &ApiError) -> Vec<u8> {
+        let body = serde_json::json!({ "error": e, "stream": self.name(), "seq": 0 });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// The pub ack of a publish stored (or found a duplicate) as `seq`.
+    pub fn pub_ack(&self, seq: u64, duplicate: bool, domain: Option<&str>) -> Vec<u8> {
+        let ack = PubAck {
+            stream: self.name(),
+            seq,
+            duplicate,
+            domain,
+            val: (!duplicate).then(|| self.counter_value(seq)).flatten(),
+        };
+        serde_json::to_vec(&ack).unwrap_or_default()
+    }
+
     /// Checks a publish against the stream's rules and expectations; returns the op to apply.
     pub fn check_publish(
         &mut self,
@@ -229,6 +252,7 @@ impl Stream {
         if cfg.max_msg_size >= 0 && size as i64 > cfg.max_msg_size {
             return Err(ApiError::message_too_large());
         }
+        counter::check(cfg.allow_msg_counter, hdrs, payload)?;
         let get = |k: &str| hdrs.and_then(|h| headers::get(h, k));
         let now = now_nanos();
         let msg_id = get(headers::MSG_ID).filter(|s| !s.is_empty());
@@ -509,6 +533,11 @@ impl Stream {
                     return Ok(Applied::Duplicate(seq));
                 }
                 self.unmet(&expect, &subject)?;
+                let payload = if self.config.allow_msg_counter {
+                    self.counted(&subject, headers.as_deref())?
+                } else {
+                    payload
+                };
                 let seq = self
                     .store
                     .append(&subject, headers.as_deref(), &payload, time)
