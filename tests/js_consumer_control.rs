@@ -843,3 +843,51 @@ async fn consumer_validation_scenario(addr: SocketAddr) -> Vec<String> {
 async fn consumer_config_validation_matches_nats_server() {
     on_both("consumer config validation", consumer_validation_scenario).await;
 }
+
+/// Which activity fields a consumer's info shows (their values are times).
+async fn activity(nc: &async_nats::Client, c: &str) -> String {
+    let m = nc
+        .request(format!("$JS.API.CONSUMER.INFO.Q.{c}"), "".into())
+        .await
+        .expect("info");
+    let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+    format!(
+        "push_bound={} delivered.last_active={} ack_floor.last_active={}",
+        v["push_bound"],
+        v["delivered"]["last_active"].is_string(),
+        v["ack_floor"]["last_active"].is_string()
+    )
+}
+
+async fn activity_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 3).await;
+    let mut seen = Vec::new();
+    let push = json!({"durable_name": "D", "deliver_subject": "dlv", "ack_policy": "explicit"});
+    create_raw(&nc, "D", push).await;
+    seen.push(activity(&nc, "D").await);
+    let mut sub = nc.subscribe("dlv").await.expect("subscribe");
+    nc.flush().await.expect("flush");
+    let first = tokio::time::timeout(Duration::from_secs(2), sub.next()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    seen.push(activity(&nc, "D").await);
+    if let Ok(Some(m)) = first {
+        let reply = m.reply.clone().expect("ack subject");
+        nc.request(reply, "+ACK".into()).await.expect("ack");
+    }
+    seen.push(activity(&nc, "D").await);
+    drop(sub);
+    nc.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    seen.push(activity(&nc, "D").await);
+    seen
+}
+
+#[tokio::test]
+async fn consumer_activity_in_info_matches_nats_server() {
+    let seen = on_both("consumer activity", activity_scenario).await;
+    assert_eq!(
+        seen[2],
+        "push_bound=true delivered.last_active=true ack_floor.last_active=true"
+    );
+}

@@ -90,6 +90,73 @@ pub(crate) fn stream_info(s: &Stream, cluster: &Value) -> Value {
     })
 }
 
+#[derive(Deserialize, Default)]
+struct InfoReq {
+    #[serde(default)]
+    deleted_details: bool,
+    #[serde(default)]
+    subjects_filter: String,
+    #[serde(default)]
+    offset: i64,
+}
+
+/// Most subjects one stream info answer lists.
+const SUBJECTS_LIMIT: usize = 100_000;
+
+/// `STREAM.INFO` with its options: `deleted_details` lists the deleted sequences,
+/// `subjects_filter` the message count of each subject it matches (sorted, paged by `offset`,
+/// with `total`/`offset`/`limit`).
+fn info_request(s: &Stream, body: &[u8], cluster: &Value) -> Result<Value, ApiError> {
+    let req: InfoReq = parse_object(body)?.unwrap_or_default();
+    let mut v = stream_info(s, cluster);
+    v["total"] = json!(0);
+    v["offset"] = json!(0);
+    v["limit"] = json!(0);
+    if req.deleted_details {
+        let deleted = deleted_seqs(s.store.as_ref());
+        if !deleted.is_empty() {
+            v["state"]["deleted"] = json!(deleted);
+        }
+    }
+    if !req.subjects_filter.is_empty() {
+        let mut subjects = s.store.subjects_matching(&req.subjects_filter);
+        if !subjects.is_empty() {
+            subjects.sort_by(|a, b| a.0.cmp(&b.0));
+            let offset = usize::try_from(req.offset.max(0))
+                .unwrap_or(usize::MAX)
+                .min(subjects.len());
+            let end = offset.saturating_add(SUBJECTS_LIMIT).min(subjects.len());
+            let page: serde_json::Map<String, Value> = subjects[offset..end]
+                .iter()
+                .map(|(subj, st)| (subj.clone(), json!(st.msgs)))
+                .collect();
+            v["state"]["subjects"] = Value::Object(page);
+            v["total"] = json!(subjects.len());
+            v["offset"] = json!(offset);
+            v["limit"] = json!(SUBJECTS_LIMIT);
+        }
+    }
+    Ok(v)
+}
+
+/// The sequences between a stream's first and last that hold no message.
+fn deleted_seqs(store: &dyn crate::store::MsgStore) -> Vec<u64> {
+    let st = store.state();
+    let mut deleted = Vec::new();
+    if st.num_deleted == 0 {
+        return deleted;
+    }
+    let mut expect = st.first_seq;
+    while let Some(seq) = store.next_seq_matching(expect, None) {
+        deleted.extend(expect..seq);
+        if seq >= st.last_seq {
+            break;
+        }
+        expect = seq + 1;
+    }
+    deleted
+}
+
 /// Full consumer info.
 pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, cluster: &Value) -> Value {
     let (floor_c, floor_s) = c.ack_floor();
@@ -127,6 +194,15 @@ pub(crate) fn consumer_info(stream: &Stream, c: &Consumer, cluster: &Value) -> V
     }
     if let Some(groups) = c.priority_groups_json() {
         v["priority_groups"] = groups;
+    }
+    if c.push_bound {
+        v["push_bound"] = json!(true);
+    }
+    if let Some(t) = c.last_delivered_at {
+        v["delivered"]["last_active"] = json!(rfc3339(t));
+    }
+    if let Some(t) = c.last_acked_at {
+        v["ack_floor"]["last_active"] = json!(rfc3339(t));
     }
     v
 }
@@ -258,7 +334,7 @@ pub(crate) fn handle(
     out: &mut Vec<Outgoing>,
 ) -> Reply {
     match call {
-        Call::Info => Reply::json("stream_info", Ok(stream_info(s, cluster)), false),
+        Call::Info => Reply::json("stream_info", info_request(s, body, cluster), false),
         Call::Purge => {
             let r = purge(s, body).map(|n| json!({ "success": true, "purged": n }));
             Reply::json("stream_purge", r, true)

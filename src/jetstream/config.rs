@@ -288,6 +288,11 @@ impl StreamConfig {
         if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
             self.subjects = vec![self.name.clone()];
         }
+        if self.mirror_direct && self.mirror.is_none() {
+            return Err(ApiError::invalid_config(
+                "stream has no mirror but does have mirror direct",
+            ));
+        }
         if self.mirror.is_some() || self.sources.is_some() {
             return Err(ApiError::not_implemented("stream mirrors and sources"));
         }

@@ -30,7 +30,7 @@ macro_rules! api_errors {
 
 api_errors! {
     not_enabled => (503, 10076, "JetStream not enabled");
-    not_enabled_for_account => (503, 10039, "jetstream not enabled for account");
+    not_enabled_for_account => (503, 10039, "JetStream not enabled for account");
     stream_not_found => (404, 10059, "stream not found");
     stream_name_exist => (400, 10058, "stream name already in use with a different configuration");
     stream_name_invalid => (400, 10128, "Stream name can not contain path separators");

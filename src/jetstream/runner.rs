@@ -618,6 +618,9 @@ impl Runner {
                     _ => None,
                 };
                 let creates = matches!(call, Call::ConsumerCreate { .. });
+                if matches!(call, Call::ConsumerInfo(_) | Call::ConsumerList) {
+                    refresh_push_bound(stream, &ctx.client);
+                }
                 let r = api::handle(
                     stream,
                     call,
@@ -850,6 +853,16 @@ fn publish(
         Err(e) => {
             answer(replies, stream.pub_error(&e));
             false
+        }
+    }
+}
+
+/// Whether each push consumer's deliver subject has interest now (consumer info's
+/// `push_bound`).
+fn refresh_push_bound(stream: &mut Stream, client: &crate::server::Client) {
+    for c in stream.consumers.values_mut() {
+        if let Some(d) = &c.config.deliver_subject {
+            c.push_bound = client.has_interest(d);
         }
     }
 }

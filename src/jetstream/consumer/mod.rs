@@ -77,6 +77,11 @@ pub(crate) struct Consumer {
     rate: RateLimiter,
     /// The pinned client (`priority_policy: pinned_client`).
     pin: Option<priority::Pin>,
+    /// A push consumer whose deliver subject has interest (as of the last pump).
+    pub push_bound: bool,
+    /// When it last delivered, and last had a delivery acknowledged (unix nanoseconds).
+    pub last_delivered_at: Option<i64>,
+    pub last_acked_at: Option<i64>,
     /// Set when the snapshot on disk is out of date in a way the journal does not cover (a new
     /// consumer, a new configuration).
     pub dirty: bool,
@@ -165,6 +170,9 @@ impl Consumer {
             replay_due: None,
             rate: RateLimiter::default(),
             pin: None,
+            push_bound: false,
+            last_delivered_at: None,
+            last_acked_at: None,
             dirty: true,
         }
     }
@@ -211,6 +219,8 @@ impl Consumer {
         self.deadlines.clear();
         self.redeliver.clear();
         self.last_delivery_time = None;
+        self.last_delivered_at = None;
+        self.last_acked_at = None;
     }
 
     /// Applies an `Ack` op (called by the stream's `apply` only); returns what it settled.
@@ -282,6 +292,9 @@ impl Consumer {
 
     /// Leader-local bookkeeping once an `Ack` op settled these sequences.
     pub fn settle(&mut self, seqs: &[u64]) {
+        if !seqs.is_empty() {
+            self.last_acked_at = Some(now_nanos());
+        }
         for s in seqs {
             self.deadlines.remove(s);
             self.redeliver.remove(s);

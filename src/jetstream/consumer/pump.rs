@@ -55,8 +55,12 @@ impl Consumer {
             self.expire_pulls(now, out);
             self.expire_pin(stream, now, out);
         }
+        self.push_bound = push_active && !self.is_pull();
         let target = (push_active, committed);
         self.deliver(stream, store, target, now, out, &mut d, &mut exceeded);
+        if d.dseq > self.state.dseq {
+            self.last_delivered_at = Some(now_nanos());
+        }
         // No-wait requests end once nothing more is available.
         if self.is_pull() {
             let initial_left = self.state.initial.len() - d.initial_taken as usize;

@@ -266,6 +266,15 @@ impl Stream {
                 return Err(ApiError::expected_stream_mismatch());
             }
         }
+        if get(headers::EXPECTED_LAST_SUBJ_SEQ_SUBJ).is_some()
+            && get(headers::EXPECTED_LAST_SUBJ_SEQ).is_none()
+        {
+            return Err(ApiError {
+                code: 400,
+                err_code: 10193,
+                description: "missing sequence for expected last sequence per subject".into(),
+            });
+        }
         let expect = Expect {
             last_seq: get(headers::EXPECTED_LAST_SEQ)
                 .map(|v| {
