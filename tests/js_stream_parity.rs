@@ -123,3 +123,133 @@ async fn stream_answers_match_nats_server() {
     assert!(ours[10].contains(r#""deleted":[2,4]"#), "{}", ours[10]);
     env.stop().await;
 }
+
+/// Everything a direct get on `subject` got back: statuses, and messages with their headers
+/// (not the time stamp) and payload.
+async fn direct(nc: &async_nats::Client, subject: &str, body: &str) -> String {
+    let inbox = nc.new_inbox();
+    let mut sub = nc.subscribe(inbox.clone()).await.expect("subscribe");
+    nc.publish_with_reply(subject.to_string(), inbox, body.to_string().into())
+        .await
+        .expect("get");
+    let mut got = Vec::new();
+    let idle = std::time::Duration::from_millis(150);
+    while let Ok(Some(m)) = tokio::time::timeout(idle, futures::StreamExt::next(&mut sub)).await {
+        let mut headers: Vec<String> = m
+            .headers
+            .iter()
+            .flat_map(|h| h.iter())
+            .map(|(k, v)| {
+                let values: Vec<&str> = v.iter().map(|x| x.as_str()).collect();
+                (k.to_string(), values.join(","))
+            })
+            .filter(|(k, _)| k != "Nats-Time-Stamp")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        headers.sort();
+        match m.status {
+            Some(s) => {
+                got.push(format!(
+                    "{} {} {headers:?}",
+                    s.as_u16(),
+                    m.description.unwrap_or_default()
+                ));
+                break;
+            }
+            None => got.push(format!("{headers:?} {:?}", m.payload)),
+        }
+    }
+    got.join(" | ")
+}
+
+async fn direct_scenario(addr: SocketAddr) -> Vec<String> {
+    let nc = async_nats::connect(addr.to_string())
+        .await
+        .expect("connect");
+    let cfg = json!({"name": "D", "subjects": ["d.>"], "allow_direct": true});
+    nc.request("$JS.API.STREAM.CREATE.D", cfg.to_string().into())
+        .await
+        .expect("create");
+    for (subject, body) in [("d.a", "1"), ("d.b", "2"), ("d.a", "3"), ("d.c", "4")] {
+        let mut h = HeaderMap::new();
+        h.insert("X-H", body);
+        nc.request_with_headers(subject, h, body.into())
+            .await
+            .expect("publish");
+    }
+    let old = "2000-01-01T00:00:00Z";
+    let cases: Vec<(&str, String)> = vec![
+        ("", String::new()),
+        ("", "{".into()),
+        ("", "{}".into()),
+        ("", json!({"seq": 1, "last_by_subj": "d.a"}).to_string()),
+        ("", json!({"seq": 1, "start_time": old}).to_string()),
+        (
+            "",
+            json!({"last_by_subj": "d.a", "next_by_subj": "d.a"}).to_string(),
+        ),
+        ("", json!({"last_by_subj": "d.a", "batch": 2}).to_string()),
+        (
+            "",
+            json!({"next_by_subj": "d.a", "multi_last": ["d.a"]}).to_string(),
+        ),
+        (
+            "",
+            json!({"multi_last": ["d.a"], "up_to_seq": 2, "up_to_time": old}).to_string(),
+        ),
+        ("", json!({"seq": 2}).to_string()),
+        ("", json!({"seq": 2, "no_hdr": true}).to_string()),
+        ("", json!({"start_time": old}).to_string()),
+        ("", json!({"start_time": old, "batch": 2}).to_string()),
+        (
+            "",
+            json!({"seq": 1, "batch": 10, "max_bytes": 10}).to_string(),
+        ),
+        (
+            "",
+            json!({"next_by_subj": "d.a", "seq": 2, "batch": 5}).to_string(),
+        ),
+        ("", json!({"multi_last": ["d.*"]}).to_string()),
+        ("", json!({"multi_last": ["zz"]}).to_string()),
+        (
+            "",
+            json!({"multi_last": ["d.*"], "up_to_seq": 2}).to_string(),
+        ),
+        ("", json!({"multi_last": ["d.*"], "batch": 1}).to_string()),
+        ("", json!({"seq": 99}).to_string()),
+        (".d.a", String::new()),
+        (".d.a", json!({"seq": 1}).to_string()),
+        (".d.a", "{".into()),
+        (".d.a", json!({"no_hdr": true}).to_string()),
+    ];
+    let mut seen = Vec::new();
+    for (suffix, body) in cases {
+        let subject = format!("$JS.API.DIRECT.GET.D{suffix}");
+        seen.push(format!(
+            "{subject} {body}: {}",
+            direct(&nc, &subject, &body).await
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn direct_gets_match_nats_server() {
+    let env = common::js::JsEnv::new().await;
+    let theirs = common::reference::RefServer::jetstream();
+    let ours = direct_scenario(env.server.local_addr()).await;
+    let reference = direct_scenario(theirs.addr).await;
+    let differ: Vec<String> = ours
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "causeway vs nats-server 2.15.1:\n{}",
+        differ.join("\n")
+    );
+    assert!(ours[0].ends_with("408 Empty Request []"), "{}", ours[0]);
+    env.stop().await;
+}

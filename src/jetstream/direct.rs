@@ -36,17 +36,83 @@ pub(crate) struct MsgGetReq {
     #[serde(default)]
     pub multi_last: Vec<String>,
     pub up_to_seq: Option<u64>,
+    /// The first message at or after this time (RFC 3339).
+    pub start_time: Option<String>,
+    /// Multi-last: only messages up to this time.
+    pub up_to_time: Option<String>,
+    /// Only the payload: no headers at all.
+    #[serde(default)]
+    pub no_hdr: bool,
 }
 
+/// Most messages one multi-last get answers.
+const MAX_MULTI: usize = 1024;
+
 impl MsgGetReq {
-    /// The request for `$JS.API.DIRECT.GET.<stream>.<subj>` (subject form) or the JSON body.
-    fn from_request(subj: Option<&str>, body: &[u8]) -> Option<MsgGetReq> {
-        match subj {
-            Some(subj) => Some(MsgGetReq {
-                last_by_subj: Some(subj.to_string()),
-                ..MsgGetReq::default()
-            }),
-            None => serde_json::from_slice(body).ok(),
+    /// The request for `$JS.API.DIRECT.GET.<stream>.<subj>` (subject form) or the JSON body,
+    /// checked as nats-server checks it; `Err` is the 408 status text to answer.
+    fn from_request(subj: Option<&str>, body: &[u8]) -> Result<MsgGetReq, &'static str> {
+        let blank = body.iter().all(u8::is_ascii_whitespace);
+        let parsed = || serde_json::from_slice::<MsgGetReq>(body).map_err(|_| "Malformed Request");
+        let Some(subj) = subj else {
+            if blank {
+                return Err("Empty Request");
+            }
+            let req = parsed()?;
+            return req.check().map(|()| req);
+        };
+        let req = if blank {
+            MsgGetReq::default()
+        } else {
+            parsed()?
+        };
+        let extra = req.last_by_subj.is_some()
+            || req.next_by_subj.is_some()
+            || !req.multi_last.is_empty()
+            || req.seq.unwrap_or(0) != 0
+            || req.batch != 0
+            || req.start_time.is_some()
+            || req.up_to_seq.unwrap_or(0) != 0
+            || req.up_to_time.is_some();
+        if extra || subj.is_empty() {
+            return Err("Bad Request");
+        }
+        Ok(MsgGetReq {
+            last_by_subj: Some(subj.to_string()),
+            ..req
+        })
+    }
+
+    /// Nothing asked for, or options that do not go together.
+    fn check(&self) -> Result<(), &'static str> {
+        let seq = self.seq.unwrap_or(0) > 0;
+        let (last, next) = (self.last_by_subj.is_some(), self.next_by_subj.is_some());
+        let (multi, start) = (!self.multi_last.is_empty(), self.start_time.is_some());
+        if !seq && !last && !next && !multi && !start {
+            return Err("Empty Request");
+        }
+        // At most one of seq, last_by_subj and start_time; last_by_subj alone; no next with
+        // multi_last; not both up_to limits.
+        let starts = [seq, last, start].iter().filter(|b| **b).count();
+        let conflict = starts > 1
+            || (last && (next || self.batch > 0 || multi))
+            || (next && multi)
+            || (self.up_to_seq.unwrap_or(0) > 0 && self.up_to_time.is_some());
+        if conflict {
+            return Err("Bad Request");
+        }
+        Ok(())
+    }
+
+    /// Where the get starts: `start_time`'s first sequence, else `seq`.
+    fn start(&self, store: &dyn MsgStore) -> Option<u64> {
+        match self
+            .start_time
+            .as_deref()
+            .and_then(super::time::parse_rfc3339)
+        {
+            Some(t) => Some(store.seq_for_time(t)),
+            None => self.seq,
         }
     }
 
@@ -98,9 +164,9 @@ pub(crate) fn handler(
         if let Some(reply) = m.reply.as_deref() {
             let req = MsgGetReq::from_request(subj.as_deref(), &m.payload);
             let answer = match &req {
-                None => Some(status(reply, 408, "Bad Request", &[])),
-                Some(req) if req.is_lookup() => reader.try_with(|s| single(&stream, s, req, reply)),
-                Some(_) => None,
+                Err(text) => Some(status(reply, 408, text, &[])),
+                Ok(req) if req.is_lookup() => reader.try_with(|s| single(&stream, s, req, reply)),
+                Ok(_) => None,
             };
             if let Some(o) = answer {
                 client.publish_routed(&o.to, &o.subject, None, o.headers.as_deref(), &o.payload);
@@ -117,11 +183,18 @@ pub(crate) fn handler(
 fn single(stream: &str, store: &dyn MsgStore, req: &MsgGetReq, reply: &str) -> Outgoing {
     let found = find_msg(
         store,
-        req.seq,
+        req.start(store),
         req.last_by_subj.as_deref(),
         req.next_by_subj.as_deref(),
     );
     match found {
+        Some(m) if req.no_hdr => Outgoing {
+            to: reply.to_string(),
+            subject: reply.to_string(),
+            reply: None,
+            headers: None,
+            payload: m.payload.clone(),
+        },
         Some(m) => direct_reply(stream, &m, reply, &[]),
         None => status(reply, 404, "Message Not Found", &[]),
     }
@@ -162,78 +235,41 @@ pub(crate) fn get(
     reply: &str,
     out: &mut Vec<Outgoing>,
 ) {
-    let Some(req) = MsgGetReq::from_request(subj, body) else {
-        out.push(status(reply, 408, "Bad Request", &[]));
-        return;
+    let req = match MsgGetReq::from_request(subj, body) {
+        Ok(req) => req,
+        Err(text) => {
+            out.push(status(reply, 408, text, &[]));
+            return;
+        }
     };
     if req.is_single() {
         out.push(single(stream, store, &req, reply));
         return;
     }
+    if !req.multi_last.is_empty() {
+        multi_last(stream, store, &req, reply, out);
+        return;
+    }
     // Batched: the matching messages in order, then an EOB status.
-    let seqs: Vec<u64> = if req.multi_last.is_empty() {
-        let filter = req.next_by_subj.as_deref();
-        let mut seqs = Vec::new();
-        let mut at = req.seq.unwrap_or(1).max(1);
-        while (seqs.len() as u64) < req.batch {
-            match store.next_seq_matching(at, filter) {
-                Some(seq) => {
-                    seqs.push(seq);
-                    at = seq + 1;
-                }
-                None => break,
+    let filter = req.next_by_subj.as_deref();
+    let mut seqs = Vec::new();
+    let mut at = req.start(store).unwrap_or(1).max(1);
+    while (seqs.len() as u64) < req.batch {
+        match store.next_seq_matching(at, filter) {
+            Some(seq) => {
+                seqs.push(seq);
+                at = seq + 1;
             }
+            None => break,
         }
-        seqs
-    } else {
-        let up_to = req.up_to_seq.unwrap_or(u64::MAX);
-        let mut seqs: Vec<u64> = req
-            .multi_last
-            .iter()
-            .flat_map(|f| store.subjects_matching(f))
-            .map(|(_, st)| st.last_seq)
-            .filter(|seq| *seq <= up_to)
-            .collect();
-        seqs.sort_unstable();
-        seqs.dedup();
-        seqs
-    };
+    }
     if seqs.is_empty() {
         out.push(status(reply, 404, "Message Not Found", &[]));
         return;
     }
-    let mut sent = 0u64;
-    let mut bytes = 0u64;
-    let mut last = 0u64;
-    let total = seqs.len() as u64;
-    for seq in seqs {
-        let Ok(Some(m)) = store.get(seq) else {
-            continue;
-        };
-        bytes += (m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64;
-        if req.max_bytes > 0 && bytes > req.max_bytes && sent > 0 {
-            break;
-        }
-        sent += 1;
-        let pending = match &req.next_by_subj {
-            Some(f) if req.multi_last.is_empty() => store.count_matching(seq + 1, Some(f)),
-            None if req.multi_last.is_empty() => store.count_matching(seq + 1, None),
-            _ => total - sent,
-        }
-        .to_string();
-        let prev = last.to_string();
-        out.push(direct_reply(
-            stream,
-            &m,
-            reply,
-            &[
-                ("Nats-Num-Pending", &pending),
-                ("Nats-Last-Sequence", &prev),
-            ],
-        ));
-        last = seq;
-    }
-    let (pending, last) = ((total - sent).to_string(), last.to_string());
+    let pending_after = |seq: u64| store.count_matching(seq + 1, filter);
+    let last = send_all(stream, store, &req, &seqs, reply, out, pending_after);
+    let (pending, last) = (pending_after(last).to_string(), last.to_string());
     out.push(status(
         reply,
         204,
@@ -243,6 +279,132 @@ pub(crate) fn get(
             ("Nats-Last-Sequence", &last),
         ],
     ));
+}
+
+/// A multi-last get: the last message of each subject the filters match, up to a sequence or
+/// a time, in sequence order; 404 No Results for none, 413 past 1024; the EOB names the
+/// sequence it read up to.
+fn multi_last(
+    stream: &str,
+    store: &dyn MsgStore,
+    req: &MsgGetReq,
+    reply: &str,
+    out: &mut Vec<Outgoing>,
+) {
+    let up_to = match req
+        .up_to_time
+        .as_deref()
+        .and_then(super::time::parse_rfc3339)
+    {
+        Some(t) => {
+            let seq = store.seq_for_time(t);
+            if seq <= store.state().first_seq {
+                out.push(status(reply, 404, "No Results", &[]));
+                return;
+            }
+            seq - 1
+        }
+        None => match req.up_to_seq.unwrap_or(0) {
+            0 => store.last_seq(),
+            n => n,
+        },
+    };
+    let mut seqs: Vec<u64> = req
+        .multi_last
+        .iter()
+        .flat_map(|f| store.subjects_matching(f))
+        .filter_map(|(subj, st)| last_up_to(store, &subj, &st, up_to))
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    if seqs.len() > MAX_MULTI {
+        out.push(status(reply, 413, "Too Many Results", &[]));
+        return;
+    }
+    if seqs.is_empty() {
+        out.push(status(reply, 404, "No Results", &[]));
+        return;
+    }
+    let total = seqs.len();
+    if req.batch > 0 {
+        seqs.truncate(usize::try_from(req.batch).unwrap_or(usize::MAX));
+    }
+    let index = |seq: u64| seqs.iter().position(|s| *s == seq).map_or(0, |i| i + 1);
+    let last = send_all(stream, store, req, &seqs, reply, out, |seq| {
+        (total - index(seq)) as u64
+    });
+    let pending = (total - index(last)).to_string();
+    let (last, up_to) = (last.to_string(), up_to.to_string());
+    out.push(status(
+        reply,
+        204,
+        "EOB",
+        &[
+            ("Nats-Num-Pending", &pending),
+            ("Nats-Last-Sequence", &last),
+            ("Nats-UpTo-Sequence", &up_to),
+        ],
+    ));
+}
+
+/// The last sequence of `subject` (whose state is `st`) at or before `up_to`.
+fn last_up_to(
+    store: &dyn MsgStore,
+    subject: &str,
+    st: &crate::store::SubjectState,
+    up_to: u64,
+) -> Option<u64> {
+    if st.last_seq <= up_to {
+        return Some(st.last_seq);
+    }
+    let mut found = None;
+    let mut at = st.first_seq;
+    while let Some(seq) = store.next_seq_matching(at, Some(subject)) {
+        if seq > up_to {
+            break;
+        }
+        found = Some(seq);
+        at = seq + 1;
+    }
+    found
+}
+
+/// Sends the messages `seqs` of a batched get, each with its pending count and the sequence
+/// sent before it, until `max_bytes` (subject, headers and data) is reached; returns the last
+/// sequence sent.
+fn send_all(
+    stream: &str,
+    store: &dyn MsgStore,
+    req: &MsgGetReq,
+    seqs: &[u64],
+    reply: &str,
+    out: &mut Vec<Outgoing>,
+    pending_after: impl Fn(u64) -> u64,
+) -> u64 {
+    let mut bytes = 0u64;
+    let mut last = 0u64;
+    for &seq in seqs {
+        let Ok(Some(m)) = store.get(seq) else {
+            continue;
+        };
+        let (pending, prev) = (pending_after(seq).to_string(), last.to_string());
+        let extra = [
+            ("Nats-Num-Pending", pending.as_str()),
+            ("Nats-Last-Sequence", prev.as_str()),
+        ];
+        let mut o = direct_reply(stream, &m, reply, &extra);
+        if req.no_hdr {
+            o.headers = None;
+        }
+        out.push(o);
+        last = seq;
+        bytes +=
+            (m.subject.len() + m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64;
+        if req.max_bytes > 0 && bytes >= req.max_bytes {
+            break;
+        }
+    }
+    last
 }
 
 fn direct_reply(stream: &str, m: &StoredMsg, reply: &str, extra: &[(&str, &str)]) -> Outgoing {
