@@ -410,3 +410,75 @@ async fn nkey_users_sign_the_nonce() {
     raw_refused(&server, json!({"user": "", "pass": ""})).await;
     server.shutdown().await;
 }
+
+/// `$SYS.REQ.USER.INFO`: who asked, their account and permissions, in nats-server's shape.
+async fn user_info(addr: std::net::SocketAddr, user: Option<&str>) -> serde_json::Value {
+    let mut opts = async_nats::ConnectOptions::new();
+    if let Some(u) = user {
+        opts = opts.user_and_password(u.into(), u.into());
+    }
+    let nc = opts.connect(addr.to_string()).await.expect("connect");
+    let m = nc
+        .request("$SYS.REQ.USER.INFO", "".into())
+        .await
+        .expect("user info");
+    let mut v: serde_json::Value = serde_json::from_slice(&m.payload).expect("json");
+    // nats-server lists permissions in its sublist's order: compared as sets.
+    for side in ["publish", "subscribe"] {
+        for list in ["allow", "deny"] {
+            if let Some(a) = v["data"]["permissions"][side][list].as_array_mut() {
+                a.sort_by_key(|x| x.to_string());
+            }
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn user_info_matches_nats_server() {
+    const CONF: &str = r#"
+accounts {
+  A: { users: [
+    { user: a, password: a, permissions: {
+        publish: { allow: ["app.>", "$SYS.REQ.USER.INFO", "_INBOX.>"], deny: ["app.secret"] },
+        subscribe: { allow: ["_INBOX.>", "work.> q"] } } },
+    { user: b, password: b }
+  ] }
+}
+"#;
+    let plain = common::start_default().await;
+    let plain_ref = common::reference::RefServer::start("");
+    let ours = common::start(common::loopback_conf(CONF)).await;
+    let theirs = common::reference::RefServer::start(CONF);
+    let cases = [
+        (plain.local_addr(), plain_ref.addr, None),
+        (ours.local_addr(), theirs.addr, Some("a")),
+        (ours.local_addr(), theirs.addr, Some("b")),
+    ];
+    for (mine, reference, user) in cases {
+        let a = user_info(mine, user).await;
+        let b = user_info(reference, user).await;
+        assert_eq!(
+            a["data"], b["data"],
+            "{user:?}: causeway vs nats-server 2.15.1"
+        );
+        let keys = |v: &serde_json::Value| {
+            let mut k: Vec<String> = v["server"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect())
+                .unwrap_or_default();
+            k.retain(|k| k != "feature_flags");
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&a), keys(&b), "server fields");
+    }
+    let a = user_info(ours.local_addr(), Some("a")).await;
+    assert_eq!(a["data"]["account"], "A", "{a}");
+    assert_eq!(
+        a["data"]["permissions"]["publish"]["deny"][0], "app.secret",
+        "{a}"
+    );
+    plain.shutdown().await;
+    ours.shutdown().await;
+}

@@ -23,7 +23,7 @@ use super::format::{nanos, timestamp};
 use super::process::{cores, rss_bytes};
 use super::query::Query;
 use super::{Answer, Monitor};
-use crate::server::conns::{ConnObserver, ConnSnapshot};
+use crate::server::conns::{ConnObserver, ConnSnapshot, UserInfo};
 use crate::server::{Client, CloseReason, Message};
 
 /// Requests waiting for the answering thread; past it, requests are dropped (the requester
@@ -38,26 +38,32 @@ pub(crate) struct Events {
     monitor: Arc<Monitor>,
     client: Client,
     seq: AtomicU64,
+    /// A system account is configured: events are published in it. Without one only
+    /// `$SYS.REQ.USER.INFO` is answered.
+    system: bool,
 }
 
-/// Starts system events if a system account is configured.
+/// Starts answering `$SYS.REQ.USER.INFO`, and system events if a system account is
+/// configured.
 pub(crate) fn start(monitor: &Arc<Monitor>) {
     let shared = &monitor.shared;
-    let Some(router) = shared
+    let system = shared
         .config
         .system_account
         .as_ref()
-        .and_then(|sys| shared.accounts.get(sys))
-    else {
-        return;
-    };
-    let client = Client::in_account(shared.clone(), router.clone());
+        .and_then(|sys| shared.accounts.get(sys));
+    let router = system.cloned().unwrap_or_else(|| shared.router.clone());
+    let client = Client::in_account(shared.clone(), router);
     let events = Arc::new(Events {
         monitor: monitor.clone(),
         client,
         seq: AtomicU64::new(0),
+        system: system.is_some(),
     });
     shared.conns.observe(events.clone());
+    if !events.system {
+        return;
+    }
     let (tx, rx) = mpsc::channel::<Message>(MAX_QUEUED);
     let id = shared.server_id.clone();
     for subject in [
@@ -377,7 +383,26 @@ impl Events {
 }
 
 impl ConnObserver for Events {
+    fn user_info(&self, who: &UserInfo) -> Option<Vec<u8>> {
+        let mut data = json!({
+            "user": who.user,
+            "account": who.account,
+            "account_name": who.account,
+        });
+        if let Some(p) = &who.permissions {
+            data["permissions"] = p.clone();
+        }
+        if let Some(left) = who.expires {
+            data["expires"] = json!(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
+        }
+        let body = json!({ "server": self.server_info(), "data": data });
+        serde_json::to_vec(&body).ok()
+    }
+
     fn auth_failed(&self, c: &ConnSnapshot) {
+        if !self.system {
+            return;
+        }
         let subject = format!(
             "$SYS.SERVER.{}.CLIENT.AUTH.ERR",
             self.monitor.shared.server_id
@@ -386,6 +411,9 @@ impl ConnObserver for Events {
     }
 
     fn stopping(&self, lame_duck: bool) {
+        if !self.system {
+            return;
+        }
         let what = if lame_duck { "LAMEDUCK" } else { "SHUTDOWN" };
         let subject = format!("$SYS.SERVER.{}.{what}", self.monitor.shared.server_id);
         if self.client.has_interest(&subject) {
@@ -394,6 +422,9 @@ impl ConnObserver for Events {
     }
 
     fn connected(&self, c: &ConnSnapshot) {
+        if !self.system {
+            return;
+        }
         let subject = format!("$SYS.ACCOUNT.{}.CONNECT", c.identity.account);
         if self.client.has_interest(&subject) {
             self.publish(&subject, &self.event("client_connect", c));
@@ -401,6 +432,9 @@ impl ConnObserver for Events {
     }
 
     fn disconnected(&self, c: &ConnSnapshot) {
+        if !self.system {
+            return;
+        }
         let subject = format!("$SYS.ACCOUNT.{}.DISCONNECT", c.identity.account);
         self.disconnect_event(&subject, c);
     }

@@ -83,6 +83,37 @@ impl Perms {
         }
     }
 
+    /// The permissions as nats-server shows a user its own (`$SYS.REQ.USER.INFO`).
+    pub fn public_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let list = |allow: Option<Vec<String>>, deny: Vec<String>| {
+            let mut v = json!({});
+            if let Some(a) = allow.filter(|a| !a.is_empty()) {
+                v["allow"] = json!(a);
+            }
+            if !deny.is_empty() {
+                v["deny"] = json!(deny);
+            }
+            v
+        };
+        let rule = |r: &SubRule| match &r.queue {
+            Some(q) => format!("{} {q}", r.subject),
+            None => r.subject.clone(),
+        };
+        let mut v = json!({
+            "publish": list(self.pub_allow.clone(), self.pub_deny.clone()),
+            "subscribe": list(
+                self.sub_allow.as_ref().map(|a| a.iter().map(rule).collect()),
+                self.sub_deny.iter().map(rule).collect(),
+            ),
+        });
+        if let Some(r) = &self.responses {
+            let ttl = u64::try_from(r.expires.as_nanos()).unwrap_or(u64::MAX);
+            v["responses"] = json!({ "max": r.max, "ttl": ttl });
+        }
+        v
+    }
+
     /// May this user publish to the literal `subj` (replies under allow_responses aside)?
     pub fn can_publish(&self, subj: &str) -> bool {
         self.pub_allow

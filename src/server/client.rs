@@ -145,6 +145,9 @@ pub(crate) async fn serve<T: Transport>(
     .await
 }
 
+/// The subject a client asks the server who it is on.
+const USER_INFO: &[u8] = b"$SYS.REQ.USER.INFO";
+
 /// Per-connection state owned by the reader task.
 struct Conn {
     shared: Arc<Shared>,
@@ -623,9 +626,13 @@ impl Conn {
                 local + self.forward_to_routes(&matches, &msg)
             }
         };
-        if n == 0 && self.opts.no_responders && self.opts.headers {
+        if n == 0 {
             if let Some(reply) = reply {
-                self.no_responders(subj, reply);
+                if subj == USER_INFO {
+                    self.user_info(reply);
+                } else if self.opts.no_responders && self.opts.headers {
+                    self.no_responders(subj, reply);
+                }
             }
         }
         self.ok();
@@ -647,6 +654,31 @@ impl Conn {
 
     /// Sends the 503 status (naming the request's subject in `Nats-Subject`, as nats-server)
     /// to this client's own subscription that matches the reply subject.
+    /// Answers `$SYS.REQ.USER.INFO` (nothing subscribes to it; the server answers who asked).
+    fn user_info(&mut self, reply: &[u8]) {
+        let identity = self.meta.identity();
+        let who = conns::UserInfo {
+            user: identity.user.unwrap_or_default(),
+            account: identity.account,
+            permissions: self.perms.as_ref().map(|p| p.public_json()),
+            expires: self
+                .expires
+                .map(|at| at.saturating_duration_since(tokio::time::Instant::now())),
+        };
+        let Some(body) = self.shared.conns.user_info(&who) else {
+            return;
+        };
+        let msg = Publish {
+            subject: reply,
+            reply: None,
+            headers: None,
+            payload: &body,
+        };
+        let origin = Origin { cid: 0, echo: true };
+        let matches = self.cache.get(&self.router, reply);
+        deliver(&self.router, &matches, &msg, origin, &mut self.dirty);
+    }
+
     fn no_responders(&mut self, subj: &[u8], reply: &[u8]) {
         let matches = self.cache.get(&self.router, reply);
         let mine = matches

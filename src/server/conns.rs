@@ -144,6 +144,11 @@ impl ConnMeta {
         *lock(&self.identity) = identity;
     }
 
+    /// Who the client logged in as.
+    pub fn identity(&self) -> Identity {
+        lock(&self.identity).clone()
+    }
+
     /// The client's CONNECT was accepted.
     pub fn logged_in(&self) -> bool {
         self.logged_in.load(Ordering::Relaxed)
@@ -250,6 +255,21 @@ pub(crate) trait ConnObserver: Send + Sync {
     fn auth_failed(&self, conn: &ConnSnapshot);
     /// The server is stopping (`lame_duck`: entering lame duck mode first).
     fn stopping(&self, lame_duck: bool);
+    /// The answer to a client's `$SYS.REQ.USER.INFO` (None: the request goes unanswered).
+    fn user_info(&self, _who: &UserInfo) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Who a client is, as `$SYS.REQ.USER.INFO` tells it.
+#[derive(Debug, Clone)]
+pub(crate) struct UserInfo {
+    pub user: String,
+    pub account: String,
+    /// Its permissions as JSON, if it has any.
+    pub permissions: Option<serde_json::Value>,
+    /// How long until its credentials expire.
+    pub expires: Option<std::time::Duration>,
 }
 
 /// Every open client connection, and the most recently closed ones.
@@ -309,6 +329,11 @@ impl Registry {
         if let Some(obs) = self.observer.get() {
             obs.connected(&meta.snapshot(false));
         }
+    }
+
+    /// The observer's answer to `$SYS.REQ.USER.INFO` from `who`.
+    pub fn user_info(&self, who: &UserInfo) -> Option<Vec<u8>> {
+        self.observer.get()?.user_info(who)
     }
 
     /// Moves a closed connection to the ring of closed ones.
