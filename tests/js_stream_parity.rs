@@ -253,3 +253,80 @@ async fn direct_gets_match_nats_server() {
     assert!(ours[0].ends_with("408 Empty Request []"), "{}", ours[0]);
     env.stop().await;
 }
+
+async fn level_scenario(addr: SocketAddr) -> Vec<String> {
+    let nc = async_nats::connect(addr.to_string())
+        .await
+        .expect("connect");
+    let cfg = json!({"name": "L", "subjects": ["l.>"], "allow_direct": true});
+    nc.request("$JS.API.STREAM.CREATE.L", cfg.to_string().into())
+        .await
+        .expect("create");
+    nc.request("l.a", "x".into()).await.expect("publish");
+    // (Filtered to nothing: its pulls end at once with 404 No Messages.)
+    let consumer = json!({"stream_name": "L", "config": {"durable_name": "C",
+        "filter_subject": "l.none"}});
+    nc.request("$JS.API.CONSUMER.CREATE.L.C", consumer.to_string().into())
+        .await
+        .expect("consumer");
+    let mut seen = Vec::new();
+    // This server's level (1) and below are served; above it, or not a number, refused.
+    for level in ["0", "1", "100", "abc"] {
+        for (subject, body) in [
+            ("$JS.API.STREAM.INFO.L", String::new()),
+            ("$JS.API.INFO", String::new()),
+            ("$JS.API.CONSUMER.INFO.L.C", String::new()),
+            (
+                "$JS.API.CONSUMER.MSG.NEXT.L.C",
+                json!({"batch": 1, "no_wait": true}).to_string(),
+            ),
+            ("$JS.API.DIRECT.GET.L", json!({"seq": 1}).to_string()),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("Nats-Required-Api-Level", level);
+            let got = nc.request_with_headers(subject, h, body.into()).await;
+            let m = match got {
+                Ok(m) => m,
+                Err(e) => {
+                    seen.push(format!("{level} {subject}: {:?}", e.kind()));
+                    continue;
+                }
+            };
+            let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+            let what = match (m.status, v.get("error")) {
+                (Some(s), _) if s.as_u16() != 200 => {
+                    format!("status {} {:?}", s.as_u16(), m.description)
+                }
+                (_, Some(e)) => format!("error {e} {}", v["type"]),
+                _ => "served".to_string(),
+            };
+            seen.push(format!("{level} {subject}: {what}"));
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn required_api_levels_match_nats_server() {
+    let env = common::js::JsEnv::new().await;
+    let theirs = common::reference::RefServer::jetstream();
+    let ours = level_scenario(env.server.local_addr()).await;
+    let reference = level_scenario(theirs.addr).await;
+    let differ: Vec<String> = ours
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "causeway vs nats-server 2.15.1:\n{}",
+        differ.join("\n")
+    );
+    assert!(ours[10].contains("10185"), "{}", ours[10]);
+    assert_eq!(
+        ours[8],
+        "1 $JS.API.CONSUMER.MSG.NEXT.L.C: status 404 Some(\"No Messages\")"
+    );
+    env.stop().await;
+}

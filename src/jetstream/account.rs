@@ -35,6 +35,28 @@ impl JetStream {
         super::advisory::after_response(&self.client, kind, stream, ok);
     }
 
+    /// Answers a request that needs a higher API level than this server's (as nats-server
+    /// does: an API error, or a 412 status for pulls and direct gets).
+    fn refuse_level(&self, m: &Message, tokens: &[&str]) {
+        let kind = match tokens {
+            ["CONSUMER", "MSG", "NEXT", ..] | ["DIRECT", "GET", ..] => {
+                if let Some(reply) = &m.reply {
+                    let st = consumer::status(reply, 412, "Required Api Level", &[]);
+                    let headers = st.headers.as_deref();
+                    self.client
+                        .publish_routed(&st.to, &st.subject, None, headers, &[]);
+                }
+                return;
+            }
+            ["INFO"] => "account_info".to_string(),
+            ["CONSUMER", "DURABLE", "CREATE", ..] => "consumer_create".to_string(),
+            [a, "MSG", b, ..] => format!("{a}_msg_{b}").to_lowercase(),
+            [a, b, ..] => format!("{a}_{b}").to_lowercase(),
+            _ => "error".to_string(),
+        };
+        self.reply(m, &kind, Err(ApiError::required_api_level()));
+    }
+
     /// Routes one `$JS.API` request.
     pub(super) fn dispatch(&self, m: Message) {
         let Some(rest) = m.subject.strip_prefix("$JS.API.") else {
@@ -42,6 +64,10 @@ impl JetStream {
         };
         self.resources.api.request();
         let tokens: Vec<&str> = rest.split('.').collect();
+        if !super::versioning::level_met(m.headers.as_deref()) {
+            self.refuse_level(&m, &tokens);
+            return;
+        }
         if let Some(meta) = self.meta.get() {
             if !self.clustered_route(meta, &tokens, &m) {
                 return;

@@ -162,6 +162,11 @@ pub(crate) fn handler(
         let subj = m.subject.strip_prefix(&prefix).map(str::to_string);
         // Without a reply subject there is nobody to answer (nats-server ignores it too).
         if let Some(reply) = m.reply.as_deref() {
+            if !super::versioning::level_met(m.headers.as_deref()) {
+                let o = status(reply, 412, "Required Api Level", &[]);
+                client.publish_routed(&o.to, &o.subject, None, o.headers.as_deref(), &[]);
+                return true;
+            }
             let req = MsgGetReq::from_request(subj.as_deref(), &m.payload);
             let answer = match &req {
                 Err(text) => Some(status(reply, 408, text, &[])),

@@ -74,6 +74,7 @@ api_errors! {
     consumer_durable_name_missing => (400, 10018, "consumer expected to be durable but a durable name was not set");
     consumer_name_path_separators => (400, 10127, "Consumer name can not contain path separators");
     consumer_name_too_long => (400, 10102, "consumer name is too long, maximum allowed is 255");
+    required_api_level => (412, 10185, "JetStream minimum api level required");
     consumer_priority_policy_without_group => (400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set");
     consumer_invalid_priority_group => (400, 10160, "Provided priority group does not exist for this consumer");
     consumer_empty_group_name => (400, 10161, "Group name cannot be an empty string");

@@ -55,3 +55,15 @@ pub(crate) fn annotate(config: &mut Value, required: u32) {
     m.insert(SERVER_LEVEL.into(), json!(API_LEVEL.to_string()));
     config["metadata"] = Value::Object(m);
 }
+
+/// The header a request names the API level it needs with.
+const REQUIRED_LEVEL_HEADER: &str = "Nats-Required-Api-Level";
+
+/// False if the request's headers ask for a higher API level than this server's, or for one
+/// that is not a number (nats-server refuses both).
+pub(crate) fn level_met(headers: Option<&[u8]>) -> bool {
+    match headers.and_then(|h| super::headers::get(h, REQUIRED_LEVEL_HEADER)) {
+        None | Some("") => true,
+        Some(v) => v.trim().parse::<u32>().is_ok_and(|n| n <= API_LEVEL),
+    }
+}
