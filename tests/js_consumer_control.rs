@@ -763,9 +763,27 @@ async fn missing_consumers_answer_like_nats_server() {
 
 /// The answer to a consumer create on `Q`: the error, or the configuration the server keeps.
 async fn create_answer(nc: &async_nats::Client, name: &str, cfg: Value) -> String {
-    let body = json!({"stream_name": "Q", "config": cfg}).to_string();
+    create_answer_on(nc, "Q", name, cfg, "").await
+}
+
+/// [`create_answer`] on `stream`, with an `action` ("create", "update" or none).
+async fn create_answer_on(
+    nc: &async_nats::Client,
+    stream: &str,
+    name: &str,
+    cfg: Value,
+    action: &str,
+) -> String {
+    let mut req = json!({"stream_name": stream, "config": cfg});
+    if !action.is_empty() {
+        req["action"] = json!(action);
+    }
+    let body = req.to_string();
     let m = nc
-        .request(format!("$JS.API.CONSUMER.CREATE.Q.{name}"), body.into())
+        .request(
+            format!("$JS.API.CONSUMER.CREATE.{stream}.{name}"),
+            body.into(),
+        )
         .await
         .expect("create");
     let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
@@ -890,4 +908,92 @@ async fn consumer_activity_in_info_matches_nats_server() {
         seen[2],
         "push_bound=true delivered.last_active=true ack_floor.last_active=true"
     );
+}
+
+async fn updates_and_limits_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 0).await;
+    let mut seen = Vec::new();
+    let limits = json!({"name": "QL", "subjects": ["ql.>"],
+        "consumer_limits": {"max_ack_pending": 100, "inactive_threshold": 10_000_000_000u64}});
+    let m = nc
+        .request("$JS.API.STREAM.CREATE.QL", limits.to_string().into())
+        .await
+        .expect("stream");
+    let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+    seen.push(format!(
+        "limits {} {}",
+        v["config"]["consumer_limits"], v["error"]
+    ));
+    let on_ql = |name: &'static str, cfg: Value| {
+        let nc = nc.clone();
+        async move { create_answer_on(&nc, "QL", name, cfg, "").await }
+    };
+    seen.push(
+        on_ql(
+            "L1",
+            json!({"durable_name": "L1", "ack_policy": "explicit"}),
+        )
+        .await,
+    );
+    seen.push(
+        on_ql(
+            "L2",
+            json!({"durable_name": "L2", "ack_policy": "explicit", "max_ack_pending": 500}),
+        )
+        .await,
+    );
+    seen.push(on_ql("L3", json!({"durable_name": "L3", "ack_policy": "explicit", "inactive_threshold": 20_000_000_000u64})).await);
+    seen.push(
+        on_ql(
+            "L4",
+            json!({"durable_name": "L4", "ack_policy": "explicit", "max_ack_pending": 80}),
+        )
+        .await,
+    );
+    let lower = json!({"name": "QL", "subjects": ["ql.>"],
+        "consumer_limits": {"max_ack_pending": 90, "inactive_threshold": 10_000_000_000u64}});
+    let m = nc
+        .request("$JS.API.STREAM.UPDATE.QL", lower.to_string().into())
+        .await
+        .expect("update");
+    let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+    seen.push(format!("lowered {}", v["error"]));
+    // Updates of an existing consumer: what may change and what may not.
+    let base = json!({"durable_name": "U", "ack_policy": "explicit", "max_deliver": 5});
+    seen.push(create_answer(&nc, "U", base.clone()).await);
+    let changes = [
+        json!({"description": "now described"}),
+        json!({"max_deliver": 9}),
+        json!({"deliver_policy": "new"}),
+        json!({"ack_policy": "all"}),
+        json!({"replay_policy": "original"}),
+        json!({"max_waiting": 10}),
+        json!({"deliver_subject": "push.here"}),
+        json!({"mem_storage": true}),
+        json!({"filter_subject": "q.x"}),
+        json!({"deliver_policy": "by_start_sequence", "opt_start_seq": 3}),
+    ];
+    for change in changes {
+        let mut cfg = base.clone();
+        for (k, v) in change.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        seen.push(format!(
+            "{change}: {}",
+            create_answer_on(&nc, "Q", "U", cfg.clone(), "update").await
+        ));
+        seen.push(format!(
+            "{change} as create: {}",
+            create_answer_on(&nc, "Q", "U", cfg, "create").await
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn consumer_updates_and_limits_match_nats_server() {
+    let seen = on_both("consumer updates and limits", updates_and_limits_scenario).await;
+    assert!(seen[2].contains("10121"), "{}", seen[2]);
+    assert!(seen[3].contains("10153"), "{}", seen[3]);
 }

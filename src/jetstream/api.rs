@@ -479,10 +479,38 @@ pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(),
     Ok(())
 }
 
+/// New `consumer_limits` may not be below what an existing consumer has.
+fn check_consumer_limits(s: &Stream, cfg: &StreamConfig) -> Result<(), ApiError> {
+    let (old, new) = (&s.config.consumer_limits, &cfg.consumer_limits);
+    let changed = (new.inactive_threshold > 0 && new.inactive_threshold != old.inactive_threshold)
+        || (new.max_ack_pending > 0 && new.max_ack_pending != old.max_ack_pending);
+    if !changed {
+        return Ok(());
+    }
+    let over: Vec<&str> = s
+        .consumers
+        .values()
+        .filter(|c| {
+            (new.inactive_threshold > 0 && c.config.inactive_threshold > new.inactive_threshold)
+                || (new.max_ack_pending > 0 && c.config.max_ack_pending > new.max_ack_pending)
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    if over.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError {
+        code: 500,
+        err_code: 10069,
+        description: format!("change to limits violates consumers: {}", over.join(", ")),
+    })
+}
+
 /// Applies a normalised configuration update (the catalogue has it durably already, so a
 /// restart finds what was acknowledged).
 pub(crate) fn update(s: &mut Stream, cfg: StreamConfig) -> Result<(), ApiError> {
     check_update(&s.config, &cfg)?;
+    check_consumer_limits(s, &cfg)?;
     s.apply(Op::UpdateConfig(Box::new(cfg))).map(|_| ())
 }
 
@@ -616,7 +644,7 @@ fn create_consumer(
             return Err(ApiError::consumer_create_filter_mismatch());
         }
     }
-    let mut cfg = cfg.normalize()?;
+    let mut cfg = cfg.normalize_within(&s.config.consumer_limits)?;
     cfg.check_for_stream(&s.config)?;
     if s.config.retention == Retention::WorkQueue {
         if cfg.ack_policy != super::config::AckPolicy::Explicit {
@@ -655,11 +683,7 @@ fn create_consumer(
         if req.action == "create" {
             return Err(ApiError::consumer_already_exists());
         }
-        if existing.config.deliver_subject.is_some() != cfg.deliver_subject.is_some() {
-            return Err(ApiError::bad_request(
-                "consumer push/pull mode can not be changed",
-            ));
-        }
+        existing.config.check_update(&cfg)?;
     } else {
         if req.action == "update" {
             return Err(ApiError::consumer_does_not_exist());

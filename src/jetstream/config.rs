@@ -23,6 +23,26 @@ fn is_zero_u64(n: &u64) -> bool {
 /// Default duplicate window: 2 minutes.
 pub const DEFAULT_DUPLICATE_WINDOW: i64 = 120_000_000_000;
 
+/// A field Go reads as its zero value when the JSON says `null` (clients send
+/// `"consumer_limits": null`, `"min_pending": null`).
+pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A stream's `consumer_limits`: what its consumers get when they set none, and the most
+/// they may set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerLimits {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inactive_threshold: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_ack_pending: i64,
+}
+
 /// Retention policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -129,8 +149,9 @@ pub struct StreamConfig {
     pub sources: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_transform: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer_limits: Option<Value>,
+    /// Defaults and ceilings for the stream's consumers (always shown, as nats-server does).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub consumer_limits: ConsumerLimits,
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_msg_counter: bool,
     #[serde(default, skip_serializing_if = "is_false")]
@@ -246,7 +267,6 @@ impl StreamConfig {
             (self.allow_msg_schedules, "allow_msg_schedules"),
             (self.allow_batched, "allow_batched"),
             (!is_unset(&self.subject_transform), "subject_transform"),
-            (!is_unset(&self.consumer_limits), "consumer_limits"),
         ];
         if let Some((_, name)) = flags.iter().find(|(set, _)| *set) {
             return Err(ApiError::not_implemented(&format!("stream {name}")));
@@ -256,7 +276,6 @@ impl StreamConfig {
             Some(_) => return Err(ApiError::not_implemented("stream persist_mode async")),
         }
         self.subject_transform = None;
-        self.consumer_limits = None;
         Ok(())
     }
 

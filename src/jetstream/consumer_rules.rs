@@ -3,9 +3,9 @@
 //! alone decides; [`ConsumerConfig::check_for_stream`] checks it against its stream.
 
 use super::config::{
-    consumer_name_error, name_problem, AckPolicy, ConsumerConfig, DeliverPolicy, PriorityPolicy,
-    Retention, StreamConfig, DEFAULT_ACK_WAIT, DEFAULT_INACTIVE_THRESHOLD, DEFAULT_MAX_ACK_PENDING,
-    DEFAULT_MAX_WAITING, DEFAULT_PINNED_TTL,
+    consumer_name_error, name_problem, AckPolicy, ConsumerConfig, ConsumerLimits, DeliverPolicy,
+    PriorityPolicy, Retention, StreamConfig, DEFAULT_ACK_WAIT, DEFAULT_INACTIVE_THRESHOLD,
+    DEFAULT_MAX_ACK_PENDING, DEFAULT_MAX_WAITING, DEFAULT_PINNED_TTL,
 };
 use super::errors::ApiError;
 use crate::protocol::subject;
@@ -20,13 +20,34 @@ const MIN_MAX_EXPIRES: i64 = 1_000_000;
 impl ConsumerConfig {
     /// Applies nats-server's defaults (negative limits read as none) and validates what the
     /// configuration alone decides.
-    pub fn normalize(mut self) -> Result<Self, ApiError> {
-        self.apply_defaults();
+    pub fn normalize(self) -> Result<Self, ApiError> {
+        self.normalize_within(&ConsumerLimits::default())
+    }
+
+    /// [`ConsumerConfig::normalize`] for a stream whose `consumer_limits` are `limits`: they
+    /// fill in what the configuration leaves at zero, and it may not exceed them.
+    pub(crate) fn normalize_within(mut self, limits: &ConsumerLimits) -> Result<Self, ApiError> {
+        self.apply_defaults(limits);
         self.check()?;
+        if limits.max_ack_pending > 0 && self.max_ack_pending > limits.max_ack_pending {
+            let text = format!(
+                "consumer max ack pending exceeds system limit of {}",
+                limits.max_ack_pending
+            );
+            return Err(err(400, 10121, &text));
+        }
+        if limits.inactive_threshold > 0 && self.inactive_threshold > limits.inactive_threshold {
+            let limit = std::time::Duration::from_nanos(limits.inactive_threshold as u64);
+            let text = format!(
+                "consumer inactive threshold exceeds system limit of {}",
+                crate::config::go_duration(limit)
+            );
+            return Err(err(400, 10153, &text));
+        }
         Ok(self)
     }
 
-    fn apply_defaults(&mut self) {
+    fn apply_defaults(&mut self, limits: &ConsumerLimits) {
         super::versioning::strip(&mut self.metadata);
         if self.max_deliver == 0 || self.max_deliver < -1 {
             self.max_deliver = -1;
@@ -54,6 +75,12 @@ impl ConsumerConfig {
         }
         if let Some(&first) = self.backoff.first() {
             self.ack_wait = first;
+        }
+        if self.max_ack_pending == 0 {
+            self.max_ack_pending = limits.max_ack_pending;
+        }
+        if self.inactive_threshold == 0 {
+            self.inactive_threshold = limits.inactive_threshold;
         }
         if self.max_ack_pending == 0 && acked {
             self.max_ack_pending = DEFAULT_MAX_ACK_PENDING;
@@ -293,6 +320,57 @@ impl ConsumerConfig {
                 10084,
                 "consumer in pull mode requires explicit ack policy on workqueue stream",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl ConsumerConfig {
+    /// What an update may not change, with nats-server's errors (10012).
+    pub(crate) fn check_update(&self, new: &ConsumerConfig) -> Result<(), ApiError> {
+        let refused = |what: &str| Err(err(500, 10012, what));
+        if self.deliver_policy != new.deliver_policy {
+            return refused("deliver policy can not be updated");
+        }
+        if self.mem_storage != new.mem_storage {
+            return refused("storage type can not be updated");
+        }
+        if self.direct != new.direct {
+            return refused("direct can not be updated");
+        }
+        if self.sourcing != new.sourcing {
+            return refused("sourcing can not be updated");
+        }
+        if self.opt_start_seq.unwrap_or(0) != new.opt_start_seq.unwrap_or(0) {
+            return refused("start sequence can not be updated");
+        }
+        let time = |c: &ConsumerConfig| {
+            c.opt_start_time
+                .as_deref()
+                .map(|t| super::time::parse_rfc3339(t).unwrap_or(i64::MIN))
+        };
+        if time(self) != time(new) {
+            return refused("start time can not be updated");
+        }
+        if self.ack_policy != new.ack_policy {
+            return refused("ack policy can not be updated");
+        }
+        if self.replay_policy != new.replay_policy {
+            return refused("replay policy can not be updated");
+        }
+        if self.idle_heartbeat != new.idle_heartbeat {
+            return refused("heart beats can not be updated");
+        }
+        if self.flow_control != new.flow_control {
+            return refused("flow control can not be updated");
+        }
+        match (&self.deliver_subject, &new.deliver_subject) {
+            (None, Some(_)) => return refused("can not update pull consumer to push based"),
+            (Some(_), None) => return refused("can not update push consumer to pull based"),
+            _ => {}
+        }
+        if self.max_waiting != new.max_waiting {
+            return refused("max waiting can not be updated");
         }
         Ok(())
     }

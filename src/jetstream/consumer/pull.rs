@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::jetstream::config::null_as_default;
+
 #[derive(Deserialize, Default)]
 struct PullJson {
     #[serde(default, deserialize_with = "null_as_default")]
@@ -46,16 +48,6 @@ pub(super) struct Pull {
     pub idle_heartbeat: i64,
     /// Present for a JSON request.
     pub group: Option<PullGroup>,
-}
-
-/// A field Go would read as its zero value when the JSON says `null` (clients send
-/// `"min_pending": null`).
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 pub(super) fn parse_pull(body: &[u8]) -> Result<Pull, String> {

@@ -251,3 +251,21 @@ fn damaged_entries_are_errors() {
     bad_flag[2] = 7;
     assert_eq!(decode(&bad_flag), Err(CodecError::Malformed("option flag")));
 }
+
+/// An `UpdateConfig` written before `consumer_limits` was part of the configuration's JSON
+/// still decodes (the JSON inside an entry may gain fields; the framing did not change).
+#[test]
+fn an_older_configuration_entry_still_decodes() {
+    const BEFORE: &str = "0105910100007b226e616d65223a2253222c227375626a65637473223a5b22732e3e225d2c22726574656e74696f6e223a226c696d697473222c226d61785f636f6e73756d657273223a2d312c226d61785f6d736773223a2d312c226d61785f6279746573223a2d312c226d61785f616765223a302c226d61785f6d7367735f7065725f7375626a656374223a352c226d61785f6d73675f73697a65223a2d312c2264697363617264223a226f6c64222c2273746f72616765223a2266696c65222c226e756d5f7265706c69636173223a312c226475706c69636174655f77696e646f77223a3132303030303030303030302c227365616c6564223a66616c73652c2264656e795f64656c657465223a66616c73652c2264656e795f7075726765223a66616c73652c22616c6c6f775f726f6c6c75705f68647273223a747275652c22616c6c6f775f646972656374223a66616c73652c226d6972726f725f646972656374223a66616c73652c226d65746164617461223a7b226b223a2276227d2c22616c6c6f775f6d73675f74746c223a747275657d";
+    let bytes: Vec<u8> = (0..BEFORE.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&BEFORE[i..i + 2], 16).unwrap())
+        .collect();
+    match decode(&bytes) {
+        Ok(Op::UpdateConfig(cfg)) => {
+            assert_eq!(cfg.name, "S");
+            assert_eq!(cfg.consumer_limits, Default::default());
+        }
+        other => panic!("{other:?}"),
+    }
+}
