@@ -330,3 +330,37 @@ async fn required_api_levels_match_nats_server() {
     );
     env.stop().await;
 }
+
+/// What causeway does not implement of nats-server 2.12+'s streams is refused with an error
+/// naming it, never accepted and ignored.
+#[tokio::test]
+async fn unimplemented_stream_features_are_refused_by_name() {
+    let env = common::js::JsEnv::new().await;
+    let cases = [
+        (json!({"allow_atomic": true}), "allow_atomic"),
+        (json!({"allow_msg_schedules": true}), "allow_msg_schedules"),
+        (json!({"allow_batched": true}), "allow_batched"),
+        (
+            json!({"subject_transform": {"src": "x.>", "dest": "y.>"}}),
+            "subject_transform",
+        ),
+        (json!({"persist_mode": "async"}), "persist_mode"),
+        (json!({"compression": "s2"}), "compression s2"),
+    ];
+    for (i, (extra, name)) in cases.iter().enumerate() {
+        let mut cfg = json!({"name": format!("X{i}"), "subjects": [format!("x{i}.>")]});
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let v = env
+            .api(&format!("STREAM.CREATE.X{i}"), cfg.to_string())
+            .await;
+        let text = v["error"]["description"].as_str().unwrap_or_default();
+        assert!(text.contains(name), "{extra}: {v}");
+    }
+    // "none" is what nats-server shows for no compression: accepted.
+    let cfg = json!({"name": "N", "subjects": ["n.>"], "compression": "none"});
+    let v = env.api("STREAM.CREATE.N", cfg.to_string()).await;
+    assert!(v.get("error").is_none(), "{v}");
+    env.stop().await;
+}

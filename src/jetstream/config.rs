@@ -379,11 +379,13 @@ impl StreamConfig {
                 "subject marker delete cannot be set if message TTLs are disabled",
             ));
         }
-        if self.compression.as_deref() == Some("none") {
-            self.compression = None;
-        }
-        if self.compression.is_some() && self.compression.as_deref() != Some("s2") {
-            return Err(ApiError::bad_request("invalid compression"));
+        match self.compression.as_deref() {
+            None | Some("" | "none") => self.compression = None,
+            // Not compressed by this store: refused rather than silently stored as is.
+            Some("s2") => return Err(ApiError::not_implemented("stream compression s2")),
+            Some(_) => {
+                return Err(ApiError::invalid_json("unknown compression algorithm"));
+            }
         }
         Ok(self)
     }
