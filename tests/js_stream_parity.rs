@@ -337,7 +337,6 @@ async fn required_api_levels_match_nats_server() {
 async fn unimplemented_stream_features_are_refused_by_name() {
     let env = common::js::JsEnv::new().await;
     let cases = [
-        (json!({"allow_atomic": true}), "allow_atomic"),
         (json!({"allow_msg_schedules": true}), "allow_msg_schedules"),
         (json!({"allow_batched": true}), "allow_batched"),
         (

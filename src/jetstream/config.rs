@@ -263,7 +263,6 @@ impl StreamConfig {
     /// with an error naming them, never silently ignored.
     fn refuse_unimplemented(&mut self) -> Result<(), ApiError> {
         let flags = [
-            (self.allow_atomic, "allow_atomic"),
             (self.allow_msg_schedules, "allow_msg_schedules"),
             (self.allow_batched, "allow_batched"),
             (!is_unset(&self.subject_transform), "subject_transform"),

@@ -401,6 +401,8 @@ pub(crate) fn check_config(cfg: &super::config::StreamConfig) -> Result<(), ApiE
         Some("subject delete markers")
     } else if cfg.republish.is_some() {
         Some("republish")
+    } else if cfg.allow_atomic {
+        Some("atomic batch publish")
     } else {
         None
     };

@@ -831,6 +831,9 @@ fn publish(
             replies.answer(reply.clone(), body);
         }
     };
+    if let Some(id) = super::stream::batch_id(m.headers.as_deref()).map(str::to_string) {
+        return publish_batch(stream, &id, &m, replies, domain);
+    }
     let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
     let result = match decision {
         Ok(Decision::Duplicate(seq)) => Ok(Applied::Duplicate(seq)),
@@ -855,6 +858,55 @@ fn publish(
             false
         }
     }
+}
+
+/// One message of an atomic batch: staged (answered with an empty message), or the commit,
+/// whose appends apply all together in this runner batch (one fdatasync) and whose answer is
+/// the last one's pub ack with the batch id and size; or refused.
+fn publish_batch(
+    stream: &mut Stream,
+    id: &str,
+    m: &Message,
+    replies: &mut Replies,
+    domain: Option<&str>,
+) -> bool {
+    let no_ack = stream.config.no_ack;
+    let answer = |replies: &mut Replies, body: Vec<u8>| {
+        if let (Some(reply), false) = (&m.reply, no_ack) {
+            replies.answer(reply.clone(), body);
+        }
+    };
+    let hdrs = m.headers.as_deref().unwrap_or_default();
+    let staged = stream.stage_batch(id, &m.subject, hdrs, &m.payload);
+    let (ops, count) = match staged {
+        Ok(super::stream::Staging::Staged) => {
+            answer(replies, Vec::new());
+            return false;
+        }
+        Ok(super::stream::Staging::Commit(ops, count)) => (ops, count),
+        Err(e) => {
+            answer(replies, stream.pub_error(&e));
+            return false;
+        }
+    };
+    let mut last = 0;
+    for op in ops {
+        match stream.apply(op) {
+            Ok(Applied::Stored(seq)) => last = seq,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(stream = %stream.name(), "atomic batch {id}: {}", e.description);
+                answer(replies, stream.pub_error(&e));
+                return true;
+            }
+        }
+    }
+    let mut ack = json!({ "stream": stream.name(), "seq": last, "batch": id, "count": count });
+    if let Some(d) = domain {
+        ack["domain"] = json!(d);
+    }
+    answer(replies, serde_json::to_vec(&ack).unwrap_or_default());
+    true
 }
 
 /// Whether each push consumer's deliver subject has interest now (consumer info's

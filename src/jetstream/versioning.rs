@@ -27,9 +27,9 @@ pub(crate) fn strip(metadata: &mut Option<Map<String, Value>>) {
 }
 
 /// The API level a stream's configuration needs: per-message TTLs and delete markers are 1,
-/// counters 2.
+/// counters and atomic batches 2.
 pub(crate) fn stream_level(cfg: &StreamConfig) -> u32 {
-    if cfg.allow_msg_counter {
+    if cfg.allow_msg_counter || cfg.allow_atomic {
         2
     } else {
         u32::from(cfg.allow_msg_ttl || cfg.subject_delete_marker_ttl > 0)

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod atomic;
 /// The replicated log's entry format (today the consumer journal's; the Raft log's next).
 pub(crate) mod codec;
 mod consumer_ops;
@@ -24,6 +25,7 @@ mod persist;
 mod republish;
 mod snapshot;
 
+pub(crate) use atomic::{batch_id, Staging};
 pub(crate) use derived::parse_ttl;
 use derived::Dedup;
 pub(crate) use persist::{sync_dir, write_file, StreamMeta};
@@ -181,6 +183,8 @@ pub(crate) struct Stream {
     committed: BTreeMap<String, Consumer>,
     /// Consumer ops applied to the leader's consumers, not yet proposed.
     outbox: Vec<Op>,
+    /// Atomic batches being staged (leader-local).
+    batches: atomic::Batches,
 }
 
 impl Stream {
@@ -207,7 +211,11 @@ impl Stream {
             replicated: false,
             committed: BTreeMap::new(),
             outbox: Vec::new(),
+            batches: atomic::Batches::default(),
         };
+        if s.config.allow_atomic {
+            s.drop_torn_batch();
+        }
         let from = s.load_derived();
         s.rebuild_dedup(from);
         s.rebuild_ttl(from);
@@ -592,6 +600,10 @@ impl Stream {
             Op::ExpireTtl { now } => self.apply_expire_ttl(now),
             Op::UpdateConfig(cfg) => {
                 self.config = *cfg;
+                if !self.config.allow_atomic {
+                    // Leader-local staging, not replicated state: nothing to agree on.
+                    self.batches = atomic::Batches::default();
+                }
                 self.enforce_all_limits().map_err(store_err)?;
                 Ok(Applied::Done)
             }
