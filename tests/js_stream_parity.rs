@@ -363,3 +363,114 @@ async fn unimplemented_stream_features_are_refused_by_name() {
     assert!(v.get("error").is_none(), "{v}");
     env.stop().await;
 }
+
+async fn pedantic_scenario(addr: SocketAddr) -> Vec<String> {
+    let nc = async_nats::connect(addr.to_string())
+        .await
+        .expect("connect");
+    let mut seen = Vec::new();
+    let answer = |m: async_nats::Message| {
+        let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+        match v.get("error") {
+            Some(e) => format!("error {e}"),
+            None => {
+                let c = &v["config"];
+                json!({"allow_msg_ttl": c["allow_msg_ttl"], "allow_rollup_hdrs": c["allow_rollup_hdrs"],
+                    "deny_purge": c["deny_purge"], "duplicate_window": c["duplicate_window"],
+                    "max_msgs": c["max_msgs"], "ack_wait": c["ack_wait"],
+                    "max_deliver": c["max_deliver"]})
+                .to_string()
+            }
+        }
+    };
+    let streams = [
+        json!({"max_msgs": -5}),
+        json!({"max_msgs": -5, "pedantic": true}),
+        json!({"max_bytes": -2, "pedantic": true}),
+        json!({"max_age": 50_000_000}),
+        json!({"max_age": 60_000_000_000u64, "pedantic": true}),
+        json!({"max_age": 60_000_000_000u64}),
+        json!({"subject_delete_marker_ttl": 500_000_000}),
+        json!({"subject_delete_marker_ttl": 2_000_000_000u64, "deny_purge": true}),
+        json!({"subject_delete_marker_ttl": 2_000_000_000u64, "pedantic": true}),
+        json!({"subject_delete_marker_ttl": 2_000_000_000u64, "allow_msg_ttl": true,
+            "pedantic": true}),
+    ];
+    for (i, extra) in streams.iter().enumerate() {
+        let name = format!("PD{i}");
+        let mut cfg = json!({"name": name, "subjects": [format!("pd{i}.>")]});
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let m = nc
+            .request(
+                format!("$JS.API.STREAM.CREATE.{name}"),
+                cfg.to_string().into(),
+            )
+            .await
+            .expect("create");
+        seen.push(format!("stream {extra}: {}", answer(m)));
+    }
+    nc.request(
+        "$JS.API.STREAM.CREATE.PC",
+        json!({"name": "PC", "subjects": ["pc.>"],
+            "consumer_limits": {"max_ack_pending": 50}})
+        .to_string()
+        .into(),
+    )
+    .await
+    .expect("create");
+    let consumers = [
+        json!({"max_deliver": -3}),
+        json!({"max_waiting": -1}),
+        json!({"max_ack_pending": -4}),
+        json!({"max_expires": -1}),
+        json!({"backoff": [1_000_000_000u64], "max_deliver": 3}),
+        json!({"backoff": [1_000_000_000u64], "ack_wait": 1_000_000_000u64, "max_deliver": 3}),
+        json!({}),
+        json!({"max_ack_pending": 20}),
+    ];
+    for (i, extra) in consumers.iter().enumerate() {
+        for pedantic in [false, true] {
+            let name = format!("C{i}{pedantic}");
+            let mut cfg = json!({"durable_name": name, "ack_policy": "explicit"});
+            for (k, v) in extra.as_object().unwrap() {
+                cfg[k] = v.clone();
+            }
+            let body = json!({"stream_name": "PC", "config": cfg, "pedantic": pedantic});
+            let m = nc
+                .request(
+                    format!("$JS.API.CONSUMER.CREATE.PC.{name}"),
+                    body.to_string().into(),
+                )
+                .await
+                .expect("create");
+            seen.push(format!(
+                "consumer {extra} pedantic={pedantic}: {}",
+                answer(m)
+            ));
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn pedantic_requests_and_defaults_match_nats_server() {
+    let env = common::js::JsEnv::new().await;
+    let theirs = common::reference::RefServer::jetstream();
+    let ours = pedantic_scenario(env.server.local_addr()).await;
+    let reference = pedantic_scenario(theirs.addr).await;
+    let differ: Vec<String> = ours
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "causeway vs nats-server 2.15.1:\n{}",
+        differ.join("\n")
+    );
+    assert!(ours[1].contains("10157"), "{}", ours[1]);
+    env.stop().await;
+}

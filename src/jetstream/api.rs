@@ -256,10 +256,8 @@ struct CreateConsumerReq {
     config: Option<ConsumerConfig>,
     #[serde(default)]
     action: String,
-    /// nats-server 2.11+: refuse instead of defaulting (not implemented: accepted, defaults
-    /// are applied as without it).
+    /// nats-server 2.11+: refuse instead of defaulting.
     #[serde(default)]
-    #[allow(dead_code)]
     pedantic: bool,
 }
 
@@ -644,7 +642,7 @@ fn create_consumer(
             return Err(ApiError::consumer_create_filter_mismatch());
         }
     }
-    let mut cfg = cfg.normalize_within(&s.config.consumer_limits)?;
+    let mut cfg = cfg.normalize_within(&s.config.consumer_limits, req.pedantic)?;
     cfg.check_for_stream(&s.config)?;
     if s.config.retention == Retention::WorkQueue {
         if cfg.ack_policy != super::config::AckPolicy::Explicit {

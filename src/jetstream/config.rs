@@ -23,6 +23,16 @@ fn is_zero_u64(n: &u64) -> bool {
 /// Default duplicate window: 2 minutes.
 pub const DEFAULT_DUPLICATE_WINDOW: i64 = 120_000_000_000;
 
+/// `"none"` (and an empty string) read as unset, so a configuration shown reads back equal.
+fn compression_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let c: Option<String> = Option::deserialize(d)?;
+    Ok(c.filter(|c| !c.is_empty() && c != "none"))
+}
+
+fn compression_or_none<S: serde::Serializer>(c: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(c.as_deref().unwrap_or("none"))
+}
+
 /// A field Go reads as its zero value when the JSON says `null` (clients send
 /// `"consumer_limits": null`, `"min_pending": null`).
 pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -133,9 +143,15 @@ pub struct StreamConfig {
     pub first_seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Shown as `"none"` when unset, as nats-server does.
+    #[serde(
+        default,
+        serialize_with = "compression_or_none",
+        deserialize_with = "compression_from"
+    )]
     pub compression: Option<String>,
-    #[serde(default, skip_serializing_if = "is_false")]
+    /// Always shown, as nats-server does.
+    #[serde(default)]
     pub allow_msg_ttl: bool,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub subject_delete_marker_ttl: i64,
@@ -278,6 +294,42 @@ impl StreamConfig {
         Ok(())
     }
 
+    /// Subject delete markers need per-message TTLs and roll-ups: turned on for them, as
+    /// nats-server does, unless the request is pedantic.
+    fn check_marker_ttl(&mut self, pedantic: bool) -> Result<(), ApiError> {
+        if self.subject_delete_marker_ttl < 0 {
+            return Err(ApiError::invalid_config(
+                "subject delete marker TTL must not be negative",
+            ));
+        }
+        if self.subject_delete_marker_ttl == 0 {
+            return Ok(());
+        }
+        if self.subject_delete_marker_ttl < 1_000_000_000 {
+            return Err(ApiError::invalid_config(
+                "subject delete marker TTL must be at least 1 second",
+            ));
+        }
+        if !self.allow_msg_ttl {
+            if pedantic {
+                return Err(ApiError::invalid_config(
+                    "subject delete marker cannot be set if message TTLs are disabled",
+                ));
+            }
+            self.allow_msg_ttl = true;
+        }
+        if !self.allow_rollup_hdrs {
+            if pedantic {
+                return Err(ApiError::invalid_config(
+                    "subject delete marker cannot be set if roll-ups are disabled",
+                ));
+            }
+            self.allow_rollup_hdrs = true;
+            self.deny_purge = false;
+        }
+        Ok(())
+    }
+
     /// What a counter stream (`allow_msg_counter`) cannot be combined with.
     fn check_counter(&self) -> Result<(), ApiError> {
         if !self.allow_msg_counter {
@@ -340,17 +392,24 @@ impl StreamConfig {
         if self.num_replicas > 1 {
             return Err(ApiError::replicas_not_supported());
         }
-        for limit in [
-            &mut self.max_msgs,
-            &mut self.max_bytes,
-            &mut self.max_msgs_per_subject,
-            &mut self.max_msg_size,
-            &mut self.max_consumers,
+        let pedantic = std::mem::take(&mut self.pedantic);
+        for (limit, name) in [
+            (&mut self.max_msgs, "max_msgs"),
+            (&mut self.max_msgs_per_subject, "max_msgs_per_subject"),
+            (&mut self.max_bytes, "max_bytes"),
+            (&mut self.max_msg_size, "max_msg_size"),
+            (&mut self.max_consumers, "max_consumers"),
         ] {
+            if pedantic && *limit < -1 {
+                return Err(ApiError::pedantic(&format!("{name} must be set to -1")));
+            }
             unlimited_if_not_positive(limit);
         }
         if self.max_age < 0 {
             return Err(ApiError::invalid_config("max age can not be negative"));
+        }
+        if self.max_age != 0 && self.max_age < 100_000_000 {
+            return Err(ApiError::invalid_config("max age needs to be >= 100ms"));
         }
         if self.duplicate_window < 0 {
             return Err(ApiError::invalid_config(
@@ -360,6 +419,11 @@ impl StreamConfig {
         if self.duplicate_window == 0 {
             self.duplicate_window = DEFAULT_DUPLICATE_WINDOW;
             if self.max_age > 0 && self.max_age < self.duplicate_window {
+                if pedantic {
+                    return Err(ApiError::pedantic(
+                        "duplicate window cannot be bigger than max age",
+                    ));
+                }
                 self.duplicate_window = self.max_age;
             }
         } else if self.max_age > 0 && self.duplicate_window > self.max_age {
@@ -373,11 +437,7 @@ impl StreamConfig {
                 "discard new per subject requires discard new policy to be set",
             ));
         }
-        if self.subject_delete_marker_ttl > 0 && !self.allow_msg_ttl {
-            return Err(ApiError::bad_request(
-                "subject marker delete cannot be set if message TTLs are disabled",
-            ));
-        }
+        self.check_marker_ttl(pedantic)?;
         match self.compression.as_deref() {
             None | Some("" | "none") => self.compression = None,
             // Not compressed by this store: refused rather than silently stored as is.

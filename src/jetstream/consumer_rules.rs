@@ -21,12 +21,20 @@ impl ConsumerConfig {
     /// Applies nats-server's defaults (negative limits read as none) and validates what the
     /// configuration alone decides.
     pub fn normalize(self) -> Result<Self, ApiError> {
-        self.normalize_within(&ConsumerLimits::default())
+        self.normalize_within(&ConsumerLimits::default(), false)
     }
 
     /// [`ConsumerConfig::normalize`] for a stream whose `consumer_limits` are `limits`: they
-    /// fill in what the configuration leaves at zero, and it may not exceed them.
-    pub(crate) fn normalize_within(mut self, limits: &ConsumerLimits) -> Result<Self, ApiError> {
+    /// fill in what the configuration leaves at zero, and it may not exceed them. A
+    /// `pedantic` request is refused (10157) where a default would change what it asked for.
+    pub(crate) fn normalize_within(
+        mut self,
+        limits: &ConsumerLimits,
+        pedantic: bool,
+    ) -> Result<Self, ApiError> {
+        if pedantic {
+            self.check_pedantic(limits)?;
+        }
         self.apply_defaults(limits);
         self.check()?;
         if limits.max_ack_pending > 0 && self.max_ack_pending > limits.max_ack_pending {
@@ -45,6 +53,48 @@ impl ConsumerConfig {
             return Err(err(400, 10153, &text));
         }
         Ok(self)
+    }
+
+    /// What nats-server's pedantic mode refuses rather than defaulting.
+    fn check_pedantic(&self, limits: &ConsumerLimits) -> Result<(), ApiError> {
+        let refuse = |what: &str| Err(ApiError::pedantic(what));
+        if self.max_deliver < -1 {
+            return refuse("max_deliver must be set to -1");
+        }
+        if self.max_waiting < 0 {
+            return refuse("max_waiting must not be negative");
+        }
+        if self.max_ack_pending < -1 {
+            return refuse("max_ack_pending must be set to -1");
+        }
+        for (value, name) in [
+            (self.max_batch, "max_batch"),
+            (self.max_expires, "max_expires"),
+            (self.max_bytes, "max_bytes"),
+            (self.idle_heartbeat, "idle_heartbeat"),
+            (self.inactive_threshold, "inactive_threshold"),
+            (self.priority_timeout, "priority_timeout"),
+        ] {
+            if value < 0 {
+                return refuse(&format!("{name} must not be negative"));
+            }
+        }
+        let acked = self.ack_policy != AckPolicy::None;
+        let ack_wait = if self.ack_wait == 0 && acked {
+            DEFAULT_ACK_WAIT
+        } else {
+            self.ack_wait
+        };
+        if self.backoff.first().is_some_and(|&first| first != ack_wait) {
+            return refuse("first backoff value has to equal batch AckWait");
+        }
+        if self.max_ack_pending == 0 && limits.max_ack_pending > 0 {
+            return refuse("max_ack_pending must be set if it's configured in stream limits");
+        }
+        if self.inactive_threshold == 0 && limits.inactive_threshold > 0 {
+            return refuse("inactive_threshold must be set if it's configured in stream limits");
+        }
+        Ok(())
     }
 
     fn apply_defaults(&mut self, limits: &ConsumerLimits) {

@@ -182,6 +182,15 @@ impl ApiError {
         }
     }
 
+    /// 10157: what a pedantic request refuses instead of defaulting.
+    pub fn pedantic(what: &str) -> Self {
+        Self {
+            code: 400,
+            err_code: 10157,
+            description: format!("pedantic mode: {what}"),
+        }
+    }
+
     /// 10204: a consumer reset nats-server's rules refuse (`why`: "below start seq", ...).
     pub fn invalid_reset(why: &str) -> Self {
         Self {
