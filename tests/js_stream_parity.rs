@@ -343,7 +343,6 @@ async fn unimplemented_stream_features_are_refused_by_name() {
             json!({"subject_transform": {"src": "x.>", "dest": "y.>"}}),
             "subject_transform",
         ),
-        (json!({"persist_mode": "async"}), "persist_mode"),
         (json!({"compression": "s2"}), "compression s2"),
     ];
     for (i, (extra, name)) in cases.iter().enumerate() {
@@ -472,5 +471,71 @@ async fn pedantic_requests_and_defaults_match_nats_server() {
         differ.join("\n")
     );
     assert!(ours[1].contains("10157"), "{}", ours[1]);
+    env.stop().await;
+}
+
+async fn persist_mode_scenario(addr: SocketAddr) -> Vec<String> {
+    let nc = async_nats::connect(addr.to_string())
+        .await
+        .expect("connect");
+    let mut seen = Vec::new();
+    let ask = |subject: String, body: Value| {
+        let nc = nc.clone();
+        async move {
+            let m = nc
+                .request(subject, body.to_string().into())
+                .await
+                .expect("api");
+            let v: Value = serde_json::from_slice(&m.payload).unwrap_or(Value::Null);
+            match v.get("error") {
+                Some(e) => format!("error {e}"),
+                None => format!("ok persist_mode={}", v["config"]["persist_mode"]),
+            }
+        }
+    };
+    for (name, extra) in [
+        ("AP", json!({"persist_mode": "async"})),
+        ("AM", json!({"persist_mode": "async", "storage": "memory"})),
+        ("AA", json!({"persist_mode": "async", "allow_atomic": true})),
+        ("AD", json!({"persist_mode": "default"})),
+        ("AX", json!({"persist_mode": "sometimes"})),
+    ] {
+        let mut cfg = json!({"name": name, "subjects": [format!("{}.>", name.to_lowercase())]});
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        seen.push(format!(
+            "{name}: {}",
+            ask(format!("$JS.API.STREAM.CREATE.{name}"), cfg).await
+        ));
+    }
+    let back = json!({"name": "AP", "subjects": ["ap.>"]});
+    seen.push(format!(
+        "update: {}",
+        ask("$JS.API.STREAM.UPDATE.AP".into(), back).await
+    ));
+    let ack = nc.request("ap.1", "x".into()).await.expect("publish");
+    seen.push(String::from_utf8_lossy(&ack.payload).to_string());
+    seen
+}
+
+#[tokio::test]
+async fn async_persist_mode_matches_nats_server() {
+    let env = common::js::JsEnv::new().await;
+    let theirs = common::reference::RefServer::jetstream();
+    let ours = persist_mode_scenario(env.server.local_addr()).await;
+    let reference = persist_mode_scenario(theirs.addr).await;
+    let differ: Vec<String> = ours
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "causeway vs nats-server 2.15.1:\n{}",
+        differ.join("\n")
+    );
+    assert_eq!(ours[0], r#"AP: ok persist_mode="async""#);
     env.stop().await;
 }

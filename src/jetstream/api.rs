@@ -464,6 +464,11 @@ pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(),
             "stream configuration update can not change retention policy",
         ));
     }
+    if new.persist_mode != old.persist_mode {
+        return Err(ApiError::invalid_config(
+            "stream configuration update can not change persist mode",
+        ));
+    }
     if new.allow_msg_counter != old.allow_msg_counter {
         return Err(ApiError::invalid_config(
             "stream configuration update can not change message counter setting",

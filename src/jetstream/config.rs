@@ -33,6 +33,16 @@ fn compression_or_none<S: serde::Serializer>(c: &Option<String>, s: S) -> Result
     s.serialize_str(c.as_deref().unwrap_or("none"))
 }
 
+/// The fsync policy of a `persist_mode: async` stream: the server's interval if it has one,
+/// else nats-server's default sync interval (2 minutes); acks never wait for it.
+pub(crate) fn async_persist(server: crate::config::SyncPolicy) -> crate::config::SyncPolicy {
+    use crate::config::SyncPolicy;
+    match server {
+        SyncPolicy::Always => SyncPolicy::Interval(std::time::Duration::from_secs(120)),
+        other => other,
+    }
+}
+
 /// A field Go reads as its zero value when the JSON says `null` (clients send
 /// `"consumer_limits": null`, `"min_pending": null`).
 pub(crate) fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -288,7 +298,12 @@ impl StreamConfig {
         }
         match self.persist_mode.as_deref() {
             None | Some("" | "default") => self.persist_mode = None,
-            Some(_) => return Err(ApiError::not_implemented("stream persist_mode async")),
+            Some("async") => {}
+            Some(other) => {
+                // As Go's decoder words it: the JSON text, quoted.
+                let text = format!("can not unmarshal {:?}", format!("\"{other}\""));
+                return Err(ApiError::invalid_json(&text));
+            }
         }
         self.subject_transform = None;
         Ok(())
@@ -328,6 +343,24 @@ impl StreamConfig {
             self.deny_purge = false;
         }
         Ok(())
+    }
+
+    /// `persist_mode: async` (acks before the data is fsynced) needs a single-server file
+    /// stream without atomic batches.
+    fn check_persist_mode(&self) -> Result<(), ApiError> {
+        if self.persist_mode.as_deref() != Some("async") {
+            return Ok(());
+        }
+        let clash = if self.storage != Storage::File {
+            Some("async persist mode is only supported on file storage")
+        } else if self.num_replicas > 1 {
+            Some("async persist mode is not supported on replicated streams")
+        } else if self.allow_atomic {
+            Some("async persist mode is not supported with atomic batch publish")
+        } else {
+            None
+        };
+        clash.map_or(Ok(()), |text| Err(ApiError::invalid_config(text)))
     }
 
     /// What a counter stream (`allow_msg_counter`) cannot be combined with.
@@ -430,6 +463,7 @@ impl StreamConfig {
             return Err(ApiError::dup_window_too_long());
         }
         self.check_counter()?;
+        self.check_persist_mode()?;
         if self.discard_new_per_subject
             && (self.discard != Discard::New || self.max_msgs_per_subject <= 0)
         {

@@ -357,6 +357,8 @@ impl JetStream {
             // A replicated stream's store is not the log: its group's log is fsynced.
             sync: if role.is_some() {
                 crate::config::SyncPolicy::Never
+            } else if config.persist_mode.as_deref() == Some("async") {
+                config::async_persist(self.cfg.sync)
             } else {
                 self.cfg.sync
             },

@@ -406,6 +406,11 @@ pub(crate) fn check_config(cfg: &super::config::StreamConfig) -> Result<(), ApiE
     } else {
         None
     };
+    if cfg.persist_mode.as_deref() == Some("async") {
+        return Err(ApiError::invalid_config(
+            "async persist mode is not supported on replicated streams",
+        ));
+    }
     match what {
         Some(w) => Err(ApiError::not_implemented(&format!(
             "{w} on a replicated stream"
