@@ -997,3 +997,51 @@ async fn consumer_updates_and_limits_match_nats_server() {
     assert!(seen[2].contains("10121"), "{}", seen[2]);
     assert!(seen[3].contains("10153"), "{}", seen[3]);
 }
+
+async fn heartbeat_scenario(addr: SocketAddr) -> Vec<String> {
+    let (nc, js) = context(addr).await;
+    stream_q(&js, 2).await;
+    create_raw(&nc, "H", json!({"durable_name": "H", "ack_policy": "none"})).await;
+    let wait = Duration::from_millis(600);
+    let mut seen = vec![
+        pull_all(&nc, "H", json!({"batch": 2, "expires": 300_000_000}), wait)
+            .await
+            .join(" | "),
+    ];
+    // An idle request: its heartbeats say where the consumer is.
+    let inbox = nc.new_inbox();
+    let mut sub = nc.subscribe(inbox.clone()).await.expect("subscribe");
+    let body = json!({"batch": 1, "expires": 1_000_000_000, "idle_heartbeat": 200_000_000});
+    nc.publish_with_reply(
+        "$JS.API.CONSUMER.MSG.NEXT.Q.H",
+        inbox,
+        body.to_string().into(),
+    )
+    .await
+    .expect("pull");
+    if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+        let h = |k: &str| {
+            m.headers
+                .as_ref()
+                .and_then(|h| h.get(k))
+                .map_or(String::new(), |v| v.to_string())
+        };
+        seen.push(format!(
+            "{:?} {:?} last consumer {} last stream {}",
+            m.status.map(|s| s.as_u16()),
+            m.description,
+            h("Nats-Last-Consumer"),
+            h("Nats-Last-Stream")
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn pull_heartbeats_match_nats_server() {
+    let seen = on_both("pull heartbeats", heartbeat_scenario).await;
+    assert_eq!(
+        seen[1],
+        r#"Some(100) Some("Idle Heartbeat") last consumer 2 last stream 2"#
+    );
+}

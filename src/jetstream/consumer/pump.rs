@@ -316,6 +316,8 @@ impl Consumer {
         };
         r.delivered += 1;
         r.batch = r.batch.saturating_sub(1);
+        // Heartbeats are for idle requests: a delivery starts the wait again.
+        r.last_hb = Instant::now();
         if r.max_bytes > 0 {
             r.max_bytes = r.max_bytes.saturating_sub(size);
             if r.max_bytes == 0 {
@@ -367,7 +369,7 @@ impl Consumer {
             if let Some(hb) = r.heartbeat {
                 if now.duration_since(r.last_hb) >= hb {
                     r.last_hb = now;
-                    out.push(status(&r.reply, 100, "Idle Heartbeat", &[]));
+                    out.push(status(&r.reply, 100, "Idle Heartbeat", &pairs));
                 }
             }
         }
