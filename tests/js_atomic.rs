@@ -139,27 +139,12 @@ async fn scenario(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test]
 async fn atomic_batches_match_nats_server() {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = scenario(env.server.local_addr()).await;
-    let reference = scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "causeway vs nats-server 2.15.1:\n{}",
-        differ.join("\n")
-    );
+    let ours = common::js::same_observations("atomic batches", scenario).await;
     assert!(
         ours[3].ends_with(r#"{"batch":"b1","count":3,"seq":3,"stream":"A"}"#),
         "{}",
         ours[3]
     );
-    env.stop().await;
 }
 
 /// A batch committed is durable as a whole: after a restart every message is there.

@@ -12,36 +12,14 @@ use async_nats::jetstream::{self, consumer::pull, consumer::PullConsumer, stream
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-/// Runs `scenario` on causeway (an embedded JetStream server) and on nats-server 2.15.1 and
-/// asserts both observed the same; returns causeway's observations.
+/// Runs `scenario` on causeway and on nats-server 2.15.1; see
+/// [`common::js::same_observations`].
 async fn on_both<F, Fut>(what: &str, scenario: F) -> Vec<String>
 where
     F: Fn(SocketAddr) -> Fut,
     Fut: std::future::Future<Output = Vec<String>>,
 {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = scenario(env.server.local_addr()).await;
-    let reference = scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .enumerate()
-        .filter(|(_, (a, b))| a != b)
-        .map(|(i, (a, b))| format!("observation {i}:\n  causeway:    {a}\n  nats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "{what}: causeway vs nats-server 2.15.1\n{}",
-        differ.join("\n")
-    );
-    assert_eq!(
-        ours.len(),
-        reference.len(),
-        "{what}: {ours:?} vs {reference:?}"
-    );
-    env.stop().await;
-    ours
+    common::js::same_observations(what, scenario).await
 }
 
 async fn context(addr: SocketAddr) -> (async_nats::Client, jetstream::Context) {

@@ -115,21 +115,7 @@ async fn scenario(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test]
 async fn counters_match_nats_server() {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = scenario(env.server.local_addr()).await;
-    let reference = scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "causeway vs nats-server 2.15.1:\n{}",
-        differ.join("\n")
-    );
+    let ours = common::js::same_observations("counters", scenario).await;
     assert!(
         ours[6].ends_with(r#""seq":1,"stream":"C","val":"5"}"#),
         "{}",
@@ -139,5 +125,4 @@ async fn counters_match_nats_server() {
         ours.last().map(String::as_str),
         Some(r#"stored {"val":"14"}"#)
     );
-    env.stop().await;
 }

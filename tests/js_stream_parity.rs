@@ -93,21 +93,7 @@ async fn scenario(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test]
 async fn stream_answers_match_nats_server() {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = scenario(env.server.local_addr()).await;
-    let reference = scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "causeway vs nats-server 2.15.1:\n{}",
-        differ.join("\n")
-    );
+    let ours = common::js::same_observations("stream answers", scenario).await;
     assert!(
         ours[0].contains("no mirror but does have mirror direct"),
         "{}",
@@ -121,7 +107,6 @@ async fn stream_answers_match_nats_server() {
         ours[6]
     );
     assert!(ours[10].contains(r#""deleted":[2,4]"#), "{}", ours[10]);
-    env.stop().await;
 }
 
 /// Everything a direct get on `subject` got back: statuses, and messages with their headers
@@ -235,23 +220,8 @@ async fn direct_scenario(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test]
 async fn direct_gets_match_nats_server() {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = direct_scenario(env.server.local_addr()).await;
-    let reference = direct_scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "causeway vs nats-server 2.15.1:\n{}",
-        differ.join("\n")
-    );
+    let ours = common::js::same_observations("direct gets", direct_scenario).await;
     assert!(ours[0].ends_with("408 Empty Request []"), "{}", ours[0]);
-    env.stop().await;
 }
 
 async fn level_scenario(addr: SocketAddr) -> Vec<String> {
@@ -308,27 +278,12 @@ async fn level_scenario(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test]
 async fn required_api_levels_match_nats_server() {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = level_scenario(env.server.local_addr()).await;
-    let reference = level_scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "causeway vs nats-server 2.15.1:\n{}",
-        differ.join("\n")
-    );
+    let ours = common::js::same_observations("api levels", level_scenario).await;
     assert!(ours[10].contains("10185"), "{}", ours[10]);
     assert_eq!(
         ours[8],
         "1 $JS.API.CONSUMER.MSG.NEXT.L.C: status 404 Some(\"No Messages\")"
     );
-    env.stop().await;
 }
 
 /// What causeway does not implement of nats-server 2.12+'s streams is refused with an error
@@ -455,23 +410,8 @@ async fn pedantic_scenario(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test]
 async fn pedantic_requests_and_defaults_match_nats_server() {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = pedantic_scenario(env.server.local_addr()).await;
-    let reference = pedantic_scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "causeway vs nats-server 2.15.1:\n{}",
-        differ.join("\n")
-    );
+    let ours = common::js::same_observations("pedantic", pedantic_scenario).await;
     assert!(ours[1].contains("10157"), "{}", ours[1]);
-    env.stop().await;
 }
 
 async fn persist_mode_scenario(addr: SocketAddr) -> Vec<String> {
@@ -521,21 +461,6 @@ async fn persist_mode_scenario(addr: SocketAddr) -> Vec<String> {
 
 #[tokio::test]
 async fn async_persist_mode_matches_nats_server() {
-    let env = common::js::JsEnv::new().await;
-    let theirs = common::reference::RefServer::jetstream();
-    let ours = persist_mode_scenario(env.server.local_addr()).await;
-    let reference = persist_mode_scenario(theirs.addr).await;
-    let differ: Vec<String> = ours
-        .iter()
-        .zip(&reference)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("causeway:    {a}\nnats-server: {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "causeway vs nats-server 2.15.1:\n{}",
-        differ.join("\n")
-    );
+    let ours = common::js::same_observations("persist mode", persist_mode_scenario).await;
     assert_eq!(ours[0], r#"AP: ok persist_mode="async""#);
-    env.stop().await;
 }

@@ -427,9 +427,5 @@ impl ConsumerConfig {
 }
 
 fn err(code: u16, err_code: u32, text: &str) -> ApiError {
-    ApiError {
-        code,
-        err_code,
-        description: text.to_string(),
-    }
+    ApiError::new(code, err_code, text)
 }

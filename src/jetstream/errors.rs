@@ -85,6 +85,15 @@ api_errors! {
 }
 
 impl ApiError {
+    /// An error with nats-server's status, code and text.
+    pub fn new(code: u16, err_code: u32, text: &str) -> Self {
+        Self {
+            code,
+            err_code,
+            description: text.to_string(),
+        }
+    }
+
     /// 10003 with a specific text.
     pub fn bad_request(text: &str) -> Self {
         Self {

@@ -355,3 +355,35 @@ pub fn stream_seq(m: &jetstream::Message) -> u64 {
 pub fn delivered(m: &jetstream::Message) -> i64 {
     m.info().expect("message info").delivered
 }
+
+/// Runs `scenario` on causeway (an embedded JetStream server) and on nats-server 2.15.1, and
+/// asserts both observed the same, listing every observation that differs; returns causeway's.
+pub async fn same_observations<F, Fut>(what: &str, scenario: F) -> Vec<String>
+where
+    F: Fn(std::net::SocketAddr) -> Fut,
+    Fut: Future<Output = Vec<String>>,
+{
+    let env = JsEnv::new().await;
+    let theirs = super::reference::RefServer::jetstream();
+    let ours = scenario(env.server.local_addr()).await;
+    let reference = scenario(theirs.addr).await;
+    let differ: Vec<String> = ours
+        .iter()
+        .zip(&reference)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, (a, b))| format!("observation {i}:\n  causeway:    {a}\n  nats-server: {b}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: causeway vs nats-server 2.15.1\n{}",
+        differ.join("\n")
+    );
+    assert_eq!(
+        ours.len(),
+        reference.len(),
+        "{what}: {ours:?} vs {reference:?}"
+    );
+    env.stop().await;
+    ours
+}

@@ -282,11 +282,7 @@ pub(crate) fn batch_id(hdrs: Option<&[u8]>) -> Option<&str> {
 }
 
 fn err(err_code: u32, text: &str) -> ApiError {
-    ApiError {
-        code: 400,
-        err_code,
-        description: text.to_string(),
-    }
+    ApiError::new(400, err_code, text)
 }
 
 fn incomplete() -> ApiError {

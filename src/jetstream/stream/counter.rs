@@ -89,11 +89,7 @@ fn value_of(payload: &[u8]) -> Option<BigInt> {
 }
 
 fn err(err_code: u32, text: &str) -> ApiError {
-    ApiError {
-        code: 400,
-        err_code,
-        description: text.to_string(),
-    }
+    ApiError::new(400, err_code, text)
 }
 
 fn invalid() -> ApiError {
