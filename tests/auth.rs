@@ -475,6 +475,27 @@ accounts {
     }
     let a = user_info(ours.local_addr(), Some("a")).await;
     assert_eq!(a["data"]["account"], "A", "{a}");
+    // The answer goes to the asker's own subscription only: a reply subject someone else
+    // listens on (or a stream captures) gets nothing.
+    let spy = async_nats::connect(plain.local_addr().to_string())
+        .await
+        .unwrap();
+    let mut spied = spy.subscribe("spy").await.unwrap();
+    spy.flush().await.unwrap();
+    let asker = async_nats::connect(plain.local_addr().to_string())
+        .await
+        .unwrap();
+    asker
+        .publish_with_reply("$SYS.REQ.USER.INFO", "spy", "".into())
+        .await
+        .unwrap();
+    asker.flush().await.unwrap();
+    let got = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        futures::StreamExt::next(&mut spied),
+    )
+    .await;
+    assert!(got.is_err(), "{got:?}");
     assert_eq!(
         a["data"]["permissions"]["publish"]["deny"][0], "app.secret",
         "{a}"

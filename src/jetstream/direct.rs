@@ -314,14 +314,19 @@ fn multi_last(
             n => n,
         },
     };
-    let mut seqs: Vec<u64> = req
-        .multi_last
-        .iter()
-        .flat_map(|f| store.subjects_matching(f))
-        .filter_map(|(subj, st)| last_up_to(store, &subj, &st, up_to))
-        .collect();
-    seqs.sort_unstable();
-    seqs.dedup();
+    // Stops as soon as there are too many (each subject may be a walk of its messages).
+    let mut found = std::collections::BTreeSet::new();
+    'filters: for f in &req.multi_last {
+        for (subj, st) in store.subjects_matching(f) {
+            if let Some(seq) = last_up_to(store, &subj, &st, up_to) {
+                found.insert(seq);
+                if found.len() > MAX_MULTI {
+                    break 'filters;
+                }
+            }
+        }
+    }
+    let mut seqs: Vec<u64> = found.into_iter().collect();
     if seqs.len() > MAX_MULTI {
         out.push(status(reply, 413, "Too Many Results", &[]));
         return;
@@ -386,6 +391,12 @@ fn send_all(
     out: &mut Vec<Outgoing>,
     pending_after: impl Fn(u64) -> u64,
 ) -> u64 {
+    // Without a limit, nats-server's default pending limit for a client (64 MiB).
+    let max_bytes = if req.max_bytes > 0 {
+        req.max_bytes
+    } else {
+        64 << 20
+    };
     let mut bytes = 0u64;
     let mut last = 0u64;
     for &seq in seqs {
@@ -405,7 +416,7 @@ fn send_all(
         last = seq;
         bytes +=
             (m.subject.len() + m.payload.len() + m.headers.as_ref().map_or(0, |h| h.len())) as u64;
-        if req.max_bytes > 0 && bytes >= req.max_bytes {
+        if bytes >= max_bytes {
             break;
         }
     }

@@ -832,7 +832,7 @@ fn publish(
         }
     };
     if let Some(id) = super::stream::batch_id(m.headers.as_deref()).map(str::to_string) {
-        return publish_batch(stream, &id, &m, replies, domain);
+        return publish_batch(stream, &id, &m, (replies, out), domain);
     }
     let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
     let result = match decision {
@@ -867,7 +867,7 @@ fn publish_batch(
     stream: &mut Stream,
     id: &str,
     m: &Message,
-    replies: &mut Replies,
+    (replies, out): (&mut Replies, &mut Vec<Outgoing>),
     domain: Option<&str>,
 ) -> bool {
     let no_ack = stream.config.no_ack;
@@ -889,16 +889,42 @@ fn publish_batch(
             return false;
         }
     };
-    let mut last = 0;
+    let mut stored = Vec::with_capacity(ops.len());
     for op in ops {
+        // What republish sees of each message (its ops carry what is stored).
+        let copy = match &op {
+            Op::Append {
+                subject,
+                headers,
+                payload,
+                ..
+            } => Some(Message {
+                subject: subject.clone(),
+                reply: None,
+                headers: headers.clone().map(Into::into),
+                payload: payload.clone().into(),
+            }),
+            _ => None,
+        };
         match stream.apply(op) {
-            Ok(Applied::Stored(seq)) => last = seq,
+            Ok(Applied::Stored(seq)) => stored.push((seq, copy)),
             Ok(_) => {}
             Err(e) => {
+                // Checked as a whole beforehand, so only a store failure gets here: what was
+                // stored of the batch is deleted again (before any consumer saw it).
                 tracing::error!(stream = %stream.name(), "atomic batch {id}: {}", e.description);
+                for (seq, _) in stored {
+                    let _ = stream.apply(Op::Delete { seq });
+                }
                 answer(replies, stream.pub_error(&e));
                 return true;
             }
+        }
+    }
+    let last = stored.last().map_or(0, |(seq, _)| *seq);
+    for (seq, copy) in &stored {
+        if let Some(r) = copy.as_ref().and_then(|m| stream.republish(*seq, m)) {
+            out.push(r);
         }
     }
     let mut ack = json!({ "stream": stream.name(), "seq": last, "batch": id, "count": count });

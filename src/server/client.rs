@@ -668,15 +668,18 @@ impl Conn {
         let Some(body) = self.shared.conns.user_info(&who) else {
             return;
         };
-        let msg = Publish {
-            subject: reply,
-            reply: None,
-            headers: None,
-            payload: &body,
-        };
-        let origin = Origin { cid: 0, echo: true };
+        // Only to the asker's own subscription: a reply subject is the client's choice, and the
+        // answer must not reach (or publish into) anything else.
         let matches = self.cache.get(&self.router, reply);
-        deliver(&self.router, &matches, &msg, origin, &mut self.dirty);
+        let mine = matches
+            .psubs
+            .iter()
+            .chain(matches.qsubs.iter().flatten())
+            .find(|s| s.client_id == self.out.cid);
+        if let Some(sub) = mine {
+            self.out
+                .send(|b| encode::write_msg(b, reply, &sub.sid, None, None, &body));
+        }
     }
 
     fn no_responders(&mut self, subj: &[u8], reply: &[u8]) {

@@ -189,6 +189,11 @@ impl Consumer {
         }
     }
 
+    /// Forgets the pin without telling anyone (its holder never learnt it).
+    pub(super) fn drop_pin(&mut self) {
+        self.pin = None;
+    }
+
     /// When the pin expires, if there is one.
     pub(super) fn pin_deadline(&self) -> Option<Instant> {
         self.pin.as_ref().map(|p| p.expires)

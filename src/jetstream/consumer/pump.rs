@@ -236,6 +236,7 @@ impl Consumer {
                 } else {
                     0
                 };
+                let pinned = self.pin_id().is_some();
                 let Some(i) = self.pick_pull(stream, behind, pending_len, out) else {
                     put_back(self, d);
                     break;
@@ -244,6 +245,11 @@ impl Consumer {
                 if r.max_bytes > 0 && wire_size > r.max_bytes {
                     if let Some(r) = self.waiting.remove(i) {
                         out.push(pending_status(&r, 409, "Message Size Exceeds MaxBytes"));
+                    }
+                    if !pinned {
+                        // Pinned just now to a request that never got a message: nobody
+                        // holds that pin.
+                        self.drop_pin();
                     }
                     put_back(self, d);
                     continue;

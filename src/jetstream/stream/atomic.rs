@@ -151,6 +151,7 @@ impl Stream {
         let mut written = HashSet::new();
         let mut ops = Vec::with_capacity(msgs.len());
         let (mut msgs_added, mut bytes_added) = (0u64, 0u64);
+        let mut rolled_up = false;
         for (i, m) in msgs.into_iter().enumerate() {
             let h = m.headers.as_deref().unwrap_or_default();
             let get = |k: &str| headers::get(h, k);
@@ -182,9 +183,15 @@ impl Stream {
             }
             if get(headers::EXPECTED_LAST_SUBJ_SEQ).is_some() {
                 let on = get(headers::EXPECTED_LAST_SUBJ_SEQ_SUBJ).unwrap_or(&m.subject);
-                if written.contains(on) {
+                // What an earlier message of the batch wrote or rolled up would make the
+                // expectation fail only once applied: refused now, as a whole.
+                if written.contains(on) || rolled_up {
                     return Err(wrong_last_sequence());
                 }
+            }
+            if self.config.allow_msg_counter && !written.contains(&m.subject) {
+                // A broken counter would fail in apply, after earlier messages were stored.
+                self.counted(&m.subject, m.headers.as_deref())?;
             }
             if self.config.discard == Discard::New {
                 let cfg = &self.config;
@@ -226,44 +233,57 @@ impl Stream {
             };
             msgs_added += 1;
             bytes_added += (m.subject.len() + h.len() + m.payload.len()) as u64;
+            rolled_up |= get(headers::ROLLUP) == Some("all");
             written.insert(m.subject);
             ops.push(op);
         }
         Ok(ops)
     }
 
-    /// Removes what a crash left of a batch whose records were only partly written: trailing
-    /// messages of one batch id without its commit (they were never acknowledged).
+    /// Removes what a crash left of a batch whose records were only partly written: the
+    /// trailing messages of one batch id, numbered 1, 2, ... n without a break, none carrying
+    /// the commit (they were never acknowledged: a batch is acknowledged after all of it,
+    /// the commit included, is fsynced). Anything else is left alone.
     pub(super) fn drop_torn_batch(&mut self) {
-        let Ok(Some(last)) = self.store.get(self.store.last_seq()) else {
-            return;
-        };
-        let h = last.headers.as_deref().unwrap_or_default();
-        let Some(id) = headers::get(h, BATCH_ID).map(str::to_string) else {
-            return;
-        };
-        if headers::get(h, BATCH_COMMIT).is_some() {
-            return;
-        }
-        let mut seq = last.seq;
+        let mut torn = Vec::new();
+        let mut id: Option<String> = None;
+        let mut seq = self.store.last_seq();
         while seq > 0 {
             let Ok(Some(m)) = self.store.get(seq) else {
-                break;
+                return;
             };
             let h = m.headers.as_deref().unwrap_or_default();
-            if headers::get(h, BATCH_ID) != Some(id.as_str()) {
+            let this = batch_id(Some(h)).map(str::to_string);
+            let number = headers::get(h, BATCH_SEQ).and_then(|n| n.parse::<u64>().ok());
+            let (Some(this), Some(number)) = (this, number) else {
+                return;
+            };
+            if headers::get(h, BATCH_COMMIT).is_some() || id.as_ref().is_some_and(|i| *i != this) {
+                return;
+            }
+            // Counting down to 1 without a gap.
+            if torn
+                .last()
+                .is_some_and(|&(_, n): &(u64, u64)| n != number + 1)
+            {
+                return;
+            }
+            id = Some(this);
+            torn.push((seq, number));
+            if number == 1 {
                 break;
             }
-            let first = headers::get(h, BATCH_SEQ) == Some("1");
+            seq -= 1;
+        }
+        if torn.last().map(|&(_, n)| n) != Some(1) {
+            return;
+        }
+        for (seq, _) in torn {
             if let Err(e) = self.store.remove(seq) {
                 tracing::error!(stream = %self.config.name, seq, "torn batch not removed: {e}");
                 return;
             }
             tracing::warn!(stream = %self.config.name, seq, "removed a message of a batch a crash left uncommitted");
-            if first {
-                break;
-            }
-            seq -= 1;
         }
     }
 }
@@ -345,6 +365,26 @@ mod tests {
         assert!(s.store.get(3).unwrap().is_some());
         assert!(s.store.get(4).unwrap().is_none());
         assert!(s.store.get(5).unwrap().is_none());
+    }
+
+    /// Only a tail numbered 1..n without a break is a torn batch: an empty id, a tail that
+    /// does not start at 1, or one with a gap is left alone.
+    #[test]
+    fn anything_but_a_torn_batch_is_kept() {
+        let cases: [&[(&str, u64)]; 3] = [
+            &[("", 1), ("", 2)],
+            &[("b", 2), ("b", 3)],
+            &[("b", 1), ("b", 3)],
+        ];
+        for tail in cases {
+            let mut store = MemStore::new();
+            for (i, (id, n)) in tail.iter().enumerate() {
+                let h = hdrs(id, *n, false);
+                store.append("a.x", Some(&h), b"x", i as i64).unwrap();
+            }
+            let s = Stream::new(config(), 1, Box::new(store), None);
+            assert_eq!(s.store.state().msgs, tail.len() as u64, "{tail:?}");
+        }
     }
 
     #[test]
