@@ -884,6 +884,10 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
             NAMES[lagging]
         );
         let _ = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SN", "").await;
+        // Each new term starts with an entry of its own: a replica that has not received it
+        // yet cannot win the next election. Give the replication a moment before asking again
+        // (on a loaded machine, asking at once let the other two trade the lead 47 times).
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!("{} led after {} stepdowns", NAMES[lagging], leaders.len());
     let check = |js: jetstream::Context, last: u64| async move {
