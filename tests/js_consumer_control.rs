@@ -105,20 +105,7 @@ async fn consumer(js: &jetstream::Context, stream: &str, cfg: Value) -> PullCons
 async fn reset_scenario(addr: SocketAddr) -> Vec<String> {
     let (nc, js) = context(addr).await;
     let mut seen = Vec::new();
-    js.create_stream(stream::Config {
-        name: "S".into(),
-        subjects: vec!["s.>".into()],
-        ..Default::default()
-    })
-    .await
-    .expect("stream");
-    for i in 1..=10 {
-        js.publish(format!("s.{i}"), "x".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-    }
+    filled(&js, stream::Config::default(), "S", 10).await;
     let all = consumer(
         &js,
         "S",
@@ -178,21 +165,11 @@ async fn consumer_reset_matches_nats_server() {
 
 async fn reset_workqueue_scenario(addr: SocketAddr) -> Vec<String> {
     let (nc, js) = context(addr).await;
-    js.create_stream(stream::Config {
-        name: "W".into(),
-        subjects: vec!["w.>".into()],
+    let work_queue = stream::Config {
         retention: stream::RetentionPolicy::WorkQueue,
         ..Default::default()
-    })
-    .await
-    .expect("stream");
-    for i in 1..=6 {
-        js.publish(format!("w.{i}"), "x".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-    }
+    };
+    filled(&js, work_queue, "W", 6).await;
     let c = consumer(
         &js,
         "W",
@@ -258,15 +235,22 @@ async fn a_reset_survives_a_restart() {
 
 /// The stream `Q` with `n` messages on `q.<i>`.
 async fn stream_q(js: &jetstream::Context, n: usize) {
+    filled(js, stream::Config::default(), "Q", n).await;
+}
+
+/// Creates stream `name` (subjects `<name lowercased>.>`, the rest from `cfg`) and publishes
+/// `n` messages, `<prefix>.1` to `<prefix>.<n>`, each acknowledged.
+async fn filled(js: &jetstream::Context, cfg: stream::Config, name: &str, n: usize) {
+    let prefix = name.to_lowercase();
     js.create_stream(stream::Config {
-        name: "Q".into(),
-        subjects: vec!["q.>".into()],
-        ..Default::default()
+        name: name.into(),
+        subjects: vec![format!("{prefix}.>")],
+        ..cfg
     })
     .await
     .expect("stream");
     for i in 1..=n {
-        js.publish(format!("q.{i}"), "x".into())
+        js.publish(format!("{prefix}.{i}"), "x".into())
             .await
             .expect("publish")
             .await

@@ -652,8 +652,6 @@ impl Conn {
         remote.forward(account, Some(cache), local, msg, &mut self.dirty)
     }
 
-    /// Sends the 503 status (naming the request's subject in `Nats-Subject`, as nats-server)
-    /// to this client's own subscription that matches the reply subject.
     /// Answers `$SYS.REQ.USER.INFO` (nothing subscribes to it; the server answers who asked).
     fn user_info(&mut self, reply: &[u8]) {
         let identity = self.meta.identity();
@@ -670,19 +668,22 @@ impl Conn {
         };
         // Only to the asker's own subscription: a reply subject is the client's choice, and the
         // answer must not reach (or publish into) anything else.
-        let matches = self.cache.get(&self.router, reply);
-        let mine = matches
-            .psubs
-            .iter()
-            .chain(matches.qsubs.iter().flatten())
-            .find(|s| s.client_id == self.out.cid);
-        if let Some(sub) = mine {
-            self.out
-                .send(|b| encode::write_msg(b, reply, &sub.sid, None, None, &body));
-        }
+        self.answer_own(reply, None, &body);
     }
 
+    /// Sends the 503 status (naming the request's subject in `Nats-Subject`, as nats-server)
+    /// to this client's own subscription that matches the reply subject.
     fn no_responders(&mut self, subj: &[u8], reply: &[u8]) {
+        let mut hdr = Vec::with_capacity(40 + subj.len());
+        hdr.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+        hdr.extend_from_slice(subj);
+        hdr.extend_from_slice(b"\r\n\r\n");
+        self.answer_own(reply, Some(&hdr), &[]);
+    }
+
+    /// Writes a message from the server to this client's own subscription matching `reply`
+    /// (none: nothing is sent).
+    fn answer_own(&mut self, reply: &[u8], headers: Option<&[u8]>, payload: &[u8]) {
         let matches = self.cache.get(&self.router, reply);
         let mine = matches
             .psubs
@@ -690,12 +691,8 @@ impl Conn {
             .chain(matches.qsubs.iter().flatten())
             .find(|s| s.client_id == self.out.cid);
         if let Some(sub) = mine {
-            let mut hdr = Vec::with_capacity(40 + subj.len());
-            hdr.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
-            hdr.extend_from_slice(subj);
-            hdr.extend_from_slice(b"\r\n\r\n");
             self.out
-                .send(|b| encode::write_msg(b, reply, &sub.sid, None, Some(&hdr), &[]));
+                .send(|b| encode::write_msg(b, reply, &sub.sid, None, headers, payload));
         }
     }
 

@@ -203,34 +203,19 @@ impl Stream {
                     return Err(ApiError::stream_bytes_exceeded());
                 }
             }
-            let op = match self.check_publish(&m.subject, m.headers.as_deref(), &m.payload)? {
-                Decision::Append(Op::Append {
-                    subject,
-                    headers,
-                    payload,
-                    time,
-                    msg_id,
-                    rollup,
-                    expect,
-                    ..
-                }) => Op::Append {
-                    seq: base + 1 + i as u64,
-                    subject,
-                    headers,
-                    payload,
-                    time,
-                    msg_id,
-                    rollup,
-                    expect,
-                },
+            let mut op = match self.check_publish(&m.subject, m.headers.as_deref(), &m.payload)? {
+                Decision::Append(op) => op,
                 Decision::Duplicate(_) => {
                     return Err(err(
                         10201,
                         "atomic publish batch contains duplicate message id",
                     ))
                 }
-                Decision::Append(other) => other,
             };
+            // Each takes the sequence after the one before it in the batch.
+            if let Op::Append { seq, .. } = &mut op {
+                *seq = base + 1 + i as u64;
+            }
             msgs_added += 1;
             bytes_added += (m.subject.len() + h.len() + m.payload.len()) as u64;
             rolled_up |= get(headers::ROLLUP) == Some("all");
