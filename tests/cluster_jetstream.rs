@@ -929,3 +929,50 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicated_streams_schedule_fires_once_through_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let (servers, js) = with_r3_stream_as(&ports, dir.path(), "RS", |cfg| {
+        cfg.allow_message_schedules = true;
+    })
+    .await;
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let at = at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Schedule", format!("@at {at}").as_str());
+    headers.insert("Nats-Schedule-Target", "k.out");
+    let ack = js
+        .publish_with_headers("k.sched", headers, "fired".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.sequence, 1);
+    // The fired message is appended once and the schedule message purged, on every replica:
+    // a stream of one message whose last sequence is 2.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let s = loop {
+        let mut s = js.get_stream("RS").await.unwrap();
+        let st = s.info().await.unwrap().state.clone();
+        if st.last_sequence >= 2 && st.messages == 1 {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the schedule never fired: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = s.clone().info().await.unwrap().state.clone();
+    assert_eq!((st.messages, st.last_sequence), (1, 2), "{st:?}");
+    let m = s.get_last_raw_message_by_subject("k.out").await.unwrap();
+    assert_eq!(&m.payload[..], b"fired");
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}

@@ -240,8 +240,8 @@ async fn level_scenario(addr: SocketAddr) -> Vec<String> {
         .await
         .expect("consumer");
     let mut seen = Vec::new();
-    // This server's level (1) and below are served; above it, or not a number, refused.
-    for level in ["0", "1", "100", "abc"] {
+    // This server's level (2) and below are served; above it, or not a number, refused.
+    for level in ["0", "2", "100", "abc"] {
         for (subject, body) in [
             ("$JS.API.STREAM.INFO.L", String::new()),
             ("$JS.API.INFO", String::new()),
@@ -282,7 +282,7 @@ async fn required_api_levels_match_nats_server() {
     assert!(ours[10].contains("10185"), "{}", ours[10]);
     assert_eq!(
         ours[8],
-        "1 $JS.API.CONSUMER.MSG.NEXT.L.C: status 404 Some(\"No Messages\")"
+        "2 $JS.API.CONSUMER.MSG.NEXT.L.C: status 404 Some(\"No Messages\")"
     );
 }
 
@@ -292,7 +292,6 @@ async fn required_api_levels_match_nats_server() {
 async fn unimplemented_stream_features_are_refused_by_name() {
     let env = common::js::JsEnv::new().await;
     let cases = [
-        (json!({"allow_msg_schedules": true}), "allow_msg_schedules"),
         (json!({"allow_batched": true}), "allow_batched"),
         (
             json!({"subject_transform": {"src": "x.>", "dest": "y.>"}}),

@@ -41,8 +41,8 @@ async fn info_has_the_expected_fields() {
     assert_ne!(info["auth_required"], json!(true), "{info}");
     // The JetStream API level goes with the version reported (nats-server 2.11's is 1);
     // nats-server 2.15.1 sends the field too.
-    assert_eq!(info["version"], json!("2.11.0"), "{info}");
-    assert_eq!(info["api_lvl"], json!(1), "{info}");
+    assert_eq!(info["version"], json!("2.12.0"), "{info}");
+    assert_eq!(info["api_lvl"], json!(2), "{info}");
     let theirs = common::reference::RefServer::start("");
     let reference = RawClient::connect(theirs.addr).await;
     assert!(reference.info["api_lvl"].is_u64(), "{}", reference.info);

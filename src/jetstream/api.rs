@@ -474,6 +474,11 @@ pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(),
             "stream configuration update can not change message counter setting",
         ));
     }
+    if old.allow_msg_schedules && !new.allow_msg_schedules {
+        return Err(ApiError::invalid_config(
+            "message schedules can not be disabled",
+        ));
+    }
     if old.sealed && !new.sealed {
         return Err(ApiError::invalid_config(
             "stream configuration update can not unseal a sealed stream",

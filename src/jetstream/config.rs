@@ -289,7 +289,6 @@ impl StreamConfig {
     /// with an error naming them, never silently ignored.
     fn refuse_unimplemented(&mut self) -> Result<(), ApiError> {
         let flags = [
-            (self.allow_msg_schedules, "allow_msg_schedules"),
             (self.allow_batched, "allow_batched"),
             (!is_unset(&self.subject_transform), "subject_transform"),
         ];
@@ -337,6 +336,29 @@ impl StreamConfig {
             if pedantic {
                 return Err(ApiError::invalid_config(
                     "subject delete marker cannot be set if roll-ups are disabled",
+                ));
+            }
+            self.allow_rollup_hdrs = true;
+            self.deny_purge = false;
+        }
+        Ok(())
+    }
+
+    /// Message schedules replace a subject's schedule with a roll-up, so they need roll-ups
+    /// (turned on unless the request is pedantic) and cannot discard new messages.
+    fn check_schedules(&mut self, pedantic: bool) -> Result<(), ApiError> {
+        if !self.allow_msg_schedules {
+            return Ok(());
+        }
+        if self.discard == Discard::New {
+            return Err(ApiError::invalid_config(
+                "message scheduling cannot use discard new",
+            ));
+        }
+        if !self.allow_rollup_hdrs {
+            if pedantic {
+                return Err(ApiError::invalid_config(
+                    "message scheduling cannot be set if roll-ups are disabled",
                 ));
             }
             self.allow_rollup_hdrs = true;
@@ -472,6 +494,7 @@ impl StreamConfig {
             ));
         }
         self.check_marker_ttl(pedantic)?;
+        self.check_schedules(pedantic)?;
         match self.compression.as_deref() {
             None | Some("" | "none") => self.compression = None,
             // Not compressed by this store: refused rather than silently stored as is.

@@ -51,6 +51,26 @@ pub fn append(block: Option<&[u8]>, pairs: &[(&str, &str)]) -> Vec<u8> {
     finish(out, pairs)
 }
 
+/// The header block without the lines whose key `drop` picks (`None` if none is left).
+pub fn without(block: Option<&[u8]>, drop: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(block?).ok()?;
+    let mut lines = text.split("\r\n");
+    let first = lines.next()?;
+    let kept: Vec<&str> = lines
+        .filter(|l| !l.is_empty())
+        .filter(|l| l.split_once(':').is_some_and(|(k, _)| !drop(k.trim())))
+        .collect();
+    (!kept.is_empty()).then(|| {
+        let mut out = format!("{first}\r\n");
+        for line in kept {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
+    })
+}
+
 /// Adds `Key: Value` lines and the closing blank line.
 fn finish(mut out: Vec<u8>, pairs: &[(&str, &str)]) -> Vec<u8> {
     for (k, v) in pairs {

@@ -276,6 +276,28 @@ pub(crate) fn propose_publish(
     }
 }
 
+/// The leader (with its lease) proposes what the schedules due now fire; each is in flight
+/// until its append applies, so it is proposed once.
+pub(crate) fn propose_schedules(stream: &mut Stream, role: &Role) {
+    if !role.is_leader() || !role.lease.holds() || stream.next_schedule().is_none() {
+        return;
+    }
+    for m in stream.due_schedules(super::time::now_nanos()) {
+        match stream.check_scheduled(&m) {
+            Ok(Decision::Append(mut op)) => {
+                if let Op::Append { seq, .. } = &mut op {
+                    *seq = 0;
+                }
+                let _ = role.proposals.send(Proposal::Publish(op, None));
+            }
+            Ok(Decision::Duplicate(_)) => {}
+            Err(e) => {
+                tracing::warn!(stream = %stream.name(), subject = %m.subject, "scheduled message refused: {}", e.description)
+            }
+        }
+    }
+}
+
 fn error_body(e: &ApiError) -> Vec<u8> {
     serde_json::to_vec(&json!({ "error": e })).unwrap_or_default()
 }

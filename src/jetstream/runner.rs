@@ -802,6 +802,7 @@ fn next_wakeup(stream: &Stream, unsynced: bool, ctx: &Ctx) -> Option<Instant> {
     let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
     if stream.config.max_age > 0
         || stream.next_ttl().is_some()
+        || stream.next_schedule().is_some()
         || stream
             .consumers
             .values()
@@ -1074,17 +1075,20 @@ fn confirm(m: &Message, replies: &mut Replies) -> bool {
     false
 }
 
-/// Expiry, then each consumer's deliveries up to `committed`; true if expiry changed the
-/// store and synced it (which commits everything applied so far).
+/// Expiry and due message schedules, then each consumer's deliveries up to `committed`; true
+/// if expiry or a schedule changed the store and synced it (which commits everything applied
+/// so far).
 fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>, committed: u64) -> bool {
     let synced = if let Some(role) = &ctx.replica {
         // A replicated stream expires through its group: the leader proposes what is due.
         for op in role.expiry_due(stream, now_nanos()) {
             stream.propose(op);
         }
+        super::replica::propose_schedules(stream, role);
         false
     } else {
-        expire(stream)
+        let fired = fire_schedules(stream, out);
+        expire(stream) || (fired && sync(stream))
     };
     let names: Vec<String> = stream.consumers.keys().cloned().collect();
     let mut gone = Vec::new();
@@ -1150,19 +1154,48 @@ fn housekeeping(stream: &mut Stream, ctx: &Ctx, out: &mut Vec<Outgoing>, committ
 /// Expiry on a single server; true if it changed the store and synced it.
 fn expire(stream: &mut Stream) -> bool {
     match stream.expire(now_nanos()) {
-        Ok(true) => match stream.store.sync() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!("sync after expiry failed: {e}");
-                false
-            }
-        },
+        Ok(true) => sync(stream),
         Ok(false) => false,
         Err(e) => {
             tracing::error!("expiry: {}", e.description);
             false
         }
     }
+}
+
+/// Syncs what housekeeping changed; true if it is durable now.
+fn sync(stream: &mut Stream) -> bool {
+    match stream.store.sync() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(stream = %stream.name(), "sync after expiry or schedules failed: {e}");
+            false
+        }
+    }
+}
+
+/// Publishes what the schedules due now fire on a single server (as a publish without a
+/// reply); true if any was stored.
+fn fire_schedules(stream: &mut Stream, out: &mut Vec<Outgoing>) -> bool {
+    let mut stored = false;
+    for m in stream.due_schedules(now_nanos()) {
+        let result = match stream.check_scheduled(&m) {
+            Ok(Decision::Append(op)) => stream.apply(op),
+            Ok(Decision::Duplicate(seq)) => Ok(Applied::Duplicate(seq)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Applied::Stored(seq)) => {
+                stored = true;
+                out.extend(stream.republish(seq, &m));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(stream = %stream.name(), subject = %m.subject, "scheduled message refused: {}", e.description);
+            }
+        }
+    }
+    stored
 }
 
 fn finish(stream: Stream, reply: Option<String>, ctx: &Ctx) {

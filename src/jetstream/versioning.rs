@@ -27,10 +27,10 @@ pub(crate) fn strip(metadata: &mut Option<Map<String, Value>>) {
 }
 
 /// The API level a stream's configuration needs: per-message TTLs and delete markers are 1,
-/// counters, atomic batches and async persistence 2.
+/// counters, atomic batches, message schedules and async persistence 2.
 pub(crate) fn stream_level(cfg: &StreamConfig) -> u32 {
     let async_persist = cfg.persist_mode.as_deref() == Some("async");
-    if cfg.allow_msg_counter || cfg.allow_atomic || async_persist {
+    if cfg.allow_msg_counter || cfg.allow_atomic || cfg.allow_msg_schedules || async_persist {
         2
     } else {
         u32::from(cfg.allow_msg_ttl || cfg.subject_delete_marker_ttl > 0)

@@ -4,11 +4,12 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol feature level causeway implements, reported as `version` so that clients and
 /// harnesses enable the features they may use.
-pub const PROTOCOL_VERSION: &str = "2.11.0";
+pub const PROTOCOL_VERSION: &str = "2.12.0";
 
-/// The JetStream API level that version implements (nats-server 2.11's: per-message TTLs and
-/// consumer pause are level 1), reported as INFO `api_lvl` and in `$JS.API` statistics.
-pub const API_LEVEL: u32 = 1;
+/// The JetStream API level that version implements (nats-server 2.12's: counters, atomic
+/// batches, message schedules and async persistence are level 2), reported as INFO `api_lvl`
+/// and in `$JS.API` statistics.
+pub const API_LEVEL: u32 = 2;
 
 /// The `INFO` message. Field names are nats-server's.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -1,5 +1,5 @@
 //! State a stream derives from its log: the `Nats-Msg-Id` de-duplication window, the per-message
-//! TTL index and expiry (TTL and max_age, with subject delete markers), saved at shutdown so a
+//! TTL index (and the message schedules' index, kept by `schedule`) and expiry (TTL and max_age, with subject delete markers), saved at shutdown so a
 //! restart rescans only what came after.
 
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +27,7 @@ impl Stream {
                 .collect(),
             last_msg_id: self.last_msg_id.clone(),
             ttl: self.ttl.iter().copied().collect(),
+            schedules: self.schedules.export(),
         };
         let res = serde_json::to_vec(&derived)
             .map_err(std::io::Error::other)
@@ -44,8 +45,10 @@ impl Stream {
         self.dedup = Dedup::new();
         self.last_msg_id = None;
         self.ttl.clear();
+        self.schedules = super::schedule::Schedules::default();
         self.rebuild_dedup(0);
         self.rebuild_ttl(0);
+        self.rebuild_schedules(0);
         Ok(())
     }
 
@@ -67,6 +70,7 @@ impl Stream {
         }
         self.last_msg_id = d.last_msg_id;
         self.ttl = d.ttl.into_iter().collect();
+        self.schedules = super::schedule::Schedules::import(d.schedules);
         d.covered + 1
     }
 
@@ -301,6 +305,9 @@ struct Derived {
     ids: Vec<(String, u64, i64)>,
     last_msg_id: Option<String>,
     ttl: Vec<(i64, u64)>,
+    /// Message schedules as (subject, due, seq).
+    #[serde(default)]
+    schedules: Vec<(String, i64, u64)>,
 }
 
 /// Parses a `Nats-TTL` value into nanoseconds: a Go duration of at least one second, a number

@@ -1,5 +1,6 @@
 //! The determinism harness: seeded streams of ops (publishes with and without `Nats-Msg-Id`,
-//! TTLs and rollups, deletes, purges, max_age and TTL expiry (with subject delete markers),
+//! TTLs, rollups and message schedules (and the fired messages that move or purge them),
+//! deletes, purges, max_age and TTL expiry (with subject delete markers),
 //! config updates, consumer creates and deletes,
 //! deliveries, acks and terms, expected-last-sequence/-subject-sequence/-msg-id conditions met
 //! and unmet, on limits and interest streams) applied to a memory replica and
@@ -28,6 +29,7 @@ const SECOND: i64 = 1_000_000_000;
 fn config(retention: Retention) -> StreamConfig {
     let mut cfg: StreamConfig = serde_json::from_str(
         r#"{"name":"D","subjects":["s.>"],"allow_rollup_hdrs":true,"allow_msg_ttl":true,
+            "allow_msg_schedules":true,
             "duplicate_window":10000000000,"subject_delete_marker_ttl":5000000000}"#,
     )
     .unwrap();
@@ -180,6 +182,26 @@ impl Gen {
         if self.rng.random_bool(0.1) {
             hdrs.push_str(&format!("Nats-TTL: {}s\r\n", self.rng.random_range(1..30)));
         }
+        if self.rng.random_bool(0.08) {
+            let pattern = match self.rng.random_range(0..3) {
+                0 => format!("@every {}s", self.rng.random_range(1..20)),
+                1 => format!("@at {}", crate::jetstream::time::rfc3339(self.now + SECOND)),
+                _ => "*/5 * * * * *".to_string(),
+            };
+            hdrs.push_str(&format!(
+                "Nats-Schedule: {pattern}\r\nNats-Schedule-Target: s.b\r\n"
+            ));
+        } else if self.rng.random_bool(0.05) {
+            // What a schedule fired: it moves the schedule on, or purges it.
+            let next = match self.rng.random_bool(0.5) {
+                true => "purge".to_string(),
+                false => crate::jetstream::time::rfc3339(self.now + 3 * SECOND),
+            };
+            let scheduler = SUBJECTS[self.rng.random_range(0..4)];
+            hdrs.push_str(&format!(
+                "Nats-Scheduler: {scheduler}\r\nNats-Schedule-Next: {next}\r\n"
+            ));
+        }
         let rollup = self.rng.random_bool(0.05).then_some(Rollup::Subject);
         let len = self.rng.random_range(0..64);
         let payload = (0..len).map(|_| self.rng.random()).collect();
@@ -227,6 +249,7 @@ struct Snapshot {
     dedup: Vec<(String, u64, i64)>,
     last_msg_id: Option<String>,
     ttl: Vec<(i64, u64)>,
+    schedules: Vec<(String, i64, u64)>,
     config: StreamConfig,
 }
 
@@ -267,16 +290,27 @@ fn snapshot(s: &Stream) -> Snapshot {
         dedup,
         last_msg_id: s.last_msg_id.clone(),
         ttl: s.ttl.iter().copied().collect(),
+        // Entries whose message is gone are inert (firing drops them); a rebuilt index has none.
+        schedules: s
+            .schedules
+            .export()
+            .into_iter()
+            .filter(|(_, _, seq)| s.store.get(*seq).is_ok_and(|m| m.is_some()))
+            .collect(),
         config: s.config.clone(),
     }
 }
 
-/// What a reopened replica must match: everything but the rebuilt dedup window and TTL index.
+/// What a reopened replica must match: everything but the rebuilt dedup window, TTL index and
+/// schedules.
 fn durable_part(s: &Stream) -> Snapshot {
     Snapshot {
         dedup: Vec::new(),
         last_msg_id: None,
         ttl: Vec::new(),
+        // Rebuilt from what is stored: an older schedule left under a plain message that was
+        // deleted since comes back (as on nats-server, whose index is rebuilt the same way).
+        schedules: Vec::new(),
         ..snapshot(s)
     }
 }

@@ -6,7 +6,7 @@
 //! gets, without changing anything. Derived state (dedup,
 //! TTL, expiry) is in `derived`, the consumer ops (deliveries, acks and the retention they
 //! drive) in `consumer_ops` (journaled by `jetstream::journal`), consumer snapshots on disk in
-//! `persist`, republish in `republish`.
+//! `persist`, republish in `republish`, message schedules in `schedule`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ mod derived;
 mod determinism_tests;
 mod persist;
 mod republish;
+mod schedule;
 mod snapshot;
 
 pub(crate) use atomic::{batch_id, Staging};
@@ -185,6 +186,8 @@ pub(crate) struct Stream {
     outbox: Vec<Op>,
     /// Atomic batches being staged (leader-local).
     batches: atomic::Batches,
+    /// Message schedules (derived from the log) and those fired, not yet applied.
+    schedules: schedule::Schedules,
 }
 
 impl Stream {
@@ -212,6 +215,7 @@ impl Stream {
             committed: BTreeMap::new(),
             outbox: Vec::new(),
             batches: atomic::Batches::default(),
+            schedules: schedule::Schedules::default(),
         };
         if s.config.allow_atomic {
             s.drop_torn_batch();
@@ -219,6 +223,7 @@ impl Stream {
         let from = s.load_derived();
         s.rebuild_dedup(from);
         s.rebuild_ttl(from);
+        s.rebuild_schedules(from);
         s
     }
 
@@ -251,6 +256,22 @@ impl Stream {
         subj: &str,
         hdrs: Option<&[u8]>,
         payload: &[u8],
+    ) -> Result<Decision, ApiError> {
+        self.check_publish_from(subj, hdrs, payload, false)
+    }
+
+    /// [`Stream::check_publish`] for a message a schedule fired (its schedule headers are the
+    /// server's own, not checked as a client's).
+    pub fn check_scheduled(&mut self, m: &crate::server::Message) -> Result<Decision, ApiError> {
+        self.check_publish_from(&m.subject, m.headers.as_deref(), &m.payload, true)
+    }
+
+    fn check_publish_from(
+        &mut self,
+        subj: &str,
+        hdrs: Option<&[u8]>,
+        payload: &[u8],
+        scheduled: bool,
     ) -> Result<Decision, ApiError> {
         let cfg = &self.config;
         if cfg.sealed {
@@ -301,6 +322,13 @@ impl Stream {
             last_msg_id: get(headers::EXPECTED_LAST_MSG_ID).map(str::to_string),
         };
         self.unmet(&expect, subj)?;
+        let rewritten = match hdrs {
+            Some(h) if !scheduled => self.check_schedule(subj, h, now)?,
+            _ => None,
+        };
+        let hdrs = rewritten.as_deref().or(hdrs);
+        let get = |k: &str| hdrs.and_then(|h| headers::get(h, k));
+        let cfg = &self.config;
         let state = self.store.state();
         let rollup = match get(headers::ROLLUP) {
             None => None,
@@ -429,6 +457,7 @@ impl Stream {
     /// ones (everything committed before is applied by then), their timers rearmed.
     pub fn lead(&mut self) {
         self.outbox.clear();
+        self.schedules.clear_inflight();
         self.consumers = self
             .committed
             .values()
@@ -450,6 +479,7 @@ impl Stream {
     /// This replica stopped leading: it delivers nothing (its consumers were the leader's).
     pub fn follow(&mut self) {
         self.consumers.clear();
+        self.schedules.clear_inflight();
         self.outbox.clear();
     }
 
@@ -578,6 +608,8 @@ impl Stream {
                     }
                     None => {}
                 }
+                self.track_schedule(&subject, headers.as_deref(), seq, time)
+                    .map_err(store_err)?;
                 self.enforce_limits(&subject).map_err(store_err)?;
                 self.drop_uninterested(seq, &subject).map_err(store_err)?;
                 Ok(Applied::Stored(seq))

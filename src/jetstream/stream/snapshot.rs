@@ -125,6 +125,8 @@ impl Stream {
         self.dedup = Dedup::import(image.dedup);
         self.last_msg_id = image.last_msg_id;
         self.ttl = image.ttl.into_iter().collect();
+        self.schedules = super::schedule::Schedules::default();
+        self.rebuild_schedules(0);
         self.lost.clear();
         self.consumers.clear();
         self.outbox.clear();
