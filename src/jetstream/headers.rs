@@ -71,6 +71,25 @@ pub fn without(block: Option<&[u8]>, drop: impl Fn(&str) -> bool) -> Option<Vec<
     })
 }
 
+/// The header block with the value of `key` (its first line of that exact name) replaced.
+pub fn replace(block: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(block) else {
+        return block.to_vec();
+    };
+    let mut done = false;
+    let lines: Vec<String> = text
+        .split("\r\n")
+        .map(|line| match line.split_once(':') {
+            Some((k, _)) if !done && k == key => {
+                done = true;
+                format!("{k}: {value}")
+            }
+            _ => line.to_string(),
+        })
+        .collect();
+    lines.join("\r\n").into_bytes()
+}
+
 /// Adds `Key: Value` lines and the closing blank line.
 fn finish(mut out: Vec<u8>, pairs: &[(&str, &str)]) -> Vec<u8> {
     for (k, v) in pairs {

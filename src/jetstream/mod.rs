@@ -33,6 +33,7 @@ pub mod runner;
 mod stepdown;
 pub mod stream;
 pub mod time;
+mod trace;
 mod versioning;
 
 use std::collections::BTreeMap;
@@ -447,8 +448,16 @@ impl JetStream {
             let tx = tx.clone();
             Arc::new(move |m| enqueue(&tx, f(m)))
         };
+        let publish: crate::server::InternalHandler = {
+            let (tx, name) = (tx.clone(), name.clone());
+            Arc::new(move |m: Message| {
+                // A traced message's JetStream event keeps its place among the trace's events.
+                m.trace.stream_took(&name);
+                enqueue(&tx, Input::Publish(m))
+            })
+        };
         for s in &config.subjects {
-            subs.push(self.client.subscribe_internal(s, None, mk(Input::Publish)));
+            subs.push(self.client.subscribe_internal(s, None, publish.clone()));
         }
         subs.push(self.client.subscribe_internal(
             &format!("$JS.ACK.{name}.>"),

@@ -19,7 +19,9 @@ use super::errors::ApiError;
 use super::replication::{Commit, Local, Replication};
 use super::stream::{Applied, Decision, Op, Stream};
 use super::time::now_nanos;
+use super::trace::{trace_only, trace_outcome};
 use crate::config::SyncPolicy;
+use crate::server::trace;
 use crate::server::{Client, Message};
 
 /// Work for a stream thread.
@@ -821,25 +823,39 @@ fn next_wakeup(stream: &Stream, unsynced: bool, ctx: &Ctx) -> Option<Instant> {
 /// Handles one captured publish; returns whether the stream changed.
 fn publish(
     stream: &mut Stream,
-    m: Message,
+    mut m: Message,
     replies: &mut Replies,
     out: &mut Vec<Outgoing>,
     domain: Option<&str>,
 ) -> bool {
-    let no_ack = stream.config.no_ack;
-    let answer = |replies: &mut Replies, body: Vec<u8>| {
-        if let (Some(reply), false) = (&m.reply, no_ack) {
-            replies.answer(reply.clone(), body);
-        }
-    };
     if let Some(id) = super::stream::batch_id(m.headers.as_deref()).map(str::to_string) {
         return publish_batch(stream, &id, &m, (replies, out), domain);
+    }
+    let tag = std::mem::take(&mut m.trace);
+    if tag.only() {
+        trace_only(stream, &m, &tag, replies);
+        return false;
+    }
+    let no_interest = tag.is_traced() && stream.uninterested(&m.subject);
+    if let (true, Some(h)) = (tag.is_traced(), &m.headers) {
+        // Stored with the trace disabled, so its deliveries are not traced again.
+        let disabled = super::headers::replace(h, trace::DEST, trace::DISABLED);
+        m.headers = Some(disabled.into());
     }
     let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
     let result = match decision {
         Ok(Decision::Duplicate(seq)) => Ok(Applied::Duplicate(seq)),
         Ok(Decision::Append(op)) => stream.apply(op),
         Err(e) => Err(e),
+    };
+    if tag.is_traced() {
+        trace_outcome(&tag, &m, no_interest, &result);
+    }
+    let no_ack = stream.config.no_ack;
+    let answer = |replies: &mut Replies, body: Vec<u8>| {
+        if let (Some(reply), false) = (&m.reply, no_ack) {
+            replies.answer(reply.clone(), body);
+        }
     };
     match result {
         Ok(Applied::Duplicate(seq)) => {
@@ -904,6 +920,7 @@ fn publish_batch(
                 reply: None,
                 headers: headers.clone().map(Into::into),
                 payload: payload.clone().into(),
+                trace: Default::default(),
             }),
             _ => None,
         };

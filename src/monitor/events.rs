@@ -383,6 +383,10 @@ impl Events {
 }
 
 impl ConnObserver for Events {
+    fn server_info(&self) -> Option<Value> {
+        Some(Events::server_info(self))
+    }
+
     fn user_info(&self, who: &UserInfo) -> Option<Vec<u8>> {
         let mut data = json!({
             "user": who.user,

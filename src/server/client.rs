@@ -17,10 +17,11 @@ use tracing::Instrument;
 
 use super::auth::{Authenticated, Identity, Perms, Responses};
 use super::conns::{self, ConnMeta, TlsDetail};
-use super::deliver::{deliver, Dirty, Origin, Publish};
+use super::deliver::{deliver, deliver_traced, Dirty, Origin, Publish};
 use super::kind::ConnKind;
 use super::outbound::{writer, CloseReason, Outbound};
 use super::sublist::{MatchCache, MatchResult, Router, Sink, Subscription};
+use super::trace;
 use super::transport::Transport;
 use super::Shared;
 use crate::protocol::encode;
@@ -593,50 +594,132 @@ impl Conn {
             // nats-server reports it and still routes it (a wildcard token matches literally).
             self.err("Invalid Publish Subject");
         }
-        if !self.may_publish(subj) {
-            let text = format!(
-                "Permissions Violation for Publish to \"{}\"",
-                String::from_utf8_lossy(subj)
-            );
-            tracing::warn!("{text}");
-            self.err(&text);
-            return Next::Continue;
+        let accepted = match headers {
+            Some(h) if trace::mentioned(h) => self.on_traced_pub(subj, reply, h, payload),
+            _ => self.plain_pub(subj, reply, headers, payload),
+        };
+        if accepted {
+            self.ok();
         }
-        let matches = self.cache.get(&self.router, subj);
+        Next::Continue
+    }
+
+    /// A publish: checked against the publish permissions, then routed; false if refused.
+    #[inline]
+    fn plain_pub(
+        &mut self,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        hdrs: Option<&[u8]>,
+        data: &[u8],
+    ) -> bool {
+        if !self.may_publish(subj) {
+            self.publish_violation(subj);
+            return false;
+        }
         let msg = Publish {
             subject: subj,
             reply,
-            headers,
-            payload,
+            headers: hdrs,
+            payload: data,
         };
+        self.route_pub(&msg, None);
+        true
+    }
+
+    /// Sends (and logs) the publish permission error for `subj`; returns its text.
+    fn publish_violation(&mut self, subj: &[u8]) -> String {
+        let text = format!(
+            "Permissions Violation for Publish to \"{}\"",
+            String::from_utf8_lossy(subj)
+        );
+        tracing::warn!("{text}");
+        self.err(&text);
+        text
+    }
+
+    /// A publish whose headers mention message tracing: traced when they ask for it to a
+    /// subject this client may publish to (a trace-only message to a bad one is dropped);
+    /// false if refused or dropped.
+    #[cold]
+    #[inline(never)]
+    fn on_traced_pub(
+        &mut self,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        hdrs: &[u8],
+        data: &[u8],
+    ) -> bool {
+        let Some(req) = trace::request(hdrs) else {
+            return self.plain_pub(subj, reply, Some(hdrs), data);
+        };
+        if !subject::is_valid_literal_subject(req.dest.as_bytes()) {
+            return !req.only && self.plain_pub(subj, reply, Some(hdrs), data);
+        }
+        if !self.may_publish(req.dest.as_bytes()) {
+            self.publish_violation(req.dest.as_bytes());
+            return false;
+        }
+        let identity = self.meta.identity();
+        let mut ingress = serde_json::json!({
+            "kind": 0, "cid": self.out.cid, "acc": identity.account,
+            "subj": String::from_utf8_lossy(subj),
+        });
+        if let Some(name) = identity.name.filter(|n| !n.is_empty()) {
+            ingress["name"] = serde_json::json!(name);
+        }
+        let size = hdrs.len() + data.len();
+        let t = trace::Trace::start(&self.shared, self.router.clone(), req, ingress, size);
+        let allowed = self.may_publish(subj);
+        if allowed {
+            let msg = Publish {
+                subject: subj,
+                reply,
+                headers: Some(hdrs),
+                payload: data,
+            };
+            self.route_pub(&msg, Some(&t));
+        } else {
+            let text = self.publish_violation(subj);
+            t.ingress_error(&text);
+        }
+        t.done();
+        allowed
+    }
+
+    /// Delivers a publish (recording each delivery in `trace`, if traced); answers a request
+    /// that reached no one.
+    #[inline]
+    fn route_pub(&mut self, msg: &Publish<'_>, trace: Option<&Arc<trace::Trace>>) {
+        let matches = self.cache.get(&self.router, msg.subject);
         let origin = Origin {
             cid: self.out.cid,
             echo: self.opts.echo,
         };
         // A subject with an empty token matches no subscription on nats-server: never
         // delivered, never stored (a request still gets its no-responders status).
-        let n = if subject::has_empty_token(subj) {
+        let n = if subject::has_empty_token(msg.subject) {
             0
         } else {
-            let local = deliver(&self.router, &matches, &msg, origin, &mut self.dirty);
-            // The one cost of clustering on a single server: this branch.
-            if self.shared.remote.is_none() {
+            let local = match trace {
+                None => deliver(&self.router, &matches, msg, origin, &mut self.dirty),
+                Some(t) => deliver_traced(&self.router, &matches, msg, origin, &mut self.dirty, t),
+            };
+            // The one cost of clustering on a single server: this branch. (A trace-only
+            // message stays here: the other servers would deliver it.)
+            if self.shared.remote.is_none() || trace.is_some_and(|t| t.only()) {
                 local
             } else {
-                local + self.forward_to_routes(&matches, &msg)
+                local + self.forward_to_routes(&matches, msg)
             }
         };
-        if n == 0 {
-            if let Some(reply) = reply {
-                if subj == USER_INFO {
-                    self.user_info(reply);
-                } else if self.opts.no_responders && self.opts.headers {
-                    self.no_responders(subj, reply);
-                }
+        if let (0, Some(reply)) = (n, msg.reply) {
+            if msg.subject == USER_INFO {
+                self.user_info(reply);
+            } else if self.opts.no_responders && self.opts.headers {
+                self.no_responders(msg.subject, reply);
             }
         }
-        self.ok();
-        Next::Continue
     }
 
     /// Forwards a publish to the routes whose peers have matching interest (in a cluster);

@@ -259,6 +259,10 @@ pub(crate) trait ConnObserver: Send + Sync {
     fn user_info(&self, _who: &UserInfo) -> Option<Vec<u8>> {
         None
     }
+    /// The `server` object events carry (message trace events too).
+    fn server_info(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Who a client is, as `$SYS.REQ.USER.INFO` tells it.
@@ -329,6 +333,11 @@ impl Registry {
         if let Some(obs) = self.observer.get() {
             obs.connected(&meta.snapshot(false));
         }
+    }
+
+    /// The `server` object of events, from the observer.
+    pub fn server_info(&self) -> Option<serde_json::Value> {
+        self.observer.get()?.server_info()
     }
 
     /// The observer's answer to `$SYS.REQ.USER.INFO` from `who`.

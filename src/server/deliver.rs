@@ -9,6 +9,7 @@ use rand::Rng;
 use super::message::Message;
 use super::outbound::{Outbound, Push};
 use super::sublist::{MatchResult, Router, Sink, Subscription, Take};
+use super::trace::{Trace, TraceTag};
 use crate::protocol::subject;
 
 /// A message as published, borrowing from the publisher's buffer.
@@ -31,6 +32,7 @@ impl Publish<'_> {
             reply: self.reply.map(|r| String::from_utf8_lossy(r).into_owned()),
             headers: self.headers.map(Bytes::copy_from_slice),
             payload: Bytes::copy_from_slice(self.payload),
+            trace: Default::default(),
         }
     }
 }
@@ -80,7 +82,7 @@ pub(crate) fn deliver(
         if !origin.echo && sub.client_id == origin.cid {
             continue;
         }
-        if send(router, sub, msg, dirty) {
+        if send(router, sub, msg, dirty, None) {
             delivered += 1;
         }
     }
@@ -96,13 +98,89 @@ pub(crate) fn deliver(
             if !origin.echo && sub.client_id == origin.cid {
                 continue;
             }
-            if send(router, sub, msg, dirty) {
+            if send(router, sub, msg, dirty, None) {
                 delivered += 1;
                 break;
             }
         }
     }
     delivered
+}
+
+/// [`deliver`] for a traced message: each client subscription it went to, or was held back
+/// from, is an egress event of `trace`; internal handlers get the trace with the message; a
+/// trace-only message goes to internal handlers only. Returns how many subscriptions took it
+/// (a client held back by trace-only counts, as on nats-server).
+pub(crate) fn deliver_traced(
+    router: &Router,
+    matches: &MatchResult,
+    msg: &Publish<'_>,
+    origin: Origin,
+    dirty: &mut Dirty,
+    trace: &Arc<Trace>,
+) -> usize {
+    let mut delivered = 0;
+    for sub in &matches.psubs {
+        delivered += usize::from(traced_send(router, sub, msg, origin, dirty, trace));
+    }
+    for group in &matches.qsubs {
+        let n = group.len();
+        let start = if n > 1 {
+            rand::rng().random_range(0..n)
+        } else {
+            0
+        };
+        if (0..n).any(|i| traced_send(router, &group[(start + i) % n], msg, origin, dirty, trace)) {
+            delivered += 1;
+        }
+    }
+    delivered
+}
+
+fn traced_send(
+    router: &Router,
+    sub: &Arc<Subscription>,
+    msg: &Publish<'_>,
+    origin: Origin,
+    dirty: &mut Dirty,
+    trace: &Arc<Trace>,
+) -> bool {
+    let client = matches!(sub.sink, Sink::Conn(_));
+    if !origin.echo && sub.client_id == origin.cid {
+        if client {
+            trace.egress(sub, Some(super::trace::NO_ECHO));
+        }
+        return false;
+    }
+    if denied(sub, msg.subject) {
+        if client {
+            trace.egress(sub, Some(super::trace::SUB_DENY));
+        }
+        return false;
+    }
+    match &sub.sink {
+        Sink::Conn(_) | Sink::Local(_) if trace.only() => {
+            if client {
+                trace.egress(sub, None);
+            }
+            true
+        }
+        _ => {
+            let ok = send(router, sub, msg, dirty, Some(trace));
+            if ok && client {
+                trace.egress(sub, None);
+            }
+            ok
+        }
+    }
+}
+
+/// True if the subscription's permissions deny it this subject.
+fn denied(sub: &Subscription, subj: &[u8]) -> bool {
+    sub.deny.as_ref().is_some_and(|deny| {
+        let subj = String::from_utf8_lossy(subj);
+        deny.iter().any(|d| subject::matches(d, &subj))
+    })
 }
 
 /// Delivers a message that came over a route: to every plain subscriber, and to one member
@@ -121,7 +199,7 @@ pub(crate) fn deliver_in_process(
         .psubs
         .iter()
         .filter(|sub| !matches!(sub.sink, super::sublist::Sink::Conn(_)))
-        .filter(|sub| send(router, sub, msg, dirty))
+        .filter(|sub| send(router, sub, msg, dirty, None))
         .count()
 }
 
@@ -135,7 +213,7 @@ pub(crate) fn deliver_routed(
     let mut delivered = 0;
     for sub in &matches.psubs {
         // Bridges take only this server's own publishes.
-        if !matches!(sub.sink, Sink::Bridge(_)) && send(router, sub, msg, dirty) {
+        if !matches!(sub.sink, Sink::Bridge(_)) && send(router, sub, msg, dirty, None) {
             delivered += 1;
         }
     }
@@ -154,7 +232,7 @@ pub(crate) fn deliver_routed(
             0
         };
         for i in 0..n {
-            if send(router, &group[(start + i) % n], msg, dirty) {
+            if send(router, &group[(start + i) % n], msg, dirty, None) {
                 delivered += 1;
                 break;
             }
@@ -163,15 +241,26 @@ pub(crate) fn deliver_routed(
     delivered
 }
 
-/// Sends to one subscription; false if it could not take the message.
+/// Sends to one subscription (an internal or in-process one gets a share of `trace`); false
+/// if it could not take the message.
 #[inline]
-fn send(router: &Router, sub: &Arc<Subscription>, msg: &Publish<'_>, dirty: &mut Dirty) -> bool {
-    if let Some(deny) = &sub.deny {
-        let subj = String::from_utf8_lossy(msg.subject);
-        if deny.iter().any(|d| subject::matches(d, &subj)) {
-            return false;
-        }
+fn send(
+    router: &Router,
+    sub: &Arc<Subscription>,
+    msg: &Publish<'_>,
+    dirty: &mut Dirty,
+    trace: Option<&Arc<Trace>>,
+) -> bool {
+    if sub.deny.is_some() && denied(sub, msg.subject) {
+        return false;
     }
+    let owned = || {
+        let mut m = msg.to_message();
+        if let Some(t) = trace {
+            m.trace = TraceTag::part_of(t);
+        }
+        m
+    };
     let last = match sub.take() {
         Take::Yes => false,
         Take::Last => true,
@@ -196,8 +285,9 @@ fn send(router: &Router, sub: &Arc<Subscription>, msg: &Publish<'_>, dirty: &mut
             // A handler can wait (a full stream queue holds its publisher back): what this
             // batch already queued for other connections goes out first.
             dirty.flush();
-            handler(msg.to_message())
+            handler(owned())
         }
+        // (In-process subscribers hold messages as long as they like: no trace share.)
         Sink::Local(tx) => match tx.try_send(msg.to_message()) {
             Ok(()) => true,
             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {

@@ -15,4 +15,7 @@ pub struct Message {
     pub headers: Option<Bytes>,
     /// Body.
     pub payload: Bytes,
+    /// The message trace it belongs to, if its publisher asked for one (internal handlers
+    /// only).
+    pub(crate) trace: super::trace::TraceTag,
 }

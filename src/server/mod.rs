@@ -24,6 +24,7 @@ mod outbound;
 mod remote;
 mod sublist;
 mod tls;
+pub(crate) mod trace;
 mod transport;
 mod websocket;
 

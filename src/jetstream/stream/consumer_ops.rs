@@ -62,11 +62,15 @@ impl Stream {
         Ok(removed)
     }
 
+    /// True for an interest stream none of whose consumers wants `subj`.
+    pub fn uninterested(&self, subj: &str) -> bool {
+        self.config.retention == Retention::Interest
+            && !self.consumers.values().any(|c| c.matches(subj))
+    }
+
     /// For interest retention: drops a just-stored message no consumer is interested in.
     pub(super) fn drop_uninterested(&mut self, seq: u64, subj: &str) -> Result<(), StoreError> {
-        if self.config.retention == Retention::Interest
-            && !self.consumers.values().any(|c| c.matches(subj))
-        {
+        if self.uninterested(subj) {
             self.store.remove(seq)?;
         }
         Ok(())

@@ -468,6 +468,7 @@ impl Stream {
             reply: None,
             headers: Some(headers::append(kept.as_deref(), &add).into()),
             payload: body.payload.clone(),
+            trace: Default::default(),
         })
     }
 }
