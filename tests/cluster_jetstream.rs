@@ -976,3 +976,70 @@ async fn a_replicated_streams_schedule_fires_once_through_its_group() {
         s.shutdown().await;
     }
 }
+
+/// The stream's message count once it is `want` (on whichever server leads it).
+async fn count_becomes(js: &jetstream::Context, stream: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = message_count(js, stream).await;
+        if n == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{stream} holds {n}, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_work_queue_and_interest_streams_retire_through_their_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let (mut servers, js) = with_r3_stream_as(&ports, dir.path(), "RW", |cfg| {
+        cfg.retention = stream::RetentionPolicy::WorkQueue;
+    })
+    .await;
+    let mut interest = stream_config("RI");
+    interest.subjects = vec!["i.>".into()];
+    interest.num_replicas = 3;
+    interest.retention = stream::RetentionPolicy::Interest;
+    js.create_stream(interest).await.unwrap();
+    // No consumer: the interest stream keeps nothing (its sequence moves on).
+    let ack = js.publish("i.1", "x".into()).await.unwrap().await.unwrap();
+    assert_eq!(ack.sequence, 1);
+    count_becomes(&js, "RI", 0).await;
+
+    publish_all(&js, 0..20).await;
+    let s = js.get_stream("RW").await.unwrap();
+    s.create_consumer(consumer::pull::Config {
+        durable_name: Some("W".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Ten taken and acknowledged (AckSync: committed): the queue holds the other ten.
+    assert_eq!(
+        fetch_until(&js, "RW", "W", 10).await,
+        (1..=10).collect::<Vec<_>>()
+    );
+    count_becomes(&js, "RW", 10).await;
+
+    // Every replica retired them: the next leader holds ten and hands out only the rest.
+    let (first, _) = stream_leader(&js, "RW").await;
+    let i = NAMES.iter().position(|n| *n == first).unwrap();
+    servers[i].take().unwrap().shutdown().await;
+    let other = servers.iter().flatten().next().unwrap();
+    let js = ready(other).await;
+    let (next, n) = stream_leader(&js, "RW").await;
+    assert_ne!(next, first);
+    assert_eq!(n, 10);
+    let mut rest = fetch_until(&js, "RW", "W", 10).await;
+    rest.sort_unstable();
+    assert_eq!(rest, (11..=20).collect::<Vec<_>>());
+    count_becomes(&js, "RW", 0).await;
+    count_becomes(&js, "RI", 0).await;
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}

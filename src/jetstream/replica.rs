@@ -414,12 +414,9 @@ pub(crate) fn proposed(call: &Call) -> bool {
 }
 
 /// What `num_replicas` > 1 cannot be combined with yet (each would change replicas' state
-/// outside the log: retention by acks, markers for subjects max_age emptied, republish).
+/// outside the log: markers for subjects max_age emptied, republish).
 pub(crate) fn check_config(cfg: &super::config::StreamConfig) -> Result<(), ApiError> {
-    use super::config::Retention;
-    let what = if cfg.retention != Retention::Limits {
-        Some("interest or work-queue retention")
-    } else if cfg.subject_delete_marker_ttl > 0 {
+    let what = if cfg.subject_delete_marker_ttl > 0 {
         Some("subject delete markers")
     } else if cfg.republish.is_some() {
         Some("republish")

@@ -31,6 +31,20 @@ impl Stream {
         Ok(Applied::Acked { settled, removed })
     }
 
+    /// A replicated stream's leader settles an ack in its own consumers at once; the store
+    /// changes only when the ack commits (see [`Stream::apply`]).
+    pub(super) fn settle_live(&mut self, consumer: &str, seq: u64, kind: AckKind) -> Applied {
+        let settled = self
+            .consumers
+            .get_mut(consumer)
+            .map(|c| c.apply_ack(seq, kind))
+            .unwrap_or_default();
+        Applied::Acked {
+            settled,
+            removed: false,
+        }
+    }
+
     /// Applies a `ConsumerReset`. As on nats-server, messages a reset skips stay in an interest
     /// or work-queue stream (only acks retire them).
     pub(super) fn apply_reset(&mut self, consumer: &str, seq: u64) -> Result<Applied, ApiError> {

@@ -432,7 +432,16 @@ impl Stream {
     pub fn apply(&mut self, op: Op) -> Result<Applied, ApiError> {
         if self.replicated {
             let queued = is_consumer_op(&op).then(|| op.clone());
-            let applied = self.apply_op(op)?;
+            let applied = match op {
+                // Retention (interest, work queue) removes what the ack settles once it is
+                // committed, on every replica alike; the leader's consumers settle it now.
+                Op::Ack {
+                    consumer,
+                    seq,
+                    kind,
+                } => self.settle_live(&consumer, seq, kind),
+                op => self.apply_op(op)?,
+            };
             let noop = matches!(&applied, Applied::Acked { settled, .. } if settled.is_empty());
             if let (Some(op), false) = (queued, noop) {
                 self.outbox.push(op);
@@ -513,8 +522,9 @@ impl Stream {
     }
 
     fn apply_journaled(&mut self, index: u64, op: Op) -> Result<Applied, ApiError> {
-        if self.replicated && is_consumer_op(&op) {
-            // The committed consumers take it; the leader's have it already.
+        if self.replicated {
+            // The committed consumers take consumer ops (the leader's have them already) and
+            // decide retention (what an interest stream drops, what acks retire).
             std::mem::swap(&mut self.consumers, &mut self.committed);
             let applied = self.apply_op(op);
             std::mem::swap(&mut self.consumers, &mut self.committed);
