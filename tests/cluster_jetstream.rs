@@ -211,7 +211,7 @@ async fn the_meta_leader_answers_catalogue_errors() {
         ),
         (
             "$JS.API.STREAM.CREATE.C",
-            r#"{"name":"C","subjects":["c"],"num_replicas":3,"allow_msg_ttl":true,"subject_delete_marker_ttl":1000000000}"#,
+            r#"{"name":"C","subjects":["c"],"num_replicas":3,"allow_atomic":true}"#,
             10012,
         ),
         (
@@ -1039,6 +1039,86 @@ async fn replicated_work_queue_and_interest_streams_retire_through_their_group()
     assert_eq!(rest, (11..=20).collect::<Vec<_>>());
     count_becomes(&js, "RW", 0).await;
     count_becomes(&js, "RI", 0).await;
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_streams_mark_expired_subjects_and_republish_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let (mut servers, js) = with_r3_stream_as(&ports, dir.path(), "RM", |cfg| {
+        cfg.allow_message_ttl = true;
+        cfg.subject_delete_marker_ttl = Some(Duration::from_secs(60));
+        cfg.republish = Some(stream::Republish {
+            source: "k.>".into(),
+            destination: "rp.>".into(),
+            headers_only: false,
+        });
+    })
+    .await;
+    let client = nats_client(servers[0].as_ref().unwrap()).await;
+    let mut copies = client.subscribe("rp.>").await.unwrap();
+    client.flush().await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-TTL", "1s");
+    let ack = js
+        .publish_with_headers("k.a", headers, "short".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.sequence, 1);
+    // Republished once, by the leader, when committed.
+    let copy = tokio::time::timeout(TIMEOUT, copies.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy.subject.as_str(), "rp.a");
+    let h = copy.headers.clone().unwrap();
+    assert_eq!(h.get("Nats-Stream").map(|v| v.as_str()), Some("RM"));
+    assert_eq!(h.get("Nats-Sequence").map(|v| v.as_str()), Some("1"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), copies.next())
+            .await
+            .is_err(),
+        "republished twice"
+    );
+    // The TTL expires through the group and leaves a delete marker on every replica.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let marker = loop {
+        let s = js.get_stream("RM").await.unwrap();
+        if let Ok(m) = s.get_last_raw_message_by_subject("k.a").await {
+            if m.sequence == 2 {
+                break m;
+            }
+        }
+        assert!(Instant::now() < deadline, "no delete marker");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let h = marker.headers;
+    assert_eq!(
+        h.get("Nats-Marker-Reason").map(|v| v.as_str()),
+        Some("MaxAge")
+    );
+    let (first, n) = stream_leader(&js, "RM").await;
+    assert_eq!(n, 1);
+    let i = NAMES.iter().position(|n| *n == first).unwrap();
+    servers[i].take().unwrap().shutdown().await;
+    let other = servers.iter().flatten().next().unwrap();
+    let js = ready(other).await;
+    let (next, n) = stream_leader(&js, "RM").await;
+    assert_ne!(next, first);
+    assert_eq!(n, 1);
+    let s = js.get_stream("RM").await.unwrap();
+    assert_eq!(
+        s.get_last_raw_message_by_subject("k.a")
+            .await
+            .unwrap()
+            .sequence,
+        2
+    );
     for s in servers.into_iter().flatten() {
         s.shutdown().await;
     }

@@ -283,6 +283,23 @@ async fn per_message_ttl_validation_and_expiry() {
     assert!(hdrs.contains("Nats-Marker-Reason: MaxAge"), "{hdrs:?}");
     assert_eq!(msg_data(&env.msg_get("T2", 1).await), b"no ttl");
     assert_eq!(msg_data(&env.msg_get("T2", 2).await), b"forever");
+
+    // max_age empties a subject the same way: a marker replaces the aged message.
+    env.stream(
+        json!({"name": "T3", "subjects": ["t3.>"], "max_age": 3_000_000_000u64,
+        "subject_delete_marker_ttl": 60_000_000_000u64}),
+    )
+    .await;
+    assert_ack(&env.publish("t3.old", "aged").await, "T3", 1);
+    common::js::wait_until(Duration::from_secs(10), "max_age expiry", || async {
+        env.msg_get("T3", 1).await.get("error").is_some()
+    })
+    .await;
+    let v = env
+        .api("STREAM.MSG.GET.T3", r#"{"last_by_subj":"t3.old"}"#)
+        .await;
+    let hdrs = base64_decode(v["message"]["hdrs"].as_str().expect("marker headers"));
+    assert!(hdrs.contains("Nats-Marker-Reason: MaxAge"), "{hdrs:?}");
     env.stop().await;
 }
 

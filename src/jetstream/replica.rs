@@ -303,18 +303,24 @@ fn error_body(e: &ApiError) -> Vec<u8> {
 }
 
 /// Applies committed entries in order; returns, per entry, what each of its ops' proposers
-/// is answered (empty: nothing), framed by [`frame_answers`].
+/// is answered (empty: nothing), framed by [`frame_answers`]. The leader's `republish` gets
+/// the republished copies of what was stored (followers pass none).
 pub(crate) fn apply_committed(
     stream: &mut Stream,
     entries: Vec<(u64, Option<Vec<Op>>)>,
     cluster: &Value,
     domain: Option<&str>,
+    mut republish: Option<&mut Vec<super::consumer::Outgoing>>,
 ) -> Vec<Vec<u8>> {
     entries
         .into_iter()
         .map(|(index, ops)| {
             let Some(ops) = ops else {
                 return Vec::new();
+            };
+            let copies: Vec<Option<Message>> = match (&republish, &stream.config.republish) {
+                (Some(_), Some(_)) => ops.iter().map(appended).collect(),
+                _ => Vec::new(),
             };
             let kinds: Vec<(bool, bool)> = ops
                 .iter()
@@ -324,6 +330,13 @@ pub(crate) fn apply_committed(
                 })
                 .collect();
             let outcomes = stream.apply_all_at(index, ops);
+            if let Some(out) = republish.as_deref_mut() {
+                for (outcome, copy) in outcomes.iter().zip(&copies) {
+                    if let (Ok(Applied::Stored(seq)), Some(m)) = (outcome, copy) {
+                        out.extend(stream.republish(*seq, m));
+                    }
+                }
+            }
             let answers: Vec<Vec<u8>> = outcomes
                 .into_iter()
                 .zip(kinds)
@@ -340,6 +353,25 @@ pub(crate) fn apply_committed(
             frame_answers(&answers)
         })
         .collect()
+}
+
+/// The message an append op stores, as republish sees it.
+fn appended(op: &Op) -> Option<Message> {
+    match op {
+        Op::Append {
+            subject,
+            headers,
+            payload,
+            ..
+        } => Some(Message {
+            subject: subject.clone(),
+            reply: None,
+            headers: headers.clone().map(Into::into),
+            payload: payload.clone().into(),
+            trace: Default::default(),
+        }),
+        _ => None,
+    }
 }
 
 /// A purge or message delete on a replicated stream: the leader checks it and proposes its
@@ -416,11 +448,7 @@ pub(crate) fn proposed(call: &Call) -> bool {
 /// What `num_replicas` > 1 cannot be combined with yet (each would change replicas' state
 /// outside the log: markers for subjects max_age emptied, republish).
 pub(crate) fn check_config(cfg: &super::config::StreamConfig) -> Result<(), ApiError> {
-    let what = if cfg.subject_delete_marker_ttl > 0 {
-        Some("subject delete markers")
-    } else if cfg.republish.is_some() {
-        Some("republish")
-    } else if cfg.allow_atomic {
+    let what = if cfg.allow_atomic {
         Some("atomic batch publish")
     } else {
         None

@@ -567,8 +567,11 @@ impl Runner {
             }
             Input::Committed { ops, done } => {
                 let domain = ctx.domain.as_deref();
+                let leads = ctx.replica.as_ref().is_some_and(|r| r.is_leader());
+                let republish = leads.then_some(&mut b.out);
+                let cluster = ctx.cluster_json();
                 let answers =
-                    super::replica::apply_committed(stream, ops, &ctx.cluster_json(), domain);
+                    super::replica::apply_committed(stream, ops, &cluster, domain, republish);
                 b.mutated = true;
                 let _ = done.try_send(answers);
             }

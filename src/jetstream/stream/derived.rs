@@ -120,13 +120,12 @@ impl Stream {
         }
     }
 
-    /// Removes messages whose TTL or max_age passed, through [`Stream::apply`]: one
-    /// `ExpireTtl` op when a TTL is due (apply itself pops the TTL index, so every replica
-    /// decides the same), one `Expire` for max_age. When the stream asks for subject delete
-    /// markers, a subject emptied by expiry gets a marker (an expiring marker itself leaves
-    /// none). Returns whether anything changed.
-    /// The expiry ops due at `now`, not applied: a replicated stream's leader proposes them
-    /// and every replica applies them when committed.
+    /// The expiry ops due at `now`: one `ExpireTtl` when a TTL is due (apply itself pops the
+    /// TTL index, so every replica decides the same), one `Expire` for max_age. When the
+    /// stream asks for subject delete markers, applying them marks each subject expiry
+    /// emptied (an expiring marker itself leaves none). A replicated stream's leader proposes
+    /// them; a single server applies them at once ([`Stream::expire`], true if anything
+    /// changed).
     pub fn expiry_ops(&self, now: i64) -> Vec<Op> {
         let mut ops = Vec::new();
         if self.next_ttl().is_some_and(|at| at <= now) {
@@ -142,27 +141,33 @@ impl Stream {
 
     pub fn expire(&mut self, now: i64) -> Result<bool, ApiError> {
         let mut changed = false;
-        if self.next_ttl().is_some_and(|at| at <= now) {
-            changed |= matches!(self.apply(Op::ExpireTtl { now })?, Applied::Purged(n) if n > 0);
-        }
-        if self.config.max_age > 0 {
-            let before = now - self.config.max_age;
-            let mut emptied = Vec::new();
-            if self.config.subject_delete_marker_ttl > 0 {
-                let mut seq = 0;
-                while let Some(next) = self.store.next_seq_matching(seq, None) {
-                    match self.store.get(next) {
-                        Ok(Some(m)) if m.time >= before => break,
-                        Ok(Some(m)) if !is_marker(m.headers.as_deref()) => emptied.push(m.subject),
-                        _ => {}
-                    }
-                    seq = next + 1;
-                }
-            }
-            changed |= matches!(self.apply(Op::Expire { before })?, Applied::Purged(n) if n > 0);
-            changed |= self.add_markers(emptied, now, "MaxAge")?;
+        for op in self.expiry_ops(now) {
+            changed |= matches!(self.apply(op)?, Applied::Purged(n) if n > 0);
         }
         Ok(changed)
+    }
+
+    /// Applies `Expire` (max_age): removes what is older than `before` and marks the subjects
+    /// that emptied, at the time the op stands for (`before` plus max_age), inside apply so
+    /// every replica appends the same markers.
+    pub(super) fn apply_expire(&mut self, before: i64) -> Result<Applied, ApiError> {
+        let store_err = |e: crate::store::StoreError| ApiError::store_failed(&e.to_string());
+        let mut emptied = Vec::new();
+        if self.config.subject_delete_marker_ttl > 0 {
+            let mut seq = 0;
+            while let Some(next) = self.store.next_seq_matching(seq, None) {
+                match self.store.get(next) {
+                    Ok(Some(m)) if m.time >= before => break,
+                    Ok(Some(m)) if !is_marker(m.headers.as_deref()) => emptied.push(m.subject),
+                    _ => {}
+                }
+                seq = next + 1;
+            }
+        }
+        let n = self.store.expire_older_than(before).map_err(store_err)?;
+        let now = before.saturating_add(self.config.max_age);
+        self.add_markers(emptied, now, "MaxAge")?;
+        Ok(Applied::Purged(n))
     }
 
     /// Applies `ExpireTtl`: removes every message whose TTL passed at `now` and marks the

@@ -635,10 +635,7 @@ impl Stream {
                     .map_err(store_err)?;
                 Ok(Applied::Purged(n))
             }
-            Op::Expire { before } => {
-                let n = self.store.expire_older_than(before).map_err(store_err)?;
-                Ok(Applied::Purged(n))
-            }
+            Op::Expire { before } => self.apply_expire(before),
             Op::ExpireTtl { now } => self.apply_expire_ttl(now),
             Op::UpdateConfig(cfg) => {
                 self.config = *cfg;
