@@ -293,10 +293,6 @@ async fn unimplemented_stream_features_are_refused_by_name() {
     let env = common::js::JsEnv::new().await;
     let cases = [
         (json!({"allow_batched": true}), "allow_batched"),
-        (
-            json!({"subject_transform": {"src": "x.>", "dest": "y.>"}}),
-            "subject_transform",
-        ),
         (json!({"compression": "s2"}), "compression s2"),
     ];
     for (i, (extra, name)) in cases.iter().enumerate() {
@@ -462,4 +458,69 @@ async fn persist_mode_scenario(addr: SocketAddr) -> Vec<String> {
 async fn async_persist_mode_matches_nats_server() {
     let ours = common::js::same_observations("persist mode", persist_mode_scenario).await;
     assert_eq!(ours[0], r#"AP: ok persist_mode="async""#);
+}
+
+async fn transform_scenario(addr: SocketAddr) -> Vec<String> {
+    let nc = async_nats::connect(addr.to_string())
+        .await
+        .expect("connect");
+    let mut seen = Vec::new();
+    let api = |subject: String, body: Value| {
+        let nc = nc.clone();
+        async move {
+            let m = nc
+                .request(format!("$JS.API.{subject}"), body.to_string().into())
+                .await
+                .expect("api");
+            serde_json::from_slice::<Value>(&m.payload).unwrap_or(Value::Null)
+        }
+    };
+    for (i, t) in [
+        json!({"src": "a.*.*", "dest": "b.$2.$1"}),
+        json!({"src": "a..b", "dest": "x"}),
+        json!({"src": "a.*", "dest": "b.$2"}),
+        json!({"src": "a.*", "dest": "b.{{nope(1)}}"}),
+        json!({"src": "a.*", "dest": "b.{{left(1,2)}}"}),
+        json!({"src": "a.*", "dest": "b.*"}),
+        json!({"src": "a.>", "dest": "b.c"}),
+        json!({"src": "a.*", "dest": "b.{{wildcard()}}"}),
+        json!({"src": "a.*", "dest": "b.{{splitfromleft(1)}}"}),
+        json!({"src": "a.*", "dest": ""}),
+        json!({}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("T{i}");
+        let cfg = json!({"name": name, "subjects": [format!("t{i}.>")], "subject_transform": t});
+        let v = api(format!("STREAM.CREATE.{name}"), cfg).await;
+        seen.push(match v["error"].is_null() {
+            true => format!("{t}: ok {}", v["config"]["subject_transform"]),
+            false => format!("{t}: {}", v["error"]),
+        });
+    }
+    // What a transform does to stored subjects: matching ones change, others do not.
+    let t = json!({"src": "in.*.*", "dest": "out.{{wildcard(2)}}.{{partition(4,1)}}.$1"});
+    let cfg = json!({"name": "X", "subjects": ["in.>"], "subject_transform": t});
+    seen.push(format!(
+        "{}",
+        api("STREAM.CREATE.X".into(), cfg).await["error"]
+    ));
+    for subject in ["in.a.b", "in.order7.eu", "in.a.b.c"] {
+        let ack = nc.request(subject, "x".into()).await.expect("publish");
+        seen.push(String::from_utf8_lossy(&ack.payload).to_string());
+    }
+    let info = api("STREAM.INFO.X".into(), json!({"subjects_filter": ">"})).await;
+    seen.push(format!("{}", info["state"]["subjects"]));
+    seen
+}
+
+#[tokio::test]
+async fn subject_transforms_match_nats_server() {
+    let ours = common::js::same_observations("subject transforms", transform_scenario).await;
+    assert!(ours[0].contains("ok"), "{}", ours[0]);
+    assert!(
+        ours.last().expect("subjects").contains("out.b."),
+        "{ours:?}"
+    );
 }

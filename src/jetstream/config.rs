@@ -266,17 +266,6 @@ fn api_overlap(subj: &str) -> Option<&'static str> {
         .then_some("subjects that overlap with system api require no-ack to be true")
 }
 
-/// True for a JSON value that sets nothing (`null`, `{}`, `[]`, `""`).
-fn is_unset(v: &Option<Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => true,
-        Some(Value::Object(m)) => m.is_empty(),
-        Some(Value::Array(a)) => a.is_empty(),
-        Some(Value::String(s)) => s.is_empty(),
-        Some(_) => false,
-    }
-}
-
 /// A limit where nats-server takes 0 and every negative number for "unlimited" (-1).
 pub(crate) fn unlimited_if_not_positive(n: &mut i64) {
     if *n <= 0 {
@@ -288,10 +277,7 @@ impl StreamConfig {
     /// Fields of nats-server 2.15 that causeway does not implement yet: set, they are refused
     /// with an error naming them, never silently ignored.
     fn refuse_unimplemented(&mut self) -> Result<(), ApiError> {
-        let flags = [
-            (self.allow_batched, "allow_batched"),
-            (!is_unset(&self.subject_transform), "subject_transform"),
-        ];
+        let flags = [(self.allow_batched, "allow_batched")];
         if let Some((_, name)) = flags.iter().find(|(set, _)| *set) {
             return Err(ApiError::not_implemented(&format!("stream {name}")));
         }
@@ -304,8 +290,52 @@ impl StreamConfig {
                 return Err(ApiError::invalid_json(&text));
             }
         }
-        self.subject_transform = None;
         Ok(())
+    }
+
+    /// The stream's `subject_transform` (`{src, dest}`, both always shown): checked as
+    /// nats-server checks it (10155 for the source, 10156 with the mapping error for the
+    /// destination).
+    fn check_subject_transform(&mut self) -> Result<(), ApiError> {
+        if matches!(self.subject_transform, None | Some(Value::Null)) {
+            self.subject_transform = None;
+            return Ok(());
+        }
+        let (src, dest) = self.transform_ends();
+        self.subject_transform = Some(serde_json::json!({ "src": src, "dest": dest }));
+        if !src.is_empty() && !subject::is_valid_subject(src.as_bytes()) {
+            return Err(ApiError {
+                code: 400,
+                err_code: 10155,
+                description: format!("stream transform source: invalid subject {src}"),
+            });
+        }
+        crate::protocol::transform::validate(&src, &dest).map_err(|e| ApiError {
+            code: 400,
+            err_code: 10156,
+            description: format!("stream transform: {e}"),
+        })
+    }
+
+    /// `subject_transform`'s `src` and `dest` (empty when absent).
+    fn transform_ends(&self) -> (String, String) {
+        let t = self.subject_transform.as_ref();
+        let end = |k: &str| {
+            t.and_then(|t| t.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        (end("src"), end("dest"))
+    }
+
+    /// The transform applied to every subject the stream takes in, if any.
+    pub(crate) fn subject_transform(&self) -> Option<crate::protocol::transform::Transform> {
+        let (src, dest) = self.transform_ends();
+        if dest.is_empty() {
+            return None;
+        }
+        crate::protocol::transform::Transform::new(&src, &dest).ok()
     }
 
     /// Subject delete markers need per-message TTLs and roll-ups: turned on for them, as
@@ -422,6 +452,7 @@ impl StreamConfig {
             return Err(ApiError::not_implemented("stream mirrors and sources"));
         }
         self.refuse_unimplemented()?;
+        self.check_subject_transform()?;
         for (i, s) in self.subjects.iter().enumerate() {
             if !subject::is_valid_subject(s.as_bytes()) {
                 return Err(ApiError::invalid_config("invalid subject"));

@@ -558,6 +558,13 @@ impl Runner {
             None => input,
         };
         let (stream, ctx) = (&mut self.stream, &self.ctx);
+        let input = match input {
+            Input::Publish(mut m) => {
+                stream.take_in(&mut m);
+                Input::Publish(m)
+            }
+            other => other,
+        };
         match input {
             Input::Publish(m) if ctx.replica.is_some() => {
                 if let Some(role) = &ctx.replica {

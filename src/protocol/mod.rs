@@ -8,3 +8,4 @@ pub mod jwt;
 pub mod parser;
 pub mod route;
 pub mod subject;
+pub mod transform;

@@ -70,6 +70,17 @@ impl Client {
         }
     }
 
+    /// The server itself publishing in the account of `router` (connection id 0, which no
+    /// connection has: nothing is held back as its own echo).
+    pub(crate) fn server_side(shared: Arc<Shared>, router: Arc<Router>) -> Self {
+        Self {
+            shared,
+            router,
+            cid: 0,
+            cache: Arc::default(),
+        }
+    }
+
     /// Other servers' interest, in a cluster.
     fn remote(&self) -> Option<&Arc<super::Remote>> {
         self.shared.remote.as_ref()

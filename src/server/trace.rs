@@ -111,7 +111,7 @@ impl Trace {
             dest: req.dest,
             only: req.only,
             shared: shared.clone(),
-            client: Client::in_account(shared.clone(), router),
+            client: Client::server_side(shared.clone(), router),
             state: Mutex::new(State {
                 event: json!({
                     "request": { "header": req.headers, "msgsize": size },

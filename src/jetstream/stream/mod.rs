@@ -188,6 +188,8 @@ pub(crate) struct Stream {
     batches: atomic::Batches,
     /// Message schedules (derived from the log) and those fired, not yet applied.
     schedules: schedule::Schedules,
+    /// The config's `subject_transform`, compiled.
+    transform: Option<crate::protocol::transform::Transform>,
 }
 
 impl Stream {
@@ -216,7 +218,9 @@ impl Stream {
             outbox: Vec::new(),
             batches: atomic::Batches::default(),
             schedules: schedule::Schedules::default(),
+            transform: None,
         };
+        s.transform = s.config.subject_transform();
         if s.config.allow_atomic {
             s.drop_torn_batch();
         }
@@ -229,6 +233,14 @@ impl Stream {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// A publish as the stream takes it in: its subject transformed by `subject_transform`
+    /// (when it matches the transform's source), before anything else looks at it.
+    pub fn take_in(&self, m: &mut crate::server::Message) {
+        if let Some(to) = self.transform.as_ref().and_then(|t| t.apply(&m.subject)) {
+            m.subject = to;
+        }
     }
 
     /// The answer to a publish the stream refused: the error with the stream's name and
@@ -639,6 +651,7 @@ impl Stream {
             Op::ExpireTtl { now } => self.apply_expire_ttl(now),
             Op::UpdateConfig(cfg) => {
                 self.config = *cfg;
+                self.transform = self.config.subject_transform();
                 if !self.config.allow_atomic {
                     // Leader-local staging, not replicated state: nothing to agree on.
                     self.batches = atomic::Batches::default();

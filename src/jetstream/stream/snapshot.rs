@@ -119,6 +119,7 @@ impl Stream {
         self.store.recreate()?;
         refill(&mut *self.store, &image.messages, image.last_seq)?;
         self.config = config;
+        self.transform = self.config.subject_transform();
         self.created = image.created;
         self.applied = image.applied;
         self.store.mark_applied(image.applied);
