@@ -1123,3 +1123,42 @@ async fn replicated_streams_mark_expired_subjects_and_republish_once() {
         s.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_streams_are_placed_on_servers_that_are_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let mut servers: Vec<Option<ServerHandle>> = cluster(&ports, dir.path())
+        .await
+        .into_iter()
+        .map(Some)
+        .collect();
+    let js = ready(servers[0].as_ref().unwrap()).await;
+    let client = nats_client(servers[0].as_ref().unwrap()).await;
+    servers[2].take().unwrap().shutdown().await;
+    // Its beacons stop; a meta leader among the other two (if n3 led) places what follows.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..4 {
+        let name = format!("P{i}");
+        let body = format!(r#"{{"name":"{name}","subjects":["p{i}"]}}"#);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let info = loop {
+            let v = raw_request(&client, &format!("$JS.API.STREAM.CREATE.{name}"), &body).await;
+            if v.get("error").is_none() {
+                break v;
+            }
+            assert!(Instant::now() < deadline, "{name} never created: {v}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_ne!(info["cluster"]["leader"], "n3", "{info}");
+        let ack = js.publish(format!("p{i}"), "x".into()).await.unwrap();
+        assert_eq!(ack.await.unwrap().sequence, 1);
+    }
+    // Three replicas need three servers up.
+    let body = r#"{"name":"R","subjects":["r"],"num_replicas":3}"#;
+    let v = raw_request(&client, "$JS.API.STREAM.CREATE.R", body).await;
+    assert_eq!(v["error"]["err_code"], 10023, "{v}");
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}

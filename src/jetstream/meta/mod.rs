@@ -56,8 +56,14 @@ pub(crate) struct Meta {
     me: String,
     cluster: String,
     runtime: tokio::runtime::Handle,
+    /// When this member started (before the others' beacons were heard, all count as up).
+    started: std::time::Instant,
     _service: Service,
 }
+
+/// How long after start every member counts as up for placement (their beacons come every
+/// 200 ms).
+const PRESUMED_UP: Duration = Duration::from_secs(2);
 
 /// How long a stepdown waits for another server to lead.
 const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
@@ -96,6 +102,7 @@ impl Meta {
             me,
             cluster: setup.cluster,
             runtime: tokio::runtime::Handle::current(),
+            started: std::time::Instant::now(),
             _service: service,
         });
         tokio::spawn(form(Arc::downgrade(&meta), client, setup.expected));
@@ -149,10 +156,17 @@ impl Meta {
         &self.host
     }
 
-    /// Chooses the `n` servers for a new stream: the members hosting the fewest.
+    /// Chooses the `n` servers for a new stream: the members up (heard from lately) hosting
+    /// the fewest.
     pub fn place(&self, n: usize) -> Result<Vec<String>, ApiError> {
-        let mut load: BTreeMap<String, usize> =
-            self.members().into_values().map(|n| (n.name, 0)).collect();
+        let early = self.started.elapsed() < PRESUMED_UP;
+        let live = self.host.quiet();
+        let mut load: BTreeMap<String, usize> = self
+            .members()
+            .into_iter()
+            .filter(|(id, _)| early || *id == self.node() || live.liveness.alive(*id).is_some())
+            .map(|(_, n)| (n.name, 0))
+            .collect();
         self.read(|c| {
             for (_, a) in c.streams() {
                 for p in &a.peers {
