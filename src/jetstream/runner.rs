@@ -715,6 +715,10 @@ impl Runner {
             }
             Input::Delete(reply) => {
                 b.barrier = true;
+                // Waiting pull requests hear that their consumer went with the stream.
+                for c in stream.consumers.values_mut() {
+                    c.on_delete(&mut b.out);
+                }
                 b.exit = Some(reply);
             }
             Input::Stop => {
