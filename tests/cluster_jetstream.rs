@@ -680,14 +680,40 @@ async fn leaders_step_down_on_request() {
         (5..=15).collect::<Vec<_>>()
     );
 
-    // Errors: unknown stream or consumer, a placement preference, a peer removal.
+    // A stepdown naming the next leader: that server leads next, each in turn.
+    let mut leader = third;
+    for _ in 0..3 {
+        let at = NAMES
+            .iter()
+            .position(|n| *n == leader)
+            .expect("a known leader");
+        let want = NAMES[(at + 1) % 3];
+        let body = format!(r#"{{"placement":{{"preferred":"{want}"}}}}"#);
+        let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SD", &body).await;
+        assert_eq!(r["success"], true, "{r}");
+        let next = leader_other_than(&js, "SD", &leader).await;
+        assert_eq!(next, want, "asked {want} to lead after {leader}");
+        leader = next;
+    }
+    publish_all(&js, 15..16).await;
+
+    // Errors: unknown stream or consumer, a preference that cannot be met, a peer removal.
     let r = raw_request(&client, "$JS.API.CONSUMER.LEADER.STEPDOWN.SD.NOPE", "").await;
     assert_eq!(r["error"]["err_code"], 10014, "{r}");
     let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.NOPE", "").await;
     assert_eq!(r["error"]["err_code"], 10059, "{r}");
-    let body = r#"{"placement":{"preferred":"n1"}}"#;
-    let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SD", body).await;
-    assert_eq!(r["error"]["err_code"], 10012, "{r}");
+    for (preferred, text) in [
+        (
+            leader.as_str(),
+            format!("preferred server {leader:?} is already leader"),
+        ),
+        ("n9", "preferred server \"n9\" not known".to_string()),
+    ] {
+        let body = format!(r#"{{"placement":{{"preferred":"{preferred}"}}}}"#);
+        let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SD", &body).await;
+        assert_eq!(r["error"]["err_code"], 10005, "{r}");
+        assert_eq!(r["error"]["description"], text.as_str(), "{r}");
+    }
     let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.SD", r#"{"peer":"n9"}"#).await;
     assert_eq!(r["error"]["err_code"], 10040, "{r}");
     let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.SD", r#"{"peer":"n1"}"#).await;
@@ -704,6 +730,20 @@ async fn leaders_step_down_on_request() {
     }
     let js2 = ready(&servers[2]).await;
     js2.create_stream(stream_config("AFTER")).await.unwrap();
+    // And toward a named server.
+    let meta_now = meta_leader(&servers[2]).await;
+    let want = NAMES
+        .iter()
+        .find(|n| **n != meta_now)
+        .expect("another server");
+    let body = format!(r#"{{"placement":{{"preferred":"{want}"}}}}"#);
+    let r = raw_request(&client, "$JS.API.META.LEADER.STEPDOWN", &body).await;
+    assert_eq!(r["success"], true, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while meta_leader(&servers[2]).await != *want {
+        assert!(Instant::now() < deadline, "meta not led by {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for s in servers {
         s.shutdown().await;
     }
@@ -868,8 +908,9 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let client = nats_client(servers[0].as_ref().unwrap()).await;
-    // Each stepdown hands the lead to whichever other member's election timer fires first:
-    // on a loaded machine that can take a few rounds.
+    // Stepdowns naming it as the next leader (a replica that has not yet received the new
+    // term's first entry cannot win: then another round).
+    let body = format!(r#"{{"placement":{{"preferred":"{}"}}}}"#, NAMES[lagging]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut leaders = Vec::new();
     loop {
@@ -883,10 +924,7 @@ async fn a_lagging_replica_catches_up_from_a_snapshot_once_the_log_is_compacted(
             "{} never led; leaders after each stepdown: {leaders:?}",
             NAMES[lagging]
         );
-        let _ = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SN", "").await;
-        // Each new term starts with an entry of its own: a replica that has not received it
-        // yet cannot win the next election. Give the replication a moment before asking again
-        // (on a loaded machine, asking at once let the other two trade the lead 47 times).
+        let _ = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.SN", &body).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!("{} led after {} stepdowns", NAMES[lagging], leaders.len());

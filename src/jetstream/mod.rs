@@ -252,6 +252,7 @@ impl JetStream {
             .block_on(start)
             .map_err(|e| crate::Error::Store(format!("JetStream meta group: {e}")))?;
         let _ = self.meta.set(meta);
+        self.subscribe_holds();
         // The snapshot was restored before the group could be read: reconcile with it now, in
         // order with the entries applied since.
         let _ = again.send(meta::Event::Restored);

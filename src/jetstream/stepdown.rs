@@ -5,9 +5,11 @@
 //! A stepdown is answered once another server leads (or with 10008 if none took over within
 //! a few seconds). A replicated stream's consumers are served by its group's leader, so a
 //! consumer stepdown moves the stream's leadership, and every consumer of the stream with it.
-//! Removing a stream's peer (a membership change and a replacement) is not implemented: the
-//! request is checked, then refused with 10012. Without a cluster each is refused with 10010,
-//! as nats-server does.
+//! A stepdown may name the server to lead next (`{"placement": {"preferred": "n2"}}`): the
+//! other members are told to hold their elections (`$JSC.HOLD.<server>`) while the leader
+//! stops, so only the preferred one campaigns. Removing a stream's peer (a membership change
+//! and a replacement) is not implemented: the request is checked, then refused with 10012.
+//! Without a cluster each is refused with 10010, as nats-server does.
 
 use serde_json::{json, Value};
 
@@ -15,6 +17,7 @@ use super::errors::ApiError;
 use super::meta::unavailable;
 use super::{api, lock, JetStream};
 use crate::raft::GroupError;
+use crate::raft::NodeId;
 use crate::server::{Client, Message};
 
 /// 10010: the request needs a cluster.
@@ -35,21 +38,69 @@ fn peer_not_member() -> ApiError {
     }
 }
 
-/// A stepdown request's body: empty or a JSON object; a placement preference is refused
-/// rather than ignored.
-fn check_body(payload: &[u8]) -> Result<(), ApiError> {
+/// 10005 with nats-server's words for a placement no member satisfies.
+fn no_peers(text: String) -> ApiError {
+    ApiError {
+        code: 400,
+        err_code: 10005,
+        description: text,
+    }
+}
+
+/// A stepdown request's body: empty or a JSON object, maybe with a placement: the preferred
+/// server's name, if one is named. A placement by tags is refused rather than ignored.
+fn check_body(payload: &[u8]) -> Result<Option<String>, ApiError> {
     if payload.iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
+        return Ok(None);
     }
     let v: Value =
         serde_json::from_slice(payload).map_err(|_| ApiError::bad_request("invalid JSON"))?;
-    match v.get("placement") {
-        Some(p) if !p.is_null() => Err(ApiError::not_implemented(
-            "a stepdown's placement preference",
-        )),
-        _ if v.is_object() => Ok(()),
-        _ => Err(ApiError::bad_request("invalid JSON")),
+    if !v.is_object() {
+        return Err(ApiError::bad_request("invalid JSON"));
     }
+    let Some(p) = v.get("placement").filter(|p| !p.is_null()) else {
+        return Ok(None);
+    };
+    if p.get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+    {
+        return Err(ApiError::not_implemented("a stepdown's placement by tags"));
+    }
+    Ok(p.get("preferred")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string))
+}
+
+/// The members to hold their elections so that `preferred` (a member other than this
+/// leader, `me`) alone campaigns.
+fn others_than(
+    members: &[(NodeId, String)],
+    me: NodeId,
+    preferred: &str,
+) -> Result<Vec<String>, ApiError> {
+    match members.iter().find(|(_, name)| name == preferred) {
+        None => Err(no_peers(format!(
+            "preferred server {preferred:?} not known"
+        ))),
+        Some((id, _)) if *id == me => Err(no_peers(format!(
+            "preferred server {preferred:?} is already leader"
+        ))),
+        Some(_) => Ok(members
+            .iter()
+            .filter(|(id, name)| *id != me && name != preferred)
+            .map(|(_, name)| name.clone())
+            .collect()),
+    }
+}
+
+/// What a held member is told: the group (a stream's name, or empty for the meta group) and
+/// the leader handing it on.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Hold {
+    group: String,
+    old: NodeId,
 }
 
 /// Answers `m` with a `kind` response once `step` finished.
@@ -78,8 +129,13 @@ impl JetStream {
         let Some(meta) = self.meta.get().cloned() else {
             return self.reply(m, KIND, Err(cluster_required()));
         };
-        if let Err(e) = check_body(&m.payload) {
-            return self.reply(m, KIND, Err(e));
+        let held = check_body(&m.payload).and_then(|preferred| match preferred {
+            None => Ok(Vec::new()),
+            Some(p) => others_than(&meta.member_names(), meta.node(), &p),
+        });
+        match held {
+            Err(e) => return self.reply(m, KIND, Err(e)),
+            Ok(held) => self.hold(&held, "", meta.node()),
         }
         let step = async move { meta.step_down().await };
         let task = answer_after(self.client.clone(), m.clone(), KIND, step);
@@ -110,11 +166,58 @@ impl JetStream {
         if self.meta.get().is_none() {
             return Err(cluster_required());
         }
-        check_body(&m.payload)?;
-        lock(&self.streams)
-            .get(stream)
-            .map(|h| h.replica.as_ref().map(|r| r.step_down()))
-            .ok_or_else(ApiError::stream_not_found)
+        let preferred = check_body(&m.payload)?;
+        let streams = lock(&self.streams);
+        let handle = streams.get(stream).ok_or_else(ApiError::stream_not_found)?;
+        let Some(replica) = &handle.replica else {
+            return Ok(None);
+        };
+        if let Some(p) = preferred {
+            let group = &replica.group;
+            let held = others_than(&group.member_names(), group.id(), &p)?;
+            self.hold(&held, stream, group.id());
+        }
+        Ok(Some(replica.step_down()))
+    }
+
+    /// Tells `servers` to hold their elections in `group` while leader `old` steps down.
+    fn hold(&self, servers: &[String], group: &str, old: NodeId) {
+        let body = serde_json::to_vec(&Hold {
+            group: group.to_string(),
+            old,
+        })
+        .unwrap_or_default();
+        for server in servers {
+            let subject = format!("$JSC.HOLD.{server}");
+            self.client.publish_sync(&subject, None, None, &body);
+        }
+    }
+
+    /// Listens for holds addressed to this server.
+    pub(super) fn subscribe_holds(self: &std::sync::Arc<Self>) {
+        let weak = std::sync::Arc::downgrade(self);
+        let handler: crate::server::InternalHandler = std::sync::Arc::new(move |m: Message| {
+            let (Some(js), Ok(hold)) = (weak.upgrade(), serde_json::from_slice::<Hold>(&m.payload))
+            else {
+                return true;
+            };
+            if hold.group.is_empty() {
+                if let Some(meta) = js.meta.get().cloned() {
+                    js.runtime
+                        .spawn(async move { meta.hold_elections(hold.old).await });
+                }
+            } else if let Some(group) = lock(&js.streams)
+                .get(&hold.group)
+                .and_then(|h| h.replica.as_ref().map(|r| r.group.clone()))
+            {
+                let wait = std::time::Duration::from_secs(5);
+                js.runtime
+                    .spawn(async move { group.hold_elections(hold.old, wait).await });
+            }
+            true
+        });
+        let subject = format!("$JSC.HOLD.{}", self.server_name);
+        let _ = self.client.subscribe_internal(&subject, None, handler);
     }
 
     /// `CONSUMER.LEADER.STEPDOWN.<stream>.<consumer>`: the consumer must exist (asked of the
@@ -186,17 +289,36 @@ impl JetStream {
 
 #[cfg(test)]
 mod tests {
-    use super::check_body;
+    use super::{check_body, others_than};
 
     #[test]
     fn stepdown_bodies() {
-        assert!(check_body(b"").is_ok());
-        assert!(check_body(b" \r\n").is_ok());
-        assert!(check_body(b"{}").is_ok());
-        assert!(check_body(b"{\"placement\":null}").is_ok());
+        assert_eq!(check_body(b"").unwrap(), None);
+        assert_eq!(check_body(b" \r\n").unwrap(), None);
+        assert_eq!(check_body(b"{}").unwrap(), None);
+        assert_eq!(check_body(b"{\"placement\":null}").unwrap(), None);
         assert_eq!(check_body(b"nope").unwrap_err().err_code, 10003);
         assert_eq!(check_body(b"[1]").unwrap_err().err_code, 10003);
         let preferred = br#"{"placement":{"preferred":"n2"}}"#;
-        assert_eq!(check_body(preferred).unwrap_err().err_code, 10012);
+        assert_eq!(check_body(preferred).unwrap().as_deref(), Some("n2"));
+        let tags = br#"{"placement":{"tags":["ssd"]}}"#;
+        assert_eq!(check_body(tags).unwrap_err().err_code, 10012);
+    }
+
+    #[test]
+    fn preferred_members() {
+        let members = [
+            (1, "n1".to_string()),
+            (2, "n2".to_string()),
+            (3, "n3".to_string()),
+        ];
+        assert_eq!(others_than(&members, 1, "n2").unwrap(), ["n3"]);
+        let e = others_than(&members, 1, "n1").unwrap_err();
+        assert_eq!(e.description, "preferred server \"n1\" is already leader");
+        let e = others_than(&members, 1, "n9").unwrap_err();
+        assert_eq!(
+            (e.err_code, e.description.as_str()),
+            (10005, "preferred server \"n9\" not known")
+        );
     }
 }

@@ -363,6 +363,28 @@ impl<M: Machine> Group<M> {
         }
     }
 
+    /// Keeps this member from campaigning until a member other than `old` leads, or for
+    /// `timeout` (a stepdown toward another member: only that one campaigns).
+    pub async fn hold_elections(&self, old: NodeId, timeout: Duration) {
+        let config = self.raft.runtime_config();
+        config.elect(false);
+        let mut rx = self.raft.metrics();
+        let moved = rx.wait_for(|m| m.current_leader.is_some_and(|l| l != old));
+        let _ = tokio::time::timeout(timeout, moved).await;
+        config.elect(true);
+    }
+
+    /// The members' server names, by Raft id.
+    pub fn member_names(&self) -> Vec<(NodeId, String)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.name.clone()))
+            .collect()
+    }
+
     /// Reads the state machine as applied on this node.
     pub fn read<R>(&self, f: impl FnOnce(&M) -> R) -> R {
         self.sm.read(f)

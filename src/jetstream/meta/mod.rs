@@ -200,6 +200,16 @@ impl Meta {
         }
     }
 
+    /// The members' server names, by Raft id.
+    pub fn member_names(&self) -> Vec<(NodeId, String)> {
+        self.group.member_names()
+    }
+
+    /// Keeps this member from campaigning while `old` hands the lead to another one.
+    pub async fn hold_elections(&self, old: NodeId) {
+        self.group.hold_elections(old, STEP_DOWN_WAIT).await
+    }
+
     /// Hands the meta group's leadership to another server (`META.LEADER.STEPDOWN`); true
     /// once another one leads.
     pub async fn step_down(&self) -> Result<bool, GroupError> {
