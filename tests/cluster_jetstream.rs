@@ -716,8 +716,6 @@ async fn leaders_step_down_on_request() {
     }
     let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.SD", r#"{"peer":"n9"}"#).await;
     assert_eq!(r["error"]["err_code"], 10040, "{r}");
-    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.SD", r#"{"peer":"n1"}"#).await;
-    assert_eq!(r["error"]["err_code"], 10012, "{r}");
 
     // The meta leader hands on; the catalogue still answers (a stream is created after).
     let meta_first = meta_leader(&servers[0]).await;
@@ -1196,6 +1194,89 @@ async fn new_streams_are_placed_on_servers_that_are_up() {
     let body = r#"{"name":"R","subjects":["r"],"num_replicas":3}"#;
     let v = raw_request(&client, "$JS.API.STREAM.CREATE.R", body).await;
     assert_eq!(v["error"]["err_code"], 10023, "{v}");
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}
+
+/// The names of a stream's other replicas, as its leader's info lists them, once it has
+/// `want` of them and all are current.
+async fn replicas_become(js: &jetstream::Context, stream: &str, want: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = js.get_stream(stream).await {
+            if let Ok(info) = s.info().await {
+                let replicas = info.cluster.clone().map(|c| c.replicas).unwrap_or_default();
+                if replicas.len() == want && replicas.iter().all(|r| r.current) {
+                    return replicas.iter().map(|r| r.name.clone()).collect();
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let info = js
+                .get_stream(stream)
+                .await
+                .map(|s| s.cached_info().cluster.clone());
+            panic!("{stream} never had {want} current replicas: {info:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_peer_is_replaced_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let (servers, js) = with_r3_stream_as(&ports, dir.path(), "R2", |cfg| {
+        cfg.num_replicas = 2;
+    })
+    .await;
+    publish_all(&js, 0..10).await;
+    let client = nats_client(servers[0].as_ref().unwrap()).await;
+    let (leader, _) = stream_leader(&js, "R2").await;
+    let follower = replicas_become(&js, "R2", 1).await.remove(0);
+    let spare = NAMES
+        .iter()
+        .find(|n| **n != leader && **n != follower)
+        .unwrap()
+        .to_string();
+
+    // The follower leaves; the spare server takes its place and catches up.
+    let body = format!(r#"{{"peer":"{follower}"}}"#);
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R2", &body).await;
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(replicas_become(&js, "R2", 1).await, std::slice::from_ref(&spare));
+    // It has everything: led by it, the stream holds the ten and takes more.
+    let body = format!(r#"{{"placement":{{"preferred":"{spare}"}}}}"#);
+    let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.R2", &body).await;
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(leader_other_than(&js, "R2", &leader).await, spare);
+    assert_eq!(message_count(&js, "R2").await, 10);
+    publish_all(&js, 10..12).await;
+
+    // Without a server to spare, a removed leader leaves one replica less.
+    let mut cfg = stream_config("R3");
+    cfg.subjects = vec!["x.>".into()];
+    cfg.num_replicas = 3;
+    js.create_stream(cfg).await.unwrap();
+    let (first, _) = stream_leader(&js, "R3").await;
+    let body = format!(r#"{{"peer":"{first}"}}"#);
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R3", &body).await;
+    assert_eq!(r["success"], true, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (now, _) = stream_leader(&js, "R3").await;
+        let left = replicas_become(&js, "R3", 1).await;
+        if now != first && !left.contains(&first) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{first} still serves R3");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ack = js.publish("x.1", "x".into()).await.unwrap().await.unwrap();
+    assert_eq!(ack.sequence, 1);
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R3", &body).await;
+    assert_eq!(r["error"]["err_code"], 10040, "{r}");
     for s in servers.into_iter().flatten() {
         s.shutdown().await;
     }

@@ -36,6 +36,9 @@ pub(crate) enum MetaOp {
     UpdateStream { config: StreamConfig },
     /// The stream is gone.
     DeleteStream { name: String },
+    /// The servers hosting a stream change (`STREAM.PEER.REMOVE`: one out, maybe a
+    /// replacement in, appended last).
+    SetPeers { name: String, peers: Vec<String> },
 }
 
 /// One stream's entry.
@@ -104,10 +107,12 @@ impl Catalogue {
                 }
                 Ok(MetaApplied::Changed)
             }
-            MetaOp::DeleteStream { name } => match self.streams.contains_key(name) {
-                true => Ok(MetaApplied::Changed),
-                false => Err(ApiError::stream_not_found()),
-            },
+            MetaOp::DeleteStream { name } | MetaOp::SetPeers { name, .. } => {
+                match self.streams.contains_key(name) {
+                    true => Ok(MetaApplied::Changed),
+                    false => Err(ApiError::stream_not_found()),
+                }
+            }
         }
     }
 
@@ -140,6 +145,11 @@ impl Catalogue {
                 }
                 MetaOp::DeleteStream { name } => {
                     self.streams.remove(&name);
+                }
+                MetaOp::SetPeers { name, peers } => {
+                    if let Some(a) = self.streams.get_mut(&name) {
+                        a.peers = peers;
+                    }
                 }
             }
         }

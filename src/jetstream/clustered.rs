@@ -92,7 +92,13 @@ impl JetStream {
     fn propose_create(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
         let config = parse_create(name, &m.payload, true)?;
         check_placement(meta, &config)?;
-        let peers = meta.place(usize::try_from(config.num_replicas).unwrap_or(1))?;
+        // A stream that exists keeps its servers (a repeated create is answered by its
+        // leader, whichever server is down); a new one goes to servers that are up.
+        let placed = meta.read(|c| c.get(name).map(|a| a.peers.clone()));
+        let peers = match placed {
+            Some(peers) => peers,
+            None => meta.place(usize::try_from(config.num_replicas).unwrap_or(1))?,
+        };
         let op = MetaOp::CreateStream {
             config,
             created: time::now_nanos(),
@@ -207,6 +213,54 @@ impl JetStream {
             }
             MetaOp::DeleteStream { name } => {
                 self.remove_stream(name, cmd.reply.clone());
+            }
+            MetaOp::SetPeers { name, peers } => self.repeer(me, name, peers),
+            _ => {}
+        }
+    }
+
+    /// A stream's servers changed: a new one hosts it (a member-to-be, filled by the group's
+    /// leader); the group's leader changes the membership; one no longer among them stops
+    /// hosting it (the leader only once the change is made).
+    fn repeer(&self, me: &str, name: &str, peers: &[String]) {
+        let staying = peers.iter().any(|p| p == me);
+        let group = lock(&self.streams)
+            .get(name)
+            .map(|h| h.replica.as_ref().map(|r| r.group.clone()));
+        match group {
+            None if staying => {
+                let Some(meta) = self.meta.get() else { return };
+                let placed = meta.read(|c| c.get(name).map(|a| (a.config.clone(), a.created)));
+                if let Some((config, created)) = placed {
+                    if let Err(e) = self.host(&config, created, peers) {
+                        tracing::error!(stream = %name, "can't host stream: {}", e.description);
+                    }
+                }
+            }
+            Some(Some(group)) if group.is_leader() => {
+                let changed = self
+                    .runtime
+                    .block_on(super::replica::set_members(&group, peers));
+                match changed {
+                    Ok(()) => tracing::info!(stream = %name, ?peers, "stream peers changed"),
+                    Err(e) => tracing::error!(stream = %name, "peer change failed: {e}"),
+                }
+                if !staying {
+                    self.remove_stream(name, None);
+                }
+            }
+            Some(Some(group)) if !staying => {
+                // The change needs this member's vote in the old configuration: it stays
+                // until the change has reached it, and a moment more for its ack (bounded).
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while !super::replica::leaving(&group) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                self.remove_stream(name, None);
+            }
+            Some(_) if !staying => {
+                self.remove_stream(name, None);
             }
             _ => {}
         }

@@ -739,6 +739,46 @@ struct Watch {
 /// How long a stepdown waits for another replica to lead.
 const STEP_DOWN_WAIT: Duration = Duration::from_secs(5);
 
+/// Makes `peers` the group's members (on its leader): each new one joins as a learner and
+/// catches up (from the log or a snapshot), then the voters become exactly `peers`.
+pub(crate) async fn set_members(
+    group: &Group<StreamMachine>,
+    peers: &[String],
+) -> Result<(), GroupError> {
+    let raft = group.raft();
+    let known: Vec<NodeId> = group.member_names().into_iter().map(|(id, _)| id).collect();
+    let raft_err = |e: &dyn std::fmt::Display| GroupError::Raft(e.to_string());
+    for p in peers {
+        let id = super::meta::node_id_of(p);
+        if !known.contains(&id) {
+            let add = raft.add_learner(id, Node::new(p.clone(), ""), true);
+            match tokio::time::timeout(MEMBER_CATCH_UP, add).await {
+                Ok(r) => r.map_err(|e| raft_err(&e))?,
+                Err(_) => return Err(GroupError::Timeout),
+            };
+        }
+    }
+    let voters: std::collections::BTreeSet<NodeId> =
+        peers.iter().map(|p| super::meta::node_id_of(p)).collect();
+    raft.change_membership(voters, false)
+        .await
+        .map_err(|e| raft_err(&e))?;
+    Ok(())
+}
+
+/// True once this member's log holds a membership change it is leaving by (a joint
+/// configuration, or one without it): its part in committing the change is done once the
+/// change reached it.
+pub(crate) fn leaving(group: &Group<StreamMachine>) -> bool {
+    let m = group.raft().metrics();
+    let m = m.borrow();
+    let membership = m.membership_config.membership();
+    membership.get_joint_config().len() > 1 || !membership.voter_ids().any(|id| id == m.id)
+}
+
+/// How long a new member may take to catch up before the membership change gives up.
+const MEMBER_CATCH_UP: Duration = Duration::from_secs(30);
+
 /// Most ops in one batch entry.
 const BATCH_OPS: usize = 1024;
 /// A batch entry stops growing past this many bytes (a single larger op goes alone).

@@ -258,8 +258,11 @@ impl JetStream {
         });
     }
 
-    /// `STREAM.PEER.REMOVE.<name>`, on the meta leader: checked like nats-server checks it,
-    /// then refused (not implemented).
+    /// `STREAM.PEER.REMOVE.<name>`, on the meta leader: checked like nats-server checks it;
+    /// the peer leaves the stream's servers and the least-loaded server up that does not host
+    /// it takes its place, if there is one (otherwise the stream goes on with one replica
+    /// less). Answered once the catalogue took the change; the group's leader then changes
+    /// its membership.
     pub(super) fn stream_peer_remove(&self, name: &str, m: &Message) {
         const KIND: &str = "stream_remove_peer";
         let Some(meta) = self.meta.get() else {
@@ -279,9 +282,22 @@ impl JetStream {
             if !peers.iter().any(|p| p == peer) {
                 return Err(peer_not_member());
             }
-            Err(ApiError::not_implemented(
-                "removing a stream's peer (STREAM.PEER.REMOVE)",
-            ))
+            if peers.len() < 2 {
+                return Err(ApiError::bad_request("stream is not replicated"));
+            }
+            let mut next: Vec<String> = peers.iter().filter(|p| *p != peer).cloned().collect();
+            next.extend(meta.replacement(&peers));
+            let cmd = super::meta::MetaCmd {
+                op: super::catalogue::MetaOp::SetPeers {
+                    name: name.to_string(),
+                    peers: next,
+                },
+                reply: None,
+            };
+            match meta.propose(&cmd)? {
+                super::meta::Outcome::Refused(e) => Err(e),
+                _ => Ok(json!({ "success": true })),
+            }
         })();
         self.reply(m, KIND, checked);
     }

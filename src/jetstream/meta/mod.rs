@@ -156,9 +156,25 @@ impl Meta {
         &self.host
     }
 
+    /// The member up (heard from lately) hosting the fewest streams, among those not in
+    /// `peers`: the replacement of a removed peer.
+    pub fn replacement(&self, peers: &[String]) -> Option<String> {
+        self.by_load().into_iter().find(|s| !peers.contains(s))
+    }
+
     /// Chooses the `n` servers for a new stream: the members up (heard from lately) hosting
     /// the fewest.
     pub fn place(&self, n: usize) -> Result<Vec<String>, ApiError> {
+        let live = self.by_load();
+        if live.len() < n.max(1) {
+            return Err(ApiError::insufficient_resources());
+        }
+        Ok(live.into_iter().take(n.max(1)).collect())
+    }
+
+    /// The members up (heard from lately; all of them just after start), those hosting the
+    /// fewest streams first.
+    fn by_load(&self) -> Vec<String> {
         let early = self.started.elapsed() < PRESUMED_UP;
         let live = self.host.quiet();
         let mut load: BTreeMap<String, usize> = self
@@ -176,12 +192,9 @@ impl Meta {
                 }
             }
         });
-        if load.len() < n.max(1) {
-            return Err(ApiError::insufficient_resources());
-        }
         let mut by_load: Vec<(usize, String)> = load.into_iter().map(|(s, l)| (l, s)).collect();
         by_load.sort();
-        Ok(by_load.into_iter().take(n.max(1)).map(|(_, s)| s).collect())
+        by_load.into_iter().map(|(_, s)| s).collect()
     }
 
     /// Proposes `cmd` and waits (on the calling thread, which must not be a runtime worker)
