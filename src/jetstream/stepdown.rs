@@ -7,9 +7,9 @@
 //! consumer stepdown moves the stream's leadership, and every consumer of the stream with it.
 //! A stepdown may name the server to lead next (`{"placement": {"preferred": "n2"}}`): the
 //! other members are told to hold their elections (`$JSC.HOLD.<server>`) while the leader
-//! stops, so only the preferred one campaigns. Removing a stream's peer (a membership change
-//! and a replacement) is not implemented: the request is checked, then refused with 10012.
-//! Without a cluster each is refused with 10010, as nats-server does.
+//! stops, so only the preferred one campaigns. `STREAM.PEER.REMOVE` changes the stream's
+//! servers in the catalogue (a replacement, if one is up, joins last); the group's leader then
+//! changes its membership. Without a cluster each is refused with 10010, as nats-server does.
 
 use serde_json::{json, Value};
 
