@@ -258,6 +258,29 @@ async fn stream_leader(js: &jetstream::Context, stream: &str) -> (String, u64) {
     }
 }
 
+/// Shuts down the server named `name`: its index, and a JetStream context on one still up.
+async fn take_down(
+    servers: &mut [Option<ServerHandle>],
+    name: &str,
+) -> (usize, jetstream::Context) {
+    let i = NAMES.iter().position(|n| *n == name).unwrap();
+    servers[i].take().unwrap().shutdown().await;
+    (i, ready(servers.iter().flatten().next().unwrap()).await)
+}
+
+/// A durable pull consumer `name` with explicit acks and a 2 s ack wait.
+async fn durable(js: &jetstream::Context, stream: &str, name: &str) {
+    let s = js.get_stream(stream).await.unwrap();
+    s.create_consumer(consumer::pull::Config {
+        durable_name: Some(name.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 /// Publishes `range` as `k.<i>` until each is acknowledged (a leader change on the way
 /// means retries; the acked sequence must be the message's own).
 async fn publish_all(js: &jetstream::Context, range: std::ops::Range<u64>) {
@@ -337,10 +360,7 @@ async fn a_replicated_stream_survives_its_leaders_going_away() {
     );
 
     // The leader goes away: another takes over with every acknowledged message.
-    let i = NAMES.iter().position(|n| *n == first).unwrap();
-    servers[i].take().unwrap().shutdown().await;
-    let other = servers.iter().flatten().next().unwrap();
-    let js = ready(other).await;
+    let (i, js) = take_down(&mut servers, &first).await;
     publish_all(&js, 50..80).await;
     let (second, n) = stream_leader(&js, "R3").await;
     assert_ne!(second, first);
@@ -418,15 +438,8 @@ async fn a_replicated_streams_consumers_and_acks_survive_failover() {
     let ports = [free_port(), free_port(), free_port()];
     let (mut servers, js) = with_r3_stream(&ports, dir.path(), "RC").await;
     publish_all(&js, 0..20).await;
+    durable(&js, "RC", "D").await;
     let s = js.get_stream("RC").await.unwrap();
-    s.create_consumer(consumer::pull::Config {
-        durable_name: Some("D".into()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(2),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
 
     // Six messages acknowledged (AckSync: confirmed once committed), four handed out and
     // left pending.
@@ -521,10 +534,7 @@ async fn replicated_streams_expire_through_their_group() {
 
     // Every replica applied it: the next leader has none either.
     let (leader, _) = stream_leader(&js, "RA").await;
-    let i = NAMES.iter().position(|n| *n == leader).unwrap();
-    servers[i].take().unwrap().shutdown().await;
-    let other = servers.iter().flatten().next().unwrap();
-    let js = ready(other).await;
+    let (i, js) = take_down(&mut servers, &leader).await;
     let (next, n) = stream_leader(&js, "RA").await;
     assert_ne!(next, leader);
     assert_eq!(n, 0);
@@ -797,10 +807,7 @@ async fn an_idle_replicated_bucket_quiesces_and_still_serves() {
 
     // The quiesced leader goes away: another server leads and serves everything acked.
     let (leader, _) = stream_leader(&js, "KV_Q").await;
-    let i = NAMES.iter().position(|n| *n == leader).unwrap();
-    servers[i].take().unwrap().shutdown().await;
-    let other = servers.iter().flatten().next().unwrap();
-    let js = ready(other).await;
+    let (_, js) = take_down(&mut servers, &leader).await;
     let store = js.get_key_value("Q").await.unwrap();
     get_until(&store, "k", "v3").await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1045,15 +1052,7 @@ async fn replicated_work_queue_and_interest_streams_retire_through_their_group()
     count_becomes(&js, "RI", 0).await;
 
     publish_all(&js, 0..20).await;
-    let s = js.get_stream("RW").await.unwrap();
-    s.create_consumer(consumer::pull::Config {
-        durable_name: Some("W".into()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(2),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    durable(&js, "RW", "W").await;
     // Ten taken and acknowledged (AckSync: committed): the queue holds the other ten.
     assert_eq!(
         fetch_until(&js, "RW", "W", 10).await,
@@ -1063,10 +1062,7 @@ async fn replicated_work_queue_and_interest_streams_retire_through_their_group()
 
     // Every replica retired them: the next leader holds ten and hands out only the rest.
     let (first, _) = stream_leader(&js, "RW").await;
-    let i = NAMES.iter().position(|n| *n == first).unwrap();
-    servers[i].take().unwrap().shutdown().await;
-    let other = servers.iter().flatten().next().unwrap();
-    let js = ready(other).await;
+    let (_, js) = take_down(&mut servers, &first).await;
     let (next, n) = stream_leader(&js, "RW").await;
     assert_ne!(next, first);
     assert_eq!(n, 10);
@@ -1140,10 +1136,7 @@ async fn replicated_streams_mark_expired_subjects_and_republish_once() {
     );
     let (first, n) = stream_leader(&js, "RM").await;
     assert_eq!(n, 1);
-    let i = NAMES.iter().position(|n| *n == first).unwrap();
-    servers[i].take().unwrap().shutdown().await;
-    let other = servers.iter().flatten().next().unwrap();
-    let js = ready(other).await;
+    let (_, js) = take_down(&mut servers, &first).await;
     let (next, n) = stream_leader(&js, "RM").await;
     assert_ne!(next, first);
     assert_eq!(n, 1);
@@ -1245,7 +1238,10 @@ async fn a_removed_peer_is_replaced_and_the_stream_goes_on() {
     let body = format!(r#"{{"peer":"{follower}"}}"#);
     let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R2", &body).await;
     assert_eq!(r["success"], true, "{r}");
-    assert_eq!(replicas_become(&js, "R2", 1).await, std::slice::from_ref(&spare));
+    assert_eq!(
+        replicas_become(&js, "R2", 1).await,
+        std::slice::from_ref(&spare)
+    );
     // It has everything: led by it, the stream holds the ten and takes more.
     let body = format!(r#"{{"placement":{{"preferred":"{spare}"}}}}"#);
     let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.R2", &body).await;

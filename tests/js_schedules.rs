@@ -15,11 +15,7 @@ use serde_json::{json, Value};
 use common::js::{wait_until, JsEnv};
 
 async fn api(nc: &Client, subject: &str, body: Value) -> Value {
-    let m = nc
-        .request(format!("$JS.API.{subject}"), body.to_string().into())
-        .await
-        .expect("api");
-    serde_json::from_slice(&m.payload).unwrap_or(Value::Null)
+    common::js::api(nc, subject, body.to_string()).await
 }
 
 /// A publish with headers, answered by its pub ack (parsed, so key order is not compared).

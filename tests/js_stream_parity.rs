@@ -467,13 +467,7 @@ async fn transform_scenario(addr: SocketAddr) -> Vec<String> {
     let mut seen = Vec::new();
     let api = |subject: String, body: Value| {
         let nc = nc.clone();
-        async move {
-            let m = nc
-                .request(format!("$JS.API.{subject}"), body.to_string().into())
-                .await
-                .expect("api");
-            serde_json::from_slice::<Value>(&m.payload).unwrap_or(Value::Null)
-        }
+        async move { common::js::api(&nc, &subject, body.to_string()).await }
     };
     for (i, t) in [
         json!({"src": "a.*.*", "dest": "b.$2.$1"}),

@@ -319,7 +319,7 @@ pub(crate) fn apply_committed(
                 return Vec::new();
             };
             let copies: Vec<Option<Message>> = match (&republish, &stream.config.republish) {
-                (Some(_), Some(_)) => ops.iter().map(appended).collect(),
+                (Some(_), Some(_)) => ops.iter().map(Op::appended).collect(),
                 _ => Vec::new(),
             };
             let kinds: Vec<(bool, bool)> = ops
@@ -353,25 +353,6 @@ pub(crate) fn apply_committed(
             frame_answers(&answers)
         })
         .collect()
-}
-
-/// The message an append op stores, as republish sees it.
-fn appended(op: &Op) -> Option<Message> {
-    match op {
-        Op::Append {
-            subject,
-            headers,
-            payload,
-            ..
-        } => Some(Message {
-            subject: subject.clone(),
-            reply: None,
-            headers: headers.clone().map(Into::into),
-            payload: payload.clone().into(),
-            trace: Default::default(),
-        }),
-        _ => None,
-    }
 }
 
 /// A purge or message delete on a replicated stream: the leader checks it and proposes its

@@ -923,21 +923,7 @@ fn publish_batch(
     let mut stored = Vec::with_capacity(ops.len());
     for op in ops {
         // What republish sees of each message (its ops carry what is stored).
-        let copy = match &op {
-            Op::Append {
-                subject,
-                headers,
-                payload,
-                ..
-            } => Some(Message {
-                subject: subject.clone(),
-                reply: None,
-                headers: headers.clone().map(Into::into),
-                payload: payload.clone().into(),
-                trace: Default::default(),
-            }),
-            _ => None,
-        };
+        let copy = op.appended();
         match stream.apply(op) {
             Ok(Applied::Stored(seq)) => stored.push((seq, copy)),
             Ok(_) => {}

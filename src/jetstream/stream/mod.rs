@@ -95,6 +95,27 @@ pub(crate) enum Op {
     ConsumerReset { consumer: String, seq: u64 },
 }
 
+impl Op {
+    /// The message an `Append` stores, as republish sees it.
+    pub(crate) fn appended(&self) -> Option<crate::server::Message> {
+        match self {
+            Op::Append {
+                subject,
+                headers,
+                payload,
+                ..
+            } => Some(crate::server::Message {
+                subject: subject.clone(),
+                reply: None,
+                headers: headers.clone().map(Into::into),
+                payload: payload.clone().into(),
+                trace: Default::default(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A publish's conditions on the stream (`Nats-Expected-Last-Sequence`, `-Last-Subject-Sequence`
 /// with `-Last-Subject-Sequence-Subject`, `-Last-Msg-Id`): checked inside apply against the
 /// applied state, so every replica accepts or refuses the same append.
