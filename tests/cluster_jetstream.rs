@@ -985,6 +985,16 @@ async fn a_replicated_streams_schedule_fires_once_through_its_group() {
     let at = at
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
+    // A trace-only publish is checked, never stored (whichever server the client is on).
+    let client = nats_client(servers[0].as_ref().unwrap()).await;
+    let mut traced = async_nats::HeaderMap::new();
+    traced.insert("Nats-Trace-Dest", "trace.dest");
+    traced.insert("Nats-Trace-Only", "true");
+    client
+        .publish_with_headers("k.traced", traced, "x".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Schedule", format!("@at {at}").as_str());
     headers.insert("Nats-Schedule-Target", "k.out");
@@ -1250,29 +1260,40 @@ async fn a_removed_peer_is_replaced_and_the_stream_goes_on() {
     assert_eq!(message_count(&js, "R2").await, 10);
     publish_all(&js, 10..12).await;
 
-    // Without a server to spare, a removed leader leaves one replica less.
-    let mut cfg = stream_config("R3");
+    // A removed leader hands on and leaves; the spare takes its place.
+    let mut cfg = stream_config("RL");
     cfg.subjects = vec!["x.>".into()];
-    cfg.num_replicas = 3;
+    cfg.num_replicas = 2;
     js.create_stream(cfg).await.unwrap();
-    let (first, _) = stream_leader(&js, "R3").await;
+    let ack = js.publish("x.1", "x".into()).await.unwrap().await.unwrap();
+    assert_eq!(ack.sequence, 1);
+    let (first, _) = stream_leader(&js, "RL").await;
     let body = format!(r#"{{"peer":"{first}"}}"#);
-    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R3", &body).await;
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.RL", &body).await;
     assert_eq!(r["success"], true, "{r}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (now, _) = stream_leader(&js, "R3").await;
-        let left = replicas_become(&js, "R3", 1).await;
-        if now != first && !left.contains(&first) {
+        let (now, n) = stream_leader(&js, "RL").await;
+        let others = replicas_become(&js, "RL", 1).await;
+        if now != first && !others.contains(&first) {
+            assert_eq!(n, 1);
             break;
         }
-        assert!(Instant::now() < deadline, "{first} still serves R3");
+        assert!(Instant::now() < deadline, "{first} still serves RL");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let ack = js.publish("x.1", "x".into()).await.unwrap().await.unwrap();
-    assert_eq!(ack.sequence, 1);
-    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R3", &body).await;
+    let ack = js.publish("x.2", "x".into()).await.unwrap().await.unwrap();
+    assert_eq!(ack.sequence, 2);
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.RL", &body).await;
     assert_eq!(r["error"]["err_code"], 10040, "{r}");
+
+    // Without a server to spare, as on nats-server: 10075.
+    let mut cfg = stream_config("R3");
+    cfg.subjects = vec!["y.>".into()];
+    cfg.num_replicas = 3;
+    js.create_stream(cfg).await.unwrap();
+    let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R3", r#"{"peer":"n1"}"#).await;
+    assert_eq!(r["error"]["err_code"], 10075, "{r}");
     for s in servers.into_iter().flatten() {
         s.shutdown().await;
     }

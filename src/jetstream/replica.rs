@@ -262,7 +262,18 @@ pub(crate) fn propose_publish(
             replies.answer(r.clone(), body);
         }
     };
-    match stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload) {
+    let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
+    if m.trace.is_traced() {
+        // What the leader decided is the trace's stream event (an append as proposed).
+        let no_interest = stream.uninterested(&m.subject);
+        let outcome = match &decision {
+            Ok(Decision::Duplicate(seq)) => Ok(Applied::Duplicate(*seq)),
+            Ok(Decision::Append(_)) => Ok(Applied::Stored(0)),
+            Err(e) => Err(e.clone()),
+        };
+        super::trace::trace_outcome(&m.trace, &m, no_interest, &outcome);
+    }
+    match decision {
         Ok(Decision::Duplicate(seq)) => {
             answer(replies, stream.pub_ack(seq, true, domain));
         }
@@ -741,9 +752,10 @@ pub(crate) async fn set_members(
     }
     let voters: std::collections::BTreeSet<NodeId> =
         peers.iter().map(|p| super::meta::node_id_of(p)).collect();
-    raft.change_membership(voters, false)
-        .await
-        .map_err(|e| raft_err(&e))?;
+    match tokio::time::timeout(MEMBER_CATCH_UP, raft.change_membership(voters, false)).await {
+        Ok(r) => r.map_err(|e| raft_err(&e))?,
+        Err(_) => return Err(GroupError::Timeout),
+    };
     Ok(())
 }
 

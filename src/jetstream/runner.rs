@@ -561,6 +561,9 @@ impl Runner {
         let input = match input {
             Input::Publish(mut m) => {
                 stream.take_in(&mut m);
+                if m.trace.is_traced() && traced(stream, &mut m, ctx, &mut b.replies) {
+                    return;
+                }
                 Input::Publish(m)
             }
             other => other,
@@ -715,9 +718,12 @@ impl Runner {
             }
             Input::Delete(reply) => {
                 b.barrier = true;
-                // Waiting pull requests hear that their consumer went with the stream.
-                for c in stream.consumers.values_mut() {
-                    c.on_delete(&mut b.out);
+                // Waiting pull requests hear that their consumer went with the stream (not
+                // when only this server stops hosting it: no one asked, the stream lives on).
+                if reply.is_some() {
+                    for c in stream.consumers.values_mut() {
+                        c.on_delete(&mut b.out);
+                    }
                 }
                 b.exit = Some(reply);
             }
@@ -834,6 +840,29 @@ fn next_wakeup(stream: &Stream, unsynced: bool, ctx: &Ctx) -> Option<Instant> {
     next
 }
 
+/// A traced publish before it goes on: a trace-only one is checked here (by the leader of a
+/// replicated stream) and goes no further (true); another is stored with its trace disabled,
+/// so its deliveries are not traced again.
+#[cold]
+fn traced(stream: &mut Stream, m: &mut Message, ctx: &Ctx, replies: &mut Replies) -> bool {
+    if m.trace.only() {
+        let leads = ctx
+            .replica
+            .as_ref()
+            .is_none_or(|r| r.is_leader() && r.lease.holds());
+        if leads {
+            let tag = std::mem::take(&mut m.trace);
+            trace_only(stream, m, &tag, replies);
+        }
+        return true;
+    }
+    if let Some(h) = &m.headers {
+        let disabled = super::headers::replace(h, trace::DEST, trace::DISABLED);
+        m.headers = Some(disabled.into());
+    }
+    false
+}
+
 /// Handles one captured publish; returns whether the stream changed.
 fn publish(
     stream: &mut Stream,
@@ -846,16 +875,7 @@ fn publish(
         return publish_batch(stream, &id, &m, (replies, out), domain);
     }
     let tag = std::mem::take(&mut m.trace);
-    if tag.only() {
-        trace_only(stream, &m, &tag, replies);
-        return false;
-    }
     let no_interest = tag.is_traced() && stream.uninterested(&m.subject);
-    if let (true, Some(h)) = (tag.is_traced(), &m.headers) {
-        // Stored with the trace disabled, so its deliveries are not traced again.
-        let disabled = super::headers::replace(h, trace::DEST, trace::DISABLED);
-        m.headers = Some(disabled.into());
-    }
     let decision = stream.check_publish(&m.subject, m.headers.as_deref(), &m.payload);
     let result = match decision {
         Ok(Decision::Duplicate(seq)) => Ok(Applied::Duplicate(seq)),

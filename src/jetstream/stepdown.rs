@@ -47,6 +47,15 @@ fn no_peers(text: String) -> ApiError {
     }
 }
 
+/// 10075: no server can take a removed peer's place.
+fn peer_remap_failed() -> ApiError {
+    ApiError {
+        code: 503,
+        err_code: 10075,
+        description: "peer remap failed".into(),
+    }
+}
+
 /// A stepdown request's body: empty or a JSON object, maybe with a placement: the preferred
 /// server's name, if one is named. A placement by tags is refused rather than ignored.
 fn check_body(payload: &[u8]) -> Result<Option<String>, ApiError> {
@@ -167,17 +176,22 @@ impl JetStream {
             return Err(cluster_required());
         }
         let preferred = check_body(&m.payload)?;
-        let streams = lock(&self.streams);
-        let handle = streams.get(stream).ok_or_else(ApiError::stream_not_found)?;
-        let Some(replica) = &handle.replica else {
+        let step = {
+            let streams = lock(&self.streams);
+            let handle = streams.get(stream).ok_or_else(ApiError::stream_not_found)?;
+            handle
+                .replica
+                .as_ref()
+                .map(|r| (r.group.clone(), r.step_down()))
+        };
+        let Some((group, step)) = step else {
             return Ok(None);
         };
         if let Some(p) = preferred {
-            let group = &replica.group;
             let held = others_than(&group.member_names(), group.id(), &p)?;
             self.hold(&held, stream, group.id());
         }
-        Ok(Some(replica.step_down()))
+        Ok(Some(step))
     }
 
     /// Tells `servers` to hold their elections in `group` while leader `old` steps down.
@@ -260,9 +274,8 @@ impl JetStream {
 
     /// `STREAM.PEER.REMOVE.<name>`, on the meta leader: checked like nats-server checks it;
     /// the peer leaves the stream's servers and the least-loaded server up that does not host
-    /// it takes its place, if there is one (otherwise the stream goes on with one replica
-    /// less). Answered once the catalogue took the change; the group's leader then changes
-    /// its membership.
+    /// it takes its place (10075 if there is none). Answered once the catalogue took the
+    /// change; the group's leader then changes its membership.
     pub(super) fn stream_peer_remove(&self, name: &str, m: &Message) {
         const KIND: &str = "stream_remove_peer";
         let Some(meta) = self.meta.get() else {
@@ -282,11 +295,11 @@ impl JetStream {
             if !peers.iter().any(|p| p == peer) {
                 return Err(peer_not_member());
             }
-            if peers.len() < 2 {
-                return Err(ApiError::bad_request("stream is not replicated"));
-            }
+            // As on nats-server, the peer leaves only for a replacement (a stream keeps its
+            // replica count).
+            let spare = meta.replacement(&peers).ok_or_else(peer_remap_failed)?;
             let mut next: Vec<String> = peers.iter().filter(|p| *p != peer).cloned().collect();
-            next.extend(meta.replacement(&peers));
+            next.push(spare);
             let cmd = super::meta::MetaCmd {
                 op: super::catalogue::MetaOp::SetPeers {
                     name: name.to_string(),
@@ -295,8 +308,11 @@ impl JetStream {
                 reply: None,
             };
             match meta.propose(&cmd)? {
+                super::meta::Outcome::Changed | super::meta::Outcome::Exists => {
+                    Ok(json!({ "success": true }))
+                }
                 super::meta::Outcome::Refused(e) => Err(e),
-                _ => Ok(json!({ "success": true })),
+                super::meta::Outcome::Skipped => Err(unavailable()),
             }
         })();
         self.reply(m, KIND, checked);

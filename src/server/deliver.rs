@@ -159,7 +159,8 @@ fn traced_send(
         return false;
     }
     match &sub.sink {
-        Sink::Conn(_) | Sink::Local(_) if trace.only() => {
+        // (An import's bridge would publish it on, untraced, into another account.)
+        Sink::Conn(_) | Sink::Local(_) | Sink::Bridge(_) if trace.only() => {
             if client {
                 trace.egress(sub, None);
             }

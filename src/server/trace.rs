@@ -29,7 +29,7 @@ pub(crate) const SUB_DENY: &str = "Not delivered because subscription denies thi
 /// True if a header block may ask for a trace (the cheap test on every HPUB).
 #[inline]
 pub(crate) fn mentioned(headers: &[u8]) -> bool {
-    memchr::memmem::find(headers, b"Nats-Trace-").is_some()
+    memchr::memmem::find(headers, DEST.as_bytes()).is_some()
 }
 
 /// What a publish's headers ask for.
@@ -139,7 +139,9 @@ impl Trace {
     /// The message could not come in (a publish permission): the ingress event says why.
     pub(crate) fn ingress_error(&self, text: &str) {
         let mut st = super::conns::lock(&self.state);
-        st.event["events"][0]["error"] = json!(text);
+        if let Some(e) = st.event.pointer_mut("/events/0") {
+            e["error"] = json!(text);
+        }
     }
 
     /// The message went out to (or, with `error`, was held back from) a client's subscription.
@@ -252,7 +254,9 @@ impl TraceTag {
             return;
         };
         let mut st = super::conns::lock(&p.trace.state);
-        let e = &mut st.event["events"][slot];
+        let Some(e) = st.event.pointer_mut(&format!("/events/{slot}")) else {
+            return;
+        };
         e["ts"] = json!(now());
         if !subject.is_empty() {
             e["subject"] = json!(subject);

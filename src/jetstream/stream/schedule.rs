@@ -268,10 +268,17 @@ impl Stream {
         hdrs: &[u8],
         now: i64,
     ) -> Result<Option<Vec<u8>>, ApiError> {
+        // Every schedule header starts so (the cheap test on every publish with headers).
+        if memchr::memmem::find(hdrs, b"Nats-Schedule").is_none() {
+            return Ok(None);
+        }
         let allowed = self.config.allow_msg_schedules;
+        if !allowed && (value(hdrs, SCHEDULE).is_some() || zone(hdrs).is_err()) {
+            // Refused before any pattern is worked out.
+            return Err(disabled());
+        }
         let mut rewritten = None;
         match next_of(hdrs, now, now) {
-            Err(_) if !allowed => return Err(disabled()),
             Err(e) => return Err(e),
             Ok(None) => {}
             Ok(Some(_)) => rewritten = self.check_new_schedule(subj, hdrs)?,
