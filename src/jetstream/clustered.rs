@@ -9,7 +9,7 @@
 //! The other half is [`JetStream::on_meta_event`]: every server applies every committed meta
 //! entry, and opens, changes or removes the streams placed on it.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -140,7 +140,7 @@ impl JetStream {
     }
 
     /// Carries out on this server what a committed meta entry asks of it.
-    pub(super) fn on_meta_event(&self, me: &str, event: Event) {
+    pub(super) fn on_meta_event(self: &Arc<Self>, me: &str, event: Event) {
         let (cmd, outcome) = match event {
             Event::Restored => return self.reconcile(me),
             Event::Applied { cmd, outcome } => (cmd, outcome),
@@ -221,8 +221,9 @@ impl JetStream {
 
     /// A stream's servers changed: a new one hosts it (a member-to-be, filled by the group's
     /// leader); the group's leader changes the membership; one no longer among them stops
-    /// hosting it (the leader only once the change is made).
-    fn repeer(&self, me: &str, name: &str, peers: &[String]) {
+    /// hosting it (the leader only once the change is made). The waits run on a thread of
+    /// their own, not holding up the catalogue's next entries.
+    fn repeer(self: &Arc<Self>, me: &str, name: &str, peers: &[String]) {
         let staying = peers.iter().any(|p| p == me);
         let group = lock(&self.streams)
             .get(name)
@@ -237,32 +238,50 @@ impl JetStream {
                     }
                 }
             }
-            Some(Some(group)) if group.is_leader() => {
-                let changed = self
-                    .runtime
-                    .block_on(super::replica::set_members(&group, peers));
-                match changed {
-                    Ok(()) => tracing::info!(stream = %name, ?peers, "stream peers changed"),
-                    Err(e) => tracing::error!(stream = %name, "peer change failed: {e}"),
+            Some(Some(group)) if group.is_leader() || !staying => {
+                let (js, name, peers) = (self.clone(), name.to_string(), peers.to_vec());
+                let work = move || js.carry_out_repeer(&group, &name, &peers, staying);
+                let spawned = std::thread::Builder::new()
+                    .name("stream-peers".into())
+                    .spawn(work);
+                if let Err(e) = spawned {
+                    tracing::error!("can't change stream peers: {e}");
                 }
-                if !staying {
-                    self.remove_stream(name, None);
-                }
-            }
-            Some(Some(group)) if !staying => {
-                // The change needs this member's vote in the old configuration: it stays
-                // until the change has reached it, and a moment more for its ack (bounded).
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-                while !super::replica::leaving(&group) && std::time::Instant::now() < deadline {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                self.remove_stream(name, None);
             }
             Some(_) if !staying => {
                 self.remove_stream(name, None);
             }
             _ => {}
+        }
+    }
+
+    /// The blocking part of [`JetStream::repeer`]: the group's leader changes the
+    /// membership; a member leaving waits until the change has reached it (the change needs
+    /// its vote in the old configuration), and a moment more for its ack (bounded).
+    fn carry_out_repeer(
+        &self,
+        group: &crate::raft::Group<super::replica::StreamMachine>,
+        name: &str,
+        peers: &[String],
+        staying: bool,
+    ) {
+        if group.is_leader() {
+            match self
+                .runtime
+                .block_on(super::replica::set_members(group, peers))
+            {
+                Ok(()) => tracing::info!(stream = %name, ?peers, "stream peers changed"),
+                Err(e) => tracing::error!(stream = %name, "peer change failed: {e}"),
+            }
+        } else {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !super::replica::leaving(group) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        if !staying {
+            self.remove_stream(name, None);
         }
     }
 

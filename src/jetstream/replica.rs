@@ -437,8 +437,8 @@ pub(crate) fn proposed(call: &Call) -> bool {
     matches!(call, Call::Purge | Call::MsgDelete)
 }
 
-/// What `num_replicas` > 1 cannot be combined with yet (each would change replicas' state
-/// outside the log: markers for subjects max_age emptied, republish).
+/// What `num_replicas` > 1 cannot be combined with yet (an atomic batch must apply all or
+/// nothing inside one entry; async persistence has no meaning for a Raft log).
 pub(crate) fn check_config(cfg: &super::config::StreamConfig) -> Result<(), ApiError> {
     let what = if cfg.allow_atomic {
         Some("atomic batch publish")

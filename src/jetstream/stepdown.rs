@@ -140,7 +140,7 @@ impl JetStream {
         };
         let held = check_body(&m.payload).and_then(|preferred| match preferred {
             None => Ok(Vec::new()),
-            Some(p) => others_than(&meta.member_names(), meta.node(), &p),
+            Some(p) => others_than(&meta.voter_names(), meta.node(), &p),
         });
         match held {
             Err(e) => return self.reply(m, KIND, Err(e)),
@@ -188,7 +188,7 @@ impl JetStream {
             return Ok(None);
         };
         if let Some(p) = preferred {
-            let held = others_than(&group.member_names(), group.id(), &p)?;
+            let held = others_than(&group.voter_names(), group.id(), &p)?;
             self.hold(&held, stream, group.id());
         }
         Ok(Some(step))

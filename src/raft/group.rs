@@ -374,13 +374,23 @@ impl<M: Machine> Group<M> {
         config.elect(true);
     }
 
-    /// The members' server names, by Raft id.
+    /// The members' server names (learners too), by Raft id.
     pub fn member_names(&self) -> Vec<(NodeId, String)> {
+        self.names(false)
+    }
+
+    /// The voters' server names, by Raft id.
+    pub fn voter_names(&self) -> Vec<(NodeId, String)> {
+        self.names(true)
+    }
+
+    fn names(&self, voters_only: bool) -> Vec<(NodeId, String)> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.membership_config
-            .membership()
+        let membership = m.membership_config.membership();
+        membership
             .nodes()
+            .filter(|(id, _)| !voters_only || membership.voter_ids().any(|v| v == **id))
             .map(|(id, n)| (*id, n.name.clone()))
             .collect()
     }

@@ -87,24 +87,30 @@ pub(crate) fn deliver(
         }
     }
     for group in &matches.qsubs {
-        let n = group.len();
-        let start = if n > 1 {
-            rand::rng().random_range(0..n)
-        } else {
-            0
-        };
-        for i in 0..n {
-            let sub = &group[(start + i) % n];
-            if !origin.echo && sub.client_id == origin.cid {
-                continue;
-            }
-            if send(router, sub, msg, dirty, None) {
-                delivered += 1;
-                break;
-            }
+        let own = |sub: &Arc<Subscription>| !origin.echo && sub.client_id == origin.cid;
+        if to_one_member(group, |sub| {
+            !own(sub) && send(router, sub, msg, dirty, None)
+        }) {
+            delivered += 1;
         }
     }
     delivered
+}
+
+/// Offers a message to the members of a queue group in turn, from a random one, until one
+/// takes it; true if one did.
+#[inline]
+fn to_one_member(
+    group: &[Arc<Subscription>],
+    mut offer: impl FnMut(&Arc<Subscription>) -> bool,
+) -> bool {
+    let n = group.len();
+    let start = if n > 1 {
+        rand::rng().random_range(0..n)
+    } else {
+        0
+    };
+    (0..n).any(|i| offer(&group[(start + i) % n]))
 }
 
 /// [`deliver`] for a traced message: each client subscription it went to, or was held back
@@ -124,13 +130,9 @@ pub(crate) fn deliver_traced(
         delivered += usize::from(traced_send(router, sub, msg, origin, dirty, trace));
     }
     for group in &matches.qsubs {
-        let n = group.len();
-        let start = if n > 1 {
-            rand::rng().random_range(0..n)
-        } else {
-            0
-        };
-        if (0..n).any(|i| traced_send(router, &group[(start + i) % n], msg, origin, dirty, trace)) {
+        if to_one_member(group, |sub| {
+            traced_send(router, sub, msg, origin, dirty, trace)
+        }) {
             delivered += 1;
         }
     }
@@ -226,17 +228,8 @@ pub(crate) fn deliver_routed(
         if !crate::protocol::route::queue_names(queues).any(|q| q == name) {
             continue;
         }
-        let n = group.len();
-        let start = if n > 1 {
-            rand::rng().random_range(0..n)
-        } else {
-            0
-        };
-        for i in 0..n {
-            if send(router, &group[(start + i) % n], msg, dirty, None) {
-                delivered += 1;
-                break;
-            }
+        if to_one_member(group, |sub| send(router, sub, msg, dirty, None)) {
+            delivered += 1;
         }
     }
     delivered

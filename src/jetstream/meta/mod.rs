@@ -213,9 +213,9 @@ impl Meta {
         }
     }
 
-    /// The members' server names, by Raft id.
-    pub fn member_names(&self) -> Vec<(NodeId, String)> {
-        self.group.member_names()
+    /// The voters' server names, by Raft id.
+    pub fn voter_names(&self) -> Vec<(NodeId, String)> {
+        self.group.voter_names()
     }
 
     /// Keeps this member from campaigning while `old` hands the lead to another one.
