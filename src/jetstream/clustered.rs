@@ -239,14 +239,7 @@ impl JetStream {
                 }
             }
             Some(Some(group)) if group.is_leader() || !staying => {
-                let (js, name, peers) = (self.clone(), name.to_string(), peers.to_vec());
-                let work = move || js.carry_out_repeer(&group, &name, &peers, staying);
-                let spawned = std::thread::Builder::new()
-                    .name("stream-peers".into())
-                    .spawn(work);
-                if let Err(e) = spawned {
-                    tracing::error!("can't change stream peers: {e}");
-                }
+                self.spawn_repeer(group, name, peers.to_vec(), staying);
             }
             Some(_) if !staying => {
                 self.remove_stream(name, None);
@@ -337,6 +330,59 @@ impl JetStream {
         self.query_info(&tx).ok_or_else(ApiError::stream_not_found)
     }
 
+    /// For each replicated stream this server leads: if its group's voters are not the
+    /// servers the catalogue names (a peer change this leader did not carry out, or one that
+    /// failed), changes them now (on a thread of its own, one change per stream at a time).
+    fn check_members(self: &Arc<Self>) {
+        let Some(meta) = self.meta.get() else { return };
+        let led: Vec<(
+            String,
+            Arc<crate::raft::Group<super::replica::StreamMachine>>,
+        )> = lock(&self.streams)
+            .iter()
+            .filter_map(|(n, h)| h.replica.as_ref().map(|r| (n.clone(), r.group.clone())))
+            .filter(|(_, g)| g.is_leader())
+            .collect();
+        for (name, group) in led {
+            let Some(peers) = meta.read(|c| c.get(&name).map(|a| a.peers.clone())) else {
+                continue;
+            };
+            let mut voters: Vec<String> = group.voter_names().into_iter().map(|(_, n)| n).collect();
+            let mut want = peers.clone();
+            voters.sort();
+            want.sort();
+            if voters != want {
+                let staying = peers.contains(&self.server_name);
+                self.spawn_repeer(group, &name, peers, staying);
+            }
+        }
+    }
+
+    /// Runs [`JetStream::carry_out_repeer`] on a thread of its own, unless a change of this
+    /// stream's members is under way here already.
+    fn spawn_repeer(
+        self: &Arc<Self>,
+        group: Arc<crate::raft::Group<super::replica::StreamMachine>>,
+        name: &str,
+        peers: Vec<String>,
+        staying: bool,
+    ) {
+        if !lock(&self.changing).insert(name.to_string()) {
+            return;
+        }
+        let (js, name) = (self.clone(), name.to_string());
+        let work = move || {
+            js.carry_out_repeer(&group, &name, &peers, staying);
+            lock(&js.changing).remove(&name);
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("stream-peers".into())
+            .spawn(work)
+        {
+            tracing::error!("can't change stream peers: {e}");
+        }
+    }
+
     /// Makes the running streams what the catalogue places here (after a snapshot).
     fn reconcile(&self, me: &str) {
         let Some(meta) = self.meta.get() else { return };
@@ -395,8 +441,18 @@ fn check_placement(meta: &Meta, config: &StreamConfig) -> Result<(), ApiError> {
 
 /// Feeds meta events to the manager until the machine goes away.
 pub(super) fn run_events(js: Weak<JetStream>, me: String, rx: std::sync::mpsc::Receiver<Event>) {
-    while let Ok(event) = rx.recv() {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let event = rx.recv_timeout(PEER_CHECK);
         let Some(js) = js.upgrade() else { return };
-        js.on_meta_event(&me, event);
+        match event {
+            Ok(event) => js.on_meta_event(&me, event),
+            Err(RecvTimeoutError::Timeout) => js.check_members(),
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
+
+/// How often (when the catalogue is quiet) the streams led here compare their group's
+/// voters with the servers the catalogue names.
+const PEER_CHECK: std::time::Duration = std::time::Duration::from_secs(5);

@@ -96,6 +96,8 @@ pub(crate) struct JetStream {
     /// In a cluster: this server's member of the meta group, which holds the catalogue
     /// instead of `catalogue`.
     meta: OnceLock<Arc<meta::Meta>>,
+    /// Streams whose group membership is being changed here (one change at a time each).
+    changing: Mutex<std::collections::HashSet<String>>,
 }
 
 impl JetStream {
@@ -136,6 +138,7 @@ impl JetStream {
             streams: Mutex::new(BTreeMap::new()),
             api_sub: Mutex::new(None),
             meta: OnceLock::new(),
+            changing: Mutex::default(),
         });
         match setup {
             None => js.restore_streams(),
