@@ -93,6 +93,17 @@ async fn accounts_are_isolated_except_for_what_is_imported() {
     let seen_b = drain(&mut spy_b, Duration::from_millis(300)).await;
     let subjects: Vec<&str> = seen_b.iter().map(|m| m.subject.as_str()).collect();
     assert_eq!(subjects, ["from_a.orders.new"], "B saw {subjects:?}");
+    // A trace-only message crosses no import: B sees nothing of it.
+    let mut only = async_nats::HeaderMap::new();
+    only.insert("Nats-Trace-Dest", "traces");
+    only.insert("Nats-Trace-Only", "true");
+    a.publish_with_headers("orders.traced", only, "t".into())
+        .await
+        .expect("pub");
+    a.flush().await.expect("flush");
+    assert!(drain(&mut spy_b, Duration::from_millis(300))
+        .await
+        .is_empty());
     assert!(drain(&mut spy_c, Duration::from_millis(100))
         .await
         .is_empty());
