@@ -281,6 +281,21 @@ async fn durable(js: &jetstream::Context, stream: &str, name: &str) {
     .unwrap();
 }
 
+/// Publishes with headers; the acknowledged sequence.
+async fn publish_with(
+    js: &jetstream::Context,
+    subject: &str,
+    pairs: &[(&str, &str)],
+    body: &str,
+) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    for (k, v) in pairs {
+        headers.insert(*k, *v);
+    }
+    let ack = js.publish_with_headers(subject.to_string(), headers, body.to_string().into());
+    ack.await.unwrap().await.unwrap().sequence
+}
+
 /// Publishes `range` as `k.<i>` until each is acknowledged (a leader change on the way
 /// means retries; the acked sequence must be the message's own).
 async fn publish_all(js: &jetstream::Context, range: std::ops::Range<u64>) {
@@ -502,15 +517,10 @@ async fn replicated_streams_expire_through_their_group() {
     })
     .await;
     publish_all(&js, 0..1).await;
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-TTL", "1s");
-    let ack = js
-        .publish_with_headers("k.ttl", headers, "short".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(ack.sequence, 2);
+    assert_eq!(
+        publish_with(&js, "k.ttl", &[("Nats-TTL", "1s")], "short").await,
+        2
+    );
 
     // The TTL'd message goes first; then max_age takes the other.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -995,16 +1005,12 @@ async fn a_replicated_streams_schedule_fires_once_through_its_group() {
         .await
         .unwrap();
     client.flush().await.unwrap();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Schedule", format!("@at {at}").as_str());
-    headers.insert("Nats-Schedule-Target", "k.out");
-    let ack = js
-        .publish_with_headers("k.sched", headers, "fired".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(ack.sequence, 1);
+    let at = format!("@at {at}");
+    let pairs = [
+        ("Nats-Schedule", at.as_str()),
+        ("Nats-Schedule-Target", "k.out"),
+    ];
+    assert_eq!(publish_with(&js, "k.sched", &pairs, "fired").await, 1);
     // The fired message is appended once and the schedule message purged, on every replica:
     // a stream of one message whose last sequence is 2.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -1103,15 +1109,10 @@ async fn replicated_streams_mark_expired_subjects_and_republish_once() {
     let client = nats_client(servers[0].as_ref().unwrap()).await;
     let mut copies = client.subscribe("rp.>").await.unwrap();
     client.flush().await.unwrap();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-TTL", "1s");
-    let ack = js
-        .publish_with_headers("k.a", headers, "short".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(ack.sequence, 1);
+    assert_eq!(
+        publish_with(&js, "k.a", &[("Nats-TTL", "1s")], "short").await,
+        1
+    );
     // Republished once, by the leader, when committed.
     let copy = tokio::time::timeout(TIMEOUT, copies.next())
         .await
@@ -1248,10 +1249,14 @@ async fn a_removed_peer_is_replaced_and_the_stream_goes_on() {
     let body = format!(r#"{{"peer":"{follower}"}}"#);
     let r = raw_request(&client, "$JS.API.STREAM.PEER.REMOVE.R2", &body).await;
     assert_eq!(r["success"], true, "{r}");
-    assert_eq!(
-        replicas_become(&js, "R2", 1).await,
-        std::slice::from_ref(&spare)
-    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas_become(&js, "R2", 1).await != std::slice::from_ref(&spare) {
+        assert!(
+            Instant::now() < deadline,
+            "{spare} never replaced {follower}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // It has everything: led by it, the stream holds the ten and takes more.
     let body = format!(r#"{{"placement":{{"preferred":"{spare}"}}}}"#);
     let r = raw_request(&client, "$JS.API.STREAM.LEADER.STEPDOWN.R2", &body).await;
