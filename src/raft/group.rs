@@ -151,6 +151,8 @@ pub struct Group<M> {
     quiet: Arc<Quiet>,
     /// The leader's quiescing task, if the group quiesces.
     quiescer: Option<tokio::task::JoinHandle<()>>,
+    /// Stepdowns and election holds under way: this node campaigns again when the last ends.
+    no_elect: std::sync::atomic::AtomicUsize,
 }
 
 impl<M: Machine> Group<M> {
@@ -197,7 +199,23 @@ impl<M: Machine> Group<M> {
             propose_timeout: opts.propose_timeout,
             quiet,
             quiescer,
+            no_elect: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Stops this node campaigning until the matching [`Group::elect_again`].
+    fn no_elections(&self) {
+        use std::sync::atomic::Ordering;
+        self.no_elect.fetch_add(1, Ordering::AcqRel);
+        self.raft.runtime_config().elect(false);
+    }
+
+    /// Ends one [`Group::no_elections`]; the node campaigns again once none is left.
+    fn elect_again(&self) {
+        use std::sync::atomic::Ordering;
+        if self.no_elect.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.raft.runtime_config().elect(true);
+        }
     }
 
     /// Wakes a quiesced leader: its ticks and heartbeats resume now (a proposal, or a read that needs a
@@ -348,13 +366,13 @@ impl<M: Machine> Group<M> {
         }
         let config = self.raft.runtime_config();
         config.heartbeat(false);
-        config.elect(false);
+        self.no_elections();
         let me = self.id;
         let mut rx = self.raft.metrics();
         let moved = rx.wait_for(|m| m.current_leader.is_some_and(|l| l != me));
         let outcome = tokio::time::timeout(timeout, moved).await;
         config.heartbeat(true);
-        config.elect(true);
+        self.elect_again();
         self.quiet.hold(false);
         match outcome {
             Ok(Ok(_)) => Ok(true),
@@ -366,12 +384,11 @@ impl<M: Machine> Group<M> {
     /// Keeps this member from campaigning until a member other than `old` leads, or for
     /// `timeout` (a stepdown toward another member: only that one campaigns).
     pub async fn hold_elections(&self, old: NodeId, timeout: Duration) {
-        let config = self.raft.runtime_config();
-        config.elect(false);
+        self.no_elections();
         let mut rx = self.raft.metrics();
         let moved = rx.wait_for(|m| m.current_leader.is_some_and(|l| l != old));
         let _ = tokio::time::timeout(timeout, moved).await;
-        config.elect(true);
+        self.elect_again();
     }
 
     /// The members' server names (learners too), by Raft id.

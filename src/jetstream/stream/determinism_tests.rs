@@ -593,6 +593,12 @@ fn a_snapshot_restores_a_replica_exactly() {
                 f.import(&bytes).unwrap();
                 assert_eq!(snapshot(&leader), snapshot(&f), "seed {seed}, at {index}");
                 assert_eq!(committed(&leader), committed(&f), "seed {seed}, at {index}");
+                // The schedule index as it is, stale entries too (what a new leader fires).
+                assert_eq!(
+                    leader.schedules.export(),
+                    f.schedules.export(),
+                    "seed {seed}"
+                );
                 assert_eq!(f.applied, index);
                 with_consumers += usize::from(!committed(&f).is_empty());
                 assert!(f.import(b"not a snapshot").is_err());

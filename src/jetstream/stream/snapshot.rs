@@ -102,7 +102,11 @@ impl Stream {
             last_msg_id: self.last_msg_id.clone(),
             ttl: self.ttl.iter().copied().collect(),
         };
-        bincode::serialize(&image).map_err(decode_err)
+        // The schedule index follows the image (a snapshot without it, older, rebuilds it).
+        let mut bytes = bincode::serialize(&image).map_err(decode_err)?;
+        let schedules = bincode::serialize(&self.schedules.export()).map_err(decode_err)?;
+        bytes.extend_from_slice(&schedules);
+        Ok(bytes)
     }
 
     /// Replaces the stream's state with an [`Stream::export`]ed one. Bad bytes leave the
@@ -110,6 +114,11 @@ impl Stream {
     /// treats the replica as broken, and its next start rebuilds it).
     pub fn import(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
         let image: Image = crate::raft::decode(bytes).map_err(decode_err)?;
+        let used = bincode::serialized_size(&image).map_err(decode_err)?;
+        let rest = usize::try_from(used).ok().and_then(|n| bytes.get(n..));
+        let schedules: Option<Vec<(String, i64, u64)>> = rest
+            .filter(|r| !r.is_empty())
+            .and_then(|r| crate::raft::decode(r).ok());
         let config = serde_json::from_slice(&image.config).map_err(decode_err)?;
         let records: Vec<ConsumerRecord> = image
             .consumers
@@ -126,8 +135,13 @@ impl Stream {
         self.dedup = Dedup::import(image.dedup);
         self.last_msg_id = image.last_msg_id;
         self.ttl = image.ttl.into_iter().collect();
-        self.schedules = super::schedule::Schedules::default();
-        self.rebuild_schedules(0);
+        match schedules {
+            Some(list) => self.schedules = super::schedule::Schedules::import(list),
+            None => {
+                self.schedules = super::schedule::Schedules::default();
+                self.rebuild_schedules(0);
+            }
+        }
         self.lost.clear();
         self.consumers.clear();
         self.outbox.clear();
