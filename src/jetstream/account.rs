@@ -219,8 +219,10 @@ impl JetStream {
     }
 
     fn create_stream(&self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
-        let cfg = parse_create(name, body, false)?;
+        let mut cfg = parse_create(name, body, false)?;
         let mut catalogue = lock(&self.catalogue);
+        let others = |n: &str| catalogue.catalogue().get(n).map(|a| a.config.clone());
+        super::sourcing::rules::check_against(&mut cfg, others)?;
         let create = MetaOp::CreateStream {
             config: cfg.clone(),
             created: time::now_nanos(),
@@ -266,7 +268,7 @@ impl JetStream {
     /// resubscribes changed subjects; if the catalogue cannot take it, the stream goes back to
     /// the old config. In this order every crash point leaves a store that fits the catalogue's
     /// config: a stream holds no more under the new limits than the old ones allowed.
-    fn commit_update(&self, name: &str, cfg: StreamConfig) -> Result<Value, ApiError> {
+    fn commit_update(&self, name: &str, mut cfg: StreamConfig) -> Result<Value, ApiError> {
         let mut catalogue = lock(&self.catalogue);
         let old = catalogue
             .catalogue()
@@ -274,6 +276,8 @@ impl JetStream {
             .map(|a| a.config.clone())
             .ok_or_else(ApiError::stream_not_found)?;
         api::check_update(&old, &cfg)?;
+        let others = |n: &str| catalogue.catalogue().get(n).map(|a| a.config.clone());
+        super::sourcing::rules::check_against(&mut cfg, others)?;
         let tx = lock(&self.streams)
             .get(name)
             .map(|h| h.tx.clone())
@@ -301,7 +305,21 @@ impl JetStream {
             }
         };
         self.resubscribe(&old, &cfg);
+        self.relink(&old, &cfg);
         Ok(info)
+    }
+
+    /// Restarts a running stream's links if an update changed its mirror or sources (a
+    /// mirror removed: promoted to a plain stream, it copies no more).
+    fn relink(&self, old: &StreamConfig, cfg: &StreamConfig) {
+        if old.mirror == cfg.mirror && old.sources == cfg.sources {
+            return;
+        }
+        let mut streams = lock(&self.streams);
+        if let Some(h) = streams.get_mut(&cfg.name) {
+            h.links.clear();
+            h.links = self.start_links(cfg, &h.tx, &h.sourcing);
+        }
     }
 
     /// Subscribes a running stream anew if an update changed what it listens to.
@@ -602,6 +620,11 @@ pub(super) fn parse_update(
 /// `cfg` normalized; in a cluster, replicas are allowed (`normalize()` is the single
 /// server's: it refuses them).
 fn normalize(cfg: StreamConfig, clustered: bool) -> Result<StreamConfig, ApiError> {
+    if clustered && (cfg.mirror.is_some() || cfg.sources.is_some()) {
+        return Err(ApiError::not_implemented(
+            "stream mirrors and sources in a cluster",
+        ));
+    }
     let replicas = cfg.num_replicas;
     if !(clustered && replicas > 1) {
         return cfg.normalize();

@@ -62,7 +62,7 @@ pub(crate) fn state_json(s: &Stream) -> Value {
         "first_ts": rfc3339(st.first_time),
         "last_seq": st.last_seq,
         "last_ts": rfc3339(st.last_time),
-        "consumer_count": s.consumers.len(),
+        "consumer_count": s.public_consumers().count(),
     });
     if st.num_subjects > 0 {
         v["num_subjects"] = json!(st.num_subjects);
@@ -81,13 +81,20 @@ pub(crate) fn state_json(s: &Stream) -> Value {
 pub(crate) fn stream_info(s: &Stream, cluster: &Value) -> Value {
     let mut config = json!(s.config);
     super::versioning::annotate(&mut config, super::versioning::stream_level(&s.config));
-    json!({
+    let mut v = json!({
         "config": config,
         "created": rfc3339(s.created),
         "state": state_json(s),
         "cluster": cluster,
         "ts": rfc3339(now_nanos()),
-    })
+    });
+    if let Some(m) = &s.config.mirror {
+        v["mirror"] = s.sourcing.mirror_json(m);
+    }
+    if let Some(sources) = &s.config.sources {
+        v["sources"] = s.sourcing.sources_json(sources);
+    }
+    v
 }
 
 #[derive(Deserialize, Default)]
@@ -389,7 +396,7 @@ pub(crate) fn handle(
         Call::ConsumerNames => {
             let r = match ListReq::parse(body) {
                 Ok(req) => {
-                    let names: Vec<&String> = s.consumers.keys().collect();
+                    let names: Vec<&String> = s.public_consumers().map(|c| &c.name).collect();
                     let (offset, page) = req.page(&names, NAMES_LIMIT);
                     json!({ "total": names.len(), "offset": offset, "limit": NAMES_LIMIT, "consumers": page })
                 }
@@ -400,7 +407,7 @@ pub(crate) fn handle(
         Call::ConsumerList => {
             let r = match ListReq::parse(body) {
                 Ok(req) => {
-                    let all: Vec<&Consumer> = s.consumers.values().collect();
+                    let all: Vec<&Consumer> = s.public_consumers().collect();
                     let (offset, page) = req.page(&all, LIST_LIMIT);
                     let infos: Vec<Value> =
                         page.iter().map(|c| consumer_info(s, c, cluster)).collect();
@@ -454,6 +461,7 @@ pub(crate) fn handle(
 
 /// Checks that `new` is an allowed update of `old`.
 pub(crate) fn check_update(old: &StreamConfig, new: &StreamConfig) -> Result<(), ApiError> {
+    super::sourcing::rules::check_update(old, new)?;
     if new.storage != old.storage {
         return Err(ApiError::invalid_config(
             "stream configuration update can not change storage type",
@@ -696,7 +704,8 @@ fn create_consumer(
         if req.action == "update" {
             return Err(ApiError::consumer_does_not_exist());
         }
-        if s.config.max_consumers > 0 && s.consumers.len() as i64 >= s.config.max_consumers {
+        let count = s.public_consumers().count() as i64;
+        if s.config.max_consumers > 0 && count >= s.config.max_consumers {
             return Err(ApiError::max_consumers());
         }
     }

@@ -109,7 +109,8 @@ pub struct StreamConfig {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
+    /// Left out when empty (a mirror's, a stream fed only by sources), as nats-server does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<String>,
     #[serde(default)]
     pub retention: Retention,
@@ -170,9 +171,9 @@ pub struct StreamConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Value>,
+    pub mirror: Option<super::sourcing::StreamSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sources: Option<Value>,
+    pub sources: Option<Vec<super::sourcing::StreamSource>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_transform: Option<Value>,
     /// Defaults and ceilings for the stream's consumers (always shown, as nats-server does).
@@ -440,6 +441,9 @@ impl StreamConfig {
         if let Some(problem) = name_problem(&self.name) {
             return Err(stream_name_error(problem));
         }
+        if self.sources.as_ref().is_some_and(Vec::is_empty) {
+            self.sources = None;
+        }
         if self.subjects.is_empty() && self.mirror.is_none() && self.sources.is_none() {
             self.subjects = vec![self.name.clone()];
         }
@@ -447,9 +451,6 @@ impl StreamConfig {
             return Err(ApiError::invalid_config(
                 "stream has no mirror but does have mirror direct",
             ));
-        }
-        if self.mirror.is_some() || self.sources.is_some() {
-            return Err(ApiError::not_implemented("stream mirrors and sources"));
         }
         self.refuse_unimplemented()?;
         self.check_subject_transform()?;
@@ -534,6 +535,7 @@ impl StreamConfig {
                 return Err(ApiError::invalid_json("unknown compression algorithm"));
             }
         }
+        super::sourcing::rules::check(&mut self)?;
         Ok(self)
     }
 }

@@ -17,6 +17,8 @@ pub const EXPECTED_LAST_MSG_ID: &str = "Nats-Expected-Last-Msg-Id";
 pub const ROLLUP: &str = "Nats-Rollup";
 /// `Nats-TTL`.
 pub const TTL: &str = "Nats-TTL";
+/// Where a sourced message came from: `<stream> <seq> <filter> <dest> <subject>`.
+pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
 
 /// Returns the first value of `key` (case-insensitive) in a raw header block.
 pub fn get<'a>(block: &'a [u8], key: &str) -> Option<&'a str> {

@@ -30,6 +30,7 @@ mod replica;
 mod replication;
 mod restore;
 pub mod runner;
+mod sourcing;
 mod stepdown;
 pub mod stream;
 pub mod time;
@@ -71,6 +72,10 @@ struct Handle {
     replica: Option<replica::Replica>,
     /// A replicated stream's read lease (direct gets are answered only while it holds).
     lease: Option<replica::Lease>,
+    /// The links copying into it from its mirror's or sources' origins.
+    links: Vec<sourcing::link::Link>,
+    /// What its links report (stream info).
+    sourcing: Arc<sourcing::Status>,
 }
 
 /// The JetStream manager of one server.
@@ -337,6 +342,7 @@ impl JetStream {
         let reader = store.reader();
         let mut stream = Stream::new(config.clone(), created, Box::new(store), dir);
         stream.lost = lost;
+        let status = stream.sourcing.clone();
         // Derived from the configuration on every open, so a crash right after the catalogue
         // took the stream cannot lose it: a store that never held anything starts there.
         if config.first_seq > 1 && stream.store.last_seq() == 0 {
@@ -390,6 +396,10 @@ impl JetStream {
             _ => None,
         };
         let subs = self.subscribe_stream(&config, &tx, reader.clone(), lease.clone());
+        let links = match &replica {
+            None => self.start_links(&config, &tx, &status),
+            Some(_) => Vec::new(),
+        };
         lock(&self.streams).insert(
             name,
             Handle {
@@ -399,9 +409,34 @@ impl JetStream {
                 done,
                 replica,
                 lease,
+                links,
+                sourcing: status,
             },
         );
         Ok(())
+    }
+
+    /// Starts a link for the stream's mirror and each of its sources.
+    fn start_links(
+        &self,
+        config: &StreamConfig,
+        tx: &queue::Tx<Input>,
+        status: &Arc<sourcing::Status>,
+    ) -> Vec<sourcing::link::Link> {
+        let mirror = config.mirror.iter().map(|m| (m, true));
+        let sources = config.sources.iter().flatten().map(|s| (s, false));
+        mirror
+            .chain(sources)
+            .map(|(source, mirror)| {
+                let spec = sourcing::link::Spec {
+                    stream: config.name.clone(),
+                    source: source.clone(),
+                    mirror,
+                };
+                let client = self.client.clone();
+                sourcing::link::start(client, tx.clone(), spec, status.clone(), &self.runtime)
+            })
+            .collect()
     }
 
     /// Opens the Raft group of a replicated stream (the first of `peers` initializes it).

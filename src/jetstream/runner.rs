@@ -51,6 +51,13 @@ pub(crate) enum Input {
         ops: Vec<(u64, Option<Vec<Op>>)>,
         done: SyncSender<Vec<Vec<u8>>>,
     },
+    /// A message a mirror or source link brought from its origin.
+    Sourced(Box<super::sourcing::Sourced>),
+    /// A link's answer to its origin's flow control: sent once what came before is durable.
+    SourcedFlow(String),
+    /// Where a link resumes: the last origin sequence stored from its source (`None`: the
+    /// mirror).
+    SourcedUpTo(Option<String>, tokio::sync::oneshot::Sender<u64>),
     /// Nothing but a look at the stream's role (its group's leadership changed).
     Nudge,
     /// A replicated stream's whole state for its group's snapshot (sent back).
@@ -699,6 +706,14 @@ impl Runner {
                 b.mutated |= r.is_ok();
                 b.updates.push((done, r));
             }
+            Input::Sourced(s) => {
+                let domain = ctx.domain.as_deref();
+                b.mutated |= sourced(stream, *s, &mut b.out, domain);
+            }
+            Input::SourcedFlow(reply) => b.replies.confirm(reply, Vec::new()),
+            Input::SourcedUpTo(source, done) => {
+                let _ = done.send(stream.sourced_up_to(source.as_deref()));
+            }
             // The step that took it looked at the role already.
             Input::Nudge => {}
             Input::Snapshot(done) => {
@@ -906,6 +921,40 @@ fn publish(
         Ok(_) => false,
         Err(e) => {
             answer(replies, stream.pub_error(&e));
+            false
+        }
+    }
+}
+
+/// Stores what a mirror or source link brought (see `stream::sourced`); returns whether the
+/// stream changed. A refusal for a limit (discard new) has the link start over from that
+/// message later; any other is logged and the message skipped, as nats-server does.
+fn sourced(
+    stream: &mut Stream,
+    s: super::sourcing::Sourced,
+    out: &mut Vec<Outgoing>,
+    domain: Option<&str>,
+) -> bool {
+    let _ = domain;
+    let result = match stream.sourced_op(&s) {
+        Ok(Some(op)) => stream.apply(op),
+        Ok(None) => return false,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Applied::Stored(seq)) => {
+            if let Some(r) = stream.republish(seq, &s.message) {
+                out.push(r);
+            }
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            if e.err_code == 10077 {
+                super::sourcing::refuse(&s.refused, s.seq);
+            } else {
+                tracing::warn!(stream = %stream.name(), seq = s.seq, "sourced message not stored: {}", e.description);
+            }
             false
         }
     }

@@ -28,6 +28,11 @@ impl Stream {
             last_msg_id: self.last_msg_id.clone(),
             ttl: self.ttl.iter().copied().collect(),
             schedules: self.schedules.export(),
+            sources: self
+                .sources_applied
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
         };
         let res = serde_json::to_vec(&derived)
             .map_err(std::io::Error::other)
@@ -46,9 +51,11 @@ impl Stream {
         self.last_msg_id = None;
         self.ttl.clear();
         self.schedules = super::schedule::Schedules::default();
+        self.sources_applied.clear();
         self.rebuild_dedup(0);
         self.rebuild_ttl(0);
         self.rebuild_schedules(0);
+        self.rebuild_sourced(0);
         Ok(())
     }
 
@@ -71,6 +78,7 @@ impl Stream {
         self.last_msg_id = d.last_msg_id;
         self.ttl = d.ttl.into_iter().collect();
         self.schedules = super::schedule::Schedules::import(d.schedules);
+        self.sources_applied = d.sources.into_iter().collect();
         d.covered + 1
     }
 
@@ -313,6 +321,9 @@ struct Derived {
     /// Message schedules as (subject, due, seq).
     #[serde(default)]
     schedules: Vec<(String, i64, u64)>,
+    /// Per source (index name), the last origin sequence stored.
+    #[serde(default)]
+    sources: Vec<(String, u64)>,
 }
 
 /// Parses a `Nats-TTL` value into nanoseconds: a Go duration of at least one second, a number

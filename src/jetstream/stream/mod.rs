@@ -25,6 +25,7 @@ mod persist;
 mod republish;
 mod schedule;
 mod snapshot;
+mod sourced;
 
 pub(crate) use atomic::{batch_id, Staging};
 pub(crate) use derived::parse_ttl;
@@ -156,6 +157,17 @@ pub(crate) enum Applied {
     Skipped,
 }
 
+/// Who a message to store comes from (what it is checked for).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// A client's publish.
+    Client,
+    /// A schedule firing (its schedule headers are the server's own).
+    Scheduler,
+    /// A source (checked by its origin stream already; it carries `Nats-Stream-Source`).
+    Source,
+}
+
 /// What a publish turns into.
 pub(crate) enum Decision {
     /// Append with this op.
@@ -211,6 +223,10 @@ pub(crate) struct Stream {
     schedules: schedule::Schedules,
     /// The config's `subject_transform`, compiled.
     transform: Option<crate::protocol::transform::Transform>,
+    /// Per source (by index name), the last origin sequence stored (derived from the log).
+    sources_applied: BTreeMap<String, u64>,
+    /// What the mirror's and sources' links report (stream info), when they run here.
+    pub sourcing: std::sync::Arc<crate::jetstream::sourcing::Status>,
 }
 
 impl Stream {
@@ -240,6 +256,8 @@ impl Stream {
             batches: atomic::Batches::default(),
             schedules: schedule::Schedules::default(),
             transform: None,
+            sources_applied: BTreeMap::new(),
+            sourcing: Default::default(),
         };
         s.transform = s.config.subject_transform();
         if s.config.allow_atomic {
@@ -249,11 +267,18 @@ impl Stream {
         s.rebuild_dedup(from);
         s.rebuild_ttl(from);
         s.rebuild_schedules(from);
+        s.rebuild_sourced(from);
         s
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The consumers clients see (listed and counted): not the `direct` ones a mirror or
+    /// source reads through, as on nats-server.
+    pub fn public_consumers(&self) -> impl Iterator<Item = &Consumer> {
+        self.consumers.values().filter(|c| !c.config.direct)
     }
 
     /// A publish as the stream takes it in: its subject transformed by `subject_transform`
@@ -290,13 +315,18 @@ impl Stream {
         hdrs: Option<&[u8]>,
         payload: &[u8],
     ) -> Result<Decision, ApiError> {
-        self.check_publish_from(subj, hdrs, payload, false)
+        self.check_publish_from(subj, hdrs, payload, From::Client)
     }
 
     /// [`Stream::check_publish`] for a message a schedule fired (its schedule headers are the
     /// server's own, not checked as a client's).
     pub fn check_scheduled(&mut self, m: &crate::server::Message) -> Result<Decision, ApiError> {
-        self.check_publish_from(&m.subject, m.headers.as_deref(), &m.payload, true)
+        self.check_publish_from(
+            &m.subject,
+            m.headers.as_deref(),
+            &m.payload,
+            From::Scheduler,
+        )
     }
 
     fn check_publish_from(
@@ -304,7 +334,7 @@ impl Stream {
         subj: &str,
         hdrs: Option<&[u8]>,
         payload: &[u8],
-        scheduled: bool,
+        from: From,
     ) -> Result<Decision, ApiError> {
         let cfg = &self.config;
         if cfg.sealed {
@@ -355,8 +385,15 @@ impl Stream {
             last_msg_id: get(headers::EXPECTED_LAST_MSG_ID).map(str::to_string),
         };
         self.unmet(&expect, subj)?;
+        if from == From::Client && get(headers::STREAM_SOURCE).is_some() {
+            return Err(ApiError::new(
+                400,
+                10227,
+                "message stream source header is not allowed",
+            ));
+        }
         let rewritten = match hdrs {
-            Some(h) if !scheduled => self.check_schedule(subj, h, now)?,
+            Some(h) if from == From::Client => self.check_schedule(subj, h, now)?,
             _ => None,
         };
         let hdrs = rewritten.as_deref().or(hdrs);
@@ -366,13 +403,15 @@ impl Stream {
         let rollup = match get(headers::ROLLUP) {
             None => None,
             Some(r) => {
-                if !cfg.allow_rollup_hdrs {
+                // A sourced message was checked by its origin: it is stored as it is.
+                let checked = from == From::Source;
+                if !cfg.allow_rollup_hdrs && !checked {
                     return Err(ApiError::rollup_not_allowed());
                 }
                 match r {
                     "sub" => Some(Rollup::Subject),
                     "all" => {
-                        if cfg.deny_purge {
+                        if cfg.deny_purge && !checked {
                             return Err(ApiError::rollup_not_allowed());
                         }
                         Some(Rollup::All)
@@ -385,7 +424,7 @@ impl Stream {
                 }
             }
         };
-        if let Some(ttl) = get(headers::TTL) {
+        if let Some(ttl) = get(headers::TTL).filter(|_| from != From::Source) {
             if !cfg.allow_msg_ttl {
                 return Err(ApiError::ttl_disabled());
             }
@@ -613,11 +652,15 @@ impl Stream {
                 // 0: the next sequence, whatever it is when the op applies (a replicated
                 // stream's leader proposes appends without knowing what commits before them).
                 let assigned = if assigned == 0 { next } else { assigned };
-                if assigned < next {
+                if assigned < next || self.sourced_before(headers.as_deref()) {
                     return Ok(Applied::Skipped);
                 }
                 if assigned > next {
-                    return Err(ApiError::sequence_mismatch());
+                    // A mirror keeps its origin's sequences: the origin's gap is its gap.
+                    if self.config.mirror.is_none() {
+                        return Err(ApiError::sequence_mismatch());
+                    }
+                    self.store.skip_to(assigned).map_err(store_err)?;
                 }
                 if let Some(seq) = msg_id.as_deref().and_then(|id| self.duplicate_of(id, time)) {
                     return Ok(Applied::Duplicate(seq));
@@ -633,6 +676,7 @@ impl Stream {
                     .append(&subject, headers.as_deref(), &payload, time)
                     .map_err(store_err)?;
                 self.track_ttl(headers.as_deref(), seq, time);
+                self.note_sourced(headers.as_deref());
                 // The window moves with the ops' own times, so every replica forgets the
                 // same ids at the same op.
                 self.dedup.expire(time, self.config.duplicate_window);

@@ -1,0 +1,124 @@
+//! What a mirror or source brings in (see `jetstream::sourcing`), as the stream stores it.
+//!
+//! A mirror stores each message under its origin sequence and time: a gap in the origin (a
+//! deleted message) is a gap here. A source's message is stored as a publish, checked by the
+//! stream's limits but not as a client's (its origin checked it), stamped with the
+//! `Nats-Stream-Source` header; apply keeps, per source, the last origin sequence stored, and
+//! stores nothing at or below it: a message a link receives twice (after a restart, a
+//! recreated consumer) is stored once.
+
+use super::{Decision, From, Op, Rollup, Stream};
+use crate::jetstream::errors::ApiError;
+use crate::jetstream::headers;
+use crate::jetstream::sourcing::Sourced;
+
+impl Stream {
+    /// The op that stores what a link brought; `None` when it is stored already (or a
+    /// `Nats-Msg-Id` duplicate); the error when the stream refuses it.
+    pub fn sourced_op(&mut self, s: &Sourced) -> Result<Option<Op>, ApiError> {
+        let m = &s.message;
+        let Some(source) = &s.source else {
+            return self.mirrored_op(s);
+        };
+        if self
+            .sources_applied
+            .get(source)
+            .is_some_and(|&last| s.seq <= last)
+        {
+            return Ok(None);
+        }
+        let decision =
+            self.check_publish_from(&m.subject, m.headers.as_deref(), &m.payload, From::Source)?;
+        Ok(match decision {
+            Decision::Append(op) => Some(op),
+            Decision::Duplicate(_) => None,
+        })
+    }
+
+    /// A mirror's copy: the origin's sequence and time, its rollup carried out, nothing else
+    /// checked but the size (the origin checked it).
+    fn mirrored_op(&self, s: &Sourced) -> Result<Option<Op>, ApiError> {
+        if s.seq <= self.store.last_seq() {
+            return Ok(None);
+        }
+        let m = &s.message;
+        let hdrs = m.headers.as_deref();
+        let size = m.payload.len() + hdrs.map_or(0, <[u8]>::len);
+        if self.config.max_msg_size >= 0 && size as i64 > self.config.max_msg_size {
+            return Err(ApiError::message_too_large());
+        }
+        let rollup = match hdrs.and_then(|h| headers::get(h, headers::ROLLUP)) {
+            Some("sub") => Some(Rollup::Subject),
+            Some("all") => Some(Rollup::All),
+            _ => None,
+        };
+        Ok(Some(Op::Append {
+            seq: s.seq,
+            subject: m.subject.clone(),
+            headers: hdrs.map(<[u8]>::to_vec),
+            payload: m.payload.to_vec(),
+            time: s.time,
+            msg_id: None,
+            rollup,
+            expect: Default::default(),
+        }))
+    }
+
+    /// The origin sequence the stream last stored from `source` (a mirror: `None`, its own
+    /// last sequence), where its link resumes.
+    pub fn sourced_up_to(&self, source: Option<&str>) -> u64 {
+        match source {
+            None => self.store.last_seq(),
+            Some(s) => self.sources_applied.get(s).copied().unwrap_or(0),
+        }
+    }
+
+    /// Inside apply: whether an append carrying `hdrs` is a source's message stored already.
+    pub(super) fn sourced_before(&self, hdrs: Option<&[u8]>) -> bool {
+        if self.config.sources.is_none() {
+            return false;
+        }
+        source_of(hdrs).is_some_and(|(source, seq)| {
+            self.sources_applied
+                .get(&source)
+                .is_some_and(|&last| seq <= last)
+        })
+    }
+
+    /// Inside apply: notes the origin sequence of a source's message just stored.
+    pub(super) fn note_sourced(&mut self, hdrs: Option<&[u8]>) {
+        if self.config.sources.is_none() {
+            return;
+        }
+        if let Some((source, seq)) = source_of(hdrs) {
+            self.sources_applied.insert(source, seq);
+        }
+    }
+
+    /// Re-reads the sources' positions from the messages after `after` (a stream with
+    /// sources whose saved state did not cover them).
+    pub(super) fn rebuild_sourced(&mut self, after: u64) {
+        if self.config.sources.is_none() {
+            return;
+        }
+        let mut seq = after;
+        while let Some(next) = self.store.next_seq_matching(seq, None) {
+            if let Ok(Some(m)) = self.store.get(next) {
+                self.note_sourced(m.headers.as_deref());
+            }
+            seq = next + 1;
+        }
+    }
+}
+
+/// The source (its index name) and origin sequence a `Nats-Stream-Source` header names:
+/// `<stream> <seq> <filter> <dest> ...`.
+fn source_of(hdrs: Option<&[u8]>) -> Option<(String, u64)> {
+    let v = headers::get(hdrs?, headers::STREAM_SOURCE)?;
+    let f: Vec<&str> = v.split(' ').collect();
+    if f.len() < 4 {
+        return None;
+    }
+    let seq = f[1].parse().ok()?;
+    Some((format!("{} {} {}", f[0], f[2], f[3]), seq))
+}
