@@ -374,3 +374,102 @@ async fn a_full_work_queue_fed_by_a_source_gets_everything_once() {
     assert_eq!(got, want, "every job once, in order");
     env.stop().await;
 }
+
+/// Every message of `stream` as (sequence, payload), and each one's origin sequence if it
+/// was sourced.
+async fn scan(nc: &Client, stream: &str) -> Vec<(u64, String, Option<u64>)> {
+    let st = state(nc, stream).await;
+    let (first, last) = (
+        st["first_seq"].as_u64().unwrap_or(1),
+        st["last_seq"].as_u64().unwrap_or(0),
+    );
+    let mut out = Vec::new();
+    for seq in first..=last {
+        let v = api(
+            nc,
+            &format!("STREAM.MSG.GET.{stream}"),
+            json!({ "seq": seq }),
+        )
+        .await;
+        if v.get("error").is_some() {
+            continue;
+        }
+        let hdrs = decode(&v["message"]["hdrs"]);
+        let origin = hdrs
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("Nats-Stream-Source: "))
+            .and_then(|v| v.split(' ').nth(1))
+            .and_then(|s| s.parse().ok());
+        out.push((seq, decode(&v["message"]["data"]), origin));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_survive_kill_9_without_loss_or_duplicates() {
+    use common::child::ChildServer;
+    use rand::Rng;
+    const BIN: &str = env!("CARGO_BIN_EXE_causeway");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut port = -1;
+    let mut published = 0u64;
+    for cycle in 0..4 {
+        let mut child = ChildServer::spawn(BIN, dir.path(), port);
+        let addr = child.wait_ready().await;
+        port = i32::from(addr.port());
+        let nc = common::js::connect(&format!("nats://{addr}")).await;
+        if cycle == 0 {
+            for cfg in [
+                json!({"name": "O", "subjects": ["o.>"]}),
+                json!({"name": "M", "mirror": {"name": "O"}}),
+                json!({"name": "S", "sources": [{"name": "O"}]}),
+            ] {
+                let name = cfg["name"].as_str().unwrap_or_default().to_string();
+                let v = api(&nc, &format!("STREAM.CREATE.{name}"), cfg).await;
+                assert!(v.get("error").is_none(), "{v}");
+            }
+        }
+        if cycle == 3 {
+            // The last cycle ends without a kill: everything is copied.
+            let o = state(&nc, "O").await;
+            let (last, msgs) = (
+                o["last_seq"].as_u64().unwrap(),
+                o["messages"].as_u64().unwrap(),
+            );
+            wait_copied(&nc, "M", last, msgs).await;
+            wait_copied(&nc, "S", msgs, msgs).await;
+            let origin = scan(&nc, "O").await;
+            let mirror = scan(&nc, "M").await;
+            let strip = |v: &[(u64, String, Option<u64>)]| -> Vec<(u64, String)> {
+                v.iter().map(|(s, p, _)| (*s, p.clone())).collect()
+            };
+            assert_eq!(strip(&mirror), strip(&origin), "the mirror is the origin");
+            let sourced = scan(&nc, "S").await;
+            let mut from: Vec<(u64, String)> = sourced
+                .iter()
+                .map(|(_, p, o)| (o.expect("source header"), p.clone()))
+                .collect();
+            from.sort();
+            assert_eq!(from, strip(&origin), "each origin message sourced once");
+            assert!(published > 0);
+            child.terminate().await;
+            return;
+        }
+        // Publish while the copies run, then kill -9 at a random moment.
+        let js = async_nats::jetstream::new(nc.clone());
+        let stop =
+            tokio::time::Instant::now() + Duration::from_millis(rand::rng().random_range(300..900));
+        while tokio::time::Instant::now() < stop {
+            let mut acks = Vec::new();
+            for _ in 0..50 {
+                published += 1;
+                let p = js.publish("o.x", format!("m{published}").into()).await;
+                acks.push(p.expect("publish"));
+            }
+            for a in acks {
+                let _ = a.await;
+            }
+        }
+        child.kill9();
+    }
+}

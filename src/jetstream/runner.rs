@@ -706,10 +706,7 @@ impl Runner {
                 b.mutated |= r.is_ok();
                 b.updates.push((done, r));
             }
-            Input::Sourced(s) => {
-                let domain = ctx.domain.as_deref();
-                b.mutated |= sourced(stream, *s, &mut b.out, domain);
-            }
+            Input::Sourced(s) => b.mutated |= sourced(stream, *s, &mut b.out),
             Input::SourcedFlow(reply) => b.replies.confirm(reply, Vec::new()),
             Input::SourcedUpTo(source, done) => {
                 let _ = done.send(stream.sourced_up_to(source.as_deref()));
@@ -769,6 +766,7 @@ impl Runner {
         if let Err(e) = self.stream.persist_consumers() {
             tracing::error!("consumer snapshot not durable: {e}");
         }
+        self.stream.save_sourced();
         // Acks and deliveries are in the journal, written with every batch (they survive
         // kill -9). It is fsynced when an AckSync waits on it, and with the store's interval
         // sync; with `sync: always` a plain ack lost to power failure is redelivered.
@@ -929,13 +927,7 @@ fn publish(
 /// Stores what a mirror or source link brought (see `stream::sourced`); returns whether the
 /// stream changed. A refusal for a limit (discard new) has the link start over from that
 /// message later; any other is logged and the message skipped, as nats-server does.
-fn sourced(
-    stream: &mut Stream,
-    s: super::sourcing::Sourced,
-    out: &mut Vec<Outgoing>,
-    domain: Option<&str>,
-) -> bool {
-    let _ = domain;
+fn sourced(stream: &mut Stream, s: super::sourcing::Sourced, out: &mut Vec<Outgoing>) -> bool {
     let result = match stream.sourced_op(&s) {
         Ok(Some(op)) => stream.apply(op),
         Ok(None) => return false,

@@ -225,6 +225,9 @@ pub(crate) struct Stream {
     transform: Option<crate::protocol::transform::Transform>,
     /// Per source (by index name), the last origin sequence stored (derived from the log).
     sources_applied: BTreeMap<String, u64>,
+    /// Whether they changed since they were last saved, and when that was.
+    sources_changed: bool,
+    sources_saved: Option<std::time::Instant>,
     /// What the mirror's and sources' links report (stream info), when they run here.
     pub sourcing: std::sync::Arc<crate::jetstream::sourcing::Status>,
 }
@@ -257,6 +260,8 @@ impl Stream {
             schedules: schedule::Schedules::default(),
             transform: None,
             sources_applied: BTreeMap::new(),
+            sources_changed: false,
+            sources_saved: None,
             sourcing: Default::default(),
         };
         s.transform = s.config.subject_transform();
@@ -268,6 +273,7 @@ impl Stream {
         s.rebuild_ttl(from);
         s.rebuild_schedules(from);
         s.rebuild_sourced(from);
+        s.load_sourced();
         s
     }
 

@@ -8,6 +8,9 @@
 //! recreated consumer) is stored once.
 
 use super::{Decision, From, Op, Rollup, Stream};
+
+/// How often at most the sources' positions are written between shutdowns.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::jetstream::errors::ApiError;
 use crate::jetstream::headers;
 use crate::jetstream::sourcing::Sourced;
@@ -92,6 +95,42 @@ impl Stream {
         }
         if let Some((source, seq)) = source_of(hdrs) {
             self.sources_applied.insert(source, seq);
+            self.sources_changed = true;
+        }
+    }
+
+    /// Writes the sources' positions to `sources.json` when they changed and the last write is
+    /// older than [`SAVE_EVERY`] (after a commit): a crash then loses at most that much of
+    /// them, and only for messages the stream no longer holds either (the rest are found
+    /// again by [`Stream::rebuild_sourced`]); a source would copy those again.
+    pub fn save_sourced(&mut self) {
+        let Some(dir) = &self.dir else { return };
+        if !self.sources_changed || self.sources_saved.is_some_and(|t| t.elapsed() < SAVE_EVERY) {
+            return;
+        }
+        let json = serde_json::to_vec(&self.sources_applied).unwrap_or_default();
+        let (tmp, path) = (dir.join("sources.json.tmp"), dir.join("sources.json"));
+        let res = super::write_file(&tmp, &json).and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            tracing::warn!(stream = %self.config.name, "can't save the sources' positions: {e}");
+        }
+        self.sources_changed = false;
+        self.sources_saved = Some(std::time::Instant::now());
+    }
+
+    /// Takes the positions [`Stream::save_sourced`] last wrote where they are ahead of what
+    /// the messages show.
+    pub(super) fn load_sourced(&mut self) {
+        let Some(path) = self.dir.as_ref().map(|d| d.join("sources.json")) else {
+            return;
+        };
+        let saved: std::collections::BTreeMap<String, u64> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        for (source, seq) in saved {
+            let at = self.sources_applied.entry(source).or_default();
+            *at = (*at).max(seq);
         }
     }
 
