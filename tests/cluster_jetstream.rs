@@ -1303,3 +1303,97 @@ async fn a_removed_peer_is_replaced_and_the_stream_goes_on() {
         s.shutdown().await;
     }
 }
+
+/// Waits until `stream` holds `want` messages; their payloads in sequence order (for a
+/// source: sorted, two links interleave as they please).
+async fn copied(js: &jetstream::Context, stream: &str, want: u64) -> Vec<(u64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = match js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if n == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stream} holds {n} of {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = js.get_stream(stream).await.unwrap();
+    let last = s.cached_info().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            out.push((seq, String::from_utf8_lossy(&m.payload).to_string()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicated_mirrors_and_sources_copy_through_leader_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let (mut servers, js) = with_r3_stream(&ports, dir.path(), "O").await;
+    let mut mirror = stream::Config {
+        name: "M".into(),
+        mirror: Some(stream::Source {
+            name: "O".into(),
+            ..Default::default()
+        }),
+        num_replicas: 3,
+        ..Default::default()
+    };
+    js.create_stream(mirror.clone()).await.unwrap();
+    js.create_stream(stream::Config {
+        name: "S".into(),
+        subjects: vec!["own.>".into()],
+        sources: Some(vec![stream::Source {
+            name: "O".into(),
+            ..Default::default()
+        }]),
+        num_replicas: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    publish_all(&js, 0..40).await;
+    let want: Vec<(u64, String)> = (1..=40).map(|i| (i, format!("{}", i - 1))).collect();
+    assert_eq!(
+        copied(&js, "M", 40).await,
+        want,
+        "mirrored through its group"
+    );
+    assert_eq!(copied(&js, "S", 40).await.len(), 40);
+
+    // The mirror's leader goes away: the new one resumes the copy where the group has it.
+    let (leader, _) = stream_leader(&js, "M").await;
+    let (i, js) = take_down(&mut servers, &leader).await;
+    publish_all(&js, 40..70).await;
+    let want: Vec<(u64, String)> = (1..=70).map(|i| (i, format!("{}", i - 1))).collect();
+    assert_eq!(
+        copied(&js, "M", 70).await,
+        want,
+        "mirrored after the leader left"
+    );
+    let mut sourced: Vec<String> = copied(&js, "S", 70)
+        .await
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    sourced.sort_by_key(|p| p.parse::<u64>().unwrap_or(u64::MAX));
+    let all: Vec<String> = (0..70).map(|i| i.to_string()).collect();
+    assert_eq!(sourced, all, "each origin message sourced once");
+    let info = raw_request(&js.client(), "$JS.API.STREAM.INFO.M", "").await;
+    assert_eq!(info["mirror"]["name"], "O", "{info}");
+    assert_eq!(info["mirror"]["lag"], 0, "{info}");
+
+    // The configuration of a mirror cannot change.
+    mirror.mirror.as_mut().unwrap().filter_subject = Some("k.1".into());
+    let refused = js.update_stream(mirror).await.unwrap_err();
+    assert!(refused.to_string().contains("10055"), "{refused}");
+    servers[i] = Some(start(node_config(i, &ports, dir.path())).await);
+    for s in servers.into_iter().flatten() {
+        s.shutdown().await;
+    }
+}

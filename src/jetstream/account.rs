@@ -305,21 +305,7 @@ impl JetStream {
             }
         };
         self.resubscribe(&old, &cfg);
-        self.relink(&old, &cfg);
         Ok(info)
-    }
-
-    /// Restarts a running stream's links if an update changed its mirror or sources (a
-    /// mirror removed: promoted to a plain stream, it copies no more).
-    fn relink(&self, old: &StreamConfig, cfg: &StreamConfig) {
-        if old.mirror == cfg.mirror && old.sources == cfg.sources {
-            return;
-        }
-        let mut streams = lock(&self.streams);
-        if let Some(h) = streams.get_mut(&cfg.name) {
-            h.links.clear();
-            h.links = self.start_links(cfg, &h.tx, &h.sourcing);
-        }
     }
 
     /// Subscribes a running stream anew if an update changed what it listens to.
@@ -620,11 +606,6 @@ pub(super) fn parse_update(
 /// `cfg` normalized; in a cluster, replicas are allowed (`normalize()` is the single
 /// server's: it refuses them).
 fn normalize(cfg: StreamConfig, clustered: bool) -> Result<StreamConfig, ApiError> {
-    if clustered && (cfg.mirror.is_some() || cfg.sources.is_some()) {
-        return Err(ApiError::not_implemented(
-            "stream mirrors and sources in a cluster",
-        ));
-    }
     let replicas = cfg.num_replicas;
     if !(clustered && replicas > 1) {
         return cfg.normalize();

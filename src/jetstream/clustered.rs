@@ -90,7 +90,9 @@ impl JetStream {
     }
 
     fn propose_create(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
-        let config = parse_create(name, &m.payload, true)?;
+        let mut config = parse_create(name, &m.payload, true)?;
+        let others = |n: &str| meta.read(|c| c.get(n).map(|a| a.config.clone()));
+        super::sourcing::rules::check_against(&mut config, others)?;
         check_placement(meta, &config)?;
         // A stream that exists keeps its servers (a repeated create is answered by its
         // leader, whichever server is down); a new one goes to servers that are up.
@@ -108,7 +110,9 @@ impl JetStream {
     }
 
     fn propose_update(&self, meta: &Meta, name: &str, m: &Message) -> Result<(), ApiError> {
-        let config = parse_update(name, &m.payload, true)?;
+        let mut config = parse_update(name, &m.payload, true)?;
+        let others = |n: &str| meta.read(|c| c.get(n).map(|a| a.config.clone()));
+        super::sourcing::rules::check_against(&mut config, others)?;
         let old = meta
             .read(|c| c.get(name).map(|a| a.config.clone()))
             .ok_or_else(ApiError::stream_not_found)?;

@@ -72,10 +72,6 @@ struct Handle {
     replica: Option<replica::Replica>,
     /// A replicated stream's read lease (direct gets are answered only while it holds).
     lease: Option<replica::Lease>,
-    /// The links copying into it from its mirror's or sources' origins.
-    links: Vec<sourcing::link::Link>,
-    /// What its links report (stream info).
-    sourcing: Arc<sourcing::Status>,
 }
 
 /// The JetStream manager of one server.
@@ -342,7 +338,6 @@ impl JetStream {
         let reader = store.reader();
         let mut stream = Stream::new(config.clone(), created, Box::new(store), dir);
         stream.lost = lost;
-        let status = stream.sourcing.clone();
         // Derived from the configuration on every open, so a crash right after the catalogue
         // took the stream cannot lose it: a store that never held anything starts there.
         if config.first_seq > 1 && stream.store.last_seq() == 0 {
@@ -377,6 +372,8 @@ impl JetStream {
             replica: role,
             cluster_name: self.meta.get().map(|m| m.cluster().to_string()),
             domain: self.cfg.domain.clone(),
+            tx: tx.clone(),
+            runtime: self.runtime.clone(),
         };
         let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let runner = runner::Runner::new(stream, ctx);
@@ -396,10 +393,8 @@ impl JetStream {
             _ => None,
         };
         let subs = self.subscribe_stream(&config, &tx, reader.clone(), lease.clone());
-        let links = match &replica {
-            None => self.start_links(&config, &tx, &status),
-            Some(_) => Vec::new(),
-        };
+        // A mirror or source starts its links at its first look (a replicated one's leader).
+        enqueue(&tx, Input::Nudge);
         lock(&self.streams).insert(
             name,
             Handle {
@@ -409,34 +404,9 @@ impl JetStream {
                 done,
                 replica,
                 lease,
-                links,
-                sourcing: status,
             },
         );
         Ok(())
-    }
-
-    /// Starts a link for the stream's mirror and each of its sources.
-    fn start_links(
-        &self,
-        config: &StreamConfig,
-        tx: &queue::Tx<Input>,
-        status: &Arc<sourcing::Status>,
-    ) -> Vec<sourcing::link::Link> {
-        let mirror = config.mirror.iter().map(|m| (m, true));
-        let sources = config.sources.iter().flatten().map(|s| (s, false));
-        mirror
-            .chain(sources)
-            .map(|(source, mirror)| {
-                let spec = sourcing::link::Spec {
-                    stream: config.name.clone(),
-                    source: source.clone(),
-                    mirror,
-                };
-                let client = self.client.clone();
-                sourcing::link::start(client, tx.clone(), spec, status.clone(), &self.runtime)
-            })
-            .collect()
     }
 
     /// Opens the Raft group of a replicated stream (the first of `peers` initializes it).

@@ -244,6 +244,25 @@ pub(crate) fn group_name(name: &str) -> String {
 
 /// A publish reaching a replica's runner: the leader checks it and proposes it; the others
 /// drop it (the leader got it too).
+/// The leader proposes what a mirror or source link brought (a source's at the next
+/// sequence, a mirror's at its origin's); apply skips what is stored already, so a message a
+/// link sends again (its session restarted while earlier ones were in flight) is stored once.
+pub(crate) fn propose_sourced(stream: &mut Stream, role: &Role, s: super::sourcing::Sourced) {
+    if !role.is_leader() || !role.lease.holds() {
+        return;
+    }
+    match stream.sourced_op(&s) {
+        Ok(Some(mut op)) => {
+            if let (Op::Append { seq, .. }, Some(_)) = (&mut op, &s.source) {
+                *seq = 0;
+            }
+            let _ = role.proposals.send(Proposal::Publish(op, None));
+        }
+        Ok(None) => {}
+        Err(e) => s.refused(stream.name(), &e),
+    }
+}
+
 pub(crate) fn propose_publish(
     stream: &mut Stream,
     role: &Role,

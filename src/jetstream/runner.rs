@@ -83,6 +83,10 @@ pub(crate) struct Ctx {
     pub cluster_name: Option<String>,
     /// The JetStream domain (named in pub acks).
     pub domain: Option<String>,
+    /// The stream's own queue (what its links feed).
+    pub tx: super::queue::Tx<Input>,
+    /// The runtime its links run on.
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Ctx {
@@ -198,6 +202,8 @@ pub(crate) struct Runner {
     leading: bool,
     /// Inputs waiting for a quiesced leader's lease.
     parked: super::replica::Parked,
+    /// The links copying from the mirror's or sources' origins (where the stream leads).
+    links: super::sourcing::link::Links,
 }
 
 /// What one batch produced, before it is sent.
@@ -313,6 +319,7 @@ impl Runner {
             stored_bytes,
             leading: false,
             parked: Default::default(),
+            links: Default::default(),
         }
     }
 
@@ -452,7 +459,22 @@ impl Runner {
         if !failed {
             self.deliver_committed();
         }
+        self.follow_sources();
         Some(self)
+    }
+
+    /// Runs the links the configuration asks for where the stream leads (a single server's
+    /// stream always), and none elsewhere.
+    fn follow_sources(&mut self) {
+        let leads = self.ctx.replica.is_none() || self.leading;
+        let cfg = &self.stream.config;
+        let wanted = leads.then(|| (cfg.mirror.clone(), cfg.sources.clone()));
+        let ctx = &self.ctx;
+        self.links.follow(&cfg.name, wanted, |spec| {
+            let status = self.stream.sourcing.clone();
+            let client = ctx.client.clone();
+            super::sourcing::link::start(client, ctx.tx.clone(), spec, status, &ctx.runtime)
+        });
     }
 
     /// Completes the batch whose commit is under way (if any), answers it and delivers.
@@ -706,6 +728,11 @@ impl Runner {
                 b.mutated |= r.is_ok();
                 b.updates.push((done, r));
             }
+            Input::Sourced(s) if ctx.replica.is_some() => {
+                if let Some(role) = &ctx.replica {
+                    super::replica::propose_sourced(stream, role, *s);
+                }
+            }
             Input::Sourced(s) => b.mutated |= sourced(stream, *s, &mut b.out),
             Input::SourcedFlow(reply) => b.replies.confirm(reply, Vec::new()),
             Input::SourcedUpTo(source, done) => {
@@ -925,8 +952,7 @@ fn publish(
 }
 
 /// Stores what a mirror or source link brought (see `stream::sourced`); returns whether the
-/// stream changed. A refusal for a limit (discard new) has the link start over from that
-/// message later; any other is logged and the message skipped, as nats-server does.
+/// stream changed.
 fn sourced(stream: &mut Stream, s: super::sourcing::Sourced, out: &mut Vec<Outgoing>) -> bool {
     let result = match stream.sourced_op(&s) {
         Ok(Some(op)) => stream.apply(op),
@@ -942,11 +968,7 @@ fn sourced(stream: &mut Stream, s: super::sourcing::Sourced, out: &mut Vec<Outgo
         }
         Ok(_) => false,
         Err(e) => {
-            if e.err_code == 10077 {
-                super::sourcing::refuse(&s.refused, s.seq);
-            } else {
-                tracing::warn!(stream = %stream.name(), seq = s.seq, "sourced message not stored: {}", e.description);
-            }
+            s.refused(stream.name(), &e);
             false
         }
     }

@@ -43,6 +43,45 @@ impl Drop for Link {
     }
 }
 
+/// A mirror's or sources' configuration.
+type Origins = (Option<StreamSource>, Option<Vec<StreamSource>>);
+
+/// The links of one stream, following its configuration.
+#[derive(Default)]
+pub(crate) struct Links {
+    running: Option<Origins>,
+    links: Vec<Link>,
+}
+
+impl Links {
+    /// Runs a link (made by `start`) for each origin `wanted` names, and none when it is
+    /// `None`; links already running for the same configuration go on.
+    pub fn follow(
+        &mut self,
+        stream: &str,
+        wanted: Option<Origins>,
+        mut start: impl FnMut(Spec) -> Link,
+    ) {
+        let wanted = wanted.filter(|(m, s)| m.is_some() || s.is_some());
+        if wanted == self.running {
+            return;
+        }
+        self.links.clear();
+        if let Some((mirror, sources)) = &wanted {
+            let all = mirror.iter().map(|m| (m, true));
+            let all = all.chain(sources.iter().flatten().map(|s| (s, false)));
+            for (source, mirror) in all {
+                self.links.push(start(Spec {
+                    stream: stream.to_string(),
+                    source: source.clone(),
+                    mirror,
+                }));
+            }
+        }
+        self.running = wanted;
+    }
+}
+
 /// What a link copies and where it reports.
 pub(crate) struct Spec {
     /// The stream copying (named in the consumer's metadata).

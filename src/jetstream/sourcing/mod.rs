@@ -243,7 +243,22 @@ fn info_json(src: &StreamSource, st: &LinkStatus) -> Value {
     v
 }
 
-/// Marks `refused` with `seq` (the first refused wins until the link takes it).
-pub(crate) fn refuse(refused: &AtomicU64, seq: u64) {
-    let _ = refused.compare_exchange(0, seq, Ordering::AcqRel, Ordering::Acquire);
+impl Sourced {
+    /// The stream could not store it: for a limit (discard new), its link starts over from
+    /// it once there may be room; any other refusal is logged and the message skipped, as
+    /// nats-server does.
+    pub fn refused(&self, stream: &str, e: &ApiError) {
+        if e.err_code == 10077 {
+            let _ = self
+                .refused
+                .compare_exchange(0, self.seq, Ordering::AcqRel, Ordering::Acquire);
+        } else {
+            tracing::warn!(
+                stream,
+                seq = self.seq,
+                "sourced message not stored: {}",
+                e.description
+            );
+        }
+    }
 }

@@ -19,6 +19,11 @@ impl Stream {
     /// The op that stores what a link brought; `None` when it is stored already (or a
     /// `Nats-Msg-Id` duplicate); the error when the stream refuses it.
     pub fn sourced_op(&mut self, s: &Sourced) -> Result<Option<Op>, ApiError> {
+        if s.refused.load(std::sync::atomic::Ordering::Acquire) != 0 {
+            // An earlier message of its session was refused: the link starts over from
+            // there, and nothing after it may be stored first.
+            return Ok(None);
+        }
         let m = &s.message;
         let Some(source) = &s.source else {
             return self.mirrored_op(s);
