@@ -394,7 +394,9 @@ impl JetStream {
         };
         let subs = self.subscribe_stream(&config, &tx, reader.clone(), lease.clone());
         // A mirror or source starts its links at its first look (a replicated one's leader).
-        enqueue(&tx, Input::Nudge);
+        if config.mirror.is_some() || config.sources.is_some() {
+            enqueue(&tx, Input::Nudge);
+        }
         lock(&self.streams).insert(
             name,
             Handle {

@@ -57,7 +57,10 @@ pub(crate) enum Input {
     SourcedFlow(String),
     /// Where a link resumes: the last origin sequence stored from its source (`None`: the
     /// mirror).
-    SourcedUpTo(Option<String>, tokio::sync::oneshot::Sender<u64>),
+    SourcedUpTo(
+        Option<String>,
+        tokio::sync::oneshot::Sender<super::stream::Position>,
+    ),
     /// Nothing but a look at the stream's role (its group's leadership changed).
     Nudge,
     /// A replicated stream's whole state for its group's snapshot (sent back).

@@ -158,6 +158,8 @@ struct Session<'a> {
     delivered: u64,
     refused: Arc<AtomicU64>,
     transforms: Vec<crate::protocol::transform::Transform>,
+    /// The origin's identity (a hash of its creation time), stamped on a source's messages.
+    ident: String,
 }
 
 impl<'a> Session<'a> {
@@ -192,13 +194,23 @@ impl<'a> Session<'a> {
             delivered: 0,
             refused: Arc::default(),
             transforms: spec.source.transforms(),
+            ident: String::new(),
         }
     }
 
     async fn run(&mut self) -> End {
-        let Some(up_to) = self.up_to().await else {
+        let Some(at) = self.up_to().await else {
             return End::Stop;
         };
+        let mut up_to = at.seq;
+        if !self.spec.mirror {
+            // A source's origin deleted and created again since: copied from its start.
+            self.ident = self.identity().await.unwrap_or_default();
+            if !at.same_origin(&self.ident) {
+                tracing::warn!("the origin was created again; copying it from the start");
+                up_to = 0;
+            }
+        }
         let (msgs_tx, mut msgs) = mpsc::unbounded_channel::<Message>();
         let handler: crate::server::InternalHandler = Arc::new(move |m: Message| {
             let _ = msgs_tx.send(m);
@@ -244,7 +256,7 @@ impl<'a> Session<'a> {
     }
 
     /// Where the stream's copy stands (after everything queued before this question).
-    async fn up_to(&self) -> Option<u64> {
+    async fn up_to(&self) -> Option<crate::jetstream::stream::Position> {
         let (done, answer) = tokio::sync::oneshot::channel();
         if !send(self.tx, Input::SourcedUpTo(self.spec.key(), done)).await {
             return None;
@@ -284,6 +296,25 @@ impl<'a> Session<'a> {
             many => config["filter_subjects"] = json!(many),
         }
         let body = json!({ "stream_name": src.name, "config": config }).to_string();
+        let subject = format!("{}.CONSUMER.CREATE.{}", self.api, src.name);
+        let v = self
+            .request(&subject, body.as_bytes(), "consumer create")
+            .await?;
+        let name = v["name"].as_str().unwrap_or_default().to_string();
+        let delivered = v["delivered"]["stream_seq"].as_u64().unwrap_or(0);
+        Ok((name, delivered))
+    }
+
+    /// The origin's identity: the hash of its creation time (from its stream info), as
+    /// nats-server computes it.
+    async fn identity(&self) -> Option<String> {
+        let subject = format!("{}.STREAM.INFO.{}", self.api, self.spec.source.name);
+        let v = self.request(&subject, b"", "stream info").await.ok()?;
+        v["created"].as_str().map(super::short_hash)
+    }
+
+    /// A request to the origin's JetStream API, answered as JSON (an error answer is `Err`).
+    async fn request(&self, subject: &str, body: &[u8], what: &str) -> Result<Value, ApiError> {
         let inbox = format!("_INBOX.{}", nuid::next());
         let (answer_tx, answer) = tokio::sync::oneshot::channel::<Message>();
         let answer_tx = std::sync::Mutex::new(Some(answer_tx));
@@ -294,32 +325,28 @@ impl<'a> Session<'a> {
             true
         });
         let sub = self.client.subscribe_internal(&inbox, None, handler);
-        let subject = format!("{}.CONSUMER.CREATE.{}", self.api, src.name);
-        self.client
-            .publish_sync(&subject, Some(&inbox), None, body.as_bytes());
+        self.client.publish_sync(subject, Some(&inbox), None, body);
         let reply = tokio::time::timeout(CREATE_PATIENCE, answer).await;
         self.client.unsubscribe_internal(&sub);
         let m = match reply {
             Ok(Ok(m)) => m,
-            _ => return Err(setup_failed("no answer to the consumer create request")),
+            _ => return Err(setup_failed(&format!("no answer to the {what} request"))),
         };
         if m.headers
             .as_deref()
             .is_some_and(|h| h.starts_with(b"NATS/1.0 503"))
         {
-            return Err(setup_failed(
-                "no responders for the consumer create request",
-            ));
+            return Err(setup_failed(&format!(
+                "no responders for the {what} request"
+            )));
         }
         let v: Value = serde_json::from_slice(&m.payload)
-            .map_err(|_| setup_failed("invalid consumer create response"))?;
-        if let Some(e) = v.get("error") {
-            return Err(serde_json::from_value(e.clone())
-                .unwrap_or_else(|_| setup_failed("consumer create refused")));
+            .map_err(|_| setup_failed(&format!("invalid {what} response")))?;
+        match v.get("error") {
+            Some(e) => Err(serde_json::from_value(e.clone())
+                .unwrap_or_else(|_| setup_failed(&format!("{what} refused")))),
+            None => Ok(v),
         }
-        let name = v["name"].as_str().unwrap_or_default().to_string();
-        let delivered = v["delivered"]["stream_seq"].as_u64().unwrap_or(0);
-        Ok((name, delivered))
     }
 
     /// A heartbeat or flow control request; `Some` when the session must end.
@@ -390,7 +417,10 @@ impl<'a> Session<'a> {
                 words.next().unwrap_or(">"),
                 words.next().unwrap_or(">"),
             );
-            let value = format!("{name} {seq} {filter} {dest} {original}");
+            let mut value = format!("{name} {seq} {filter} {dest} {original}");
+            if !self.ident.is_empty() {
+                value = format!("{value} {}", self.ident);
+            }
             Some(headers::append(
                 kept.as_deref(),
                 &[(headers::STREAM_SOURCE, value.as_str())],

@@ -156,7 +156,7 @@ impl StreamSource {
 }
 
 /// nats-server's short hash of a name: the first 8 characters of its SHA-256, base64url.
-fn short_hash(s: &str) -> String {
+pub(crate) fn short_hash(s: &str) -> String {
     use base64::Engine;
     let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
     let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());

@@ -28,11 +28,7 @@ impl Stream {
             last_msg_id: self.last_msg_id.clone(),
             ttl: self.ttl.iter().copied().collect(),
             schedules: self.schedules.export(),
-            sources: self
-                .sources_applied
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            sources: self.sources_applied.clone(),
         };
         let res = serde_json::to_vec(&derived)
             .map_err(std::io::Error::other)
@@ -78,7 +74,7 @@ impl Stream {
         self.last_msg_id = d.last_msg_id;
         self.ttl = d.ttl.into_iter().collect();
         self.schedules = super::schedule::Schedules::import(d.schedules);
-        self.sources_applied = d.sources.into_iter().collect();
+        self.sources_applied = d.sources;
         d.covered + 1
     }
 
@@ -321,9 +317,9 @@ struct Derived {
     /// Message schedules as (subject, due, seq).
     #[serde(default)]
     schedules: Vec<(String, i64, u64)>,
-    /// Per source (index name), the last origin sequence stored.
+    /// Per source (index name), how far it was copied.
     #[serde(default)]
-    sources: Vec<(String, u64)>,
+    sources: std::collections::BTreeMap<String, super::sourced::Position>,
 }
 
 /// Parses a `Nats-TTL` value into nanoseconds: a Go duration of at least one second, a number

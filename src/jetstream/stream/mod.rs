@@ -31,6 +31,7 @@ pub(crate) use atomic::{batch_id, Staging};
 pub(crate) use derived::parse_ttl;
 use derived::Dedup;
 pub(crate) use persist::{sync_dir, write_file, StreamMeta};
+pub(crate) use sourced::Position;
 
 use crate::jetstream::config::{ConsumerConfig, Discard, StreamConfig};
 use crate::jetstream::consumer::{AckKind, Consumer, Deliveries};
@@ -224,7 +225,7 @@ pub(crate) struct Stream {
     /// The config's `subject_transform`, compiled.
     transform: Option<crate::protocol::transform::Transform>,
     /// Per source (by index name), the last origin sequence stored (derived from the log).
-    sources_applied: BTreeMap<String, u64>,
+    sources_applied: BTreeMap<String, sourced::Position>,
     /// Whether they changed since they were last saved, and when that was.
     sources_changed: bool,
     sources_saved: Option<std::time::Instant>,

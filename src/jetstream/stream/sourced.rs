@@ -25,14 +25,10 @@ impl Stream {
             return Ok(None);
         }
         let m = &s.message;
-        let Some(source) = &s.source else {
+        if s.source.is_none() {
             return self.mirrored_op(s);
-        };
-        if self
-            .sources_applied
-            .get(source)
-            .is_some_and(|&last| s.seq <= last)
-        {
+        }
+        if self.sourced_before(m.headers.as_deref()) {
             return Ok(None);
         }
         let decision =
@@ -72,24 +68,29 @@ impl Stream {
         }))
     }
 
-    /// The origin sequence the stream last stored from `source` (a mirror: `None`, its own
-    /// last sequence), where its link resumes.
-    pub fn sourced_up_to(&self, source: Option<&str>) -> u64 {
+    /// Where the stream's copy from `source` stands (a mirror: `None`, its own last
+    /// sequence), where its link resumes.
+    pub fn sourced_up_to(&self, source: Option<&str>) -> Position {
         match source {
-            None => self.store.last_seq(),
-            Some(s) => self.sources_applied.get(s).copied().unwrap_or(0),
+            None => Position {
+                seq: self.store.last_seq(),
+                ident: String::new(),
+            },
+            Some(s) => self.sources_applied.get(s).cloned().unwrap_or_default(),
         }
     }
 
-    /// Inside apply: whether an append carrying `hdrs` is a source's message stored already.
+    /// Inside apply: whether an append carrying `hdrs` is a source's message stored already
+    /// (at or below the source's position, from the same origin: a recreated origin starts
+    /// over).
     pub(super) fn sourced_before(&self, hdrs: Option<&[u8]>) -> bool {
         if self.config.sources.is_none() {
             return false;
         }
-        source_of(hdrs).is_some_and(|(source, seq)| {
+        source_of(hdrs).is_some_and(|(source, at)| {
             self.sources_applied
                 .get(&source)
-                .is_some_and(|&last| seq <= last)
+                .is_some_and(|last| at.seq <= last.seq && last.same_origin(&at.ident))
         })
     }
 
@@ -98,8 +99,8 @@ impl Stream {
         if self.config.sources.is_none() {
             return;
         }
-        if let Some((source, seq)) = source_of(hdrs) {
-            self.sources_applied.insert(source, seq);
+        if let Some((source, at)) = source_of(hdrs) {
+            self.sources_applied.insert(source, at);
             self.sources_changed = true;
         }
     }
@@ -129,13 +130,16 @@ impl Stream {
         let Some(path) = self.dir.as_ref().map(|d| d.join("sources.json")) else {
             return;
         };
-        let saved: std::collections::BTreeMap<String, u64> = std::fs::read(&path)
+        let saved: std::collections::BTreeMap<String, Position> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        for (source, seq) in saved {
-            let at = self.sources_applied.entry(source).or_default();
-            *at = (*at).max(seq);
+        for (source, saved) in saved {
+            let at = self.sources_applied.entry(source).or_insert(saved.clone());
+            // What the messages show of a recreated origin is newer than any saved position.
+            if at.same_origin(&saved.ident) && saved.seq > at.seq {
+                *at = saved;
+            }
         }
     }
 
@@ -155,14 +159,34 @@ impl Stream {
     }
 }
 
-/// The source (its index name) and origin sequence a `Nats-Stream-Source` header names:
-/// `<stream> <seq> <filter> <dest> ...`.
-fn source_of(hdrs: Option<&[u8]>) -> Option<(String, u64)> {
+/// How far a stream copied from one source: the last origin sequence stored, and the
+/// origin's identity (a hash of its creation time; empty when unknown).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Position {
+    pub seq: u64,
+    #[serde(default)]
+    pub ident: String,
+}
+
+impl Position {
+    /// Whether `ident` names the same origin (an unknown identity is taken to).
+    pub fn same_origin(&self, ident: &str) -> bool {
+        self.ident.is_empty() || ident.is_empty() || self.ident == ident
+    }
+}
+
+/// The source (its index name) and position a `Nats-Stream-Source` header names:
+/// `<stream> <seq> <filter> <dest> <subject> [<origin identity>]`.
+fn source_of(hdrs: Option<&[u8]>) -> Option<(String, Position)> {
     let v = headers::get(hdrs?, headers::STREAM_SOURCE)?;
     let f: Vec<&str> = v.split(' ').collect();
     if f.len() < 4 {
         return None;
     }
     let seq = f[1].parse().ok()?;
-    Some((format!("{} {} {}", f[0], f[2], f[3]), seq))
+    let ident = f.get(5).map_or_else(String::new, |s| (*s).to_string());
+    Some((
+        format!("{} {} {}", f[0], f[2], f[3]),
+        Position { seq, ident },
+    ))
 }
