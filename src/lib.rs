@@ -36,6 +36,7 @@ mod cluster;
 pub mod config;
 mod error;
 pub mod jetstream;
+mod leaf;
 pub mod logging;
 pub mod monitor;
 mod node;

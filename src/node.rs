@@ -58,6 +58,10 @@ impl Server {
             Some(cfg) => Some(Cluster::start(shared.clone(), cfg).await?),
             None => None,
         };
+        let leafnodes = match shared.config.leafnodes.clone() {
+            Some(cfg) => Some(crate::leaf::Leafnodes::start(shared.clone(), cfg).await?),
+            None => None,
+        };
         let (js, cl) = (jetstream.clone(), cluster.clone());
         let (monitor_addr, monitor) = match shared.config.http_port {
             Some(port) => {
@@ -77,6 +81,7 @@ impl Server {
             jetstream,
             account_streams,
             cluster,
+            leafnodes,
         })
     }
 }
@@ -130,6 +135,7 @@ pub struct ServerHandle {
     /// JetStream of the accounts of `accounts {}` that have it.
     account_streams: Vec<Arc<JetStream>>,
     cluster: Option<Cluster>,
+    leafnodes: Option<crate::leaf::Leafnodes>,
     /// The configuration in force (the last one reloaded).
     config: std::sync::Mutex<crate::Config>,
 }
@@ -185,6 +191,13 @@ impl ServerHandle {
     /// Address of the route listener, if a cluster is configured.
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
         self.cluster.as_ref().map(Cluster::local_addr)
+    }
+
+    /// Address of the leaf node listener, if one is configured.
+    pub fn leafnode_addr(&self) -> Option<SocketAddr> {
+        self.leafnodes
+            .as_ref()
+            .and_then(crate::leaf::Leafnodes::local_addr)
     }
 
     /// Number of live routes to other servers of the cluster.

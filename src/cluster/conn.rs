@@ -335,7 +335,7 @@ impl RouteConn {
                 && parsed
                     .pass
                     .as_deref()
-                    .is_some_and(|p| password_matches(&auth.password, p));
+                    .is_some_and(|p| crate::server::secret_matches(&auth.password, p));
             if !ok {
                 tracing::warn!(user = ?parsed.user, "route Authorization Violation");
                 self.out
@@ -464,14 +464,5 @@ impl RouteConn {
             tracing::info!(?reason, "Route connection closed");
         }
         self.out.close(reason);
-    }
-}
-
-/// A route password check: plain text, or a bcrypt hash in the configuration.
-fn password_matches(configured: &str, given: &str) -> bool {
-    if configured.starts_with("$2") {
-        bcrypt::verify(given, configured).unwrap_or(false)
-    } else {
-        configured == given
     }
 }

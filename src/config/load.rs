@@ -62,8 +62,6 @@ pub fn from_file(path: &Path) -> Result<Config> {
 const UNSUPPORTED_TOP: &[&str] = &[
     "trusted",
     "gateway",
-    "leafnodes",
-    "leaf",
     "mqtt",
     "resolver_tls",
     "resolver_pinned_accounts",
@@ -154,6 +152,7 @@ pub(crate) fn apply(cfg: &mut Config, top: &Value, variables: &HashSet<String>) 
             "no_auth_user" => cfg.auth.no_auth_user = Some(text(key, value)?),
             "jetstream" => apply_jetstream(cfg, key, value)?,
             "cluster" => apply_cluster(cfg, key, value)?,
+            "leafnodes" | "leaf" => super::leaf::apply_leafnodes(cfg, key, value)?,
             "tls" => cfg.tls = Some(super::tls::tls_block(key, value)?),
             "accounts" => {
                 cfg.accounts = super::accounts::accounts_block(key, value, &mut cfg.auth)?;

@@ -212,7 +212,14 @@ fn unimplemented_blocks_refuse_to_start() {
             "cluster.authorization.token",
         ),
         ("gateway { name: g }", "gateway"),
-        ("leafnodes { port: 7422 }", "leafnodes"),
+        (
+            "leafnodes { port: 7422, tls { cert_file: a } }",
+            "leafnodes.tls",
+        ),
+        (
+            "leafnodes { remotes: [ { url: \"nats-leaf://h:7422\", credentials: x } ] }",
+            "leafnodes.remotes[0].credentials",
+        ),
         ("mqtt { port: 1883 }", "mqtt"),
         (
             "accounts { A: { users: [ {user: u, password: p} ], mappings: {} } }",

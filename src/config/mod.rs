@@ -7,6 +7,7 @@ mod accounts;
 pub mod cli;
 pub mod conf;
 mod duration;
+mod leaf;
 mod load;
 mod operator;
 pub mod reload;
@@ -19,6 +20,7 @@ pub use accounts::{
     AccountConfig, AccountJetStream, AccountLimits, Export, Import, ShareKind, GLOBAL_ACCOUNT,
 };
 pub use duration::go_duration;
+pub use leaf::{parse_leaf_url, LeafAuth, LeafConfig, LeafRemote, DEFAULT_LEAF_PORT};
 pub use load::{from_conf_text, from_file, parse_duration};
 pub use operator::{JwtAccount, Trust};
 pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, WsAuth, HANDSHAKE_FIRST_AUTO};
@@ -414,6 +416,8 @@ pub struct Config {
     pub jetstream: JetStreamConfig,
     /// Cluster routes; `None` runs a single server.
     pub cluster: Option<ClusterConfig>,
+    /// Leaf node connections (a listener for leaf servers, remotes to connect to as a leaf).
+    pub leafnodes: Option<LeafConfig>,
     /// TLS on the client listener (`tls {}` / `--tls...`); `None` serves plain TCP.
     pub tls: Option<TlsConfig>,
     /// With `tls`, still accept clients that do not upgrade (INFO `tls_available`).
@@ -470,6 +474,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             jetstream: JetStreamConfig::default(),
             cluster: None,
+            leafnodes: None,
             tls: None,
             allow_non_tls: false,
             websocket: None,
@@ -513,9 +518,16 @@ impl Config {
         self
     }
 
+    /// Leaf node connections: `Config::loopback().with_leafnodes(LeafConfig { .. })`.
+    pub fn with_leafnodes(mut self, leafnodes: LeafConfig) -> Self {
+        self.leafnodes = Some(leafnodes);
+        self
+    }
+
     /// Checks settings that only conflict in combination (each key was checked as it was
     /// read): JetStream in a cluster needs a server name, a cluster name and routes.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_leafnodes()?;
         if let (Some(cluster), true) = (&self.cluster, self.jetstream.enabled) {
             if self.server_name.as_deref().unwrap_or("").is_empty() {
                 return Err(ConfigError::ClusterJetStream(
@@ -625,5 +637,39 @@ impl Config {
     /// The interface the monitoring listener binds: `http_host`, else `host`.
     pub fn monitor_host(&self) -> &str {
         self.http_host.as_deref().unwrap_or(&self.host)
+    }
+}
+
+impl Config {
+    /// Leaf nodes on a single server (not yet in a cluster), bound to accounts that exist.
+    fn validate_leafnodes(&self) -> Result<(), ConfigError> {
+        let Some(leaf) = &self.leafnodes else {
+            return Ok(());
+        };
+        if self.cluster.is_some() {
+            return Err(ConfigError::Unsupported {
+                key: "leafnodes (in a cluster)".to_string(),
+            });
+        }
+        let auth = leaf
+            .auth
+            .iter()
+            .map(|a| ("leafnodes.authorization", &a.account));
+        let remotes = leaf
+            .remotes
+            .iter()
+            .map(|r| ("leafnodes.remotes", &r.account));
+        for (key, account) in auth.chain(remotes) {
+            let Some(name) = account.as_deref().filter(|a| *a != "$G") else {
+                continue;
+            };
+            if !self.accounts.iter().any(|a| a.name == name) {
+                return Err(ConfigError::Invalid {
+                    key: format!("{key}.account"),
+                    msg: format!("account \"{name}\" is not defined"),
+                });
+            }
+        }
+        Ok(())
     }
 }

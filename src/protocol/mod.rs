@@ -5,6 +5,7 @@
 pub mod encode;
 pub mod info;
 pub mod jwt;
+pub mod leaf;
 pub mod parser;
 pub mod route;
 pub mod subject;

@@ -183,24 +183,67 @@ fn parse_msg<'a>(
     limits: &RouteLimits,
     with_headers: bool,
 ) -> Result<RouteParsed<'a>, ParseError> {
+    Ok(
+        match msg_frame(buf, rest, after, limits, with_headers, true)? {
+            Err(needed) => RouteParsed::Incomplete(needed),
+            Ok((f, end)) => RouteParsed::Op(
+                RouteOp::Msg {
+                    account: f.account,
+                    subject: f.subject,
+                    reply: f.reply,
+                    queues: f.queues,
+                    headers: f.headers,
+                    payload: f.payload,
+                },
+                end,
+            ),
+        },
+    )
+}
+
+/// The fields of a message frame: a route's `RMSG`/`HRMSG` (with an account), or a leaf
+/// node's `LMSG`/`HMSG` (without: a leaf connection is bound to one account).
+pub(super) struct MsgFrame<'a> {
+    pub account: &'a [u8],
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    pub queues: &'a [u8],
+    pub headers: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// Parses a message frame whose control line's arguments are `rest` (the line ends at
+/// `after`): `[account] subject [reply | + reply q... | "|" q...] [hdr_size] size`.
+/// `Ok(Err(n))` while fewer than `n` bytes are buffered; with the frame, where it ends.
+#[allow(clippy::type_complexity)]
+pub(super) fn msg_frame<'a>(
+    buf: &'a [u8],
+    rest: &'a [u8],
+    after: usize,
+    limits: &RouteLimits,
+    with_headers: bool,
+    accounted: bool,
+) -> Result<Result<(MsgFrame<'a>, usize), usize>, ParseError> {
     const NAME: &str = "RMSG";
     let mut args = [&[][..]; 6];
     let n = split_args(rest, &mut args);
     // Sizes at the end: [hdr] total.
     let sizes = if with_headers { 2 } else { 1 };
-    if n < 2 + sizes {
+    let base = usize::from(accounted);
+    if n < 1 + base + sizes {
         return Err(ParseError::BadArgs(NAME));
     }
-    let (account, subject) = (args[0], args[1]);
+    let account = if accounted { args[0] } else { &[][..] };
+    let subject = args[base];
     let fixed = n - sizes; // account, subject and what sits between them and the sizes
-    let (reply, queues) = if fixed <= 3 {
-        ((fixed == 3).then_some(args[2]), &[][..])
+    let (reply, queues) = if fixed <= base + 2 {
+        ((fixed == base + 2).then_some(args[base + 1]), &[][..])
     } else {
         // Queue form: "+ reply q..." or "| q...". The queue names are the text between the
         // marker (and reply) and the sizes.
-        let (reply, skip) = match args[2] {
-            b"+" => (Some(args[3]), 4),
-            b"|" => (None, 3),
+        let (reply, skip) = match args[base + 1] {
+            b"+" => (Some(args[base + 2]), base + 3),
+            b"|" => (None, base + 2),
             _ => return Err(ParseError::BadArgs(NAME)),
         };
         if fixed <= skip {
@@ -220,19 +263,17 @@ fn parse_msg<'a>(
     };
     let (headers, payload, end) = match body(buf, after, sizes, limits, NAME)? {
         Ok(b) => b,
-        Err(needed) => return Ok(RouteParsed::Incomplete(needed)),
+        Err(needed) => return Ok(Err(needed)),
     };
-    Ok(RouteParsed::Op(
-        RouteOp::Msg {
-            account,
-            subject,
-            reply,
-            queues,
-            headers,
-            payload,
-        },
-        end,
-    ))
+    let frame = MsgFrame {
+        account,
+        subject,
+        reply,
+        queues,
+        headers,
+        payload,
+    };
+    Ok(Ok((frame, end)))
 }
 
 fn parse_delivery<'a>(
@@ -416,18 +457,40 @@ pub fn write_msg(
     headers: Option<&[u8]>,
     payload: &[u8],
 ) {
-    out.reserve(msg_len(account, subject, reply, queues, headers, payload));
+    let ops: [&[u8]; 2] = [b"RMSG ", b"HRMSG "];
+    let msg = Frame {
+        subject,
+        reply,
+        queues,
+        headers,
+        payload,
+    };
+    write_frame(out, ops, Some(account), &msg);
+}
+
+/// A message frame's parts, as [`write_frame`] writes them.
+pub(super) struct Frame<'a> {
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    pub queues: &'a [&'a [u8]],
+    pub headers: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+}
+
+/// Appends a message frame: `ops[0]` (or `ops[1]` with headers), the account if any, the
+/// subject, the reply and queue groups, the sizes and the body.
+pub(super) fn write_frame(out: &mut BytesMut, ops: [&[u8]; 2], account: Option<&[u8]>, m: &Frame) {
+    let account_len = account.map_or(0, <[u8]>::len);
+    out.reserve(msg_len(&[], m.subject, m.reply, m.queues, m.headers, m.payload) + account_len);
     let mut num = itoa::Buffer::new();
-    out.put_slice(if headers.is_some() {
-        b"HRMSG "
-    } else {
-        b"RMSG "
-    });
-    out.put_slice(account);
+    out.put_slice(if m.headers.is_some() { ops[1] } else { ops[0] });
+    if let Some(a) = account {
+        out.put_slice(a);
+        out.put_u8(b' ');
+    }
+    out.put_slice(m.subject);
     out.put_u8(b' ');
-    out.put_slice(subject);
-    out.put_u8(b' ');
-    match (reply, queues.is_empty()) {
+    match (m.reply, m.queues.is_empty()) {
         (Some(r), true) => {
             out.put_slice(r);
             out.put_u8(b' ');
@@ -440,11 +503,11 @@ pub fn write_msg(
         (None, false) => out.put_slice(b"| "),
         (None, true) => {}
     }
-    for q in queues {
+    for q in m.queues {
         out.put_slice(q);
         out.put_u8(b' ');
     }
-    super::encode::put_sizes_and_body(out, &mut num, headers, payload);
+    super::encode::put_sizes_and_body(out, &mut num, m.headers, m.payload);
 }
 
 /// Number of bytes [`write_delivery`] appends.

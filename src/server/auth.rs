@@ -425,7 +425,9 @@ fn is_bcrypt(s: &str) -> bool {
     s.starts_with("$2a$") || s.starts_with("$2b$") || s.starts_with("$2y$")
 }
 
-fn secret_matches(stored: &str, given: &str) -> bool {
+/// Whether `given` is the configured secret `stored` (plain text, compared in constant
+/// time, or a bcrypt hash): users' passwords and tokens, route and leaf node credentials.
+pub(crate) fn secret_matches(stored: &str, given: &str) -> bool {
     if is_bcrypt(stored) {
         bcrypt::verify(given, stored).unwrap_or(false)
     } else {

@@ -622,6 +622,7 @@ impl Conn {
             reply,
             headers: hdrs,
             payload: data,
+            routed_by: None,
         };
         self.route_pub(&msg, None);
         true
@@ -677,6 +678,7 @@ impl Conn {
                 reply,
                 headers: Some(hdrs),
                 payload: data,
+                routed_by: None,
             };
             self.route_pub(&msg, Some(&t));
         } else {

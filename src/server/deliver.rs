@@ -22,6 +22,9 @@ pub(crate) struct Publish<'a> {
     pub headers: Option<&'a [u8]>,
     /// Body.
     pub payload: &'a [u8],
+    /// The subject it is routed by when that is not `subject` (a JetStream delivery, routed by
+    /// its consumer's deliver subject): a leaf node is told it after the reply's `@`.
+    pub routed_by: Option<&'a [u8]>,
 }
 
 impl Publish<'_> {
@@ -77,20 +80,71 @@ pub(crate) fn deliver(
     origin: Origin,
     dirty: &mut Dirty,
 ) -> usize {
+    deliver_to_groups(router, matches, msg, origin, None, dirty)
+}
+
+/// [`deliver`] for a message a leaf node sent: its queue groups are only those it names in
+/// `queues` (whitespace separated), and nothing goes back to it.
+pub(crate) fn deliver_from_leaf(
+    router: &Router,
+    matches: &MatchResult,
+    msg: &Publish<'_>,
+    origin: Origin,
+    queues: &[u8],
+    dirty: &mut Dirty,
+) -> usize {
+    deliver_to_groups(router, matches, msg, origin, Some(queues), dirty)
+}
+
+/// Every plain subscriber gets `msg`, and one member of each queue group (of those named in
+/// `only`, when set). A leaf connection is a group's member of last resort (local members
+/// first, as on nats-server), and one that takes a group's copy gets no plain copy besides
+/// (the group's copy reaches its plain subscribers too).
+fn deliver_to_groups(
+    router: &Router,
+    matches: &MatchResult,
+    msg: &Publish<'_>,
+    origin: Origin,
+    only: Option<&[u8]>,
+    dirty: &mut Dirty,
+) -> usize {
     let mut delivered = 0;
+    let mut leafs = Vec::new();
     for sub in &matches.psubs {
         if !origin.echo && sub.client_id == origin.cid {
+            continue;
+        }
+        if matches!(sub.sink, Sink::Leaf(_)) {
+            leafs.push(sub);
             continue;
         }
         if send(router, sub, msg, dirty, None) {
             delivered += 1;
         }
     }
+    let mut served = Vec::new();
     for group in &matches.qsubs {
+        if let Some(names) = only {
+            let name = group[0].queue.as_deref().unwrap_or_default();
+            if !crate::protocol::route::queue_names(names).any(|q| q == name) {
+                continue;
+            }
+        }
         let own = |sub: &Arc<Subscription>| !origin.echo && sub.client_id == origin.cid;
-        if to_one_member(group, |sub| {
-            !own(sub) && send(router, sub, msg, dirty, None)
-        }) {
+        let leaf = |sub: &Arc<Subscription>| matches!(sub.sink, Sink::Leaf(_));
+        let took = to_one_member(group, |sub| {
+            !leaf(sub) && !own(sub) && send(router, sub, msg, dirty, None)
+        }) || to_one_member(group, |sub| {
+            let ok = leaf(sub) && !own(sub) && send(router, sub, msg, dirty, None);
+            if ok {
+                served.push(sub.client_id);
+            }
+            ok
+        });
+        delivered += usize::from(took);
+    }
+    for sub in leafs {
+        if !served.contains(&sub.client_id) && send(router, sub, msg, dirty, None) {
             delivered += 1;
         }
     }
@@ -201,7 +255,7 @@ pub(crate) fn deliver_in_process(
     matches
         .psubs
         .iter()
-        .filter(|sub| !matches!(sub.sink, super::sublist::Sink::Conn(_)))
+        .filter(|sub| !matches!(sub.sink, Sink::Conn(_) | Sink::Leaf(_)))
         .filter(|sub| send(router, sub, msg, dirty, None))
         .count()
 }
@@ -275,6 +329,7 @@ fn send(
                 Push::Closed => false,
             }
         }
+        Sink::Leaf(out) => to_leaf(out, sub, msg, dirty),
         Sink::Internal(handler) | Sink::Bridge(handler) => {
             // A handler can wait (a full stream queue holds its publisher back): what this
             // batch already queued for other connections goes out first.
@@ -301,4 +356,39 @@ fn send(
         router.remove(sub);
     }
     ok
+}
+
+/// Writes `msg` to a leaf connection as `LMSG` (for a queue group's member, naming it); a
+/// JetStream delivery's reply carries the subject it is routed by after an `@`.
+fn to_leaf(out: &Arc<Outbound>, sub: &Subscription, msg: &Publish<'_>, dirty: &mut Dirty) -> bool {
+    use crate::protocol::leaf;
+    if !super::leaf::crosses(msg.routed_by.unwrap_or(msg.subject)) {
+        return false;
+    }
+    let joined;
+    let reply = match (msg.reply, msg.routed_by) {
+        (Some(r), Some(to))
+            if to != msg.subject
+                && r.starts_with(b"$JS.ACK.")
+                && leaf::split_delivery(r).is_none() =>
+        {
+            joined = [r, b"@", to].concat();
+            Some(&joined[..])
+        }
+        (r, _) => r,
+    };
+    let queue = sub.queue.as_deref();
+    let len = leaf::msg_len(msg.subject, reply, queue, msg.headers, msg.payload);
+    let pushed = out.push_frame(len, |b| {
+        leaf::write_msg(b, msg.subject, reply, queue, msg.headers, msg.payload);
+    });
+    match pushed {
+        Push::Queued(was_empty) => {
+            if was_empty {
+                dirty.add(out);
+            }
+            true
+        }
+        Push::Closed => false,
+    }
 }

@@ -385,6 +385,7 @@ impl Batch<'_> {
             reply: reply.map(str::as_bytes),
             headers,
             payload,
+            routed_by: Some(to.as_bytes()),
         };
         self.client.route(to, &msg, &mut self.dirty)
     }

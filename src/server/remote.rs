@@ -340,6 +340,7 @@ impl RouteLink {
                 reply,
                 headers,
                 payload,
+                routed_by: Some(to),
             };
             let n = deliver_in_process(router, &matches, &msg, &mut self.dirty);
             if n == 0 {
@@ -355,6 +356,7 @@ impl RouteLink {
             reply,
             headers,
             payload,
+            routed_by: Some(to),
         };
         let stats = &shared.stats;
         stats.in_msgs.fetch_add(1, Ordering::Relaxed);

@@ -34,6 +34,9 @@ pub(crate) enum Sink {
     /// route brings: an account import's bridge, which every server of a cluster has (each
     /// bridges its own publishers, so a message crosses accounts once).
     Bridge(InternalHandler),
+    /// A leaf node connection's interest: frames are encoded as `LMSG` into its outbound
+    /// buffer (with the subscription's queue group, for a member of one).
+    Leaf(Arc<Outbound>),
 }
 
 /// A server-internal message handler.
@@ -327,6 +330,24 @@ fn walk_interest(
     }
 }
 
+/// Visits every subscription of the trie.
+fn walk_subs(level: &Level, f: &mut impl FnMut(&Arc<Subscription>)) {
+    let wildcards = [&level.pwc, &level.fwc];
+    let nodes = level
+        .literal
+        .values()
+        .chain(wildcards.into_iter().filter_map(|n| n.as_deref()));
+    for node in nodes {
+        node.psubs.iter().for_each(&mut *f);
+        for (_, members) in &node.qsubs {
+            members.iter().for_each(&mut *f);
+        }
+        if let Some(next) = &node.next {
+            walk_subs(next, f);
+        }
+    }
+}
+
 fn remove_in(level: &mut Level, tokens: &[&[u8]], sub: &Arc<Subscription>) -> Removed {
     let Some((tok, rest)) = tokens.split_first() else {
         return Removed::Absent;
@@ -439,6 +460,32 @@ pub(crate) trait InterestSink: Send + Sync {
     fn interest(&self, subject: &[u8], queue: Option<&[u8]>, present: bool) -> bool;
 }
 
+/// A listener of every subscription added or removed (not only of the first and the last of
+/// a (subject, queue)): leaf connections count other connections' interest themselves.
+pub(crate) trait SubSink: Send + Sync {
+    /// One subscription came (`present`) or went; it must not block nor touch the router.
+    /// Returns false once the listener is gone (it is then forgotten).
+    fn sub(&self, sub: &Subscription, present: bool) -> bool;
+}
+
+/// The listeners of [`Router::watch_subs`].
+#[derive(Default)]
+struct SubWatchers {
+    /// Read on every change while the trie's lock is held (see [`Watchers::active`]).
+    active: AtomicBool,
+    sinks: Mutex<Vec<Arc<dyn SubSink>>>,
+}
+
+impl SubWatchers {
+    fn send(&self, sub: &Subscription, present: bool) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        sinks.retain(|s| s.sub(sub, present));
+        if sinks.is_empty() {
+            self.active.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One listener of interest changes.
 enum Watcher {
     Channel(mpsc::UnboundedSender<InterestChange>),
@@ -498,6 +545,7 @@ pub(crate) struct Router {
     list: RwLock<Sublist>,
     generation: AtomicU64,
     watchers: Watchers,
+    sub_watchers: SubWatchers,
     /// The account whose subjects these are (`$G`: the global account), as routes name it.
     account: Box<[u8]>,
 }
@@ -515,6 +563,7 @@ impl Router {
             list: RwLock::default(),
             generation: AtomicU64::new(0),
             watchers: Watchers::default(),
+            sub_watchers: SubWatchers::default(),
             account: account.into(),
         }
     }
@@ -531,6 +580,9 @@ impl Router {
         if list.insert(sub.clone()) && self.watchers.active() {
             self.watchers.send(&sub, true);
         }
+        if self.sub_watchers.active.load(Ordering::Relaxed) {
+            self.sub_watchers.send(&sub, true);
+        }
         self.generation.fetch_add(1, Ordering::Release);
     }
 
@@ -540,8 +592,12 @@ impl Router {
             return;
         }
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
-        if list.remove(sub) == Removed::Last && self.watchers.active() {
+        let removed = list.remove(sub);
+        if removed == Removed::Last && self.watchers.active() {
             self.watchers.send(sub, false);
+        }
+        if removed != Removed::Absent && self.sub_watchers.active.load(Ordering::Relaxed) {
+            self.sub_watchers.send(sub, false);
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -578,6 +634,22 @@ impl Router {
             sink.interest(subject, queue, true);
         });
         self.watchers.add(Watcher::Sink(sink));
+    }
+
+    /// Calls `sink` with every subscription there is now, then with each one added or
+    /// removed, while the change is made.
+    pub fn watch_subs(&self, sink: Arc<dyn SubSink>) {
+        let list = self.list.read().unwrap_or_else(|e| e.into_inner());
+        walk_subs(&list.root, &mut |sub| {
+            sink.sub(sub, true);
+        });
+        let mut sinks = self
+            .sub_watchers
+            .sinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sinks.push(sink);
+        self.sub_watchers.active.store(true, Ordering::Relaxed);
     }
 
     /// Current generation.

@@ -1,0 +1,284 @@
+//! The broker core's side of one leaf node connection, and all the leaf layer may use of it
+//! ([`LeafLink`]): a leaf connection is bound to one account, whose subjects it shares with
+//! its peer.
+//!
+//! - Out: every subscription of the account except the connection's own counts as interest
+//!   the peer is told of (`LS+` when a (subject, queue) gets its first, `LS-` when it loses
+//!   its last; a queue group's line carries its member count); the JetStream API and
+//!   internal subjects nats-server keeps from crossing a leaf connection are left out.
+//! - In: the peer's interest becomes subscriptions of the account whose sink is the
+//!   connection ([`Sink::Leaf`]): whatever is delivered here (a local client's publish, a
+//!   routed message, another leaf's) reaches it as `LMSG`. A message the peer sends is
+//!   delivered here like a publish, except back to it, and to the queue groups it names only.
+//! - Loops: each account's leaf connections advertise one `$LDS.<id>` subject of this
+//!   server; a peer announcing it back means the leaf connections form a cycle.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
+
+use super::deliver::{deliver_from_leaf, Dirty, Origin, Publish};
+use super::outbound::Outbound;
+use super::sublist::{MatchCache, Router, Sink, SubSink, Subscription};
+use super::Shared;
+use crate::protocol::{leaf, subject};
+
+/// Subjects that never cross a leaf connection (nats-server denies them both ways): the
+/// JetStream API (each side answers its own; a domain's `$JS.<domain>.API` does cross),
+/// KV and object store writes, and cluster-internal traffic.
+const DENIED: [&[u8]; 7] = [
+    b"$JS.API.",
+    b"$KV.",
+    b"$OBJ.",
+    b"$JSC.",
+    b"$NRG.",
+    b"$NRGLIVE.",
+    b"$SYS.",
+];
+
+/// Whether a message on `subj` (or interest in it) may cross a leaf connection. A wildcard
+/// interest such as `>` crosses; the messages it matches are checked one by one.
+pub(crate) fn crosses(subj: &[u8]) -> bool {
+    !DENIED.iter().any(|d| subj.starts_with(d))
+}
+
+/// Why an operation a peer sent on its leaf connection was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum LeafError {
+    /// The subject or queue of `LS+`/`LS-` is not valid.
+    #[error("invalid subject or queue in leaf interest")]
+    InvalidInterest,
+    /// The peer announced this server's own loop detection subject.
+    #[error("Loop detected for leafnode account={0:?}. Delaying attempt to reconnect for 30s")]
+    Loop(String),
+}
+
+/// A (subject, queue) key.
+type Key = (Box<[u8]>, Option<Box<[u8]>>);
+
+/// One leaf connection as the broker core sees it; the leaf layer holds it for the
+/// connection's life. Dropping it removes the peer's interest and stops sending ours.
+pub(crate) struct LeafLink {
+    shared: Arc<Shared>,
+    router: Arc<Router>,
+    out: Arc<Outbound>,
+    /// This server's loop detection subject in the account.
+    lds: String,
+    subs: FxHashMap<Key, Arc<Subscription>>,
+    writer: Arc<InterestWriter>,
+    cache: MatchCache,
+    dirty: Dirty,
+}
+
+impl LeafLink {
+    /// Attaches a leaf connection bound to `account` (`$G` or an account of `accounts {}`)
+    /// whose frames go to `out`; `lds` is this server's loop detection subject there.
+    /// `None` for an account this server does not have.
+    pub(crate) fn attach(
+        shared: Arc<Shared>,
+        account: &str,
+        out: Arc<Outbound>,
+        lds: String,
+    ) -> Option<LeafLink> {
+        let router = if account == "$G" {
+            shared.router.clone()
+        } else {
+            shared.accounts.get(account)?.clone()
+        };
+        let writer = Arc::new(InterestWriter {
+            out: out.clone(),
+            counts: Mutex::default(),
+            detached: AtomicBool::new(false),
+        });
+        router.watch_subs(writer.clone());
+        Some(LeafLink {
+            shared,
+            router,
+            out,
+            lds,
+            subs: FxHashMap::default(),
+            writer,
+            cache: MatchCache::default(),
+            dirty: Dirty::default(),
+        })
+    }
+
+    /// The peer gained interest in `subj` (for `queue`, with its member count) or lost it.
+    pub(crate) fn interest(
+        &mut self,
+        subj: &[u8],
+        queue: Option<&[u8]>,
+        present: bool,
+    ) -> Result<(), LeafError> {
+        if !subject::is_valid_subject(subj) || !queue.is_none_or(subject::is_valid_queue) {
+            return Err(LeafError::InvalidInterest);
+        }
+        if present && subj == self.lds.as_bytes() {
+            let account = String::from_utf8_lossy(self.router.account()).into_owned();
+            return Err(LeafError::Loop(account));
+        }
+        if !crosses(subj) {
+            return Ok(());
+        }
+        let key: Key = (subj.into(), queue.map(Into::into));
+        if !present {
+            if let Some(sub) = self.subs.remove(&key) {
+                self.router.remove(&sub);
+            }
+            return Ok(());
+        }
+        if self.subs.contains_key(&key) {
+            return Ok(()); // a queue group's new member count
+        }
+        let sub = Arc::new(Subscription {
+            subject: subj.into(),
+            queue: queue.map(Into::into),
+            sid: Box::default(),
+            client_id: self.out.cid,
+            sink: Sink::Leaf(self.out.clone()),
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+            deny: None,
+            responses: None,
+        });
+        self.router.insert(sub.clone());
+        self.subs.insert(key, sub);
+        Ok(())
+    }
+
+    /// Delivers a message the peer sent: to every plain subscriber here (another leaf
+    /// connection's too, never back to the peer) and one member of each group in `queues`.
+    /// A JetStream delivery (`reply` ending in `@<deliver subject>`) is routed by its deliver
+    /// subject. Returns how many subscriptions got it.
+    pub(crate) fn deliver(
+        &mut self,
+        subj: &[u8],
+        reply: Option<&[u8]>,
+        headers: Option<&[u8]>,
+        payload: &[u8],
+        queues: &[u8],
+    ) -> usize {
+        let size = payload.len() + headers.map_or(0, <[u8]>::len);
+        if subject::has_empty_token(subj) || size > self.shared.config.max_payload {
+            return 0;
+        }
+        let (reply, to) = match reply.and_then(leaf::split_delivery) {
+            Some((reply, to)) => (Some(reply), to),
+            None => (reply, subj),
+        };
+        if !crosses(to) {
+            return 0;
+        }
+        let matches = self.cache.get(&self.router, to);
+        let msg = Publish {
+            subject: subj,
+            reply,
+            headers,
+            payload,
+            routed_by: (to != subj).then_some(to),
+        };
+        let stats = &self.shared.stats;
+        stats.in_msgs.fetch_add(1, Ordering::Relaxed);
+        stats.in_bytes.fetch_add(size as u64, Ordering::Relaxed);
+        let origin = Origin {
+            cid: self.out.cid,
+            echo: false,
+        };
+        deliver_from_leaf(
+            &self.router,
+            &matches,
+            &msg,
+            origin,
+            queues,
+            &mut self.dirty,
+        )
+    }
+
+    /// Wakes the writers of the connections the last deliveries touched.
+    pub(crate) fn flush(&mut self) {
+        self.dirty.flush();
+    }
+}
+
+impl Drop for LeafLink {
+    fn drop(&mut self) {
+        self.writer.detached.store(true, Ordering::Relaxed);
+        self.dirty.flush();
+        for (_, sub) in self.subs.drain() {
+            self.router.remove(&sub);
+        }
+    }
+}
+
+/// Counts the account's subscriptions other than the connection's own, per (subject,
+/// queue), and writes each change of interest to the peer.
+struct InterestWriter {
+    out: Arc<Outbound>,
+    counts: Mutex<FxHashMap<Key, u64>>,
+    detached: AtomicBool,
+}
+
+impl SubSink for InterestWriter {
+    fn sub(&self, sub: &Subscription, present: bool) -> bool {
+        if self.detached.load(Ordering::Relaxed) || self.out.closed().is_some() {
+            return false;
+        }
+        if sub.client_id == self.out.cid || !crosses(&sub.subject) {
+            return true;
+        }
+        let key: Key = (sub.subject.clone(), sub.queue.clone());
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(key).or_default();
+        let before = *n;
+        *n = if present {
+            before + 1
+        } else {
+            before.saturating_sub(1)
+        };
+        let after = *n;
+        if after == 0 {
+            counts.remove(&(sub.subject.clone(), sub.queue.clone()));
+        }
+        drop(counts);
+        let (subj, queue) = (&sub.subject[..], sub.queue.as_deref());
+        match queue {
+            // A queue group's count is news on every change.
+            Some(q) if after > 0 => self
+                .out
+                .send(|b| leaf::write_sub(b, subj, Some((q, after)))),
+            _ if before == 0 && after > 0 => self.out.send(|b| leaf::write_sub(b, subj, None)),
+            _ if before > 0 && after == 0 => self.out.send(|b| leaf::write_unsub(b, subj, queue)),
+            _ => {}
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crosses;
+
+    #[test]
+    fn the_jetstream_api_and_internal_subjects_stay_home() {
+        for s in [
+            "$JS.API.INFO",
+            "$JS.API.>",
+            "$KV.b.k",
+            "$NRG.x",
+            "$SYS.REQ.X",
+        ] {
+            assert!(!crosses(s.as_bytes()), "{s}");
+        }
+        for s in [
+            "orders.new",
+            ">",
+            "$JS.hub.API.INFO",
+            "$JS.ACK.S.c.1.1.1.1.0",
+            "$LDS.x",
+        ] {
+            assert!(crosses(s.as_bytes()), "{s}");
+        }
+    }
+}
