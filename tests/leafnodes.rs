@@ -254,3 +254,110 @@ async fn an_edge_keeps_taking_publishes_offline_and_the_hub_sources_them_once() 
     hub.shutdown().await;
     edge.shutdown().await;
 }
+
+/// The fields of `/leafz`'s first leaf at `http`, once one is there.
+async fn leafz_fields(http: std::net::SocketAddr) -> (Vec<String>, Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = common::monitor_json(http, "/leafz").await;
+        if let Some(leaf) = v["leafs"].get(0).and_then(Value::as_object) {
+            let mut keys: Vec<String> = leaf
+                .keys()
+                .filter(|k| !["rtt", "proxy", "is_isolated"].contains(&k.as_str()))
+                .cloned()
+                .collect();
+            keys.sort();
+            return (keys, v);
+        }
+        assert!(Instant::now() < deadline, "no leaf in /leafz: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leafz_lists_leaf_connections_as_nats_server_does() {
+    // A nats-server hub with a causeway leaf, and a causeway hub with a nats-server leaf.
+    let (p1, p2, http) = (free_port(), free_port(), free_port());
+    let theirs = RefServer::start(&format!(
+        "http: \"127.0.0.1:{http}\"\nleafnodes {{ listen: \"127.0.0.1:{p1}\" }}\n"
+    ));
+    let leaf = start(leaf_config(p1)).await;
+    let mut cfg = hub_config(p2);
+    cfg.http_port = Some(0);
+    let hub = start(cfg).await;
+    let _their_leaf = RefServer::start(&format!(
+        "leafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{p2}\" }} ] }}\n"
+    ));
+    let (want, _) = leafz_fields(([127, 0, 0, 1], http).into()).await;
+    let (got, ours) = leafz_fields(hub.monitor_addr().expect("monitor")).await;
+    assert_eq!(got, want, "{ours}");
+    assert_eq!(ours["leafnodes"], 1, "{ours}");
+    assert_eq!(ours["leafs"][0]["is_spoke"], false, "{ours}");
+    assert!(
+        ours["leafs"][0]["subscriptions"].as_u64() > Some(0),
+        "{ours}"
+    );
+    leaf.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_of_one_cluster_server_reaches_the_others() {
+    use causeway::config::ClusterConfig;
+    let ports = [free_port(), free_port(), free_port()];
+    let leaf_port = free_port();
+    let mut servers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let routes = ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}"));
+        let mut cluster = ClusterConfig::loopback("hub").with_routes(routes);
+        cluster.port = *port;
+        let mut cfg = Config::loopback().with_cluster(cluster);
+        cfg.server_name = Some(format!("n{i}"));
+        if i == 0 {
+            cfg = cfg.with_leafnodes(LeafConfig {
+                listen: Some(("127.0.0.1".into(), leaf_port)),
+                ..Default::default()
+            });
+        }
+        servers.push(start(cfg).await);
+    }
+    let leaf = RefServer::start(&format!(
+        "leafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n"
+    ));
+    let l = connect(&format!("nats://{}", leaf.addr)).await;
+    let far = connect(&servers[2].client_url()).await;
+    let mut on_far = far.subscribe("up.>").await.expect("sub");
+    assert_eq!(crosses(&l, &mut on_far, "up.far").await, "up.far");
+    let mut on_leaf = l.subscribe("down.>").await.expect("sub");
+    let other = connect(&servers[1].client_url()).await;
+    assert_eq!(crosses(&other, &mut on_leaf, "down.x").await, "down.x");
+    // A request from the far server answered on the leaf.
+    let mut svc = l.subscribe("svc").await.expect("svc");
+    let responder = l.clone();
+    tokio::spawn(async move {
+        while let Some(m) = svc.next().await {
+            if let Some(r) = m.reply {
+                let _ = responder.publish(r, "pong".into()).await;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            far.request("svc", "ping".into()),
+        )
+        .await
+        {
+            Ok(Ok(m)) => {
+                assert_eq!(m.payload, "pong");
+                break;
+            }
+            _ => assert!(Instant::now() < deadline, "no answer from the leaf"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in servers {
+        s.shutdown().await;
+    }
+}

@@ -641,16 +641,11 @@ impl Config {
 }
 
 impl Config {
-    /// Leaf nodes on a single server (not yet in a cluster), bound to accounts that exist.
+    /// Leaf connections are bound to accounts that exist.
     fn validate_leafnodes(&self) -> Result<(), ConfigError> {
         let Some(leaf) = &self.leafnodes else {
             return Ok(());
         };
-        if self.cluster.is_some() {
-            return Err(ConfigError::Unsupported {
-                key: "leafnodes (in a cluster)".to_string(),
-            });
-        }
         let auth = leaf
             .auth
             .iter()

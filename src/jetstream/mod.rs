@@ -88,8 +88,10 @@ pub(crate) struct JetStream {
     runtime: tokio::runtime::Handle,
     /// This node's persistent identity (what Raft membership will name it by).
     node_id: String,
-    /// The sled database every file stream keeps its index tree in.
-    index: Option<sled::Db>,
+    /// The sled database every file stream keeps its index tree in; closed by
+    /// [`JetStream::shutdown`] (a server started on the same directory in this process opens
+    /// it again).
+    index: Mutex<Option<sled::Db>>,
     /// The store directory's lock (`jetstream/LOCK`): one server per store directory, so the
     /// streams need no lock file of their own. Released by [`JetStream::shutdown`] once every
     /// stream has stopped (handles to the manager may outlive it).
@@ -131,7 +133,7 @@ impl JetStream {
             resources,
             runtime,
             node_id,
-            index,
+            index: Mutex::new(index),
             cfg,
             client,
             server_name,
@@ -283,6 +285,7 @@ impl JetStream {
             h.wait_done(&name);
         }
         drop(streams);
+        lock(&self.index).take();
         lock(&self.store_lock).take();
     }
 
@@ -319,7 +322,7 @@ impl JetStream {
                     restore::set_aside(&dir);
                 }
                 std::fs::create_dir_all(&dir).map_err(io)?;
-                let (fs, report) = open_file_store(&name, &dir, self.index.clone())
+                let (fs, report) = open_file_store(&name, &dir, lock(&self.index).clone())
                     .map_err(|e| ApiError::store_failed(&e.to_string()))?;
                 lost = report.lost_seqs;
                 (Box::new(fs), Some(dir))
@@ -327,7 +330,7 @@ impl JetStream {
         };
         let mut store = SharedStore::new(store);
         if let Some(dir) = &dir {
-            let (name, dir, index) = (name.clone(), dir.clone(), self.index.clone());
+            let (name, dir, index) = (name.clone(), dir.clone(), lock(&self.index).clone());
             store = store.reopen_with(Box::new(move || {
                 // A recreated store (a replica restoring a snapshot) starts from no directory.
                 std::fs::create_dir_all(&dir)?;

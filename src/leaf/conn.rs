@@ -20,7 +20,9 @@ use super::Inner;
 use crate::protocol::encode;
 use crate::protocol::leaf::{self, LeafOp, LeafParsed};
 use crate::protocol::route::RouteLimits;
-use crate::server::{writer, CloseReason, ConnKind, LeafError, LeafLink, Outbound, Transport};
+use crate::server::{
+    writer, CloseReason, ConnKind, LeafError, LeafLink, LeafPeer, Outbound, Transport,
+};
 
 const READ_BUF: usize = 64 * 1024;
 const MAX_CONTROL_LINE: usize = 64 * 1024;
@@ -133,6 +135,7 @@ struct LeafConn {
     inner: Arc<Inner>,
     out: Arc<Outbound>,
     side: Side,
+    peer: SocketAddr,
     link: Option<LeafLink>,
     pings_out: u32,
     last_read: Instant,
@@ -163,6 +166,7 @@ pub(super) async fn run<T: Transport>(
             inner,
             out: out.clone(),
             side,
+            peer,
             link: None,
             pings_out: 0,
             last_read: Instant::now(),
@@ -423,7 +427,12 @@ impl LeafConn {
     fn go_live(&mut self, account: &str, peer: &str) -> Result<(), End> {
         let shared = self.inner.shared.clone();
         let lds = self.inner.lds.clone();
-        let Some(link) = LeafLink::attach(shared, account, self.out.clone(), lds) else {
+        let who = LeafPeer {
+            name: peer.to_string(),
+            addr: self.peer,
+            hub: matches!(self.side, Side::Dialed { .. }),
+        };
+        let Some(link) = LeafLink::attach(shared, account, self.out.clone(), lds, who) else {
             return Err(End::Protocol(format!("unknown account {account}")));
         };
         tracing::info!(remote = %peer, %account, "Leafnode connection created");

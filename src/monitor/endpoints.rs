@@ -62,11 +62,12 @@ impl Monitor {
     }
 
     pub(crate) fn leafz(&self) -> Value {
+        let leafs = self.shared.leafs.json();
         json!({
             "server_id": self.shared.server_id,
             "now": now(),
-            "leafnodes": 0,
-            "leafs": [],
+            "leafnodes": leafs.len(),
+            "leafs": leafs,
         })
     }
 

@@ -13,7 +13,9 @@
 //! - Loops: each account's leaf connections advertise one `$LDS.<id>` subject of this
 //!   server; a peer announcing it back means the leaf connections form a cycle.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHashMap;
@@ -57,6 +59,61 @@ pub(crate) enum LeafError {
 /// A (subject, queue) key.
 type Key = (Box<[u8]>, Option<Box<[u8]>>);
 
+/// Who is at the other end of a leaf connection.
+pub(crate) struct LeafPeer {
+    /// Its server name.
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Whether it is our hub (we dialed it), not a leaf of ours.
+    pub hub: bool,
+}
+
+/// The live leaf connections, as `/leafz` shows them.
+#[derive(Default)]
+pub(crate) struct Registry {
+    live: Mutex<BTreeMap<u64, Arc<Entry>>>,
+}
+
+/// One live leaf connection's identity and counters.
+struct Entry {
+    peer: LeafPeer,
+    account: String,
+    out: Arc<Outbound>,
+    in_msgs: AtomicU64,
+    in_bytes: AtomicU64,
+    subscriptions: AtomicUsize,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Entry>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each live connection as nats-server's `/leafz` lists it.
+    pub(crate) fn json(&self) -> Vec<serde_json::Value> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.lock()
+            .iter()
+            .map(|(cid, e)| {
+                serde_json::json!({
+                    "id": cid,
+                    "name": e.peer.name,
+                    "is_spoke": e.peer.hub,
+                    "account": e.account,
+                    "ip": e.peer.addr.ip().to_string(),
+                    "port": e.peer.addr.port(),
+                    "in_msgs": load(&e.in_msgs),
+                    "out_msgs": load(&e.out.out_msgs),
+                    "in_bytes": load(&e.in_bytes),
+                    "out_bytes": load(&e.out.out_bytes),
+                    "subscriptions": e.subscriptions.load(Ordering::Relaxed),
+                    "compression": "off",
+                })
+            })
+            .collect()
+    }
+}
+
 /// One leaf connection as the broker core sees it; the leaf layer holds it for the
 /// connection's life. Dropping it removes the peer's interest and stops sending ours.
 pub(crate) struct LeafLink {
@@ -69,6 +126,8 @@ pub(crate) struct LeafLink {
     writer: Arc<InterestWriter>,
     cache: MatchCache,
     dirty: Dirty,
+    /// Its entry in the server's registry.
+    entry: Arc<Entry>,
 }
 
 impl LeafLink {
@@ -80,6 +139,7 @@ impl LeafLink {
         account: &str,
         out: Arc<Outbound>,
         lds: String,
+        peer: LeafPeer,
     ) -> Option<LeafLink> {
         let router = if account == "$G" {
             shared.router.clone()
@@ -92,7 +152,21 @@ impl LeafLink {
             detached: AtomicBool::new(false),
         });
         router.watch_subs(writer.clone());
+        // In a cluster, the other servers' interest is this server's to offer too.
+        if let Some(remote) = &shared.remote {
+            remote.watch_subs(router.account(), writer.clone());
+        }
+        let entry = Arc::new(Entry {
+            peer,
+            account: account.to_string(),
+            out: out.clone(),
+            in_msgs: AtomicU64::new(0),
+            in_bytes: AtomicU64::new(0),
+            subscriptions: AtomicUsize::new(0),
+        });
+        shared.leafs.lock().insert(out.cid, entry.clone());
         Some(LeafLink {
+            entry,
             shared,
             router,
             out,
@@ -126,6 +200,9 @@ impl LeafLink {
             if let Some(sub) = self.subs.remove(&key) {
                 self.router.remove(&sub);
             }
+            self.entry
+                .subscriptions
+                .store(self.subs.len(), Ordering::Relaxed);
             return Ok(());
         }
         if self.subs.contains_key(&key) {
@@ -145,6 +222,9 @@ impl LeafLink {
         });
         self.router.insert(sub.clone());
         self.subs.insert(key, sub);
+        self.entry
+            .subscriptions
+            .store(self.subs.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -179,21 +259,37 @@ impl LeafLink {
             payload,
             routed_by: (to != subj).then_some(to),
         };
-        let stats = &self.shared.stats;
-        stats.in_msgs.fetch_add(1, Ordering::Relaxed);
-        stats.in_bytes.fetch_add(size as u64, Ordering::Relaxed);
+        for (msgs, bytes) in [
+            (&self.shared.stats.in_msgs, &self.shared.stats.in_bytes),
+            (&self.entry.in_msgs, &self.entry.in_bytes),
+        ] {
+            msgs.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(size as u64, Ordering::Relaxed);
+        }
         let origin = Origin {
             cid: self.out.cid,
             echo: false,
         };
-        deliver_from_leaf(
+        let local = deliver_from_leaf(
             &self.router,
             &matches,
             &msg,
             origin,
             queues,
             &mut self.dirty,
-        )
+        );
+        // In a cluster it goes on to the other servers with interest (one hop from here).
+        let Some(remote) = &self.shared.remote else {
+            return local;
+        };
+        let account = self.router.account();
+        let routed = match msg.routed_by {
+            Some(to) if account == crate::protocol::route::GLOBAL_ACCOUNT => {
+                remote.forward_delivery(to, &msg, &mut self.dirty)
+            }
+            _ => remote.forward_from_leaf(account, &matches, &msg, queues, &mut self.dirty),
+        };
+        local + routed
     }
 
     /// Wakes the writers of the connections the last deliveries touched.
@@ -204,6 +300,7 @@ impl LeafLink {
 
 impl Drop for LeafLink {
     fn drop(&mut self) {
+        self.shared.leafs.lock().remove(&self.out.cid);
         self.writer.detached.store(true, Ordering::Relaxed);
         self.dirty.flush();
         for (_, sub) in self.subs.drain() {

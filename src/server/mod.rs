@@ -47,7 +47,7 @@ use crate::Error;
 pub(crate) use auth::secret_matches;
 pub use inproc::{Client, ClientError, Subscriber};
 pub use kind::ConnKind;
-pub(crate) use leaf::{LeafError, LeafLink};
+pub(crate) use leaf::{LeafError, LeafLink, LeafPeer};
 pub use message::Message;
 pub use outbound::CloseReason;
 pub(crate) use outbound::{writer, Outbound};
@@ -111,6 +111,8 @@ pub(crate) struct Shared {
     cluster_view: Mutex<ClusterView>,
     /// Open client connections and recently closed ones.
     pub conns: conns::Registry,
+    /// Live leaf node connections (`/leafz`).
+    pub leafs: leaf::Registry,
     next_cid: AtomicU64,
     lame_duck: AtomicBool,
     addr: SocketAddr,
@@ -334,6 +336,7 @@ pub(crate) async fn bind_server(config: Config) -> Result<Bound, Error> {
         tls,
         cluster_view: Mutex::default(),
         conns: conns::Registry::new(config.max_closed_clients),
+        leafs: leaf::Registry::default(),
         next_cid: AtomicU64::new(1),
         lame_duck: AtomicBool::new(false),
         addr,

@@ -69,6 +69,38 @@ impl Remote {
         msg: &Publish<'_>,
         dirty: &mut Dirty,
     ) -> usize {
+        self.forward_to_groups(account, cache, local, msg, None, dirty)
+    }
+
+    /// [`Remote::forward`] for a message a leaf node sent: of the queue groups, only those it
+    /// names in `queues` (whitespace separated) are served.
+    pub(crate) fn forward_from_leaf(
+        &self,
+        account: &[u8],
+        local: &MatchResult,
+        msg: &Publish<'_>,
+        queues: &[u8],
+        dirty: &mut Dirty,
+    ) -> usize {
+        self.forward_to_groups(account, None, local, msg, Some(queues), dirty)
+    }
+
+    /// Follows the other servers' subscriptions in `account` (see [`Router::watch_subs`]).
+    pub(crate) fn watch_subs(&self, account: &[u8], sink: Arc<dyn super::sublist::SubSink>) {
+        if let Some(router) = self.router(account) {
+            router.watch_subs(sink);
+        }
+    }
+
+    fn forward_to_groups(
+        &self,
+        account: &[u8],
+        cache: Option<&mut MatchCache>,
+        local: &MatchResult,
+        msg: &Publish<'_>,
+        only: Option<&[u8]>,
+        dirty: &mut Dirty,
+    ) -> usize {
         let Some(router) = self.router(account) else {
             return 0;
         };
@@ -90,6 +122,13 @@ impl Remote {
             let name = group[0].queue.as_deref();
             // Members on this server are preferred: they already got it.
             if local.qsubs.iter().any(|g| g[0].queue.as_deref() == name) {
+                continue;
+            }
+            let named = |names: &[u8]| {
+                let name = name.unwrap_or_default();
+                crate::protocol::route::queue_names(names).any(|q| q == name)
+            };
+            if only.is_some_and(|names| !named(names)) {
                 continue;
             }
             let pick = &group[rand::rng().random_range(0..group.len())];
