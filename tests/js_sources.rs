@@ -55,17 +55,18 @@ async fn wait_copied(nc: &Client, stream: &str, last_seq: u64, msgs: u64) {
     .await;
 }
 
+/// `STREAM.MSG.GET` of `seq` in `stream`.
+async fn msg_get(nc: &Client, stream: &str, seq: u64) -> Value {
+    let subject = format!("STREAM.MSG.GET.{stream}");
+    api(nc, &subject, json!({ "seq": seq })).await
+}
+
 /// Every message of `stream` from `first` to `last`: sequence, subject, data and the
 /// `Nats-Stream-Source` header, or that it is missing.
 async fn messages(nc: &Client, stream: &str, first: u64, last: u64) -> Vec<String> {
     let mut out = Vec::new();
     for seq in first..=last {
-        let v = api(
-            nc,
-            &format!("STREAM.MSG.GET.{stream}"),
-            json!({ "seq": seq }),
-        )
-        .await;
+        let v = msg_get(nc, stream, seq).await;
         if v.get("error").is_some() {
             out.push(format!("{seq}: {}", outcome(&v)));
             continue;
@@ -304,26 +305,6 @@ async fn fill(env: &JsEnv, subject: &str, from: u64, n: u64) {
     }
 }
 
-/// The origin sequences of every message in a sourced stream, in order.
-async fn source_seqs(env: &JsEnv, stream: &str, last: u64) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    for seq in 1..=last {
-        let v = env.msg_get(stream, seq).await;
-        if v.get("error").is_some() {
-            continue;
-        }
-        let hdrs = decode(&v["message"]["hdrs"]);
-        let origin = hdrs
-            .split("\r\n")
-            .find_map(|l| l.strip_prefix("Nats-Stream-Source: "))
-            .and_then(|v| v.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .expect("source header");
-        seqs.push(origin);
-    }
-    seqs
-}
-
 #[tokio::test]
 async fn a_mirror_and_a_source_resume_after_a_restart() {
     let env = JsEnv::new().await;
@@ -342,7 +323,11 @@ async fn a_mirror_and_a_source_resume_after_a_restart() {
     fill(&env, "o.x", 601, 10).await;
     wait_copied(&env.nc, "M", 610, 610).await;
     wait_copied(&env.nc, "S", 610, 610).await;
-    let seqs = source_seqs(&env, "S", 610).await;
+    let seqs: Vec<u64> = scan(&env.nc, "S")
+        .await
+        .into_iter()
+        .map(|(_, _, origin)| origin.expect("source header"))
+        .collect();
     assert_eq!(seqs, (1..=610).collect::<Vec<u64>>());
     let m = env.msg_get("M", 610).await;
     assert_eq!(decode(&m["message"]["data"]), "m610");
@@ -391,12 +376,7 @@ async fn scan(nc: &Client, stream: &str) -> Vec<(u64, String, Option<u64>)> {
     );
     let mut out = Vec::new();
     for seq in first..=last {
-        let v = api(
-            nc,
-            &format!("STREAM.MSG.GET.{stream}"),
-            json!({ "seq": seq }),
-        )
-        .await;
+        let v = msg_get(nc, stream, seq).await;
         if v.get("error").is_some() {
             continue;
         }

@@ -278,7 +278,7 @@ async fn leafz_fields(http: std::net::SocketAddr) -> (Vec<String>, Value) {
 async fn leafz_lists_leaf_connections_as_nats_server_does() {
     // A nats-server hub with a causeway leaf, and a causeway hub with a nats-server leaf.
     let (p1, p2, http) = (free_port(), free_port(), free_port());
-    let theirs = RefServer::start(&format!(
+    let _theirs = RefServer::start(&format!(
         "http: \"127.0.0.1:{http}\"\nleafnodes {{ listen: \"127.0.0.1:{p1}\" }}\n"
     ));
     let leaf = start(leaf_config(p1)).await;

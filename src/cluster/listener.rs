@@ -2,8 +2,6 @@
 //! as a route ([`super::conn`]) until it closes or the server stops.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::net::TcpListener;
 
 use super::conn::{self, RouteEnd, Side};
@@ -11,22 +9,8 @@ use super::Inner;
 
 /// Accepts routes until the server stops.
 pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = inner.shared.shutdown.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("route accept error: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
+    let shared = inner.shared.clone();
+    crate::server::accept_each(shared, listener, "route", |stream, peer, local| {
         let inner2 = inner.clone();
         inner.shared.tasks.spawn(async move {
             let end = match &inner2.tls {
@@ -54,5 +38,6 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 RouteEnd::Closed { .. } => {}
             }
         });
-    }
+    })
+    .await;
 }

@@ -101,28 +101,15 @@ fn account_of(r: &crate::config::LeafRemote) -> String {
 
 /// Accepts leaf connections until the server stops.
 async fn accept_loop(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = inner.shared.shutdown.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("leafnode accept error: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
+    let shared = inner.shared.clone();
+    crate::server::accept_each(shared, listener, "leafnode", |stream, peer, local| {
         let inner2 = inner.clone();
         inner.shared.tasks.spawn(async move {
             let end = conn::run(inner2, stream, peer, local, conn::Side::Accepted).await;
             tracing::debug!(%peer, "leafnode connection ended: {end}");
         });
-    }
+    })
+    .await;
 }
 
 /// Connects to a remote's URLs in turn, forever (until the server stops), waiting the

@@ -18,11 +18,9 @@
 //! A JetStream delivery (routed by a consumer's deliver subject, shown with the stored
 //! message's subject) crosses as `LMSG <subject> $JS.ACK...@<deliver subject>`.
 
+use super::parser::{eq_ci, parse_u64, split_args, trim, ParseError};
+use super::route::{control_line, msg_frame, write_frame, Frame, RouteLimits};
 use bytes::{BufMut, BytesMut};
-use memchr::memchr;
-
-use super::parser::{eq_ci, parse_u64, split_args, split_op, trim, ParseError};
-use super::route::{msg_frame, write_frame, Frame, RouteLimits};
 
 /// One operation received on a leaf connection; every slice borrows from the read buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,22 +77,10 @@ pub enum LeafParsed<'a> {
 
 /// Parses one operation from the front of `buf`.
 pub fn parse<'a>(buf: &'a [u8], limits: &RouteLimits) -> Result<LeafParsed<'a>, ParseError> {
-    let Some(nl) = memchr(b'\n', buf) else {
-        if buf.len() > limits.max_control_line {
-            return Err(ParseError::MaxControlLine);
-        }
-        return Ok(LeafParsed::Incomplete(buf.len() + 1));
+    let (op, rest, after) = match control_line(buf, limits)? {
+        Ok(line) => line,
+        Err(needed) => return Ok(LeafParsed::Incomplete(needed)),
     };
-    if nl + 1 > limits.max_control_line {
-        return Err(ParseError::MaxControlLine);
-    }
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
-    let (op, rest) = split_op(&buf[..line_end]);
-    let after = nl + 1;
     let done = |op| Ok(LeafParsed::Op(op, after));
     match op {
         _ if eq_ci(op, b"LMSG") || eq_ci(op, b"HMSG") => {

@@ -120,22 +120,10 @@ pub fn queue_names(queues: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Parses one operation from the front of `buf`.
 pub fn parse<'a>(buf: &'a [u8], limits: &RouteLimits) -> Result<RouteParsed<'a>, ParseError> {
-    let Some(nl) = memchr(b'\n', buf) else {
-        if buf.len() > limits.max_control_line {
-            return Err(ParseError::MaxControlLine);
-        }
-        return Ok(RouteParsed::Incomplete(buf.len() + 1));
+    let (op, rest, after) = match control_line(buf, limits)? {
+        Ok(line) => line,
+        Err(needed) => return Ok(RouteParsed::Incomplete(needed)),
     };
-    if nl + 1 > limits.max_control_line {
-        return Err(ParseError::MaxControlLine);
-    }
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
-    let (op, rest) = split_op(&buf[..line_end]);
-    let after = nl + 1;
     let done = |op| Ok(RouteParsed::Op(op, after));
     match op {
         _ if eq_ci(op, b"RMSG") => parse_msg(buf, rest, after, limits, false),
@@ -174,6 +162,31 @@ pub fn parse<'a>(buf: &'a [u8], limits: &RouteLimits) -> Result<RouteParsed<'a>,
         _ if eq_ci(op, b"-ERR") => done(RouteOp::Err(trim(rest))),
         _ => Err(ParseError::UnknownOp),
     }
+}
+
+/// The control line at the front of `buf`: its operation, its arguments and where it ends;
+/// `Ok(Err(n))` while no whole line is buffered (at least `n` bytes are needed).
+#[allow(clippy::type_complexity)]
+pub(super) fn control_line<'a>(
+    buf: &'a [u8],
+    limits: &RouteLimits,
+) -> Result<Result<(&'a [u8], &'a [u8], usize), usize>, ParseError> {
+    let Some(nl) = memchr(b'\n', buf) else {
+        if buf.len() > limits.max_control_line {
+            return Err(ParseError::MaxControlLine);
+        }
+        return Ok(Err(buf.len() + 1));
+    };
+    if nl + 1 > limits.max_control_line {
+        return Err(ParseError::MaxControlLine);
+    }
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    let (op, rest) = split_op(&buf[..line_end]);
+    Ok(Ok((op, rest, nl + 1)))
 }
 
 fn parse_msg<'a>(

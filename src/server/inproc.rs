@@ -214,18 +214,8 @@ impl Client {
     }
 
     fn subscribe_sink(&self, subj: &str, queue: Option<&str>, sink: Sink) -> Arc<Subscription> {
-        let sub = Arc::new(Subscription {
-            subject: subj.as_bytes().into(),
-            queue: queue.map(|q| q.as_bytes().into()),
-            sid: Box::default(),
-            client_id: self.cid,
-            sink,
-            max: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            removed: Default::default(),
-            deny: None,
-            responses: None,
-        });
+        let queue = queue.map(str::as_bytes);
+        let sub = Arc::new(Subscription::new(subj.as_bytes(), queue, self.cid, sink));
         self.router.insert(sub.clone());
         sub
     }

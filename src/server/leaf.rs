@@ -208,18 +208,8 @@ impl LeafLink {
         if self.subs.contains_key(&key) {
             return Ok(()); // a queue group's new member count
         }
-        let sub = Arc::new(Subscription {
-            subject: subj.into(),
-            queue: queue.map(Into::into),
-            sid: Box::default(),
-            client_id: self.out.cid,
-            sink: Sink::Leaf(self.out.clone()),
-            max: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            removed: AtomicBool::new(false),
-            deny: None,
-            responses: None,
-        });
+        let sink = Sink::Leaf(self.out.clone());
+        let sub = Arc::new(Subscription::new(subj, queue, self.out.cid, sink));
         self.router.insert(sub.clone());
         self.subs.insert(key, sub);
         self.entry

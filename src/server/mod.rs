@@ -425,26 +425,16 @@ impl Shared {
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept error: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    let each = shared.clone();
+    accept_each(shared, listener, "client", move |stream, peer, _| {
+        let shared = &each;
         let cid = shared.next_cid();
         if shared.num_connections() >= shared.config.max_connections {
             tracing::warn!(%peer, "maximum connections exceeded");
             shared
                 .tasks
                 .spawn(reject(shared.clone(), stream, peer, cid));
-            continue;
+            return;
         }
         match &shared.tls {
             Some(tls) => {
@@ -460,7 +450,8 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 client::Accepted::plain(),
             )),
         };
-    }
+    })
+    .await;
 }
 
 /// Tells a client over the connection limit why it is refused, then closes.
@@ -482,6 +473,33 @@ pub(crate) async fn bind(host: &str, port: u16) -> Result<TcpListener, Error> {
     TcpListener::bind(&addr)
         .await
         .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Accepts connections on a server listener (routes, leaf nodes) until the server stops,
+/// handing each with its peer and local addresses to `serve` (which spawns what runs it).
+pub(crate) async fn accept_each(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    what: &'static str,
+    mut serve: impl FnMut(TcpStream, SocketAddr, SocketAddr),
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("{what} accept error: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if let Ok(local) = stream.local_addr() {
+            serve(stream, peer, local);
+        }
+    }
 }
 
 fn new_server_id() -> String {

@@ -15,7 +15,7 @@
 //! Every line names its account: each account's interest is kept, written and matched in
 //! that account's subject space only.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rand::Rng;
@@ -306,18 +306,8 @@ impl RouteLink {
             if self.subs.contains_key(&key) {
                 return Ok(());
             }
-            let sub = Arc::new(Subscription {
-                subject: subj.into(),
-                queue: queue.map(Into::into),
-                sid: Box::default(),
-                client_id: self.out.cid,
-                sink: Sink::Conn(self.out.clone()),
-                max: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-                removed: AtomicBool::new(false),
-                deny: None,
-                responses: None,
-            });
+            let sink = Sink::Conn(self.out.clone());
+            let sub = Arc::new(Subscription::new(subj, queue, self.out.cid, sink));
             router.insert(sub.clone());
             self.subs.insert(key, sub);
         } else if let Some(sub) = self.subs.remove(&key) {

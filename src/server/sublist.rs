@@ -67,6 +67,25 @@ pub(crate) struct Subscription {
     pub responses: Option<Arc<super::auth::Responses>>,
 }
 
+impl Subscription {
+    /// A subscription of connection `client_id` on `subject` (in `queue`) whose messages go
+    /// to `sink`: no sid, no limit, no permissions of its own (a server's or a peer's).
+    pub fn new(subject: &[u8], queue: Option<&[u8]>, client_id: u64, sink: Sink) -> Self {
+        Self {
+            subject: subject.into(),
+            queue: queue.map(Into::into),
+            sid: Box::default(),
+            client_id,
+            sink,
+            max: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            removed: AtomicBool::new(false),
+            deny: None,
+            responses: None,
+        }
+    }
+}
+
 /// What one delivery attempt to a subscription may do.
 pub(crate) enum Take {
     /// Deliver.
