@@ -129,6 +129,7 @@ fn leaf_config(hub_leaf_port: u16) -> Config {
         remotes: vec![LeafRemote {
             urls: vec![format!("nats-leaf://127.0.0.1:{hub_leaf_port}")],
             account: None,
+            tls: None,
         }],
         ..Default::default()
     })
@@ -360,4 +361,64 @@ async fn a_leaf_of_one_cluster_server_reaches_the_others() {
     for s in servers {
         s.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaf_connections_upgrade_to_tls_both_ways_with_nats_server() {
+    use causeway::config::TlsConfig;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = common::certs::Ca::new(dir.path(), "leaf");
+    let pair = ca.server_and_client("hub");
+    let (cert, key, ca_file) = (
+        pair.cert.display().to_string(),
+        pair.key.display().to_string(),
+        ca.cert.display().to_string(),
+    );
+    // A causeway hub with TLS (verifying the leaf's certificate), a stock leaf.
+    let port = free_port();
+    let mut tls = TlsConfig::new(&pair.cert, &pair.key);
+    tls.ca_file = Some(ca.cert.clone());
+    tls.verify = true;
+    let hub = start(Config::loopback().with_leafnodes(LeafConfig {
+        listen: Some(("127.0.0.1".into(), port)),
+        tls: Some(tls),
+        ..Default::default()
+    }))
+    .await;
+    let leaf = RefServer::start(&format!(
+        "leafnodes {{ remotes: [ {{ url: \"tls://127.0.0.1:{port}\", tls {{ cert_file: \"{cert}\", key_file: \"{key}\", ca_file: \"{ca_file}\" }} }} ] }}\n"
+    ));
+    let (h, l) = (
+        connect(&hub.client_url()).await,
+        connect(&format!("nats://{}", leaf.addr)).await,
+    );
+    let mut on_hub = h.subscribe("secure.>").await.expect("sub");
+    assert_eq!(crosses(&l, &mut on_hub, "secure.up").await, "secure.up");
+    hub.shutdown().await;
+    // A stock hub with TLS, a causeway leaf trusting its CA.
+    let port = free_port();
+    let theirs = RefServer::start(&format!(
+        "leafnodes {{ listen: \"127.0.0.1:{port}\", tls {{ cert_file: \"{cert}\", key_file: \"{key}\" }} }}\n"
+    ));
+    let mut remote_tls = TlsConfig::new("", "");
+    remote_tls.ca_file = Some(ca.cert.clone());
+    let ours = start(Config::loopback().with_leafnodes(LeafConfig {
+        remotes: vec![LeafRemote {
+            urls: vec![format!("nats-leaf://127.0.0.1:{port}")],
+            account: None,
+            tls: Some(remote_tls),
+        }],
+        ..Default::default()
+    }))
+    .await;
+    let (h, l) = (
+        connect(&format!("nats://{}", theirs.addr)).await,
+        connect(&ours.client_url()).await,
+    );
+    let mut on_leaf = l.subscribe("secure.>").await.expect("sub");
+    assert_eq!(
+        crosses(&h, &mut on_leaf, "secure.down").await,
+        "secure.down"
+    );
+    ours.shutdown().await;
 }

@@ -25,6 +25,8 @@ pub struct LeafConfig {
     pub no_advertise: bool,
     /// Who may connect to the listener, and the account they are bound to.
     pub auth: Option<LeafAuth>,
+    /// TLS on the listener: the hub's INFO asks for it and the leaf upgrades.
+    pub tls: Option<super::TlsConfig>,
     /// Delay between attempts to reconnect a remote.
     pub reconnect: Duration,
     /// Hubs this server connects to as a leaf.
@@ -38,6 +40,7 @@ impl Default for LeafConfig {
             advertise: None,
             no_advertise: false,
             auth: None,
+            tls: None,
             reconnect: Duration::from_secs(1),
             remotes: Vec::new(),
         }
@@ -62,11 +65,13 @@ pub struct LeafRemote {
     pub urls: Vec<String>,
     /// The local account the connection is bound to (default `$G`).
     pub account: Option<String>,
+    /// TLS to the hub (also used, with the system's roots, for a `tls://` URL or a hub that
+    /// asks for it).
+    pub tls: Option<super::TlsConfig>,
 }
 
 /// Keys of `leafnodes` nats-server knows that causeway does not implement.
 const UNSUPPORTED: &[&str] = &[
-    "tls",
     "compression",
     "min_version",
     "isolate_leafnode_interest",
@@ -83,7 +88,6 @@ const UNSUPPORTED_REMOTE: &[&str] = &[
     "creds",
     "nkey",
     "seed",
-    "tls",
     "hub",
     "deny_imports",
     "deny_import",
@@ -124,6 +128,7 @@ pub(super) fn apply_leafnodes(cfg: &mut Config, path: &str, value: &Value) -> Re
                 leaf.reconnect = duration(&kp, value)?;
             }
             "authorization" => leaf.auth = Some(leaf_auth(&kp, value)?),
+            "tls" => leaf.tls = Some(leaf_tls(&kp, value, true)?),
             "remotes" => {
                 let Value::Array(items) = value else {
                     return Err(wrong_type(&kp, "a list of remotes", value));
@@ -169,6 +174,7 @@ fn remote(path: &str, value: &Value) -> Result<LeafRemote> {
     let mut remote = LeafRemote {
         urls: Vec::new(),
         account: None,
+        tls: None,
     };
     for (key, value) in map(path, value)? {
         let kp = format!("{path}.{key}");
@@ -184,6 +190,7 @@ fn remote(path: &str, value: &Value) -> Result<LeafRemote> {
                 }
             }
             "account" | "local" => remote.account = Some(text(&kp, value)?),
+            "tls" => remote.tls = Some(leaf_tls(&kp, value, false)?),
             "disabled" if !boolean(&kp, value)? => {}
             lower => reject(&kp, lower, UNSUPPORTED_REMOTE)?,
         }
@@ -194,7 +201,28 @@ fn remote(path: &str, value: &Value) -> Result<LeafRemote> {
     Ok(remote)
 }
 
-/// A remote's URL: `nats-leaf://` or `nats://` over TCP (`tls://`, `ws://`, `wss://` are not
+/// A leaf connection's `tls {}`: the listener's needs a certificate, a remote's need not;
+/// TLS before INFO (`handshake_first`) is not implemented.
+fn leaf_tls(path: &str, value: &Value, listener: bool) -> Result<super::TlsConfig> {
+    let tls = if listener {
+        super::tls::tls_block(path, value)?
+    } else {
+        super::tls::client_tls_block(path, value)?
+    };
+    if tls.handshake_first != super::HandshakeFirst::Off {
+        return Err(ConfigError::Unsupported {
+            key: format!("{path}.handshake_first"),
+        });
+    }
+    if tls.map_users {
+        return Err(ConfigError::Unsupported {
+            key: format!("{path}.verify_and_map"),
+        });
+    }
+    Ok(tls)
+}
+
+/// A remote's URL: `nats-leaf://`, `nats://` or `tls://` over TCP (`ws://`, `wss://` are not
 /// implemented).
 fn leaf_url(key: &str, url: &str) -> Result<String> {
     match parse_leaf_url(url) {
@@ -214,6 +242,7 @@ pub fn parse_leaf_url(url: &str) -> Option<(String, u16, Option<String>, Option<
     let rest = url
         .strip_prefix("nats-leaf://")
         .or_else(|| url.strip_prefix("nats://"))
+        .or_else(|| url.strip_prefix("tls://"))
         .unwrap_or(url);
     if rest.contains("://") || rest.is_empty() {
         return None;
@@ -258,7 +287,8 @@ mod tests {
                 Some("pw".into())
             ))
         );
-        assert_eq!(p("tls://h:1"), None);
+        assert_eq!(p("tls://h:1"), Some(("h".into(), 1, None, None)));
+        assert_eq!(p("ws://h:1"), None);
         assert_eq!(p("nats-leaf://"), None);
     }
 }

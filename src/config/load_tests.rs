@@ -213,8 +213,8 @@ fn unimplemented_blocks_refuse_to_start() {
         ),
         ("gateway { name: g }", "gateway"),
         (
-            "leafnodes { port: 7422, tls { cert_file: a } }",
-            "leafnodes.tls",
+            "leafnodes { port: 7422, compression: s2_auto }",
+            "leafnodes.compression",
         ),
         (
             "leafnodes { remotes: [ { url: \"nats-leaf://h:7422\", credentials: x } ] }",

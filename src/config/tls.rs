@@ -94,6 +94,16 @@ const UNSUPPORTED_TLS: &[&str] = &[
 
 /// Reads a `tls {}` block at `path`.
 pub(super) fn tls_block(path: &str, value: &Value) -> Result<TlsConfig> {
+    tls_block_with(path, value, true)
+}
+
+/// A `tls {}` block of a dialing side (a leaf node remote): its certificate is optional (the
+/// hub may not ask for one), `ca_file` names whom to trust (else the system's roots).
+pub(super) fn client_tls_block(path: &str, value: &Value) -> Result<TlsConfig> {
+    tls_block_with(path, value, false)
+}
+
+fn tls_block_with(path: &str, value: &Value, need_cert: bool) -> Result<TlsConfig> {
     let mut cert = None;
     let mut key = None;
     let mut tls = TlsConfig::new("", "");
@@ -130,6 +140,9 @@ pub(super) fn tls_block(path: &str, value: &Value) -> Result<TlsConfig> {
             }
             lower => reject(&kp, lower, UNSUPPORTED_TLS)?,
         }
+    }
+    if !need_cert && cert.is_none() && key.is_none() {
+        return Ok(tls);
     }
     tls.cert_file = cert.ok_or_else(|| missing_file(path, "cert_file"))?;
     tls.key_file = key.ok_or_else(|| missing_file(path, "key_file"))?;

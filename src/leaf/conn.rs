@@ -91,6 +91,8 @@ struct HubInfo {
     headers: bool,
     #[serde(default)]
     auth_required: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
     #[serde(default)]
     max_payload: usize,
     #[serde(default)]
@@ -141,16 +143,102 @@ struct LeafConn {
     last_read: Instant,
 }
 
-/// Runs one leaf connection over `stream` until it closes.
-pub(super) async fn run<T: Transport>(
+/// Runs an accepted leaf connection (we are the hub): our INFO, then, if the listener has
+/// TLS, the leaf's handshake, then the connection until it closes.
+pub(super) async fn accept(
     inner: Arc<Inner>,
-    stream: T,
+    mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+) -> End {
+    use tokio::io::AsyncWriteExt;
+    let cid = inner.shared.next_cid();
+    let mut info = bytes::BytesMut::new();
+    encode::write_info(&mut info, &hub_info(&inner, cid, local));
+    if stream.write_all(&info).await.is_err() {
+        return End::Closed;
+    }
+    let Some(tls) = inner.tls.clone() else {
+        return run(inner, stream, (cid, peer), Side::Accepted, None).await;
+    };
+    match tls.handshake(stream).await {
+        Ok((stream, _)) => run(inner, stream, (cid, peer), Side::Accepted, None).await,
+        Err(e) => {
+            tracing::warn!(%peer, "leafnode TLS handshake error: {e}");
+            End::Protocol(format!("TLS handshake: {e}"))
+        }
+    }
+}
+
+/// Runs a dialed leaf connection (we are the leaf): reads the hub's INFO, upgrades to TLS
+/// when either side asks for it (`tls`: the client, the hub's host name, whether the remote
+/// asks), then runs the connection until it closes.
+pub(super) async fn dial(
+    inner: Arc<Inner>,
+    mut stream: tokio::net::TcpStream,
+    (peer, _local): (SocketAddr, SocketAddr),
     side: Side,
+    (tls, host, wants_tls): (Option<Arc<crate::server::TlsClient>>, String, bool),
+) -> End {
+    let cid = inner.shared.next_cid();
+    let info = match read_info(&mut stream).await {
+        Ok(info) => info,
+        Err(end) => return end,
+    };
+    let required = serde_json::from_slice::<HubInfo>(&info).is_ok_and(|i| i.tls_required);
+    if !(required || wants_tls) {
+        return run(inner, stream, (cid, peer), side, Some(info)).await;
+    }
+    let tls = match tls {
+        Some(t) => t,
+        None => match crate::server::TlsClient::new(&crate::config::TlsConfig::new("", "")) {
+            Ok(t) => t,
+            Err(e) => return End::Protocol(format!("TLS: {e}")),
+        },
+    };
+    match tls.connect(&host, stream).await {
+        Ok(stream) => run(inner, stream, (cid, peer), side, Some(info)).await,
+        Err(e) => {
+            tracing::warn!(%peer, "leafnode TLS handshake error: {e}");
+            End::Protocol(format!("TLS handshake: {e}"))
+        }
+    }
+}
+
+/// The hub's INFO line, read before anything else (it says whether to upgrade to TLS).
+async fn read_info(stream: &mut tokio::net::TcpStream) -> Result<Vec<u8>, End> {
+    let mut line = Vec::with_capacity(1024);
+    let read = async {
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            if line.len() > MAX_CONTROL_LINE || stream.read_exact(&mut byte).await.is_err() {
+                return Err(End::Closed);
+            }
+            line.push(byte[0]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, read)
+        .await
+        .map_err(|_| End::Timeout)??;
+    let text = String::from_utf8_lossy(&line);
+    let json = text
+        .trim()
+        .strip_prefix("INFO")
+        .ok_or_else(|| End::Protocol(format!("expected INFO, got {:?}", text.trim())))?;
+    Ok(json.trim().as_bytes().to_vec())
+}
+
+/// Runs one leaf connection over `stream` until it closes; a dialed one starts from the
+/// hub's INFO (`info`), read already.
+async fn run<T: Transport>(
+    inner: Arc<Inner>,
+    stream: T,
+    (cid, peer): (u64, SocketAddr),
+    side: Side,
+    info: Option<Vec<u8>>,
 ) -> End {
     let shared = inner.shared.clone();
-    let cid = shared.next_cid();
     let span = tracing::info_span!("leafnode", cid, %peer);
     async move {
         let out = Outbound::new(cid, ConnKind::Leaf, shared.config.max_pending);
@@ -158,10 +246,6 @@ pub(super) async fn run<T: Transport>(
         shared
             .tasks
             .spawn(writer(out.clone(), wr, shared.config.write_deadline));
-        if matches!(side, Side::Accepted) {
-            let info = hub_info(&inner, cid, local);
-            out.send(|b| encode::write_info(b, &info));
-        }
         let mut conn = LeafConn {
             inner,
             out: out.clone(),
@@ -171,7 +255,14 @@ pub(super) async fn run<T: Transport>(
             pings_out: 0,
             last_read: Instant::now(),
         };
-        let end = conn.read_loop(rd).await;
+        let first = match &info {
+            Some(json) => conn.on_info(json).err(),
+            None => None,
+        };
+        let end = match first {
+            Some(end) => end,
+            None => conn.read_loop(rd).await,
+        };
         if let End::Loop(e) = &end {
             out.send(|b| encode::write_err(b, &e.to_string()));
         }
@@ -207,6 +298,7 @@ fn hub_info(inner: &Inner, cid: u64, local: SocketAddr) -> String {
         proto: 1,
         headers: true,
         auth_required: inner.config.auth.is_some(),
+        tls_required: inner.tls.is_some(),
         max_payload: shared.config.max_payload,
         client_id: cid,
         leafnode_urls: if inner.config.no_advertise {

@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     lds: String,
     /// The leaf listener's address.
     listen: Option<SocketAddr>,
+    /// The listener's TLS (leaves upgrade after the INFO that asks for it).
+    tls: Option<Arc<crate::server::TlsServer>>,
 }
 
 impl Leafnodes {
@@ -73,7 +75,12 @@ impl Leafnodes {
             }
             None => None,
         };
+        let tls = match &config.tls {
+            Some(t) => Some(crate::server::TlsServer::new(t)?),
+            None => None,
+        };
         let inner = Arc::new(Inner {
+            tls,
             listen: listener.as_ref().and_then(|l| l.local_addr().ok()),
             shared: shared.clone(),
             config,
@@ -83,7 +90,13 @@ impl Leafnodes {
             shared.tasks.spawn(accept_loop(inner.clone(), l));
         }
         for remote in inner.config.remotes.clone() {
-            shared.tasks.spawn(dial_loop(inner.clone(), remote));
+            // A remote's own TLS settings (a `tls://` URL or a hub asking for TLS without them
+            // trust the system's roots).
+            let tls = match &remote.tls {
+                Some(t) => Some(crate::server::TlsClient::new(t)?),
+                None => None,
+            };
+            shared.tasks.spawn(dial_loop(inner.clone(), remote, tls));
         }
         Ok(Leafnodes { inner })
     }
@@ -105,7 +118,7 @@ async fn accept_loop(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
     crate::server::accept_each(shared, listener, "leafnode", |stream, peer, local| {
         let inner2 = inner.clone();
         inner.shared.tasks.spawn(async move {
-            let end = conn::run(inner2, stream, peer, local, conn::Side::Accepted).await;
+            let end = conn::accept(inner2, stream, peer, local).await;
             tracing::debug!(%peer, "leafnode connection ended: {end}");
         });
     })
@@ -114,7 +127,11 @@ async fn accept_loop(inner: Arc<Inner>, listener: tokio::net::TcpListener) {
 
 /// Connects to a remote's URLs in turn, forever (until the server stops), waiting the
 /// configured delay (30 s after a loop or a permission violation) between attempts.
-async fn dial_loop(inner: Arc<Inner>, remote: crate::config::LeafRemote) {
+async fn dial_loop(
+    inner: Arc<Inner>,
+    remote: crate::config::LeafRemote,
+    tls: Option<Arc<crate::server::TlsClient>>,
+) {
     let shutdown = inner.shared.shutdown.clone();
     let account = account_of(&remote);
     for url in remote.urls.iter().cycle() {
@@ -139,7 +156,9 @@ async fn dial_loop(inner: Arc<Inner>, remote: crate::config::LeafRemote) {
                     user,
                     password,
                 };
-                let end = conn::run(inner.clone(), stream, peer, local, side).await;
+                let wants_tls = remote.tls.is_some() || url.starts_with("tls://");
+                let tls = (tls.clone(), host.clone(), wants_tls);
+                let end = conn::dial(inner.clone(), stream, (peer, local), side, tls).await;
                 tracing::info!(%peer, "leafnode connection ended: {end}");
                 if end.delays() {
                     wait = Duration::from_secs(30);

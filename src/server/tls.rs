@@ -108,12 +108,18 @@ impl TlsClient {
     /// Loads the files of `cfg`; an error names the file at fault.
     pub fn new(cfg: &TlsConfig) -> Result<Arc<Self>, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions(cfg))
             .map_err(|e| tls_err("min_version", e))?
-            .with_root_certificates(client_roots(cfg.ca_file.as_deref())?)
-            .with_client_auth_cert(load_certs(&cfg.cert_file)?, load_key(&cfg.key_file)?)
-            .map_err(|e| tls_err(&cfg.key_file.display().to_string(), e))?;
+            .with_root_certificates(client_roots(cfg.ca_file.as_deref())?);
+        // A leaf node remote need not present a certificate (its hub may not ask for one).
+        let config = if cfg.cert_file.as_os_str().is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            builder
+                .with_client_auth_cert(load_certs(&cfg.cert_file)?, load_key(&cfg.key_file)?)
+                .map_err(|e| tls_err(&cfg.key_file.display().to_string(), e))?
+        };
         Ok(Arc::new(Self {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             timeout: cfg.timeout,
