@@ -25,7 +25,9 @@
 //!   consumer, acking every message; consumed+acked msgs/s;
 //! * `js-ack-sync`: takes messages one at a time from a durable pull
 //!   consumer and confirms each with an AckSync (ack as a request); p50 /
-//!   p99 latency of the AckSync alone, in µs, and acks/s.
+//!   p99 latency of the AckSync alone, in µs, and acks/s;
+//! * `js-mirror`: pre-fills a stream, then creates a mirror of it and times
+//!   until the mirror holds every message; mirrored msgs/s.
 //!
 //! Key-Value scenarios on a bucket `BENCH` (128 B values), see
 //! `loadgen/kv.rs`: `kv-put` (sequential puts), `kv-get` (sequential direct
@@ -116,6 +118,7 @@ enum Scenario {
     JsSyncPub,
     JsPullConsume,
     JsAckSync,
+    JsMirror,
     KvPut,
     KvPutConcurrent,
     KvGet,
@@ -123,7 +126,7 @@ enum Scenario {
     KvRss,
 }
 
-const ALL_SCENARIOS: [Scenario; 13] = [
+const ALL_SCENARIOS: [Scenario; 14] = [
     Scenario::PubSub,
     Scenario::FanOut,
     Scenario::Queue,
@@ -132,6 +135,7 @@ const ALL_SCENARIOS: [Scenario; 13] = [
     Scenario::JsSyncPub,
     Scenario::JsPullConsume,
     Scenario::JsAckSync,
+    Scenario::JsMirror,
     Scenario::KvPut,
     Scenario::KvPutConcurrent,
     Scenario::KvGet,
@@ -153,6 +157,7 @@ impl Scenario {
             Scenario::JsSyncPub => "js-sync-pub",
             Scenario::JsPullConsume => "js-pull-consume",
             Scenario::JsAckSync => "js-ack-sync",
+            Scenario::JsMirror => "js-mirror",
             Scenario::KvPut => "kv-put",
             Scenario::KvPutConcurrent => "kv-put-8",
             Scenario::KvGet => "kv-get",
@@ -198,6 +203,7 @@ impl Scenario {
                 ("JS sync publish, msgs/s", false),
             ],
             Scenario::JsPullConsume => &[("JS pull consume + ack, msgs/s", false)],
+            Scenario::JsMirror => &[("JS mirror catch-up, msgs/s", false)],
             Scenario::JsAckSync => &[
                 ("JS AckSync p50, µs", true),
                 ("JS AckSync p99, µs", true),
@@ -677,6 +683,7 @@ async fn run_once(
             Ok(vec![l.p50_us, l.p99_us, l.per_sec])
         }
         Scenario::JsPullConsume => Ok(vec![js::pull_consume(addr, &js).await?]),
+        Scenario::JsMirror => Ok(vec![js::mirror_catchup(addr, &js).await?]),
         Scenario::JsAckSync => {
             let l = js::ack_sync(addr, &js).await?;
             Ok(vec![l.p50_us, l.p99_us, l.per_sec])

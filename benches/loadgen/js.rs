@@ -246,6 +246,40 @@ pub async fn async_pub(addr: SocketAddr, spec: &JsSpec) -> Result<f64> {
     .await
 }
 
+/// `js-mirror`: fills a stream with `spec.msgs` messages, then creates a mirror of it and
+/// times until the mirror holds every one (what a mirror does after an outage); mirrored
+/// msgs/s.
+pub async fn mirror_catchup(addr: SocketAddr, spec: &JsSpec) -> Result<f64> {
+    with_stream(addr, spec, async |mut js| {
+        let deadline = Instant::now() + spec.timeout;
+        publish_acked(&mut js, spec, deadline).await?;
+        let mirror = format!("{STREAM}_MIRROR");
+        let config =
+            format!(r#"{{"name":"{mirror}","mirror":{{"name":"{STREAM}"}},"storage":"file"}}"#);
+        let start = Instant::now();
+        let copied = async {
+            js.create_stream(&mirror, &config, deadline).await?;
+            loop {
+                let info = js
+                    .api(&format!("$JS.API.STREAM.INFO.{mirror}"), "", deadline)
+                    .await?;
+                let v: serde_json::Value = serde_json::from_str(&info).context("stream info")?;
+                if v["state"]["messages"].as_u64() >= Some(spec.msgs) {
+                    return anyhow::Ok(start.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let elapsed = timeout_at(deadline, copied)
+            .await
+            .map_err(|_| anyhow!("time limit hit mirroring"))??;
+        js.api(&format!("$JS.API.STREAM.DELETE.{mirror}"), "", deadline)
+            .await?;
+        Ok(spec.msgs as f64 / elapsed.as_secs_f64())
+    })
+    .await
+}
+
 /// Publishes `spec.msgs` messages to an empty stream, keeping up to
 /// `spec.window` acks outstanding, and checks every ack. Returns the time
 /// from the first publish to the last ack.
