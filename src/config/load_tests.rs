@@ -687,3 +687,15 @@ fn route_urls() {
         assert!(parse_route_url(bad).is_none(), "{bad}");
     }
 }
+
+#[test]
+fn a_leaf_listener_never_admits_anyone_where_clients_must_log_in() {
+    let text = "authorization { user: a, password: b }\nleafnodes { port: 7422 }";
+    let e = error(text);
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "leafnodes.authorization"),
+        "{e:?}"
+    );
+    let ok = "authorization { user: a, password: b }\nleafnodes { port: 7422, authorization { user: l, password: p } }";
+    assert!(from_conf_text(ok, None).is_ok());
+}

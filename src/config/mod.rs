@@ -646,6 +646,15 @@ impl Config {
         let Some(leaf) = &self.leafnodes else {
             return Ok(());
         };
+        // nats-server logs a leaf without its own authorization in as a client user; causeway
+        // does not, so a listener that would then admit anyone is refused.
+        let clients_log_in = self.auth.required() || self.trust.is_some();
+        if leaf.listen.is_some() && leaf.auth.is_none() && clients_log_in {
+            return Err(ConfigError::Invalid {
+                key: "leafnodes.authorization".to_string(),
+                msg: "required when clients must authenticate (leaf nodes are not logged in as client users)".to_string(),
+            });
+        }
         let auth = leaf
             .auth
             .iter()
