@@ -422,3 +422,120 @@ async fn leaf_connections_upgrade_to_tls_both_ways_with_nats_server() {
     );
     ours.shutdown().await;
 }
+
+/// Waits until `stream` on `nc` holds `want` messages.
+async fn holds(nc: &Client, stream: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(nc, stream).await < want {
+        if Instant::now() >= deadline {
+            let info = api(nc, &format!("STREAM.INFO.{stream}"), json!({})).await;
+            panic!(
+                "{stream} holds {} of {want}: {}",
+                count(nc, stream).await,
+                info["sources"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_source_across_a_leaf_connection_with_nats_server_at_either_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A stock hub in domain `hub` sources a stream of a causeway edge in domain `edge`.
+    let port = free_port();
+    let theirs = RefServer::start(&format!(
+        "jetstream {{ store_dir: \"{{store}}\", domain: hub }}\nleafnodes {{ listen: \"127.0.0.1:{port}\" }}\n"
+    ));
+    let edge = start(with_js(leaf_config(port), &dir.path().join("edge"), "edge")).await;
+    let e = connect(&edge.client_url()).await;
+    let v = api(
+        &e,
+        "STREAM.CREATE.EDGE",
+        json!({"name": "EDGE", "subjects": ["edge.>"]}),
+    )
+    .await;
+    assert!(v.get("error").is_none(), "{v}");
+    let js = async_nats::jetstream::new(e.clone());
+    for i in 0..200u32 {
+        js.publish(format!("edge.{i}"), i.to_string().into())
+            .await
+            .expect("pub")
+            .await
+            .expect("ack");
+    }
+    let h = connect(&format!("nats://{}", theirs.addr)).await;
+    let cfg = json!({"name": "HUB", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API", "deliver": ""}}]});
+    let v = api(&h, "STREAM.CREATE.HUB", cfg).await;
+    assert!(v.get("error").is_none(), "{v}");
+    holds(&h, "HUB", 200).await;
+    edge.shutdown().await;
+    // A causeway hub in domain `hub` sources a stream of a stock edge in domain `edge`.
+    let port = free_port();
+    let hub = start(with_js(hub_config(port), &dir.path().join("hub"), "hub")).await;
+    let their_edge = RefServer::start(&format!(
+        "jetstream {{ store_dir: \"{{store}}\", domain: edge }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{port}\" }} ] }}\n"
+    ));
+    let e = connect(&format!("nats://{}", their_edge.addr)).await;
+    let v = api(
+        &e,
+        "STREAM.CREATE.EDGE",
+        json!({"name": "EDGE", "subjects": ["edge.>"]}),
+    )
+    .await;
+    assert!(v.get("error").is_none(), "{v}");
+    let js = async_nats::jetstream::new(e.clone());
+    for i in 0..200u32 {
+        js.publish(format!("edge.{i}"), i.to_string().into())
+            .await
+            .expect("pub")
+            .await
+            .expect("ack");
+    }
+    let h = connect(&hub.client_url()).await;
+    let cfg = json!({"name": "HUB", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API", "deliver": ""}}]});
+    let v = api(&h, "STREAM.CREATE.HUB", cfg).await;
+    assert!(v.get("error").is_none(), "{v}");
+    holds(&h, "HUB", 200).await;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_user_is_bound_to_its_account() {
+    let port = free_port();
+    let text = format!(
+        "accounts {{ A: {{ users: [ {{ user: a, password: pa }} ] }}, B: {{ users: [ {{ user: b, password: pb }} ] }} }}\n\
+         leafnodes {{ listen: \"127.0.0.1:{port}\", authorization {{ users: [ {{ user: leaf, password: secret, account: A }} ] }} }}\n"
+    );
+    let mut cfg = common::loopback_conf(&text);
+    cfg.http_port = Some(0);
+    let hub = start(cfg).await;
+    let login = |u: &str, p: &str| {
+        async_nats::ConnectOptions::with_user_and_password(u.into(), p.into())
+            .connect(hub.client_url())
+    };
+    let (a, b) = (
+        login("a", "pa").await.expect("a"),
+        login("b", "pb").await.expect("b"),
+    );
+    // A leaf with the wrong password never gets in; the right one is bound to account A.
+    let _stranger = RefServer::start(&format!(
+        "leafnodes {{ remotes: [ {{ url: \"nats-leaf://leaf:wrong@127.0.0.1:{port}\" }} ] }}\n"
+    ));
+    let leaf = RefServer::start(&format!(
+        "leafnodes {{ remotes: [ {{ url: \"nats-leaf://leaf:secret@127.0.0.1:{port}\" }} ] }}\n"
+    ));
+    let l = connect(&format!("nats://{}", leaf.addr)).await;
+    let mut in_a = a.subscribe("edge.>").await.expect("sub");
+    let mut in_b = b.subscribe("edge.>").await.expect("sub");
+    assert_eq!(crosses(&l, &mut in_a, "edge.x").await, "edge.x");
+    let other = tokio::time::timeout(Duration::from_millis(500), in_b.next()).await;
+    assert!(other.is_err(), "account B saw the leaf's message");
+    let (_, leafz) = leafz_fields(hub.monitor_addr().expect("monitor")).await;
+    assert_eq!(
+        leafz["leafnodes"], 1,
+        "only the leaf with the password: {leafz}"
+    );
+    assert_eq!(leafz["leafs"][0]["account"], "A", "{leafz}");
+    hub.shutdown().await;
+}

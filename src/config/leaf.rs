@@ -47,15 +47,48 @@ impl Default for LeafConfig {
     }
 }
 
-/// `leafnodes.authorization`: one user and the account its connections are bound to.
+/// `leafnodes.authorization`: one user (`user`, `password`, `account`) or a list of them
+/// (`users`), and the account each one's connections are bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafAuth {
     pub user: String,
     pub password: String,
     /// The account leaf connections share (default `$G`).
     pub account: Option<String>,
+    /// More users, each with its own account.
+    pub users: Vec<LeafUser>,
     /// How long a connecting leaf has to authenticate (default 2 s).
     pub timeout: Option<Duration>,
+}
+
+/// One of `leafnodes.authorization.users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafUser {
+    pub user: String,
+    pub password: String,
+    /// Its connections' account (default `$G`).
+    pub account: Option<String>,
+}
+
+impl LeafAuth {
+    /// Every user that may log in: (user, password or bcrypt hash, account (default `$G`)).
+    pub fn logins(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        let one = (!self.user.is_empty()).then_some((
+            self.user.as_str(),
+            self.password.as_str(),
+            self.account.as_deref().unwrap_or("$G"),
+        ));
+        let more = self.users.iter().map(|u| {
+            let account = u.account.as_deref().unwrap_or("$G");
+            (u.user.as_str(), u.password.as_str(), account)
+        });
+        one.into_iter().chain(more)
+    }
+
+    /// Every account a user names.
+    pub fn accounts(&self) -> impl Iterator<Item = &Option<String>> {
+        std::iter::once(&self.account).chain(self.users.iter().map(|u| &u.account))
+    }
 }
 
 /// One `leafnodes.remotes` entry.
@@ -152,6 +185,7 @@ fn leaf_auth(path: &str, value: &Value) -> Result<LeafAuth> {
         user: String::new(),
         password: String::new(),
         account: None,
+        users: Vec::new(),
         timeout: None,
     };
     for (key, value) in map(path, value)? {
@@ -161,13 +195,42 @@ fn leaf_auth(path: &str, value: &Value) -> Result<LeafAuth> {
             "password" | "pass" => auth.password = text(&kp, value)?,
             "account" => auth.account = Some(text(&kp, value)?),
             "timeout" => auth.timeout = Some(duration(&kp, value)?),
-            lower => reject(&kp, lower, &["users", "nkey", "proxy_required"])?,
+            "users" => {
+                let Value::Array(items) = value else {
+                    return Err(wrong_type(&kp, "a list of users", value));
+                };
+                for (i, item) in items.iter().enumerate() {
+                    auth.users.push(leaf_user(&format!("{kp}[{i}]"), item)?);
+                }
+            }
+            lower => reject(&kp, lower, &["nkey", "proxy_required"])?,
         }
     }
-    if auth.user.is_empty() {
+    if auth.user.is_empty() && auth.users.is_empty() {
         return Err(invalid(&format!("{path}.user"), "missing user name"));
     }
     Ok(auth)
+}
+
+fn leaf_user(path: &str, value: &Value) -> Result<LeafUser> {
+    let mut u = LeafUser {
+        user: String::new(),
+        password: String::new(),
+        account: None,
+    };
+    for (key, value) in map(path, value)? {
+        let kp = format!("{path}.{key}");
+        match key.to_ascii_lowercase().as_str() {
+            "user" | "username" => u.user = text(&kp, value)?,
+            "password" | "pass" => u.password = text(&kp, value)?,
+            "account" => u.account = Some(text(&kp, value)?),
+            lower => reject(&kp, lower, &["nkey", "proxy_required"])?,
+        }
+    }
+    if u.user.is_empty() {
+        return Err(invalid(&format!("{path}.user"), "missing user name"));
+    }
+    Ok(u)
 }
 
 fn remote(path: &str, value: &Value) -> Result<LeafRemote> {

@@ -699,3 +699,18 @@ fn a_leaf_listener_never_admits_anyone_where_clients_must_log_in() {
     let ok = "authorization { user: a, password: b }\nleafnodes { port: 7422, authorization { user: l, password: p } }";
     assert!(from_conf_text(ok, None).is_ok());
 }
+
+#[test]
+fn leaf_users_are_bound_to_their_accounts() {
+    let text = "accounts { A: { users: [ {user: a, password: b} ] } }\nleafnodes { port: 7422, authorization { users: [ {user: l1, password: p1, account: A}, {user: l2, password: p2} ] } }";
+    let cfg = from_conf_text(text, None).expect("config");
+    let auth = cfg.leafnodes.and_then(|l| l.auth).expect("leaf auth");
+    let logins: Vec<_> = auth.logins().collect();
+    assert_eq!(logins, [("l1", "p1", "A"), ("l2", "p2", "$G")]);
+    let bad = "leafnodes { port: 7422, authorization { users: [ {user: l1, password: p1, account: B} ] } }";
+    let e = error(bad);
+    assert!(
+        matches!(&e, ConfigError::Invalid { key, .. } if key == "leafnodes.authorization.account"),
+        "{e:?}"
+    );
+}

@@ -20,7 +20,7 @@ pub use accounts::{
     AccountConfig, AccountJetStream, AccountLimits, Export, Import, ShareKind, GLOBAL_ACCOUNT,
 };
 pub use duration::go_duration;
-pub use leaf::{parse_leaf_url, LeafAuth, LeafConfig, LeafRemote, DEFAULT_LEAF_PORT};
+pub use leaf::{parse_leaf_url, LeafAuth, LeafConfig, LeafRemote, LeafUser, DEFAULT_LEAF_PORT};
 pub use load::{from_conf_text, from_file, parse_duration};
 pub use operator::{JwtAccount, Trust};
 pub use tls::{HandshakeFirst, TlsConfig, WebSocketConfig, WsAuth, HANDSHAKE_FIRST_AUTO};
@@ -658,7 +658,8 @@ impl Config {
         let auth = leaf
             .auth
             .iter()
-            .map(|a| ("leafnodes.authorization", &a.account));
+            .flat_map(LeafAuth::accounts)
+            .map(|a| ("leafnodes.authorization", a));
         let remotes = leaf
             .remotes
             .iter()

@@ -471,7 +471,7 @@ impl Runner {
     fn follow_sources(&mut self) {
         let leads = self.ctx.replica.is_none() || self.leading;
         let cfg = &self.stream.config;
-        let wanted = leads.then(|| (cfg.mirror.clone(), cfg.sources.clone()));
+        let wanted = leads.then_some((&cfg.mirror, &cfg.sources));
         let ctx = &self.ctx;
         self.links.follow(&cfg.name, wanted, |spec| {
             let status = self.stream.sourcing.clone();

@@ -97,8 +97,9 @@ struct HubInfo {
     max_payload: usize,
     #[serde(default)]
     client_id: u64,
+    /// Always sent (a stock leaf refuses a hub without it); `null` is taken as none.
     #[serde(default)]
-    leafnode_urls: Vec<String>,
+    leafnode_urls: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     domain: Option<String>,
     #[serde(default)]
@@ -301,11 +302,11 @@ fn hub_info(inner: &Inner, cid: u64, local: SocketAddr) -> String {
         tls_required: inner.tls.is_some(),
         max_payload: shared.config.max_payload,
         client_id: cid,
-        leafnode_urls: if inner.config.no_advertise {
+        leafnode_urls: Some(if inner.config.no_advertise {
             Vec::new()
         } else {
             vec![url]
-        },
+        }),
         domain: shared.config.jetstream.domain.clone(),
         jetstream: shared.config.jetstream.enabled,
     };
@@ -496,15 +497,18 @@ impl LeafConn {
             None => "$G".to_string(),
             Some(auth) => {
                 let pass = connect.pass.as_deref().or(connect.auth_token.as_deref());
-                let ok = connect.user.as_deref() == Some(auth.user.as_str())
-                    && pass.is_some_and(|p| crate::server::secret_matches(&auth.password, p));
-                if !ok {
+                let user = connect.user.as_deref();
+                let login = auth.logins().find(|(u, p, _)| {
+                    user == Some(*u)
+                        && pass.is_some_and(|given| crate::server::secret_matches(p, given))
+                });
+                let Some((_, _, account)) = login else {
                     tracing::warn!(user = ?connect.user, "leafnode Authorization Violation");
                     self.out
                         .send(|b| encode::write_err(b, "Authorization Violation"));
                     return Err(End::Auth);
-                }
-                auth.account.clone().unwrap_or_else(|| "$G".to_string())
+                };
+                account.to_string()
             }
         };
         let name = if connect.name.is_empty() {

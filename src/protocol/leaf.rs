@@ -16,7 +16,7 @@
 //! ```
 //!
 //! A JetStream delivery (routed by a consumer's deliver subject, shown with the stored
-//! message's subject) crosses as `LMSG <subject> $JS.ACK...@<deliver subject>`.
+//! message's subject) crosses as `LMSG <deliver subject> $JS.ACK...@<subject>`.
 
 use super::parser::{eq_ci, parse_u64, split_args, trim, ParseError};
 use super::route::{control_line, msg_frame, write_frame, Frame, RouteLimits};
@@ -198,8 +198,8 @@ pub fn write_msg(
     write_frame(out, [b"LMSG ", b"HMSG "], None, &msg);
 }
 
-/// A JetStream delivery's reply (`$JS.ACK....@<deliver subject>`) split into the reply and
-/// the subject the message is routed by; `None` for any other reply.
+/// A JetStream delivery's reply (`$JS.ACK....@<subject>`) split into the reply and the
+/// subject its receivers see; `None` for any other reply.
 pub fn split_delivery(reply: &[u8]) -> Option<(&[u8], &[u8])> {
     if !reply.starts_with(b"$JS.ACK.") {
         return None;

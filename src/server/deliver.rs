@@ -358,29 +358,31 @@ fn send(
     ok
 }
 
-/// Writes `msg` to a leaf connection as `LMSG` (for a queue group's member, naming it); a
-/// JetStream delivery's reply carries the subject it is routed by after an `@`.
+/// Writes `msg` to a leaf connection as `LMSG` (for a queue group's member, naming it). A
+/// JetStream delivery goes as nats-server sends it: under the subject it is routed by (the
+/// consumer's deliver subject), the subject its receivers see after the reply's `@`.
 fn to_leaf(out: &Arc<Outbound>, sub: &Subscription, msg: &Publish<'_>, dirty: &mut Dirty) -> bool {
     use crate::protocol::leaf;
-    if !super::leaf::crosses(msg.routed_by.unwrap_or(msg.subject)) {
+    let to = msg.routed_by.unwrap_or(msg.subject);
+    if !super::leaf::crosses(to) {
         return false;
     }
     let joined;
-    let reply = match (msg.reply, msg.routed_by) {
-        (Some(r), Some(to))
+    let reply = match msg.reply {
+        Some(r)
             if to != msg.subject
                 && r.starts_with(b"$JS.ACK.")
                 && leaf::split_delivery(r).is_none() =>
         {
-            joined = [r, b"@", to].concat();
+            joined = [r, b"@", msg.subject].concat();
             Some(&joined[..])
         }
-        (r, _) => r,
+        r => r,
     };
     let queue = sub.queue.as_deref();
-    let len = leaf::msg_len(msg.subject, reply, queue, msg.headers, msg.payload);
+    let len = leaf::msg_len(to, reply, queue, msg.headers, msg.payload);
     let pushed = out.push_frame(len, |b| {
-        leaf::write_msg(b, msg.subject, reply, queue, msg.headers, msg.payload);
+        leaf::write_msg(b, to, reply, queue, msg.headers, msg.payload);
     });
     match pushed {
         Push::Queued(was_empty) => {

@@ -26,14 +26,16 @@ use super::sublist::{MatchCache, Router, Sink, SubSink, Subscription};
 use super::Shared;
 use crate::protocol::{leaf, subject};
 
-/// Subjects that never cross a leaf connection (nats-server denies them both ways): the
-/// JetStream API (each side answers its own; a domain's `$JS.<domain>.API` does cross),
-/// KV and object store writes, and cluster-internal traffic.
+/// Subjects that never cross a leaf connection: the JetStream API (each side answers its
+/// own; a domain's `$JS.<domain>.API` does cross), KV and object store writes (nats-server
+/// denies these three both ways), and this server's cluster-internal traffic (Raft, leader
+/// holds, system events). `$JSC.R.` (the replies nats-server's sources and mirrors wait for)
+/// crosses.
 const DENIED: [&[u8]; 7] = [
     b"$JS.API.",
     b"$KV.",
     b"$OBJ.",
-    b"$JSC.",
+    b"$JSC.HOLD.",
     b"$NRG.",
     b"$NRGLIVE.",
     b"$SYS.",
@@ -220,8 +222,8 @@ impl LeafLink {
 
     /// Delivers a message the peer sent: to every plain subscriber here (another leaf
     /// connection's too, never back to the peer) and one member of each group in `queues`.
-    /// A JetStream delivery (`reply` ending in `@<deliver subject>`) is routed by its deliver
-    /// subject. Returns how many subscriptions got it.
+    /// A JetStream delivery (`reply` ending in `@<subject>`) is shown with that subject.
+    /// Returns how many subscriptions got it.
     pub(crate) fn deliver(
         &mut self,
         subj: &[u8],
@@ -234,20 +236,22 @@ impl LeafLink {
         if subject::has_empty_token(subj) || size > self.shared.config.max_payload {
             return 0;
         }
-        let (reply, to) = match reply.and_then(leaf::split_delivery) {
-            Some((reply, to)) => (Some(reply), to),
+        // A JetStream delivery: routed by `subj` (its deliver subject), shown as the subject
+        // after the reply's `@`.
+        let (reply, shown) = match reply.and_then(leaf::split_delivery) {
+            Some((reply, shown)) => (Some(reply), shown),
             None => (reply, subj),
         };
-        if !crosses(to) {
+        if !crosses(subj) {
             return 0;
         }
-        let matches = self.cache.get(&self.router, to);
+        let matches = self.cache.get(&self.router, subj);
         let msg = Publish {
-            subject: subj,
+            subject: shown,
             reply,
             headers,
             payload,
-            routed_by: (to != subj).then_some(to),
+            routed_by: (shown != subj).then_some(subj),
         };
         for (msgs, bytes) in [
             (&self.shared.stats.in_msgs, &self.shared.stats.in_bytes),

@@ -54,31 +54,34 @@ pub(crate) struct Links {
 }
 
 impl Links {
-    /// Runs a link (made by `start`) for each origin `wanted` names, and none when it is
-    /// `None`; links already running for the same configuration go on.
+    /// Runs a link (made by `start`) for each origin `wanted` names (a stream's `mirror` and
+    /// `sources`), and none when it is `None`; links already running for the same
+    /// configuration go on (nothing is copied then: this runs after every batch).
     pub fn follow(
         &mut self,
         stream: &str,
-        wanted: Option<Origins>,
+        wanted: Option<(&Option<StreamSource>, &Option<Vec<StreamSource>>)>,
         mut start: impl FnMut(Spec) -> Link,
     ) {
         let wanted = wanted.filter(|(m, s)| m.is_some() || s.is_some());
-        if wanted == self.running {
+        let running = self.running.as_ref().map(|(m, s)| (m, s));
+        if wanted == running {
             return;
         }
         self.links.clear();
-        if let Some((mirror, sources)) = &wanted {
-            let all = mirror.iter().map(|m| (m, true));
-            let all = all.chain(sources.iter().flatten().map(|s| (s, false)));
-            for (source, mirror) in all {
-                self.links.push(start(Spec {
-                    stream: stream.to_string(),
-                    source: source.clone(),
-                    mirror,
-                }));
-            }
+        self.running = wanted.map(|(m, s)| (m.clone(), s.clone()));
+        let Some((mirror, sources)) = &self.running else {
+            return;
+        };
+        let all = mirror.iter().map(|m| (m, true));
+        let all = all.chain(sources.iter().flatten().map(|s| (s, false)));
+        for (source, mirror) in all {
+            self.links.push(start(Spec {
+                stream: stream.to_string(),
+                source: source.clone(),
+                mirror,
+            }));
         }
-        self.running = wanted;
     }
 }
 
@@ -147,6 +150,9 @@ struct Session<'a> {
     tx: &'a Tx<Input>,
     spec: &'a Spec,
     status: &'a Status,
+    /// The stream's key for this link (the source's index name; `None`: the mirror).
+    key: Option<String>,
+    /// Where `status` keeps what this link reports ("" for the mirror).
     status_key: String,
     api: String,
     deliver: String,
@@ -184,6 +190,7 @@ impl<'a> Session<'a> {
             tx,
             spec,
             status,
+            key: spec.key(),
             status_key: spec.key().unwrap_or_default(),
             api,
             deliver,
@@ -258,7 +265,7 @@ impl<'a> Session<'a> {
     /// Where the stream's copy stands (after everything queued before this question).
     async fn up_to(&self) -> Option<crate::jetstream::stream::Position> {
         let (done, answer) = tokio::sync::oneshot::channel();
-        if !send(self.tx, Input::SourcedUpTo(self.spec.key(), done)).await {
+        if !send(self.tx, Input::SourcedUpTo(self.key.clone(), done)).await {
             return None;
         }
         answer.await.ok()
@@ -410,8 +417,7 @@ impl<'a> Session<'a> {
         let hdrs = if mirror {
             kept
         } else {
-            let index = self.spec.source.index_name();
-            let mut words = index.splitn(3, ' ');
+            let mut words = self.status_key.splitn(3, ' ');
             let (name, filter, dest) = (
                 words.next().unwrap_or_default(),
                 words.next().unwrap_or(">"),
@@ -427,7 +433,7 @@ impl<'a> Session<'a> {
             ))
         };
         Sourced {
-            source: self.spec.key(),
+            source: self.key.clone(),
             seq,
             time,
             message: Message {
