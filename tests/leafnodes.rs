@@ -439,6 +439,25 @@ async fn holds(nc: &Client, stream: &str, want: u64) {
     }
 }
 
+/// A stream `EDGE` on the edge (client URL `edge`, domain `edge`) with 200 messages, sourced
+/// by a stream `HUB` on the hub (client URL `hub`) through `$JS.edge.API`: all of them.
+async fn hub_sources_edge(hub: &str, edge: &str) {
+    let e = connect(edge).await;
+    let cfg = json!({"name": "EDGE", "subjects": ["edge.>"]});
+    let v = api(&e, "STREAM.CREATE.EDGE", cfg).await;
+    assert!(v.get("error").is_none(), "{v}");
+    let js = async_nats::jetstream::new(e.clone());
+    for i in 0..200u32 {
+        let ack = js.publish(format!("edge.{i}"), i.to_string().into());
+        ack.await.expect("pub").await.expect("ack");
+    }
+    let h = connect(hub).await;
+    let cfg = json!({"name": "HUB", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API", "deliver": ""}}]});
+    let v = api(&h, "STREAM.CREATE.HUB", cfg).await;
+    assert!(v.get("error").is_none(), "{v}");
+    holds(&h, "HUB", 200).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_source_across_a_leaf_connection_with_nats_server_at_either_end() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -448,27 +467,7 @@ async fn streams_source_across_a_leaf_connection_with_nats_server_at_either_end(
         "jetstream {{ store_dir: \"{{store}}\", domain: hub }}\nleafnodes {{ listen: \"127.0.0.1:{port}\" }}\n"
     ));
     let edge = start(with_js(leaf_config(port), &dir.path().join("edge"), "edge")).await;
-    let e = connect(&edge.client_url()).await;
-    let v = api(
-        &e,
-        "STREAM.CREATE.EDGE",
-        json!({"name": "EDGE", "subjects": ["edge.>"]}),
-    )
-    .await;
-    assert!(v.get("error").is_none(), "{v}");
-    let js = async_nats::jetstream::new(e.clone());
-    for i in 0..200u32 {
-        js.publish(format!("edge.{i}"), i.to_string().into())
-            .await
-            .expect("pub")
-            .await
-            .expect("ack");
-    }
-    let h = connect(&format!("nats://{}", theirs.addr)).await;
-    let cfg = json!({"name": "HUB", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API", "deliver": ""}}]});
-    let v = api(&h, "STREAM.CREATE.HUB", cfg).await;
-    assert!(v.get("error").is_none(), "{v}");
-    holds(&h, "HUB", 200).await;
+    hub_sources_edge(&format!("nats://{}", theirs.addr), &edge.client_url()).await;
     edge.shutdown().await;
     // A causeway hub in domain `hub` sources a stream of a stock edge in domain `edge`.
     let port = free_port();
@@ -476,27 +475,7 @@ async fn streams_source_across_a_leaf_connection_with_nats_server_at_either_end(
     let their_edge = RefServer::start(&format!(
         "jetstream {{ store_dir: \"{{store}}\", domain: edge }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{port}\" }} ] }}\n"
     ));
-    let e = connect(&format!("nats://{}", their_edge.addr)).await;
-    let v = api(
-        &e,
-        "STREAM.CREATE.EDGE",
-        json!({"name": "EDGE", "subjects": ["edge.>"]}),
-    )
-    .await;
-    assert!(v.get("error").is_none(), "{v}");
-    let js = async_nats::jetstream::new(e.clone());
-    for i in 0..200u32 {
-        js.publish(format!("edge.{i}"), i.to_string().into())
-            .await
-            .expect("pub")
-            .await
-            .expect("ack");
-    }
-    let h = connect(&hub.client_url()).await;
-    let cfg = json!({"name": "HUB", "sources": [{"name": "EDGE", "external": {"api": "$JS.edge.API", "deliver": ""}}]});
-    let v = api(&h, "STREAM.CREATE.HUB", cfg).await;
-    assert!(v.get("error").is_none(), "{v}");
-    holds(&h, "HUB", 200).await;
+    hub_sources_edge(&hub.client_url(), &format!("nats://{}", their_edge.addr)).await;
     hub.shutdown().await;
 }
 
