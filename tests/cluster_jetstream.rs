@@ -1038,7 +1038,12 @@ async fn a_replicated_streams_schedule_fires_once_through_its_group() {
 
 /// The stream's message count once it is `want` (on whichever server leads it).
 async fn count_becomes(js: &jetstream::Context, stream: &str, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    count_becomes_within(js, stream, want, Duration::from_secs(20)).await;
+}
+
+/// [`count_becomes`] with its own time limit.
+async fn count_becomes_within(js: &jetstream::Context, stream: &str, want: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
     loop {
         let n = message_count(js, stream).await;
         if n == want {
@@ -1307,18 +1312,7 @@ async fn a_removed_peer_is_replaced_and_the_stream_goes_on() {
 /// Waits until `stream` holds `want` messages; their payloads in sequence order (for a
 /// source: sorted, two links interleave as they please).
 async fn copied(js: &jetstream::Context, stream: &str, want: u64) -> Vec<(u64, String)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n = match js.get_stream(stream).await {
-            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
-            Err(_) => 0,
-        };
-        if n == want {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{stream} holds {n} of {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    count_becomes_within(js, stream, want, Duration::from_secs(30)).await;
     let s = js.get_stream(stream).await.unwrap();
     let last = s.cached_info().state.last_sequence;
     let mut out = Vec::new();
